@@ -1,0 +1,36 @@
+# The two commands: `make run` (the local train→compress→evaluate→edge-benchmark pipeline on the
+# embedded defaults) and `make test`. Both create or reuse .venv and install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgecompress-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint compile benchmarks clean
+
+setup: $(STAMP)
+	@scripts/system-deps.sh
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip==25.3
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+run: setup
+	$(BIN)/edgecompress run $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+compile: setup
+	$(BIN)/edgecompress compile --all --output-dir compiled/
+
+clean:
+	rm -rf $(VENV) edgecompress-runs .pytest_cache

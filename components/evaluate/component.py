@@ -1,0 +1,32 @@
+"""KFP component: accuracy, confusion matrix, size, MACs and 1-thread latency of an ONNX model."""
+
+from kfp import dsl
+
+from edgecompress.settings import component_image
+
+
+@dsl.component(base_image=component_image(), install_kfp_package=False)
+def evaluate(
+    model: dsl.Input[dsl.Model],
+    dataset: dsl.Input[dsl.Dataset],
+    results: dsl.Output[dsl.Artifact],
+    metrics: dsl.Output[dsl.Metrics],
+    classification: dsl.Output[dsl.ClassificationMetrics],
+    report: dsl.Output[dsl.HTML],
+    split: str = "test",
+    pipeline_run_id: str = "",
+    pipeline_name: str = "edge-compression",
+    experiment: str = "edgecompress",
+    track: bool = True,
+):
+    """`results` is the full JSON (read by the accuracy gate); `metrics` and `report` are for the KFP UI."""
+    from edgecompress.steps import Lineage, evaluate_step
+
+    out = evaluate_step(model.path, dataset.path, results.path, report.path, split,
+                        Lineage(pipeline_run_id, pipeline_name, experiment, track))
+    metrics.log_metric("accuracy", out["accuracy"])
+    for key in ("params", "macs", "onnx_bytes", "gzip_bytes"):
+        metrics.log_metric(key, out["stats"][key])
+    if out["latency_ms"]:
+        metrics.log_metric("p50_ms_1thread", out["latency_ms"]["p50"])
+    classification.log_confusion_matrix(out["class_names"], out["confusion_matrix"])

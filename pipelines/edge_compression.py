@@ -1,0 +1,102 @@
+"""The edge-compression pipeline: train → compress (a chain of steps) → evaluate parent and child →
+edge-benchmark both on each device class → accuracy gate (register or reject).
+
+The compression chain is a compile-time choice (`build_pipeline(chain=[...])`, `edgecompress run
+--chain …`, `edgecompress compile --chain …`): each step in it is its own task whose output model's
+parent is the previous step's model. Every step's settings are pipeline parameters.
+"""
+
+# No `from __future__ import annotations` here or in components: KFP reads the annotations.
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kfp import dsl
+
+from edgecompress.components.accuracy_gate.component import accuracy_gate
+from edgecompress.components.edge_benchmark.component import edge_benchmark
+from edgecompress.components.evaluate.component import evaluate
+from edgecompress.components.load_dataset.component import load_dataset
+from edgecompress.components.quantize.component import quantize
+from edgecompress.components.train.component import train
+
+PIPELINE_NAME = "edge-compression"
+DEFAULT_CHAIN = ("quantize",)
+
+# A chain step: (parent model output, dataset output, pipeline params, lineage kwargs) -> model output
+StepBuilder = Callable[[Any, Any, dict[str, Any], dict[str, Any]], Any]
+
+
+def _quantize_step(parent: Any, dataset: Any, p: dict[str, Any], lineage: dict[str, Any]) -> Any:
+    task = quantize(model=parent, dataset=dataset, calibration_samples=p["calibration_samples"],
+                    calibration_method=p["calibration_method"], per_channel=p["per_channel"], seed=p["seed"],
+                    **lineage)
+    task.set_display_name("quantize")
+    return task.outputs["quantized_model"]
+
+
+STEP_BUILDERS: dict[str, StepBuilder] = {"quantize": _quantize_step}
+
+
+def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
+    """A pipeline function for one compression chain (its steps run in the order given)."""
+    unknown = [s for s in chain if s not in STEP_BUILDERS]
+    if not chain or unknown:
+        from edgecompress.errors import ConfigError
+
+        raise ConfigError(f"compression chain {list(chain)}: unknown steps {unknown}; available: {sorted(STEP_BUILDERS)}")
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=f"train → {' → '.join(chain)} → evaluate → edge-benchmark → gate")
+    def edge_compression(
+        dataset: str = "digits",
+        model: str = "cnn",
+        epochs: int = 10,
+        batch_size: int = 64,
+        lr: float = 3e-3,
+        augment: bool = False,
+        seed: int = 0,
+        calibration_samples: int = 256,
+        calibration_method: str = "minmax",
+        per_channel: bool = True,
+        device_classes: list = ["rpi4-emulated", "jetson-orin-nano-emulated"],  # noqa: B006
+        farm_url: str = "",
+        bench_min_runs: int = 200,
+        bench_min_duration_s: float = 1.0,
+        max_accuracy_drop: float = 0.01,
+        min_speedup: float = 1.0,
+        registered_model_name: str = "edgecompress-model",
+        experiment: str = "edgecompress",
+        track: bool = True,
+    ) -> dsl.Artifact:
+        params = dict(locals())
+        lineage = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "pipeline_name": PIPELINE_NAME,
+                   "experiment": experiment, "track": track}
+        data = load_dataset(source=dataset, seed=seed, **lineage)
+        data.set_caching_options(False)
+        trained = train(dataset=data.outputs["dataset"], model_spec=model, epochs=epochs, batch_size=batch_size,
+                        lr=lr, augment=augment, seed=seed, **lineage)
+        parent = trained.outputs["model"]
+        child = parent
+        for step in chain:
+            child = STEP_BUILDERS[step](child, data.outputs["dataset"], params, lineage)
+        evals, benches = {}, {}
+        for role, model_out in (("parent", parent), ("child", child)):
+            ev = evaluate(model=model_out, dataset=data.outputs["dataset"], **lineage)
+            ev.set_display_name(f"evaluate-{role}")
+            bench = edge_benchmark(model=model_out, device_classes=device_classes, farm_url=farm_url,
+                                   min_runs=bench_min_runs, min_duration_s=bench_min_duration_s, **lineage)
+            bench.set_display_name(f"edge-benchmark-{role}")
+            bench.set_caching_options(False)  # latency is a measurement, never a cached value
+            evals[role], benches[role] = ev, bench
+        gate = accuracy_gate(
+            parent_evaluation=evals["parent"].outputs["results"], child_evaluation=evals["child"].outputs["results"],
+            parent_benchmark=benches["parent"].outputs["results"], child_benchmark=benches["child"].outputs["results"],
+            max_accuracy_drop=max_accuracy_drop, min_speedup=min_speedup,
+            registered_model_name=registered_model_name, **lineage,
+        )  # fmt: skip
+        gate.set_caching_options(False)
+        return gate.outputs["results"]
+
+    return edge_compression
+
+
+edge_compression = build_pipeline()

@@ -1,0 +1,132 @@
+"""`edgecompress run` and `edgecompress compile`."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+
+from edgecompress.errors import ConfigError
+
+
+def _pipeline_defaults() -> dict:
+    from edgecompress.pipelines.edge_compression import build_pipeline
+
+    fn = build_pipeline().pipeline_func
+    return {k: v.default for k, v in inspect.signature(fn).parameters.items()}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run the train→compress→evaluate→edge-benchmark pipeline locally",
+                         description="Run the edge-compression pipeline locally (kfp.local, this environment), "
+                         "then print parent vs child with the gate's verdict.")
+    run.add_argument("--dataset", default="digits", help="digits (default), fashion-mnist, a .npz path or s3:// URI")
+    run.add_argument("--model", default="cnn", help="zoo family (mlp, lenet5, cnn, mobilenet), module:factory, or JSON spec")
+    run.add_argument("--epochs", type=int, help="training epochs (default 10 on digits, 10 on fashion-mnist)")
+    run.add_argument("--chain", default="quantize", help="compression steps in order, comma-separated (default: quantize)")
+    run.add_argument("--device-classes", default="rpi4-emulated,jetson-orin-nano-emulated", help="comma-separated")
+    run.add_argument("--farm-url", default="", help="device farm controller URL (default: local emulation)")
+    run.add_argument("--max-accuracy-drop", type=float, default=0.01, help="gate: allowed drop as a fraction (0.01 = 1 point)")
+    run.add_argument("--registered-model-name", default=None, help="registry name (default: <dataset>-<model>)")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="any other pipeline parameter, e.g. --param calibration_samples=512 (repeatable)")
+    run.add_argument("--output-dir", type=Path, default=Path("edgecompress-runs"), help="artifacts and the local MLflow store")
+    run.add_argument("--no-track", action="store_true", help="skip MLflow (no lineage, no registry)")
+    run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compile", help="compile pipelines to KFP IR YAML",
+                          description="Compile the edge-compression pipeline (for a given chain) to KFP IR YAML.")
+    comp.add_argument("--chain", default="quantize", help="compression steps in order, comma-separated")
+    comp.add_argument("--output", type=Path, default=Path("edge_compression.yaml"), help="output YAML file")
+    comp.set_defaults(func=cmd_compile)
+
+
+def _parse_params(pairs: list[str], defaults: dict) -> dict:
+    import json
+
+    out = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or name not in defaults:
+            raise ConfigError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {sorted(defaults)}")
+        default = defaults[name]
+        try:
+            value = json.loads(raw) if not isinstance(default, str) else raw
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--param {name}: cannot parse {raw!r} as {type(default).__name__}") from exc
+        out[name] = value
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgecompress.local_run import run_local
+
+    defaults = _pipeline_defaults()
+    chain = [s.strip() for s in args.chain.split(",") if s.strip()]
+    model_name = args.model if ":" not in args.model and not args.model.startswith("{") else "custom"
+    arguments = {
+        "dataset": args.dataset, "model": args.model, "device_classes": [c.strip() for c in args.device_classes.split(",") if c.strip()],
+        "farm_url": args.farm_url, "max_accuracy_drop": args.max_accuracy_drop, "track": not args.no_track,
+        "registered_model_name": args.registered_model_name or f"{Path(args.dataset).stem}-{model_name}",
+    }  # fmt: skip
+    if args.epochs is not None:
+        arguments["epochs"] = args.epochs
+    if args.dataset == "fashion-mnist":
+        arguments.setdefault("batch_size", 128)
+        arguments.setdefault("augment", True)
+    arguments.update(_parse_params(args.param, defaults))
+    result = run_local(chain, arguments, args.output_dir)
+    print_summary(result)
+    return 0
+
+
+def print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgecompress.reports import fmt
+
+    gate = result.gate
+    console = Console()
+    table = Table(title=f"parent vs child — gate: {gate['verdict'].upper()}")
+    table.add_column("metric")
+    table.add_column("parent", justify="right")
+    table.add_column("child", justify="right")
+    table.add_column("child / parent", justify="right")
+    p, c = gate["parent"], gate["child"]
+    table.add_row("technique", p["technique"], c["technique"], "")
+    table.add_row("test accuracy", f"{p['accuracy']:.4f}", f"{c['accuracy']:.4f}", f"{(c['accuracy'] - p['accuracy']) * 100:+.2f} pt")
+    for key, label in (("params", "parameters"), ("macs", "MACs"), ("onnx_bytes", "ONNX bytes"), ("gzip_bytes", "gzip bytes")):
+        ratio = c[key] / p[key] if p[key] else float("nan")
+        table.add_row(label, fmt(p[key]), fmt(c[key]), f"{ratio:.3f}×")
+    for cls, v in gate["device_classes"].items():
+        label = f"p50 ms {cls}" + (" (emulated)" if v["emulated"] else "")
+        table.add_row(label, f"{v['parent_p50_ms']:.4f}", f"{v['child_p50_ms']:.4f}", f"{v['speedup']:.2f}× faster" if v["faster"] else f"{v['speedup']:.2f}× (not faster)")
+    console.print(table)
+    for reason in gate["reasons"]:
+        console.print(f"[yellow]gate:[/] {reason}")
+    if gate.get("registered"):
+        reg = gate["registered"]
+        console.print(f"registered [bold]{reg['name']}[/] v{reg['version']} with aliases {', '.join(reg['aliases'])}")
+    else:
+        console.print("child model not registered")
+    console.print(f"pipeline took {result.seconds:.0f} s")
+    console.print(f"artifacts:      {result.pipeline_root}")
+    console.print(f"gate result:    {result.gate_path}")
+    console.print(f"MLflow store:   {result.tracking_uri}")
+    if result.tracking_uri.startswith("sqlite:///"):
+        console.print(f"open the UI:    .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri} --port 5000")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from kfp import compiler
+
+    from edgecompress.io import atomic_path
+    from edgecompress.pipelines.edge_compression import build_pipeline
+
+    chain = [s.strip() for s in args.chain.split(",") if s.strip()]
+    with atomic_path(args.output) as tmp:
+        compiler.Compiler().compile(build_pipeline(chain), str(tmp.with_suffix(".yaml")))
+        tmp.with_suffix(".yaml").replace(tmp)
+    print(f"wrote {args.output} (chain: {' → '.join(chain)})")
+    return 0

@@ -1,0 +1,240 @@
+"""Datasets and the Dataset artifact format.
+
+A dataset artifact is one `.npz` file holding `x_train, y_train, x_val, y_val, x_test, y_test` and a
+`meta` JSON string (name, source, input shape, classes, per-split sizes, content digest). The digest
+is a sha256 over the arrays themselves, so it identifies the data whatever the zip container's
+timestamps, and a corrupt or edited file is caught when it is loaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecompress.errors import DatasetError
+from edgecompress.io import atomic_path
+
+SPLITS = ("train", "val", "test")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+BUILTIN_DATASETS = ("digits", "fashion-mnist")
+
+
+@dataclass
+class Dataset:
+    """Images as uint8 (scaled to [0, 1] floats on use) or float32, labels as int64."""
+
+    name: str
+    source: str
+    arrays: dict[str, np.ndarray]
+    class_names: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.arrays["x_train"].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Model-ready (float32 inputs, int64 labels) for one split."""
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}; expected one of {SPLITS}")
+        x, y = self.arrays[f"x_{name}"], self.arrays[f"y_{name}"]
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        return to_model_input(x), y.astype(np.int64)
+
+    @property
+    def digest(self) -> str:
+        return content_digest(self.arrays)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "splits": {s: int(len(self.arrays[f"y_{s}"])) for s in SPLITS},
+            "dtype": str(self.arrays["x_train"].dtype),
+            "sha256": self.digest,
+            **self.extra,
+        }
+
+
+def to_model_input(x: np.ndarray) -> np.ndarray:
+    """uint8 images become [0, 1] floats; float data is taken as already scaled."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    return x.astype(np.float32, copy=False)
+
+
+def content_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _stratified_split(
+    y: np.ndarray, fractions: tuple[float, float], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices for train/val/test keeping class proportions; deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[], [], []]
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        n_val, n_test = round(len(idx) * fractions[0]), round(len(idx) * fractions[1])
+        parts[1] += idx[:n_val].tolist()
+        parts[2] += idx[n_val : n_val + n_test].tolist()
+        parts[0] += idx[n_val + n_test :].tolist()
+    return tuple(np.sort(np.array(p, dtype=np.int64)) for p in parts)  # type: ignore[return-value]
+
+
+def load_digits(seed: int = 0) -> Dataset:
+    """sklearn's 8×8 digits (1,797 images, ships with scikit-learn): the embedded default."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    tr, va, te = _stratified_split(y, (0.15, 0.15), seed)
+    arrays = {
+        "x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va],
+        "x_test": x[te], "y_test": y[te],
+    }  # fmt: skip
+    return Dataset("digits", "sklearn.datasets.load_digits", arrays, [str(i) for i in range(10)])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise DatasetError(
+            f"Fashion-MNIST file {path} is missing; install Debian's dataset-fashion-mnist package "
+            "(scripts/system-deps.sh does) or pass --fashion-mnist-dir"
+        )
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+        magic, = struct.unpack(">I", data[:4])
+        ndim = magic & 0xFF
+        dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+        arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+        return arr.reshape(dims)
+    except (OSError, EOFError, ValueError, struct.error) as exc:
+        raise DatasetError(f"Fashion-MNIST file {path} is corrupt: {exc}") from exc
+
+
+def load_fashion_mnist(directory: Path = FASHION_MNIST_DIR, val_size: int = 5000, seed: int = 0) -> Dataset:
+    """The full 60k/10k Fashion-MNIST; the last `val_size` of a seeded shuffle of train is validation."""
+    x_tr = _read_idx(directory / "train-images-idx3-ubyte.gz")[:, None]
+    y_tr = _read_idx(directory / "train-labels-idx1-ubyte.gz").astype(np.int64)
+    x_te = _read_idx(directory / "t10k-images-idx3-ubyte.gz")[:, None]
+    y_te = _read_idx(directory / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
+        raise DatasetError(f"Fashion-MNIST in {directory}: image and label counts differ")
+    order = np.random.default_rng(seed).permutation(len(x_tr))
+    tr, va = np.sort(order[:-val_size]), np.sort(order[-val_size:])
+    arrays = {
+        "x_train": x_tr[tr], "y_train": y_tr[tr], "x_val": x_tr[va], "y_val": y_tr[va],
+        "x_test": x_te, "y_test": y_te,
+    }  # fmt: skip
+    return Dataset("fashion-mnist", str(directory), arrays, list(FASHION_MNIST_CLASSES))
+
+
+def load_user_npz(path: Path, seed: int = 0) -> Dataset:
+    """A user's `.npz`: either our six split arrays, or `x`/`y` that are split 70/15/15 here."""
+    arrays = _read_npz(path)
+    if {"x", "y"} <= arrays.keys():
+        x, y = arrays["x"], arrays["y"].astype(np.int64)
+        tr, va, te = _stratified_split(y, (0.15, 0.15), seed)
+        arrays = {
+            "x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va],
+            "x_test": x[te], "y_test": y[te],
+        }  # fmt: skip
+    meta = arrays.pop("meta", None)
+    _check_arrays(arrays, str(path))
+    info = json.loads(str(meta)) if meta is not None else {}
+    n_classes = int(max(int(arrays[f"y_{s}"].max()) for s in SPLITS) + 1)
+    class_names = info.get("class_names") or [str(i) for i in range(n_classes)]
+    return Dataset(info.get("name", path.stem), str(path), arrays, class_names)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DatasetError(f"dataset file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError …
+        raise DatasetError(f"dataset file {path} is not a readable .npz ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
+    missing = [f"{p}_{s}" for s in SPLITS for p in ("x", "y") if f"{p}_{s}" not in arrays]
+    if missing:
+        raise DatasetError(f"dataset {where} lacks arrays {missing}; expected x/y or x_train…y_test")
+    shapes = {arrays[f"x_{s}"].shape[1:] for s in SPLITS}
+    if len(shapes) != 1:
+        raise DatasetError(f"dataset {where}: splits have different sample shapes {sorted(shapes)}")
+    for s in SPLITS:
+        if len(arrays[f"x_{s}"]) != len(arrays[f"y_{s}"]):
+            raise DatasetError(f"dataset {where}: x_{s} and y_{s} have different lengths")
+        if len(arrays[f"y_{s}"]) == 0:
+            raise DatasetError(f"dataset {where}: split {s!r} is empty")
+        if arrays[f"y_{s}"].min() < 0:
+            raise DatasetError(f"dataset {where}: negative labels in y_{s}")
+
+
+def load_source(source: str, seed: int = 0, fashion_mnist_dir: Path = FASHION_MNIST_DIR) -> Dataset:
+    """Resolve a dataset name (`digits`, `fashion-mnist`), a local `.npz` path or an `s3://` URI."""
+    if source == "digits":
+        return load_digits(seed)
+    if source == "fashion-mnist":
+        return load_fashion_mnist(fashion_mnist_dir, seed=seed)
+    if source.startswith("s3://"):
+        from edgecompress.storage import download_s3
+
+        return load_user_npz(download_s3(source), seed)
+    path = Path(source)
+    if path.suffix == ".npz" or path.exists():
+        return load_user_npz(path, seed)
+    raise DatasetError(f"unknown dataset {source!r}: use one of {BUILTIN_DATASETS}, a .npz path or an s3:// URI")
+
+
+def save_dataset(dataset: Dataset, path: Path) -> dict[str, Any]:
+    """Write the artifact atomically and return its metadata."""
+    meta = dataset.metadata()
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **dataset.arrays)
+    return meta
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Read a dataset artifact and verify its digest."""
+    path = Path(path)
+    arrays = _read_npz(path)
+    if "meta" not in arrays:
+        raise DatasetError(f"{path} is not an edgecompress dataset artifact (no 'meta' entry)")
+    meta = json.loads(str(arrays.pop("meta")))
+    _check_arrays(arrays, str(path))
+    digest = content_digest(arrays)
+    if digest != meta.get("sha256"):
+        raise DatasetError(f"dataset {path} is corrupt: content sha256 {digest[:12]}… != recorded {str(meta.get('sha256'))[:12]}…")
+    known = {"name", "source", "input_shape", "num_classes", "class_names", "splits", "dtype", "sha256"}
+    return Dataset(meta["name"], meta["source"], arrays, meta["class_names"], {k: v for k, v in meta.items() if k not in known})

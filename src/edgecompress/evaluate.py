@@ -1,0 +1,147 @@
+"""Evaluate an ONNX model as it will be deployed: accuracy, confusion matrix, size and cost.
+
+Everything is measured on the ONNX file (not the torch module), so float, pruned and quantized
+models are compared on what would actually ship.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference
+
+from edgecompress.data import Dataset
+from edgecompress.errors import ModelError
+from edgecompress.export import ModelPackage, check_onnx_fits, onnx_logits, validate_onnx
+from edgecompress.farm.runner import BenchmarkSettings, run_isolated
+
+_QUANT_AUX = ("scale", "zero_point")
+
+
+@dataclass
+class ModelStats:
+    params: int
+    nonzero_params: int
+    macs: int
+    onnx_bytes: int
+    gzip_bytes: int
+    opset: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzero_params / self.params if self.params else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"params": self.params, "nonzero_params": self.nonzero_params, "sparsity": self.sparsity,
+                "macs": self.macs, "onnx_bytes": self.onnx_bytes, "gzip_bytes": self.gzip_bytes, "opset": self.opset}
+
+
+@dataclass
+class Evaluation:
+    split: str
+    accuracy: float
+    samples: int
+    confusion_matrix: list[list[int]]
+    class_names: list[str]
+    stats: ModelStats
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def per_class_accuracy(self) -> dict[str, float]:
+        cm = np.asarray(self.confusion_matrix)
+        totals = cm.sum(1)
+        return {n: float(cm[i, i] / totals[i]) if totals[i] else float("nan") for i, n in enumerate(self.class_names)}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "accuracy": self.accuracy, "samples": self.samples,
+                "confusion_matrix": self.confusion_matrix, "class_names": self.class_names,
+                "per_class_accuracy": self.per_class_accuracy(), "stats": self.stats.as_dict(),
+                "latency_ms": self.latency_ms}
+
+
+def _is_weight(name: str, array: np.ndarray) -> bool:
+    return array.ndim >= 1 and not any(tag in name.lower() for tag in _QUANT_AUX) and array.dtype != np.int64
+
+
+def count_macs(proto: onnx.ModelProto) -> int:
+    """Multiply-accumulates at batch 1 for Conv/Gemm/MatMul and their quantized forms."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    for inp in model.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    try:
+        model = shape_inference.infer_shapes(model)
+    except Exception as exc:  # pragma: no cover - onnx raises several types
+        raise ModelError(f"cannot infer shapes to count MACs: {exc}") from exc
+    shapes: dict[str, list[int]] = {}
+    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    # QDQ graphs feed Conv/MatMul from DequantizeLinear: follow to the quantized initializer's shape
+    dq_source = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+
+    def shape(name: str) -> list[int]:
+        return shapes.get(name) or shapes.get(dq_source.get(name, ""), [])
+
+    total = 0
+    for node in model.graph.node:
+        op = node.op_type
+        if op in ("Conv", "ConvInteger", "QLinearConv"):
+            w = shape(node.input[3] if op == "QLinearConv" else node.input[1])
+            out = shape(node.output[0])
+            if len(w) >= 3 and out:
+                total += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+            a = shape(node.input[0])
+            out = shape(node.output[0])
+            if a and out:
+                k = a[-1]
+                if op == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute):
+                    k = a[-2]
+                total += int(np.prod(out)) * int(k)
+    return total
+
+
+def model_stats(onnx_path: Path) -> ModelStats:
+    proto = validate_onnx(onnx_path)
+    raw = Path(onnx_path).read_bytes()
+    params = nonzero = 0
+    for init in proto.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if _is_weight(init.name, array):
+            params += array.size
+            nonzero += int(np.count_nonzero(array))
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ModelStats(params, nonzero, count_macs(proto), len(raw), len(gzip.compress(raw, 9)), opset)
+
+
+def evaluate_onnx(onnx_path: Path, dataset: Dataset, split: str = "test", limit: int | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """Accuracy, confusion matrix and logits on one split."""
+    proto = validate_onnx(onnx_path)
+    check_onnx_fits(proto, dataset.input_shape, str(onnx_path))
+    x, y = dataset.split(split, limit)
+    logits = onnx_logits(onnx_path, x)
+    if logits.ndim != 2 or logits.shape[1] != dataset.num_classes:
+        raise ModelError(f"model {onnx_path} outputs shape {logits.shape}; the dataset has {dataset.num_classes} classes")
+    pred = logits.argmax(1)
+    cm = np.zeros((dataset.num_classes, dataset.num_classes), dtype=np.int64)
+    np.add.at(cm, (y, pred), 1)
+    return float((pred == y).mean()), cm, logits
+
+
+def evaluate_model(package: ModelPackage, dataset: Dataset, split: str = "test", measure_latency: bool = True,
+                   latency_settings: dict[str, Any] | None = None) -> Evaluation:
+    accuracy, cm, _ = evaluate_onnx(package.onnx_path, dataset, split)
+    latency: dict[str, float] = {}
+    if measure_latency:
+        settings = BenchmarkSettings.from_dict({"threads": 1, "batch_size": 1, **(latency_settings or {})})
+        latency = run_isolated(package.onnx_path, settings)["latency_ms"]
+    return Evaluation(split, accuracy, int(cm.sum()), cm.tolist(), list(dataset.class_names),
+                      model_stats(package.onnx_path), latency)

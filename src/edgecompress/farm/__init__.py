@@ -1,0 +1,1 @@
+"""The device farm: benchmark runner, device facts, device classes, (controller, agent, client)."""

@@ -1,0 +1,54 @@
+"""Device classes. Emulated classes stand in for real boards on one machine (thread caps and CPU
+affinity) and are labelled `emulated` in every result: they are never real board numbers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from edgecompress.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    name: str
+    threads: int
+    emulated: bool
+    description: str
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    cores: int | None = None  # cores to pin to (emulation), None = no pinning
+
+    def cpu_affinity(self) -> list[int] | None:
+        if self.cores is None or not hasattr(os, "sched_getaffinity"):
+            return None
+        usable = sorted(os.sched_getaffinity(0))
+        return usable[-self.cores :] if len(usable) >= self.cores else usable
+
+
+EMULATED = {
+    "rpi4-emulated": DeviceClass(
+        "rpi4-emulated", threads=1, emulated=True, cores=1,
+        description="Raspberry Pi 4 stand-in: ONNX Runtime CPU EP, 1 thread pinned to one core of this machine",
+    ),
+    "jetson-orin-nano-emulated": DeviceClass(
+        "jetson-orin-nano-emulated", threads=2, emulated=True, cores=2,
+        description="Jetson Orin Nano stand-in: ONNX Runtime CPU EP, 2 threads on this machine (no GPU)",
+    ),
+}  # fmt: skip
+DEFAULT_DEVICE_CLASSES = ["rpi4-emulated", "jetson-orin-nano-emulated"]
+
+
+def emulated_device_class(name: str) -> DeviceClass:
+    if name not in EMULATED:
+        raise ConfigError(f"unknown device class {name!r}; emulated classes available locally: {sorted(EMULATED)}")
+    return EMULATED[name]
+
+
+def parse_device_classes(value: str | list[str]) -> list[str]:
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    names = [n for n in names if n]
+    if not names:
+        raise ConfigError("at least one device class is needed")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"device classes repeat: {names}")
+    return names
