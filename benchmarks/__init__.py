@@ -1,0 +1,1 @@
+"""Reproducible measurements; each sub-folder has run.py and its committed results."""

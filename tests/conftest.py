@@ -1,0 +1,56 @@
+"""Shared fixtures: real data (sklearn digits), a small trained model, a private MLflow store."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+# A small CNN that trains on digits in a few seconds.
+SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
+
+
+@pytest.fixture(scope="session")
+def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgecompress.data import load_digits, save_dataset
+
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    save_dataset(load_digits(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path) -> Path:
+    """A Model artifact directory (ONNX + torch module), trained without MLflow."""
+    from edgecompress.steps import Lineage, train_step
+    from edgecompress.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("models") / "cnn"
+    train_step(digits_artifact, SMALL_CNN, out, TrainConfig(epochs=4, batch_size=64), Lineage(enabled=False), progress=False)
+    return out
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A private SQLite MLflow store for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600):
+    """Run `edgecompress …` in a child process, as a user would."""
+    import subprocess
+
+    full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
