@@ -8,6 +8,7 @@ parent is the previous step's model. Every step's settings are pipeline paramete
 
 # No `from __future__ import annotations` here or in components: KFP reads the annotations.
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kfp import dsl
@@ -22,14 +23,26 @@ from edgecompress.components.train.component import train
 PIPELINE_NAME = "edge-compression"
 DEFAULT_CHAIN = ("quantize",)
 
-# A chain step: (parent model output, dataset output, pipeline params, lineage kwargs) -> model output
-StepBuilder = Callable[[Any, Any, dict[str, Any], dict[str, Any]], Any]
+@dataclass
+class ChainContext:
+    """What a chain step can connect to: the dataset, the trained (teacher) model, the pipeline's
+    parameters, and the lineage keyword arguments every component takes."""
+
+    dataset: Any
+    teacher: Any
+    params: dict[str, Any]
+    lineage: dict[str, Any]
 
 
-def _quantize_step(parent: Any, dataset: Any, p: dict[str, Any], lineage: dict[str, Any]) -> Any:
-    task = quantize(model=parent, dataset=dataset, calibration_samples=p["calibration_samples"],
+# A chain step: (previous step's model output, context) -> this step's model output
+StepBuilder = Callable[[Any, ChainContext], Any]
+
+
+def _quantize_step(parent: Any, ctx: ChainContext) -> Any:
+    p = ctx.params
+    task = quantize(model=parent, dataset=ctx.dataset, calibration_samples=p["calibration_samples"],
                     calibration_method=p["calibration_method"], per_channel=p["per_channel"], seed=p["seed"],
-                    **lineage)
+                    **ctx.lineage)
     task.set_display_name("quantize")
     return task.outputs["quantized_model"]
 
@@ -76,8 +89,9 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
                         lr=lr, augment=augment, seed=seed, **lineage)
         parent = trained.outputs["model"]
         child = parent
+        ctx = ChainContext(data.outputs["dataset"], parent, params, lineage)
         for step in chain:
-            child = STEP_BUILDERS[step](child, data.outputs["dataset"], params, lineage)
+            child = STEP_BUILDERS[step](child, ctx)
         evals, benches = {}, {}
         for role, model_out in (("parent", parent), ("child", child)):
             ev = evaluate(model=model_out, dataset=data.outputs["dataset"], **lineage)
