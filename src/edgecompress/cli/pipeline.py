@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           description="Compile the edge-compression pipeline (for a given chain) to KFP IR YAML.")
     comp.add_argument("--chain", default="quantize", help="compression steps in order, comma-separated")
     comp.add_argument("--output", type=Path, default=Path("edge_compression.yaml"), help="output YAML file")
+    comp.add_argument("--components", action="store_true",
+                      help="instead, regenerate every components/<name>/component.yaml and README.md")
     comp.set_defaults(func=cmd_compile)
 
 
@@ -124,6 +126,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from edgecompress.io import atomic_path
     from edgecompress.pipelines.edge_compression import build_pipeline
 
+    if args.components:
+        from edgecompress.components import compile_all, write_docs
+
+        for path in compile_all():
+            print(f"wrote {path}")
+        write_docs()
+        return 0
     chain = [s.strip() for s in args.chain.split(",") if s.strip()]
     with atomic_path(args.output) as tmp:
         compiler.Compiler().compile(build_pipeline(chain), str(tmp.with_suffix(".yaml")))
