@@ -1,30 +1,44 @@
 """Edge benchmark: run one model on each requested device class and collect results per class.
 
-Locally (no farm URL) each emulated class runs the benchmark runner in its own child process with
-that class's thread cap and CPU affinity. With a farm URL the same runner runs on real devices
-through the farm controller (edgecompress.farm.client); the result schema is the same.
+Every path runs the same benchmark runner (`farm.runner.run_isolated`: a child process with a
+wall-clock timeout, a memory limit and CPU affinity) and returns the same result schema:
+
+- `farm_url` set: the device farm controller dispatches one job per class to agents on the devices
+  (`edgecompress.farm.client.benchmark_on_farm`).
+- `farm_url` empty: a private farm on loopback (controller + one emulated agent per class,
+  `edgecompress.farm.local.local_farm`) does the same with emulated classes, labelled `emulated`.
+- `farm_url="node"`: this process already runs on the device (a pipeline task pinned to a
+  Kubernetes node by label, see docs/farm.md); benchmark here, as a real device of that class.
+
+`benchmark_locally` (emulated: thread cap + CPU affinity) and `benchmark_on_this_device` (a real
+device: its own execution providers) are the agents' executors.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import BenchmarkError
 from edgecompress.farm import device as device_facts
-from edgecompress.farm.devices import emulated_device_class, parse_device_classes
+from edgecompress.farm.devices import EMULATED, emulated_device_class, parse_device_classes
 from edgecompress.farm.runner import BenchmarkSettings, run_isolated
 
 log = logging.getLogger(__name__)
 
+NODE_MODE = "node"
+DEFAULT_MEMORY_LIMIT_BYTES = 4 * 1024**3
+
 
 def benchmark_locally(model_path: Path, device_class: str, settings: dict[str, Any] | None = None,
-                      timeout_s: float = 600.0) -> dict[str, Any]:
+                      timeout_s: float = 600.0, memory_limit_bytes: int | None = None) -> dict[str, Any]:
     """Benchmark on an emulated device class in a child process on this machine."""
     cls = emulated_device_class(device_class)
     opts = BenchmarkSettings.from_dict({**(settings or {}), "threads": cls.threads, "providers": cls.providers})
-    result = run_isolated(Path(model_path), opts, timeout_s=timeout_s, cpu_affinity=cls.cpu_affinity())
+    result = run_isolated(Path(model_path), opts, timeout_s=timeout_s, cpu_affinity=cls.cpu_affinity(),
+                          memory_limit_bytes=memory_limit_bytes)
     result.update({
         "device_class": cls.name, "emulated": cls.emulated, "device_description": cls.description,
         "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()}, "backend": "local",
@@ -32,21 +46,67 @@ def benchmark_locally(model_path: Path, device_class: str, settings: dict[str, A
     return result
 
 
+def is_jetson() -> bool:
+    return Path("/etc/nv_tegra_release").exists()
+
+
+def default_providers() -> list[str]:
+    """The execution providers to ask for on this device, best first. On a Jetson TensorRT and CUDA
+    are always requested, so a build without them falls back to CPU and the runner records it."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if is_jetson():
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "XnnpackExecutionProvider"]
+    return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+
+
+def benchmark_on_this_device(model_path: Path, device_class: str, settings: dict[str, Any] | None = None,
+                             timeout_s: float = 600.0, memory_limit_bytes: int | None = None,
+                             backend: str = "node") -> dict[str, Any]:
+    """Benchmark on the machine this runs on, as a real device of `device_class`."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    merged = {"threads": usable, "providers": default_providers(), **(settings or {})}
+    result = run_isolated(Path(model_path), BenchmarkSettings.from_dict(merged), timeout_s=timeout_s,
+                          memory_limit_bytes=memory_limit_bytes)
+    result.update({"device_class": device_class, "emulated": False, "device_description": f"{device_class} (real device)",
+                   "device": device_facts.facts(), "backend": backend})
+    return result
+
+
+def run_on_device(model_path: Path, device_class: str, emulate: str | None, settings: dict[str, Any] | None,
+                  timeout_s: float, memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES) -> dict[str, Any]:
+    """The agent's executor: an emulated class (`emulate`, or a class named like one) or this device."""
+    profile = emulate or (device_class if device_class in EMULATED else None)
+    if profile:
+        result = benchmark_locally(model_path, profile, settings, timeout_s, memory_limit_bytes)
+        result.update({"device_class": device_class, "emulated_profile": profile})
+        return result
+    return benchmark_on_this_device(model_path, device_class, settings, timeout_s, memory_limit_bytes, backend="farm")
+
+
 def edge_benchmark(model_path: Path, device_classes: str | list[str], settings: dict[str, Any] | None = None,
                    farm_url: str | None = None, timeout_s: float = 600.0) -> dict[str, dict[str, Any]]:
     """One result per device class; raises BenchmarkError naming the class that failed."""
-    classes = parse_device_classes(device_classes)
-    if farm_url:
-        from edgecompress.farm.client import benchmark_on_farm
+    from edgecompress.farm.client import benchmark_on_farm
 
+    classes = parse_device_classes(device_classes)
+    if farm_url == NODE_MODE:
+        results = {}
+        for name in classes:
+            try:
+                results[name] = benchmark_on_this_device(Path(model_path), name, settings, timeout_s,
+                                                         DEFAULT_MEMORY_LIMIT_BYTES, backend="node")
+            except BenchmarkError as exc:
+                raise BenchmarkError(f"device class {name} (node mode): {exc}") from exc
+        return results
+    if farm_url:
         return benchmark_on_farm(farm_url, Path(model_path), classes, settings or {}, timeout_s=timeout_s)
-    for name in classes:  # validate all names before spending time on any
+    from edgecompress.farm.local import local_farm
+
+    for name in classes:  # validate all names before starting anything
         emulated_device_class(name)
-    results = {}
-    for name in classes:
-        log.info("benchmarking %s on %s", Path(model_path).name, name)
-        try:
-            results[name] = benchmark_locally(model_path, name, settings, timeout_s)
-        except BenchmarkError as exc:
-            raise BenchmarkError(f"device class {name}: {exc}") from exc
-    return results
+    with local_farm(classes) as farm:
+        return benchmark_on_farm(farm.url, Path(model_path), classes, settings or {}, timeout_s=timeout_s,
+                                 token=farm.client_token)

@@ -1,0 +1,153 @@
+"""Client of the farm controller: upload a model, submit one job per device class, wait for results.
+
+The client token comes from the argument, else EDGECOMPRESS_FARM_CLIENT_TOKEN, else the file named
+by EDGECOMPRESS_FARM_CLIENT_TOKEN_FILE. A class with no live agent fails clearly once the timeout
+has passed (the job expires in the controller too, so nothing waits forever).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import BenchmarkError, ConfigError
+from edgecompress.io import sha256_file
+
+CLIENT_TOKEN_ENV = "EDGECOMPRESS_FARM_CLIENT_TOKEN"
+TERMINAL = ("done", "failed")
+
+
+def client_token(token: str | None = None) -> str:
+    if token:
+        return token
+    if os.environ.get(CLIENT_TOKEN_ENV):
+        return os.environ[CLIENT_TOKEN_ENV].strip()
+    file = os.environ.get(f"{CLIENT_TOKEN_ENV}_FILE")
+    if file:
+        try:
+            return Path(file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the farm client token from {file}: {exc}") from exc
+    raise ConfigError(f"no farm client token: set {CLIENT_TOKEN_ENV} (or {CLIENT_TOKEN_ENV}_FILE)")
+
+
+class FarmClient:
+    def __init__(self, url: str, token: str | None = None, request_timeout_s: float = 30.0) -> None:
+        import requests
+
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"farm URL must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self.timeout = request_timeout_s
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {client_token(token)}"
+
+    def _request(self, method: str, path: str, ok: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            resp = self.session.request(method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        except requests.RequestException as exc:
+            raise BenchmarkError(f"cannot reach the farm controller at {self.url}: {exc}") from exc
+        if resp.status_code not in ok:
+            try:
+                detail = resp.json().get("detail")
+            except ValueError:
+                detail = resp.text[:300]
+            raise BenchmarkError(f"farm controller {method} {path} answered {resp.status_code}: {detail}")
+        return resp
+
+    # --- API ----------------------------------------------------------------------------------
+
+    def upload(self, model_path: Path) -> dict[str, Any]:
+        """Upload a model unless the controller already has it; return its reference."""
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise BenchmarkError(f"model {model_path} does not exist")
+        sha = sha256_file(model_path)
+        size = model_path.stat().st_size
+        if self._request("HEAD", f"/v1/blobs/{sha}", ok=(200, 404)).status_code == 404:
+            with open(model_path, "rb") as f:
+                self._request("PUT", f"/v1/blobs/{sha}", data=f, timeout=max(self.timeout, 300),
+                              headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        return {"sha256": sha, "name": model_path.name, "bytes": size}
+
+    def submit(self, model: dict[str, Any], device_class: str, settings: dict[str, Any] | None = None,
+               timeout_s: float = 600.0, priority: int = 0, expires_in_s: float | None = None) -> dict[str, Any]:
+        body = {"model": model, "device_class": device_class, "settings": settings or {}, "timeout_s": timeout_s,
+                "priority": priority, "expires_in_s": expires_in_s}
+        return self._request("POST", "/v1/jobs", json=body).json()
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def jobs(self, state: str | None = None, device_class: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"state": state, "device_class": device_class, "limit": limit}.items() if v}
+        return self._request("GET", "/v1/jobs", params=params).json()
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def devices(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/devices").json()
+
+    def queue(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/queue").json()
+
+    def wait(self, job_ids: list[int], timeout_s: float, poll_s: float = 0.05) -> dict[int, dict[str, Any]]:
+        """Poll until every job is done or failed, or the timeout passes (unfinished jobs are
+        returned in their current state)."""
+        deadline = time.monotonic() + timeout_s
+        pending, out = list(job_ids), {}
+        delay = poll_s
+        while pending:
+            for job_id in list(pending):
+                job = self.job(job_id)
+                out[job_id] = job
+                if job["state"] in TERMINAL:
+                    pending.remove(job_id)
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 1.0)
+        return out
+
+
+def _no_result_reason(client: FarmClient, device_class: str, job: dict[str, Any], timeout_s: float) -> str:
+    live = [d for d in client.devices() if d["device_class"] == device_class]
+    if not live:
+        who = "no agent of this class has ever registered"
+    elif not any(d["live"] for d in live):
+        last = min(d["seconds_since_heartbeat"] for d in live)
+        who = f"no live agent (last heartbeat {last:.0f} s ago)"
+    else:
+        who = f"{sum(d['live'] for d in live)} live agent(s) but the job is still {job['state']}"
+    return f"no result within {timeout_s:.0f} s: {who}"
+
+
+def benchmark_on_farm(farm_url: str, model_path: Path, classes: list[str], settings: dict[str, Any],
+                      timeout_s: float = 600.0, token: str | None = None, priority: int = 0) -> dict[str, dict[str, Any]]:
+    """Benchmark one model on each device class through the farm; one result per class, in the
+    runner's schema plus device_class, emulated, device facts, job id and agent id."""
+    client = FarmClient(farm_url, token)
+    model = client.upload(Path(model_path))
+    jobs = {cls: client.submit(model, cls, settings, timeout_s=timeout_s, priority=priority, expires_in_s=timeout_s)
+            for cls in classes}
+    finished = client.wait([j["id"] for j in jobs.values()], timeout_s)
+    results, errors = {}, []
+    for cls, submitted in jobs.items():
+        job = finished[submitted["id"]]
+        if job["state"] == "done":
+            results[cls] = {**job["result"], "job_id": job["id"], "agent_id": job["agent_id"], "attempts": job["attempts"]}
+        elif job["state"] == "failed":
+            errors.append(f"device class {cls}: job {job['id']} failed"
+                          + (f" on agent {job['agent_id']}" if job.get("agent_id") else "") + f": {job['error']}")
+        else:
+            reason = _no_result_reason(client, cls, job, timeout_s)
+            client.cancel(job["id"])
+            errors.append(f"device class {cls}: job {job['id']} {reason}")
+    if errors:
+        raise BenchmarkError("; ".join(errors))
+    return results

@@ -1,0 +1,289 @@
+"""The farm's durable job store (SQLAlchemy Core): SQLite file by default, PostgreSQL by URL.
+
+Jobs move queued → leased → done | failed. A claim is atomic: the candidate row is picked (with
+`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL) and taken by an `UPDATE … WHERE state='queued'`
+whose row count says whether this caller won, so two agents (or two controller processes on one
+database) can never lease the same job. An agent's heartbeat extends its leases; a lease that runs
+out puts the job back in the queue until `max_attempts` is spent, then fails it with the reason.
+A result is accepted only from the holder of the current lease, and accepting the same result twice
+is a no-op (idempotent), so a retried upload cannot complete a job twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+STATES = ("queued", "leased", "done", "failed")
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "farm_jobs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_class", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("model_uri", sa.Text, nullable=True),  # s3://… or NULL for a controller blob
+    sa.Column("model_bytes", sa.BigInteger, nullable=True),
+    sa.Column("settings", sa.Text, nullable=False),
+    sa.Column("timeout_s", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),  # a queued job not claimed by then fails
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("leased_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("agent_id", sa.String(256), nullable=True),
+    sa.Column("lease_id", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Index("ix_farm_jobs_claim", "state", "device_class", "priority", "id"),
+)  # fmt: skip
+
+agents = sa.Table(
+    "farm_agents", metadata,
+    sa.Column("id", sa.String(256), primary_key=True),
+    sa.Column("device_class", sa.String(128), nullable=False),
+    sa.Column("hostname", sa.String(256), nullable=False),
+    sa.Column("facts", sa.Text, nullable=False),
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("last_heartbeat", sa.Float, nullable=False),
+    sa.Column("current_job", sa.Integer, nullable=True),
+)  # fmt: skip
+
+LIST_COLUMNS = [c for c in jobs.c if c.name != "result"]
+
+
+class Conflict(Exception):
+    """The request is valid but the job is no longer in a state that allows it (HTTP 409)."""
+
+
+class NotFound(Exception):
+    """No such job or agent (HTTP 404)."""
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def job_dict(row: Any, with_result: bool = True) -> dict[str, Any]:
+    d = dict(row._mapping)
+    d["settings"] = json.loads(d["settings"])
+    if "result" in d:
+        d["result"] = json.loads(d["result"]) if d["result"] and with_result else None
+        if not with_result:
+            d.pop("result")
+    return d
+
+
+@dataclass
+class StoreConfig:
+    lease_s: float = 30.0
+    max_attempts: int = 3
+    live_after_s: float = 30.0  # an agent without a heartbeat for this long is not live
+
+
+class JobStore:
+    def __init__(self, url: str, config: StoreConfig | None = None) -> None:
+        self.url = url
+        self.config = config or StoreConfig()
+        self.sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = sa.create_engine(url, **kwargs)
+        if self.sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        # One writer at a time inside this process (SQLite has one writer anyway); the guarded
+        # UPDATEs keep claims atomic across processes too.
+        self._write_lock = threading.Lock() if self.sqlite else _NullLock()
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- clients ------------------------------------------------------------------------------
+
+    def submit(self, *, device_class: str, model_name: str, model_sha256: str, model_uri: str | None,
+               model_bytes: int | None, settings: dict[str, Any], timeout_s: float, priority: int = 0,
+               expires_in_s: float | None = None) -> dict[str, Any]:
+        now = time.time()
+        values = {
+            "device_class": device_class, "state": "queued", "priority": priority, "model_name": model_name,
+            "model_sha256": model_sha256, "model_uri": model_uri, "model_bytes": model_bytes,
+            "settings": dumps(settings), "timeout_s": timeout_s,
+            "expires_at": now + expires_in_s if expires_in_s else None, "created_at": now, "attempts": 0,
+            "max_attempts": self.config.max_attempts,
+        }  # fmt: skip
+        with self._write_lock, self.engine.begin() as conn:
+            job_id = conn.execute(jobs.insert().values(**values)).inserted_primary_key[0]
+        return {"id": job_id, **values, "settings": settings}
+
+    def get(self, job_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return job_dict(row)
+
+    def list(self, state: str | None = None, device_class: str | None = None, limit: int = 100,
+             before_id: int | None = None) -> list[dict[str, Any]]:
+        q = sa.select(*LIST_COLUMNS).order_by(jobs.c.id.desc()).limit(limit)
+        if state:
+            q = q.where(jobs.c.state == state)
+        if device_class:
+            q = q.where(jobs.c.device_class == device_class)
+        if before_id is not None:
+            q = q.where(jobs.c.id < before_id)
+        with self.engine.connect() as conn:
+            return [job_dict(r, with_result=False) for r in conn.execute(q)]
+
+    def cancel(self, job_id: int, reason: str = "cancelled by the client") -> dict[str, Any]:
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state.in_(("queued", "leased")))
+                         .values(state="failed", error=reason, finished_at=time.time(), lease_id=None))
+        return self.get(job_id)
+
+    def queue_depth(self) -> dict[str, dict[str, int]]:
+        q = sa.select(jobs.c.device_class, jobs.c.state, sa.func.count()).group_by(jobs.c.device_class, jobs.c.state)
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for cls, state, n in conn.execute(q):
+                out.setdefault(cls, dict.fromkeys(STATES, 0))[state] = n
+        return out
+
+    def devices(self) -> list[dict[str, Any]]:
+        now = time.time()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(agents).order_by(agents.c.device_class, agents.c.id)).all()
+        out = []
+        for r in rows:
+            d = dict(r._mapping)
+            d["facts"] = json.loads(d["facts"])
+            d["seconds_since_heartbeat"] = now - d["last_heartbeat"]
+            d["live"] = d["seconds_since_heartbeat"] <= self.config.live_after_s
+            out.append(d)
+        return out
+
+    # --- agents -------------------------------------------------------------------------------
+
+    def register(self, agent_id: str, device_class: str, hostname: str, facts: dict[str, Any]) -> None:
+        now = time.time()
+        values = {"device_class": device_class, "hostname": hostname, "facts": dumps(facts), "last_heartbeat": now}
+        with self._write_lock, self.engine.begin() as conn:
+            if conn.execute(agents.update().where(agents.c.id == agent_id).values(**values)).rowcount == 0:
+                conn.execute(agents.insert().values(id=agent_id, registered_at=now, **values))
+
+    def heartbeat(self, agent_id: str) -> list[int]:
+        """Record the heartbeat, extend this agent's leases; return the jobs it still holds."""
+        now = time.time()
+        with self._write_lock, self.engine.begin() as conn:
+            if conn.execute(agents.update().where(agents.c.id == agent_id).values(last_heartbeat=now)).rowcount == 0:
+                raise NotFound(f"agent {agent_id!r} is not registered")
+            held = jobs.c.agent_id == agent_id, jobs.c.state == "leased"
+            conn.execute(jobs.update().where(*held).values(lease_expires_at=now + self.config.lease_s))
+            return [r.id for r in conn.execute(sa.select(jobs.c.id).where(*held))]
+
+    def claim(self, agent_id: str, device_class: str) -> dict[str, Any] | None:
+        """Lease the next queued job for this class to this agent, or None."""
+        for _ in range(20):  # lost races are retried; each loss means another claimer won a job
+            now = time.time()
+            pick = (sa.select(jobs.c.id).where(jobs.c.state == "queued", jobs.c.device_class == device_class)
+                    .order_by(jobs.c.priority.desc(), jobs.c.id).limit(1))
+            if not self.sqlite:
+                pick = pick.with_for_update(skip_locked=True)
+            lease_id = uuid.uuid4().hex
+            with self._write_lock, self.engine.begin() as conn:
+                row = conn.execute(pick).first()
+                if row is None:
+                    return None
+                won = conn.execute(
+                    jobs.update().where(jobs.c.id == row.id, jobs.c.state == "queued").values(
+                        state="leased", agent_id=agent_id, lease_id=lease_id, leased_at=now,
+                        lease_expires_at=now + self.config.lease_s, attempts=jobs.c.attempts + 1)
+                ).rowcount  # fmt: skip
+                if won == 1:
+                    conn.execute(agents.update().where(agents.c.id == agent_id).values(current_job=row.id, last_heartbeat=now))
+                    job = conn.execute(sa.select(jobs).where(jobs.c.id == row.id)).first()
+                    return job_dict(job)
+        return None
+
+    def complete(self, job_id: int, agent_id: str, lease_id: str, ok: bool, result: dict[str, Any] | None,
+                 error: str | None) -> dict[str, Any]:
+        """Store a result from the lease holder. Repeating an accepted submission is a no-op."""
+        state = "done" if ok else "failed"
+        with self._write_lock, self.engine.begin() as conn:
+            row = conn.execute(sa.select(*LIST_COLUMNS).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise NotFound(f"job {job_id} does not exist")
+            if row.state in ("done", "failed") and row.lease_id == lease_id and row.agent_id == agent_id:
+                return {"id": job_id, "state": row.state, "duplicate": True}
+            if row.state != "leased" or row.lease_id != lease_id or row.agent_id != agent_id:
+                raise Conflict(f"job {job_id} is {row.state}" + (f" under another lease (agent {row.agent_id})"
+                               if row.state == "leased" else "") + "; this result was not accepted")
+            won = conn.execute(
+                jobs.update().where(jobs.c.id == job_id, jobs.c.state == "leased", jobs.c.lease_id == lease_id)
+                .values(state=state, finished_at=time.time(), result=dumps(result) if result is not None else None,
+                        error=error)
+            ).rowcount  # fmt: skip
+            if won != 1:
+                raise Conflict(f"job {job_id} changed state while its result was stored; not accepted")
+            conn.execute(agents.update().where(agents.c.id == agent_id, agents.c.current_job == job_id).values(current_job=None))
+        return {"id": job_id, "state": state, "duplicate": False}
+
+    # --- housekeeping -------------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Requeue jobs whose lease ran out (or fail them after max_attempts); fail queued jobs past
+        their expiry. Returns how many jobs went back to the queue."""
+        now = time.time()
+        requeued = 0
+        with self._write_lock, self.engine.begin() as conn:
+            expired = conn.execute(sa.select(jobs.c.id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.agent_id,
+                                             jobs.c.lease_id)
+                                   .where(jobs.c.state == "leased", jobs.c.lease_expires_at < now)).all()
+            for r in expired:
+                guard = (jobs.c.id == r.id, jobs.c.state == "leased", jobs.c.lease_id == r.lease_id)
+                if r.attempts >= r.max_attempts:
+                    conn.execute(jobs.update().where(*guard).values(
+                        state="failed", finished_at=now, lease_id=None,
+                        error=f"lease expired {r.attempts} times (last agent {r.agent_id}); no attempts left"))
+                else:
+                    requeued += conn.execute(jobs.update().where(*guard).values(
+                        state="queued", agent_id=None, lease_id=None, lease_expires_at=None,
+                        error=f"lease of agent {r.agent_id} expired; requeued")).rowcount  # fmt: skip
+            conn.execute(jobs.update().where(jobs.c.state == "queued", jobs.c.expires_at.is_not(None),
+                                             jobs.c.expires_at < now)
+                         .values(state="failed", finished_at=now,
+                                 error="no live agent of this device class claimed the job before it expired"))
+        return requeued
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+
+class _NullLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cur.execute("PRAGMA synchronous=NORMAL")  # commits survive a killed process (WAL)
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
