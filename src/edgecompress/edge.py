@@ -33,12 +33,13 @@ DEFAULT_MEMORY_LIMIT_BYTES = 4 * 1024**3
 
 
 def benchmark_locally(model_path: Path, device_class: str, settings: dict[str, Any] | None = None,
-                      timeout_s: float = 600.0, memory_limit_bytes: int | None = None) -> dict[str, Any]:
+                      timeout_s: float = 600.0, memory_limit_bytes: int | None = None,
+                      start_method: str = "spawn") -> dict[str, Any]:
     """Benchmark on an emulated device class in a child process on this machine."""
     cls = emulated_device_class(device_class)
     opts = BenchmarkSettings.from_dict({**(settings or {}), "threads": cls.threads, "providers": cls.providers})
     result = run_isolated(Path(model_path), opts, timeout_s=timeout_s, cpu_affinity=cls.cpu_affinity(),
-                          memory_limit_bytes=memory_limit_bytes)
+                          memory_limit_bytes=memory_limit_bytes, start_method=start_method)
     result.update({
         "device_class": cls.name, "emulated": cls.emulated, "device_description": cls.description,
         "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()}, "backend": "local",
@@ -64,12 +65,12 @@ def default_providers() -> list[str]:
 
 def benchmark_on_this_device(model_path: Path, device_class: str, settings: dict[str, Any] | None = None,
                              timeout_s: float = 600.0, memory_limit_bytes: int | None = None,
-                             backend: str = "node") -> dict[str, Any]:
+                             backend: str = "node", start_method: str = "spawn") -> dict[str, Any]:
     """Benchmark on the machine this runs on, as a real device of `device_class`."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     merged = {"threads": usable, "providers": default_providers(), **(settings or {})}
     result = run_isolated(Path(model_path), BenchmarkSettings.from_dict(merged), timeout_s=timeout_s,
-                          memory_limit_bytes=memory_limit_bytes)
+                          memory_limit_bytes=memory_limit_bytes, start_method=start_method)
     result.update({"device_class": device_class, "emulated": False, "device_description": f"{device_class} (real device)",
                    "device": device_facts.facts(), "backend": backend})
     return result
@@ -80,10 +81,11 @@ def run_on_device(model_path: Path, device_class: str, emulate: str | None, sett
     """The agent's executor: an emulated class (`emulate`, or a class named like one) or this device."""
     profile = emulate or (device_class if device_class in EMULATED else None)
     if profile:
-        result = benchmark_locally(model_path, profile, settings, timeout_s, memory_limit_bytes)
+        result = benchmark_locally(model_path, profile, settings, timeout_s, memory_limit_bytes, start_method="forkserver")
         result.update({"device_class": device_class, "emulated_profile": profile})
         return result
-    return benchmark_on_this_device(model_path, device_class, settings, timeout_s, memory_limit_bytes, backend="farm")
+    return benchmark_on_this_device(model_path, device_class, settings, timeout_s, memory_limit_bytes, backend="farm",
+                                    start_method="forkserver")
 
 
 def edge_benchmark(model_path: Path, device_classes: str | list[str], settings: dict[str, Any] | None = None,

@@ -6,11 +6,12 @@ rather than minutes later inside a task.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,33 @@ def run_local(chain: Sequence[str], arguments: dict[str, Any], output_dir: Path)
     pipeline_root = output_dir / "kfp"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     start = time.perf_counter()
-    try:
-        task = pipeline(**arguments)
-    except RuntimeError as exc:
-        raise EdgeCompressError(f"the pipeline failed: {exc} (the failing task's log is above)") from exc
+    with contextlib.ExitStack() as stack:
+        if not arguments.get("farm_url"):
+            arguments = {**arguments, "farm_url": stack.enter_context(_local_farm(arguments, output_dir))}
+        try:
+            task = pipeline(**arguments)
+        except RuntimeError as exc:
+            raise EdgeCompressError(f"the pipeline failed: {exc} (the failing task's log is above)") from exc
     gate_path = Path(task.output.path)
     return LocalRunResult(json.loads(gate_path.read_text()), gate_path, pipeline_root, uri, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _local_farm(arguments: dict[str, Any], output_dir: Path) -> Iterator[str]:
+    """A loopback farm (controller + one emulated agent per class) for the pipeline's edge-benchmark
+    tasks; yields its URL and gives the tasks its client token through the environment."""
+    from edgecompress.farm.client import CLIENT_TOKEN_ENV
+    from edgecompress.farm.local import local_farm
+
+    classes = parse_device_classes(arguments.get("device_classes", ["rpi4-emulated"]))
+    with local_farm(classes, directory=output_dir / "farm") as farm:
+        previous = os.environ.get(CLIENT_TOKEN_ENV)
+        os.environ[CLIENT_TOKEN_ENV] = farm.client_token
+        log.info("local device farm at %s (emulated agents: %s)", farm.url, ", ".join(classes))
+        try:
+            yield farm.url
+        finally:
+            if previous is None:
+                os.environ.pop(CLIENT_TOKEN_ENV, None)
+            else:
+                os.environ[CLIENT_TOKEN_ENV] = previous

@@ -167,10 +167,72 @@ def benchmark(model_path: Path, settings: BenchmarkSettings) -> dict[str, Any]:
     }
 
 
+def _forked_child(model_path: str, settings: dict[str, Any], out: str, memory_limit_bytes: int | None,
+                  cpu_affinity: list[int] | None) -> None:
+    """Body of a forkserver child: limits first, then the benchmark; errors go to the result file."""
+    if memory_limit_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    if cpu_affinity:
+        os.sched_setaffinity(0, cpu_affinity)
+    try:
+        result: dict[str, Any] = benchmark(Path(model_path), BenchmarkSettings(**settings))
+    except BenchmarkError as exc:
+        result = {"error": str(exc)}
+    except MemoryError:
+        result = {"error": f"out of memory (limit {memory_limit_bytes} bytes)"}
+    Path(out).write_text(json.dumps(result))
+
+
+_FORKSERVER: Any = None
+
+
+def _forkserver_context() -> Any:
+    """A multiprocessing forkserver with numpy, ONNX Runtime and this module preloaded: each
+    benchmark child is forked from it in milliseconds instead of starting a fresh interpreter, and
+    still shares nothing with the caller (the server is a separate, clean process)."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["numpy", "onnxruntime", "edgecompress.farm.runner"])
+        _FORKSERVER = ctx
+    return _FORKSERVER
+
+
+def _run_forked(model_path: Path, settings: BenchmarkSettings, timeout_s: float, memory_limit_bytes: int | None,
+                cpu_affinity: list[int] | None) -> dict[str, Any]:
+    ctx = _forkserver_context()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        proc = ctx.Process(target=_forked_child, args=(str(model_path), asdict(settings), str(out),
+                                                       memory_limit_bytes, cpu_affinity), daemon=True)
+        proc.start()
+        proc.join(timeout_s)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+            raise BenchmarkError(f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout")
+        if proc.exitcode != 0 or not out.exists():
+            code = proc.exitcode or 0
+            reason = f"signal {-code}" if code < 0 else f"exit {code}"
+            raise BenchmarkError(f"benchmark of {Path(model_path).name} failed ({reason}): the benchmark process died")
+        result = json.loads(out.read_text())
+    if "error" in result:
+        raise BenchmarkError(result["error"])
+    return result
+
+
 def run_isolated(model_path: Path, settings: BenchmarkSettings, timeout_s: float = 300.0,
-                 memory_limit_bytes: int | None = None, cpu_affinity: list[int] | None = None) -> dict[str, Any]:
-    """Run `benchmark` in a child process; raise BenchmarkError on timeout, crash or bad output."""
+                 memory_limit_bytes: int | None = None, cpu_affinity: list[int] | None = None,
+                 start_method: str = "spawn") -> dict[str, Any]:
+    """Run `benchmark` in a child process; raise BenchmarkError on timeout, crash or bad output.
+
+    `start_method="spawn"` starts a fresh interpreter per run; "forkserver" forks the child from a
+    preloaded server process (what farm agents use: same isolation, ~1 s less per job)."""
     settings.validate()
+    if start_method == "forkserver":
+        return _run_forked(Path(model_path), settings, timeout_s, memory_limit_bytes, cpu_affinity)
 
     def limit_child() -> None:  # runs in the child before exec
         if memory_limit_bytes:
