@@ -75,7 +75,7 @@ class Proc:
 def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> Proc:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        popen = subprocess.Popen([sys.executable, "-m", "edgecompress.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+        popen = subprocess.Popen([sys.executable, "-m", "edgecompress.farm", *args], stdout=log, stderr=subprocess.STDOUT,
                                  env=_env(env), start_new_session=True)
     return Proc(popen, log_path, args)
 
@@ -83,7 +83,7 @@ def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> Proc:
 def start_controller(port: int, db_url: str, blob_dir: Path, client_token: str, agent_token: str, log_path: Path,
                      extra_args: list[str] | None = None, wait_s: float = 60.0) -> Proc:
     env = {"EDGECOMPRESS_FARM_CLIENT_TOKEN": client_token, "EDGECOMPRESS_FARM_AGENT_TOKEN": agent_token}
-    proc = _spawn(["farm", "controller", "--host", "127.0.0.1", "--port", str(port), "--db-url", db_url,
+    proc = _spawn(["controller", "--host", "127.0.0.1", "--port", str(port), "--db-url", db_url,
                    "--blob-dir", str(blob_dir), *(extra_args or [])], log_path, env)
     wait_healthy(f"http://127.0.0.1:{port}", proc, wait_s)
     return proc
@@ -91,7 +91,7 @@ def start_controller(port: int, db_url: str, blob_dir: Path, client_token: str, 
 
 def start_agent(url: str, device_class: str, agent_token: str, log_path: Path, emulate: str | None = None,
                 extra_args: list[str] | None = None) -> Proc:
-    args = ["farm", "agent", "--controller", url, "--device-class", device_class, *(extra_args or [])]
+    args = ["agent", "--controller", url, "--device-class", device_class, *(extra_args or [])]
     if emulate:
         args += ["--emulate", emulate]
     return _spawn(args, log_path, {"EDGECOMPRESS_FARM_AGENT_TOKEN": agent_token})
