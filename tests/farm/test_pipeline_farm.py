@@ -1,0 +1,45 @@
+"""The pipeline's edge-benchmark goes through a controller and agents (a loopback farm by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES
+from tests.farm.conftest import TINY
+
+
+def test_edge_benchmark_step_runs_through_a_local_farm(tiny_model: Path, tmp_path: Path) -> None:
+    """The step the edge_benchmark component calls, with no farm URL (a bare .onnx Model artifact)."""
+    from edgecompress.io import sha256_file
+    from edgecompress.steps import Lineage, edge_benchmark_step
+
+    out = edge_benchmark_step(tiny_model, DEFAULT_DEVICE_CLASSES, tmp_path / "bench.json", tmp_path / "report.html",
+                              farm_url=None, settings=TINY, timeout_s=120, lineage_ctx=Lineage(enabled=False))
+    assert set(out["results"]) == set(DEFAULT_DEVICE_CLASSES)
+    job_ids = set()
+    for cls, r in out["results"].items():
+        assert r["backend"] == "farm" and r["emulated"] is True and r["device_class"] == cls
+        assert r["agent_id"].endswith(f"{cls}-" + r["agent_id"].rsplit("-", 1)[1]) and r["job_id"] >= 1
+        assert r["model_sha256"] == sha256_file(tiny_model)
+        assert r["device"]["onnxruntime_version"] and r["runs"] >= TINY["min_runs"] and r["samples_ms"]
+        assert r["thermal"]["before"] is not None and r["farm_timing"]["benchmark_wall_ms"] > 0
+        job_ids.add(r["job_id"])
+    assert len(job_ids) == 2
+    assert "emulated" in (tmp_path / "report.html").read_text()
+
+
+def test_local_run_farm_hands_url_and_token_to_the_tasks(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+    import os
+
+    from edgecompress.edge import edge_benchmark
+    from edgecompress.farm.client import CLIENT_TOKEN_ENV
+    from edgecompress.local_run import _local_farm
+
+    monkeypatch.delenv(CLIENT_TOKEN_ENV, raising=False)
+    with _local_farm({"device_classes": ["rpi4-emulated"]}, tmp_path) as url:
+        assert url.startswith("http://127.0.0.1:") and os.environ[CLIENT_TOKEN_ENV]
+        # what the edge-benchmark task does with the farm_url parameter
+        results = edge_benchmark(tiny_model, ["rpi4-emulated"], TINY, farm_url=url, timeout_s=60)
+    assert results["rpi4-emulated"]["emulated"] is True and results["rpi4-emulated"]["backend"] == "farm"
+    assert CLIENT_TOKEN_ENV not in os.environ
+    assert (tmp_path / "farm" / "farm.db").exists()
