@@ -96,35 +96,30 @@ class FarmClient:
     def queue(self) -> dict[str, Any]:
         return self._request("GET", "/v1/queue").json()
 
-    def wait(self, job_ids: list[int], timeout_s: float, poll_s: float = 0.05) -> dict[int, dict[str, Any]]:
-        """Poll until every job is done or failed, or the timeout passes (unfinished jobs are
-        returned in their current state)."""
+    def wait(self, job_ids: list[int], timeout_s: float) -> dict[int, dict[str, Any]]:
+        """Wait until every job is done or failed, or the timeout passes (unfinished jobs are
+        returned in their current state). Long-polls the controller: no busy polling."""
         deadline = time.monotonic() + timeout_s
-        pending, out = list(job_ids), {}
-        delay = poll_s
-        while pending:
-            for job_id in list(pending):
-                job = self.job(job_id)
-                out[job_id] = job
-                if job["state"] in TERMINAL:
-                    pending.remove(job_id)
-            if not pending or time.monotonic() >= deadline:
-                break
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 1.0)
+        out: dict[int, dict[str, Any]] = {}
+        for job_id in job_ids:
+            while True:
+                remaining = deadline - time.monotonic()
+                wait = max(0.0, min(remaining, 10.0))
+                out[job_id] = self._request("GET", f"/v1/jobs/{job_id}", params={"wait_s": round(wait, 3)},
+                                            timeout=self.timeout + wait).json()
+                if out[job_id]["state"] in TERMINAL or remaining <= 0:
+                    break
         return out
 
 
-def _no_result_reason(client: FarmClient, device_class: str, job: dict[str, Any], timeout_s: float) -> str:
-    live = [d for d in client.devices() if d["device_class"] == device_class]
-    if not live:
-        who = "no agent of this class has ever registered"
-    elif not any(d["live"] for d in live):
-        last = min(d["seconds_since_heartbeat"] for d in live)
-        who = f"no live agent (last heartbeat {last:.0f} s ago)"
-    else:
-        who = f"{sum(d['live'] for d in live)} live agent(s) but the job is still {job['state']}"
-    return f"no result within {timeout_s:.0f} s: {who}"
+def _agents_of(client: FarmClient, device_class: str) -> str:
+    """Why a class may have no result: its agents' state."""
+    agents = [d for d in client.devices() if d["device_class"] == device_class]
+    if not agents:
+        return "no agent of this class has ever registered"
+    if not any(d["live"] for d in agents):
+        return f"no live agent (last heartbeat {min(d['seconds_since_heartbeat'] for d in agents):.0f} s ago)"
+    return f"{sum(d['live'] for d in agents)} live agent(s)"
 
 
 def benchmark_on_farm(farm_url: str, model_path: Path, classes: list[str], settings: dict[str, Any],
@@ -141,13 +136,14 @@ def benchmark_on_farm(farm_url: str, model_path: Path, classes: list[str], setti
         job = finished[submitted["id"]]
         if job["state"] == "done":
             results[cls] = {**job["result"], "job_id": job["id"], "agent_id": job["agent_id"], "attempts": job["attempts"]}
-        elif job["state"] == "failed":
-            errors.append(f"device class {cls}: job {job['id']} failed"
-                          + (f" on agent {job['agent_id']}" if job.get("agent_id") else "") + f": {job['error']}")
+        elif job["state"] == "failed" and job.get("agent_id"):
+            errors.append(f"device class {cls}: job {job['id']} failed on agent {job['agent_id']}: {job['error']}")
+        elif job["state"] == "failed":  # expired in the queue
+            errors.append(f"device class {cls}: job {job['id']} failed: {job['error']}; {_agents_of(client, cls)}")
         else:
-            reason = _no_result_reason(client, cls, job, timeout_s)
             client.cancel(job["id"])
-            errors.append(f"device class {cls}: job {job['id']} {reason}")
+            errors.append(f"device class {cls}: job {job['id']} has no result within {timeout_s:.0f} s "
+                          f"(still {job['state']}); {_agents_of(client, cls)}")
     if errors:
         raise BenchmarkError("; ".join(errors))
     return results

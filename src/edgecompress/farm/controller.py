@@ -158,7 +158,8 @@ def create_app(config: ControllerConfig) -> Any:
     blob_dir = Path(config.blob_dir)
     blob_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(config.db_url, StoreConfig(config.lease_s, config.max_attempts, config.live_after_s))
-    waker = _Waker()
+    waker = _Waker()  # work arrived: wake long-polling claims
+    finished = _Waker()  # a job finished: wake long-polling readers
     tokens = {"client": config.client_token.encode(), "agent": config.agent_token.encode()}
 
     def role(*allowed: str):
@@ -348,8 +349,17 @@ def create_app(config: ControllerConfig) -> Any:
         return store.list(state, device_class, limit, before_id)
 
     @app.get("/v1/jobs/{job_id}", dependencies=[role("client")])
-    def get_job(job_id: Annotated[int, FPath(ge=0, le=2**62)]) -> dict[str, Any]:
-        return job_or_404(store.get, job_id)
+    async def get_job(job_id: Annotated[int, FPath(ge=0, le=2**62)],
+                      wait_s: Annotated[float, Query(ge=0, le=30)] = 0.0) -> dict[str, Any]:
+        """The job with its result; with `wait_s`, wait up to that long for it to finish (long poll)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            job = await run_in_threadpool(job_or_404, store.get, job_id)
+            remaining = deadline - loop.time()
+            if job["state"] in ("done", "failed") or remaining <= 0:
+                return job
+            await finished.wait(min(remaining, 1.0))
 
     @app.post("/v1/jobs/{job_id}/cancel", dependencies=[role("client")])
     def cancel(job_id: Annotated[int, FPath(ge=0, le=2**62)]) -> dict[str, Any]:
@@ -402,16 +412,18 @@ def create_app(config: ControllerConfig) -> Any:
                                                          ExpiresIn=config.s3_url_expiry_s)
 
     @app.post("/v1/jobs/{job_id}/result", dependencies=[role("agent")])
-    def result(job_id: Annotated[int, FPath(ge=0, le=2**62)], sub: ResultSubmission) -> dict[str, Any]:
+    async def result(job_id: Annotated[int, FPath(ge=0, le=2**62)], sub: ResultSubmission) -> dict[str, Any]:
         if sub.status == "done" and sub.result is None:
             raise HTTPException(422, "a done result needs a result object")
         if sub.status == "failed" and not sub.error:
             raise HTTPException(422, "a failed result needs an error message")
         try:
-            return job_or_404(store.complete, job_id, sub.agent_id, sub.lease_id, sub.status == "done",
-                              sub.result, sub.error)
+            out = await run_in_threadpool(job_or_404, store.complete, job_id, sub.agent_id, sub.lease_id,
+                                          sub.status == "done", sub.result, sub.error)
         except ValueError as exc:  # NaN/Infinity in the result
             raise HTTPException(422, f"result is not valid JSON for storage: {exc}") from exc
+        finished.notify()
+        return out
 
     return BodyLimit(app, config.max_json_bytes, config.max_model_bytes)
 
