@@ -150,6 +150,7 @@ def create_app(config: ControllerConfig) -> Any:
     from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
     from fastapi import Path as FPath
     from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
 
     from edgecompress.farm.runner import BenchmarkSettings
@@ -322,7 +323,7 @@ def create_app(config: ControllerConfig) -> Any:
     # --- jobs (clients) -----------------------------------------------------------------------
 
     @app.post("/v1/jobs", dependencies=[role("client")], status_code=201)
-    async def submit(spec: JobSpec) -> dict[str, Any]:
+    async def submit(spec: JobSpec) -> Any:
         settings = checked_settings(spec.settings)
         if spec.model.uri is None:
             path = blob_path(spec.model.sha256)
@@ -339,7 +340,7 @@ def create_app(config: ControllerConfig) -> Any:
                                  settings=settings, timeout_s=spec.timeout_s, priority=spec.priority,
                                  expires_in_s=spec.expires_in_s))  # fmt: skip
         waker.notify()
-        return job
+        return JSONResponse(job, status_code=201)
 
     @app.get("/v1/jobs", dependencies=[role("client")])
     def list_jobs(state: Literal["queued", "leased", "done", "failed"] | None = None,
@@ -350,7 +351,7 @@ def create_app(config: ControllerConfig) -> Any:
 
     @app.get("/v1/jobs/{job_id}", dependencies=[role("client")])
     async def get_job(job_id: Annotated[int, FPath(ge=0, le=2**62)],
-                      wait_s: Annotated[float, Query(ge=0, le=30)] = 0.0) -> dict[str, Any]:
+                      wait_s: Annotated[float, Query(ge=0, le=30)] = 0.0) -> Any:
         """The job with its result; with `wait_s`, wait up to that long for it to finish (long poll)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
@@ -358,7 +359,7 @@ def create_app(config: ControllerConfig) -> Any:
             job = await run_in_threadpool(job_or_404, store.get, job_id)
             remaining = deadline - loop.time()
             if job["state"] in ("done", "failed") or remaining <= 0:
-                return job
+                return JSONResponse(job)
             await finished.wait(min(remaining, 1.0))
 
     @app.post("/v1/jobs/{job_id}/cancel", dependencies=[role("client")])
@@ -394,7 +395,7 @@ def create_app(config: ControllerConfig) -> Any:
             job = await run_in_threadpool(store.claim, agent_id, device_class)
             if job is not None:
                 job["model_url"] = model_url(job)
-                return job
+                return JSONResponse(job)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return Response(status_code=204)
@@ -412,7 +413,7 @@ def create_app(config: ControllerConfig) -> Any:
                                                          ExpiresIn=config.s3_url_expiry_s)
 
     @app.post("/v1/jobs/{job_id}/result", dependencies=[role("agent")])
-    async def result(job_id: Annotated[int, FPath(ge=0, le=2**62)], sub: ResultSubmission) -> dict[str, Any]:
+    async def result(job_id: Annotated[int, FPath(ge=0, le=2**62)], sub: ResultSubmission) -> Any:
         if sub.status == "done" and sub.result is None:
             raise HTTPException(422, "a done result needs a result object")
         if sub.status == "failed" and not sub.error:
@@ -423,7 +424,7 @@ def create_app(config: ControllerConfig) -> Any:
         except ValueError as exc:  # NaN/Infinity in the result
             raise HTTPException(422, f"result is not valid JSON for storage: {exc}") from exc
         finished.notify()
-        return out
+        return JSONResponse(out)
 
     return BodyLimit(app, config.max_json_bytes, config.max_model_bytes)
 

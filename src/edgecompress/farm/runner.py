@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -181,6 +182,7 @@ def _forked_child(model_path: str, settings: dict[str, Any], out: str, memory_li
     except MemoryError:
         result = {"error": f"out of memory (limit {memory_limit_bytes} bytes)"}
     Path(out).write_text(json.dumps(result))
+    os._exit(0)  # skip interpreter teardown (ONNX Runtime's unload alone costs tens of ms)
 
 
 _FORKSERVER: Any = None
@@ -195,20 +197,50 @@ def _forkserver_context() -> Any:
         import multiprocessing
 
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["numpy", "onnxruntime", "edgecompress.farm.runner"])
+        ctx.set_forkserver_preload(["edgecompress.farm._preload"])
         _FORKSERVER = ctx
     return _FORKSERVER
+
+
+def _warm_child(conn: Any) -> None:
+    """A child forked ahead of time; it waits for one job, runs it and exits."""
+    try:
+        args = conn.recv()
+    except (EOFError, OSError):  # the parent went away: nothing to do
+        os._exit(0)
+    conn.close()
+    _forked_child(*args)
+
+
+_NEXT_CHILD: list[Any] = []
+_PREFORKING: list[threading.Thread] = []  # at most one pre-forked (process, connection), started while idle
+
+
+def _prefork(ctx: Any) -> None:
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_warm_child, args=(child,), daemon=True)
+    proc.start()
+    child.close()
+    _NEXT_CHILD.append((proc, parent))
 
 
 def _run_forked(model_path: Path, settings: BenchmarkSettings, timeout_s: float, memory_limit_bytes: int | None,
                 cpu_affinity: list[int] | None) -> dict[str, Any]:
     ctx = _forkserver_context()
+    if _PREFORKING:
+        _PREFORKING.pop().join()
+    if not _NEXT_CHILD or not _NEXT_CHILD[0][0].is_alive():
+        _NEXT_CHILD.clear()
+        _prefork(ctx)
+    proc, conn = _NEXT_CHILD.pop()
     with tempfile.TemporaryDirectory(prefix="edgecompress-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        proc = ctx.Process(target=_forked_child, args=(str(model_path), asdict(settings), str(out),
-                                                       memory_limit_bytes, cpu_affinity), daemon=True)
-        proc.start()
+        conn.send((str(model_path), asdict(settings), str(out), memory_limit_bytes, cpu_affinity))
+        conn.close()
         proc.join(timeout_s)
+        # Fork the next job's child in the background, off this job's path to its result.
+        _PREFORKING.append(threading.Thread(target=_prefork, args=(ctx,), daemon=True))
+        _PREFORKING[0].start()
         if proc.is_alive():
             proc.kill()
             proc.join(5)

@@ -58,7 +58,6 @@ agents = sa.Table(
     sa.Column("facts", sa.Text, nullable=False),
     sa.Column("registered_at", sa.Float, nullable=False),
     sa.Column("last_heartbeat", sa.Float, nullable=False),
-    sa.Column("current_job", sa.Integer, nullable=True),
 )  # fmt: skip
 
 LIST_COLUMNS = [c for c in jobs.c if c.name != "result"]
@@ -166,12 +165,17 @@ class JobStore:
         now = time.time()
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(agents).order_by(agents.c.device_class, agents.c.id)).all()
+            leased = conn.execute(sa.select(jobs.c.agent_id, jobs.c.id).where(jobs.c.state == "leased")).all()
+        current: dict[str, list[int]] = {}
+        for agent_id, job_id in leased:
+            current.setdefault(agent_id, []).append(job_id)
         out = []
         for r in rows:
             d = dict(r._mapping)
             d["facts"] = json.loads(d["facts"])
             d["seconds_since_heartbeat"] = now - d["last_heartbeat"]
             d["live"] = d["seconds_since_heartbeat"] <= self.config.live_after_s
+            d["leased_jobs"] = current.get(d["id"], [])
             out.append(d)
         return out
 
@@ -195,51 +199,46 @@ class JobStore:
             return [r.id for r in conn.execute(sa.select(jobs.c.id).where(*held))]
 
     def claim(self, agent_id: str, device_class: str) -> dict[str, Any] | None:
-        """Lease the next queued job for this class to this agent, or None."""
-        for _ in range(20):  # lost races are retried; each loss means another claimer won a job
+        """Lease the next queued job for this class to this agent, or None. One guarded
+        `UPDATE … WHERE id = (next queued id) AND state = 'queued' RETURNING …` statement."""
+        pick = (sa.select(jobs.c.id).where(jobs.c.state == "queued", jobs.c.device_class == device_class)
+                .order_by(jobs.c.priority.desc(), jobs.c.id).limit(1))
+        if not self.sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        for _ in range(20):  # an empty answer with work still queued means another claimer won: retry
             now = time.time()
-            pick = (sa.select(jobs.c.id).where(jobs.c.state == "queued", jobs.c.device_class == device_class)
-                    .order_by(jobs.c.priority.desc(), jobs.c.id).limit(1))
-            if not self.sqlite:
-                pick = pick.with_for_update(skip_locked=True)
-            lease_id = uuid.uuid4().hex
+            take = (jobs.update().where(jobs.c.id == pick.scalar_subquery(), jobs.c.state == "queued")
+                    .values(state="leased", agent_id=agent_id, lease_id=uuid.uuid4().hex, leased_at=now,
+                            lease_expires_at=now + self.config.lease_s, attempts=jobs.c.attempts + 1)
+                    .returning(*jobs.c))
             with self._write_lock, self.engine.begin() as conn:
-                row = conn.execute(pick).first()
-                if row is None:
+                row = conn.execute(take).first()
+                if row is not None:
+                    return job_dict(row)
+                if conn.execute(pick.with_only_columns(jobs.c.id)).first() is None:
                     return None
-                won = conn.execute(
-                    jobs.update().where(jobs.c.id == row.id, jobs.c.state == "queued").values(
-                        state="leased", agent_id=agent_id, lease_id=lease_id, leased_at=now,
-                        lease_expires_at=now + self.config.lease_s, attempts=jobs.c.attempts + 1)
-                ).rowcount  # fmt: skip
-                if won == 1:
-                    conn.execute(agents.update().where(agents.c.id == agent_id).values(current_job=row.id, last_heartbeat=now))
-                    job = conn.execute(sa.select(jobs).where(jobs.c.id == row.id)).first()
-                    return job_dict(job)
         return None
 
     def complete(self, job_id: int, agent_id: str, lease_id: str, ok: bool, result: dict[str, Any] | None,
                  error: str | None) -> dict[str, Any]:
         """Store a result from the lease holder. Repeating an accepted submission is a no-op."""
         state = "done" if ok else "failed"
+        payload = dumps(result) if result is not None else None
         with self._write_lock, self.engine.begin() as conn:
-            row = conn.execute(sa.select(*LIST_COLUMNS).where(jobs.c.id == job_id)).first()
-            if row is None:
-                raise NotFound(f"job {job_id} does not exist")
-            if row.state in ("done", "failed") and row.lease_id == lease_id and row.agent_id == agent_id:
-                return {"id": job_id, "state": row.state, "duplicate": True}
-            if row.state != "leased" or row.lease_id != lease_id or row.agent_id != agent_id:
-                raise Conflict(f"job {job_id} is {row.state}" + (f" under another lease (agent {row.agent_id})"
-                               if row.state == "leased" else "") + "; this result was not accepted")
             won = conn.execute(
-                jobs.update().where(jobs.c.id == job_id, jobs.c.state == "leased", jobs.c.lease_id == lease_id)
-                .values(state=state, finished_at=time.time(), result=dumps(result) if result is not None else None,
-                        error=error)
+                jobs.update().where(jobs.c.id == job_id, jobs.c.state == "leased", jobs.c.lease_id == lease_id,
+                                    jobs.c.agent_id == agent_id)
+                .values(state=state, finished_at=time.time(), result=payload, error=error)
             ).rowcount  # fmt: skip
-            if won != 1:
-                raise Conflict(f"job {job_id} changed state while its result was stored; not accepted")
-            conn.execute(agents.update().where(agents.c.id == agent_id, agents.c.current_job == job_id).values(current_job=None))
-        return {"id": job_id, "state": state, "duplicate": False}
+            if won == 1:
+                return {"id": job_id, "state": state, "duplicate": False}
+            row = conn.execute(sa.select(jobs.c.state, jobs.c.lease_id, jobs.c.agent_id).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"job {job_id} does not exist")
+        if row.state in ("done", "failed") and row.lease_id == lease_id and row.agent_id == agent_id:
+            return {"id": job_id, "state": row.state, "duplicate": True}
+        raise Conflict(f"job {job_id} is {row.state}" + (f" under another lease (agent {row.agent_id})"
+                       if row.state == "leased" else "") + "; this result was not accepted")
 
     # --- housekeeping -------------------------------------------------------------------------
 
