@@ -49,7 +49,26 @@ def thermal_state() -> dict[str, Any]:
             state["under_voltage_now"] = bool(flags & 0x1)
         except (OSError, ValueError, IndexError, subprocess.SubprocessError):
             pass
+    if shutil.which("tegrastats"):  # Jetson: one line of RAM/CPU/GPU load, clocks and temperatures
+        line = _tegrastats_line()
+        if line:
+            state["tegrastats"] = line
     return state
+
+
+def _tegrastats_line(timeout_s: float = 3.0) -> str | None:
+    try:
+        proc = subprocess.Popen(["tegrastats", "--interval", "100"], stdout=subprocess.PIPE, text=True)
+    except OSError:
+        return None
+    try:
+        import select
+
+        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+        return proc.stdout.readline().strip() if ready and proc.stdout else None
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def facts() -> dict[str, Any]:
