@@ -53,14 +53,27 @@ class Farm:
         self.start_controller()
 
     def start_controller(self) -> Proc:
-        self.controller = start_controller(self.port, self.db_url, self.root / "blobs", self.client_token,
-                                           self.agent_token, self.root / "controller.log", self.controller_args)
+        self.controller = start_controller(
+            self.port,
+            self.db_url,
+            self.root / "blobs",
+            self.client_token,
+            self.agent_token,
+            self.root / "controller.log",
+            self.controller_args,
+        )
         return self.controller
 
     def agent(self, device_class: str = "rpi4-emulated", *args: str) -> Proc:
         n = len(self.agents)
-        proc = start_agent(self.url, device_class, self.agent_token, self.root / f"agent-{n}.log",
-                           emulate=None, extra_args=["--agent-id", f"agent-{n}", "--poll-wait-s", "2", *args])
+        proc = start_agent(
+            self.url,
+            device_class,
+            self.agent_token,
+            self.root / f"agent-{n}.log",
+            emulate=None,
+            extra_args=["--agent-id", f"agent-{n}", "--poll-wait-s", "2", *args],
+        )
         self.agents.append(proc)
         return proc
 
@@ -78,9 +91,11 @@ class Farm:
             if predicate():
                 return
             time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\ncontroller log:\n"
-                             f"{self.controller.log() if self.controller else ''}\nagent logs:\n"
-                             + "\n".join(a.log()[-1500:] for a in self.agents))
+        raise AssertionError(
+            f"timed out after {timeout_s} s waiting for {what}\ncontroller log:\n"
+            f"{self.controller.log() if self.controller else ''}\nagent logs:\n"
+            + "\n".join(a.log()[-1500:] for a in self.agents)
+        )
 
     def healthy(self) -> bool:
         return requests.get(f"{self.url}/healthz", timeout=5).status_code == 200

@@ -37,10 +37,16 @@ job_like = st.fixed_dictionaries({}, optional={
     "agent_id": json_values, "lease_id": json_values, "status": st.sampled_from(["done", "failed", "x"]),
     "result": json_values, "error": json_values, "wait_s": json_values, "hostname": json_values, "facts": json_values,
 })  # fmt: skip
-path_ids = st.one_of(st.integers(min_value=-(2**65), max_value=2**65).map(str), st.text(
-    alphabet=st.characters(codec="ascii", exclude_characters="/?#"), max_size=70), st.just("0" * 64))
-bodies = st.one_of(job_like.map(lambda d: json.dumps(d).encode()), json_values.map(lambda d: json.dumps(d).encode()),
-                   st.binary(max_size=300))
+path_ids = st.one_of(
+    st.integers(min_value=-(2**65), max_value=2**65).map(str),
+    st.text(alphabet=st.characters(codec="ascii", exclude_characters="/?#"), max_size=70),
+    st.just("0" * 64),
+)
+bodies = st.one_of(
+    job_like.map(lambda d: json.dumps(d).encode()),
+    json_values.map(lambda d: json.dumps(d).encode()),
+    st.binary(max_size=300),
+)
 
 
 def test_malformed_requests_never_break_the_controller(farm_factory, tiny_model: Path) -> None:
@@ -48,18 +54,34 @@ def test_malformed_requests_never_break_the_controller(farm_factory, tiny_model:
     session = requests.Session()
     seen: dict[int, int] = {}
 
-    @settings(max_examples=300, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    @given(endpoint=st.sampled_from(ENDPOINTS), path_id=path_ids, body=bodies,
-           query=st.dictionaries(st.sampled_from(["device_class", "state", "limit", "before_id", "x"]),
-                                 st.text(max_size=20), max_size=3),
-           role=st.sampled_from(["own", "client", "agent"]))
+    @settings(
+        max_examples=300,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        endpoint=st.sampled_from(ENDPOINTS),
+        path_id=path_ids,
+        body=bodies,
+        query=st.dictionaries(
+            st.sampled_from(["device_class", "state", "limit", "before_id", "x"]),
+            st.text(max_size=20),
+            max_size=3,
+        ),
+        role=st.sampled_from(["own", "client", "agent"]),
+    )
     def one(endpoint, path_id, body, query, role) -> None:
         method, path, own = endpoint
         token = farm.client_token if (own if role == "own" else role) == "client" else farm.agent_token
-        r = session.request(method, farm.url + path.replace("{id}", requests.utils.quote(path_id, safe="")),
-                            data=body if method not in ("GET", "HEAD") else None, params=query, timeout=30,
-                            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        r = session.request(
+            method,
+            farm.url + path.replace("{id}", requests.utils.quote(path_id, safe="")),
+            data=body if method not in ("GET", "HEAD") else None,
+            params=query,
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         seen[r.status_code] = seen.get(r.status_code, 0) + 1
         assert r.status_code < 500, (method, path, path_id, body[:200], r.status_code, r.text[:300])
 

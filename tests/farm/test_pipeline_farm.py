@@ -13,8 +13,16 @@ def test_edge_benchmark_step_runs_through_a_local_farm(tiny_model: Path, tmp_pat
     from edgecompress.io import sha256_file
     from edgecompress.steps import Lineage, edge_benchmark_step
 
-    out = edge_benchmark_step(tiny_model, DEFAULT_DEVICE_CLASSES, tmp_path / "bench.json", tmp_path / "report.html",
-                              farm_url=None, settings=TINY, timeout_s=120, lineage_ctx=Lineage(enabled=False))
+    out = edge_benchmark_step(
+        tiny_model,
+        DEFAULT_DEVICE_CLASSES,
+        tmp_path / "bench.json",
+        tmp_path / "report.html",
+        farm_url=None,
+        settings=TINY,
+        timeout_s=120,
+        lineage_ctx=Lineage(enabled=False),
+    )
     assert set(out["results"]) == set(DEFAULT_DEVICE_CLASSES)
     job_ids = set()
     for cls, r in out["results"].items():
@@ -28,7 +36,9 @@ def test_edge_benchmark_step_runs_through_a_local_farm(tiny_model: Path, tmp_pat
     assert "emulated" in (tmp_path / "report.html").read_text()
 
 
-def test_local_run_farm_hands_url_and_token_to_the_tasks(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+def test_local_run_farm_hands_url_and_token_to_the_tasks(
+    tmp_path: Path, tiny_model: Path, monkeypatch
+) -> None:
     import os
 
     from edgecompress.edge import edge_benchmark

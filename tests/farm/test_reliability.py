@@ -20,9 +20,13 @@ def test_agent_killed_mid_benchmark_job_is_leased_again_and_completed(farm_facto
     assert client.job(job["id"])["agent_id"] == "agent-0"
     time.sleep(1.5)  # the 4 s benchmark is running in the agent's child process
     first.kill()  # SIGKILL to the agent and its benchmark child
-    farm.wait_for(lambda: client.job(job["id"])["state"] == "queued", 30, "the expired lease to requeue the job")
+    farm.wait_for(
+        lambda: client.job(job["id"])["state"] == "queued", 30, "the expired lease to requeue the job"
+    )
     second = farm.agent()
-    farm.wait_for(lambda: client.job(job["id"])["state"] in ("done", "failed"), 90, "the second agent to finish")
+    farm.wait_for(
+        lambda: client.job(job["id"])["state"] in ("done", "failed"), 90, "the second agent to finish"
+    )
     done = client.job(job["id"])
     assert done["state"] == "done", done["error"]
     assert done["agent_id"] == "agent-1" and done["attempts"] == 2
@@ -35,7 +39,10 @@ def test_controller_killed_and_restarted_loses_no_job(farm_factory, tiny_model: 
     farm = farm_factory("--lease-s", "3", "--sweep-interval-s", "0.2")
     client = farm.client()
     model = client.upload(tiny_model)
-    ids = [client.submit(model, "rpi4-emulated", {**TINY, "min_duration_s": 0.3}, timeout_s=120)["id"] for _ in range(12)]
+    ids = [
+        client.submit(model, "rpi4-emulated", {**TINY, "min_duration_s": 0.3}, timeout_s=120)["id"]
+        for _ in range(12)
+    ]
     farm.agent()
     farm.wait_for(lambda: len(client.jobs(state="done")) >= 3, 60, "three jobs to finish")
     before = {j["id"]: j for j in client.jobs(limit=100)}
@@ -46,7 +53,9 @@ def test_controller_killed_and_restarted_loses_no_job(farm_factory, tiny_model: 
     for job_id, job in before.items():  # nothing went backwards: finished jobs stay finished
         if job["state"] == "done":
             assert after[job_id]["state"] == "done" and after[job_id]["agent_id"] == job["agent_id"]
-    farm.wait_for(lambda: all(j["state"] == "done" for j in client.jobs(limit=100)), 120, "every job to finish")
+    farm.wait_for(
+        lambda: all(j["state"] == "done" for j in client.jobs(limit=100)), 120, "every job to finish"
+    )
     final = client.jobs(limit=100)
     assert len(final) == 12 and all(j["state"] == "done" for j in final)
     assert all(client.job(i)["result"]["job_id"] == i for i in ids)
@@ -60,8 +69,12 @@ def test_200_concurrent_jobs_on_4_agents_each_complete_exactly_once(farm_factory
         farm.agent()
     settings = {"min_runs": 1, "warmup_runs": 0, "min_duration_s": 0.0}
     with ThreadPoolExecutor(16) as pool:  # 200 submissions in flight at once
-        ids = list(pool.map(lambda _: farm.client().submit(model, "rpi4-emulated", settings, timeout_s=120)["id"],
-                            range(200)))
+        ids = list(
+            pool.map(
+                lambda _: farm.client().submit(model, "rpi4-emulated", settings, timeout_s=120)["id"],
+                range(200),
+            )
+        )
     assert len(set(ids)) == 200
     farm.wait_for(lambda: client.queue()["depth"]["rpi4-emulated"]["done"] == 200, 240, "200 jobs to finish")
     jobs = client.jobs(limit=1000)

@@ -55,7 +55,9 @@ class AgentConfig:
         if not self.controller.startswith(("http://", "https://")):
             raise ConfigError(f"--controller must be an http(s):// URL, got {self.controller!r}")
         if len(self.token) < 16:
-            raise ConfigError(f"the agent token is missing or too short: set {AGENT_TOKEN_ENV} or --token-file")
+            raise ConfigError(
+                f"the agent token is missing or too short: set {AGENT_TOKEN_ENV} or --token-file"
+            )
         if not re.match(NAME_RE, self.device_class):
             raise ConfigError(f"--device-class {self.device_class!r}: letters, digits, '.', '_', '-' only")
         if self.emulate:
@@ -114,7 +116,9 @@ class Agent:
         delay = 0.2
         while True:
             try:
-                resp = session.request(method, self.url + path, timeout=kwargs.pop("timeout", None) or 60, **kwargs)
+                resp = session.request(
+                    method, self.url + path, timeout=kwargs.pop("timeout", None) or 60, **kwargs
+                )
                 if resp.status_code < 500 or not retry:
                     return resp
                 log.warning("controller answered %s to %s %s; retrying", resp.status_code, method, path)
@@ -130,10 +134,18 @@ class Agent:
         from edgecompress.farm import device as device_facts
 
         facts = device_facts.facts()
-        facts.update({"emulated": bool(self.config.emulate or self.config.device_class.endswith("-emulated")),
-                      "emulate_profile": self.config.emulate})
-        body = {"agent_id": self.agent_id, "device_class": self.config.device_class,
-                "hostname": platform.node()[:256], "facts": facts}
+        facts.update(
+            {
+                "emulated": bool(self.config.emulate or self.config.device_class.endswith("-emulated")),
+                "emulate_profile": self.config.emulate,
+            }
+        )
+        body = {
+            "agent_id": self.agent_id,
+            "device_class": self.config.device_class,
+            "hostname": platform.node()[:256],
+            "facts": facts,
+        }
         resp = self._call("POST", "/v1/agents/register", json=body)
         if resp.status_code != 200:
             raise ConfigError(f"the controller refused registration ({resp.status_code}): {resp.text[:300]}")
@@ -165,9 +177,13 @@ class Agent:
                 if self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs:
                     break
                 try:
-                    resp = self._call("POST", f"/v1/agents/{self.agent_id}/claim",
-                                      params={"device_class": self.config.device_class},
-                                      json={"wait_s": self.config.poll_wait_s}, timeout=self.config.poll_wait_s + 30)
+                    resp = self._call(
+                        "POST",
+                        f"/v1/agents/{self.agent_id}/claim",
+                        params={"device_class": self.config.device_class},
+                        json={"wait_s": self.config.poll_wait_s},
+                        timeout=self.config.poll_wait_s + 30,
+                    )
                 except BenchmarkError:
                     break
                 if resp.status_code == 204:
@@ -187,7 +203,13 @@ class Agent:
 
     def handle(self, job: dict[str, Any]) -> None:
         claimed = time.perf_counter()
-        log.info("job %s: %s on %s (attempt %s)", job["id"], job["model_name"], self.config.device_class, job["attempts"])
+        log.info(
+            "job %s: %s on %s (attempt %s)",
+            job["id"],
+            job["model_name"],
+            self.config.device_class,
+            job["attempts"],
+        )
         timing: dict[str, float] = {}
         try:
             result = self.execute(job, timing)
@@ -219,15 +241,29 @@ class Agent:
             timing["download_ms"] = (time.perf_counter() - t0) * 1e3
             actual = sha256_file(path)
             if actual != job["model_sha256"]:
-                raise ModelRejected(f"sha256 mismatch: the job says {job['model_sha256']}, the download hashes to {actual}")
+                raise ModelRejected(
+                    f"sha256 mismatch: the job says {job['model_sha256']}, the download hashes to {actual}"
+                )
             check_onnx(path)
             timing["verify_ms"] = (time.perf_counter() - t0) * 1e3 - timing["download_ms"]
             t1 = time.perf_counter()
-            result = run_on_device(path, self.config.device_class, self.config.emulate, job["settings"],
-                                   timeout_s=job["timeout_s"], memory_limit_bytes=self.config.memory_limit_bytes)
+            result = run_on_device(
+                path,
+                self.config.device_class,
+                self.config.emulate,
+                job["settings"],
+                timeout_s=job["timeout_s"],
+                memory_limit_bytes=self.config.memory_limit_bytes,
+            )
             timing["benchmark_wall_ms"] = (time.perf_counter() - t1) * 1e3
-        result.update({"backend": "farm", "job_id": job["id"], "agent_id": self.agent_id,
-                       "model_name": job["model_name"]})
+        result.update(
+            {
+                "backend": "farm",
+                "job_id": job["id"],
+                "agent_id": self.agent_id,
+                "model_name": job["model_name"],
+            }
+        )
         return result
 
     def download(self, url: str, target: Path) -> None:

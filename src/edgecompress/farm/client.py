@@ -48,7 +48,9 @@ class FarmClient:
         import requests
 
         try:
-            resp = self.session.request(method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+            resp = self.session.request(
+                method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+            )
         except requests.RequestException as exc:
             raise BenchmarkError(f"cannot reach the farm controller at {self.url}: {exc}") from exc
         if resp.status_code not in ok:
@@ -70,21 +72,43 @@ class FarmClient:
         size = model_path.stat().st_size
         if self._request("HEAD", f"/v1/blobs/{sha}", ok=(200, 404)).status_code == 404:
             with open(model_path, "rb") as f:
-                self._request("PUT", f"/v1/blobs/{sha}", data=f, timeout=max(self.timeout, 300),
-                              headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+                self._request(
+                    "PUT",
+                    f"/v1/blobs/{sha}",
+                    data=f,
+                    timeout=max(self.timeout, 300),
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                )
         return {"sha256": sha, "name": model_path.name, "bytes": size}
 
-    def submit(self, model: dict[str, Any], device_class: str, settings: dict[str, Any] | None = None,
-               timeout_s: float = 600.0, priority: int = 0, expires_in_s: float | None = None) -> dict[str, Any]:
-        body = {"model": model, "device_class": device_class, "settings": settings or {}, "timeout_s": timeout_s,
-                "priority": priority, "expires_in_s": expires_in_s}
+    def submit(
+        self,
+        model: dict[str, Any],
+        device_class: str,
+        settings: dict[str, Any] | None = None,
+        timeout_s: float = 600.0,
+        priority: int = 0,
+        expires_in_s: float | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "model": model,
+            "device_class": device_class,
+            "settings": settings or {},
+            "timeout_s": timeout_s,
+            "priority": priority,
+            "expires_in_s": expires_in_s,
+        }
         return self._request("POST", "/v1/jobs", json=body).json()
 
     def job(self, job_id: int) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
 
-    def jobs(self, state: str | None = None, device_class: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        params = {k: v for k, v in {"state": state, "device_class": device_class, "limit": limit}.items() if v}
+    def jobs(
+        self, state: str | None = None, device_class: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        params = {
+            k: v for k, v in {"state": state, "device_class": device_class, "limit": limit}.items() if v
+        }
         return self._request("GET", "/v1/jobs", params=params).json()
 
     def cancel(self, job_id: int) -> dict[str, Any]:
@@ -105,8 +129,12 @@ class FarmClient:
             while True:
                 remaining = deadline - time.monotonic()
                 wait = max(0.0, min(remaining, 10.0))
-                out[job_id] = self._request("GET", f"/v1/jobs/{job_id}", params={"wait_s": round(wait, 3)},
-                                            timeout=self.timeout + wait).json()
+                out[job_id] = self._request(
+                    "GET",
+                    f"/v1/jobs/{job_id}",
+                    params={"wait_s": round(wait, 3)},
+                    timeout=self.timeout + wait,
+                ).json()
                 if out[job_id]["state"] in TERMINAL or remaining <= 0:
                     break
         return out
@@ -122,28 +150,50 @@ def _agents_of(client: FarmClient, device_class: str) -> str:
     return f"{sum(d['live'] for d in agents)} live agent(s)"
 
 
-def benchmark_on_farm(farm_url: str, model_path: Path, classes: list[str], settings: dict[str, Any],
-                      timeout_s: float = 600.0, token: str | None = None, priority: int = 0) -> dict[str, dict[str, Any]]:
+def benchmark_on_farm(
+    farm_url: str,
+    model_path: Path,
+    classes: list[str],
+    settings: dict[str, Any],
+    timeout_s: float = 600.0,
+    token: str | None = None,
+    priority: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Benchmark one model on each device class through the farm; one result per class, in the
     runner's schema plus device_class, emulated, device facts, job id and agent id."""
     client = FarmClient(farm_url, token)
     model = client.upload(Path(model_path))
-    jobs = {cls: client.submit(model, cls, settings, timeout_s=timeout_s, priority=priority, expires_in_s=timeout_s)
-            for cls in classes}
+    jobs = {
+        cls: client.submit(
+            model, cls, settings, timeout_s=timeout_s, priority=priority, expires_in_s=timeout_s
+        )
+        for cls in classes
+    }
     finished = client.wait([j["id"] for j in jobs.values()], timeout_s)
     results, errors = {}, []
     for cls, submitted in jobs.items():
         job = finished[submitted["id"]]
         if job["state"] == "done":
-            results[cls] = {**job["result"], "job_id": job["id"], "agent_id": job["agent_id"], "attempts": job["attempts"]}
+            results[cls] = {
+                **job["result"],
+                "job_id": job["id"],
+                "agent_id": job["agent_id"],
+                "attempts": job["attempts"],
+            }
         elif job["state"] == "failed" and job.get("agent_id"):
-            errors.append(f"device class {cls}: job {job['id']} failed on agent {job['agent_id']}: {job['error']}")
+            errors.append(
+                f"device class {cls}: job {job['id']} failed on agent {job['agent_id']}: {job['error']}"
+            )
         elif job["state"] == "failed":  # expired in the queue
-            errors.append(f"device class {cls}: job {job['id']} failed: {job['error']}; {_agents_of(client, cls)}")
+            errors.append(
+                f"device class {cls}: job {job['id']} failed: {job['error']}; {_agents_of(client, cls)}"
+            )
         else:
             client.cancel(job["id"])
-            errors.append(f"device class {cls}: job {job['id']} has no result within {timeout_s:.0f} s "
-                          f"(still {job['state']}); {_agents_of(client, cls)}")
+            errors.append(
+                f"device class {cls}: job {job['id']} has no result within {timeout_s:.0f} s "
+                f"(still {job['state']}); {_agents_of(client, cls)}"
+            )
     if errors:
         raise BenchmarkError("; ".join(errors))
     return results

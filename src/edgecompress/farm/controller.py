@@ -56,12 +56,16 @@ class ControllerConfig:
     def validate(self) -> None:
         for role, token in (("client", self.client_token), ("agent", self.agent_token)):
             if len(token) < 16:
-                raise ConfigError(f"the farm {role} token must be at least 16 characters (set "
-                                  f"{CLIENT_TOKEN_ENV if role == 'client' else AGENT_TOKEN_ENV} or --{role}-token-file)")
+                raise ConfigError(
+                    f"the farm {role} token must be at least 16 characters (set "
+                    f"{CLIENT_TOKEN_ENV if role == 'client' else AGENT_TOKEN_ENV} or --{role}-token-file)"
+                )
         if hmac.compare_digest(self.client_token, self.agent_token):
             raise ConfigError("the farm client and agent tokens must differ (they grant different rights)")
         if self.lease_s <= 0 or self.max_attempts < 1 or self.max_model_bytes < 1:
-            raise ConfigError(f"controller limits out of range: lease_s={self.lease_s}, max_attempts={self.max_attempts}")
+            raise ConfigError(
+                f"controller limits out of range: lease_s={self.lease_s}, max_attempts={self.max_attempts}"
+            )
 
 
 def read_token(value: str | None, file: Path | None, env: str) -> str:
@@ -107,7 +111,9 @@ class BodyLimit:
             except ValueError:
                 return await _plain(send, 400, "invalid Content-Length")
             if declared > limit:
-                return await _plain(send, 413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+                return await _plain(
+                    send, 413, f"request body of {declared} bytes exceeds the limit of {limit} bytes"
+                )
             return await self.app(scope, receive, send)
         if scope["path"].startswith("/v1/blobs/"):
             return await self.app(scope, receive, send)
@@ -139,9 +145,17 @@ async def _plain(send: Any, status: int, detail: str) -> None:
     import json
 
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -159,12 +173,18 @@ def create_app(config: ControllerConfig) -> Any:
     blob_dir = Path(config.blob_dir)
     blob_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(config.db_url, StoreConfig(config.lease_s, config.max_attempts, config.live_after_s))
+
+    async def db(fn, *args):
+        """A store call: inline on SQLite (short, and serialized by one lock anyway: a thread hop
+        would cost more than the query), in the threadpool for a server database."""
+        return fn(*args) if store.sqlite else await run_in_threadpool(fn, *args)
+
     waker = _Waker()  # work arrived: wake long-polling claims
     finished = _Waker()  # a job finished: wake long-polling readers
     tokens = {"client": config.client_token.encode(), "agent": config.agent_token.encode()}
 
     def role(*allowed: str):
-        def check(request: Request) -> str:
+        async def check(request: Request) -> str:  # async: no thread hop per request
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:
@@ -175,7 +195,9 @@ def create_app(config: ControllerConfig) -> Any:
             if not matched:
                 raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
             if matched[0] not in allowed:
-                raise HTTPException(403, f"a {matched[0]} token may not do this (needs: {' or '.join(allowed)})")
+                raise HTTPException(
+                    403, f"a {matched[0]} token may not do this (needs: {' or '.join(allowed)})"
+                )
             return matched[0]
 
         return Depends(check)
@@ -237,16 +259,20 @@ def create_app(config: ControllerConfig) -> Any:
         result: dict[str, Any] | None = None
         error: str | None = Field(None, max_length=10_000)
 
+    from pydantic import TypeAdapter
+
+    settings_adapter = TypeAdapter(BenchmarkSettings)  # built once: building one costs ~10 ms
+
     def checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
         from dataclasses import asdict
 
-        from pydantic import TypeAdapter, ValidationError
+        from pydantic import ValidationError
 
         from edgecompress.errors import BenchmarkError
 
         try:
             BenchmarkSettings.from_dict(settings)  # names the unknown keys
-            parsed = TypeAdapter(BenchmarkSettings).validate_python(settings, strict=False)
+            parsed = settings_adapter.validate_python(settings, strict=False)
             parsed.validate()
         except (BenchmarkError, ValidationError, TypeError, ValueError) as exc:
             raise HTTPException(422, f"invalid benchmark settings: {str(exc)[:500]}") from exc
@@ -296,7 +322,9 @@ def create_app(config: ControllerConfig) -> Any:
                 raise HTTPException(400, "empty model body")
             actual = digest.hexdigest()
             if actual != sha256:
-                raise HTTPException(400, f"sha256 mismatch: the path says {sha256}, the body hashes to {actual}")
+                raise HTTPException(
+                    400, f"sha256 mismatch: the path says {sha256}, the body hashes to {actual}"
+                )
             os.replace(tmp, target)
         except ClientDisconnect as exc:
             raise HTTPException(400, "the upload was cut short") from exc
@@ -328,13 +356,17 @@ def create_app(config: ControllerConfig) -> Any:
         if spec.model.uri is None:
             path = blob_path(spec.model.sha256)
             if not path.exists():
-                raise HTTPException(422, f"no uploaded model with sha256 {spec.model.sha256}: PUT /v1/blobs/<sha256> first")
+                raise HTTPException(
+                    422, f"no uploaded model with sha256 {spec.model.sha256}: PUT /v1/blobs/<sha256> first"
+                )
             size = path.stat().st_size
         else:
             size = spec.model.bytes
             if size is not None and size > config.max_model_bytes:
-                raise HTTPException(413, f"model of {size} bytes exceeds the limit of {config.max_model_bytes} bytes")
-        job = await run_in_threadpool(
+                raise HTTPException(
+                    413, f"model of {size} bytes exceeds the limit of {config.max_model_bytes} bytes"
+                )
+        job = await db(
             lambda: store.submit(device_class=spec.device_class, model_name=spec.model.name,
                                  model_sha256=spec.model.sha256, model_uri=spec.model.uri, model_bytes=size,
                                  settings=settings, timeout_s=spec.timeout_s, priority=spec.priority,
@@ -343,20 +375,23 @@ def create_app(config: ControllerConfig) -> Any:
         return JSONResponse(job, status_code=201)
 
     @app.get("/v1/jobs", dependencies=[role("client")])
-    def list_jobs(state: Literal["queued", "leased", "done", "failed"] | None = None,
-                  device_class: Annotated[str | None, Query(pattern=NAME_RE)] = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  before_id: Annotated[int | None, Query(ge=0, le=2**62)] = None) -> list[dict[str, Any]]:
+    def list_jobs(
+        state: Literal["queued", "leased", "done", "failed"] | None = None,
+        device_class: Annotated[str | None, Query(pattern=NAME_RE)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    ) -> list[dict[str, Any]]:
         return store.list(state, device_class, limit, before_id)
 
     @app.get("/v1/jobs/{job_id}", dependencies=[role("client")])
-    async def get_job(job_id: Annotated[int, FPath(ge=0, le=2**62)],
-                      wait_s: Annotated[float, Query(ge=0, le=30)] = 0.0) -> Any:
+    async def get_job(
+        job_id: Annotated[int, FPath(ge=0, le=2**62)], wait_s: Annotated[float, Query(ge=0, le=30)] = 0.0
+    ) -> Any:
         """The job with its result; with `wait_s`, wait up to that long for it to finish (long poll)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            job = await run_in_threadpool(job_or_404, store.get, job_id)
+            job = await db(job_or_404, store.get, job_id)
             remaining = deadline - loop.time()
             if job["state"] in ("done", "failed") or remaining <= 0:
                 return JSONResponse(job)
@@ -379,20 +414,27 @@ def create_app(config: ControllerConfig) -> Any:
     @app.post("/v1/agents/register", dependencies=[role("agent")])
     def register(info: AgentInfo) -> dict[str, Any]:
         store.register(info.agent_id, info.device_class, info.hostname, info.facts)
-        return {"agent_id": info.agent_id, "lease_s": config.lease_s, "heartbeat_s": max(0.2, config.lease_s / 3)}
+        return {
+            "agent_id": info.agent_id,
+            "lease_s": config.lease_s,
+            "heartbeat_s": max(0.2, config.lease_s / 3),
+        }
 
     @app.post("/v1/agents/{agent_id}/heartbeat", dependencies=[role("agent")])
     def heartbeat(agent_id: Annotated[str, FPath(pattern=NAME_RE)]) -> dict[str, Any]:
         return {"leased_jobs": job_or_404(store.heartbeat, agent_id)}
 
     @app.post("/v1/agents/{agent_id}/claim", dependencies=[role("agent")])
-    async def claim(agent_id: Annotated[str, FPath(pattern=NAME_RE)], device_class: Annotated[str, Query(pattern=NAME_RE)],
-                    body: Annotated[ClaimRequest | None, Body()] = None) -> Any:
+    async def claim(
+        agent_id: Annotated[str, FPath(pattern=NAME_RE)],
+        device_class: Annotated[str, Query(pattern=NAME_RE)],
+        body: Annotated[ClaimRequest | None, Body()] = None,
+    ) -> Any:
         """Lease the next job for `device_class`, waiting up to `wait_s` for one (long poll); 204 if none."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (body.wait_s if body else 0.0)
         while True:
-            job = await run_in_threadpool(store.claim, agent_id, device_class)
+            job = await db(store.claim, agent_id, device_class)
             if job is not None:
                 job["model_url"] = model_url(job)
                 return JSONResponse(job)
@@ -409,8 +451,9 @@ def create_app(config: ControllerConfig) -> Any:
         from edgecompress.storage import split_s3_uri
 
         bucket, key = split_s3_uri(job["model_uri"])
-        return boto3.client("s3").generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                                         ExpiresIn=config.s3_url_expiry_s)
+        return boto3.client("s3").generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=config.s3_url_expiry_s
+        )
 
     @app.post("/v1/jobs/{job_id}/result", dependencies=[role("agent")])
     async def result(job_id: Annotated[int, FPath(ge=0, le=2**62)], sub: ResultSubmission) -> Any:
@@ -419,8 +462,16 @@ def create_app(config: ControllerConfig) -> Any:
         if sub.status == "failed" and not sub.error:
             raise HTTPException(422, "a failed result needs an error message")
         try:
-            out = await run_in_threadpool(job_or_404, store.complete, job_id, sub.agent_id, sub.lease_id,
-                                          sub.status == "done", sub.result, sub.error)
+            out = await db(
+                job_or_404,
+                store.complete,
+                job_id,
+                sub.agent_id,
+                sub.lease_id,
+                sub.status == "done",
+                sub.result,
+                sub.error,
+            )
         except ValueError as exc:  # NaN/Infinity in the result
             raise HTTPException(422, f"result is not valid JSON for storage: {exc}") from exc
         finished.notify()
@@ -429,7 +480,9 @@ def create_app(config: ControllerConfig) -> Any:
     return BodyLimit(app, config.max_json_bytes, config.max_model_bytes)
 
 
-def serve(config: ControllerConfig, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
+def serve(
+    config: ControllerConfig, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning"
+) -> None:
     """Serve the controller until interrupted."""
     import uvicorn
 

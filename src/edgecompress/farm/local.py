@@ -75,22 +75,55 @@ class Proc:
 def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> Proc:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        popen = subprocess.Popen([sys.executable, "-m", "edgecompress.farm", *args], stdout=log, stderr=subprocess.STDOUT,
-                                 env=_env(env), start_new_session=True)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "edgecompress.farm", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(env),
+            start_new_session=True,
+        )
     return Proc(popen, log_path, args)
 
 
-def start_controller(port: int, db_url: str, blob_dir: Path, client_token: str, agent_token: str, log_path: Path,
-                     extra_args: list[str] | None = None, wait_s: float = 60.0) -> Proc:
+def start_controller(
+    port: int,
+    db_url: str,
+    blob_dir: Path,
+    client_token: str,
+    agent_token: str,
+    log_path: Path,
+    extra_args: list[str] | None = None,
+    wait_s: float = 60.0,
+) -> Proc:
     env = {"EDGECOMPRESS_FARM_CLIENT_TOKEN": client_token, "EDGECOMPRESS_FARM_AGENT_TOKEN": agent_token}
-    proc = _spawn(["controller", "--host", "127.0.0.1", "--port", str(port), "--db-url", db_url,
-                   "--blob-dir", str(blob_dir), *(extra_args or [])], log_path, env)
+    proc = _spawn(
+        [
+            "controller",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db-url",
+            db_url,
+            "--blob-dir",
+            str(blob_dir),
+            *(extra_args or []),
+        ],
+        log_path,
+        env,
+    )
     wait_healthy(f"http://127.0.0.1:{port}", proc, wait_s)
     return proc
 
 
-def start_agent(url: str, device_class: str, agent_token: str, log_path: Path, emulate: str | None = None,
-                extra_args: list[str] | None = None) -> Proc:
+def start_agent(
+    url: str,
+    device_class: str,
+    agent_token: str,
+    log_path: Path,
+    emulate: str | None = None,
+    extra_args: list[str] | None = None,
+) -> Proc:
     args = ["agent", "--controller", url, "--device-class", device_class, *(extra_args or [])]
     if emulate:
         args += ["--emulate", emulate]
@@ -111,7 +144,9 @@ def wait_healthy(url: str, proc: Proc | None = None, wait_s: float = 60.0) -> No
     raise BenchmarkError(f"the farm controller at {url} was not healthy within {wait_s:.0f} s")
 
 
-def wait_devices(url: str, client_token: str, classes: list[str], agents: list[Proc], wait_s: float = 60.0) -> None:
+def wait_devices(
+    url: str, client_token: str, classes: list[str], agents: list[Proc], wait_s: float = 60.0
+) -> None:
     """Wait until every class has a live registered agent."""
     from edgecompress.farm.client import FarmClient
 
@@ -144,8 +179,9 @@ class LocalFarm:
 
 
 @contextlib.contextmanager
-def local_farm(classes: list[str], directory: Path | None = None, port: int | None = None,
-               agents_per_class: int = 1) -> Iterator[LocalFarm]:
+def local_farm(
+    classes: list[str], directory: Path | None = None, port: int | None = None, agents_per_class: int = 1
+) -> Iterator[LocalFarm]:
     """A controller on 127.0.0.1 plus emulated agents for `classes`; stopped on exit."""
     from edgecompress.farm.devices import emulated_device_class
 
@@ -159,13 +195,21 @@ def local_farm(classes: list[str], directory: Path | None = None, port: int | No
         client_token, agent_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
-        controller = start_controller(port, f"sqlite:///{directory / 'farm.db'}", directory / "blobs", client_token,
-                                      agent_token, directory / "controller.log")
+        controller = start_controller(
+            port,
+            f"sqlite:///{directory / 'farm.db'}",
+            directory / "blobs",
+            client_token,
+            agent_token,
+            directory / "controller.log",
+        )
         agents: list[Proc] = []
         farm = LocalFarm(url, client_token, agent_token, controller, agents, directory)
         stack.callback(farm.stop)
         for name in classes:
             for i in range(agents_per_class):
-                agents.append(start_agent(url, name, agent_token, directory / f"agent-{name}-{i}.log", emulate=name))
+                agents.append(
+                    start_agent(url, name, agent_token, directory / f"agent-{name}-{i}.log", emulate=name)
+                )
         wait_devices(url, client_token, classes, agents)
         yield farm

@@ -113,9 +113,19 @@ class JobStore:
 
     # --- clients ------------------------------------------------------------------------------
 
-    def submit(self, *, device_class: str, model_name: str, model_sha256: str, model_uri: str | None,
-               model_bytes: int | None, settings: dict[str, Any], timeout_s: float, priority: int = 0,
-               expires_in_s: float | None = None) -> dict[str, Any]:
+    def submit(
+        self,
+        *,
+        device_class: str,
+        model_name: str,
+        model_sha256: str,
+        model_uri: str | None,
+        model_bytes: int | None,
+        settings: dict[str, Any],
+        timeout_s: float,
+        priority: int = 0,
+        expires_in_s: float | None = None,
+    ) -> dict[str, Any]:
         now = time.time()
         values = {
             "device_class": device_class, "state": "queued", "priority": priority, "model_name": model_name,
@@ -135,8 +145,13 @@ class JobStore:
             raise NotFound(f"job {job_id} does not exist")
         return job_dict(row)
 
-    def list(self, state: str | None = None, device_class: str | None = None, limit: int = 100,
-             before_id: int | None = None) -> list[dict[str, Any]]:
+    def list(
+        self,
+        state: str | None = None,
+        device_class: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[dict[str, Any]]:
         q = sa.select(*LIST_COLUMNS).order_by(jobs.c.id.desc()).limit(limit)
         if state:
             q = q.where(jobs.c.state == state)
@@ -149,12 +164,17 @@ class JobStore:
 
     def cancel(self, job_id: int, reason: str = "cancelled by the client") -> dict[str, Any]:
         with self._write_lock, self.engine.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state.in_(("queued", "leased")))
-                         .values(state="failed", error=reason, finished_at=time.time(), lease_id=None))
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state.in_(("queued", "leased")))
+                .values(state="failed", error=reason, finished_at=time.time(), lease_id=None)
+            )
         return self.get(job_id)
 
     def queue_depth(self) -> dict[str, dict[str, int]]:
-        q = sa.select(jobs.c.device_class, jobs.c.state, sa.func.count()).group_by(jobs.c.device_class, jobs.c.state)
+        q = sa.select(jobs.c.device_class, jobs.c.state, sa.func.count()).group_by(
+            jobs.c.device_class, jobs.c.state
+        )
         out: dict[str, dict[str, int]] = {}
         with self.engine.connect() as conn:
             for cls, state, n in conn.execute(q):
@@ -183,7 +203,12 @@ class JobStore:
 
     def register(self, agent_id: str, device_class: str, hostname: str, facts: dict[str, Any]) -> None:
         now = time.time()
-        values = {"device_class": device_class, "hostname": hostname, "facts": dumps(facts), "last_heartbeat": now}
+        values = {
+            "device_class": device_class,
+            "hostname": hostname,
+            "facts": dumps(facts),
+            "last_heartbeat": now,
+        }
         with self._write_lock, self.engine.begin() as conn:
             if conn.execute(agents.update().where(agents.c.id == agent_id).values(**values)).rowcount == 0:
                 conn.execute(agents.insert().values(id=agent_id, registered_at=now, **values))
@@ -192,7 +217,12 @@ class JobStore:
         """Record the heartbeat, extend this agent's leases; return the jobs it still holds."""
         now = time.time()
         with self._write_lock, self.engine.begin() as conn:
-            if conn.execute(agents.update().where(agents.c.id == agent_id).values(last_heartbeat=now)).rowcount == 0:
+            if (
+                conn.execute(
+                    agents.update().where(agents.c.id == agent_id).values(last_heartbeat=now)
+                ).rowcount
+                == 0
+            ):
                 raise NotFound(f"agent {agent_id!r} is not registered")
             held = jobs.c.agent_id == agent_id, jobs.c.state == "leased"
             conn.execute(jobs.update().where(*held).values(lease_expires_at=now + self.config.lease_s))
@@ -201,16 +231,29 @@ class JobStore:
     def claim(self, agent_id: str, device_class: str) -> dict[str, Any] | None:
         """Lease the next queued job for this class to this agent, or None. One guarded
         `UPDATE … WHERE id = (next queued id) AND state = 'queued' RETURNING …` statement."""
-        pick = (sa.select(jobs.c.id).where(jobs.c.state == "queued", jobs.c.device_class == device_class)
-                .order_by(jobs.c.priority.desc(), jobs.c.id).limit(1))
+        pick = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.state == "queued", jobs.c.device_class == device_class)
+            .order_by(jobs.c.priority.desc(), jobs.c.id)
+            .limit(1)
+        )
         if not self.sqlite:
             pick = pick.with_for_update(skip_locked=True)
         for _ in range(20):  # an empty answer with work still queued means another claimer won: retry
             now = time.time()
-            take = (jobs.update().where(jobs.c.id == pick.scalar_subquery(), jobs.c.state == "queued")
-                    .values(state="leased", agent_id=agent_id, lease_id=uuid.uuid4().hex, leased_at=now,
-                            lease_expires_at=now + self.config.lease_s, attempts=jobs.c.attempts + 1)
-                    .returning(*jobs.c))
+            take = (
+                jobs.update()
+                .where(jobs.c.id == pick.scalar_subquery(), jobs.c.state == "queued")
+                .values(
+                    state="leased",
+                    agent_id=agent_id,
+                    lease_id=uuid.uuid4().hex,
+                    leased_at=now,
+                    lease_expires_at=now + self.config.lease_s,
+                    attempts=jobs.c.attempts + 1,
+                )
+                .returning(*jobs.c)
+            )
             with self._write_lock, self.engine.begin() as conn:
                 row = conn.execute(take).first()
                 if row is not None:
@@ -219,8 +262,15 @@ class JobStore:
                     return None
         return None
 
-    def complete(self, job_id: int, agent_id: str, lease_id: str, ok: bool, result: dict[str, Any] | None,
-                 error: str | None) -> dict[str, Any]:
+    def complete(
+        self,
+        job_id: int,
+        agent_id: str,
+        lease_id: str,
+        ok: bool,
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> dict[str, Any]:
         """Store a result from the lease holder. Repeating an accepted submission is a no-op."""
         state = "done" if ok else "failed"
         payload = dumps(result) if result is not None else None
@@ -232,13 +282,18 @@ class JobStore:
             ).rowcount  # fmt: skip
             if won == 1:
                 return {"id": job_id, "state": state, "duplicate": False}
-            row = conn.execute(sa.select(jobs.c.state, jobs.c.lease_id, jobs.c.agent_id).where(jobs.c.id == job_id)).first()
+            row = conn.execute(
+                sa.select(jobs.c.state, jobs.c.lease_id, jobs.c.agent_id).where(jobs.c.id == job_id)
+            ).first()
         if row is None:
             raise NotFound(f"job {job_id} does not exist")
         if row.state in ("done", "failed") and row.lease_id == lease_id and row.agent_id == agent_id:
             return {"id": job_id, "state": row.state, "duplicate": True}
-        raise Conflict(f"job {job_id} is {row.state}" + (f" under another lease (agent {row.agent_id})"
-                       if row.state == "leased" else "") + "; this result was not accepted")
+        raise Conflict(
+            f"job {job_id} is {row.state}"
+            + (f" under another lease (agent {row.agent_id})" if row.state == "leased" else "")
+            + "; this result was not accepted"
+        )
 
     # --- housekeeping -------------------------------------------------------------------------
 
@@ -248,23 +303,37 @@ class JobStore:
         now = time.time()
         requeued = 0
         with self._write_lock, self.engine.begin() as conn:
-            expired = conn.execute(sa.select(jobs.c.id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.agent_id,
-                                             jobs.c.lease_id)
-                                   .where(jobs.c.state == "leased", jobs.c.lease_expires_at < now)).all()
+            expired = conn.execute(
+                sa.select(
+                    jobs.c.id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.agent_id, jobs.c.lease_id
+                ).where(jobs.c.state == "leased", jobs.c.lease_expires_at < now)
+            ).all()
             for r in expired:
                 guard = (jobs.c.id == r.id, jobs.c.state == "leased", jobs.c.lease_id == r.lease_id)
                 if r.attempts >= r.max_attempts:
-                    conn.execute(jobs.update().where(*guard).values(
-                        state="failed", finished_at=now, lease_id=None,
-                        error=f"lease expired {r.attempts} times (last agent {r.agent_id}); no attempts left"))
+                    conn.execute(
+                        jobs.update()
+                        .where(*guard)
+                        .values(
+                            state="failed",
+                            finished_at=now,
+                            lease_id=None,
+                            error=f"lease expired {r.attempts} times (last agent {r.agent_id}); no attempts left",
+                        )
+                    )
                 else:
                     requeued += conn.execute(jobs.update().where(*guard).values(
                         state="queued", agent_id=None, lease_id=None, lease_expires_at=None,
                         error=f"lease of agent {r.agent_id} expired; requeued")).rowcount  # fmt: skip
-            conn.execute(jobs.update().where(jobs.c.state == "queued", jobs.c.expires_at.is_not(None),
-                                             jobs.c.expires_at < now)
-                         .values(state="failed", finished_at=now,
-                                 error="no live agent of this device class claimed the job before it expired"))
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.state == "queued", jobs.c.expires_at.is_not(None), jobs.c.expires_at < now)
+                .values(
+                    state="failed",
+                    finished_at=now,
+                    error="no live agent of this device class claimed the job before it expired",
+                )
+            )
         return requeued
 
     def ping(self) -> None:
