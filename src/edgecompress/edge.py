@@ -32,14 +32,27 @@ NODE_MODE = "node"
 DEFAULT_MEMORY_LIMIT_BYTES = 4 * 1024**3
 
 
-def benchmark_locally(model_path: Path, device_class: str, settings: dict[str, Any] | None = None,
-                      timeout_s: float = 600.0, memory_limit_bytes: int | None = None,
-                      start_method: str = "spawn") -> dict[str, Any]:
+def benchmark_locally(
+    model_path: Path,
+    device_class: str,
+    settings: dict[str, Any] | None = None,
+    timeout_s: float = 600.0,
+    memory_limit_bytes: int | None = None,
+    start_method: str = "spawn",
+) -> dict[str, Any]:
     """Benchmark on an emulated device class in a child process on this machine."""
     cls = emulated_device_class(device_class)
-    opts = BenchmarkSettings.from_dict({**(settings or {}), "threads": cls.threads, "providers": cls.providers})
-    result = run_isolated(Path(model_path), opts, timeout_s=timeout_s, cpu_affinity=cls.cpu_affinity(),
-                          memory_limit_bytes=memory_limit_bytes, start_method=start_method)
+    opts = BenchmarkSettings.from_dict(
+        {**(settings or {}), "threads": cls.threads, "providers": cls.providers}
+    )
+    result = run_isolated(
+        Path(model_path),
+        opts,
+        timeout_s=timeout_s,
+        cpu_affinity=cls.cpu_affinity(),
+        memory_limit_bytes=memory_limit_bytes,
+        start_method=start_method,
+    )
     result.update({
         "device_class": cls.name, "emulated": cls.emulated, "device_description": cls.description,
         "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()}, "backend": "local",
@@ -63,33 +76,71 @@ def default_providers() -> list[str]:
     return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
 
 
-def benchmark_on_this_device(model_path: Path, device_class: str, settings: dict[str, Any] | None = None,
-                             timeout_s: float = 600.0, memory_limit_bytes: int | None = None,
-                             backend: str = "node", start_method: str = "spawn") -> dict[str, Any]:
+def benchmark_on_this_device(
+    model_path: Path,
+    device_class: str,
+    settings: dict[str, Any] | None = None,
+    timeout_s: float = 600.0,
+    memory_limit_bytes: int | None = None,
+    backend: str = "node",
+    start_method: str = "spawn",
+) -> dict[str, Any]:
     """Benchmark on the machine this runs on, as a real device of `device_class`."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     merged = {"threads": usable, "providers": default_providers(), **(settings or {})}
-    result = run_isolated(Path(model_path), BenchmarkSettings.from_dict(merged), timeout_s=timeout_s,
-                          memory_limit_bytes=memory_limit_bytes, start_method=start_method)
-    result.update({"device_class": device_class, "emulated": False, "device_description": f"{device_class} (real device)",
-                   "device": device_facts.facts(), "backend": backend})
+    result = run_isolated(
+        Path(model_path),
+        BenchmarkSettings.from_dict(merged),
+        timeout_s=timeout_s,
+        memory_limit_bytes=memory_limit_bytes,
+        start_method=start_method,
+    )
+    result.update(
+        {
+            "device_class": device_class,
+            "emulated": False,
+            "device_description": f"{device_class} (real device)",
+            "device": device_facts.facts(),
+            "backend": backend,
+        }
+    )
     return result
 
 
-def run_on_device(model_path: Path, device_class: str, emulate: str | None, settings: dict[str, Any] | None,
-                  timeout_s: float, memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES) -> dict[str, Any]:
+def run_on_device(
+    model_path: Path,
+    device_class: str,
+    emulate: str | None,
+    settings: dict[str, Any] | None,
+    timeout_s: float,
+    memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
+) -> dict[str, Any]:
     """The agent's executor: an emulated class (`emulate`, or a class named like one) or this device."""
     profile = emulate or (device_class if device_class in EMULATED else None)
     if profile:
-        result = benchmark_locally(model_path, profile, settings, timeout_s, memory_limit_bytes, start_method="forkserver")
+        result = benchmark_locally(
+            model_path, profile, settings, timeout_s, memory_limit_bytes, start_method="forkserver"
+        )
         result.update({"device_class": device_class, "emulated_profile": profile})
         return result
-    return benchmark_on_this_device(model_path, device_class, settings, timeout_s, memory_limit_bytes, backend="farm",
-                                    start_method="forkserver")
+    return benchmark_on_this_device(
+        model_path,
+        device_class,
+        settings,
+        timeout_s,
+        memory_limit_bytes,
+        backend="farm",
+        start_method="forkserver",
+    )
 
 
-def edge_benchmark(model_path: Path, device_classes: str | list[str], settings: dict[str, Any] | None = None,
-                   farm_url: str | None = None, timeout_s: float = 600.0) -> dict[str, dict[str, Any]]:
+def edge_benchmark(
+    model_path: Path,
+    device_classes: str | list[str],
+    settings: dict[str, Any] | None = None,
+    farm_url: str | None = None,
+    timeout_s: float = 600.0,
+) -> dict[str, dict[str, Any]]:
     """One result per device class; raises BenchmarkError naming the class that failed."""
     from edgecompress.farm.client import benchmark_on_farm
 
@@ -98,8 +149,9 @@ def edge_benchmark(model_path: Path, device_classes: str | list[str], settings: 
         results = {}
         for name in classes:
             try:
-                results[name] = benchmark_on_this_device(Path(model_path), name, settings, timeout_s,
-                                                         DEFAULT_MEMORY_LIMIT_BYTES, backend="node")
+                results[name] = benchmark_on_this_device(
+                    Path(model_path), name, settings, timeout_s, DEFAULT_MEMORY_LIMIT_BYTES, backend="node"
+                )
             except BenchmarkError as exc:
                 raise BenchmarkError(f"device class {name} (node mode): {exc}") from exc
         return results
@@ -110,5 +162,6 @@ def edge_benchmark(model_path: Path, device_classes: str | list[str], settings: 
     for name in classes:  # validate all names before starting anything
         emulated_device_class(name)
     with local_farm(classes) as farm:
-        return benchmark_on_farm(farm.url, Path(model_path), classes, settings or {}, timeout_s=timeout_s,
-                                 token=farm.client_token)
+        return benchmark_on_farm(
+            farm.url, Path(model_path), classes, settings or {}, timeout_s=timeout_s, token=farm.client_token
+        )

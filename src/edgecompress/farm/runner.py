@@ -84,8 +84,13 @@ def _ort_input(session: Any, batch_size: int, seed: int) -> dict[str, np.ndarray
     for inp in session.get_inputs():
         shape = [batch_size if not isinstance(d, int) or d <= 0 else d for d in inp.shape]
         shape[0] = batch_size
-        dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-                 "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(inp.type)
+        dtype = {
+            "tensor(float)": np.float32,
+            "tensor(float16)": np.float16,
+            "tensor(int64)": np.int64,
+            "tensor(uint8)": np.uint8,
+            "tensor(int8)": np.int8,
+        }.get(inp.type)
         if dtype is None:
             raise BenchmarkError(f"model input {inp.name!r} has unsupported type {inp.type}")
         feeds[inp.name] = rng.random(shape).astype(dtype)
@@ -168,8 +173,13 @@ def benchmark(model_path: Path, settings: BenchmarkSettings) -> dict[str, Any]:
     }
 
 
-def _forked_child(model_path: str, settings: dict[str, Any], out: str, memory_limit_bytes: int | None,
-                  cpu_affinity: list[int] | None) -> None:
+def _forked_child(
+    model_path: str,
+    settings: dict[str, Any],
+    out: str,
+    memory_limit_bytes: int | None,
+    cpu_affinity: list[int] | None,
+) -> None:
     """Body of a forkserver child: limits first, then the benchmark; errors go to the result file."""
     if memory_limit_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
@@ -212,8 +222,8 @@ def _warm_child(conn: Any) -> None:
     _forked_child(*args)
 
 
-_NEXT_CHILD: list[Any] = []
-_PREFORKING: list[threading.Thread] = []  # at most one pre-forked (process, connection), started while idle
+_NEXT_CHILD: list[Any] = []  # at most one pre-forked (process, connection), started while idle
+_PREFORKING: list[threading.Thread] = []  # the thread forking it
 
 
 def _prefork(ctx: Any) -> None:
@@ -224,8 +234,13 @@ def _prefork(ctx: Any) -> None:
     _NEXT_CHILD.append((proc, parent))
 
 
-def _run_forked(model_path: Path, settings: BenchmarkSettings, timeout_s: float, memory_limit_bytes: int | None,
-                cpu_affinity: list[int] | None) -> dict[str, Any]:
+def _run_forked(
+    model_path: Path,
+    settings: BenchmarkSettings,
+    timeout_s: float,
+    memory_limit_bytes: int | None,
+    cpu_affinity: list[int] | None,
+) -> dict[str, Any]:
     ctx = _forkserver_context()
     if _PREFORKING:
         _PREFORKING.pop().join()
@@ -244,20 +259,29 @@ def _run_forked(model_path: Path, settings: BenchmarkSettings, timeout_s: float,
         if proc.is_alive():
             proc.kill()
             proc.join(5)
-            raise BenchmarkError(f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout")
+            raise BenchmarkError(
+                f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout"
+            )
         if proc.exitcode != 0 or not out.exists():
             code = proc.exitcode or 0
             reason = f"signal {-code}" if code < 0 else f"exit {code}"
-            raise BenchmarkError(f"benchmark of {Path(model_path).name} failed ({reason}): the benchmark process died")
+            raise BenchmarkError(
+                f"benchmark of {Path(model_path).name} failed ({reason}): the benchmark process died"
+            )
         result = json.loads(out.read_text())
     if "error" in result:
         raise BenchmarkError(result["error"])
     return result
 
 
-def run_isolated(model_path: Path, settings: BenchmarkSettings, timeout_s: float = 300.0,
-                 memory_limit_bytes: int | None = None, cpu_affinity: list[int] | None = None,
-                 start_method: str = "spawn") -> dict[str, Any]:
+def run_isolated(
+    model_path: Path,
+    settings: BenchmarkSettings,
+    timeout_s: float = 300.0,
+    memory_limit_bytes: int | None = None,
+    cpu_affinity: list[int] | None = None,
+    start_method: str = "spawn",
+) -> dict[str, Any]:
     """Run `benchmark` in a child process; raise BenchmarkError on timeout, crash or bad output.
 
     `start_method="spawn"` starts a fresh interpreter per run; "forkserver" forks the child from a
@@ -274,23 +298,41 @@ def run_isolated(model_path: Path, settings: BenchmarkSettings, timeout_s: float
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "edgecompress.farm.runner", "--model", str(model_path),
-               "--settings", json.dumps(asdict(settings)), "--output", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgecompress.farm.runner",
+            "--model",
+            str(model_path),
+            "--settings",
+            json.dumps(asdict(settings)),
+            "--output",
+            str(out),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(settings.threads)}
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, preexec_fn=limit_child, env=env)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout_s, preexec_fn=limit_child, env=env
+            )
         except subprocess.TimeoutExpired as exc:
-            raise BenchmarkError(f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout") from exc
+            raise BenchmarkError(
+                f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout"
+            ) from exc
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or "").strip().splitlines()[-3:]
             reason = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-            raise BenchmarkError(f"benchmark of {Path(model_path).name} failed ({reason}): {' | '.join(tail) or 'no output'}")
+            raise BenchmarkError(
+                f"benchmark of {Path(model_path).name} failed ({reason}): {' | '.join(tail) or 'no output'}"
+            )
         return json.loads(out.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgecompress.farm.runner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m edgecompress.farm.runner",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, type=Path, help="ONNX model to benchmark")
     parser.add_argument("--settings", default="{}", help="BenchmarkSettings as JSON")
     parser.add_argument("--output", type=Path, help="write the result JSON here (default: stdout)")
