@@ -237,11 +237,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import signal
     import time
 
     from edgecompress.farm.devices import parse_device_classes
     from edgecompress.farm.local import local_farm
 
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the farm's processes too, like Ctrl-C
     classes = parse_device_classes(args.device_classes)
     with local_farm(classes, directory=args.dir, port=args.port) as farm:
         print(f"farm controller: {farm.url}  (agents: {', '.join(classes)}; emulated)")

@@ -25,10 +25,15 @@ def current_rss_bytes() -> int:
 
 def cpu_model() -> str:
     info = _read("/proc/cpuinfo") or ""
+    fields = {}
     for line in info.splitlines():
-        key = line.split(":")[0].strip().lower()
-        if key in ("model name", "hardware", "model"):
-            return line.split(":", 1)[1].strip()
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    # x86 "model" is a number; a Pi's "Model" is the board name; ARM SoCs have "Hardware".
+    for key in ("model name", "hardware", "model"):
+        if fields.get(key) and not fields[key].isdigit():
+            return fields[key]
     return platform.processor() or platform.machine()
 
 
