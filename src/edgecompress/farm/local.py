@@ -72,6 +72,15 @@ class Proc:
             return ""
 
 
+def _die_with_parent() -> None:  # runs in the child before exec
+    """Linux: SIGTERM this child when the process that started it dies, so a crashed or killed
+    parent (a pipeline task, a test) does not leave a controller or agents behind."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> Proc:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -81,6 +90,7 @@ def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> Proc:
             stderr=subprocess.STDOUT,
             env=_env(env),
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     return Proc(popen, log_path, args)
 
