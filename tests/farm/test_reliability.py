@@ -15,7 +15,9 @@ def test_agent_killed_mid_benchmark_job_is_leased_again_and_completed(farm_facto
     client = farm.client()
     first = farm.agent()
     model = client.upload(tiny_model)
-    job = client.submit(model, "rpi4-emulated", {**TINY, "min_duration_s": 4.0}, timeout_s=120)
+    job = client.submit(
+        model, "rpi4-emulated", {**TINY, "min_duration_s": 4.0, "max_runs": 10**9}, timeout_s=120
+    )
     farm.wait_for(lambda: client.job(job["id"])["state"] == "leased", 60, "the first agent to lease the job")
     assert client.job(job["id"])["agent_id"] == "agent-0"
     time.sleep(1.5)  # the 4 s benchmark is running in the agent's child process

@@ -158,7 +158,10 @@ def test_hostile_models_fail_with_clear_reasons_and_agent_survives(
     ids["corrupted"] = client.submit(ref, "rpi4-emulated", TINY, timeout_s=60)["id"]
     # a model that hangs past its timeout: a long benchmark with a 2 s limit
     ids["timeout"] = client.submit(
-        client.upload(tiny_model), "rpi4-emulated", {**TINY, "min_duration_s": 30}, timeout_s=2
+        client.upload(tiny_model),
+        "rpi4-emulated",
+        {**TINY, "min_duration_s": 30, "max_runs": 10**9},
+        timeout_s=2,
     )["id"]
     done = client.wait(list(ids.values()), 120)
     for name, (_, reason) in cases.items():
