@@ -163,6 +163,7 @@ def autotune(
     `trial_hook(index, trial)` is called after each trial (the step logs it to MLflow)."""
     config.validate()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="edgecompress-autotune-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     settings = config.bench_settings()
     parent_latency = latency_on(parent_onnx, config.device_class, settings, config.farm_url)
     from edgecompress.quantize import probe_accuracy
@@ -193,8 +194,7 @@ def autotune(
                 config.device_class,
                 settings,
                 config.farm_url,
-                parent_latency,
-            )
+            )  # the parent is measured again, back to back with the trial: load on the machine drifts
             passed, reasons = judge(check, allowed, config)
             trial.update(
                 {

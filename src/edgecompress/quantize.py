@@ -79,7 +79,7 @@ class QuantConfig:
     nodes_to_exclude: tuple[str, ...] = ()
     seed: int = 0
     # mixed precision: keep this many of the most sensitive nodes in float (0: as many as needed to
-    # reach `target_accuracy` on the probe set, at most half the quantizable nodes)
+    # reach `target_accuracy` on the probe set; at least one node stays quantized)
     mixed_exclude: int = 0
     target_accuracy: float | None = None
     probe_samples: int = 1000
@@ -347,7 +347,7 @@ def quantize_mixed(
     if config.mixed_exclude:
         counts = [min(config.mixed_exclude, len(ranking))]
     else:
-        counts = list(range(1, max(1, len(ranking) // 2) + 1))
+        counts = list(range(1, max(1, len(ranking) - 1) + 1))
     excluded: tuple[str, ...] = ()
     proto, acc = None, float("nan")
     for k in counts:
