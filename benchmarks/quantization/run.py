@@ -184,18 +184,20 @@ def plot(models: dict[str, Any]) -> bytes:
 
 def targets(models: dict[str, Any]) -> list[str]:
     lines = []
-    cnn = models.get("cnn")
-    if cnn:
+    for key in ("cnn", "cnn-small"):
+        cnn = models.get(key)
+        if not cnn:
+            continue
         f = cnn["rows"][0]
         p = next(r for r in cnn["rows"] if r["name"] == cnn["autotune_pick"])
-        speed, small, drop = (
-            f["p50_ms"] / p["p50_ms"],
-            f["onnx_bytes"] / p["onnx_bytes"],
-            (f["accuracy"] - p["accuracy"]) * 100,
-        )
+        speed, small = f["p50_ms"] / p["p50_ms"], f["onnx_bytes"] / p["onnx_bytes"]
+        drop = (f["accuracy"] - p["accuracy"]) * 100
         ok = speed >= 1.8 and small >= 3.5 and drop <= 0.3
-        lines.append(f"- CNN auto-tuner pick: {speed:.2f}× faster (target ≥ 1.8), {small:.2f}× smaller (≥ 3.5), "
-                     f"{drop:+.2f} points drop (≤ 0.3): **{'met' if ok else 'MISSED'}**")  # fmt: skip
+        which = "" if key == "cnn" else " (the small CNN, NOT the baseline CNN the target names)"
+        lines.append(
+            f"- {key} auto-tuner pick{which}: {speed:.2f}× faster (target ≥ 1.8), {small:.2f}× smaller (≥ 3.5), "
+            f"{drop:+.2f} points drop (≤ 0.3): **{'met' if ok else 'MISSED'}**"
+        )
     for name, model in models.items():
         f = model["rows"][0]
         lossy = [
@@ -227,12 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--merge", action="store_true", help="keep the other models already in --out/results.json"
     )
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite results.md/.png from results.json"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("onnxruntime", "edgecompress.farm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
     started = time.monotonic()
+    if args.render_only:
+        results = json.loads((args.out / "results.json").read_text())
+        extras = json.loads((args.out / "details.json").read_text())
+        (args.out / "results.png").write_bytes(plot(results["models"]))
+        seconds = sum(e["seconds"] for e in extras.values())
+        (args.out / "results.md").write_text(markdown(results, extras, seconds, args))
+        return 0
     machine = machine_info()
     names = [n for n in args.models.split(",") if n]
     models: dict[str, Any] = {}
@@ -279,6 +291,32 @@ def train_small(data: Path, spec: dict[str, Any], out: Path) -> Path:
     return out
 
 
+NOTES = """## Notes (read before quoting the table)
+
+- **Emulated device, shared machine.** `rpi4-emulated` is one thread on one core of this x86 machine, not a
+  Raspberry Pi. The machine was shared with other agents (load average above); tiny models (tens of µs) have
+  latency noise of the same order as the differences between INT8 variants. Compare ratios, and only large ones.
+- **AVX2 without VNNI: full-range INT8 weights overflow.** ONNX Runtime's U8S8 kernels multiply pairs into a
+  saturating int16 (`vpmaddubsw`); with 8-bit weights the QDQ kernels then disagree with the QDQ graph's own
+  semantics (measured on the digits CNN: max |Δlogit| 0.39, top-1 agreement 0.78 between ORT with and without
+  optimisations). `QuantConfig.reduce_range` therefore defaults to on for x86 CPUs without VNNI (7-bit weights);
+  the "full range (ORT default)" row shows the default ORT setting next to it.
+- **Symmetric INT8 activations (S8S8) + ReLU removal = a broken model.** ONNX Runtime's static quantizer drops
+  the `Relu` after each Gemm/Conv, relying on the output QuantizeLinear to clamp at zero — which only holds for
+  asymmetric UINT8 activations (zero point 0 = qmin). With symmetric INT8 activations the zero point sits in the
+  middle of the range and negative pre-activations pass through: the MLP falls to ~31 %. The graph itself
+  computes this (same accuracy with ORT optimisations disabled), so it is not a kernel issue. This is the
+  "PTQ loses > 1 point" case of the issue's second target. Mixed precision (keeping the most sensitive Gemms in
+  float, which keeps their ReLU) recovers part of it but cannot reach the target while keeping ≥ 1 layer INT8;
+  QAT recovers to float accuracy, but **with its own activation scheme (UINT8 asymmetric)**, so it repairs the
+  model rather than the S8S8 configuration; the honest fix for S8S8 on ORT is not to use it with ReLU nets.
+- **FP16** stores weights in float16 and casts them once at session load (ORT's CPU provider has no float16
+  convolution kernels on x86): half the size, float speed and accuracy.
+- **QAT** here is 1 epoch on 20k training samples with distillation from the float parent (budget of this
+  benchmark); the exported QDQ graph runs as QLinearConv/QGemm in ORT (checked in tests).
+"""
+
+
 def markdown(
     results: dict[str, Any], extras: dict[str, Any], seconds: float, args: argparse.Namespace
 ) -> str:
@@ -310,7 +348,7 @@ def markdown(
         if ex["notes"]:
             lines += ["", "Notes: " + json.dumps(ex["notes"])]
         lines += ["", f"Time: {ex['seconds']:.0f} s for this model.", ""]
-    lines += ["![accuracy vs speed-up](results.png)", ""]
+    lines += ["![accuracy vs speed-up](results.png)", "", NOTES]
     return "\n".join(lines)
 
 
