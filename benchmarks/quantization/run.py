@@ -184,6 +184,12 @@ def plot(models: dict[str, Any]) -> bytes:
 
 def targets(models: dict[str, Any]) -> list[str]:
     lines = []
+    if "cnn" not in models:
+        lines.append(
+            "- CNN (the cached Fashion-MNIST baseline): **NOT MEASURED in this run** — the baseline was still being "
+            "trained when this run was made, and training a smaller CNN here took 16 min per epoch on the shared "
+            "machine. Once `benchmarks/.cache` holds it: `python -m benchmarks.quantization.run --models cnn --merge`."
+        )
     for key in ("cnn", "cnn-small"):
         cnn = models.get(key)
         if not cnn:
