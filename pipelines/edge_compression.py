@@ -14,6 +14,7 @@ from typing import Any
 from kfp import dsl
 
 from edgecompress.components.accuracy_gate.component import accuracy_gate
+from edgecompress.components.autotune.component import autotune
 from edgecompress.components.edge_benchmark.component import edge_benchmark
 from edgecompress.components.evaluate.component import evaluate
 from edgecompress.components.load_dataset.component import load_dataset
@@ -44,17 +45,45 @@ def _quantize_step(parent: Any, ctx: ChainContext) -> Any:
     task = quantize(
         model=parent,
         dataset=ctx.dataset,
+        method=p["quant_method"],
         calibration_samples=p["calibration_samples"],
         calibration_method=p["calibration_method"],
         per_channel=p["per_channel"],
         seed=p["seed"],
+        device_class=p["autotune_device_class"],
+        farm_url=p["farm_url"],
         **ctx.lineage,
     )
     task.set_display_name("quantize")
+    task.set_caching_options(False)  # its check includes a latency measurement
     return task.outputs["quantized_model"]
 
 
-STEP_BUILDERS: dict[str, StepBuilder] = {"quantize": _quantize_step}
+def _autotune_step(parent: Any, ctx: ChainContext) -> Any:
+    """Accuracy-aware quantization: the same accuracy budget as the gate, latency on one device class."""
+    p = ctx.params
+    task = autotune(
+        model=parent,
+        dataset=ctx.dataset,
+        max_drop=p["max_accuracy_drop"],
+        objective=p["autotune_objective"],
+        device_class=p["autotune_device_class"],
+        farm_url=p["farm_url"],
+        min_gain=p["min_speedup"],
+        calibration_samples=p["calibration_samples"],
+        include_qat=p["autotune_qat"],
+        qat_epochs=p["autotune_qat_epochs"],
+        bench_min_runs=p["bench_min_runs"],
+        bench_min_duration_s=p["bench_min_duration_s"],
+        seed=p["seed"],
+        **ctx.lineage,
+    )
+    task.set_display_name("autotune")
+    task.set_caching_options(False)  # trials are judged on latency measurements
+    return task.outputs["tuned_model"]
+
+
+STEP_BUILDERS: dict[str, StepBuilder] = {"quantize": _quantize_step, "autotune": _autotune_step}
 
 
 def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
@@ -81,6 +110,11 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
         calibration_samples: int = 256,
         calibration_method: str = "minmax",
         per_channel: bool = True,
+        quant_method: str = "static",
+        autotune_objective: str = "latency",
+        autotune_device_class: str = "rpi4-emulated",
+        autotune_qat: bool = True,
+        autotune_qat_epochs: int = 2,
         device_classes: list = ["rpi4-emulated", "jetson-orin-nano-emulated"],  # noqa: B006
         farm_url: str = "",
         bench_min_runs: int = 200,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress import __version__, lineage
+from edgecompress.autotune import AutotuneConfig
 from edgecompress.data import load_dataset, load_source, save_dataset
 from edgecompress.errors import ConfigError
 from edgecompress.evaluate import evaluate_model
@@ -27,7 +28,7 @@ from edgecompress.export import (
     save_model_package,
 )
 from edgecompress.io import atomic_path
-from edgecompress.quantize import StaticQuantConfig, quantize_static
+from edgecompress.quantize import QuantConfig, check_against_parent, quantize_model
 from edgecompress.reports import (
     confusion_matrix_png,
     html_page,
@@ -168,39 +169,120 @@ def quantize_step(
     model_dir: Path,
     dataset_path: Path,
     output_dir: Path,
-    config: StaticQuantConfig,
+    config: QuantConfig,
     lineage_ctx: Lineage | None = None,
+    device_class: str | None = "rpi4-emulated",
+    bench_settings: dict[str, Any] | None = None,
+    farm_url: str | None = None,
 ) -> dict[str, Any]:
+    """Quantize with any method (static, dynamic, fp16, mixed, qat) and check the result against its
+    parent: validation accuracy, top-1 agreement, max abs logit error, size and, with a device class,
+    latency there."""
     ctx = lineage_ctx or Lineage()
     config.validate()
     ctx.check()
     parent = load_model_package(Path(model_dir))
     dataset = load_dataset(Path(dataset_path))
-    params = {f"quant.{k}": v for k, v in config.as_params().items()} | {"technique": "static-int8"}
+    module = parent.load_module() if config.method == "qat" else None
+    technique = config.technique
+    params = {f"quant.{k}": v for k, v in config.as_params().items()} | {"technique": technique}
     with ctx.task("quantize", params):
-        proto = quantize_static(parent.onnx_path, dataset, config)
+        proto, details = quantize_model(parent.onnx_path, dataset, config, module)
         with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:
             import onnx
 
             onnx_file = Path(tmp) / "model.onnx"
             onnx.save_model(proto, str(onnx_file))
-            checks = agreement(parent, onnx_file, dataset_path)
+            checks = check_against_parent(
+                parent.onnx_path, onnx_file, dataset, "val", device_class, bench_settings, farm_url
+            )
             info = {
                 **{k: parent.info.get(k) for k in ("spec", "input_shape", "num_classes", "class_names",
                                                    "dataset_sha256", "dataset_name")},
-                "technique": "static-int8", "parent_model_id": parent.info.get("mlflow_model_id"),
-                "quant_config": config.as_params(), "parent_agreement": checks, "package_version": __version__,
+                "technique": technique, "parent_model_id": parent.info.get("mlflow_model_id"),
+                "quant_config": config.as_params(), "quant_details": details, "parent_agreement": checks,
+                "package_version": __version__,
             }  # fmt: skip
             package = save_model_package(Path(output_dir), info, onnx_file)
         if ctx.enabled:
             model_id = lineage.log_model(
-                package.onnx_path, f"{info['dataset_name']}-int8", technique="static-int8",
+                package.onnx_path, f"{info['dataset_name']}-{technique}", technique=technique,
                 input_shape=info["input_shape"], num_classes=info["num_classes"],
                 parent_model_id=info["parent_model_id"], dataset_meta=_dataset_meta(dataset), params=params,
-                metrics={f"vs_parent.{k}": v for k, v in checks.items()}, pipeline_run_id=ctx.pipeline_run_id,
+                metrics={f"vs_parent.{k}": v for k, v in checks.items() if isinstance(v, int | float)},
+                pipeline_run_id=ctx.pipeline_run_id,
             )  # fmt: skip
             _record_model_id(package, model_id)
     return package.info
+
+
+def autotune_step(
+    model_dir: Path,
+    dataset_path: Path,
+    output_dir: Path,
+    results_path: Path,
+    config: AutotuneConfig,
+    report_path: Path | None = None,
+    markdown_path: Path | None = None,
+    lineage_ctx: Lineage | None = None,
+) -> dict[str, Any]:
+    """Accuracy-aware auto-tuning (edgecompress.autotune): the picked model, the trials as JSON, and a
+    report. A result that did not pass is still written, with `autotune.passed = false`."""
+    from edgecompress.autotune import autotune, mlflow_trial_logger, report_html, report_markdown
+
+    ctx = lineage_ctx or Lineage()
+    config.validate()
+    ctx.check()
+    parent = load_model_package(Path(model_dir))
+    dataset = load_dataset(Path(dataset_path))
+    module = parent.load_module() if parent.has_module and config.include_qat else None
+    params = {
+        "objective": config.objective,
+        "device_class": config.device_class,
+        "max_drop": config.criterion.max_drop,
+        "relative": config.criterion.relative,
+        "min_gain": config.min_gain,
+        "include_qat": config.include_qat,
+        "parent_model_id": parent.info.get("mlflow_model_id"),
+    }
+    with ctx.task("autotune", params):
+        with tempfile.TemporaryDirectory(prefix="edgecompress-autotune-") as tmp:
+            hook = mlflow_trial_logger(ctx.pipeline_run_id) if ctx.enabled else None
+            result = autotune(parent.onnx_path, dataset, config, module, Path(tmp), hook)
+            pick = result["trials"][result["pick_index"]]
+            technique = QuantConfig(
+                **{k: v for k, v in pick["config"].items() if k != "nodes_to_exclude"}
+            ).technique
+            summary = {k: result[k] for k in ("passed", "pick", "criterion", "objective", "device_class")}
+            summary["reasons"] = pick["reasons"]
+            info = {
+                **{k: parent.info.get(k) for k in ("spec", "input_shape", "num_classes", "class_names",
+                                                   "dataset_sha256", "dataset_name")},
+                "technique": technique, "parent_model_id": parent.info.get("mlflow_model_id"),
+                "quant_config": pick["config"], "parent_agreement": pick["check"], "autotune": summary,
+                "package_version": __version__,
+            }  # fmt: skip
+            result.pop("pick_path")
+            package = save_model_package(Path(output_dir), info, Path(pick["path"]))
+        for t in result["trials"]:
+            t.pop("path", None)
+        write_json(Path(results_path), result)
+        if report_path is not None:
+            write_text(Path(report_path), report_html(result))
+        if markdown_path is not None:
+            write_text(Path(markdown_path), report_markdown(result))
+        if ctx.enabled:
+            model_id = lineage.log_model(
+                package.onnx_path, f"{info['dataset_name']}-autotuned", technique=technique,
+                input_shape=info["input_shape"], num_classes=info["num_classes"],
+                parent_model_id=info["parent_model_id"], dataset_meta=_dataset_meta(dataset),
+                params={**params, **{f"quant.{k}": v for k, v in pick["config"].items()}},
+                metrics={f"vs_parent.{k}": v for k, v in pick["check"].items() if isinstance(v, int | float)},
+                pipeline_run_id=ctx.pipeline_run_id,
+            )  # fmt: skip
+            lineage.set_model_tags(model_id, {"edgecompress.autotune.passed": str(result["passed"]).lower()})
+            _record_model_id(package, model_id)
+    return {**package.info, "autotune_result": result}
 
 
 def _dataset_meta(dataset) -> dict[str, Any]:

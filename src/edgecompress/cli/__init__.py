@@ -15,7 +15,8 @@ from edgecompress.errors import EdgeCompressError
 # One module per command group; each adds its subcommands in register().
 COMMAND_MODULES = [
     "edgecompress.cli.pipeline",  # run, compile
-    "edgecompress.cli.steps",  # dataset, train, quantize, evaluate, benchmark
+    "edgecompress.cli.steps",  # dataset, train, evaluate, benchmark
+    "edgecompress.cli.quant",  # quantize, autotune
     "edgecompress.cli.farm",  # farm controller, agent, submit, devices, jobs, up
 ]
 

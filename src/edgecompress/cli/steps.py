@@ -1,4 +1,5 @@
-"""Single steps from a terminal: the same library calls the components make."""
+"""Single steps from a terminal: the same library calls the components make (quantize and autotune
+are in cli/quant.py)."""
 
 from __future__ import annotations
 
@@ -53,21 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "quantize",
-        help="static INT8 quantization (ONNX Runtime, calibrated)",
-        description="Post-training static quantization of a Model artifact.",
-    )
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--dataset", type=Path, required=True)
-    p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--calibration-samples", type=int, default=256)
-    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
-    p.add_argument("--seed", type=int, default=0)
-    _common(p)
-    p.set_defaults(func=cmd_quantize)
-
-    p = sub.add_parser(
         "evaluate",
         help="accuracy, size, MACs and latency of a Model artifact",
         description="Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact.",
@@ -109,22 +95,6 @@ def cmd_train(a: argparse.Namespace) -> int:
     info = train_step(a.dataset, a.model, a.output, cfg, _lineage(a))
     return _print(
         {k: info.get(k) for k in ("technique", "params", "onnx_bytes", "mlflow_model_id", "history")}
-    )
-
-
-def cmd_quantize(a: argparse.Namespace) -> int:
-    from edgecompress.quantize import StaticQuantConfig
-    from edgecompress.steps import quantize_step
-
-    cfg = StaticQuantConfig(
-        calibration_samples=a.calibration_samples,
-        calibration_method=a.calibration_method,
-        per_channel=not a.per_tensor,
-        seed=a.seed,
-    )
-    info = quantize_step(a.model, a.dataset, a.output, cfg, _lineage(a))
-    return _print(
-        {k: info.get(k) for k in ("technique", "onnx_bytes", "mlflow_model_id", "parent_agreement")}
     )
 
 

@@ -1,0 +1,378 @@
+"""Accuracy-aware quantization auto-tuning: never ship a slower or broken INT8 model.
+
+Given an accuracy criterion (maximum drop, absolute or relative, on the validation split) and an
+objective (latency on a device class, or size), the tuner tries configurations from cheap to
+expensive — post-training variants, then mixed precision, then quantization-aware training — and
+stops at the first that meets the criterion *and* beats the parent on the objective, measured on
+the target device class. If none does, it returns the best candidate marked as not passed, with a
+report that says why each trial failed. A result slower (or larger) than its parent is never a
+success.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgecompress.data import Dataset
+from edgecompress.errors import ConfigError, EdgeCompressError
+from edgecompress.quantize import QuantConfig, check_against_parent, latency_on, quantize_model
+from edgecompress.reports import figure_png, html_page, html_table, markdown_table, png_img_tag
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("latency", "size")
+
+
+@dataclass
+class Criterion:
+    """The largest accuracy drop allowed: absolute (0.003 = 0.3 points) or relative to the parent."""
+
+    max_drop: float = 0.01
+    relative: bool = False
+
+    def validate(self) -> None:
+        if not self.max_drop >= 0:
+            raise ConfigError(
+                f"impossible accuracy criterion: max drop {self.max_drop} < 0 asks the quantized model "
+                "to beat its float parent; use a drop ≥ 0"
+            )
+        if self.max_drop >= 1:
+            raise ConfigError(
+                f"meaningless accuracy criterion: max drop {self.max_drop} ≥ 1 would accept any model; "
+                "give a fraction (0.01 = 1 point, or 1 % with relative)"
+            )
+
+    def allowed_drop(self, parent_accuracy: float) -> float:
+        return self.max_drop * parent_accuracy if self.relative else self.max_drop
+
+    def describe(self) -> str:
+        return (
+            f"drop ≤ {self.max_drop * 100:g} % of the parent's accuracy"
+            if self.relative
+            else f"drop ≤ {self.max_drop * 100:g} points"
+        )
+
+
+@dataclass
+class AutotuneConfig:
+    criterion: Criterion = field(default_factory=Criterion)
+    objective: str = "latency"
+    device_class: str = "rpi4-emulated"
+    farm_url: str | None = None
+    min_gain: float = 1.0  # the child must beat its parent by more than this factor on the objective
+    calibration_samples: int = 256
+    seed: int = 0
+    include_mixed: bool = True
+    include_qat: bool = True
+    qat_epochs: int = 2
+    qat_lr: float = 1e-4
+    qat_max_train_samples: int | None = None
+    probe_samples: int = 1000
+    bench_min_runs: int = 200
+    bench_min_duration_s: float = 1.0
+
+    def validate(self) -> None:
+        self.criterion.validate()
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective {self.objective!r} not in {OBJECTIVES}")
+        if self.min_gain < 1.0:
+            raise ConfigError(
+                f"min_gain must be ≥ 1 (a result no better than its parent is never a success), got {self.min_gain}"
+            )
+        from edgecompress.farm.devices import emulated_device_class
+
+        if not self.farm_url:
+            emulated_device_class(self.device_class)
+
+    def bench_settings(self) -> dict[str, Any]:
+        return {"min_runs": self.bench_min_runs, "min_duration_s": self.bench_min_duration_s}
+
+    def plan(self, has_module: bool, target_accuracy: float) -> list[QuantConfig]:
+        """Trials in order: cheap post-training variants, then mixed precision, then QAT."""
+        base = QuantConfig(
+            calibration_samples=self.calibration_samples, seed=self.seed, probe_samples=self.probe_samples
+        )
+        trials = [
+            base,
+            replace(base, calibration_method="percentile"),
+            replace(base, calibration_method="entropy"),
+            replace(base, per_channel=False),
+            replace(base, method="dynamic"),
+        ]
+        if self.objective == "size":
+            trials.append(replace(base, method="fp16"))
+        if self.include_mixed:
+            trials.append(replace(base, method="mixed", target_accuracy=target_accuracy))
+        if self.include_qat and has_module:
+            trials.append(
+                replace(
+                    base,
+                    method="qat",
+                    qat_epochs=self.qat_epochs,
+                    qat_lr=self.qat_lr,
+                    qat_max_train_samples=self.qat_max_train_samples,
+                )
+            )
+        return trials
+
+
+def judge(check: dict[str, Any], allowed_drop: float, config: AutotuneConfig) -> tuple[bool, list[str]]:
+    """Whether a trial passes, and every reason it does not."""
+    reasons = []
+    if check["accuracy_drop"] > allowed_drop + 1e-12:
+        reasons.append(
+            f"accuracy drop {check['accuracy_drop'] * 100:.2f} points > allowed {allowed_drop * 100:.2f}"
+        )
+    if config.objective == "latency":
+        if not check["speedup"] > config.min_gain:
+            reasons.append(
+                f"not faster than its parent on {config.device_class}: {check['speedup']:.2f}× "
+                f"(p50 {check['p50_ms']:.4f} ms vs {check['parent_p50_ms']:.4f} ms)"
+            )
+    elif not check["size_ratio"] > config.min_gain:
+        reasons.append(
+            f"not smaller than its parent: {check['onnx_bytes']} vs {check['parent_onnx_bytes']} bytes"
+        )
+    return not reasons, reasons
+
+
+def _rank(trial: dict[str, Any], objective: str) -> tuple:
+    """Best-of-failures order: meets accuracy first, then beats the parent, then objective, then accuracy."""
+    c = trial["check"]
+    gain = c.get("speedup", 0.0) if objective == "latency" else c["size_ratio"]
+    return (not trial["accuracy_ok"], not trial["gain_ok"], -gain, c["accuracy_drop"])
+
+
+def autotune(
+    parent_onnx: Path,
+    dataset: Dataset,
+    config: AutotuneConfig,
+    module: Any = None,
+    workdir: Path | None = None,
+    trial_hook: Any = None,
+) -> dict[str, Any]:
+    """Run the trials; returns the result dict with `pick_path` (an ONNX file in `workdir`).
+
+    `trial_hook(index, trial)` is called after each trial (the step logs it to MLflow)."""
+    config.validate()
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="edgecompress-autotune-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = config.bench_settings()
+    parent_latency = latency_on(parent_onnx, config.device_class, settings, config.farm_url)
+    from edgecompress.quantize import probe_accuracy
+
+    x_val, _ = dataset.split("val")
+    parent_accuracy = probe_accuracy(Path(parent_onnx), dataset, len(x_val))
+    allowed = config.criterion.allowed_drop(parent_accuracy)
+    plan = config.plan(module is not None, parent_accuracy - allowed)
+    trials: list[dict[str, Any]] = []
+    pick: dict[str, Any] | None = None
+    for i, qcfg in enumerate(plan):
+        start = time.monotonic()
+        trial: dict[str, Any] = {
+            "index": i,
+            "name": qcfg.label(),
+            "method": qcfg.method,
+            "config": qcfg.as_params(),
+        }
+        try:
+            proto, details = quantize_model(Path(parent_onnx), dataset, qcfg, module)
+            path = workdir / f"trial-{i}.onnx"
+            onnx.save_model(proto, str(path))
+            check = check_against_parent(
+                Path(parent_onnx),
+                path,
+                dataset,
+                "val",
+                config.device_class,
+                settings,
+                config.farm_url,
+            )  # the parent is measured again, back to back with the trial: load on the machine drifts
+            passed, reasons = judge(check, allowed, config)
+            trial.update(
+                {
+                    "path": str(path),
+                    "check": check,
+                    "passed": passed,
+                    "reasons": reasons,
+                    "accuracy_ok": check["accuracy_drop"] <= allowed + 1e-12,
+                    "gain_ok": not any(r.startswith("not ") for r in reasons),
+                    "details": {k: v for k, v in details.items() if k != "history"},
+                }
+            )
+        except EdgeCompressError as exc:
+            trial.update({"passed": False, "reasons": [f"error: {exc}"], "error": str(exc)})
+        trial["seconds"] = time.monotonic() - start
+        log.info(
+            "autotune trial %d %s: %s",
+            i,
+            trial["name"],
+            "PASS" if trial["passed"] else "; ".join(trial["reasons"]),
+        )
+        trials.append(trial)
+        if trial_hook is not None:
+            trial_hook(i, trial)
+        if trial["passed"]:
+            pick = trial
+            break
+    candidates = [t for t in trials if "check" in t]
+    if not candidates:
+        raise ConfigError(
+            "every quantization trial failed: "
+            + " | ".join(f"{t['name']}: {t['reasons'][0]}" for t in trials)
+        )
+    if pick is None:
+        pick = min(candidates, key=lambda t: _rank(t, config.objective))
+    for t in trials:
+        t.pop("samples_ms", None)
+    return {
+        "passed": bool(pick["passed"]), "pick": pick["name"], "pick_index": pick["index"], "pick_path": pick["path"],
+        "criterion": {"max_drop": config.criterion.max_drop, "relative": config.criterion.relative,
+                      "allowed_drop": allowed, "description": config.criterion.describe()},
+        "objective": config.objective, "device_class": config.device_class, "min_gain": config.min_gain,
+        "parent": {"accuracy": parent_accuracy, "p50_ms": parent_latency["p50_ms"], "p90_ms": parent_latency["p90_ms"],
+                   "emulated": parent_latency["emulated"], "onnx_bytes": Path(parent_onnx).stat().st_size},
+        "trials": trials,
+    }  # fmt: skip
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def _trial_rows(result: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for t in result["trials"]:
+        c = t.get("check", {})
+        rows.append(
+            [
+                t["index"],
+                t["name"],
+                c.get("accuracy", float("nan")),
+                c.get("accuracy_drop", float("nan")) * 100,
+                c.get("top1_agreement", float("nan")),
+                c.get("onnx_bytes", 0),
+                c.get("p50_ms", float("nan")),
+                c.get("speedup", float("nan")),
+                c.get("size_ratio", float("nan")),
+                t["seconds"],
+                "PASS" if t["passed"] else "; ".join(t["reasons"]),
+            ]
+        )
+    return rows
+
+
+_HEADERS = [
+    "#",
+    "trial",
+    "val accuracy",
+    "drop (points)",
+    "top-1 agreement",
+    "ONNX bytes",
+    "p50 ms",
+    "speed-up",
+    "size ratio",
+    "seconds",
+    "verdict",
+]
+
+
+def _verdict_lines(result: dict[str, Any]) -> list[str]:
+    p = result["parent"]
+    where = f"{result['device_class']}{' (emulated)' if p['emulated'] else ''}"
+    lines = [
+        f"Criterion: {result['criterion']['description']} (allowed {result['criterion']['allowed_drop'] * 100:.2f} "
+        f"points from the parent's {p['accuracy']:.4f}); objective: {result['objective']} on {where}, parent p50 "
+        f"{p['p50_ms']:.4f} ms, {p['onnx_bytes']} bytes."
+    ]
+    if result["passed"]:
+        lines.append(
+            f"Picked trial {result['pick_index']} ({result['pick']}): the first that met the criterion and beat "
+            "the parent."
+        )
+    else:
+        lines.append(
+            f"No trial passed. Returned the closest, trial {result['pick_index']} ({result['pick']}), marked "
+            "NOT PASSED: do not deploy it as an improvement. Why each failed is in the table."
+        )
+    return lines
+
+
+def trials_png(result: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "speedup" if result["objective"] == "latency" else "size_ratio"
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for t in result["trials"]:
+        if "check" not in t:
+            continue
+        c = t["check"]
+        ax.scatter(
+            c.get(key, 0),
+            c["accuracy_drop"] * 100,
+            color="tab:green" if t["passed"] else "tab:red",
+            marker="*" if t["index"] == result["pick_index"] else "o",
+            s=140 if t["index"] == result["pick_index"] else 40,
+        )
+        ax.annotate(
+            t["name"],
+            (c.get(key, 0), c["accuracy_drop"] * 100),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.axhline(result["criterion"]["allowed_drop"] * 100, color="grey", ls="--", lw=1, label="allowed drop")
+    ax.axvline(result["min_gain"], color="grey", ls=":", lw=1, label="parent")
+    ax.set_xlabel("speed-up over parent (p50)" if key == "speedup" else "size ratio (parent / child)")
+    ax.set_ylabel("accuracy drop (points, val)")
+    ax.set_title(f"auto-tuning trials on {result['device_class']} (green: passed, ★: pick)")
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    lines = [f"# Quantization auto-tuning: **{'PASSED' if result['passed'] else 'NOT PASSED'}**", ""]
+    lines += _verdict_lines(result) + ["", markdown_table(_HEADERS, _trial_rows(result)), ""]
+    return "\n".join(lines)
+
+
+def report_html(result: dict[str, Any]) -> str:
+    summary = "".join(f"<p>{line}</p>" for line in _verdict_lines(result))
+    return html_page(
+        f"Quantization auto-tuning: {'PASSED' if result['passed'] else 'NOT PASSED'}",
+        [
+            ("Verdict", summary),
+            ("Trials", html_table(_HEADERS, _trial_rows(result))),
+            ("Accuracy vs gain", png_img_tag(trials_png(result), "trials plot")),
+        ],
+    )
+
+
+def mlflow_trial_logger(pipeline_run_id: str):
+    """A trial hook that records each trial as a child run of the active (autotune task) run."""
+
+    def hook(index: int, trial: dict[str, Any]) -> None:
+        import mlflow
+
+        tags = {
+            "edgecompress.task": "autotune-trial",
+            "edgecompress.pipeline_run_id": pipeline_run_id,
+            "edgecompress.trial.passed": str(trial["passed"]).lower(),
+            "edgecompress.trial.reasons": "; ".join(trial["reasons"])[:5000] or "passed",
+        }
+        with mlflow.start_run(run_name=f"trial-{index}-{trial['method']}", nested=True, tags=tags):
+            mlflow.log_params({f"quant.{k}": str(v)[:6000] for k, v in trial["config"].items()})
+            check = trial.get("check", {})
+            mlflow.log_metrics({k: float(v) for k, v in check.items() if isinstance(v, int | float)})
+            mlflow.log_metric("seconds", trial["seconds"])
+
+    return hook

@@ -1,0 +1,99 @@
+"""The auto-tuner: stops at the first trial that keeps accuracy and is faster; never a slower success."""
+
+import json
+
+import mlflow
+
+from edgecompress.autotune import AutotuneConfig, Criterion
+from edgecompress.cli import main
+from edgecompress.export import load_model_package
+from edgecompress.steps import Lineage, autotune_step
+
+FAST = {"bench_min_runs": 30, "bench_min_duration_s": 0.05}
+
+
+def test_no_trial_faster_than_demanded_is_never_a_success(trained_model, digits_artifact, tmp_path):
+    """min_gain 1000× cannot be met: the result is the closest trial, marked not passed, with reasons."""
+    cfg = AutotuneConfig(
+        Criterion(0.5),
+        min_gain=1000.0,
+        include_mixed=False,
+        include_qat=False,
+        calibration_samples=32,
+        **FAST,
+    )
+    out = autotune_step(
+        trained_model,
+        digits_artifact,
+        tmp_path / "m",
+        tmp_path / "r.json",
+        cfg,
+        tmp_path / "r.html",
+        tmp_path / "r.md",
+        Lineage(enabled=False),
+    )
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["passed"] is False and out["autotune"]["passed"] is False
+    assert len(result["trials"]) == 5  # every PTQ variant was tried
+    assert all(any("not faster" in r for r in t["reasons"]) for t in result["trials"])
+    md = (tmp_path / "r.md").read_text()
+    assert "NOT PASSED" in md and "not faster than its parent" in md
+    assert "<img" in (tmp_path / "r.html").read_text()
+    assert load_model_package(tmp_path / "m").info["autotune"]["passed"] is False
+
+
+def test_size_objective_passes_and_trials_are_child_runs(
+    trained_model, digits_artifact, tmp_path, tracking_uri
+):
+    cfg = AutotuneConfig(
+        Criterion(0.05, relative=True), objective="size", include_qat=False, calibration_samples=32, **FAST
+    )
+    ctx = Lineage(experiment="autotune-test")
+    out = autotune_step(
+        trained_model, digits_artifact, tmp_path / "m", tmp_path / "r.json", cfg, lineage_ctx=ctx
+    )
+    result = out["autotune_result"]
+    pick = result["trials"][result["pick_index"]]
+    assert (
+        result["passed"] and pick["passed"] and pick["index"] == len(result["trials"]) - 1
+    )  # stopped at the first pass
+    assert (
+        pick["check"]["size_ratio"] > 1
+        and pick["check"]["accuracy_drop"] <= result["criterion"]["allowed_drop"]
+    )
+    exp = mlflow.get_experiment_by_name("autotune-test")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    task = [r for r in runs if r.data.tags.get("edgecompress.task") == "autotune"]
+    trials = [r for r in runs if r.data.tags.get("edgecompress.task") == "autotune-trial"]
+    assert len(task) == 1 and len(trials) == len(result["trials"])
+    assert all(r.data.tags["mlflow.parentRunId"] == task[0].info.run_id for r in trials)
+    assert mlflow.get_logged_model(out["mlflow_model_id"]).tags["edgecompress.autotune.passed"] == "true"
+
+
+def test_cli_autotune_exits_1_when_nothing_passes(trained_model, digits_artifact, tmp_path, capsys):
+    code = main(
+        [
+            "autotune",
+            "--model",
+            str(trained_model),
+            "--dataset",
+            str(digits_artifact),
+            "--output",
+            str(tmp_path / "m"),
+            "--results",
+            str(tmp_path / "r.json"),
+            "--min-gain",
+            "1000",
+            "--no-qat",
+            "--no-mixed",
+            "--calibration-samples",
+            "16",
+            "--bench-min-runs",
+            "20",
+            "--bench-min-duration-s",
+            "0.02",
+            "--no-track",
+        ]
+    )
+    assert code == 1
+    assert "NOT PASSED" in capsys.readouterr().out
