@@ -555,3 +555,25 @@ def promote_gate_result(gate: dict[str, Any], device_classes: list[str]) -> dict
         except audit.PromotionRefused as exc:
             refused.append(str(exc))
     return {"gate": gate, "promoted": promoted, "refused": refused}
+
+
+def drift_check_step(batch: str, model: str, result_path: Path, report_path: Path, retrain_dataset_path: Path | None,
+                     config: DriftConfig, workdir: Path | None = None) -> dict[str, Any]:
+    """The drift_check component's work: test, write result + report, and on drift write the
+    reference + new data Dataset artifact for the retrain (labels required)."""
+    from edgecompress.data import save_dataset
+    from edgecompress.steps import write_json, write_text
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
+        result, reference, checked = check_drift(batch, model, None, config, Path(workdir or tmp))
+        merged = None
+        if result["drifted"] and retrain_dataset_path is not None:
+            merged = merge_for_retrain(reference.dataset, checked, config.seed)  # raises without labels
+        write_json(Path(result_path), result)
+        write_text(Path(report_path), report_html(result))
+        if merged is not None:
+            save_dataset(merged, Path(retrain_dataset_path))
+    spec = reference.model_spec or "cnn"
+    return {**result, "model_spec": spec if isinstance(spec, str) else json.dumps(spec),
+            "registered_model_name": reference.registered_name or f"{reference.dataset.name}-retrained",
+            "retrain_dataset_digest": merged.digest if merged is not None else ""}
