@@ -21,8 +21,11 @@ def build_pipeline(chain: Sequence[str] = ("quantize",)):
 
     edge_compression = build_edge_compression(chain)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=f"drift check → if drifted: train → {' → '.join(chain)} → "
-                  "evaluate → edge-benchmark → gate → promote")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"drift check → if drifted: train → {' → '.join(chain)} → "
+        "evaluate → edge-benchmark → gate → promote",
+    )
     def retrain_on_drift(
         batch: str,
         model: str,
@@ -41,8 +44,14 @@ def build_pipeline(chain: Sequence[str] = ("quantize",)):
         min_speedup: float = 1.0,
         experiment: str = "edgecompress",
     ):
-        check = drift_check(batch=batch, model=model, alpha=alpha, permutations=permutations,
-                            reference_samples=reference_samples, seed=seed)
+        check = drift_check(
+            batch=batch,
+            model=model,
+            alpha=alpha,
+            permutations=permutations,
+            reference_samples=reference_samples,
+            seed=seed,
+        )
         check.set_caching_options(False)  # a new batch under the same path is new data
         with dsl.If(check.outputs["Output"] == True, name="drifted"):  # noqa: E712
             plan = {}

@@ -43,8 +43,12 @@ def apply_shift(name: str, level: float, x: np.ndarray, rng: np.random.Generator
         from scipy.ndimage import rotate
 
         signs = rng.choice([-1.0, 1.0], len(x))
-        return np.stack([rotate(img, s * level, axes=(1, 2), reshape=False, order=1, mode="constant")
-                         for img, s in zip(x, signs, strict=True)]).astype(np.float32)
+        return np.stack(
+            [
+                rotate(img, s * level, axes=(1, 2), reshape=False, order=1, mode="constant")
+                for img, s in zip(x, signs, strict=True)
+            ]
+        ).astype(np.float32)
     raise ValueError(name)
 
 
@@ -66,7 +70,9 @@ def deployed_model(quick: bool) -> tuple[Path, str]:
         from edgecompress.train import TrainConfig
 
         config = TrainConfig(epochs=10, batch_size=128, lr=3e-3, augment=True, seed=0)
-        key = hashlib.sha256(json.dumps([BASELINE_SPEC, asdict(config)], sort_keys=True).encode()).hexdigest()[:12]
+        key = hashlib.sha256(
+            json.dumps([BASELINE_SPEC, asdict(config)], sort_keys=True).encode()
+        ).hexdigest()[:12]
         if (CACHE / f"baseline-{key}" / "model.json").exists():
             return baseline_model(), "baseline CNN (benchmarks.common.baseline_model, 10 epochs)"
     except Exception:  # noqa: BLE001 - fall back to the quick model below
@@ -76,10 +82,20 @@ def deployed_model(quick: bool) -> tuple[Path, str]:
 
     out = CACHE / ("drift-quick-model-smoke" if quick else "drift-quick-model")
     if not (out / "model.json").exists():
-        cfg = TrainConfig(epochs=1 if quick else 3, batch_size=128, lr=3e-3, seed=0,
-                          max_train_samples=5000 if quick else 30000)
-        train_step(fashion_mnist_dataset_artifact(), QUICK_SPEC, out, cfg, Lineage(enabled=False), progress=False)
-    return out, f"quick small CNN {QUICK_SPEC['kwargs']} trained here ({'1 epoch/5k' if quick else '3 epochs/30k'} samples)"
+        cfg = TrainConfig(
+            epochs=1 if quick else 3,
+            batch_size=128,
+            lr=3e-3,
+            seed=0,
+            max_train_samples=5000 if quick else 30000,
+        )
+        train_step(
+            fashion_mnist_dataset_artifact(), QUICK_SPEC, out, cfg, Lineage(enabled=False), progress=False
+        )
+    return (
+        out,
+        f"quick small CNN {QUICK_SPEC['kwargs']} trained here ({'1 epoch/5k' if quick else '3 epochs/30k'} samples)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,21 +152,41 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in per.items():
                     per_test.setdefault((name, severity), {}).setdefault(k, 0)
                     per_test[(name, severity)][k] += v
-            shifts.append({"name": name, "severity": severity, "batches": args.shift_batches,
-                           "detection_rate": hits / args.shift_batches})
+            shifts.append(
+                {
+                    "name": name,
+                    "severity": severity,
+                    "batches": args.shift_batches,
+                    "detection_rate": hits / args.shift_batches,
+                }
+            )
             print(f"{name:20s} {severity:9s} detection {hits / args.shift_batches:.3f}", flush=True)
     seconds = time.perf_counter() - start
-    results = {"machine": machine, "alpha": args.alpha, "batch_size": args.batch_size,
-               "clean": {"batches": args.clean_batches, "false_positive_rate": clean_hits / args.clean_batches},
-               "shifts": shifts}
+    results = {
+        "machine": machine,
+        "alpha": args.alpha,
+        "batch_size": args.batch_size,
+        "clean": {"batches": args.clean_batches, "false_positive_rate": clean_hits / args.clean_batches},
+        "shifts": shifts,
+    }
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
     plot(results, out / "detection.png")
-    details = {"model": model_desc, "reference": len(ref), "permutations": args.permutations, "seconds": seconds,
-               "clean_tests": clean_tests, "per_test": per_test, "levels": SHIFTS, "quick": args.quick}
+    details = {
+        "model": model_desc,
+        "reference": len(ref),
+        "permutations": args.permutations,
+        "seconds": seconds,
+        "clean_tests": clean_tests,
+        "per_test": per_test,
+        "levels": SHIFTS,
+        "quick": args.quick,
+    }
     (out / "results.md").write_text(markdown(results, details))
-    print(f"clean FPR {results['clean']['false_positive_rate']:.3f} over {args.clean_batches} batches; {seconds:.0f} s")
+    print(
+        f"clean FPR {results['clean']['false_positive_rate']:.3f} over {args.clean_batches} batches; {seconds:.0f} s"
+    )
     return 0
 
 
@@ -163,9 +199,13 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     order = ["low", "moderate", "high"]
     for name in SHIFTS:
-        rows = sorted((r for r in results["shifts"] if r["name"] == name), key=lambda r: order.index(r["severity"]))
+        rows = sorted(
+            (r for r in results["shifts"] if r["name"] == name), key=lambda r: order.index(r["severity"])
+        )
         if rows:
-            ax.plot([r["severity"] for r in rows], [r["detection_rate"] for r in rows], marker="o", label=name)
+            ax.plot(
+                [r["severity"] for r in rows], [r["detection_rate"] for r in rows], marker="o", label=name
+            )
     ax.axhline(0.95, color="g", ls="--", lw=1, label="target detection 0.95")
     ax.axhline(results["clean"]["false_positive_rate"], color="r", ls=":", label="clean false-positive rate")
     ax.axhline(results["alpha"], color="r", ls="--", lw=1, label=f"alpha {results['alpha']}")
@@ -184,9 +224,20 @@ def markdown(results: dict, d: dict) -> str:
     fpr = results["clean"]["false_positive_rate"]
     moderate = [r for r in results["shifts"] if r["severity"] == "moderate"]
     misses = [r for r in moderate if r["detection_rate"] < 0.95]
-    rows = [[r["name"], r["severity"], d["levels"][r["name"]][r["severity"]], r["batches"], r["detection_rate"],
-             *[d["per_test"][(r["name"], r["severity"])].get(k, 0) / r["batches"] for k in sorted(d["clean_tests"])]]
-            for r in results["shifts"]]
+    rows = [
+        [
+            r["name"],
+            r["severity"],
+            d["levels"][r["name"]][r["severity"]],
+            r["batches"],
+            r["detection_rate"],
+            *[
+                d["per_test"][(r["name"], r["severity"])].get(k, 0) / r["batches"]
+                for k in sorted(d["clean_tests"])
+            ],
+        ]
+        for r in results["shifts"]
+    ]
     tests = sorted(d["clean_tests"])
     lines = [
         "# Drift detection benchmark (Fashion-MNIST)", "",

@@ -29,22 +29,37 @@ def drift_check(
     from edgecompress.drift import DriftConfig, drift_check_step
     from edgecompress.steps import write_json
 
-    config = DriftConfig(alpha=alpha, permutations=permutations, reference_samples=reference_samples, seed=seed)
-    out = drift_check_step(batch, model, result.path, report.path, retrain_dataset.path if prepare_retrain else None,
-                           config)
+    config = DriftConfig(
+        alpha=alpha, permutations=permutations, reference_samples=reference_samples, seed=seed
+    )
+    out = drift_check_step(
+        batch, model, result.path, report.path, retrain_dataset.path if prepare_retrain else None, config
+    )
     source = ""
     if out["retrain_dataset_digest"]:
         uri = retrain_dataset.uri
         source = "s3://" + uri[len("minio://") :] if uri.startswith("minio://") else uri
         if not source.startswith("s3://"):
             source = retrain_dataset.path
-        retrain_dataset.metadata.update({"sha256": out["retrain_dataset_digest"], "name": out["dataset"]["name"]})
+        retrain_dataset.metadata.update(
+            {"sha256": out["retrain_dataset_digest"], "name": out["dataset"]["name"]}
+        )
     saved = json.loads(Path(result.path).read_text())
-    saved["retrain"] = {"source": source, "model_spec": out["model_spec"],
-                        "registered_model_name": out["registered_model_name"]}
+    saved["retrain"] = {
+        "source": source,
+        "model_spec": out["model_spec"],
+        "registered_model_name": out["registered_model_name"],
+    }
     write_json(Path(result.path), saved)
-    result.metadata.update({"drifted": out["drifted"], "score": out["score"], "p_value": out["p_value"],
-                            "kind": out["kind"], "model_id": out["model_id"] or ""})
+    result.metadata.update(
+        {
+            "drifted": out["drifted"],
+            "score": out["score"],
+            "p_value": out["p_value"],
+            "kind": out["kind"],
+            "model_id": out["model_id"] or "",
+        }
+    )
     return bool(out["drifted"])
 
 

@@ -17,7 +17,9 @@ from edgecompress import lineage
 from edgecompress.errors import ConfigError, TrackingError
 
 TAG = lineage.TAG
-BENCH_RE = re.compile(r"^bench\.(?P<cls>.+)\.(?P<stat>p50_ms|p90_ms|p99_ms|mean_ms|load_ms|peak_rss_bytes|throughput_per_s)$")
+BENCH_RE = re.compile(
+    r"^bench\.(?P<cls>.+)\.(?P<stat>p50_ms|p90_ms|p99_ms|mean_ms|load_ms|peak_rss_bytes|throughput_per_s)$"
+)
 PRODUCTION_SUFFIX = "-production"
 
 
@@ -91,20 +93,29 @@ def _step(model) -> Step:
 def registry_index(client) -> dict[str, list[dict[str, Any]]]:
     """model id → its registered versions with their aliases."""
     index: dict[str, list[dict[str, Any]]] = {}
-    models = lineage.with_retries("cannot list registered models", lambda: list(client.search_registered_models()))
+    models = lineage.with_retries(
+        "cannot list registered models", lambda: list(client.search_registered_models())
+    )
     for rm in models:
         aliases: dict[str, list[str]] = {}
         for alias, version in (rm.aliases or {}).items():
             aliases.setdefault(str(version), []).append(alias)
-        versions = lineage.with_retries(f"cannot list versions of {rm.name}",
-                                        lambda rm=rm: list(client.search_model_versions(f"name='{rm.name}'")))
+        versions = lineage.with_retries(
+            f"cannot list versions of {rm.name}",
+            lambda rm=rm: list(client.search_model_versions(f"name='{rm.name}'")),
+        )
         for v in versions:
             try:
                 model_id = lineage._model_id_from_version(v)
             except TrackingError:
                 continue
-            index.setdefault(model_id, []).append({"name": v.name, "version": int(v.version),
-                                                   "aliases": sorted(aliases.get(str(v.version), []))})
+            index.setdefault(model_id, []).append(
+                {
+                    "name": v.name,
+                    "version": int(v.version),
+                    "aliases": sorted(aliases.get(str(v.version), [])),
+                }
+            )
     return index
 
 
@@ -120,8 +131,12 @@ def lineage_of(ref: str, client=None) -> Lineage:
     tags = chain[0].tags or {}
     dataset = None
     if tags.get(f"{TAG}dataset_digest"):
-        dataset = {"name": tags.get(f"{TAG}dataset_name"), "digest": tags.get(f"{TAG}dataset_digest"),
-                   "source": tags.get(f"{TAG}dataset_source"), "stored_at": tags.get(f"{TAG}dataset_uri")}
+        dataset = {
+            "name": tags.get(f"{TAG}dataset_name"),
+            "digest": tags.get(f"{TAG}dataset_digest"),
+            "source": tags.get(f"{TAG}dataset_source"),
+            "stored_at": tags.get(f"{TAG}dataset_uri"),
+        }
     return Lineage(ref, model_id, dataset, steps, missing)
 
 
@@ -149,20 +164,26 @@ def render_text(lin: Lineage) -> str:
         arrow = "└─" if i == 0 else "  " * i + "└─"
         pad = "  " * (i + 1) + "   "
         lines.append(f"{arrow} {s.technique}: {s.name}  [{s.model_id}]")
-        lines.append(f"{pad}run {s.source_run_id}  pipeline run {s.pipeline_run_id}  package {s.package_version}"
-                     + (f"  image {s.image}" if s.image else ""))
+        lines.append(
+            f"{pad}run {s.source_run_id}  pipeline run {s.pipeline_run_id}  package {s.package_version}"
+            + (f"  image {s.image}" if s.image else "")
+        )
         if s.params:
             lines.append(f"{pad}params: " + ", ".join(f"{k}={v}" for k, v in sorted(s.params.items())))
         if s.metrics:
             lines.append(f"{pad}metrics: " + ", ".join(f"{k}={_fmt(v)}" for k, v in s.metrics.items()))
         for cls, b in s.benchmarks.items():
             kind = "emulated" if b["emulated"] else "real device"
-            lines.append(f"{pad}bench {cls} ({kind}): p50 {_fmt(b.get('p50_ms'))} ms, p90 {_fmt(b.get('p90_ms'))} ms")
+            lines.append(
+                f"{pad}bench {cls} ({kind}): p50 {_fmt(b.get('p50_ms'))} ms, p90 {_fmt(b.get('p90_ms'))} ms"
+            )
         if s.gate:
             lines.append(f"{pad}gate: {s.gate} ({s.gate_reason})")
         for r in s.registry:
-            lines.append(f"{pad}registry: {r['name']} v{r['version']}"
-                         + (f"  aliases {', '.join(r['aliases'])}" if r["aliases"] else ""))
+            lines.append(
+                f"{pad}registry: {r['name']} v{r['version']}"
+                + (f"  aliases {', '.join(r['aliases'])}" if r["aliases"] else "")
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -177,20 +198,28 @@ def render_mermaid(lin: Lineage) -> str:
     prev = None
     if lin.dataset:
         prev = "dataset"
-        lines.append(f'  dataset[("{q(lin.dataset["name"] or "")}<br/>sha256 {lin.dataset["digest"][:12]}…")]')
+        lines.append(
+            f'  dataset[("{q(lin.dataset["name"] or "")}<br/>sha256 {lin.dataset["digest"][:12]}…")]'
+        )
     if lin.broken_at:
         lines.append(f'  missing{{{{"missing parent {lin.broken_at}"}}}}')
         prev = "missing"
     for s in lin.steps:
         nid = node_id(s.model_id)
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in s.metrics.items() if "accuracy" in k)
-        lines.append(f'  {nid}["{q(s.technique)}: {q(s.name)}<br/>{s.model_id}' + (f"<br/>{q(metrics)}" if metrics else "") + '"]')
+        lines.append(
+            f'  {nid}["{q(s.technique)}: {q(s.name)}<br/>{s.model_id}'
+            + (f"<br/>{q(metrics)}" if metrics else "")
+            + '"]'
+        )
         if prev:
             lines.append(f"  {prev} --> {nid}")
         for cls, b in s.benchmarks.items():
             bid = node_id(f"{s.model_id}_{cls}")
             kind = "emulated" if b["emulated"] else "real"
-            lines.append(f'  {bid}(["{q(cls)} ({kind})<br/>p50 {_fmt(b.get("p50_ms"))} ms, p90 {_fmt(b.get("p90_ms"))} ms"])')
+            lines.append(
+                f'  {bid}(["{q(cls)} ({kind})<br/>p50 {_fmt(b.get("p50_ms"))} ms, p90 {_fmt(b.get("p90_ms"))} ms"])'
+            )
             lines.append(f"  {nid} -.-> {bid}")
         for r in s.registry:
             rid = node_id(f"{r['name']}_v{r['version']}")
@@ -219,8 +248,10 @@ def _all_models(client) -> list[Any]:
     ids = [e.experiment_id for e in experiments]
     out, token = [], None
     while ids:
-        page = lineage.with_retries("cannot list logged models",
-                                    lambda token=token: client.search_logged_models(ids, max_results=1000, page_token=token))
+        page = lineage.with_retries(
+            "cannot list logged models",
+            lambda token=token: client.search_logged_models(ids, max_results=1000, page_token=token),
+        )
         out += list(page)
         token = page.token
         if not token:
@@ -237,10 +268,17 @@ def models_from_dataset(digest: str, client=None) -> list[dict[str, Any]]:
     for m in _all_models(client):
         tags = m.tags or {}
         if tags.get(f"{TAG}dataset_digest", "").startswith(digest.lower()):
-            rows.append({"model_id": m.model_id, "name": m.name, "technique": tags.get(f"{TAG}technique"),
-                         "parent_model_id": tags.get(f"{TAG}parent_model_id") or None,
-                         "dataset_name": tags.get(f"{TAG}dataset_name"), "dataset_digest": tags.get(f"{TAG}dataset_digest"),
-                         "created": m.creation_timestamp})
+            rows.append(
+                {
+                    "model_id": m.model_id,
+                    "name": m.name,
+                    "technique": tags.get(f"{TAG}technique"),
+                    "parent_model_id": tags.get(f"{TAG}parent_model_id") or None,
+                    "dataset_name": tags.get(f"{TAG}dataset_name"),
+                    "dataset_digest": tags.get(f"{TAG}dataset_digest"),
+                    "created": m.creation_timestamp,
+                }
+            )
     return sorted(rows, key=lambda r: r["created"])
 
 
@@ -252,10 +290,14 @@ def unbenchmarked_versions(device_class: str, client=None) -> list[dict[str, Any
         try:
             model = lineage.get_model(model_id)
         except TrackingError:
-            rows += [{**v, "model_id": model_id, "reason": "the logged model no longer exists"} for v in versions]
+            rows += [
+                {**v, "model_id": model_id, "reason": "the logged model no longer exists"} for v in versions
+            ]
             continue
         if device_class not in benchmarks_of(model):
-            rows += [{**v, "model_id": model_id, "reason": f"no benchmark on {device_class}"} for v in versions]
+            rows += [
+                {**v, "model_id": model_id, "reason": f"no benchmark on {device_class}"} for v in versions
+            ]
     return sorted(rows, key=lambda r: (r["name"], r["version"]))
 
 
@@ -272,8 +314,14 @@ def broken_chains(client=None) -> list[dict[str, Any]]:
                 lineage.get_model(parent)
                 continue
             except TrackingError:
-                rows.append({"model_id": m.model_id, "name": m.name, "technique": (m.tags or {}).get(f"{TAG}technique"),
-                             "missing_parent": parent})
+                rows.append(
+                    {
+                        "model_id": m.model_id,
+                        "name": m.name,
+                        "technique": (m.tags or {}).get(f"{TAG}technique"),
+                        "missing_parent": parent,
+                    }
+                )
     return rows
 
 
@@ -282,7 +330,9 @@ def broken_chains(client=None) -> list[dict[str, Any]]:
 
 def device_class_of_alias(alias: str) -> str:
     if not alias.endswith(PRODUCTION_SUFFIX) or len(alias) == len(PRODUCTION_SUFFIX):
-        raise ConfigError(f"alias {alias!r}: expected <device-class>{PRODUCTION_SUFFIX}, e.g. rpi4-emulated{PRODUCTION_SUFFIX}")
+        raise ConfigError(
+            f"alias {alias!r}: expected <device-class>{PRODUCTION_SUFFIX}, e.g. rpi4-emulated{PRODUCTION_SUFFIX}"
+        )
     return alias[: -len(PRODUCTION_SUFFIX)]
 
 
@@ -327,7 +377,14 @@ def promote(ref: str, alias: str, registered_name: str | None = None, client=Non
         target = {"name": name, "version": version}
     else:
         raise ConfigError(f"model {model_id} is not registered: pass --name to register it under a name")
-    lineage.with_retries(f"cannot set alias {alias} on {target['name']} v{target['version']}",
-                         lambda: client.set_registered_model_alias(target["name"], alias, str(target["version"])))
-    return {"model_id": model_id, "alias": alias, "device_class": device_class, **target,
-            "benchmark": benches[device_class]}
+    lineage.with_retries(
+        f"cannot set alias {alias} on {target['name']} v{target['version']}",
+        lambda: client.set_registered_model_alias(target["name"], alias, str(target["version"])),
+    )
+    return {
+        "model_id": model_id,
+        "alias": alias,
+        "device_class": device_class,
+        **target,
+        "benchmark": benches[device_class],
+    }

@@ -92,7 +92,9 @@ def load_batch(path: Path | str) -> Batch:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as exc:
-        raise DatasetError(f"batch file {source} is not a readable .npz ({type(exc).__name__}: {exc})") from exc
+        raise DatasetError(
+            f"batch file {source} is not a readable .npz ({type(exc).__name__}: {exc})"
+        ) from exc
     if "x" not in arrays:
         raise DatasetError(f"batch file {source} has no array 'x' (found: {sorted(arrays) or 'nothing'})")
     x = arrays["x"]
@@ -117,13 +119,24 @@ def check_batch(batch: Batch, dataset: Dataset) -> Batch:
     """The batch must look like the reference data: same sample shape, same feature names."""
     shape = tuple(dataset.input_shape)
     if tuple(batch.x.shape[1:]) != shape:
-        raise DatasetError(f"batch {batch.source}: samples have shape {tuple(batch.x.shape[1:])}, but the model's "
-                           f"training data {dataset.name!r} has samples of shape {shape}")
-    x = to_model_input(batch.x) if dataset.arrays["x_train"].dtype == np.uint8 and batch.x.dtype == np.uint8 \
+        raise DatasetError(
+            f"batch {batch.source}: samples have shape {tuple(batch.x.shape[1:])}, but the model's "
+            f"training data {dataset.name!r} has samples of shape {shape}"
+        )
+    x = (
+        to_model_input(batch.x)
+        if dataset.arrays["x_train"].dtype == np.uint8 and batch.x.dtype == np.uint8
         else batch.x.astype(np.float32)
-    if dataset.arrays["x_train"].dtype == np.uint8 and batch.x.dtype != np.uint8 and float(np.nanmax(x)) > 1.0 + 1e-6:
-        raise DatasetError(f"batch {batch.source}: float images must be scaled to [0, 1] like the training data "
-                           f"(max is {float(np.nanmax(x)):.3g}); or pass uint8 pixels")
+    )
+    if (
+        dataset.arrays["x_train"].dtype == np.uint8
+        and batch.x.dtype != np.uint8
+        and float(np.nanmax(x)) > 1.0 + 1e-6
+    ):
+        raise DatasetError(
+            f"batch {batch.source}: float images must be scaled to [0, 1] like the training data "
+            f"(max is {float(np.nanmax(x)):.3g}); or pass uint8 pixels"
+        )
     if not np.all(np.isfinite(x)):
         raise DatasetError(f"batch {batch.source}: 'x' contains NaN or infinite values")
     if len(shape) == 1 and batch.feature_names is not None:
@@ -131,13 +144,21 @@ def check_batch(batch: Batch, dataset: Dataset) -> Batch:
         if batch.feature_names != expected:
             missing = [n for n in expected if n not in batch.feature_names]
             extra = [n for n in batch.feature_names if n not in expected]
-            detail = f"missing {missing}, unexpected {extra}" if missing or extra else "same names in another order"
-            raise DatasetError(f"batch {batch.source}: feature names differ from the training data's ({detail})")
+            detail = (
+                f"missing {missing}, unexpected {extra}"
+                if missing or extra
+                else "same names in another order"
+            )
+            raise DatasetError(
+                f"batch {batch.source}: feature names differ from the training data's ({detail})"
+            )
     if batch.y is not None:
         y = batch.y.astype(np.int64)
         if len(y) and (y.min() < 0 or y.max() >= dataset.num_classes):
-            raise DatasetError(f"batch {batch.source}: labels must be in [0, {dataset.num_classes}), got "
-                               f"[{int(y.min())}, {int(y.max())}]")
+            raise DatasetError(
+                f"batch {batch.source}: labels must be in [0, {dataset.num_classes}), got "
+                f"[{int(y.min())}, {int(y.max())}]"
+            )
     return Batch(x, batch.y, batch.feature_names, batch.source)
 
 
@@ -159,8 +180,10 @@ def resolve_reference(model: str | Path, workdir: Path) -> Reference:
         info, onnx_path = package.info, package.onnx_path
         model_id = info.get("mlflow_model_id")
         if not model_id:
-            raise DatasetError(f"model {local} has no dataset lineage: it was never logged to MLflow "
-                               "(no mlflow_model_id in its model.json), so its training data is unknown")
+            raise DatasetError(
+                f"model {local} has no dataset lineage: it was never logged to MLflow "
+                "(no mlflow_model_id in its model.json), so its training data is unknown"
+            )
         lineage.connect()
     else:
         client = lineage.connect()
@@ -173,11 +196,15 @@ def resolve_reference(model: str | Path, workdir: Path) -> Reference:
     data_path = lineage.download_dataset(location, workdir / "data")
     dataset = load_dataset(data_path)
     if dataset.digest != location["digest"]:
-        raise DatasetError(f"dataset fetched for model {model_id} has digest {dataset.digest[:12]}…, but the "
-                           f"lineage records {location['digest'][:12]}…")
+        raise DatasetError(
+            f"dataset fetched for model {model_id} has digest {dataset.digest[:12]}…, but the "
+            f"lineage records {location['digest'][:12]}…"
+        )
     chain, _ = lineage.parent_chain(model_id)
     spec = (chain[0].params or {}).get("model_spec") if chain else None
-    return Reference(Path(onnx_path), dataset, model_id, json.loads(spec) if spec else info.get("spec"), registered, info)
+    return Reference(
+        Path(onnx_path), dataset, model_id, json.loads(spec) if spec else info.get("spec"), registered, info
+    )
 
 
 def reference_sample(dataset: Dataset, n: int, seed: int, held_out: bool) -> np.ndarray:
@@ -209,7 +236,9 @@ def psi(reference: np.ndarray, new: np.ndarray, bins: int = 10, categorical: boo
         if len(edges) < 2:
             edges = np.array([reference.min() - 0.5, reference.min() + 0.5])
         inner = edges[1:-1]
-        r = np.bincount(np.searchsorted(inner, reference, side="right"), minlength=len(edges) - 1) / len(reference)
+        r = np.bincount(np.searchsorted(inner, reference, side="right"), minlength=len(edges) - 1) / len(
+            reference
+        )
         q = np.bincount(np.searchsorted(inner, new, side="right"), minlength=len(edges) - 1) / len(new)
     r, q = np.clip(r, eps, None), np.clip(q, eps, None)
     return float(np.sum((q - r) * np.log(q / r)))
@@ -237,15 +266,22 @@ def tabular_drift(ref: np.ndarray, new: np.ndarray, names: list[str], config: Dr
     for j, name in enumerate(names):
         r, q = ref[:, j], new[:, j]
         is_cat = name in categorical or (
-            config.categorical is None and np.all(r == np.round(r)) and len(np.unique(r)) <= config.max_categories)
+            config.categorical is None
+            and np.all(r == np.round(r))
+            and len(np.unique(r)) <= config.max_categories
+        )
         if is_cat:
             stat, p = chi2_test(r, q)
             test = "chi2"
         else:
             res = ks_2samp(r, q)
             stat, p, test = float(res.statistic), float(res.pvalue), "ks"
-        features[name] = {"test": test, "statistic": stat, "p_value": p,
-                          "psi": psi(r, q, config.psi_bins, categorical=is_cat)}
+        features[name] = {
+            "test": test,
+            "statistic": stat,
+            "p_value": p,
+            "psi": psi(r, q, config.psi_bins, categorical=is_cat),
+        }
     p_adj = bonferroni([f["p_value"] for f in features.values()])
     for f in features.values():
         f["drifted"] = min(1.0, f["p_value"] * len(features)) < config.alpha
@@ -291,7 +327,9 @@ class EmbeddingModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            proto.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
         self.input_name = self.session.get_inputs()[0].name
         self.outputs = [proto.graph.output[0].name, self.embedding_name]
 
@@ -321,8 +359,9 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0.0)
 
 
-def mmd_permutation_test(x: np.ndarray, y: np.ndarray, permutations: int = 200, seed: int = 0,
-                         bandwidth: float | None = None) -> tuple[float, float]:
+def mmd_permutation_test(
+    x: np.ndarray, y: np.ndarray, permutations: int = 200, seed: int = 0, bandwidth: float | None = None
+) -> tuple[float, float]:
     """Gaussian-kernel MMD² (biased V-statistic) with a permutation p-value."""
     z = np.concatenate([x, y])
     bw = bandwidth or median_bandwidth(x, seed=seed)
@@ -344,14 +383,21 @@ def mmd_permutation_test(x: np.ndarray, y: np.ndarray, permutations: int = 200, 
 class ImageDriftDetector:
     """Fit once on reference data, then test any number of batches (the benchmark reuses it)."""
 
-    def __init__(self, onnx_path: Path, reference_x: np.ndarray, config: DriftConfig,
-                 class_names: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        onnx_path: Path,
+        reference_x: np.ndarray,
+        config: DriftConfig,
+        class_names: list[str] | None = None,
+    ) -> None:
         self.config = config
         self.model = EmbeddingModel(onnx_path)
         self.ref_probs, self.ref_emb = self.model(reference_x)
         self.bandwidth = median_bandwidth(self.ref_emb, seed=config.seed)
         k = self.ref_probs.shape[1]
-        self.class_names = class_names if class_names and len(class_names) == k else [str(i) for i in range(k)]
+        self.class_names = (
+            class_names if class_names and len(class_names) == k else [str(i) for i in range(k)]
+        )
 
     def test(self, x: np.ndarray, seed: int | None = None) -> dict[str, Any]:
         from scipy.stats import ks_2samp
@@ -361,14 +407,18 @@ class ImageDriftDetector:
         per_class = {}
         for j, name in enumerate(self.class_names):
             res = ks_2samp(self.ref_probs[:, j], probs[:, j])
-            per_class[name] = {"ks_statistic": float(res.statistic), "p_value": float(res.pvalue),
-                               "mean_prob_reference": float(self.ref_probs[:, j].mean()),
-                               "mean_prob_new": float(probs[:, j].mean())}
+            per_class[name] = {
+                "ks_statistic": float(res.statistic),
+                "p_value": float(res.pvalue),
+                "mean_prob_reference": float(self.ref_probs[:, j].mean()),
+                "mean_prob_new": float(probs[:, j].mean()),
+            }
         p_softmax = bonferroni([c["p_value"] for c in per_class.values()])
         for c in per_class.values():
             c["drifted"] = min(1.0, c["p_value"] * len(per_class)) < cfg.alpha / 2
-        mmd2, p_mmd = mmd_permutation_test(self.ref_emb, emb, cfg.permutations,
-                                           cfg.seed if seed is None else seed, self.bandwidth)
+        mmd2, p_mmd = mmd_permutation_test(
+            self.ref_emb, emb, cfg.permutations, cfg.seed if seed is None else seed, self.bandwidth
+        )
         p = min(1.0, 2 * min(p_softmax, p_mmd))
         return {
             "kind": "image", "score": mmd2, "p_value": p, "drifted": p < cfg.alpha,
@@ -394,9 +444,17 @@ def detect(reference: Reference, batch: Batch, config: DriftConfig) -> dict[str,
     else:
         ref_x = reference_sample(dataset, config.reference_samples, config.seed, held_out=True)
         result = ImageDriftDetector(reference.onnx_path, ref_x, config, dataset.class_names).test(batch.x)
-    result.update({"alpha": config.alpha, "batch_size": int(len(batch.x)), "reference_size": int(len(ref_x)),
-                   "model_id": reference.model_id, "dataset": {"name": dataset.name, "digest": dataset.digest},
-                   "batch": batch.source, "config": asdict(config)})
+    result.update(
+        {
+            "alpha": config.alpha,
+            "batch_size": int(len(batch.x)),
+            "reference_size": int(len(ref_x)),
+            "model_id": reference.model_id,
+            "dataset": {"name": dataset.name, "digest": dataset.digest},
+            "batch": batch.source,
+            "config": asdict(config),
+        }
+    )
     return result
 
 
@@ -412,19 +470,37 @@ def report_html(result: dict[str, Any]) -> str:
     from edgecompress.reports import figure_png, html_page, html_table, png_img_tag
 
     verdict = "DRIFTED" if result["drifted"] else "no drift"
-    summary = html_table(["verdict", "score", "p-value", "alpha", "new samples", "reference samples", "model", "dataset"],
-                         [[verdict, result["score"], result["p_value"], result["alpha"], result["batch_size"],
-                           result["reference_size"], result["model_id"], result["dataset"]["name"]]])
-    tests = html_table(["test", "p-value", "drifted"], [[k, v["p_value"], v["drifted"]] for k, v in result["tests"].items()])
+    summary = html_table(
+        ["verdict", "score", "p-value", "alpha", "new samples", "reference samples", "model", "dataset"],
+        [
+            [
+                verdict,
+                result["score"],
+                result["p_value"],
+                result["alpha"],
+                result["batch_size"],
+                result["reference_size"],
+                result["model_id"],
+                result["dataset"]["name"],
+            ]
+        ],
+    )
+    tests = html_table(
+        ["test", "p-value", "drifted"], [[k, v["p_value"], v["drifted"]] for k, v in result["tests"].items()]
+    )
     sections = [("Summary", summary), ("Tests", tests)]
     if result["kind"] == "tabular":
         rows = result["features"]
-        table = html_table(["feature", "test", "statistic", "p-value", "PSI", "drifted"],
-                           [[n, f["test"], f["statistic"], f["p_value"], f["psi"], f["drifted"]] for n, f in rows.items()])
+        table = html_table(
+            ["feature", "test", "statistic", "p-value", "PSI", "drifted"],
+            [[n, f["test"], f["statistic"], f["p_value"], f["psi"], f["drifted"]] for n, f in rows.items()],
+        )
         fig, axes = plt.subplots(1, 2, figsize=(10, max(3, 0.25 * len(rows))))
         names = list(rows)
         axes[0].barh(names, [-np.log10(max(f["p_value"], 1e-300)) for f in rows.values()])
-        axes[0].axvline(-np.log10(result["alpha"] / len(rows)), color="r", ls="--", label="Bonferroni threshold")
+        axes[0].axvline(
+            -np.log10(result["alpha"] / len(rows)), color="r", ls="--", label="Bonferroni threshold"
+        )
         axes[0].set_xlabel("-log10 p-value")
         axes[0].legend()
         axes[1].barh(names, [f["psi"] for f in rows.values()])
@@ -434,9 +510,20 @@ def report_html(result: dict[str, Any]) -> str:
         sections += [("Per feature", table + png_img_tag(figure_png(fig), "per-feature tests"))]
     else:
         rows = result["classes"]
-        table = html_table(["class", "KS statistic", "p-value", "mean p (reference)", "mean p (new)", "drifted"],
-                           [[n, c["ks_statistic"], c["p_value"], c["mean_prob_reference"], c["mean_prob_new"],
-                             c["drifted"]] for n, c in rows.items()])
+        table = html_table(
+            ["class", "KS statistic", "p-value", "mean p (reference)", "mean p (new)", "drifted"],
+            [
+                [
+                    n,
+                    c["ks_statistic"],
+                    c["p_value"],
+                    c["mean_prob_reference"],
+                    c["mean_prob_new"],
+                    c["drifted"],
+                ]
+                for n, c in rows.items()
+            ],
+        )
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
         names = list(rows)
         idx = np.arange(len(names))
@@ -487,11 +574,14 @@ def merge_for_retrain(reference: Dataset, batch: Batch, seed: int = 0) -> Datase
         arrays[f"x_{split}"] = np.concatenate([reference.arrays[f"x_{split}"], x_new[parts[split]]])
         arrays[f"y_{split}"] = np.concatenate([reference.arrays[f"y_{split}"], y_new[parts[split]]])
     extra = {**reference.extra, "derived_from": reference.digest, "added_samples": int(len(x_new))}
-    return Dataset(reference.name, f"{reference.source} + {batch.source}", arrays, reference.class_names, extra)
+    return Dataset(
+        reference.name, f"{reference.source} + {batch.source}", arrays, reference.class_names, extra
+    )
 
 
-def check_drift(batch_path: Path | str, model: str | Path, output_dir: Path | None, config: DriftConfig,
-                workdir: Path) -> tuple[dict[str, Any], Reference, Batch]:
+def check_drift(
+    batch_path: Path | str, model: str | Path, output_dir: Path | None, config: DriftConfig, workdir: Path
+) -> tuple[dict[str, Any], Reference, Batch]:
     """Validate everything, then test; writes the outputs only when every input was good."""
     config.validate()
     batch = load_batch(batch_path)
@@ -503,10 +593,18 @@ def check_drift(batch_path: Path | str, model: str | Path, output_dir: Path | No
     return result, reference, batch
 
 
-def drift_check_and_retrain(batch_path: Path | str, model: str | Path, output_dir: Path, config: DriftConfig,
-                            retrain: bool = False, chain: list[str] | None = None, epochs: int = 5,
-                            device_classes: list[str] | None = None, registered_model_name: str | None = None,
-                            run_dir: Path = Path("edgecompress-runs")) -> dict[str, Any]:
+def drift_check_and_retrain(
+    batch_path: Path | str,
+    model: str | Path,
+    output_dir: Path,
+    config: DriftConfig,
+    retrain: bool = False,
+    chain: list[str] | None = None,
+    epochs: int = 5,
+    device_classes: list[str] | None = None,
+    registered_model_name: str | None = None,
+    run_dir: Path = Path("edgecompress-runs"),
+) -> dict[str, Any]:
     """The local trigger (`edgecompress drift [--retrain]`): check, and on drift retrain on reference +
     new data through the edge-compression pipeline, then promote what passed its gate."""
     device_classes = device_classes or ["rpi4-emulated", "jetson-orin-nano-emulated"]
@@ -518,13 +616,29 @@ def drift_check_and_retrain(batch_path: Path | str, model: str | Path, output_di
         result, reference, batch = check_drift(batch_path, model, output_dir, config, Path(tmp))
         outcome: dict[str, Any] = {"drift": result, "report": result["outputs"]["report"], "retrain": None}
         if retrain and result["drifted"]:
-            outcome["retrain"] = retrain_and_promote(reference, batch, chain or ["quantize"], epochs, device_classes,
-                                                     registered_model_name, Path(run_dir), config.seed)
+            outcome["retrain"] = retrain_and_promote(
+                reference,
+                batch,
+                chain or ["quantize"],
+                epochs,
+                device_classes,
+                registered_model_name,
+                Path(run_dir),
+                config.seed,
+            )
     return outcome
 
 
-def retrain_and_promote(reference: Reference, batch: Batch, chain: list[str], epochs: int, device_classes: list[str],
-                        registered_model_name: str | None, run_dir: Path, seed: int = 0) -> dict[str, Any]:
+def retrain_and_promote(
+    reference: Reference,
+    batch: Batch,
+    chain: list[str],
+    epochs: int,
+    device_classes: list[str],
+    registered_model_name: str | None,
+    run_dir: Path,
+    seed: int = 0,
+) -> dict[str, Any]:
     from edgecompress.data import save_dataset
     from edgecompress.local_run import run_local
 
@@ -533,10 +647,20 @@ def retrain_and_promote(reference: Reference, batch: Batch, chain: list[str], ep
     save_dataset(merged, data_path)
     name = registered_model_name or reference.registered_name or f"{merged.name}-retrained"
     spec = reference.model_spec or "cnn"
-    arguments = {"dataset": str(data_path), "model": spec if isinstance(spec, str) else json.dumps(spec),
-                 "epochs": epochs, "device_classes": device_classes, "registered_model_name": name, "seed": seed}
+    arguments = {
+        "dataset": str(data_path),
+        "model": spec if isinstance(spec, str) else json.dumps(spec),
+        "epochs": epochs,
+        "device_classes": device_classes,
+        "registered_model_name": name,
+        "seed": seed,
+    }
     result = run_local(chain, arguments, run_dir)
-    return {"dataset": str(data_path), "dataset_digest": merged.digest, **promote_gate_result(result.gate, device_classes)}
+    return {
+        "dataset": str(data_path),
+        "dataset_digest": merged.digest,
+        **promote_gate_result(result.gate, device_classes),
+    }
 
 
 def promote_gate_result(gate: dict[str, Any], device_classes: list[str]) -> dict[str, Any]:
@@ -546,7 +670,9 @@ def promote_gate_result(gate: dict[str, Any], device_classes: list[str]) -> dict
     promoted, refused = [], []
     reg = gate.get("registered")
     if not reg:
-        refused.append(f"the retrained model was not registered: gate {gate['verdict']} ({'; '.join(gate['reasons'])})")
+        refused.append(
+            f"the retrained model was not registered: gate {gate['verdict']} ({'; '.join(gate['reasons'])})"
+        )
         return {"gate": gate, "promoted": promoted, "refused": refused}
     for cls in device_classes:
         try:
@@ -557,8 +683,15 @@ def promote_gate_result(gate: dict[str, Any], device_classes: list[str]) -> dict
     return {"gate": gate, "promoted": promoted, "refused": refused}
 
 
-def drift_check_step(batch: str, model: str, result_path: Path, report_path: Path, retrain_dataset_path: Path | None,
-                     config: DriftConfig, workdir: Path | None = None) -> dict[str, Any]:
+def drift_check_step(
+    batch: str,
+    model: str,
+    result_path: Path,
+    report_path: Path,
+    retrain_dataset_path: Path | None,
+    config: DriftConfig,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
     """The drift_check component's work: test, write result + report, and on drift write the
     reference + new data Dataset artifact for the retrain (labels required)."""
     from edgecompress.data import save_dataset
@@ -574,6 +707,9 @@ def drift_check_step(batch: str, model: str, result_path: Path, report_path: Pat
         if merged is not None:
             save_dataset(merged, Path(retrain_dataset_path))
     spec = reference.model_spec or "cnn"
-    return {**result, "model_spec": spec if isinstance(spec, str) else json.dumps(spec),
-            "registered_model_name": reference.registered_name or f"{reference.dataset.name}-retrained",
-            "retrain_dataset_digest": merged.digest if merged is not None else ""}
+    return {
+        **result,
+        "model_spec": spec if isinstance(spec, str) else json.dumps(spec),
+        "registered_model_name": reference.registered_name or f"{reference.dataset.name}-retrained",
+        "retrain_dataset_digest": merged.digest if merged is not None else "",
+    }

@@ -89,7 +89,9 @@ def _mlflow():  # imported lazily: mlflow takes ~2 s to import
     return mlflow
 
 
-def setup(experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None, artifact_location: str | None = None) -> str:
+def setup(
+    experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None, artifact_location: str | None = None
+) -> str:
     """Point MLflow at the tracking store and make sure the experiment exists; returns its id.
 
     For a local SQLite store the artifact location is explicit (next to the database), so that
@@ -117,33 +119,56 @@ def setup(experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None, artifact
     return exp_id
 
 
-def get_or_create_pipeline_run(pipeline_run_id: str, pipeline_name: str, experiment: str = DEFAULT_EXPERIMENT,
-                               params: dict[str, Any] | None = None) -> str:
+def get_or_create_pipeline_run(
+    pipeline_run_id: str,
+    pipeline_name: str,
+    experiment: str = DEFAULT_EXPERIMENT,
+    params: dict[str, Any] | None = None,
+) -> str:
     """The parent run of a pipeline run, found by tag so every task attaches to the same one."""
     mlflow = _mlflow()
     exp = mlflow.get_experiment_by_name(experiment)
-    found = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}'",
-                               output_format="list", max_results=1)
+    found = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}'",
+        output_format="list",
+        max_results=1,
+    )
     if found:
         return found[0].info.run_id
     client = mlflow.MlflowClient()
-    run = client.create_run(exp.experiment_id, run_name=f"{pipeline_name}-{pipeline_run_id[:12]}",
-                            tags={f"{TAG}pipeline_run_id": pipeline_run_id, f"{TAG}pipeline": pipeline_name,
-                                  f"{TAG}package_version": __version__})
+    run = client.create_run(
+        exp.experiment_id,
+        run_name=f"{pipeline_name}-{pipeline_run_id[:12]}",
+        tags={
+            f"{TAG}pipeline_run_id": pipeline_run_id,
+            f"{TAG}pipeline": pipeline_name,
+            f"{TAG}package_version": __version__,
+        },
+    )
     for key, value in (params or {}).items():
         client.log_param(run.info.run_id, key, str(value)[:6000])
     return run.info.run_id
 
 
 @contextlib.contextmanager
-def task_run(pipeline_run_id: str, pipeline_name: str, task: str, experiment: str = DEFAULT_EXPERIMENT,
-             params: dict[str, Any] | None = None) -> Iterator[str]:
+def task_run(
+    pipeline_run_id: str,
+    pipeline_name: str,
+    task: str,
+    experiment: str = DEFAULT_EXPERIMENT,
+    params: dict[str, Any] | None = None,
+) -> Iterator[str]:
     """A nested run for one task under the pipeline's parent run; ends FAILED if the task raises."""
     mlflow = _mlflow()
     setup(experiment)
     parent = get_or_create_pipeline_run(pipeline_run_id, pipeline_name, experiment)
-    tags = {"mlflow.parentRunId": parent, f"{TAG}pipeline_run_id": pipeline_run_id, f"{TAG}task": task,
-            f"{TAG}package_version": __version__}
+    tags = {
+        "mlflow.parentRunId": parent,
+        f"{TAG}pipeline_run_id": pipeline_run_id,
+        f"{TAG}task": task,
+        f"{TAG}package_version": __version__,
+    }
     if os.environ.get(IMAGE_ENV):
         tags[f"{TAG}image"] = os.environ[IMAGE_ENV]
     with mlflow.start_run(run_name=task, tags=tags) as run:
@@ -188,26 +213,46 @@ def _signature(input_shape: list[int], num_classes: int):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape), "input")]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]))
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape), "input")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]),
+    )
 
 
 def _flat_params(params: dict[str, Any]) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in params.items()}
 
 
-def log_model(onnx_path: Path, name: str, *, technique: str, input_shape: list[int], num_classes: int,
-              parent_model_id: str | None, dataset_meta: dict[str, Any] | None, params: dict[str, Any],
-              metrics: dict[str, float] | None = None, pipeline_run_id: str | None = None) -> str:
+def log_model(
+    onnx_path: Path,
+    name: str,
+    *,
+    technique: str,
+    input_shape: list[int],
+    num_classes: int,
+    parent_model_id: str | None,
+    dataset_meta: dict[str, Any] | None,
+    params: dict[str, Any],
+    metrics: dict[str, float] | None = None,
+    pipeline_run_id: str | None = None,
+) -> str:
     """Log an ONNX model as a LoggedModel of the active run; returns the MLflow model id."""
     mlflow = _mlflow()
     import onnx
 
-    tags = {f"{TAG}technique": technique, f"{TAG}package_version": __version__,
-            f"{TAG}parent_model_id": parent_model_id or ""}
+    tags = {
+        f"{TAG}technique": technique,
+        f"{TAG}package_version": __version__,
+        f"{TAG}parent_model_id": parent_model_id or "",
+    }
     if dataset_meta:
-        tags.update({f"{TAG}dataset_digest": dataset_meta["sha256"], f"{TAG}dataset_name": dataset_meta["name"],
-                     f"{TAG}dataset_source": str(dataset_meta["source"])})
+        tags.update(
+            {
+                f"{TAG}dataset_digest": dataset_meta["sha256"],
+                f"{TAG}dataset_name": dataset_meta["name"],
+                f"{TAG}dataset_source": str(dataset_meta["source"]),
+            }
+        )
         if dataset_meta.get("uri"):
             tags[f"{TAG}dataset_uri"] = str(dataset_meta["uri"])
     if pipeline_run_id:
@@ -262,7 +307,9 @@ def set_model_tags(model_id: str, tags: dict[str, Any]) -> None:
     _mlflow().set_logged_model_tags(model_id, {k: str(v) for k, v in tags.items()})
 
 
-def register(model_id: str, registered_name: str, aliases: list[str], tags: dict[str, str] | None = None) -> int:
+def register(
+    model_id: str, registered_name: str, aliases: list[str], tags: dict[str, str] | None = None
+) -> int:
     """Register a model version and point one alias per device class at it; returns the version."""
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
@@ -326,7 +373,9 @@ def _model_id_from_version(version) -> str:
     source = version.source or ""
     if source.startswith("models:/m-"):  # ModelVersion.model_id can come back None
         return source[len("models:/") :].split("/")[0]
-    raise TrackingError(f"registered model {version.name} v{version.version} points at {source!r}, not a logged model")
+    raise TrackingError(
+        f"registered model {version.name} v{version.version} points at {source!r}, not a logged model"
+    )
 
 
 def resolve_model_id(ref: str, client=None) -> str:
@@ -338,21 +387,27 @@ def resolve_model_id(ref: str, client=None) -> str:
     if MODEL_ID_RE.match(ref):
         return get_model(ref).model_id
     if not ref.startswith("models:/"):
-        raise TrackingError(f"model reference {ref!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a model id m-…")
+        raise TrackingError(
+            f"model reference {ref!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a model id m-…"
+        )
     body = ref[len("models:/") :]
     try:
         if MODEL_ID_RE.match(body):
             return get_model(body).model_id
         if "@" in body:
             name, alias = body.rsplit("@", 1)
-            version = with_retries(f"registered model {name!r} has no alias {alias!r}",
-                                   lambda: client.get_model_version_by_alias(name, alias))
+            version = with_retries(
+                f"registered model {name!r} has no alias {alias!r}",
+                lambda: client.get_model_version_by_alias(name, alias),
+            )
         elif "/" in body:
             name, number = body.rsplit("/", 1)
             if not number.isdigit():
                 raise TrackingError(f"model reference {ref!r}: version {number!r} is not a number")
-            version = with_retries(f"registered model {name!r} has no version {number}",
-                                   lambda: client.get_model_version(name, number))
+            version = with_retries(
+                f"registered model {name!r} has no version {number}",
+                lambda: client.get_model_version(name, number),
+            )
         else:
             raise TrackingError(f"model reference {ref!r}: add @ALIAS or /VERSION after the registered name")
     except MlflowException as exc:  # pragma: no cover - with_retries converts these
@@ -382,8 +437,12 @@ def parent_chain(model_id: str) -> tuple[list[Any], str | None]:
 def download_model_onnx(model_id: str, directory: Path) -> Path:
     """Fetch a logged model's ONNX file (from the artifact store, e.g. S3 through the server)."""
     mlflow = _mlflow()
-    out = with_retries(f"cannot download model {model_id}",
-                       lambda: mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}", dst_path=str(directory)))
+    out = with_retries(
+        f"cannot download model {model_id}",
+        lambda: mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model_id}", dst_path=str(directory)
+        ),
+    )
     found = sorted(Path(out).rglob("*.onnx"))
     if not found:
         raise TrackingError(f"logged model {model_id} holds no .onnx file")
@@ -401,14 +460,26 @@ def dataset_location(model_id: str) -> dict[str, Any]:
         if tags.get(f"{TAG}dataset_digest") and (digest is None or tags[f"{TAG}dataset_digest"] == digest):
             digest = tags[f"{TAG}dataset_digest"]
             if tags.get(f"{TAG}dataset_uri"):
-                return {"digest": digest, "name": tags.get(f"{TAG}dataset_name"), "uri": tags[f"{TAG}dataset_uri"],
-                        "source": tags.get(f"{TAG}dataset_source"), "model_id": model.model_id}
+                return {
+                    "digest": digest,
+                    "name": tags.get(f"{TAG}dataset_name"),
+                    "uri": tags[f"{TAG}dataset_uri"],
+                    "source": tags.get(f"{TAG}dataset_source"),
+                    "model_id": model.model_id,
+                }
     if digest:
-        return {"digest": digest, "name": here.get(f"{TAG}dataset_name"), "uri": None,
-                "source": here.get(f"{TAG}dataset_source"), "model_id": model_id}
+        return {
+            "digest": digest,
+            "name": here.get(f"{TAG}dataset_name"),
+            "uri": None,
+            "source": here.get(f"{TAG}dataset_source"),
+            "model_id": model_id,
+        }
     from edgecompress.errors import DatasetError
 
-    raise DatasetError(f"model {model_id} has no dataset lineage (no {TAG}dataset_digest tag on it or its parents)")
+    raise DatasetError(
+        f"model {model_id} has no dataset lineage (no {TAG}dataset_digest tag on it or its parents)"
+    )
 
 
 def download_dataset(location: dict[str, Any], directory: Path) -> Path:
@@ -426,8 +497,12 @@ def download_dataset(location: dict[str, Any], directory: Path) -> Path:
             return download_s3(uri, directory)
         if uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/", "http")):
             mlflow = _mlflow()
-            return Path(with_retries(f"cannot download dataset {uri}",
-                                     lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(directory))))
+            return Path(
+                with_retries(
+                    f"cannot download dataset {uri}",
+                    lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(directory)),
+                )
+            )
         if Path(uri).exists():
             return Path(uri)
         raise DatasetError(f"dataset {uri} recorded for model {location['model_id']} no longer exists")
@@ -438,5 +513,7 @@ def download_dataset(location: dict[str, Any], directory: Path) -> Path:
             path = directory / f"{name}.npz"
             save_dataset(dataset, path)
             return path
-    raise DatasetError(f"model {location['model_id']} was trained on dataset {name!r} ({str(location['digest'])[:12]}…) "
-                       "but its lineage holds no stored copy and it cannot be rebuilt with that digest")
+    raise DatasetError(
+        f"model {location['model_id']} was trained on dataset {name!r} ({str(location['digest'])[:12]}…) "
+        "but its lineage holds no stored copy and it cannot be rebuilt with that digest"
+    )

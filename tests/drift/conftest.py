@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
-WINE_FEATURES = None  # filled from sklearn
 
 
 def wine_dataset():
@@ -27,9 +24,26 @@ def wine_dataset():
     names = [*bunch.feature_names, "cultivar"]
     y = bunch.target.astype(np.int64)
     tr, va, te = _stratified_split(y, (0.15, 0.15), 0)
-    arrays = {"x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va], "x_test": x[te], "y_test": y[te]}
-    return Dataset("wine", "sklearn.datasets.load_wine", arrays, [str(c) for c in bunch.target_names],
-                   {"feature_names": names})
+    arrays = {
+        "x_train": x[tr],
+        "y_train": y[tr],
+        "x_val": x[va],
+        "y_val": y[va],
+        "x_test": x[te],
+        "y_test": y[te],
+    }
+    return Dataset(
+        "wine",
+        "sklearn.datasets.load_wine",
+        arrays,
+        [str(c) for c in bunch.target_names],
+        {"feature_names": names},
+    )
+
+
+@pytest.fixture(scope="session")
+def wine():
+    return wine_dataset()
 
 
 @pytest.fixture(scope="session")
@@ -48,20 +62,45 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
     mlflow.set_tracking_uri(uri)
     try:
         ctx = Lineage(experiment="drift")
-        digits = train_step(digits_artifact, SMALL_CNN, tmp / "digits-model", TrainConfig(epochs=4, batch_size=64), ctx,
-                            progress=False)
+        digits = train_step(
+            digits_artifact,
+            SMALL_CNN,
+            tmp / "digits-model",
+            TrainConfig(epochs=4, batch_size=64),
+            ctx,
+            progress=False,
+        )
         lineage.register(digits["mlflow_model_id"], "digits-drift", ["rpi4-emulated"])
         wine_path = tmp / "wine.npz"
         save_dataset(wine_dataset(), wine_path)
-        wine = train_step(wine_path, {"family": "mlp", "kwargs": {"hidden": [16]}}, tmp / "wine-model",
-                          TrainConfig(epochs=2, batch_size=32), ctx, progress=False)
+        wine = train_step(
+            wine_path,
+            {"family": "mlp", "kwargs": {"hidden": [16]}},
+            tmp / "wine-model",
+            TrainConfig(epochs=2, batch_size=32),
+            ctx,
+            progress=False,
+        )
         lineage.register(wine["mlflow_model_id"], "wine-drift", ["rpi4-emulated"])
         # a model with no dataset lineage: logged without dataset tags
         with ctx.task("imported"):
-            bare = lineage.log_model(tmp / "digits-model" / "model.onnx", "imported", technique="imported",
-                                     input_shape=[1, 8, 8], num_classes=10, parent_model_id=None, dataset_meta=None,
-                                     params={})
-        yield {"uri": uri, "dir": tmp, "digits_model": tmp / "digits-model", "wine": wine_path, "bare_model_id": bare}
+            bare = lineage.log_model(
+                tmp / "digits-model" / "model.onnx",
+                "imported",
+                technique="imported",
+                input_shape=[1, 8, 8],
+                num_classes=10,
+                parent_model_id=None,
+                dataset_meta=None,
+                params={},
+            )
+        yield {
+            "uri": uri,
+            "dir": tmp,
+            "digits_model": tmp / "digits-model",
+            "wine": wine_path,
+            "bare_model_id": bare,
+        }
     finally:
         if old is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -78,14 +117,20 @@ def store(drift_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
     return drift_store
 
 
+def _root_conftest():
+    """tests/conftest.py's helpers (conftest modules are not importable by name from subfolders)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgecompress_tests_root", REPO / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def run_cli():
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None):
-        full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
-        return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True, text=True,
-                              env=full_env, timeout=timeout, cwd=cwd)
-
-    return run
+    """Run `edgecompress …` in a child process, as a user would; MLFLOW_TRACKING_URI is inherited."""
+    return _root_conftest().run_cli
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ def test_mmd_permutation_test_separates_same_from_shifted():
     idx = rng.permutation(len(x))
     ref, same = x[idx[:600]], x[idx[600:900]]
     _, p_same = drift.mmd_permutation_test(ref, same, permutations=100, seed=1)
-    _, p_shift = drift.mmd_permutation_test(ref, np.clip(same + rng.normal(0, 0.3, same.shape), 0, 1), 100, seed=1)
+    _, p_shift = drift.mmd_permutation_test(
+        ref, np.clip(same + rng.normal(0, 0.3, same.shape), 0, 1), 100, seed=1
+    )
     assert p_same > 0.05 and p_shift == pytest.approx(1 / 101)
 
 
@@ -33,10 +35,8 @@ def test_psi_and_bonferroni():
     assert drift.bonferroni([0.01, 0.5, 0.9]) == pytest.approx(0.03) and drift.bonferroni([0.5, 0.6]) == 1.0
 
 
-def test_tabular_drift_per_feature_with_ks_and_chi2():
-    from conftest import wine_dataset
-
-    ds = wine_dataset()
+def test_tabular_drift_per_feature_with_ks_and_chi2(wine):
+    ds = wine
     names = ds.extra["feature_names"]
     ref = np.concatenate([ds.arrays["x_train"], ds.arrays["x_val"]])
     new = ds.arrays["x_test"].copy()
@@ -73,16 +73,37 @@ def test_penultimate_embedding_is_the_classifier_input(drift_store):
 
 def test_drift_cli_on_images(store, digits_batches, run_cli, tmp_path):
     out = tmp_path / "clean"
-    res = run_cli("drift", str(digits_batches["clean"]), "--model", "models:/digits-drift@rpi4-emulated",
-                  "--output-dir", str(out), "--permutations", "100")
+    res = run_cli(
+        "drift",
+        str(digits_batches["clean"]),
+        "--model",
+        "models:/digits-drift@rpi4-emulated",
+        "--output-dir",
+        str(out),
+        "--permutations",
+        "100",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "drift: no drift" in res.stdout
     result = json.loads((out / "result.json").read_text())
-    assert result["kind"] == "image" and not result["drifted"] and set(result["classes"]) == {str(i) for i in range(10)}
+    assert (
+        result["kind"] == "image"
+        and not result["drifted"]
+        and set(result["classes"]) == {str(i) for i in range(10)}
+    )
     assert result["dataset"]["name"] == "digits" and result["reference_size"] == 538
     out = tmp_path / "noisy"
-    res = run_cli("drift", str(digits_batches["noisy"]), "--model", "models:/digits-drift/1", "--output-dir", str(out),
-                  "--permutations", "100", "--exit-code")
+    res = run_cli(
+        "drift",
+        str(digits_batches["noisy"]),
+        "--model",
+        "models:/digits-drift/1",
+        "--output-dir",
+        str(out),
+        "--permutations",
+        "100",
+        "--exit-code",
+    )
     assert res.returncode == 1, res.stderr[-2000:]
     assert "drift: DRIFTED" in res.stdout
     result = json.loads((out / "result.json").read_text())
@@ -91,25 +112,37 @@ def test_drift_cli_on_images(store, digits_batches, run_cli, tmp_path):
     assert "<img" in (out / "report.html").read_text()
 
 
-def test_drift_cli_on_tabular_features(store, run_cli, tmp_path):
-    from conftest import wine_dataset
-
-    ds = wine_dataset()
+def test_drift_cli_on_tabular_features(store, wine, run_cli, tmp_path):
+    ds = wine
     names = ds.extra["feature_names"]
     x = ds.arrays["x_test"].copy()
     x[:, names.index("magnesium")] += 40
     np.savez(tmp_path / "shifted.npz", x=x, feature_names=np.array(names))
-    res = run_cli("drift", str(tmp_path / "shifted.npz"), "--model", "models:/wine-drift/1", "--output-dir",
-                  str(tmp_path / "out"))
+    res = run_cli(
+        "drift",
+        str(tmp_path / "shifted.npz"),
+        "--model",
+        "models:/wine-drift/1",
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["kind"] == "tabular" and result["drifted"]
     assert result["features"]["magnesium"]["drifted"] and not result["features"]["hue"]["drifted"]
     renamed = [*names[:-1], "region"]
     np.savez(tmp_path / "renamed.npz", x=x, feature_names=np.array(renamed))
-    res = run_cli("drift", str(tmp_path / "renamed.npz"), "--model", "models:/wine-drift/1", "--output-dir",
-                  str(tmp_path / "out2"))
-    assert res.returncode == 2 and "feature names differ" in res.stderr and "missing ['cultivar']" in res.stderr
+    res = run_cli(
+        "drift",
+        str(tmp_path / "renamed.npz"),
+        "--model",
+        "models:/wine-drift/1",
+        "--output-dir",
+        str(tmp_path / "out2"),
+    )
+    assert (
+        res.returncode == 2 and "feature names differ" in res.stderr and "missing ['cultivar']" in res.stderr
+    )
     assert not (tmp_path / "out2").exists()
 
 
@@ -120,31 +153,76 @@ def test_drift_cli_on_tabular_features(store, run_cli, tmp_path):
     ("not_npz", "is not a readable .npz"),
     ("bad_labels", "labels must be in [0, 10)"),
 ])  # fmt: skip
-def test_bad_batches_fail_clearly_write_nothing_and_never_retrain(store, digits_batches, run_cli, tmp_path, batch, message):
+def test_bad_batches_fail_clearly_write_nothing_and_never_retrain(
+    store, digits_batches, run_cli, tmp_path, batch, message
+):
     out, runs = tmp_path / "out", tmp_path / "runs"
-    res = run_cli("drift", str(digits_batches[batch]), "--model", "models:/digits-drift/1", "--output-dir", str(out),
-                  "--retrain", "--run-dir", str(runs))
+    res = run_cli(
+        "drift",
+        str(digits_batches[batch]),
+        "--model",
+        "models:/digits-drift/1",
+        "--output-dir",
+        str(out),
+        "--retrain",
+        "--run-dir",
+        str(runs),
+    )
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and message in res.stderr
     assert not out.exists() and not runs.exists()
 
 
 def test_model_without_dataset_lineage(store, digits_batches, run_cli, tmp_path, trained_model):
-    res = run_cli("drift", str(digits_batches["clean"]), "--model", store["bare_model_id"], "--output-dir",
-                  str(tmp_path / "out"))
+    res = run_cli(
+        "drift",
+        str(digits_batches["clean"]),
+        "--model",
+        store["bare_model_id"],
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert res.returncode == 2 and "has no dataset lineage" in res.stderr
-    res = run_cli("drift", str(digits_batches["clean"]), "--model", str(trained_model), "--output-dir",
-                  str(tmp_path / "out"))
+    res = run_cli(
+        "drift",
+        str(digits_batches["clean"]),
+        "--model",
+        str(trained_model),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert res.returncode == 2 and "was never logged to MLflow" in res.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_retrain_needs_labels_and_a_reachable_server(store, digits_batches, run_cli, tmp_path, dead_uri):
     out, runs = tmp_path / "out", tmp_path / "runs"
-    res = run_cli("drift", str(digits_batches["noisy_unlabelled"]), "--model", "models:/digits-drift/1",
-                  "--output-dir", str(out), "--retrain", "--run-dir", str(runs))
+    res = run_cli(
+        "drift",
+        str(digits_batches["noisy_unlabelled"]),
+        "--model",
+        "models:/digits-drift/1",
+        "--output-dir",
+        str(out),
+        "--retrain",
+        "--run-dir",
+        str(runs),
+    )
     assert res.returncode == 2 and "has no labels 'y': --retrain needs labelled new data" in res.stderr
-    res = run_cli("drift", str(digits_batches["noisy"]), "--model", "models:/digits-drift/1", "--output-dir", str(out),
-                  "--retrain", "--run-dir", str(runs), env={"MLFLOW_TRACKING_URI": dead_uri})
-    assert res.returncode == 2 and f"MLflow tracking server {dead_uri} is unreachable after 3 attempts" in res.stderr
+    res = run_cli(
+        "drift",
+        str(digits_batches["noisy"]),
+        "--model",
+        "models:/digits-drift/1",
+        "--output-dir",
+        str(out),
+        "--retrain",
+        "--run-dir",
+        str(runs),
+        env={"MLFLOW_TRACKING_URI": dead_uri},
+    )
+    assert (
+        res.returncode == 2
+        and f"MLflow tracking server {dead_uri} is unreachable after 3 attempts" in res.stderr
+    )
     assert not out.exists() and not runs.exists()

@@ -19,7 +19,11 @@ import pytest
 BIN = Path(sys.executable).parent
 BUCKET = "edgecompress-artifacts"
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -73,8 +77,11 @@ class MlflowServer:
 
 
 def _boto_kwargs() -> dict[str, str]:
-    return {"aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-            "region_name": S3_ENV["AWS_DEFAULT_REGION"]}
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+    }
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +93,14 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     try:
         s3_port = free_port()
         s3_log = tmp / "moto.log"
-        procs.append(subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-                                      stdout=s3_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+                stdout=s3_log.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         endpoint = f"http://127.0.0.1:{s3_port}"
         wait_http(endpoint + "/moto-api/", procs[-1], 30, s3_log)
         boto3.client("s3", endpoint_url=endpoint, **_boto_kwargs()).create_bucket(Bucket=BUCKET)
@@ -124,19 +137,51 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
     """The edge-compression chain through the real steps (in-process): train → quantize → evaluate
     both → benchmark both → gate; returns the step results."""
     from edgecompress.quantize import StaticQuantConfig
-    from edgecompress.steps import Lineage, edge_benchmark_step, evaluate_step, gate_step, quantize_step, train_step
+    from edgecompress.steps import (
+        Lineage,
+        edge_benchmark_step,
+        evaluate_step,
+        gate_step,
+        quantize_step,
+        train_step,
+    )
     from edgecompress.train import TrainConfig
-    ctx = Lineage(pipeline_run_id=f"test-{time.time_ns()}", pipeline_name="edge-compression", experiment=experiment)
-    train_step(digits_artifact, SMALL_CNN, workdir / "parent", TrainConfig(epochs=3, batch_size=64), ctx, progress=False)
-    quantize_step(workdir / "parent", digits_artifact, workdir / "child", StaticQuantConfig(calibration_samples=64), ctx)
+
+    ctx = Lineage(
+        pipeline_run_id=f"test-{time.time_ns()}", pipeline_name="edge-compression", experiment=experiment
+    )
+    train_step(
+        digits_artifact,
+        SMALL_CNN,
+        workdir / "parent",
+        TrainConfig(epochs=3, batch_size=64),
+        ctx,
+        progress=False,
+    )
+    quantize_step(
+        workdir / "parent", digits_artifact, workdir / "child", StaticQuantConfig(calibration_samples=64), ctx
+    )
     settings = {"min_runs": 20, "min_duration_s": 0.05}
     for role in ("parent", "child"):
         evaluate_step(workdir / role, digits_artifact, workdir / f"{role}-eval.json", lineage_ctx=ctx)
-        edge_benchmark_step(workdir / role, ["rpi4-emulated"], workdir / f"{role}-bench.json", settings=settings,
-                            lineage_ctx=ctx)
-    gate = gate_step(workdir / "parent-eval.json", workdir / "child-eval.json", workdir / "parent-bench.json",
-                     workdir / "child-bench.json", max_accuracy_drop=0.5, registered_model_name="digits-small",
-                     results_path=workdir / "gate.json", min_speedup=0.0, lineage_ctx=ctx)
+        edge_benchmark_step(
+            workdir / role,
+            ["rpi4-emulated"],
+            workdir / f"{role}-bench.json",
+            settings=settings,
+            lineage_ctx=ctx,
+        )
+    gate = gate_step(
+        workdir / "parent-eval.json",
+        workdir / "child-eval.json",
+        workdir / "parent-bench.json",
+        workdir / "child-bench.json",
+        max_accuracy_drop=0.5,
+        registered_model_name="digits-small",
+        results_path=workdir / "gate.json",
+        min_speedup=0.0,
+        lineage_ctx=ctx,
+    )
     return {"gate": gate, "workdir": workdir}
 
 
@@ -172,16 +217,20 @@ def embedded(embedded_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _root_conftest():
+    """tests/conftest.py's helpers (conftest modules are not importable by name from subfolders)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgecompress_tests_root", REPO / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def run_cli():
     """Run `edgecompress …` in a child process, as a user would; MLFLOW_TRACKING_URI is inherited."""
-
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None):
-        full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
-        return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True, text=True,
-                              env=full_env, timeout=timeout, cwd=cwd)
-
-    return run
+    return _root_conftest().run_cli
 
 
 @pytest.fixture
@@ -207,11 +256,17 @@ def failing_proxy(mlflow_server: MlflowServer) -> Iterator[str]:
 
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.command == "POST" and self.path.split("?")[0].rstrip("/").endswith("/mlflow/logged-models"):
+            if self.command == "POST" and self.path.split("?")[0].rstrip("/").endswith(
+                "/mlflow/logged-models"
+            ):
                 status, headers, data = 503, {"Content-Type": "text/plain"}, b"overloaded"
             else:
-                req = urllib.request.Request(upstream + self.path, data=body if body else None, method=self.command,
-                                             headers={k: v for k, v in self.headers.items() if k.lower() not in hop})
+                req = urllib.request.Request(
+                    upstream + self.path,
+                    data=body if body else None,
+                    method=self.command,
+                    headers={k: v for k, v in self.headers.items() if k.lower() not in hop},
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=60) as resp:
                         status, headers, data = resp.status, dict(resp.headers), resp.read()

@@ -72,13 +72,25 @@ def test_broken_chain_is_found(embedded, digits_artifact, tmp_path):
     ctx.check()
     shutil.copytree(embedded["workdir"] / "parent", tmp_path / "parent")
     with ctx.task("orphan-parent"):
-        orphan = lineage.log_model(tmp_path / "parent" / "model.onnx", "orphan-parent", technique="train",
-                                   input_shape=[1, 8, 8], num_classes=10, parent_model_id=None, dataset_meta=None,
-                                   params={})
+        orphan = lineage.log_model(
+            tmp_path / "parent" / "model.onnx",
+            "orphan-parent",
+            technique="train",
+            input_shape=[1, 8, 8],
+            num_classes=10,
+            parent_model_id=None,
+            dataset_meta=None,
+            params={},
+        )
     info_file = tmp_path / "parent" / "model.json"
     info_file.write_text(json.dumps({**json.loads(info_file.read_text()), "mlflow_model_id": orphan}))
-    child = quantize_step(tmp_path / "parent", digits_artifact, tmp_path / "child",
-                          StaticQuantConfig(calibration_samples=32), ctx)
+    child = quantize_step(
+        tmp_path / "parent",
+        digits_artifact,
+        tmp_path / "child",
+        StaticQuantConfig(calibration_samples=32),
+        ctx,
+    )
     assert audit.broken_chains() == []
     mlflow.MlflowClient().delete_logged_model(orphan)
     broken = audit.broken_chains()
@@ -92,24 +104,40 @@ def test_promote_refuses_and_explains(embedded, run_cli):
 
     lin = audit.lineage_of("models:/digits-small/1")
     train = lin.steps[0]
-    with pytest.raises(audit.PromotionRefused, match="no benchmark on device class 'jetson-orin-nano-emulated'"):
+    with pytest.raises(
+        audit.PromotionRefused, match="no benchmark on device class 'jetson-orin-nano-emulated'"
+    ):
         audit.promote("models:/digits-small/1", "jetson-orin-nano-emulated-production")
     with pytest.raises(audit.PromotionRefused, match="never went through an accuracy gate"):
         audit.promote(train.model_id, "rpi4-emulated-production", registered_name="digits-small")
-    lineage.set_model_tags(lin.steps[1].model_id, {"edgecompress.gate": "rejected",
-                                                   "edgecompress.gate_reason": "accuracy drop 3.00 points > allowed 1.00"})
+    lineage.set_model_tags(
+        lin.steps[1].model_id,
+        {
+            "edgecompress.gate": "rejected",
+            "edgecompress.gate_reason": "accuracy drop 3.00 points > allowed 1.00",
+        },
+    )
     try:
         res = run_cli("promote", "models:/digits-small/1", "--alias", "rpi4-emulated-production")
         assert res.returncode == 2
         assert "failed its accuracy gate (accuracy drop 3.00 points > allowed 1.00)" in res.stderr
     finally:
-        lineage.set_model_tags(lin.steps[1].model_id, {"edgecompress.gate": "accepted", "edgecompress.gate_reason": "passed"})
+        lineage.set_model_tags(
+            lin.steps[1].model_id, {"edgecompress.gate": "accepted", "edgecompress.gate_reason": "passed"}
+        )
     res = run_cli("promote", "models:/digits-small/1", "--alias", "rpi4-emulated-prod")
     assert res.returncode == 2 and "expected <device-class>-production" in res.stderr
     res = run_cli("promote", "models:/digits-small/1", "--alias", "rpi4-emulated-production")
     assert res.returncode == 0, res.stderr
     assert "promoted digits-small v1" in res.stdout
-    assert str(mlflow.MlflowClient().get_model_version_by_alias("digits-small", "rpi4-emulated-production").version) == "1"
+    assert (
+        str(
+            mlflow.MlflowClient()
+            .get_model_version_by_alias("digits-small", "rpi4-emulated-production")
+            .version
+        )
+        == "1"
+    )
 
 
 def test_unreachable_server_is_a_clear_error(run_cli, dead_uri):
