@@ -600,66 +600,82 @@ def drift_check_and_retrain(
     config: DriftConfig,
     retrain: bool = False,
     chain: list[str] | None = None,
-    epochs: int = 5,
-    device_classes: list[str] | None = None,
-    registered_model_name: str | None = None,
     run_dir: Path = Path("edgecompress-runs"),
+    pipeline_arguments: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The local trigger (`edgecompress drift [--retrain]`): check, and on drift retrain on reference +
-    new data through the edge-compression pipeline, then promote what passed its gate."""
-    device_classes = device_classes or ["rpi4-emulated", "jetson-orin-nano-emulated"]
+    """The local trigger (`edgecompress drift [--retrain]`). Without `retrain`: check and write the
+    report. With it: validate every input here (nothing is written on bad input), then run the
+    retrain_on_drift pipeline through kfp.local — the same pipeline a KFP recurring run schedules."""
     with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
-        if retrain:
-            batch = load_batch(batch_path)
-            if batch.y is None:  # fail before any work: no retrain can follow
-                raise DatasetError(f"batch {batch_path} has no labels 'y': --retrain needs labelled new data")
-        result, reference, batch = check_drift(batch_path, model, output_dir, config, Path(tmp))
-        outcome: dict[str, Any] = {"drift": result, "report": result["outputs"]["report"], "retrain": None}
-        if retrain and result["drifted"]:
-            outcome["retrain"] = retrain_and_promote(
-                reference,
-                batch,
-                chain or ["quantize"],
-                epochs,
-                device_classes,
-                registered_model_name,
-                Path(run_dir),
-                config.seed,
-            )
-    return outcome
-
-
-def retrain_and_promote(
-    reference: Reference,
-    batch: Batch,
-    chain: list[str],
-    epochs: int,
-    device_classes: list[str],
-    registered_model_name: str | None,
-    run_dir: Path,
-    seed: int = 0,
-) -> dict[str, Any]:
-    from edgecompress.data import save_dataset
-    from edgecompress.local_run import run_local
-
-    merged = merge_for_retrain(reference.dataset, batch, seed)
-    data_path = Path(run_dir).resolve() / "retrain-data" / f"{merged.name}-{merged.digest[:12]}.npz"
-    save_dataset(merged, data_path)
-    name = registered_model_name or reference.registered_name or f"{merged.name}-retrained"
-    spec = reference.model_spec or "cnn"
+        if not retrain:
+            result, _, _ = check_drift(batch_path, model, output_dir, config, Path(tmp))
+            return {"drift": result, "report": result["outputs"]["report"], "retrain": None}
+        config.validate()
+        batch = load_batch(batch_path)
+        if batch.y is None:  # fail before any work: no retrain can follow
+            raise DatasetError(f"batch {batch_path} has no labels 'y': --retrain needs labelled new data")
+        reference = resolve_reference(model, Path(tmp))
+        check_batch(batch, reference.dataset)
+    model_ref = str(model) if not Path(str(model)).exists() else f"models:/{reference.model_id}"
+    source = str(batch_path) if str(batch_path).startswith("s3://") else str(Path(batch_path).resolve())
     arguments = {
-        "dataset": str(data_path),
-        "model": spec if isinstance(spec, str) else json.dumps(spec),
-        "epochs": epochs,
-        "device_classes": device_classes,
-        "registered_model_name": name,
-        "seed": seed,
+        "batch": source,
+        "model": model_ref,
+        "alpha": config.alpha,
+        "permutations": config.permutations,
+        "reference_samples": config.reference_samples,
+        "seed": config.seed,
+        **(pipeline_arguments or {}),
     }
-    result = run_local(chain, arguments, run_dir)
+    return run_retrain_local(chain or ["quantize"], arguments, Path(run_dir), Path(output_dir))
+
+
+def run_retrain_local(
+    chain: list[str], arguments: dict[str, Any], run_dir: Path, output_dir: Path
+) -> dict[str, Any]:
+    """Run retrain_on_drift with kfp.local; copy the drift result + report to `output_dir`."""
+    import os
+
+    from kfp import local
+
+    from edgecompress import lineage
+    from edgecompress.errors import EdgeCompressError
+    from edgecompress.io import atomic_path
+    from edgecompress.pipelines.retrain_on_drift import build_pipeline
+
+    run_dir = Path(run_dir).resolve()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", lineage.tracking_uri())
+    os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
+    pipeline = build_pipeline(chain)
+    root = run_dir / "kfp"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    before = set(root.glob("retrain-on-drift-*")) if root.exists() else set()
+    try:
+        pipeline(**arguments)
+    except RuntimeError as exc:
+        raise EdgeCompressError(
+            f"the retrain_on_drift pipeline failed: {exc} (the failing task's log is above)"
+        ) from exc
+    runs = sorted(set(root.glob("retrain-on-drift-*")) - before)
+    if not runs:
+        raise EdgeCompressError(f"the retrain_on_drift pipeline left no run under {root}")
+    run = runs[-1]
+    result = json.loads((run / "drift-check" / "result").read_text())
+    with atomic_path(Path(output_dir), directory=True) as tmp:
+        (tmp / "result.json").write_text(json.dumps(result, indent=2, default=float))
+        (tmp / "report.html").write_text((run / "drift-check" / "report").read_text())
+    retrain = None
+    promoted = sorted(run.rglob("promote/result"))
+    gates = sorted(run.rglob("accuracy-gate/results"))
+    if gates:
+        retrain = {"gate": json.loads(gates[-1].read_text()), "promoted": [], "refused": []}
+        if promoted:
+            retrain.update(json.loads(promoted[-1].read_text()))
     return {
-        "dataset": str(data_path),
-        "dataset_digest": merged.digest,
-        **promote_gate_result(result.gate, device_classes),
+        "drift": result,
+        "report": str(Path(output_dir) / "report.html"),
+        "retrain": retrain,
+        "pipeline_root": str(run),
     }
 
 

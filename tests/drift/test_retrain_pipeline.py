@@ -50,31 +50,28 @@ def test_drift_check_component_locally(store, digits_batches, tmp_path):
 
 
 @pytest.mark.slow
-def test_retrain_on_drift_pipeline_retrains_and_promotes(store, digits_batches, tmp_path):
+def test_drift_retrain_runs_the_pipeline_and_promotes(store, digits_batches, run_cli, tmp_path):
+    """`edgecompress drift --retrain`: drift → retrain_on_drift through kfp.local → a new version of the
+    registered model, trained on reference + new data, promoted to rpi4-emulated-production."""
     import mlflow
 
-    from edgecompress.pipelines.retrain_on_drift import retrain_on_drift
-
-    _local(tmp_path)
-    retrain_on_drift(
-        batch=str(digits_batches["noisy"]),
-        model="models:/digits-drift/1",
-        epochs=1,
-        permutations=50,
-        device_classes=["rpi4-emulated"],
-        bench_min_runs=20,
-        bench_min_duration_s=0.05,
-        max_accuracy_drop=0.5,
-        min_speedup=0.0,
-        calibration_samples=64,
-    )
-    client = mlflow.MlflowClient()
-    promoted = client.get_model_version_by_alias("digits-drift", "rpi4-emulated-production")
-    assert int(promoted.version) >= 2  # a new version of the same registered model
     from edgecompress import audit
 
+    res = run_cli(
+        "drift", str(digits_batches["noisy"]), "--model", "models:/digits-drift/1", "--retrain",
+        "--epochs", "1", "--permutations", "50", "--device-classes", "rpi4-emulated",
+        "--param", "bench_min_runs=20", "--param", "bench_min_duration_s=0.05", "--param", "max_accuracy_drop=0.5",
+        "--param", "min_speedup=0.0", "--param", "calibration_samples=64",
+        "--output-dir", str(tmp_path / "drift"), "--run-dir", str(tmp_path / "runs"), timeout=1200,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "drift: DRIFTED" in res.stdout and "promoted: rpi4-emulated-production" in res.stdout
+    assert json.loads((tmp_path / "drift" / "result.json").read_text())["drifted"]
+    promoted = mlflow.MlflowClient().get_model_version_by_alias("digits-drift", "rpi4-emulated-production")
+    assert int(promoted.version) >= 2  # a new version of the same registered model
     lin = audit.lineage_of("models:/digits-drift@rpi4-emulated-production")
     assert [s.technique for s in lin.steps] == ["train", "static-int8"]
+    first = audit.lineage_of("models:/digits-drift/1").dataset
     assert (
-        lin.dataset["digest"] != audit.lineage_of("models:/digits-drift/1").dataset["digest"]
+        lin.dataset["digest"] != first["digest"] and lin.dataset["name"] == "digits"
     )  # reference + new data

@@ -116,7 +116,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True,
         ))  # fmt: skip
         uri = f"http://127.0.0.1:{port}"
-        wait_http(uri + "/health", procs[-1], 90, log)
+        wait_http(uri + "/health", procs[-1], 300, log)  # ~7 s idle; minutes on a loaded machine
         yield MlflowServer(uri, endpoint, BUCKET, "mlartifacts")
     finally:
         for proc in reversed(procs):

@@ -161,7 +161,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
+    import inspect
+
+    from edgecompress.cli.pipeline import _parse_params
     from edgecompress.drift import DriftConfig, drift_check_and_retrain
+    from edgecompress.pipelines.retrain_on_drift import build_pipeline
 
     config = DriftConfig(
         alpha=args.alpha,
@@ -169,12 +173,24 @@ def cmd_drift(args: argparse.Namespace) -> int:
         reference_samples=args.reference_samples,
         seed=args.seed,
     )
+    chain = [s.strip() for s in args.chain.split(",") if s.strip()]
+    fn = build_pipeline(chain).pipeline_func
+    defaults = {k: v.default for k, v in inspect.signature(fn).parameters.items()}
+    arguments = {
+        "epochs": args.epochs,
+        "device_classes": [c.strip() for c in args.device_classes.split(",") if c.strip()],
+        **_parse_params(args.param, defaults),
+    }
     outcome = drift_check_and_retrain(
-        args.batch, args.model, args.output_dir, config, retrain=args.retrain,
-        chain=[s.strip() for s in args.chain.split(",") if s.strip()], epochs=args.epochs,
-        device_classes=[c.strip() for c in args.device_classes.split(",") if c.strip()],
-        registered_model_name=args.registered_model_name, run_dir=args.run_dir,
-    )  # fmt: skip
+        args.batch,
+        args.model,
+        args.output_dir,
+        config,
+        retrain=args.retrain,
+        chain=chain,
+        run_dir=args.run_dir,
+        pipeline_arguments=arguments,
+    )
     r = outcome["drift"]
     print(
         f"drift: {'DRIFTED' if r['drifted'] else 'no drift'}  score {r['score']:.4g}  p-value {r['p_value']:.4g}  "
