@@ -612,10 +612,10 @@ def drift_check_and_retrain(
             return {"drift": result, "report": result["outputs"]["report"], "retrain": None}
         config.validate()
         batch = load_batch(batch_path)
-        if batch.y is None:  # fail before any work: no retrain can follow
-            raise DatasetError(f"batch {batch_path} has no labels 'y': --retrain needs labelled new data")
         reference = resolve_reference(model, Path(tmp))
         check_batch(batch, reference.dataset)
+        if batch.y is None:  # fail before any work: no retrain can follow
+            raise DatasetError(f"batch {batch_path} has no labels 'y': --retrain needs labelled new data")
     model_ref = str(model) if not Path(str(model)).exists() else f"models:/{reference.model_id}"
     source = str(batch_path) if str(batch_path).startswith("s3://") else str(Path(batch_path).resolve())
     arguments = {

@@ -96,7 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="rpi4-emulated,jetson-orin-nano-emulated",
         help="device classes to benchmark and promote on",
     )
-    p.add_argument("--registered-model-name", default=None, help="registry name for the retrained model")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other retrain_on_drift parameter, e.g. --param max_accuracy_drop=0.02 (repeatable)",
+    )
     p.add_argument(
         "--run-dir", type=Path, default=Path("edgecompress-runs"), help="artifacts of the retrain run"
     )
