@@ -97,7 +97,7 @@ def test_server_failing_mid_task_keeps_the_tasks_artifacts(failing_proxy, digits
         env={
             "MLFLOW_TRACKING_URI": failing_proxy,
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         },
         timeout=300,
     )
