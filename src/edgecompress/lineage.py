@@ -15,6 +15,8 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -54,7 +56,8 @@ def check_reachable(uri: str | None = None, timeout_s: float = 5.0, attempts: in
     last: Exception | None = None
     for attempt in range(attempts):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:
+            request = urllib.request.Request(uri.rstrip("/") + "/health", headers=_auth_headers())
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
                 if resp.status == 200:
                     return uri
                 last = TrackingError(f"HTTP {resp.status}")
@@ -65,11 +68,24 @@ def check_reachable(uri: str | None = None, timeout_s: float = 5.0, attempts: in
     raise TrackingError(f"MLflow tracking server {uri} is unreachable after {attempts} attempts: {last}")
 
 
+def _auth_headers() -> dict[str, str]:
+    """Credentials come from the environment (Kubernetes Secrets in a cluster), as MLflow reads them."""
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        import base64
+
+        pair = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    return {}
+
+
 def _mlflow():  # imported lazily: mlflow takes ~2 s to import
     import mlflow
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return mlflow
 
 
@@ -174,6 +190,24 @@ def log_dataset(meta: dict[str, Any], context: str) -> None:
     mlflow.log_input(dataset, context=context, tags={f"{TAG}sha256": meta["sha256"]})
 
 
+def log_dataset_artifact(path: Path, meta: dict[str, Any]) -> str:
+    """Store the Dataset artifact itself with the active run (in the artifact store, e.g. S3), so that
+    the data a model was trained on can be fetched from its lineage alone; returns a `runs:/` URI."""
+    mlflow = _mlflow()
+    run = mlflow.active_run()
+    if run is None:
+        raise TrackingError("log_dataset_artifact needs an active MLflow run")
+    target = f"{meta['name']}-{meta['sha256'][:12]}.npz"
+    with tempfile.TemporaryDirectory(prefix="edgecompress-ds-") as tmp:
+        link = Path(tmp) / target
+        shutil.copyfile(path, link)
+        try:
+            mlflow.log_artifact(str(link), artifact_path="datasets")
+        except Exception as exc:
+            raise TrackingError(f"MLflow could not store dataset {path}: {exc}") from exc
+    return f"runs:/{run.info.run_id}/datasets/{target}"
+
+
 def _signature(input_shape: list[int], num_classes: int):
     import numpy as np
     from mlflow.models import ModelSignature
@@ -219,6 +253,8 @@ def log_model(
                 f"{TAG}dataset_source": str(dataset_meta["source"]),
             }
         )
+        if dataset_meta.get("uri"):
+            tags[f"{TAG}dataset_uri"] = str(dataset_meta["uri"])
     if pipeline_run_id:
         tags[f"{TAG}pipeline_run_id"] = pipeline_run_id
     if os.environ.get(IMAGE_ENV):
@@ -296,3 +332,188 @@ def get_model(model_id: str):
         return _mlflow().get_logged_model(model_id)
     except Exception as exc:
         raise TrackingError(f"MLflow has no model {model_id!r}: {exc}") from exc
+
+
+# --- reading lineage back -----------------------------------------------------------------------
+
+MODEL_ID_RE = re.compile(r"^m-[0-9a-f]{32}$")
+
+
+def with_retries(what: str, fn, attempts: int = 3, base_delay_s: float = 0.5):
+    """Call `fn()`, retrying transient failures (connection errors, 5xx, 429) with backoff; any
+    failure left after the last attempt becomes a TrackingError that names `what`."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except MlflowException as exc:
+            code = getattr(exc, "error_code", "")
+            transient = code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+            if not transient or attempt + 1 == attempts:
+                raise TrackingError(f"{what}: {exc.message if hasattr(exc, 'message') else exc}") from exc
+        except (OSError, ConnectionError) as exc:
+            if attempt + 1 == attempts:
+                raise TrackingError(f"{what}: MLflow at {tracking_uri()} is unreachable: {exc}") from exc
+        time.sleep(base_delay_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def connect(uri: str | None = None):
+    """An MlflowClient on the tracking store (checked reachable first)."""
+    mlflow = _mlflow()
+    uri = check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def _model_id_from_version(version) -> str:
+    if getattr(version, "model_id", None):
+        return version.model_id
+    source = version.source or ""
+    if source.startswith("models:/m-"):  # ModelVersion.model_id can come back None
+        return source[len("models:/") :].split("/")[0]
+    raise TrackingError(
+        f"registered model {version.name} v{version.version} points at {source!r}, not a logged model"
+    )
+
+
+def resolve_model_id(ref: str, client=None) -> str:
+    """`models:/name@alias`, `models:/name/version`, `models:/m-…` or a bare model id → model id."""
+    from mlflow.exceptions import MlflowException
+
+    client = client or connect()
+    ref = ref.strip()
+    if MODEL_ID_RE.match(ref):
+        return get_model(ref).model_id
+    if not ref.startswith("models:/"):
+        raise TrackingError(
+            f"model reference {ref!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a model id m-…"
+        )
+    body = ref[len("models:/") :]
+    try:
+        if MODEL_ID_RE.match(body):
+            return get_model(body).model_id
+        if "@" in body:
+            name, alias = body.rsplit("@", 1)
+            version = with_retries(
+                f"registered model {name!r} has no alias {alias!r}",
+                lambda: client.get_model_version_by_alias(name, alias),
+            )
+        elif "/" in body:
+            name, number = body.rsplit("/", 1)
+            if not number.isdigit():
+                raise TrackingError(f"model reference {ref!r}: version {number!r} is not a number")
+            version = with_retries(
+                f"registered model {name!r} has no version {number}",
+                lambda: client.get_model_version(name, number),
+            )
+        else:
+            raise TrackingError(f"model reference {ref!r}: add @ALIAS or /VERSION after the registered name")
+    except MlflowException as exc:  # pragma: no cover - with_retries converts these
+        raise TrackingError(f"model reference {ref!r}: {exc}") from exc
+    return _model_id_from_version(version)
+
+
+def parent_chain(model_id: str) -> tuple[list[Any], str | None]:
+    """The model and its ancestors, oldest first; and the id of a missing ancestor, if the chain breaks."""
+    chain, seen = [], set()
+    current: str | None = model_id
+    missing = None
+    while current and current not in seen:
+        seen.add(current)
+        try:
+            model = get_model(current)
+        except TrackingError:
+            if not chain:
+                raise
+            missing = current
+            break
+        chain.append(model)
+        current = (model.tags or {}).get(f"{TAG}parent_model_id") or None
+    return list(reversed(chain)), missing
+
+
+def download_model_onnx(model_id: str, directory: Path) -> Path:
+    """Fetch a logged model's ONNX file (from the artifact store, e.g. S3 through the server)."""
+    mlflow = _mlflow()
+    out = with_retries(
+        f"cannot download model {model_id}",
+        lambda: mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model_id}", dst_path=str(directory)
+        ),
+    )
+    found = sorted(Path(out).rglob("*.onnx"))
+    if not found:
+        raise TrackingError(f"logged model {model_id} holds no .onnx file")
+    return found[0]
+
+
+def dataset_location(model_id: str) -> dict[str, Any]:
+    """Where the data a model was trained on lives: walks up the parent chain to the model that
+    recorded the dataset artifact (`edgecompress.dataset_uri`), and checks the digests agree."""
+    chain, _ = parent_chain(model_id)
+    here = chain[-1].tags or {}
+    digest = here.get(f"{TAG}dataset_digest")
+    for model in reversed(chain):
+        tags = model.tags or {}
+        if tags.get(f"{TAG}dataset_digest") and (digest is None or tags[f"{TAG}dataset_digest"] == digest):
+            digest = tags[f"{TAG}dataset_digest"]
+            if tags.get(f"{TAG}dataset_uri"):
+                return {
+                    "digest": digest,
+                    "name": tags.get(f"{TAG}dataset_name"),
+                    "uri": tags[f"{TAG}dataset_uri"],
+                    "source": tags.get(f"{TAG}dataset_source"),
+                    "model_id": model.model_id,
+                }
+    if digest:
+        return {
+            "digest": digest,
+            "name": here.get(f"{TAG}dataset_name"),
+            "uri": None,
+            "source": here.get(f"{TAG}dataset_source"),
+            "model_id": model_id,
+        }
+    from edgecompress.errors import DatasetError
+
+    raise DatasetError(
+        f"model {model_id} has no dataset lineage (no {TAG}dataset_digest tag on it or its parents)"
+    )
+
+
+def download_dataset(location: dict[str, Any], directory: Path) -> Path:
+    """The Dataset artifact named by `dataset_location`: from the artifact store, or, for a built-in
+    source without a stored copy, rebuilt and accepted only if its digest matches."""
+    from edgecompress.data import BUILTIN_DATASETS, load_source, save_dataset
+    from edgecompress.errors import DatasetError
+
+    directory = Path(directory)
+    if location.get("uri"):
+        uri = location["uri"]
+        if uri.startswith("s3://"):
+            from edgecompress.storage import download_s3
+
+            return download_s3(uri, directory)
+        if uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/", "http")):
+            mlflow = _mlflow()
+            return Path(
+                with_retries(
+                    f"cannot download dataset {uri}",
+                    lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(directory)),
+                )
+            )
+        if Path(uri).exists():
+            return Path(uri)
+        raise DatasetError(f"dataset {uri} recorded for model {location['model_id']} no longer exists")
+    name = location.get("name")
+    if name in BUILTIN_DATASETS:
+        dataset = load_source(name)
+        if dataset.digest == location["digest"]:
+            path = directory / f"{name}.npz"
+            save_dataset(dataset, path)
+            return path
+    raise DatasetError(
+        f"model {location['model_id']} was trained on dataset {name!r} ({str(location['digest'])[:12]}…) "
+        "but its lineage holds no stored copy and it cannot be rebuilt with that digest"
+    )

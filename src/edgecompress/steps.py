@@ -134,10 +134,11 @@ def train_step(
             package = save_model_package(Path(output_dir), info, onnx_file, module=model)
         if ctx.enabled:
             lineage.log_dataset(dataset.metadata(), context="training")
+            stored = lineage.log_dataset_artifact(Path(dataset_path), dataset.metadata())
             model_id = lineage.log_model(
                 package.onnx_path, f"{dataset.name}-{spec.get('family') or 'user'}", technique="train",
                 input_shape=list(dataset.input_shape), num_classes=dataset.num_classes, parent_model_id=None,
-                dataset_meta=dataset.metadata(), params=params,
+                dataset_meta={**dataset.metadata(), "uri": stored}, params=params,
                 metrics={"val_accuracy": history.final_val_accuracy, "export_max_abs_error": parity.max_abs_error},
                 pipeline_run_id=ctx.pipeline_run_id,
             )  # fmt: skip

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "edgecompress.cli.steps",  # dataset, train, evaluate, benchmark
     "edgecompress.cli.quant",  # quantize, autotune
     "edgecompress.cli.farm",  # farm controller, agent, submit, devices, jobs, up
+    "edgecompress.cli.lineage",  # lineage, audit, promote, drift
 ]
 
 

@@ -1,0 +1,213 @@
+"""`edgecompress lineage`, `audit`, `promote` and `drift`: the auditor's and the operator's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, or a logged model id (m-…)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lineage",
+        help="walk a model back to its training data (MLflow lineage)",
+        description="Print dataset → trained model → each compression step → benchmarks per device "
+        "class → registry versions and aliases, from the MLflow server in MLFLOW_TRACKING_URI.",
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument(
+        "--format", default="text", choices=["text", "json", "mermaid"], help="output format (default text)"
+    )
+    p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser(
+        "audit",
+        help="audit queries over MLflow lineage",
+        description="Audit queries over the models and registry in MLFLOW_TRACKING_URI.",
+    )
+    q = p.add_subparsers(dest="query", metavar="QUERY", required=True)
+    a = q.add_parser(
+        "dataset",
+        help="every model derived from a dataset digest",
+        description="List every logged model trained or compressed from a dataset (sha256 or prefix).",
+    )
+    a.add_argument("digest", help="dataset sha256 (or a prefix of at least 8 characters)")
+    a.add_argument("--format", default="text", choices=["text", "json"])
+    a.set_defaults(func=cmd_audit_dataset)
+    a = q.add_parser(
+        "unbenchmarked",
+        help="registered versions with no benchmark on a device class",
+        description="List registered model versions whose model has no benchmark on a device class.",
+    )
+    a.add_argument("device_class", help="e.g. rpi4-emulated")
+    a.add_argument("--format", default="text", choices=["text", "json"])
+    a.set_defaults(func=cmd_audit_unbenchmarked)
+    a = q.add_parser(
+        "broken",
+        help="models whose parent model no longer exists",
+        description="List logged models whose lineage chain is broken (parent deleted or missing).",
+    )
+    a.add_argument("--format", default="text", choices=["text", "json"])
+    a.set_defaults(func=cmd_audit_broken)
+
+    p = sub.add_parser(
+        "promote",
+        help="point <device-class>-production at a model that earned it",
+        description="Set the registry alias <device-class>-production on a model, refusing one that "
+        "failed its accuracy gate or has no benchmark on that device class.",
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--alias", required=True, help="<device-class>-production, e.g. rpi4-emulated-production")
+    p.add_argument("--name", help="registered model name (when the model is not registered yet)")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "drift",
+        help="check a new batch for drift against the model's training data",
+        description="Two-sample drift tests between a new batch and the reference data found through "
+        "the model's lineage (tabular: KS / chi-squared per feature with Bonferroni, PSI; images: KS "
+        "on softmax outputs + MMD on penultimate embeddings). Exit status 0 (1 on drift with "
+        "--exit-code), 2 = bad input (nothing written, no retrain). With --retrain, drift starts the compression pipeline on reference + new "
+        "data and promotes the result.",
+    )
+    p.add_argument(
+        "batch", type=Path, help=".npz with `x` (and `y` for --retrain; `feature_names` for tabular)"
+    )
+    p.add_argument("--model", required=True, help=MODEL_HELP + ", or a local Model artifact directory")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--permutations", type=int, default=200, help="MMD permutation count (default 200)")
+    p.add_argument(
+        "--reference-samples", type=int, default=2000, help="reference samples drawn (default 2000)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--output-dir", type=Path, default=Path("edgecompress-drift"), help="report.html + result.json"
+    )
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when drift is detected")
+    p.add_argument(
+        "--retrain", action="store_true", help="on drift, retrain + compress + benchmark + promote"
+    )
+    p.add_argument("--chain", default="quantize", help="compression chain for the retrain (default quantize)")
+    p.add_argument("--epochs", type=int, default=5, help="retrain epochs (default 5)")
+    p.add_argument(
+        "--device-classes",
+        default="rpi4-emulated,jetson-orin-nano-emulated",
+        help="device classes to benchmark and promote on",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other retrain_on_drift parameter, e.g. --param max_accuracy_drop=0.02 (repeatable)",
+    )
+    p.add_argument(
+        "--run-dir", type=Path, default=Path("edgecompress-runs"), help="artifacts of the retrain run"
+    )
+    p.set_defaults(func=cmd_drift)
+
+
+def _rows(rows: list[dict], fmt: str, columns: list[str]) -> int:
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("(none)")
+    for r in rows:
+        print("  ".join(f"{c}={r.get(c)}" for c in columns))
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from edgecompress import audit
+
+    print(audit.render(audit.lineage_of(args.model), args.format), end="")
+    return 0
+
+
+def cmd_audit_dataset(args: argparse.Namespace) -> int:
+    from edgecompress import audit
+
+    return _rows(
+        audit.models_from_dataset(args.digest),
+        args.format,
+        ["model_id", "technique", "name", "parent_model_id", "dataset_name"],
+    )
+
+
+def cmd_audit_unbenchmarked(args: argparse.Namespace) -> int:
+    from edgecompress import audit
+
+    return _rows(
+        audit.unbenchmarked_versions(args.device_class),
+        args.format,
+        ["name", "version", "aliases", "model_id", "reason"],
+    )
+
+
+def cmd_audit_broken(args: argparse.Namespace) -> int:
+    from edgecompress import audit
+
+    return _rows(audit.broken_chains(), args.format, ["model_id", "technique", "name", "missing_parent"])
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from edgecompress import audit
+
+    out = audit.promote(args.model, args.alias, args.name)
+    b = out["benchmark"]
+    kind = "emulated" if b["emulated"] else "real device"
+    print(
+        f"promoted {out['name']} v{out['version']} ({out['model_id']}) to @{out['alias']}: "
+        f"{out['device_class']} ({kind}) p50 {b.get('p50_ms', float('nan')):.4g} ms"
+    )
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    import inspect
+
+    from edgecompress.cli.pipeline import _parse_params
+    from edgecompress.drift import DriftConfig, drift_check_and_retrain
+    from edgecompress.pipelines.retrain_on_drift import build_pipeline
+
+    config = DriftConfig(
+        alpha=args.alpha,
+        permutations=args.permutations,
+        reference_samples=args.reference_samples,
+        seed=args.seed,
+    )
+    chain = [s.strip() for s in args.chain.split(",") if s.strip()]
+    fn = build_pipeline(chain).pipeline_func
+    defaults = {k: v.default for k, v in inspect.signature(fn).parameters.items()}
+    arguments = {
+        "epochs": args.epochs,
+        "device_classes": [c.strip() for c in args.device_classes.split(",") if c.strip()],
+        **_parse_params(args.param, defaults),
+    }
+    outcome = drift_check_and_retrain(
+        args.batch,
+        args.model,
+        args.output_dir,
+        config,
+        retrain=args.retrain,
+        chain=chain,
+        run_dir=args.run_dir,
+        pipeline_arguments=arguments,
+    )
+    r = outcome["drift"]
+    print(
+        f"drift: {'DRIFTED' if r['drifted'] else 'no drift'}  score {r['score']:.4g}  p-value {r['p_value']:.4g}  "
+        f"(alpha {r['alpha']}, {r['kind']}, {r['batch_size']} new vs {r['reference_size']} reference samples)"
+    )
+    for name, t in r["tests"].items():
+        print(f"  {name}: p-value {t['p_value']:.4g}  {'drifted' if t['drifted'] else 'ok'}")
+    print(f"report: {outcome['report']}")
+    if outcome.get("retrain"):
+        rt = outcome["retrain"]
+        print(f"retrain: gate {rt['gate']['verdict']}; promoted: {', '.join(rt['promoted']) or 'none'}")
+        for why in rt.get("refused", []):
+            print(f"  not promoted: {why}")
+    return 1 if r["drifted"] and args.exit_code else 0
