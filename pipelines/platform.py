@@ -46,6 +46,9 @@ def apply_platform_config(config: PlatformConfig | None, tasks: list[dsl.Pipelin
             kubernetes.use_secret_as_env(
                 task, secret_name=secret, secret_key_to_env=keys, optional=config.secrets_optional
             )
+        if name in config.farm_components:
+            for key, value in config.farm_client_label.items():
+                kubernetes.add_pod_label(task, label_key=key, label_value=value)
         if name in config.benchmark_components:
             for key, value in config.benchmark_node_selector.items():
                 kubernetes.add_node_selector(task, label_key=key, label_value=value)

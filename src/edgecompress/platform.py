@@ -73,6 +73,8 @@ class PlatformConfig:
         "accuracy_gate",
     )
     farm_components: tuple[str, ...] = ("edge_benchmark",)
+    # Pod label the chart's NetworkPolicy admits to the farm controller, set on the farm components.
+    farm_client_label: dict[str, str] = field(default_factory=lambda: {"edgecompress.io/farm-client": "true"})
     # On-node benchmark mode: pin the benchmark tasks to device nodes.
     benchmark_components: tuple[str, ...] = ("edge_benchmark",)
     benchmark_node_selector: dict[str, str] = field(default_factory=dict)

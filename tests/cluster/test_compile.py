@@ -81,6 +81,9 @@ def test_benchmark_tasks_pinned_to_device_nodes_only(compiled):
     _, spec, _ = compiled
     for name, cfg in k8s_executors(spec).items():
         if name.startswith("exec-edge-benchmark"):
+            assert cfg["podMetadata"]["labels"] == {
+                "edgecompress.io/farm-client": "true"
+            }  # chart NetworkPolicy
             assert cfg["nodeSelector"]["labels"] == {"edgecompress.io/device-class": "rpi4"}
             assert cfg["tolerations"] == [
                 {
