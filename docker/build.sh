@@ -46,32 +46,37 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 [ -n "$tag" ] || tag=$(PYTHONPATH=src "$PYTHON" -c 'from edgecompress.settings import component_image; print(component_image())')
 [ "$variant" = cuda ] && [ -z "${EDGECOMPRESS_IMAGE:-}" ] && tag="$tag-cuda"
 
+# pip warns about every index folder a package is missing from: keep the real messages only.
+quiet_pip() { "$PYTHON" -m pip "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; } >&2; }
+
 ctx=docker/.context
 deps="$ctx/deps-$variant"
 start=$(date +%s)
 rm -rf "$ctx/app" "$ctx/deps"
 mkdir -p "$ctx/app" "$deps"
 echo "building the edgecompress wheel" >&2
-"$PYTHON" -m pip wheel --quiet --no-deps -w "$ctx/app" . >&2
+quiet_pip wheel --quiet --no-deps -w "$ctx/app" .
 rm -rf build
 wheel=$(ls "$ctx"/app/edgecompress-*.whl)
 "$PYTHON" -c "import sys, zipfile; n = zipfile.ZipFile(sys.argv[1]).namelist(); \
 missing = [p for p in ('edgecompress/components/train/component.py', 'edgecompress/pipelines/edge_compression.py') if p not in n]; \
 sys.exit(f'error: the wheel lacks {missing}') if missing else None" "$wheel"
 
-stamp=$( { cat requirements.lock; grep -A30 '^dependencies' pyproject.toml; echo "$variant"; } | sha256sum | cut -c1-16)
-if [ "$(cat "$deps/.stamp" 2>/dev/null)" != "$stamp" ]; then
+# Re-resolved when requirements.lock or pyproject.toml change; the stamp lives outside deps/ so that the
+# image layer that installs deps/ is reused whenever the resolved wheels are the same.
+stamp=$( { cat requirements.lock pyproject.toml; echo "$variant"; } | sha256sum | cut -c1-16)
+if [ "$(cat "$deps.stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "resolving the dependency wheelhouse ($variant torch; pinned by requirements.lock)" >&2
   rm -rf "$deps" && mkdir -p "$deps"
   if [ "$variant" = cuda ]; then
     # Ignore local find-links (they hold the CPU build): torch==2.13.0 from PyPI is the CUDA build.
-    PIP_FIND_LINKS="" "$PYTHON" -m pip wheel --quiet -w "$deps" -c requirements.lock "$wheel" >&2
+    PIP_FIND_LINKS="" quiet_pip wheel --quiet -w "$deps" -c requirements.lock "$wheel"
   else
-    "$PYTHON" -m pip wheel --quiet -w "$deps" -c requirements.lock "$wheel" >&2
+    quiet_pip wheel --quiet -w "$deps" -c requirements.lock "$wheel"
     ls "$deps" | grep -q '^torch-.*+cpu' || { echo "error: no CPU torch wheel resolved (pip find-links?)" >&2; exit 1; }
   fi
   rm -f "$deps"/edgecompress-*.whl
-  echo "$stamp" > "$deps/.stamp"
+  echo "$stamp" > "$deps.stamp"
 else
   echo "reusing the dependency wheelhouse $deps" >&2
 fi
