@@ -20,6 +20,7 @@ from edgecompress.components.evaluate.component import evaluate
 from edgecompress.components.load_dataset.component import load_dataset
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
+from edgecompress.pipelines.platform import apply_platform_config
 
 PIPELINE_NAME = "edge-compression"
 DEFAULT_CHAIN = ("quantize",)
@@ -86,8 +87,9 @@ def _autotune_step(parent: Any, ctx: ChainContext) -> Any:
 STEP_BUILDERS: dict[str, StepBuilder] = {"quantize": _quantize_step, "autotune": _autotune_step}
 
 
-def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
-    """A pipeline function for one compression chain (its steps run in the order given)."""
+def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
+    """A pipeline function for one compression chain (its steps run in the order given). `platform`
+    (an `edgecompress.platform.PlatformConfig`) sets the Kubernetes options of its tasks."""
     unknown = [s for s in chain if s not in STEP_BUILDERS]
     if not chain or unknown:
         from edgecompress.errors import ConfigError
@@ -171,6 +173,7 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
             registered_model_name=registered_model_name, **lineage,
         )  # fmt: skip
         gate.set_caching_options(False)
+        apply_platform_config(platform)
         return gate.outputs["results"]
 
     return edge_compression

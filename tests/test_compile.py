@@ -46,7 +46,7 @@ def test_pipeline_compiles_with_every_task(tmp_path):
     out = tmp_path / "p.yaml"
     proc = run_cli("compile", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
-    spec = yaml.safe_load(out.read_text())
+    spec = next(yaml.safe_load_all(out.read_text()))  # the pipeline; its Kubernetes platform spec follows
     tasks = set(spec["root"]["dag"]["tasks"])
     assert {
         "load-dataset",

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "edgecompress.cli.quant",  # quantize, autotune
     "edgecompress.cli.farm",  # farm controller, agent, submit, devices, jobs, up
     "edgecompress.cli.lineage",  # lineage, audit, promote, drift
+    "edgecompress.cli.cluster",  # submit, schedule (Kubeflow Pipelines on a cluster)
 ]
 
 

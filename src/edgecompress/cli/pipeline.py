@@ -6,6 +6,12 @@ import argparse
 import inspect
 from pathlib import Path
 
+from edgecompress.cli.cluster import (
+    add_platform_args,
+    compile_pipeline,
+    pipeline_builders,
+    platform_from_args,
+)
 from edgecompress.errors import ConfigError
 
 
@@ -67,15 +73,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     comp = sub.add_parser(
         "compile",
         help="compile pipelines to KFP IR YAML",
-        description="Compile the edge-compression pipeline (for a given chain) to KFP IR YAML.",
+        description="Compile the edge-compression pipeline (for a given chain), or with --all every pipeline, "
+        "to KFP IR YAML, with the image and Kubernetes settings given.",
     )
     comp.add_argument("--chain", default="quantize", help="compression steps in order, comma-separated")
     comp.add_argument("--output", type=Path, default=Path("edge_compression.yaml"), help="output YAML file")
+    comp.add_argument(
+        "--all", action="store_true", help="every pipeline, one <name>.yaml each in --output-dir"
+    )
+    comp.add_argument(
+        "--output-dir", type=Path, default=Path("compiled"), help="folder for --all (default compiled/)"
+    )
     comp.add_argument(
         "--components",
         action="store_true",
         help="instead, regenerate every components/<name>/component.yaml and README.md",
     )
+    add_platform_args(comp)
     comp.set_defaults(func=cmd_compile)
 
 
@@ -176,11 +190,6 @@ def print_summary(result) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from kfp import compiler
-
-    from edgecompress.io import atomic_path
-    from edgecompress.pipelines.edge_compression import build_pipeline
-
     if args.components:
         from edgecompress.components import compile_all, write_docs
 
@@ -188,9 +197,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
         write_docs()
         return 0
+    platform = platform_from_args(args)
     chain = [s.strip() for s in args.chain.split(",") if s.strip()]
-    with atomic_path(args.output) as tmp:
-        compiler.Compiler().compile(build_pipeline(chain), str(tmp.with_suffix(".yaml")))
-        tmp.with_suffix(".yaml").replace(tmp)
+    if args.all:
+        for name in sorted(pipeline_builders()):
+            out = compile_pipeline(
+                name,
+                args.output_dir / f"{name}.yaml",
+                platform,
+                chain if name == "edge-compression" else None,
+            )
+            print(f"wrote {out}")
+        return 0
+    compile_pipeline("edge-compression", args.output, platform, chain)
     print(f"wrote {args.output} (chain: {' → '.join(chain)})")
     return 0

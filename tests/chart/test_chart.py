@@ -1,0 +1,228 @@
+"""The Helm chart, rendered with the real Helm library (helm-python-sdk embeds it): lint, schema,
+every rendered manifest validated against the Kubernetes API schemas (kubernetes-validate, strict),
+and the properties the chart promises (security, least privilege, Secrets, device classes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+helm = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk not installed (pip install -r requirements.lock)"
+)
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "edgecompress"
+VALUES_FILES = sorted(p.name for p in CHART.glob("values-*.yaml"))
+KUBE_VERSION = "1.30.0"
+
+
+def values_of(name: str | None) -> dict:
+    return yaml.safe_load((CHART / name).read_text()) if name else {}
+
+
+def render(values: dict, namespace: str = "farm") -> list[dict]:
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values, name="ec", namespace=namespace, is_install=True)
+    docs = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_specs(docs: list[dict]) -> list[dict]:
+    specs = []
+    for d in docs:
+        if d["kind"] in ("Deployment", "DaemonSet"):
+            specs.append(d["spec"]["template"]["spec"])
+        elif d["kind"] == "CronJob":
+            specs.append(d["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    return specs
+
+
+def test_values_files_are_documented():
+    assert VALUES_FILES == ["values-devices.yaml", "values-postgres.yaml"]
+    for name in VALUES_FILES:
+        assert (CHART / name).read_text().startswith("#")
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
+def test_lint_clean(values_file):
+    report = helm.lint(str(CHART), values_of(values_file), strict=True, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"] and not problems, report
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
+def test_every_manifest_is_valid_kubernetes(values_file):
+    docs = render(values_of(values_file))
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)  # raises ValidationError
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
+def test_pod_security_on_every_pod(values_file):
+    specs = pod_specs(render(values_of(values_file)))
+    assert specs
+    for spec in specs:
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])  # writable scratch
+            assert c["resources"]["requests"]
+
+
+def test_default_controller_sqlite_on_a_volume_with_probes():
+    docs = render({})
+    (dep,) = by_kind(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["edgecompress", "farm", "controller"]
+    assert "--db-url=sqlite:////data/farm.db" in c["args"] and "--blob-dir=/data/blobs" in c["args"]
+    assert "--host=0.0.0.0" in c["args"] and "--port=8080" in c["args"]
+    assert c["image"] == "ghcr.io/edgecompress/components:0.1.0"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["EDGECOMPRESS_FARM_CLIENT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "edgecompress-farm-tokens",
+        "key": "client-token",
+    }
+    (pvc,) = by_kind(docs, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    (svc,) = by_kind(docs, "Service")
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert not by_kind(docs, "DaemonSet") and not by_kind(docs, "CronJob")
+
+
+def test_postgres_url_from_a_secret_never_inline():
+    docs = render(values_of("values-postgres.yaml"))
+    (dep,) = by_kind(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2 and "strategy" not in dep["spec"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "--db-url=$(EDGECOMPRESS_FARM_DB_URL)" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["EDGECOMPRESS_FARM_DB_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "edgecompress-farm-db",
+        "key": "url",
+    }
+    text = yaml.safe_dump_all(docs)
+    assert "postgresql+psycopg://" not in text and "PASSWORD" not in text
+    assert not by_kind(docs, "Secret")  # the chart never carries credentials
+
+
+def test_one_agent_daemonset_per_device_class():
+    docs = render(values_of("values-devices.yaml"))
+    agents = {d["metadata"]["labels"]["edgecompress.io/device-class"]: d for d in by_kind(docs, "DaemonSet")}
+    assert set(agents) == {"rpi4", "jetson-orin-nano"}
+    rpi = agents["rpi4"]["spec"]["template"]["spec"]
+    assert rpi["nodeSelector"] == {"edgecompress.io/device-class": "rpi4"}
+    assert rpi["tolerations"] == [
+        {"key": "edgecompress.io/device", "operator": "Equal", "value": "rpi4", "effect": "NoSchedule"}
+    ]
+    (c,) = rpi["containers"]
+    assert c["command"] == ["edgecompress", "farm", "agent"]
+    assert c["args"][:2] == [
+        "--controller=http://ec-edgecompress-controller.farm.svc:8080",
+        "--device-class=rpi4",
+    ]
+    assert c["image"] == "ghcr.io/edgecompress/agent-arm64:0.1.0"
+    assert c["resources"]["limits"] == {"memory": "1Gi"}
+    jetson = agents["jetson-orin-nano"]["spec"]["template"]["spec"]
+    assert jetson["nodeSelector"]["kubernetes.io/arch"] == "arm64"
+    assert (
+        "--providers=TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider"
+        in jetson["containers"][0]["args"]
+    )
+    env = {e["name"]: e for e in c["env"]}
+    assert env["EDGECOMPRESS_FARM_AGENT_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "agent-token"
+
+
+def test_drift_cronjob_command_is_configurable():
+    values = values_of("values-devices.yaml")
+    values["driftCheck"]["command"] = ["edgecompress", "drift", "watch"]
+    (cron,) = by_kind(render(values), "CronJob")
+    assert cron["spec"]["schedule"] == "0 3 * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    (c,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["edgecompress", "drift", "watch"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "edgecompress-mlflow",
+        "key": "tracking-uri",
+    }
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
+def test_rbac_is_least_privilege(values_file):
+    docs = render(values_of(values_file))
+    (role,) = by_kind(docs, "Role")
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    for rule in role["rules"]:
+        assert rule["verbs"] == ["get"] and rule["resources"] == ["secrets"]
+        assert rule["resourceNames"] and "*" not in rule["resourceNames"]
+    (binding,) = by_kind(docs, "RoleBinding")
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "farm"}
+    ]
+    assert sa["automountServiceAccountToken"] is False
+
+
+def test_network_policy_admits_only_agents_and_farm_clients():
+    docs = render(values_of("values-postgres.yaml"))
+    policies = {p["metadata"]["name"]: p for p in by_kind(docs, "NetworkPolicy")}
+    ctrl = policies["ec-edgecompress-controller"]["spec"]
+    peers = ctrl["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"edgecompress.io/farm-client": "true"}}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}} in peers
+    assert ctrl["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert policies["ec-edgecompress-no-ingress"]["spec"]["ingress"] == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"controller": {"database": {"type": "mysql"}}},
+            "at '/controller/database/type': value must be one of 'sqlite', 'postgresql'",
+        ),
+        ({"controller": {"database": {"type": "postgresql"}}}, "/controller/database"),
+        ({"controller": {"replicas": 0}}, "at '/controller/replicas'"),
+        ({"agents": {"deviceClasses": [{"nodeSelector": {}}]}}, "missing property 'name'"),
+        ({"agents": {"deviceClasses": [{"name": "Pi 4"}]}}, "at '/agents/deviceClasses/0/name'"),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "at '/podSecurityContext/runAsNonRoot'"),
+        (
+            {"securityContext": {"allowPrivilegeEscalation": True}},
+            "at '/securityContext/allowPrivilegeEscalation'",
+        ),
+        ({"driftCheck": {"schedule": "nightly"}}, "at '/driftCheck/schedule'"),
+        ({"controler": {}}, "additional properties 'controler' not allowed"),
+        ({"controller": {"tokens": {"existingSecret": ""}}}, "at '/controller/tokens/existingSecret'"),
+    ],
+)
+def test_invalid_values_rejected_by_schema(values, message):
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError) as err:
+        chart.validate_schema(values)
+    assert message in str(err.value), str(err.value)
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError):
+        chart.render(values, name="ec", namespace="farm")  # rendering applies the schema too
+
+
+def test_sqlite_with_replicas_fails_with_a_clear_message():
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError) as err:
+        chart.render({"controller": {"replicas": 2}}, name="ec", namespace="farm")
+    assert "controller.replicas > 1 needs controller.database.type=postgresql" in str(err.value)

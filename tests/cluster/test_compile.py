@@ -1,0 +1,183 @@
+"""`edgecompress compile`: KFP IR YAML with the image, Secrets, selectors, GPU limits, caching and
+parameters the platform options ask for, and never a credential inline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgecompress.cli import main
+from tests.conftest import run_cli
+
+FAKE_SECRETS = {
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-pa55-do-not-leak",
+    "AWS_SECRET_ACCESS_KEY": "aws-s3cr3t-do-not-leak",
+    "AWS_ACCESS_KEY_ID": "AKIADONOTLEAK",
+    "EDGECOMPRESS_FARM_CLIENT_TOKEN": "farm-t0ken-do-not-leak",
+    "EDGECOMPRESS_FARM_AGENT_TOKEN": "farm-agent-t0ken-do-not-leak",
+}
+
+
+def load(path: Path) -> dict:
+    """The pipeline spec and its platform spec (a second YAML document) as one mapping."""
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return {k: v for doc in docs for k, v in doc.items()}
+
+
+def executors(spec: dict) -> dict[str, dict]:
+    """component function name -> list of executors' container specs."""
+    return spec["deploymentSpec"]["executors"]
+
+
+def k8s_executors(spec: dict) -> dict[str, dict]:
+    return spec.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    out = tmp_path_factory.mktemp("compiled")
+    result = run_cli(
+        "compile", "--all", "--output-dir", str(out), "--registry", "registry.example.com/ml/", "--tag", "1.2.3",
+        "--benchmark-node-selector", "edgecompress.io/device-class=rpi4",
+        "--benchmark-toleration", "edgecompress.io/device=rpi4:NoSchedule", "--train-gpus", "1",
+        "--cache", "evaluate=off", "--image-pull-secret", "regcred",
+        env=FAKE_SECRETS, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    path = out / "edge-compression.yaml"
+    assert f"wrote {path}" in result.stdout
+    return path, load(path), path.read_text()
+
+
+def test_every_task_uses_the_configured_image(compiled):
+    _, spec, _ = compiled
+    images = {ex["container"]["image"] for ex in executors(spec).values()}
+    assert images == {"registry.example.com/ml/components:1.2.3"}
+
+
+def test_credentials_come_from_secrets_never_inline(compiled):
+    _, spec, text = compiled
+    for value in FAKE_SECRETS.values():
+        assert value not in text
+    k8s = k8s_executors(spec)
+    assert set(k8s) == set(executors(spec))  # every task has Kubernetes settings
+    for name, cfg in k8s.items():
+        secrets = {
+            s["secretName"]: {m["secretKey"]: m["envVar"] for m in s["keyToEnv"]} for s in cfg["secretAsEnv"]
+        }
+        assert secrets["edgecompress-mlflow"]["tracking-uri"] == "MLFLOW_TRACKING_URI"
+        assert secrets["edgecompress-s3"]["secret-access-key"] == "AWS_SECRET_ACCESS_KEY"
+        assert ("edgecompress-farm" in secrets) == name.startswith("exec-edge-benchmark"), name
+        if "edgecompress-farm" in secrets:
+            assert secrets["edgecompress-farm"] == {"client-token": "EDGECOMPRESS_FARM_CLIENT_TOKEN"}
+        assert cfg["imagePullSecret"][0]["secretName"] == "regcred"
+        for container in executors(spec)[name]["container"].get("env", []):
+            assert container["name"] not in {"MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_benchmark_tasks_pinned_to_device_nodes_only(compiled):
+    _, spec, _ = compiled
+    for name, cfg in k8s_executors(spec).items():
+        if name.startswith("exec-edge-benchmark"):
+            assert cfg["podMetadata"]["labels"] == {
+                "edgecompress.io/farm-client": "true"
+            }  # chart NetworkPolicy
+            assert cfg["nodeSelector"]["labels"] == {"edgecompress.io/device-class": "rpi4"}
+            assert cfg["tolerations"] == [
+                {
+                    "key": "edgecompress.io/device",
+                    "operator": "Equal",
+                    "value": "rpi4",
+                    "effect": "NoSchedule",
+                }
+            ]
+        else:
+            assert "nodeSelector" not in cfg and "tolerations" not in cfg, name
+
+
+def test_gpu_limit_on_training_only(compiled):
+    _, spec, _ = compiled
+    for name, ex in executors(spec).items():
+        accel = ex["container"].get("resources", {}).get("accelerator")
+        if name == "exec-train":
+            assert accel["resourceType"] == "nvidia.com/gpu" and accel["resourceCount"] in ("1", 1)
+        else:
+            assert accel is None, name
+
+
+def test_caching_per_task(compiled):
+    _, spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    caching = {name: t.get("cachingOptions", {}).get("enableCache", False) for name, t in tasks.items()}
+    assert caching["evaluate"] is False and caching["evaluate-2"] is False  # --cache evaluate=off
+    assert caching["train"] is True and caching["quantize"] is True  # KFP default kept
+    assert caching["edge-benchmark"] is False  # the pipeline's own choice: latency is never cached
+
+
+def test_pipeline_parameters_keep_their_defaults(compiled):
+    _, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["epochs"] == {"defaultValue": 10.0, "isOptional": True, "parameterType": "NUMBER_INTEGER"}
+    assert params["device_classes"]["defaultValue"] == ["rpi4-emulated", "jetson-orin-nano-emulated"]
+    assert params["farm_url"]["parameterType"] == "STRING"
+
+
+def test_default_compile_has_default_image_and_secrets(tmp_path, monkeypatch):
+    for var in ("EDGECOMPRESS_IMAGE", "EDGECOMPRESS_REGISTRY", "EDGECOMPRESS_IMAGE_TAG"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "p.yaml"
+    result = run_cli("compile", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    spec = load(out)
+    from edgecompress import __version__
+
+    assert {ex["container"]["image"] for ex in executors(spec).values()} == {
+        f"ghcr.io/edgecompress/components:{__version__}"
+    }
+    assert all("nodeSelector" not in c for c in k8s_executors(spec).values())
+    assert all(c["secretAsEnv"] for c in k8s_executors(spec).values())
+
+
+def test_platform_config_file_and_disabling_secrets(tmp_path):
+    cfg = tmp_path / "platform.yaml"
+    cfg.write_text(
+        "image: my.registry/edge:7\nmlflow_secret: ''\ns3_secret: ''\nfarm_secret: ''\n"
+        "benchmark_tolerations:\n  - {key: jetson, operator: Exists, effect: NoExecute}\n"
+    )
+    out = tmp_path / "p.yaml"
+    result = run_cli("compile", "--output", str(out), "--platform-config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    spec = load(out)
+    assert {ex["container"]["image"] for ex in executors(spec).values()} == {"my.registry/edge:7"}
+    k8s = k8s_executors(spec)
+    assert all("secretAsEnv" not in c for c in k8s.values())
+    assert k8s["exec-edge-benchmark"]["tolerations"] == [
+        {"key": "jetson", "operator": "Exists", "effect": "NoExecute"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--benchmark-toleration", "dev=pi:Sometimes"], "effect 'Sometimes'"),
+        (["--cache", "train=maybe"], "--cache train=maybe: expected on or off"),
+        (["--benchmark-node-selector", "novalue"], "expected NAME=VALUE"),
+        (["--train-gpus", "-1"], "train_gpus must be a non-negative integer"),
+        (["--chain", "quantize,shrink"], "unknown steps ['shrink']"),
+    ],
+)
+def test_bad_platform_options_exit_2(tmp_path, capsys, args, message):
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--output", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error:")
+    assert not out.exists()
+
+
+def test_unknown_platform_config_key(tmp_path, capsys):
+    cfg = tmp_path / "platform.yaml"
+    cfg.write_text("mlflow_secrets: x\n")
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--platform-config", str(cfg)]) == 2
+    assert f"platform config {cfg}: unknown keys ['mlflow_secrets']" in capsys.readouterr().err
