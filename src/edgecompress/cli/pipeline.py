@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 from pathlib import Path
 
 from edgecompress.cli.cluster import (
@@ -104,6 +105,8 @@ def _parse_params(pairs: list[str], defaults: dict) -> dict:
         default = defaults[name]
         try:
             value = json.loads(raw) if not isinstance(default, str) else raw
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # KFP types parameters strictly: 1000 → 1000.0 for a float
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--param {name}: cannot parse {raw!r} as {type(default).__name__}") from exc
         out[name] = value
@@ -139,7 +142,7 @@ def print_summary(result) -> None:
     from edgecompress.reports import fmt
 
     gate = result.gate
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI: no wrapped labels
     table = Table(title=f"parent vs child — gate: {gate['verdict'].upper()}")
     table.add_column("metric")
     table.add_column("parent", justify="right")
