@@ -16,6 +16,7 @@ from edgecompress.errors import EdgeCompressError
 COMMAND_MODULES = [
     "edgecompress.cli.pipeline",  # run, compile
     "edgecompress.cli.steps",  # dataset, train, quantize, evaluate, benchmark
+    "edgecompress.cli.compress",  # prune, distill, sensitivity
 ]
 
 
