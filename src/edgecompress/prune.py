@@ -339,7 +339,7 @@ def ratio_for_budget(
     num_classes: int,
     config: StructuredConfig,
     dataset: Dataset | None = None,
-    increment: float = 0.025,
+    increment: float = 0.05,
 ) -> tuple[float, list[dict[str, float]]]:
     """Smallest ratio (in `increment` steps, up to `max_ratio`) whose pruned copy meets the budget."""
     trace = []
