@@ -24,7 +24,6 @@ from edgecompress.prune import (
     suggest_layer_ratios,
 )
 from edgecompress.steps import Lineage
-from edgecompress.train import TrainConfig
 from edgecompress.zoo import build_model
 
 OFF = Lineage(enabled=False)
@@ -84,10 +83,26 @@ def _macs(model, shape):
     return tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *shape))[0]
 
 
-def test_structured_step_removes_channels_and_round_trips(trained_model: Path, digits_artifact: Path, tmp_path: Path):
-    structured, _ = prune_configs(ratio=0.5, steps=2, finetune_epochs_between=1, finetune_epochs_after=1, batch_size=64)
+def test_structured_step_removes_channels_and_round_trips(
+    trained_model: Path, digits_artifact: Path, tmp_path: Path
+):
+    structured, _ = prune_configs(
+        ratio=0.5, steps=2, finetune_epochs_between=1, finetune_epochs_after=1, batch_size=64
+    )
     out, report = tmp_path / "pruned", tmp_path / "report.html"
-    info = prune_step(trained_model, digits_artifact, out, "structured", structured, None, (0.25, 0.5), 0.0, report, OFF, False)
+    info = prune_step(
+        trained_model,
+        digits_artifact,
+        out,
+        "structured",
+        structured,
+        None,
+        (0.25, 0.5),
+        0.0,
+        report,
+        OFF,
+        False,
+    )
     parent, child = info["stats"]["parent"], info["stats"]["child"]
     assert child["macs"] < parent["macs"] / 2.5 and child["params"] < parent["params"] / 2.5
     schedule = info["prune"]["schedule"]
@@ -107,10 +122,19 @@ def test_mobilenet_residual_and_depthwise_stay_consistent(digits, importance: st
     from edgecompress.export import check_parity, export_onnx
 
     torch.manual_seed(0)
-    model = build_model({"family": "mobilenet", "kwargs": {"stages": [[1, 16, 1, 1], [2, 24, 2, 2]]}},
-                        digits.input_shape, digits.num_classes)
-    pruned, report = prune_structured(model, digits.input_shape, digits.num_classes,
-                                      StructuredConfig(ratio=0.5, importance=importance), digits, progress=False)
+    model = build_model(
+        {"family": "mobilenet", "kwargs": {"stages": [[1, 16, 1, 1], [2, 24, 2, 2]]}},
+        digits.input_shape,
+        digits.num_classes,
+    )
+    pruned, report = prune_structured(
+        model,
+        digits.input_shape,
+        digits.num_classes,
+        StructuredConfig(ratio=0.5, importance=importance),
+        digits,
+        progress=False,
+    )
     block = pruned.features[5].block  # the residual block (stride 1, 24 → 24)
     assert pruned.features[5].residual
     depthwise = block[3]
@@ -124,8 +148,14 @@ def test_mobilenet_residual_and_depthwise_stay_consistent(digits, importance: st
 def test_user_factory_with_concat_and_flatten(digits, user_models: str):
     model = build_model(f"{user_models}:branchy", digits.input_shape, digits.num_classes)
     before = _macs(model, digits.input_shape)
-    pruned, report = prune_structured(model, digits.input_shape, digits.num_classes,
-                                      StructuredConfig(ratio=0.5, keep_layers=("b.0",)), digits, progress=False)
+    pruned, report = prune_structured(
+        model,
+        digits.input_shape,
+        digits.num_classes,
+        StructuredConfig(ratio=0.5, keep_layers=("b.0",)),
+        digits,
+        progress=False,
+    )
     assert pruned.b[0].out_channels == 8  # kept by name
     assert pruned.a[0].out_channels == 4
     assert pruned.mix[0].in_channels == 12  # concat of 4 + 8
@@ -140,8 +170,14 @@ def test_macs_and_params_budgets_are_met(digits):
     model = build_model("cnn", digits.input_shape, digits.num_classes)
     base = _macs(model, digits.input_shape)
     for metric, budget in (("macs", base / 5), ("params", sum(p.numel() for p in model.parameters()) / 3)):
-        _, report = prune_structured(model, digits.input_shape, digits.num_classes,
-                                     StructuredConfig(budget_metric=metric, budget=budget), digits, progress=False)
+        _, report = prune_structured(
+            model,
+            digits.input_shape,
+            digits.num_classes,
+            StructuredConfig(budget_metric=metric, budget=budget),
+            digits,
+            progress=False,
+        )
         assert report["budget"]["met"] and report["budget"]["achieved"] <= budget
         assert 0 < report["ratio"] <= 0.9
         assert report["budget_trace"][-2]["cost"] > budget  # the smallest ratio that meets it
@@ -156,20 +192,36 @@ def test_sensitivity_sets_layer_ratios(digits, trained_model: Path):
     assert suggested == {"features.0": 0.75, "features.4": 0.75}
     strict = suggest_layer_ratios({**result, "baseline_accuracy": 2.0}, max_drop=0.0)
     assert strict == {}
-    pruned, _ = prune_structured(module, digits.input_shape, digits.num_classes,
-                                 StructuredConfig(ratio=0.25, layer_ratios={"features.0": 0.75}), progress=False)
+    pruned, _ = prune_structured(
+        module,
+        digits.input_shape,
+        digits.num_classes,
+        StructuredConfig(ratio=0.25, layer_ratios={"features.0": 0.75}),
+        progress=False,
+    )
     assert pruned.features[0].out_channels == 2 and pruned.features[4].out_channels == 12
 
 
-def test_unstructured_global_and_per_layer(digits, trained_model: Path, digits_artifact: Path, tmp_path: Path):
+def test_unstructured_global_and_per_layer(
+    digits, trained_model: Path, digits_artifact: Path, tmp_path: Path
+):
     module = load_model_package(trained_model).load_module()
     report = prune_unstructured(module, UnstructuredConfig(sparsity=0.6, scope="layer"))
     for name, layer in report["per_layer"].items():
         assert layer["sparsity"] == pytest.approx(0.6, abs=0.02), name
     _, unstructured = prune_configs(sparsity=0.85, finetune_epochs_after=1, batch_size=64)
     out, html = tmp_path / "sparse", tmp_path / "sparse.html"
-    info = prune_step(trained_model, digits_artifact, out, "unstructured", None, unstructured, report_path=html,
-                      lineage_ctx=OFF, progress=False)
+    info = prune_step(
+        trained_model,
+        digits_artifact,
+        out,
+        "unstructured",
+        None,
+        unstructured,
+        report_path=html,
+        lineage_ctx=OFF,
+        progress=False,
+    )
     parent, child = info["stats"]["parent"], info["stats"]["child"]
     assert info["prune"]["weight_sparsity"] == pytest.approx(0.85, abs=0.01)
     assert child["macs"] == parent["macs"] and child["params"] == parent["params"]  # same dense shapes
@@ -184,21 +236,35 @@ def test_unstructured_global_and_per_layer(digits, trained_model: Path, digits_a
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5])
-def test_ratio_outside_open_interval(ratio: float, trained_model: Path, digits_artifact: Path, tmp_path: Path):
+def test_ratio_outside_open_interval(
+    ratio: float, trained_model: Path, digits_artifact: Path, tmp_path: Path
+):
     structured, unstructured = prune_configs(ratio=ratio, sparsity=ratio)
     for method in ("structured", "unstructured"):
         with pytest.raises(ConfigError, match="must be in \\(0, 1\\)"):
-            prune_step(trained_model, digits_artifact, tmp_path / "out", method, structured, unstructured, lineage_ctx=OFF)
+            prune_step(
+                trained_model,
+                digits_artifact,
+                tmp_path / "out",
+                method,
+                structured,
+                unstructured,
+                lineage_ctx=OFF,
+            )
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_layer_name(trained_model: Path, digits_artifact: Path, tmp_path: Path):
     structured, unstructured = prune_configs(keep_layers="features.99")
     with pytest.raises(ConfigError, match="no layer named 'features.99'.*features.0"):
-        prune_step(trained_model, digits_artifact, tmp_path / "out", "structured", structured, lineage_ctx=OFF)
+        prune_step(
+            trained_model, digits_artifact, tmp_path / "out", "structured", structured, lineage_ctx=OFF
+        )
     structured, _ = prune_configs(layer_ratios="classifier.9=0.5")
     with pytest.raises(ConfigError, match="classifier.9"):
-        prune_step(trained_model, digits_artifact, tmp_path / "out", "structured", structured, lineage_ctx=OFF)
+        prune_step(
+            trained_model, digits_artifact, tmp_path / "out", "structured", structured, lineage_ctx=OFF
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -214,32 +280,97 @@ def test_bn_importance_needs_batchnorm(digits):
         prune_structured(model, digits.input_shape, digits.num_classes, StructuredConfig(importance="bn"))
 
 
-def test_cli_bad_input_exits_2_and_writes_nothing(trained_model: Path, digits_artifact: Path, tmp_path: Path, capsys):
+def test_cli_bad_input_exits_2_and_writes_nothing(
+    trained_model: Path, digits_artifact: Path, tmp_path: Path, capsys
+):
     from edgecompress.cli import main
 
     out = tmp_path / "out"
-    base = ["prune", "--model", str(trained_model), "--dataset", str(digits_artifact), "--output", str(out), "--no-track"]
+    base = [
+        "prune",
+        "--model",
+        str(trained_model),
+        "--dataset",
+        str(digits_artifact),
+        "--output",
+        str(out),
+        "--no-track",
+    ]
     assert main([*base, "--ratio", "1.2"]) == 2
     assert "ratio must be in (0, 1), got 1.2" in capsys.readouterr().err
     assert main([*base, "--keep-layer", "nope"]) == 2
     assert "no layer named 'nope'" in capsys.readouterr().err
-    assert main(["sensitivity", "--model", str(trained_model), "--dataset", str(digits_artifact),
-                 "--output", str(tmp_path / "s.json"), "--ratios", "0.5,1.0"]) == 2
+    assert (
+        main(
+            [
+                "sensitivity",
+                "--model",
+                str(trained_model),
+                "--dataset",
+                str(digits_artifact),
+                "--output",
+                str(tmp_path / "s.json"),
+                "--ratios",
+                "0.5,1.0",
+            ]
+        )
+        == 2
+    )
     assert "(0, 1)" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "s.json").exists()
     assert json.loads(json.dumps(sorted(p.name for p in tmp_path.iterdir()))) == []
 
 
-def test_cli_prune_then_sensitivity_ratios(trained_model: Path, digits_artifact: Path, tmp_path: Path, capsys):
+def test_cli_prune_then_sensitivity_ratios(
+    trained_model: Path, digits_artifact: Path, tmp_path: Path, capsys
+):
     from edgecompress.cli import main
 
     sens = tmp_path / "sens.json"
-    assert main(["sensitivity", "--model", str(trained_model), "--dataset", str(digits_artifact), "--output", str(sens),
-                 "--plot", str(tmp_path / "s.png"), "--ratios", "0.5", "--samples", "100"]) == 0
+    assert (
+        main(
+            [
+                "sensitivity",
+                "--model",
+                str(trained_model),
+                "--dataset",
+                str(digits_artifact),
+                "--output",
+                str(sens),
+                "--plot",
+                str(tmp_path / "s.png"),
+                "--ratios",
+                "0.5",
+                "--samples",
+                "100",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
-    assert main(["prune", "--model", str(trained_model), "--dataset", str(digits_artifact), "--output",
-                 str(tmp_path / "p"), "--layer-ratios-from", str(sens), "--max-drop", "1.0", "--ratio", "0.25",
-                 "--finetune-epochs-after", "0", "--no-track"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                str(trained_model),
+                "--dataset",
+                str(digits_artifact),
+                "--output",
+                str(tmp_path / "p"),
+                "--layer-ratios-from",
+                str(sens),
+                "--max-drop",
+                "1.0",
+                "--ratio",
+                "0.25",
+                "--finetune-epochs-after",
+                "0",
+                "--no-track",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["channels"]["features.0"] == 4 and printed["channels"]["features.4"] == 8
