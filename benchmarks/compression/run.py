@@ -30,8 +30,8 @@ FULL = {
 }  # fmt: skip
 QUICK = {
     **FULL, "prune_ft_between": 1, "recover_epochs": 1, "sparse_ft_epochs": 1, "study_epochs": 1,
-    "study_student": {"family": "cnn", "kwargs": {"widths": [4, 8], "depths": [1, 1]}},
-    "latency_rounds": 1, "min_runs": 20, "min_duration_s": 0.05,
+    "study_student": {"family": "cnn", "kwargs": {"widths": [4, 8], "depths": [1, 1]}}, "study_seeds": [0, 1],
+    "latency_rounds": 1, "min_runs": 10, "min_duration_s": 0.02,
 }  # fmt: skip
 QUICK_BASELINE = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
 
@@ -80,7 +80,7 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
         from edgecompress.steps import train_step
 
         base_dir = work / "baseline"
-        timed("baseline", train_step, data_path, QUICK_BASELINE, base_dir, TrainConfig(epochs=4, batch_size=64), off,
+        timed("baseline", train_step, data_path, QUICK_BASELINE, base_dir, TrainConfig(epochs=3, batch_size=64), off,
               progress=False)  # fmt: skip
     else:
         data_path = fashion_mnist_dataset_artifact()

@@ -1,6 +1,6 @@
 """The prune and distill components in kfp.local, alone and chained in the edge-compression pipeline."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the pipeline function's annotations.
 
 import json
 from pathlib import Path
