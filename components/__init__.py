@@ -43,7 +43,14 @@ def render_readme(name: str) -> str:
     spec = yaml.safe_load((FOLDER / name / "component.yaml").read_text())
     module = importlib.import_module(f"edgecompress.components.{name}.component")
     comp = spec["components"][f"comp-{name.replace('_', '-')}"]
-    lines = [f"# `{name}`", "", (module.__doc__ or "").strip(), "", (load(name).description or "").strip(), ""]
+    lines = [
+        f"# `{name}`",
+        "",
+        (module.__doc__ or "").strip(),
+        "",
+        (load(name).description or "").strip(),
+        "",
+    ]
     inputs = comp.get("inputDefinitions", {})
     rows = []
     for art, d in inputs.get("artifacts", {}).items():
@@ -53,7 +60,10 @@ def render_readme(name: str) -> str:
         rows.append(f"| `{par}` | {d['parameterType'].lower()} | `{default}` |")
     lines += ["## Inputs", "", "| name | type | default |", "|---|---|---|", *rows, ""]
     outs = comp.get("outputDefinitions", {})
-    rows = [f"| `{a}` | artifact `{d['artifactType']['schemaTitle']}` |" for a, d in outs.get("artifacts", {}).items()]
+    rows = [
+        f"| `{a}` | artifact `{d['artifactType']['schemaTitle']}` |"
+        for a, d in outs.get("artifacts", {}).items()
+    ]
     rows += [f"| `{p}` | {d['parameterType'].lower()} |" for p, d in outs.get("parameters", {}).items()]
     lines += ["## Outputs", "", "| name | type |", "|---|---|", *rows, ""]
     lines += [

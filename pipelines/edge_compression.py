@@ -25,6 +25,7 @@ from edgecompress.components.train.component import train
 PIPELINE_NAME = "edge-compression"
 DEFAULT_CHAIN = ("quantize",)
 
+
 @dataclass
 class ChainContext:
     """What a chain step can connect to: the dataset, the trained (teacher) model, the pipeline's
@@ -42,9 +43,15 @@ StepBuilder = Callable[[Any, ChainContext], Any]
 
 def _quantize_step(parent: Any, ctx: ChainContext) -> Any:
     p = ctx.params
-    task = quantize(model=parent, dataset=ctx.dataset, calibration_samples=p["calibration_samples"],
-                    calibration_method=p["calibration_method"], per_channel=p["per_channel"], seed=p["seed"],
-                    **ctx.lineage)
+    task = quantize(
+        model=parent,
+        dataset=ctx.dataset,
+        calibration_samples=p["calibration_samples"],
+        calibration_method=p["calibration_method"],
+        per_channel=p["per_channel"],
+        seed=p["seed"],
+        **ctx.lineage,
+    )
     task.set_display_name("quantize")
     return task.outputs["quantized_model"]
 
@@ -93,9 +100,13 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
     if not chain or unknown:
         from edgecompress.errors import ConfigError
 
-        raise ConfigError(f"compression chain {list(chain)}: unknown steps {unknown}; available: {sorted(STEP_BUILDERS)}")
+        raise ConfigError(
+            f"compression chain {list(chain)}: unknown steps {unknown}; available: {sorted(STEP_BUILDERS)}"
+        )
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=f"train → {' → '.join(chain)} → evaluate → edge-benchmark → gate")
+    @dsl.pipeline(
+        name=PIPELINE_NAME, description=f"train → {' → '.join(chain)} → evaluate → edge-benchmark → gate"
+    )
     def edge_compression(
         dataset: str = "digits",
         model: str = "cnn",
@@ -143,12 +154,24 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
         track: bool = True,
     ) -> dsl.Artifact:
         params = dict(locals())
-        lineage = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "pipeline_name": PIPELINE_NAME,
-                   "experiment": experiment, "track": track}
+        lineage = {
+            "pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            "pipeline_name": PIPELINE_NAME,
+            "experiment": experiment,
+            "track": track,
+        }
         data = load_dataset(source=dataset, seed=seed, **lineage)
         data.set_caching_options(False)
-        trained = train(dataset=data.outputs["dataset"], model_spec=model, epochs=epochs, batch_size=batch_size,
-                        lr=lr, augment=augment, seed=seed, **lineage)
+        trained = train(
+            dataset=data.outputs["dataset"],
+            model_spec=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            augment=augment,
+            seed=seed,
+            **lineage,
+        )
         parent = trained.outputs["model"]
         child = parent
         ctx = ChainContext(data.outputs["dataset"], parent, params, lineage)
@@ -158,8 +181,14 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN):
         for role, model_out in (("parent", parent), ("child", child)):
             ev = evaluate(model=model_out, dataset=data.outputs["dataset"], **lineage)
             ev.set_display_name(f"evaluate-{role}")
-            bench = edge_benchmark(model=model_out, device_classes=device_classes, farm_url=farm_url,
-                                   min_runs=bench_min_runs, min_duration_s=bench_min_duration_s, **lineage)
+            bench = edge_benchmark(
+                model=model_out,
+                device_classes=device_classes,
+                farm_url=farm_url,
+                min_runs=bench_min_runs,
+                min_duration_s=bench_min_duration_s,
+                **lineage,
+            )
             bench.set_display_name(f"edge-benchmark-{role}")
             bench.set_caching_options(False)  # latency is a measurement, never a cached value
             evals[role], benches[role] = ev, bench

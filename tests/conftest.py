@@ -13,7 +13,7 @@ os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 # A small CNN that trains on digits in a few seconds.
-SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
+SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [16, 32], "depths": [1, 1]}}
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,14 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Pat
     from edgecompress.train import TrainConfig
 
     out = tmp_path_factory.mktemp("models") / "cnn"
-    train_step(digits_artifact, SMALL_CNN, out, TrainConfig(epochs=4, batch_size=64), Lineage(enabled=False), progress=False)
+    train_step(
+        digits_artifact,
+        SMALL_CNN,
+        out,
+        TrainConfig(epochs=6, batch_size=64, lr=1e-2),
+        Lineage(enabled=False),
+        progress=False,
+    )
     return out
 
 
@@ -52,5 +59,11 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     import subprocess
 
     full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=full_env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )

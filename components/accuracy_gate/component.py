@@ -24,8 +24,17 @@ def accuracy_gate(
     """Returns the verdict (`accepted` or `rejected`); a rejection is a result, not a task failure."""
     from edgecompress.steps import Lineage, gate_step
 
-    out = gate_step(parent_evaluation.path, child_evaluation.path, parent_benchmark.path, child_benchmark.path,
-                    max_accuracy_drop, registered_model_name, results.path, report.path, min_speedup,
-                    Lineage(pipeline_run_id, pipeline_name, experiment, track))
+    out = gate_step(
+        parent_evaluation.path,
+        child_evaluation.path,
+        parent_benchmark.path,
+        child_benchmark.path,
+        max_accuracy_drop,
+        registered_model_name,
+        results.path,
+        report.path,
+        min_speedup,
+        Lineage(pipeline_run_id, pipeline_name, experiment, track),
+    )
     results.metadata["verdict"] = out["verdict"]
     return out["verdict"]

@@ -26,8 +26,16 @@ def edge_benchmark(
     from edgecompress.steps import Lineage, edge_benchmark_step
 
     settings = {"min_runs": min_runs, "min_duration_s": min_duration_s, "warmup_runs": warmup_runs}
-    out = edge_benchmark_step(model.path, list(device_classes), results.path, report.path, farm_url or None,
-                              settings, timeout_s, Lineage(pipeline_run_id, pipeline_name, experiment, track))
+    out = edge_benchmark_step(
+        model.path,
+        list(device_classes),
+        results.path,
+        report.path,
+        farm_url or None,
+        settings,
+        timeout_s,
+        Lineage(pipeline_run_id, pipeline_name, experiment, track),
+    )
     for cls, r in out["results"].items():
         for q in ("p50", "p90", "p99"):
             metrics.log_metric(f"{cls}.{q}_ms", r["latency_ms"][q])

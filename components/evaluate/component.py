@@ -22,8 +22,14 @@ def evaluate(
     """`results` is the full JSON (read by the accuracy gate); `metrics` and `report` are for the KFP UI."""
     from edgecompress.steps import Lineage, evaluate_step
 
-    out = evaluate_step(model.path, dataset.path, results.path, report.path, split,
-                        Lineage(pipeline_run_id, pipeline_name, experiment, track))
+    out = evaluate_step(
+        model.path,
+        dataset.path,
+        results.path,
+        report.path,
+        split,
+        Lineage(pipeline_run_id, pipeline_name, experiment, track),
+    )
     metrics.log_metric("accuracy", out["accuracy"])
     for key in ("params", "macs", "onnx_bytes", "gzip_bytes"):
         metrics.log_metric(key, out["stats"][key])

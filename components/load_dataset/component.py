@@ -18,5 +18,9 @@ def load_dataset(
     """Load `digits`, `fashion-mnist`, a `.npz` path or an `s3://` URI into a Dataset artifact."""
     from edgecompress.steps import Lineage, load_dataset_step
 
-    meta = load_dataset_step(source, dataset.path, seed, Lineage(pipeline_run_id, pipeline_name, experiment, track))
-    dataset.metadata.update({k: meta[k] for k in ("name", "source", "input_shape", "num_classes", "splits", "sha256")})
+    meta = load_dataset_step(
+        source, dataset.path, seed, Lineage(pipeline_run_id, pipeline_name, experiment, track)
+    )
+    dataset.metadata.update(
+        {k: meta[k] for k in ("name", "source", "input_shape", "num_classes", "splits", "sha256")}
+    )

@@ -26,12 +26,25 @@ def quantize(
     from edgecompress.quantize import StaticQuantConfig
     from edgecompress.steps import Lineage, quantize_step
 
-    config = StaticQuantConfig(calibration_samples=calibration_samples, calibration_method=calibration_method,
-                               quant_format=quant_format, per_channel=per_channel, activation_type=activation_type,
-                               weight_type=weight_type, seed=seed)
-    info = quantize_step(model.path, dataset.path, quantized_model.path, config,
-                         Lineage(pipeline_run_id, pipeline_name, experiment, track))
-    quantized_model.metadata.update({k: info.get(k) for k in ("technique", "onnx_bytes", "onnx_sha256", "dataset_sha256")})
+    config = StaticQuantConfig(
+        calibration_samples=calibration_samples,
+        calibration_method=calibration_method,
+        quant_format=quant_format,
+        per_channel=per_channel,
+        activation_type=activation_type,
+        weight_type=weight_type,
+        seed=seed,
+    )
+    info = quantize_step(
+        model.path,
+        dataset.path,
+        quantized_model.path,
+        config,
+        Lineage(pipeline_run_id, pipeline_name, experiment, track),
+    )
+    quantized_model.metadata.update(
+        {k: info.get(k) for k in ("technique", "onnx_bytes", "onnx_sha256", "dataset_sha256")}
+    )
     quantized_model.metadata["mlflow_model_id"] = info.get("mlflow_model_id") or ""
     quantized_model.metadata["parent_model_id"] = info.get("parent_model_id") or ""
     quantized_model.metadata["top1_agreement"] = info["parent_agreement"]["top1_agreement"]

@@ -25,9 +25,19 @@ def train(
     from edgecompress.steps import Lineage, train_step
     from edgecompress.train import TrainConfig
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, seed=seed)
-    info = train_step(dataset.path, model_spec, model.path, config,
-                      Lineage(pipeline_run_id, pipeline_name, experiment, track), progress=False)
-    model.metadata.update({k: info.get(k) for k in ("technique", "params", "onnx_bytes", "onnx_sha256", "dataset_sha256")})
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, seed=seed
+    )
+    info = train_step(
+        dataset.path,
+        model_spec,
+        model.path,
+        config,
+        Lineage(pipeline_run_id, pipeline_name, experiment, track),
+        progress=False,
+    )
+    model.metadata.update(
+        {k: info.get(k) for k in ("technique", "params", "onnx_bytes", "onnx_sha256", "dataset_sha256")}
+    )
     model.metadata["mlflow_model_id"] = info.get("mlflow_model_id") or ""
     model.metadata["parent_model_id"] = ""

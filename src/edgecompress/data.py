@@ -130,7 +130,7 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
-        magic, = struct.unpack(">I", data[:4])
+        (magic,) = struct.unpack(">I", data[:4])
         ndim = magic & 0xFF
         dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
         arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
@@ -181,7 +181,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError …
-        raise DatasetError(f"dataset file {path} is not a readable .npz ({type(exc).__name__}: {exc})") from exc
+        raise DatasetError(
+            f"dataset file {path} is not a readable .npz ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
@@ -213,15 +215,16 @@ def load_source(source: str, seed: int = 0, fashion_mnist_dir: Path = FASHION_MN
     path = Path(source)
     if path.suffix == ".npz" or path.exists():
         return load_user_npz(path, seed)
-    raise DatasetError(f"unknown dataset {source!r}: use one of {BUILTIN_DATASETS}, a .npz path or an s3:// URI")
+    raise DatasetError(
+        f"unknown dataset {source!r}: use one of {BUILTIN_DATASETS}, a .npz path or an s3:// URI"
+    )
 
 
 def save_dataset(dataset: Dataset, path: Path) -> dict[str, Any]:
     """Write the artifact atomically and return its metadata."""
     meta = dataset.metadata()
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **dataset.arrays)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, meta=np.array(json.dumps(meta)), **dataset.arrays)
     return meta
 
 
@@ -235,6 +238,14 @@ def load_dataset(path: Path) -> Dataset:
     _check_arrays(arrays, str(path))
     digest = content_digest(arrays)
     if digest != meta.get("sha256"):
-        raise DatasetError(f"dataset {path} is corrupt: content sha256 {digest[:12]}… != recorded {str(meta.get('sha256'))[:12]}…")
+        raise DatasetError(
+            f"dataset {path} is corrupt: content sha256 {digest[:12]}… != recorded {str(meta.get('sha256'))[:12]}…"
+        )
     known = {"name", "source", "input_shape", "num_classes", "class_names", "splits", "dtype", "sha256"}
-    return Dataset(meta["name"], meta["source"], arrays, meta["class_names"], {k: v for k, v in meta.items() if k not in known})
+    return Dataset(
+        meta["name"],
+        meta["source"],
+        arrays,
+        meta["class_names"],
+        {k: v for k, v in meta.items() if k not in known},
+    )

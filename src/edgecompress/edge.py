@@ -19,11 +19,14 @@ from edgecompress.farm.runner import BenchmarkSettings, run_isolated
 log = logging.getLogger(__name__)
 
 
-def benchmark_locally(model_path: Path, device_class: str, settings: dict[str, Any] | None = None,
-                      timeout_s: float = 600.0) -> dict[str, Any]:
+def benchmark_locally(
+    model_path: Path, device_class: str, settings: dict[str, Any] | None = None, timeout_s: float = 600.0
+) -> dict[str, Any]:
     """Benchmark on an emulated device class in a child process on this machine."""
     cls = emulated_device_class(device_class)
-    opts = BenchmarkSettings.from_dict({**(settings or {}), "threads": cls.threads, "providers": cls.providers})
+    opts = BenchmarkSettings.from_dict(
+        {**(settings or {}), "threads": cls.threads, "providers": cls.providers}
+    )
     result = run_isolated(Path(model_path), opts, timeout_s=timeout_s, cpu_affinity=cls.cpu_affinity())
     result.update({
         "device_class": cls.name, "emulated": cls.emulated, "device_description": cls.description,
@@ -32,8 +35,13 @@ def benchmark_locally(model_path: Path, device_class: str, settings: dict[str, A
     return result
 
 
-def edge_benchmark(model_path: Path, device_classes: str | list[str], settings: dict[str, Any] | None = None,
-                   farm_url: str | None = None, timeout_s: float = 600.0) -> dict[str, dict[str, Any]]:
+def edge_benchmark(
+    model_path: Path,
+    device_classes: str | list[str],
+    settings: dict[str, Any] | None = None,
+    farm_url: str | None = None,
+    timeout_s: float = 600.0,
+) -> dict[str, dict[str, Any]]:
     """One result per device class; raises BenchmarkError naming the class that failed."""
     classes = parse_device_classes(device_classes)
     if farm_url:

@@ -37,8 +37,15 @@ class ModelStats:
         return 1.0 - self.nonzero_params / self.params if self.params else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"params": self.params, "nonzero_params": self.nonzero_params, "sparsity": self.sparsity,
-                "macs": self.macs, "onnx_bytes": self.onnx_bytes, "gzip_bytes": self.gzip_bytes, "opset": self.opset}
+        return {
+            "params": self.params,
+            "nonzero_params": self.nonzero_params,
+            "sparsity": self.sparsity,
+            "macs": self.macs,
+            "onnx_bytes": self.onnx_bytes,
+            "gzip_bytes": self.gzip_bytes,
+            "opset": self.opset,
+        }
 
 
 @dataclass
@@ -54,13 +61,22 @@ class Evaluation:
     def per_class_accuracy(self) -> dict[str, float]:
         cm = np.asarray(self.confusion_matrix)
         totals = cm.sum(1)
-        return {n: float(cm[i, i] / totals[i]) if totals[i] else float("nan") for i, n in enumerate(self.class_names)}
+        return {
+            n: float(cm[i, i] / totals[i]) if totals[i] else float("nan")
+            for i, n in enumerate(self.class_names)
+        }
 
     def as_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "accuracy": self.accuracy, "samples": self.samples,
-                "confusion_matrix": self.confusion_matrix, "class_names": self.class_names,
-                "per_class_accuracy": self.per_class_accuracy(), "stats": self.stats.as_dict(),
-                "latency_ms": self.latency_ms}
+        return {
+            "split": self.split,
+            "accuracy": self.accuracy,
+            "samples": self.samples,
+            "confusion_matrix": self.confusion_matrix,
+            "class_names": self.class_names,
+            "per_class_accuracy": self.per_class_accuracy(),
+            "stats": self.stats.as_dict(),
+            "latency_ms": self.latency_ms,
+        }
 
 
 def _is_weight(name: str, array: np.ndarray) -> bool:
@@ -122,26 +138,42 @@ def model_stats(onnx_path: Path) -> ModelStats:
     return ModelStats(params, nonzero, count_macs(proto), len(raw), len(gzip.compress(raw, 9)), opset)
 
 
-def evaluate_onnx(onnx_path: Path, dataset: Dataset, split: str = "test", limit: int | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+def evaluate_onnx(
+    onnx_path: Path, dataset: Dataset, split: str = "test", limit: int | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Accuracy, confusion matrix and logits on one split."""
     proto = validate_onnx(onnx_path)
     check_onnx_fits(proto, dataset.input_shape, str(onnx_path))
     x, y = dataset.split(split, limit)
     logits = onnx_logits(onnx_path, x)
     if logits.ndim != 2 or logits.shape[1] != dataset.num_classes:
-        raise ModelError(f"model {onnx_path} outputs shape {logits.shape}; the dataset has {dataset.num_classes} classes")
+        raise ModelError(
+            f"model {onnx_path} outputs shape {logits.shape}; the dataset has {dataset.num_classes} classes"
+        )
     pred = logits.argmax(1)
     cm = np.zeros((dataset.num_classes, dataset.num_classes), dtype=np.int64)
     np.add.at(cm, (y, pred), 1)
     return float((pred == y).mean()), cm, logits
 
 
-def evaluate_model(package: ModelPackage, dataset: Dataset, split: str = "test", measure_latency: bool = True,
-                   latency_settings: dict[str, Any] | None = None) -> Evaluation:
+def evaluate_model(
+    package: ModelPackage,
+    dataset: Dataset,
+    split: str = "test",
+    measure_latency: bool = True,
+    latency_settings: dict[str, Any] | None = None,
+) -> Evaluation:
     accuracy, cm, _ = evaluate_onnx(package.onnx_path, dataset, split)
     latency: dict[str, float] = {}
     if measure_latency:
         settings = BenchmarkSettings.from_dict({"threads": 1, "batch_size": 1, **(latency_settings or {})})
         latency = run_isolated(package.onnx_path, settings)["latency_ms"]
-    return Evaluation(split, accuracy, int(cm.sum()), cm.tolist(), list(dataset.class_names),
-                      model_stats(package.onnx_path), latency)
+    return Evaluation(
+        split,
+        accuracy,
+        int(cm.sum()),
+        cm.tolist(),
+        list(dataset.class_names),
+        model_stats(package.onnx_path),
+        latency,
+    )

@@ -32,10 +32,16 @@ class Parity:
     samples: int
 
     def as_dict(self) -> dict[str, float]:
-        return {"max_abs_error": self.max_abs_error, "top1_agreement": self.top1_agreement, "samples": self.samples}
+        return {
+            "max_abs_error": self.max_abs_error,
+            "top1_agreement": self.top1_agreement,
+            "samples": self.samples,
+        }
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = DEFAULT_OPSET) -> None:
+def export_onnx(
+    model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = DEFAULT_OPSET
+) -> None:
     """Export with a dynamic batch axis. Uses the TorchScript exporter: it handles every zoo model,
     torch-pruning output and fake-quant (QAT) graphs, and writes weights inline."""
     model = model.eval()
@@ -74,7 +80,9 @@ def check_parity(model: nn.Module, onnx_path: Path, x: np.ndarray, atol: float =
     agree = float(np.mean(expected.argmax(1) == got.argmax(1))) if len(x) else 1.0
     parity = Parity(err, agree, len(x))
     if err > atol:
-        raise ExportError(f"ONNX output differs from torch: max |Δlogit| = {err:.2e} > {atol:.0e} (top-1 agreement {agree:.4f})")
+        raise ExportError(
+            f"ONNX output differs from torch: max |Δlogit| = {err:.2e} > {atol:.0e} (top-1 agreement {agree:.4f})"
+        )
     return parity
 
 
@@ -99,8 +107,12 @@ def onnx_input_shape(proto: onnx.ModelProto) -> tuple[int | str, ...]:
 def check_onnx_fits(proto: onnx.ModelProto, input_shape: tuple[int, ...], where: str) -> None:
     shape = onnx_input_shape(proto)
     sample = tuple(shape[1:])
-    if len(sample) != len(input_shape) or any(isinstance(a, int) and a > 0 and a != b for a, b in zip(sample, input_shape, strict=False)):
-        raise ModelError(f"model {where} expects inputs of shape {shape}, but the dataset's samples have shape {tuple(input_shape)}")
+    if len(sample) != len(input_shape) or any(
+        isinstance(a, int) and a > 0 and a != b for a, b in zip(sample, input_shape, strict=False)
+    ):
+        raise ModelError(
+            f"model {where} expects inputs of shape {shape}, but the dataset's samples have shape {tuple(input_shape)}"
+        )
 
 
 @dataclass
@@ -121,7 +133,9 @@ class ModelPackage:
 
     def load_module(self) -> nn.Module:
         if not self.has_module:
-            raise ModelError(f"model {self.directory} has no torch module (it is ONNX-only, e.g. already quantized)")
+            raise ModelError(
+                f"model {self.directory} has no torch module (it is ONNX-only, e.g. already quantized)"
+            )
         try:
             module = torch.load(self.directory / MODULE_FILE, map_location="cpu", weights_only=False)
         except Exception as exc:
@@ -137,8 +151,9 @@ class ModelPackage:
         return int(self.info["num_classes"])
 
 
-def save_model_package(directory: Path, info: dict[str, Any], onnx_model: onnx.ModelProto | Path,
-                       module: nn.Module | None = None) -> ModelPackage:
+def save_model_package(
+    directory: Path, info: dict[str, Any], onnx_model: onnx.ModelProto | Path, module: nn.Module | None = None
+) -> ModelPackage:
     """Write the artifact directory atomically; `info` gains the ONNX file's sha256 and sizes."""
     directory = Path(directory)
     with atomic_path(directory, directory=True) as tmp:
@@ -146,6 +161,8 @@ def save_model_package(directory: Path, info: dict[str, Any], onnx_model: onnx.M
         if isinstance(onnx_model, onnx.ModelProto):
             onnx.save_model(onnx_model, str(onnx_file), save_as_external_data=False)
         else:
+            if not Path(onnx_model).exists():
+                raise ModelError(f"ONNX model {onnx_model} does not exist")
             onnx_file.write_bytes(Path(onnx_model).read_bytes())
         validate_onnx(onnx_file)
         if module is not None:
@@ -171,7 +188,9 @@ def load_model_package(directory: Path) -> ModelPackage:
     validate_onnx(package.onnx_path)
     recorded = info.get("onnx_sha256")
     if recorded and recorded != sha256_file(package.onnx_path):
-        raise ModelError(f"{package.onnx_path} does not match the sha256 recorded in {info_file}: the file was changed or corrupted")
+        raise ModelError(
+            f"{package.onnx_path} does not match the sha256 recorded in {info_file}: the file was changed or corrupted"
+        )
     return package
 
 

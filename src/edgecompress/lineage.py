@@ -73,7 +73,9 @@ def _mlflow():  # imported lazily: mlflow takes ~2 s to import
     return mlflow
 
 
-def setup(experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None, artifact_location: str | None = None) -> str:
+def setup(
+    experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None, artifact_location: str | None = None
+) -> str:
     """Point MLflow at the tracking store and make sure the experiment exists; returns its id.
 
     For a local SQLite store the artifact location is explicit (next to the database), so that
@@ -101,33 +103,56 @@ def setup(experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None, artifact
     return exp_id
 
 
-def get_or_create_pipeline_run(pipeline_run_id: str, pipeline_name: str, experiment: str = DEFAULT_EXPERIMENT,
-                               params: dict[str, Any] | None = None) -> str:
+def get_or_create_pipeline_run(
+    pipeline_run_id: str,
+    pipeline_name: str,
+    experiment: str = DEFAULT_EXPERIMENT,
+    params: dict[str, Any] | None = None,
+) -> str:
     """The parent run of a pipeline run, found by tag so every task attaches to the same one."""
     mlflow = _mlflow()
     exp = mlflow.get_experiment_by_name(experiment)
-    found = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}'",
-                               output_format="list", max_results=1)
+    found = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}'",
+        output_format="list",
+        max_results=1,
+    )
     if found:
         return found[0].info.run_id
     client = mlflow.MlflowClient()
-    run = client.create_run(exp.experiment_id, run_name=f"{pipeline_name}-{pipeline_run_id[:12]}",
-                            tags={f"{TAG}pipeline_run_id": pipeline_run_id, f"{TAG}pipeline": pipeline_name,
-                                  f"{TAG}package_version": __version__})
+    run = client.create_run(
+        exp.experiment_id,
+        run_name=f"{pipeline_name}-{pipeline_run_id[:12]}",
+        tags={
+            f"{TAG}pipeline_run_id": pipeline_run_id,
+            f"{TAG}pipeline": pipeline_name,
+            f"{TAG}package_version": __version__,
+        },
+    )
     for key, value in (params or {}).items():
         client.log_param(run.info.run_id, key, str(value)[:6000])
     return run.info.run_id
 
 
 @contextlib.contextmanager
-def task_run(pipeline_run_id: str, pipeline_name: str, task: str, experiment: str = DEFAULT_EXPERIMENT,
-             params: dict[str, Any] | None = None) -> Iterator[str]:
+def task_run(
+    pipeline_run_id: str,
+    pipeline_name: str,
+    task: str,
+    experiment: str = DEFAULT_EXPERIMENT,
+    params: dict[str, Any] | None = None,
+) -> Iterator[str]:
     """A nested run for one task under the pipeline's parent run; ends FAILED if the task raises."""
     mlflow = _mlflow()
     setup(experiment)
     parent = get_or_create_pipeline_run(pipeline_run_id, pipeline_name, experiment)
-    tags = {"mlflow.parentRunId": parent, f"{TAG}pipeline_run_id": pipeline_run_id, f"{TAG}task": task,
-            f"{TAG}package_version": __version__}
+    tags = {
+        "mlflow.parentRunId": parent,
+        f"{TAG}pipeline_run_id": pipeline_run_id,
+        f"{TAG}task": task,
+        f"{TAG}package_version": __version__,
+    }
     if os.environ.get(IMAGE_ENV):
         tags[f"{TAG}image"] = os.environ[IMAGE_ENV]
     with mlflow.start_run(run_name=task, tags=tags) as run:
@@ -154,26 +179,46 @@ def _signature(input_shape: list[int], num_classes: int):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape), "input")]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]))
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape), "input")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]),
+    )
 
 
 def _flat_params(params: dict[str, Any]) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in params.items()}
 
 
-def log_model(onnx_path: Path, name: str, *, technique: str, input_shape: list[int], num_classes: int,
-              parent_model_id: str | None, dataset_meta: dict[str, Any] | None, params: dict[str, Any],
-              metrics: dict[str, float] | None = None, pipeline_run_id: str | None = None) -> str:
+def log_model(
+    onnx_path: Path,
+    name: str,
+    *,
+    technique: str,
+    input_shape: list[int],
+    num_classes: int,
+    parent_model_id: str | None,
+    dataset_meta: dict[str, Any] | None,
+    params: dict[str, Any],
+    metrics: dict[str, float] | None = None,
+    pipeline_run_id: str | None = None,
+) -> str:
     """Log an ONNX model as a LoggedModel of the active run; returns the MLflow model id."""
     mlflow = _mlflow()
     import onnx
 
-    tags = {f"{TAG}technique": technique, f"{TAG}package_version": __version__,
-            f"{TAG}parent_model_id": parent_model_id or ""}
+    tags = {
+        f"{TAG}technique": technique,
+        f"{TAG}package_version": __version__,
+        f"{TAG}parent_model_id": parent_model_id or "",
+    }
     if dataset_meta:
-        tags.update({f"{TAG}dataset_digest": dataset_meta["sha256"], f"{TAG}dataset_name": dataset_meta["name"],
-                     f"{TAG}dataset_source": str(dataset_meta["source"])})
+        tags.update(
+            {
+                f"{TAG}dataset_digest": dataset_meta["sha256"],
+                f"{TAG}dataset_name": dataset_meta["name"],
+                f"{TAG}dataset_source": str(dataset_meta["source"]),
+            }
+        )
     if pipeline_run_id:
         tags[f"{TAG}pipeline_run_id"] = pipeline_run_id
     if os.environ.get(IMAGE_ENV):
@@ -226,7 +271,9 @@ def set_model_tags(model_id: str, tags: dict[str, Any]) -> None:
     _mlflow().set_logged_model_tags(model_id, {k: str(v) for k, v in tags.items()})
 
 
-def register(model_id: str, registered_name: str, aliases: list[str], tags: dict[str, str] | None = None) -> int:
+def register(
+    model_id: str, registered_name: str, aliases: list[str], tags: dict[str, str] | None = None
+) -> int:
     """Register a model version and point one alias per device class at it; returns the version."""
     mlflow = _mlflow()
     client = mlflow.MlflowClient()

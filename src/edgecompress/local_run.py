@@ -38,9 +38,13 @@ def validate_arguments(arguments: dict[str, Any]) -> None:
 
     source = str(arguments.get("dataset", "digits"))
     if source == "fashion-mnist" and not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
-        raise ConfigError(f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR}: run scripts/system-deps.sh")
+        raise ConfigError(
+            f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR}: run scripts/system-deps.sh"
+        )
     if source not in BUILTIN_DATASETS and not source.startswith("s3://") and not Path(source).exists():
-        raise ConfigError(f"dataset {source!r} is neither one of {BUILTIN_DATASETS}, an existing .npz file, nor an s3:// URI")
+        raise ConfigError(
+            f"dataset {source!r} is neither one of {BUILTIN_DATASETS}, an existing .npz file, nor an s3:// URI"
+        )
     parse_spec(arguments.get("model", "cnn"))
     classes = parse_device_classes(arguments.get("device_classes", ["rpi4-emulated"]))
     if not arguments.get("farm_url"):
@@ -66,11 +70,15 @@ def run_local(chain: Sequence[str], arguments: dict[str, Any], output_dir: Path)
         lineage.check_reachable(uri)
     os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
     pipeline_root = output_dir / "kfp"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
+    )
     start = time.perf_counter()
     try:
         task = pipeline(**arguments)
     except RuntimeError as exc:
         raise EdgeCompressError(f"the pipeline failed: {exc} (the failing task's log is above)") from exc
     gate_path = Path(task.output.path)
-    return LocalRunResult(json.loads(gate_path.read_text()), gate_path, pipeline_root, uri, time.perf_counter() - start)
+    return LocalRunResult(
+        json.loads(gate_path.read_text()), gate_path, pipeline_root, uri, time.perf_counter() - start
+    )

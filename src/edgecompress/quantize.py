@@ -36,7 +36,9 @@ class StaticQuantConfig:
     per_channel: bool = True
     activation_type: str = "uint8"
     weight_type: str = "int8"
-    reduce_range: bool = False
+    # 7-bit weights: on x86 CPUs without VNNI, U8S8 kernels saturate with 8-bit weights; measured on
+    # digits: top-1 agreement with float 0.76 → 0.97 (tests/unit/test_quantize.py)
+    reduce_range: bool = True
     nodes_to_exclude: tuple[str, ...] = ()
     seed: int = 0
 
@@ -87,7 +89,9 @@ def preprocess(onnx_path: Path, out_path: Path) -> Path:
     return out_path
 
 
-def quantize_static(onnx_path: Path, dataset: Dataset, config: StaticQuantConfig | None = None) -> onnx.ModelProto:
+def quantize_static(
+    onnx_path: Path, dataset: Dataset, config: StaticQuantConfig | None = None
+) -> onnx.ModelProto:
     """Return the INT8 model (the caller decides where it goes, atomically)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -98,11 +102,16 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: StaticQuantConfig
     check_onnx_fits(proto, dataset.input_shape, str(onnx_path))
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 10:
-        raise ModelError(f"{onnx_path} uses opset {opset}; ONNX Runtime quantization needs opset ≥ 10 (13+ for per-channel QDQ)")
+        raise ModelError(
+            f"{onnx_path} uses opset {opset}; ONNX Runtime quantization needs opset ≥ 10 (13+ for per-channel QDQ)"
+        )
     x = calibration_sample(dataset, config.calibration_samples, config.seed)
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[config.calibration_method]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[config.calibration_method]
     with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:
         pre = preprocess(Path(onnx_path), Path(tmp) / "pre.onnx")
         out = Path(tmp) / "int8.onnx"
@@ -116,5 +125,7 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: StaticQuantConfig
                 extra_options={"CalibTensorRangeSymmetric": config.activation_type == "int8"},
             )  # fmt: skip
         except Exception as exc:
-            raise ModelError(f"ONNX Runtime static quantization of {onnx_path} failed: {str(exc)[:400]}") from exc
+            raise ModelError(
+                f"ONNX Runtime static quantization of {onnx_path} failed: {str(exc)[:400]}"
+            ) from exc
         return onnx.load(str(out))

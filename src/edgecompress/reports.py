@@ -13,7 +13,11 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 or abs(value) >= 1e6 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        return (
+            f"{value:.{digits}g}"
+            if abs(value) < 1e-3 or abs(value) >= 1e6
+            else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        )
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -41,10 +45,12 @@ def png_img_tag(png: bytes, alt: str) -> str:
 def html_page(title: str, sections: Sequence[tuple[str, str]]) -> str:
     """`sections` are (heading, raw HTML) pairs; tables can come from `html_table`."""
     body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{content}" for h, content in sections)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1>\n{body}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>\n{body}</body></html>"
+    )
 
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -71,8 +77,15 @@ def confusion_matrix_png(cm: list[list[int]], class_names: list[str], title: str
     for i in range(arr.shape[0]):
         for j in range(arr.shape[1]):
             if arr[i, j]:
-                ax.text(j, i, str(arr[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if arr[i, j] > arr.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(arr[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if arr[i, j] > arr.max() / 2 else "black",
+                )
     fig.colorbar(im, ax=ax)
     return figure_png(fig)
 

@@ -28,7 +28,14 @@ from edgecompress.export import (
 )
 from edgecompress.io import atomic_path
 from edgecompress.quantize import StaticQuantConfig, quantize_static
-from edgecompress.reports import confusion_matrix_png, html_page, html_table, latency_png, markdown_table, png_img_tag
+from edgecompress.reports import (
+    confusion_matrix_png,
+    html_page,
+    html_table,
+    latency_png,
+    markdown_table,
+    png_img_tag,
+)
 from edgecompress.train import TrainConfig, fit
 from edgecompress.zoo import build_model, count_parameters, parse_spec
 
@@ -78,7 +85,9 @@ def _record_model_id(package: ModelPackage, model_id: str) -> None:
 # --- load_dataset ---------------------------------------------------------------------------
 
 
-def load_dataset_step(source: str, output_path: Path, seed: int = 0, lineage_ctx: Lineage | None = None) -> dict[str, Any]:
+def load_dataset_step(
+    source: str, output_path: Path, seed: int = 0, lineage_ctx: Lineage | None = None
+) -> dict[str, Any]:
     ctx = lineage_ctx or Lineage()
     ctx.check()
     dataset = load_source(source, seed=seed)
@@ -92,8 +101,14 @@ def load_dataset_step(source: str, output_path: Path, seed: int = 0, lineage_ctx
 # --- train ------------------------------------------------------------------------------------
 
 
-def train_step(dataset_path: Path, model_spec: str | dict[str, Any], output_dir: Path, config: TrainConfig,
-               lineage_ctx: Lineage | None = None, progress: bool = True) -> dict[str, Any]:
+def train_step(
+    dataset_path: Path,
+    model_spec: str | dict[str, Any],
+    output_dir: Path,
+    config: TrainConfig,
+    lineage_ctx: Lineage | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     ctx = lineage_ctx or Lineage()
     spec = parse_spec(model_spec)
     config.validate()
@@ -132,20 +147,30 @@ def train_step(dataset_path: Path, model_spec: str | dict[str, Any], output_dir:
 # --- quantize ---------------------------------------------------------------------------------
 
 
-def agreement(parent: ModelPackage, child_onnx: Path, dataset_path: Path, split: str = "val") -> dict[str, float]:
+def agreement(
+    parent: ModelPackage, child_onnx: Path, dataset_path: Path, split: str = "val"
+) -> dict[str, float]:
     """How closely a compressed model follows its parent on real data."""
     import numpy as np
 
     dataset = load_dataset(Path(dataset_path))
     x, y = dataset.split(split)
     a, b = onnx_logits(parent.onnx_path, x), onnx_logits(child_onnx, x)
-    return {"top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
-            "max_abs_logit_error": float(np.max(np.abs(a - b))),
-            "parent_accuracy": float(np.mean(a.argmax(1) == y)), "accuracy": float(np.mean(b.argmax(1) == y))}
+    return {
+        "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
+        "max_abs_logit_error": float(np.max(np.abs(a - b))),
+        "parent_accuracy": float(np.mean(a.argmax(1) == y)),
+        "accuracy": float(np.mean(b.argmax(1) == y)),
+    }
 
 
-def quantize_step(model_dir: Path, dataset_path: Path, output_dir: Path, config: StaticQuantConfig,
-                  lineage_ctx: Lineage | None = None) -> dict[str, Any]:
+def quantize_step(
+    model_dir: Path,
+    dataset_path: Path,
+    output_dir: Path,
+    config: StaticQuantConfig,
+    lineage_ctx: Lineage | None = None,
+) -> dict[str, Any]:
     ctx = lineage_ctx or Lineage()
     config.validate()
     ctx.check()
@@ -185,14 +210,22 @@ def _dataset_meta(dataset) -> dict[str, Any]:
 # --- evaluate ---------------------------------------------------------------------------------
 
 
-def evaluate_step(model_dir: Path, dataset_path: Path, results_path: Path, report_path: Path | None = None,
-                  split: str = "test", lineage_ctx: Lineage | None = None) -> dict[str, Any]:
+def evaluate_step(
+    model_dir: Path,
+    dataset_path: Path,
+    results_path: Path,
+    report_path: Path | None = None,
+    split: str = "test",
+    lineage_ctx: Lineage | None = None,
+) -> dict[str, Any]:
     ctx = lineage_ctx or Lineage()
     ctx.check()
     package = load_model_package(Path(model_dir))
     dataset = load_dataset(Path(dataset_path))
     model_id = package.info.get("mlflow_model_id")
-    with ctx.task("evaluate", {"model_id": model_id, "split": split, "technique": package.info.get("technique")}):
+    with ctx.task(
+        "evaluate", {"model_id": model_id, "split": split, "technique": package.info.get("technique")}
+    ):
         evaluation = evaluate_model(package, dataset, split)
         result = {"model": package.info, **evaluation.as_dict()}
         if report_path is not None:
@@ -211,29 +244,53 @@ def evaluate_step(model_dir: Path, dataset_path: Path, results_path: Path, repor
 def evaluation_report(result: dict[str, Any]) -> str:
     stats = result["stats"]
     title = f"Evaluation: {result['model'].get('technique')} model on {result['split']} ({result['samples']} samples)"
-    summary = html_table(["accuracy", "params", "MACs", "ONNX bytes", "gzip bytes", "p50 ms (1 thread)", "p90 ms"],
-                         [[result["accuracy"], stats["params"], stats["macs"], stats["onnx_bytes"], stats["gzip_bytes"],
-                           result["latency_ms"].get("p50", float("nan")), result["latency_ms"].get("p90", float("nan"))]])
+    summary = html_table(
+        ["accuracy", "params", "MACs", "ONNX bytes", "gzip bytes", "p50 ms (1 thread)", "p90 ms"],
+        [
+            [
+                result["accuracy"],
+                stats["params"],
+                stats["macs"],
+                stats["onnx_bytes"],
+                stats["gzip_bytes"],
+                result["latency_ms"].get("p50", float("nan")),
+                result["latency_ms"].get("p90", float("nan")),
+            ]
+        ],
+    )
     per_class = html_table(["class", "accuracy"], list(result["per_class_accuracy"].items()))
-    cm = png_img_tag(confusion_matrix_png(result["confusion_matrix"], result["class_names"], "confusion matrix"),
-                     "confusion matrix")
-    return html_page(title, [("Summary", summary), ("Confusion matrix", cm), ("Per-class accuracy", per_class)])
+    cm = png_img_tag(
+        confusion_matrix_png(result["confusion_matrix"], result["class_names"], "confusion matrix"),
+        "confusion matrix",
+    )
+    return html_page(
+        title, [("Summary", summary), ("Confusion matrix", cm), ("Per-class accuracy", per_class)]
+    )
 
 
 # --- edge benchmark ---------------------------------------------------------------------------
 
 
-def edge_benchmark_step(model_dir: Path, device_classes: str | list[str], results_path: Path,
-                        report_path: Path | None = None, farm_url: str | None = None,
-                        settings: dict[str, Any] | None = None, timeout_s: float = 600.0,
-                        lineage_ctx: Lineage | None = None) -> dict[str, Any]:
+def edge_benchmark_step(
+    model_dir: Path,
+    device_classes: str | list[str],
+    results_path: Path,
+    report_path: Path | None = None,
+    farm_url: str | None = None,
+    settings: dict[str, Any] | None = None,
+    timeout_s: float = 600.0,
+    lineage_ctx: Lineage | None = None,
+) -> dict[str, Any]:
     from edgecompress.edge import edge_benchmark
 
     ctx = lineage_ctx or Lineage()
     ctx.check()
     package = load_model_package(Path(model_dir))
     model_id = package.info.get("mlflow_model_id")
-    with ctx.task("edge-benchmark", {"model_id": model_id, "device_classes": device_classes, "farm_url": farm_url or "local"}):
+    with ctx.task(
+        "edge-benchmark",
+        {"model_id": model_id, "device_classes": device_classes, "farm_url": farm_url or "local"},
+    ):
         results = edge_benchmark(package.onnx_path, device_classes, settings, farm_url, timeout_s)
         out = {"model": package.info, "results": results}
         if report_path is not None:
@@ -246,24 +303,60 @@ def edge_benchmark_step(model_dir: Path, device_classes: str | list[str], result
 
 def benchmark_report(out: dict[str, Any]) -> str:
     results = out["results"]
-    rows = [[cls, "emulated" if r.get("emulated") else "real", r.get("provider_used"), r["latency_ms"]["p50"],
-             r["latency_ms"]["p90"], r["latency_ms"]["p99"], r["runs"], r["load_ms"], r["peak_rss_bytes"]]
-            for cls, r in results.items()]
-    table = html_table(["device class", "device", "provider", "p50 ms", "p90 ms", "p99 ms", "runs", "load ms",
-                        "peak RSS bytes"], rows)
-    plot = png_img_tag(latency_png({c: r["samples_ms"] for c, r in results.items()}, "latency per device class"),
-                       "latency distribution")
+    rows = [
+        [
+            cls,
+            "emulated" if r.get("emulated") else "real",
+            r.get("provider_used"),
+            r["latency_ms"]["p50"],
+            r["latency_ms"]["p90"],
+            r["latency_ms"]["p99"],
+            r["runs"],
+            r["load_ms"],
+            r["peak_rss_bytes"],
+        ]
+        for cls, r in results.items()
+    ]
+    table = html_table(
+        [
+            "device class",
+            "device",
+            "provider",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "runs",
+            "load ms",
+            "peak RSS bytes",
+        ],
+        rows,
+    )
+    plot = png_img_tag(
+        latency_png({c: r["samples_ms"] for c, r in results.items()}, "latency per device class"),
+        "latency distribution",
+    )
     note = "<p>Emulated device classes run on this machine with the class's thread cap and CPU affinity; they are not real board figures.</p>"
-    return html_page(f"Edge benchmark: {out['model'].get('technique')} model", [("Results", table + note), ("Latency", plot)])
+    return html_page(
+        f"Edge benchmark: {out['model'].get('technique')} model",
+        [("Results", table + note), ("Latency", plot)],
+    )
 
 
 # --- accuracy gate ----------------------------------------------------------------------------
 
 
-def gate_step(parent_eval_path: Path, child_eval_path: Path, parent_bench_path: Path, child_bench_path: Path,
-              max_accuracy_drop: float, registered_model_name: str, results_path: Path,
-              report_path: Path | None = None, min_speedup: float = 1.0,
-              lineage_ctx: Lineage | None = None) -> dict[str, Any]:
+def gate_step(
+    parent_eval_path: Path,
+    child_eval_path: Path,
+    parent_bench_path: Path,
+    child_bench_path: Path,
+    max_accuracy_drop: float,
+    registered_model_name: str,
+    results_path: Path,
+    report_path: Path | None = None,
+    min_speedup: float = 1.0,
+    lineage_ctx: Lineage | None = None,
+) -> dict[str, Any]:
     """Accept the child only if it keeps accuracy and is faster than its parent where it will run.
 
     The child is registered with an alias for each device class on which it passed; a child that
@@ -275,22 +368,33 @@ def gate_step(parent_eval_path: Path, child_eval_path: Path, parent_bench_path: 
     ctx = lineage_ctx or Lineage()
     ctx.check()
     p_eval, c_eval = (json.loads(Path(p).read_text()) for p in (parent_eval_path, child_eval_path))
-    p_bench, c_bench = (json.loads(Path(p).read_text())["results"] for p in (parent_bench_path, child_bench_path))
+    p_bench, c_bench = (
+        json.loads(Path(p).read_text())["results"] for p in (parent_bench_path, child_bench_path)
+    )
     drop = p_eval["accuracy"] - c_eval["accuracy"]
     accuracy_ok = drop <= max_accuracy_drop + 1e-12
     per_class = {}
     for cls in c_bench:
         speedup = p_bench[cls]["latency_ms"]["p50"] / c_bench[cls]["latency_ms"]["p50"]
-        per_class[cls] = {"parent_p50_ms": p_bench[cls]["latency_ms"]["p50"], "child_p50_ms": c_bench[cls]["latency_ms"]["p50"],
-                          "parent_p90_ms": p_bench[cls]["latency_ms"]["p90"], "child_p90_ms": c_bench[cls]["latency_ms"]["p90"],
-                          "speedup": speedup, "faster": speedup > min_speedup, "emulated": bool(c_bench[cls].get("emulated"))}
+        per_class[cls] = {
+            "parent_p50_ms": p_bench[cls]["latency_ms"]["p50"],
+            "child_p50_ms": c_bench[cls]["latency_ms"]["p50"],
+            "parent_p90_ms": p_bench[cls]["latency_ms"]["p90"],
+            "child_p90_ms": c_bench[cls]["latency_ms"]["p90"],
+            "speedup": speedup,
+            "faster": speedup > min_speedup,
+            "emulated": bool(c_bench[cls].get("emulated")),
+        }
     passed_classes = [c for c, v in per_class.items() if v["faster"]] if accuracy_ok else []
     reasons = []
     if not accuracy_ok:
         reasons.append(f"accuracy drop {drop * 100:.2f} points > allowed {max_accuracy_drop * 100:.2f}")
     slower = [c for c, v in per_class.items() if not v["faster"]]
     if slower:
-        reasons.append("not faster than its parent on " + ", ".join(f"{c} ({per_class[c]['speedup']:.2f}×)" for c in slower))
+        reasons.append(
+            "not faster than its parent on "
+            + ", ".join(f"{c} ({per_class[c]['speedup']:.2f}×)" for c in slower)
+        )
     verdict = "accepted" if passed_classes else "rejected"
     child_id = c_eval["model"].get("mlflow_model_id")
     result = {
@@ -298,16 +402,31 @@ def gate_step(parent_eval_path: Path, child_eval_path: Path, parent_bench_path: 
         "min_speedup": min_speedup, "accepted_device_classes": passed_classes, "device_classes": per_class,
         "parent": _summary_row(p_eval), "child": _summary_row(c_eval), "registered": None,
     }  # fmt: skip
-    with ctx.task("accuracy-gate", {"max_accuracy_drop": max_accuracy_drop, "min_speedup": min_speedup,
-                                    "child_model_id": child_id}):
+    with ctx.task(
+        "accuracy-gate",
+        {"max_accuracy_drop": max_accuracy_drop, "min_speedup": min_speedup, "child_model_id": child_id},
+    ):
         if ctx.enabled and child_id:
-            lineage.set_model_tags(child_id, {"edgecompress.gate": verdict, "edgecompress.gate_reason": "; ".join(reasons) or "passed",
-                                              "edgecompress.gate_accepted_classes": ",".join(passed_classes)})
+            lineage.set_model_tags(
+                child_id,
+                {
+                    "edgecompress.gate": verdict,
+                    "edgecompress.gate_reason": "; ".join(reasons) or "passed",
+                    "edgecompress.gate_accepted_classes": ",".join(passed_classes),
+                },
+            )
             if passed_classes:
-                version = lineage.register(child_id, registered_model_name, passed_classes,
-                                           tags={"edgecompress.technique": c_eval["model"].get("technique", "")})
-                result["registered"] = {"name": registered_model_name, "version": version,
-                                        "aliases": [lineage.alias_name(c) for c in passed_classes]}
+                version = lineage.register(
+                    child_id,
+                    registered_model_name,
+                    passed_classes,
+                    tags={"edgecompress.technique": c_eval["model"].get("technique", "")},
+                )
+                result["registered"] = {
+                    "name": registered_model_name,
+                    "version": version,
+                    "aliases": [lineage.alias_name(c) for c in passed_classes],
+                }
         write_json(Path(results_path), result)
         if report_path is not None:
             write_text(Path(report_path), gate_markdown(result))
@@ -316,22 +435,45 @@ def gate_step(parent_eval_path: Path, child_eval_path: Path, parent_bench_path: 
 
 def _summary_row(evaluation: dict[str, Any]) -> dict[str, Any]:
     stats = evaluation["stats"]
-    return {"technique": evaluation["model"].get("technique"), "model_id": evaluation["model"].get("mlflow_model_id"),
-            "accuracy": evaluation["accuracy"], "params": stats["params"], "macs": stats["macs"],
-            "onnx_bytes": stats["onnx_bytes"], "gzip_bytes": stats["gzip_bytes"]}
+    return {
+        "technique": evaluation["model"].get("technique"),
+        "model_id": evaluation["model"].get("mlflow_model_id"),
+        "accuracy": evaluation["accuracy"],
+        "params": stats["params"],
+        "macs": stats["macs"],
+        "onnx_bytes": stats["onnx_bytes"],
+        "gzip_bytes": stats["gzip_bytes"],
+    }
 
 
 def gate_markdown(result: dict[str, Any]) -> str:
     p, c = result["parent"], result["child"]
-    rows = [[label, r["technique"], r["accuracy"], r["params"], r["macs"], r["onnx_bytes"], r["gzip_bytes"]]
-            for label, r in (("parent", p), ("child", c))]
+    rows = [
+        [label, r["technique"], r["accuracy"], r["params"], r["macs"], r["onnx_bytes"], r["gzip_bytes"]]
+        for label, r in (("parent", p), ("child", c))
+    ]
     lines = [f"# Accuracy gate: **{result['verdict'].upper()}**", ""]
     lines += [f"- {r}" for r in result["reasons"]] or ["- passed every check"]
-    lines += ["", markdown_table(["model", "technique", "accuracy", "params", "MACs", "ONNX bytes", "gzip bytes"], rows), ""]
-    lines += [markdown_table(["device class", "emulated", "parent p50 ms", "child p50 ms", "speed-up", "faster"],
-                             [[k, v["emulated"], v["parent_p50_ms"], v["child_p50_ms"], v["speedup"], v["faster"]]
-                              for k, v in result["device_classes"].items()])]
+    lines += [
+        "",
+        markdown_table(
+            ["model", "technique", "accuracy", "params", "MACs", "ONNX bytes", "gzip bytes"], rows
+        ),
+        "",
+    ]
+    lines += [
+        markdown_table(
+            ["device class", "emulated", "parent p50 ms", "child p50 ms", "speed-up", "faster"],
+            [
+                [k, v["emulated"], v["parent_p50_ms"], v["child_p50_ms"], v["speedup"], v["faster"]]
+                for k, v in result["device_classes"].items()
+            ],
+        )
+    ]
     if result.get("registered"):
         reg = result["registered"]
-        lines += ["", f"Registered as `{reg['name']}` version {reg['version']} with aliases {', '.join(reg['aliases'])}."]
+        lines += [
+            "",
+            f"Registered as `{reg['name']}` version {reg['version']} with aliases {', '.join(reg['aliases'])}.",
+        ]
     return "\n".join(lines) + "\n"

@@ -87,8 +87,14 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 5
     return correct / max(1, len(x))
 
 
-def fit(model: nn.Module, dataset: Dataset, config: TrainConfig, loss_fn: LossFn | None = None,
-        description: str = "train", progress: bool = True) -> TrainHistory:
+def fit(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    loss_fn: LossFn | None = None,
+    description: str = "train",
+    progress: bool = True,
+) -> TrainHistory:
     """AdamW with a one-cycle schedule; validation accuracy after every epoch."""
     config.validate()
     seed_everything(config.seed)
@@ -99,8 +105,9 @@ def fit(model: nn.Module, dataset: Dataset, config: TrainConfig, loss_fn: LossFn
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = (len(xt) + config.batch_size - 1) // config.batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
-                                                    steps_per_epoch=steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+    )
     generator = torch.Generator().manual_seed(config.seed)
     history = TrainHistory()
     with progress_bar(enabled=progress) as bar:
@@ -123,9 +130,19 @@ def fit(model: nn.Module, dataset: Dataset, config: TrainConfig, loss_fn: LossFn
                 seen += len(idx)
                 bar.advance(task)
             val_acc = accuracy(model, x_val, y_val)
-            history.epochs.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "val_accuracy": val_acc})
-            bar.update(task, description=f"{description} epoch {epoch + 1}/{config.epochs} val_acc={val_acc:.4f}")
-            log.info("%s epoch %d/%d: loss %.4f, val accuracy %.4f", description, epoch + 1, config.epochs,
-                     total_loss / seen, val_acc)
+            history.epochs.append(
+                {"epoch": epoch + 1, "train_loss": total_loss / seen, "val_accuracy": val_acc}
+            )
+            bar.update(
+                task, description=f"{description} epoch {epoch + 1}/{config.epochs} val_acc={val_acc:.4f}"
+            )
+            log.info(
+                "%s epoch %d/%d: loss %.4f, val accuracy %.4f",
+                description,
+                epoch + 1,
+                config.epochs,
+                total_loss / seen,
+                val_acc,
+            )
     model.eval()
     return history

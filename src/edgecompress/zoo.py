@@ -34,8 +34,14 @@ def _activation(name: str) -> nn.Module:
 
 
 class MLP(nn.Module):
-    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128),
-                 dropout: float = 0.1, activation: str = "relu") -> None:
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        hidden: Sequence[int] = (256, 128),
+        dropout: float = 0.1,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = int(torch.tensor(input_shape).prod())
@@ -72,18 +78,30 @@ class LeNet5(nn.Module):
 class SmallCNN(nn.Module):
     """Stages of conv-BN-activation blocks, max-pooling between stages, global average pooling."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (32, 64, 128),
-                 depths: Sequence[int] = (2, 2, 2), kernel_size: int = 3, activation: str = "relu",
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        widths: Sequence[int] = (32, 64, 128),
+        depths: Sequence[int] = (2, 2, 2),
+        kernel_size: int = 3,
+        activation: str = "relu",
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         if len(widths) != len(depths) or not widths:
-            raise ConfigError(f"cnn: widths {list(widths)} and depths {list(depths)} must be non-empty and of equal length")
+            raise ConfigError(
+                f"cnn: widths {list(widths)} and depths {list(depths)} must be non-empty and of equal length"
+            )
         layers: list[nn.Module] = []
         channels = input_shape[0]
         for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
             for _ in range(depth):
-                layers += [nn.Conv2d(channels, width, kernel_size, padding=kernel_size // 2, bias=False),
-                           nn.BatchNorm2d(width), _activation(activation)]
+                layers += [
+                    nn.Conv2d(channels, width, kernel_size, padding=kernel_size // 2, bias=False),
+                    nn.BatchNorm2d(width),
+                    _activation(activation),
+                ]
                 channels = width
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
@@ -96,7 +114,9 @@ class SmallCNN(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expansion: int, kernel_size: int, activation: str) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int, expansion: int, kernel_size: int, activation: str
+    ) -> None:
         super().__init__()
         hidden = cin * expansion
         layers: list[nn.Module] = []
@@ -118,10 +138,17 @@ class InvertedResidual(nn.Module):
 class MobileNetLike(nn.Module):
     """MobileNetV2-style: stem, inverted-residual stages [expansion, channels, repeats, stride]."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int,
-                 stages: Sequence[Sequence[int]] = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 48, 2, 2), (4, 96, 1, 1)),
-                 width_mult: float = 1.0, stem_channels: int = 16, kernel_size: int = 3,
-                 activation: str = "relu6", dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        stages: Sequence[Sequence[int]] = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 48, 2, 2), (4, 96, 1, 1)),
+        width_mult: float = 1.0,
+        stem_channels: int = 16,
+        kernel_size: int = 3,
+        activation: str = "relu6",
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         if not stages:
             raise ConfigError("mobilenet: at least one stage is needed")
@@ -130,12 +157,19 @@ class MobileNetLike(nn.Module):
             return max(8, int(round(c * width_mult / 8)) * 8)
 
         channels = scaled(stem_channels)
-        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], channels, 3, 1, 1, bias=False),
-                                   nn.BatchNorm2d(channels), _activation(activation)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(input_shape[0], channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            _activation(activation),
+        ]
         for expansion, c, repeats, stride in stages:
             for r in range(repeats):
                 out = scaled(c)
-                layers.append(InvertedResidual(channels, out, stride if r == 0 else 1, expansion, kernel_size, activation))
+                layers.append(
+                    InvertedResidual(
+                        channels, out, stride if r == 0 else 1, expansion, kernel_size, activation
+                    )
+                )
                 channels = out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -169,7 +203,9 @@ def parse_spec(text: str | dict[str, Any]) -> dict[str, Any]:
     if ("family" in spec) == ("factory" in spec):
         raise ConfigError(f"model spec needs exactly one of 'family' or 'factory': {spec}")
     if "family" in spec and spec["family"] not in FAMILIES:
-        raise ConfigError(f"unknown model family {spec['family']!r}; expected one of {sorted(FAMILIES)} or a 'module:factory' path")
+        raise ConfigError(
+            f"unknown model family {spec['family']!r}; expected one of {sorted(FAMILIES)} or a 'module:factory' path"
+        )
     spec.setdefault("kwargs", {})
     return spec
 
@@ -196,13 +232,17 @@ def build_model(spec: str | dict[str, Any], input_shape: Sequence[int], num_clas
     kwargs = dict(spec["kwargs"])
     if "family" in spec:
         try:
-            model = FAMILIES[spec["family"]](input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
+            model = FAMILIES[spec["family"]](
+                input_shape=tuple(input_shape), num_classes=num_classes, **kwargs
+            )
         except TypeError as exc:
             raise ConfigError(f"model family {spec['family']!r}: bad arguments {kwargs}: {exc}") from exc
     else:
         model = _import_factory(spec["factory"])(**kwargs)
         if not isinstance(model, nn.Module):
-            raise ModelError(f"factory {spec['factory']!r} returned {type(model).__name__}, not a torch.nn.Module")
+            raise ModelError(
+                f"factory {spec['factory']!r} returned {type(model).__name__}, not a torch.nn.Module"
+            )
         if spec.get("weights"):
             load_weights(model, Path(spec["weights"]))
     check_model_fits(model, input_shape, num_classes)
@@ -227,11 +267,15 @@ def check_model_fits(model: nn.Module, input_shape: Sequence[int], num_classes: 
         with torch.no_grad():
             out = model(torch.zeros(2, *input_shape))
     except Exception as exc:
-        raise ModelError(f"model does not accept inputs of shape (N, {', '.join(map(str, input_shape))}): {exc}") from exc
+        raise ModelError(
+            f"model does not accept inputs of shape (N, {', '.join(map(str, input_shape))}): {exc}"
+        ) from exc
     finally:
         model.train(was_training)
     if out.ndim != 2 or out.shape[1] != num_classes:
-        raise ModelError(f"model outputs shape {tuple(out.shape)} for a batch of 2; the data has {num_classes} classes, so (2, {num_classes}) is needed")
+        raise ModelError(
+            f"model outputs shape {tuple(out.shape)} for a batch of 2; the data has {num_classes} classes, so (2, {num_classes}) is needed"
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -17,29 +17,65 @@ def _pipeline_defaults() -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="run the train→compress→evaluate→edge-benchmark pipeline locally",
-                         description="Run the edge-compression pipeline locally (kfp.local, this environment), "
-                         "then print parent vs child with the gate's verdict.")
-    run.add_argument("--dataset", default="digits", help="digits (default), fashion-mnist, a .npz path or s3:// URI")
-    run.add_argument("--model", default="cnn", help="zoo family (mlp, lenet5, cnn, mobilenet), module:factory, or JSON spec")
+    run = sub.add_parser(
+        "run",
+        help="run the train→compress→evaluate→edge-benchmark pipeline locally",
+        description="Run the edge-compression pipeline locally (kfp.local, this environment), "
+        "then print parent vs child with the gate's verdict.",
+    )
+    run.add_argument(
+        "--dataset", default="digits", help="digits (default), fashion-mnist, a .npz path or s3:// URI"
+    )
+    run.add_argument(
+        "--model",
+        default="cnn",
+        help="zoo family (mlp, lenet5, cnn, mobilenet), module:factory, or JSON spec",
+    )
     run.add_argument("--epochs", type=int, help="training epochs (default 10 on digits, 10 on fashion-mnist)")
-    run.add_argument("--chain", default="quantize", help="compression steps in order, comma-separated (default: quantize)")
-    run.add_argument("--device-classes", default="rpi4-emulated,jetson-orin-nano-emulated", help="comma-separated")
+    run.add_argument(
+        "--chain", default="quantize", help="compression steps in order, comma-separated (default: quantize)"
+    )
+    run.add_argument(
+        "--device-classes", default="rpi4-emulated,jetson-orin-nano-emulated", help="comma-separated"
+    )
     run.add_argument("--farm-url", default="", help="device farm controller URL (default: local emulation)")
-    run.add_argument("--max-accuracy-drop", type=float, default=0.01, help="gate: allowed drop as a fraction (0.01 = 1 point)")
-    run.add_argument("--registered-model-name", default=None, help="registry name (default: <dataset>-<model>)")
-    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="any other pipeline parameter, e.g. --param calibration_samples=512 (repeatable)")
-    run.add_argument("--output-dir", type=Path, default=Path("edgecompress-runs"), help="artifacts and the local MLflow store")
+    run.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.01,
+        help="gate: allowed drop as a fraction (0.01 = 1 point)",
+    )
+    run.add_argument(
+        "--registered-model-name", default=None, help="registry name (default: <dataset>-<model>)"
+    )
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other pipeline parameter, e.g. --param calibration_samples=512 (repeatable)",
+    )
+    run.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("edgecompress-runs"),
+        help="artifacts and the local MLflow store",
+    )
     run.add_argument("--no-track", action="store_true", help="skip MLflow (no lineage, no registry)")
     run.set_defaults(func=cmd_run)
 
-    comp = sub.add_parser("compile", help="compile pipelines to KFP IR YAML",
-                          description="Compile the edge-compression pipeline (for a given chain) to KFP IR YAML.")
+    comp = sub.add_parser(
+        "compile",
+        help="compile pipelines to KFP IR YAML",
+        description="Compile the edge-compression pipeline (for a given chain) to KFP IR YAML.",
+    )
     comp.add_argument("--chain", default="quantize", help="compression steps in order, comma-separated")
     comp.add_argument("--output", type=Path, default=Path("edge_compression.yaml"), help="output YAML file")
-    comp.add_argument("--components", action="store_true",
-                      help="instead, regenerate every components/<name>/component.yaml and README.md")
+    comp.add_argument(
+        "--components",
+        action="store_true",
+        help="instead, regenerate every components/<name>/component.yaml and README.md",
+    )
     comp.set_defaults(func=cmd_compile)
 
 
@@ -97,19 +133,36 @@ def print_summary(result) -> None:
     table.add_column("child / parent", justify="right")
     p, c = gate["parent"], gate["child"]
     table.add_row("technique", p["technique"], c["technique"], "")
-    table.add_row("test accuracy", f"{p['accuracy']:.4f}", f"{c['accuracy']:.4f}", f"{(c['accuracy'] - p['accuracy']) * 100:+.2f} pt")
-    for key, label in (("params", "parameters"), ("macs", "MACs"), ("onnx_bytes", "ONNX bytes"), ("gzip_bytes", "gzip bytes")):
+    table.add_row(
+        "test accuracy",
+        f"{p['accuracy']:.4f}",
+        f"{c['accuracy']:.4f}",
+        f"{(c['accuracy'] - p['accuracy']) * 100:+.2f} pt",
+    )
+    for key, label in (
+        ("params", "parameters"),
+        ("macs", "MACs"),
+        ("onnx_bytes", "ONNX bytes"),
+        ("gzip_bytes", "gzip bytes"),
+    ):
         ratio = c[key] / p[key] if p[key] else float("nan")
         table.add_row(label, fmt(p[key]), fmt(c[key]), f"{ratio:.3f}×")
     for cls, v in gate["device_classes"].items():
         label = f"p50 ms {cls}" + (" (emulated)" if v["emulated"] else "")
-        table.add_row(label, f"{v['parent_p50_ms']:.4f}", f"{v['child_p50_ms']:.4f}", f"{v['speedup']:.2f}× faster" if v["faster"] else f"{v['speedup']:.2f}× (not faster)")
+        table.add_row(
+            label,
+            f"{v['parent_p50_ms']:.4f}",
+            f"{v['child_p50_ms']:.4f}",
+            f"{v['speedup']:.2f}× faster" if v["faster"] else f"{v['speedup']:.2f}× (not faster)",
+        )
     console.print(table)
     for reason in gate["reasons"]:
         console.print(f"[yellow]gate:[/] {reason}")
     if gate.get("registered"):
         reg = gate["registered"]
-        console.print(f"registered [bold]{reg['name']}[/] v{reg['version']} with aliases {', '.join(reg['aliases'])}")
+        console.print(
+            f"registered [bold]{reg['name']}[/] v{reg['version']} with aliases {', '.join(reg['aliases'])}"
+        )
     else:
         console.print("child model not registered")
     console.print(f"pipeline took {result.seconds:.0f} s")
@@ -117,7 +170,9 @@ def print_summary(result) -> None:
     console.print(f"gate result:    {result.gate_path}")
     console.print(f"MLflow store:   {result.tracking_uri}")
     if result.tracking_uri.startswith("sqlite:///"):
-        console.print(f"open the UI:    .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri} --port 5000")
+        console.print(
+            f"open the UI:    .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri} --port 5000"
+        )
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

@@ -19,17 +19,29 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dataset", help="write a Dataset artifact (.npz) from a source",
-                       description="Resolve digits, fashion-mnist, a .npz path or an s3:// URI into a Dataset artifact.")
+    p = sub.add_parser(
+        "dataset",
+        help="write a Dataset artifact (.npz) from a source",
+        description="Resolve digits, fashion-mnist, a .npz path or an s3:// URI into a Dataset artifact.",
+    )
     p.add_argument("source")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     _common(p)
-    p.set_defaults(func=lambda a: _print(__import__("edgecompress.steps", fromlist=["x"]).load_dataset_step(
-        a.source, a.output, a.seed, _lineage(a))))
+    p.set_defaults(
+        func=lambda a: _print(
+            __import__("edgecompress.steps", fromlist=["x"]).load_dataset_step(
+                a.source, a.output, a.seed, _lineage(a)
+            )
+        )
+    )
 
-    p = sub.add_parser("train", help="train a model and export it to ONNX", description="Train a zoo or user model.")
-    p.add_argument("--dataset", type=Path, required=True, help="Dataset artifact (.npz from `edgecompress dataset`)")
+    p = sub.add_parser(
+        "train", help="train a model and export it to ONNX", description="Train a zoo or user model."
+    )
+    p.add_argument(
+        "--dataset", type=Path, required=True, help="Dataset artifact (.npz from `edgecompress dataset`)"
+    )
     p.add_argument("--model", default="cnn", help="zoo family, module:factory, or JSON spec")
     p.add_argument("--output", type=Path, required=True, help="Model artifact directory to write")
     p.add_argument("--epochs", type=int, default=5)
@@ -40,8 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("quantize", help="static INT8 quantization (ONNX Runtime, calibrated)",
-                       description="Post-training static quantization of a Model artifact.")
+    p = sub.add_parser(
+        "quantize",
+        help="static INT8 quantization (ONNX Runtime, calibrated)",
+        description="Post-training static quantization of a Model artifact.",
+    )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
@@ -52,8 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("evaluate", help="accuracy, size, MACs and latency of a Model artifact",
-                       description="Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact.")
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy, size, MACs and latency of a Model artifact",
+        description="Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact.",
+    )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -62,8 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("benchmark", help="benchmark a model on device classes (farm or local emulation)",
-                       description="Edge-benchmark a Model artifact (or a bare .onnx file).")
+    p = sub.add_parser(
+        "benchmark",
+        help="benchmark a model on device classes (farm or local emulation)",
+        description="Edge-benchmark a Model artifact (or a bare .onnx file).",
+    )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--device-classes", default="rpi4-emulated")
     p.add_argument("--farm-url", default=None)
@@ -86,17 +107,25 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, augment=a.augment, seed=a.seed)
     info = train_step(a.dataset, a.model, a.output, cfg, _lineage(a))
-    return _print({k: info.get(k) for k in ("technique", "params", "onnx_bytes", "mlflow_model_id", "history")})
+    return _print(
+        {k: info.get(k) for k in ("technique", "params", "onnx_bytes", "mlflow_model_id", "history")}
+    )
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
     from edgecompress.quantize import StaticQuantConfig
     from edgecompress.steps import quantize_step
 
-    cfg = StaticQuantConfig(calibration_samples=a.calibration_samples, calibration_method=a.calibration_method,
-                            per_channel=not a.per_tensor, seed=a.seed)
+    cfg = StaticQuantConfig(
+        calibration_samples=a.calibration_samples,
+        calibration_method=a.calibration_method,
+        per_channel=not a.per_tensor,
+        seed=a.seed,
+    )
     info = quantize_step(a.model, a.dataset, a.output, cfg, _lineage(a))
-    return _print({k: info.get(k) for k in ("technique", "onnx_bytes", "mlflow_model_id", "parent_agreement")})
+    return _print(
+        {k: info.get(k) for k in ("technique", "onnx_bytes", "mlflow_model_id", "parent_agreement")}
+    )
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -110,5 +139,9 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     from edgecompress.steps import edge_benchmark_step
 
     settings = {"min_runs": a.min_runs, "min_duration_s": a.min_duration_s}
-    out = edge_benchmark_step(a.model, a.device_classes, a.output, a.report, a.farm_url, settings, lineage_ctx=_lineage(a))
-    return _print({c: {"emulated": r["emulated"], "latency_ms": r["latency_ms"]} for c, r in out["results"].items()})
+    out = edge_benchmark_step(
+        a.model, a.device_classes, a.output, a.report, a.farm_url, settings, lineage_ctx=_lineage(a)
+    )
+    return _print(
+        {c: {"emulated": r["emulated"], "latency_ms": r["latency_ms"]} for c, r in out["results"].items()}
+    )

@@ -42,7 +42,9 @@ def thermal_state() -> dict[str, Any]:
     state: dict[str, Any] = {"temperatures_c": temps}
     if shutil.which("vcgencmd"):
         try:
-            out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
+            out = subprocess.run(
+                ["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5
+            ).stdout
             flags = int(out.strip().split("=")[1], 16)
             state["throttled_flags"] = hex(flags)
             state["throttled_now"] = bool(flags & 0x4)

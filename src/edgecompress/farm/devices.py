@@ -40,7 +40,9 @@ DEFAULT_DEVICE_CLASSES = ["rpi4-emulated", "jetson-orin-nano-emulated"]
 
 def emulated_device_class(name: str) -> DeviceClass:
     if name not in EMULATED:
-        raise ConfigError(f"unknown device class {name!r}; emulated classes available locally: {sorted(EMULATED)}")
+        raise ConfigError(
+            f"unknown device class {name!r}; emulated classes available locally: {sorted(EMULATED)}"
+        )
     return EMULATED[name]
 
 

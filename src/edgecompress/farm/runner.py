@@ -83,8 +83,13 @@ def _ort_input(session: Any, batch_size: int, seed: int) -> dict[str, np.ndarray
     for inp in session.get_inputs():
         shape = [batch_size if not isinstance(d, int) or d <= 0 else d for d in inp.shape]
         shape[0] = batch_size
-        dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-                 "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(inp.type)
+        dtype = {
+            "tensor(float)": np.float32,
+            "tensor(float16)": np.float16,
+            "tensor(int64)": np.int64,
+            "tensor(uint8)": np.uint8,
+            "tensor(int8)": np.int8,
+        }.get(inp.type)
         if dtype is None:
             raise BenchmarkError(f"model input {inp.name!r} has unsupported type {inp.type}")
         feeds[inp.name] = rng.random(shape).astype(dtype)
@@ -167,8 +172,13 @@ def benchmark(model_path: Path, settings: BenchmarkSettings) -> dict[str, Any]:
     }
 
 
-def run_isolated(model_path: Path, settings: BenchmarkSettings, timeout_s: float = 300.0,
-                 memory_limit_bytes: int | None = None, cpu_affinity: list[int] | None = None) -> dict[str, Any]:
+def run_isolated(
+    model_path: Path,
+    settings: BenchmarkSettings,
+    timeout_s: float = 300.0,
+    memory_limit_bytes: int | None = None,
+    cpu_affinity: list[int] | None = None,
+) -> dict[str, Any]:
     """Run `benchmark` in a child process; raise BenchmarkError on timeout, crash or bad output."""
     settings.validate()
 
@@ -180,23 +190,41 @@ def run_isolated(model_path: Path, settings: BenchmarkSettings, timeout_s: float
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "edgecompress.farm.runner", "--model", str(model_path),
-               "--settings", json.dumps(asdict(settings)), "--output", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgecompress.farm.runner",
+            "--model",
+            str(model_path),
+            "--settings",
+            json.dumps(asdict(settings)),
+            "--output",
+            str(out),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(settings.threads)}
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, preexec_fn=limit_child, env=env)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout_s, preexec_fn=limit_child, env=env
+            )
         except subprocess.TimeoutExpired as exc:
-            raise BenchmarkError(f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout") from exc
+            raise BenchmarkError(
+                f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout"
+            ) from exc
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or "").strip().splitlines()[-3:]
             reason = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-            raise BenchmarkError(f"benchmark of {Path(model_path).name} failed ({reason}): {' | '.join(tail) or 'no output'}")
+            raise BenchmarkError(
+                f"benchmark of {Path(model_path).name} failed ({reason}): {' | '.join(tail) or 'no output'}"
+            )
         return json.loads(out.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgecompress.farm.runner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m edgecompress.farm.runner",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, type=Path, help="ONNX model to benchmark")
     parser.add_argument("--settings", default="{}", help="BenchmarkSettings as JSON")
     parser.add_argument("--output", type=Path, help="write the result JSON here (default: stdout)")
