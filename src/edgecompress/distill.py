@@ -53,7 +53,9 @@ class DistillConfig:
             "temperature": self.temperature,
             "alpha": self.alpha,
             "feature_weight": self.feature_weight,
-            "feature_pairs": ";".join(f"{a}={b}" for a, b in self.feature_pairs),
+            "feature_pairs": ";".join(f"{a}={b}" for a, b in self.feature_pairs)
+            if self.feature_weight > 0
+            else "",
             **{f"train.{k}": v for k, v in asdict(self.train).items()},
         }
 
@@ -375,6 +377,8 @@ def distill_report(d: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
     note = (
         "<p>'hard labels only' is the same student, same data order, schedule and epochs, trained without the "
         "teacher: the difference to 'distilled' is the teacher's contribution.</p>"
+        if "student, hard labels only" in d["comparison"]
+        else "<p>No scratch comparison was requested (compare_scratch off).</p>"
     )
     cfg = d["config"]
     settings = html_table(

@@ -838,7 +838,14 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
             (
                 "Schedule",
                 html_table(
-                    ["step", "ratio", "params", "MACs", "val acc (pruned)", "val acc (after fine-tune)"],
+                    [
+                        "step",
+                        "ratio",
+                        "torch params",
+                        "MACs",
+                        "val acc (pruned)",
+                        "val acc (after fine-tune)",
+                    ],
                     sched,
                 ),
             )
