@@ -374,3 +374,25 @@ def test_cli_prune_then_sensitivity_ratios(
     )
     printed = json.loads(capsys.readouterr().out)
     assert printed["channels"]["features.0"] == 4 and printed["channels"]["features.4"] == 8
+
+
+def test_latency_budget_is_measured_on_the_device_class(digits):
+    """A latency budget is checked against a real ONNX Runtime measurement on an emulated class."""
+    torch.manual_seed(0)
+    model = build_model("cnn", digits.input_shape, digits.num_classes)
+    with pytest.raises(ConfigError, match="unknown device class 'pi-zero'"):
+        prune_structured(
+            model,
+            digits.input_shape,
+            digits.num_classes,
+            StructuredConfig(budget_metric="latency", budget=1.0, device_class="pi-zero"),
+        )
+    with pytest.raises(ConfigError, match="already meets the latency budget"):
+        prune_structured(
+            model,
+            digits.input_shape,
+            digits.num_classes,
+            StructuredConfig(budget_metric="latency", budget=1e6),
+            digits,
+            progress=False,
+        )
