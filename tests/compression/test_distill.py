@@ -55,10 +55,15 @@ def test_prune_then_distill_step(trained_model: Path, digits_artifact: Path, tmp
         < comparison["teacher"]["params"]
     )
     pair = info["distill"]["loss"]["feature_pairs"][0]
-    assert pair["student"] == pair["teacher"] == "features.5"  # last BatchNorm2d, projected 8 → 16 channels
-    assert pair["student_shape"][1] == 8 and pair["teacher_shape"][1] == 16
+    assert (
+        pair["student"] == pair["teacher"] == "features.5"
+    )  # last BatchNorm2d, projected to the teacher's channels
+    width = (
+        load_model_package(trained_model).load_module().features[4].out_channels
+    )  # the teacher's last conv
+    assert pair["student_shape"][1] == width // 2 and pair["teacher_shape"][1] == width
     module = load_model_package(out).load_module()
-    assert module.features[0].out_channels == 4  # the pruned architecture, not the teacher's
+    assert module.features[4].out_channels == width // 2  # the pruned architecture, not the teacher's
     assert not any("projections" in n for n, _ in module.named_parameters())
     assert "hard labels only" in report.read_text()
 
