@@ -15,9 +15,11 @@ from kfp import dsl
 
 from edgecompress.components.accuracy_gate.component import accuracy_gate
 from edgecompress.components.autotune.component import autotune
+from edgecompress.components.distill.component import distill
 from edgecompress.components.edge_benchmark.component import edge_benchmark
 from edgecompress.components.evaluate.component import evaluate
 from edgecompress.components.load_dataset.component import load_dataset
+from edgecompress.components.prune.component import prune
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
 from edgecompress.pipelines.platform import apply_platform_config
@@ -84,7 +86,47 @@ def _autotune_step(parent: Any, ctx: ChainContext) -> Any:
     return task.outputs["tuned_model"]
 
 
-STEP_BUILDERS: dict[str, StepBuilder] = {"quantize": _quantize_step, "autotune": _autotune_step}
+# --- prune and distill (parameters prefixed prune_ / distill_) ---------------------------------
+
+
+def _prune_step(parent: Any, ctx: ChainContext) -> Any:
+    p = ctx.params
+    task = prune(
+        model=parent, dataset=ctx.dataset, method=p["prune_method"], ratio=p["prune_ratio"],
+        importance=p["prune_importance"], global_pruning=p["prune_global"], layer_ratios=p["prune_layer_ratios"],
+        keep_layers=p["prune_keep_layers"], budget_metric=p["prune_budget_metric"], budget=p["prune_budget"],
+        device_class=p["prune_device_class"], steps=p["prune_steps"],
+        finetune_epochs_between=p["prune_finetune_epochs_between"], finetune_epochs_after=p["prune_finetune_epochs_after"],
+        sparsity=p["prune_sparsity"], scope=p["prune_scope"], lr=p["prune_lr"], batch_size=p["batch_size"],
+        augment=p["augment"], sensitivity_ratios=p["prune_sensitivity_ratios"],
+        sensitivity_max_drop=p["prune_sensitivity_max_drop"], seed=p["seed"], **ctx.lineage,
+    )  # fmt: skip
+    task.set_display_name("prune")
+    return task.outputs["pruned_model"]
+
+
+def _distill_step(parent: Any, ctx: ChainContext) -> Any:
+    """The teacher is the trained model; the student is the previous step's model (e.g. the pruned
+    one), or a fresh `distill_student_spec` when distill comes first in the chain."""
+    p = ctx.params
+    student = {} if parent is ctx.teacher else {"student": parent}
+    task = distill(
+        teacher=ctx.teacher, dataset=ctx.dataset, student_spec=p["distill_student_spec"],
+        temperature=p["distill_temperature"], alpha=p["distill_alpha"], feature_weight=p["distill_feature_weight"],
+        feature_pairs=p["distill_feature_pairs"], epochs=p["distill_epochs"], batch_size=p["batch_size"],
+        lr=p["distill_lr"], augment=p["augment"], compare_scratch=p["distill_compare_scratch"], seed=p["seed"],
+        **student, **ctx.lineage,
+    )  # fmt: skip
+    task.set_display_name("distill")
+    return task.outputs["distilled_model"]
+
+
+STEP_BUILDERS: dict[str, StepBuilder] = {
+    "quantize": _quantize_step,
+    "autotune": _autotune_step,
+    "prune": _prune_step,
+    "distill": _distill_step,
+}
 
 
 def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
@@ -117,6 +159,31 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
         autotune_device_class: str = "rpi4-emulated",
         autotune_qat: bool = True,
         autotune_qat_epochs: int = 2,
+        prune_method: str = "structured",
+        prune_ratio: float = 0.5,
+        prune_importance: str = "l2",
+        prune_global: bool = False,
+        prune_layer_ratios: str = "",
+        prune_keep_layers: str = "",
+        prune_budget_metric: str = "",
+        prune_budget: float = 0.0,
+        prune_device_class: str = "rpi4-emulated",
+        prune_steps: int = 1,
+        prune_finetune_epochs_between: int = 0,
+        prune_finetune_epochs_after: int = 2,
+        prune_sparsity: float = 0.8,
+        prune_scope: str = "global",
+        prune_lr: float = 1e-3,
+        prune_sensitivity_ratios: str = "0.25,0.5,0.75",
+        prune_sensitivity_max_drop: float = 0.0,
+        distill_student_spec: str = '{"family": "cnn", "kwargs": {"widths": [16, 32, 64], "depths": [1, 1, 1]}}',
+        distill_temperature: float = 4.0,
+        distill_alpha: float = 0.9,
+        distill_feature_weight: float = 0.0,
+        distill_feature_pairs: str = "auto",
+        distill_epochs: int = 5,
+        distill_lr: float = 1e-3,
+        distill_compare_scratch: bool = True,
         device_classes: list = ["rpi4-emulated", "jetson-orin-nano-emulated"],  # noqa: B006
         farm_url: str = "",
         bench_min_runs: int = 200,

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "edgecompress.cli.farm",  # farm controller, agent, submit, devices, jobs, up
     "edgecompress.cli.lineage",  # lineage, audit, promote, drift
     "edgecompress.cli.cluster",  # submit, schedule (Kubeflow Pipelines on a cluster)
+    "edgecompress.cli.compress",  # prune, distill, sensitivity
 ]
 
 

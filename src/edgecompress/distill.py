@@ -1,0 +1,416 @@
+"""Knowledge distillation (Hinton et al. 2015), with an optional intermediate-feature loss.
+
+The student learns from the teacher's softened outputs (temperature T) and the hard labels:
+
+    loss = α · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α) · CE(s, y)  [+ β · MSE(proj(f_s), f_t)]
+
+where the optional feature term (FitNets-style) matches a student activation to a teacher activation
+of the same spatial size through a learned 1×1 convolution. Training reuses `train.fit` (its loss
+hook), so data order, schedule and augmentation are identical to plain training: a distilled
+student and a scratch student trained with the same config differ only in the loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgecompress.data import Dataset
+from edgecompress.errors import ConfigError, ModelError
+from edgecompress.train import LossFn, TrainConfig, TrainHistory, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillConfig:
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the soft-target term; 1 − alpha weighs the hard labels
+    feature_weight: float = 0.0  # β; 0 disables the feature loss
+    feature_pairs: Sequence[
+        tuple[str, str]
+    ] = ()  # (student module, teacher module); "auto" = last conv/BN each
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.feature_weight < 0:
+            raise ConfigError(f"feature_weight must be ≥ 0, got {self.feature_weight}")
+        self.train.validate()
+
+    def as_params(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+            "feature_weight": self.feature_weight,
+            "feature_pairs": ";".join(f"{a}={b}" for a, b in self.feature_pairs)
+            if self.feature_weight > 0
+            else "",
+            **{f"train.{k}": v for k, v in asdict(self.train).items()},
+        }
+
+
+def parse_feature_pairs(text: str) -> list[tuple[str, str]]:
+    """`"auto"`, `""`, or `"student.layer=teacher.layer;…"`."""
+    text = text.strip()
+    if not text:
+        return []
+    if text == "auto":
+        return [("auto", "auto")]
+    pairs = []
+    for item in text.split(";"):
+        s, sep, t = item.partition("=")
+        if not sep or not s.strip() or not t.strip():
+            raise ConfigError(f"feature pair {item!r} must look like 'student.module=teacher.module'")
+        pairs.append((s.strip(), t.strip()))
+    return pairs
+
+
+def check_compatible(
+    teacher: nn.Module, student: nn.Module, input_shape: Sequence[int], num_classes: int
+) -> None:
+    """Teacher and student must map the same inputs to the same classes."""
+    outs = {}
+    for role, model in (("teacher", teacher), ("student", student)):
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                outs[role] = model(torch.zeros(2, *input_shape))
+        except Exception as exc:
+            raise ModelError(
+                f"the {role} does not accept inputs of shape (N, {', '.join(map(str, input_shape))}): {exc}"
+            ) from exc
+        finally:
+            model.train(was)
+    t, s = outs["teacher"].shape[-1], outs["student"].shape[-1]
+    if t != s or s != num_classes:
+        raise ConfigError(
+            f"the teacher outputs {t} classes and the student {s}, the dataset has {num_classes}: "
+            "distillation needs all three to agree"
+        )
+
+
+def _last_feature_module(model: nn.Module) -> str:
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
+    if not names:
+        raise ConfigError(f"feature_pairs 'auto': {type(model).__name__} has no Conv2d/BatchNorm2d layer")
+    return names[-1]
+
+
+class _Capture:
+    """Forward hooks that keep the latest output of named modules."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], role: str) -> None:
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ConfigError(f"feature_pairs: the {role} has no module named {missing[0]!r}")
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name: str):
+        def hook(_module, _inputs, output):
+            self.outputs[name] = output
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class _StudentWithProjections(nn.Module):
+    """Holds the student and its 1×1 projections so that `fit` optimises both; forward = the student."""
+
+    def __init__(self, student: nn.Module, projections: nn.ModuleList) -> None:
+        super().__init__()
+        self.student = student
+        self.projections = projections
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+
+def _feature_shapes(
+    model: nn.Module, names: Sequence[str], input_shape: Sequence[int]
+) -> dict[str, torch.Size]:
+    cap = _Capture(model, names, "model")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was)
+        cap.remove()
+    return {n: cap.outputs[n].shape for n in names}
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+    hard = F.cross_entropy(student_logits, targets)
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+def distill(
+    teacher: nn.Module, student: nn.Module, dataset: Dataset, config: DistillConfig, progress: bool = True
+) -> tuple[nn.Module, TrainHistory, dict[str, Any]]:
+    """Train (a copy of) `student` from `teacher`; the teacher is frozen. Returns the student, its
+    history and details of the loss (feature pairs and their shapes)."""
+    config.validate()
+    input_shape, num_classes = dataset.input_shape, dataset.num_classes
+    student = copy.deepcopy(student)
+    teacher = copy.deepcopy(teacher).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    check_compatible(teacher, student, input_shape, num_classes)
+    pairs = list(config.feature_pairs) if config.feature_weight > 0 else []
+    if pairs == [("auto", "auto")]:
+        pairs = [(_last_feature_module(student), _last_feature_module(teacher))]
+    s_shapes = _feature_shapes(student, [s for s, _ in pairs], input_shape)
+    t_shapes = _feature_shapes(teacher, [t for _, t in pairs], input_shape)
+    torch.manual_seed(config.train.seed)  # the projections' initialisation is part of the seeded run
+    projections = nn.ModuleList()
+    details = {"feature_pairs": []}
+    for s_name, t_name in pairs:
+        ss, ts = s_shapes[s_name], t_shapes[t_name]
+        if len(ss) != 4 or len(ts) != 4 or ss[2:] != ts[2:]:
+            raise ConfigError(
+                f"feature pair {s_name}={t_name}: shapes {tuple(ss)} and {tuple(ts)} cannot be matched "
+                "by a 1×1 projection (need 4-D activations with equal height and width)"
+            )
+        projections.append(nn.Conv2d(ss[1], ts[1], 1, bias=False))
+        details["feature_pairs"].append(
+            {"student": s_name, "teacher": t_name, "student_shape": list(ss), "teacher_shape": list(ts)}
+        )
+    s_cap = _Capture(student, [s for s, _ in pairs], "student") if pairs else None
+    t_cap = _Capture(teacher, [t for _, t in pairs], "teacher") if pairs else None
+    wrapper = _StudentWithProjections(student, projections)
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        s_logits = model(x)
+        loss = kd_loss(s_logits, t_logits, y, config.temperature, config.alpha)
+        for proj, (s_name, t_name) in zip(projections, pairs, strict=True):
+            loss = loss + config.feature_weight * F.mse_loss(
+                proj(s_cap.outputs[s_name]), t_cap.outputs[t_name]
+            )
+        return loss
+
+    try:
+        history = fit(
+            wrapper, dataset, config.train, loss_fn=loss_fn, description="distill", progress=progress
+        )
+    finally:
+        for cap in (s_cap, t_cap):
+            if cap:
+                cap.remove()
+    return student.eval(), history, details
+
+
+def train_scratch(
+    student: nn.Module, dataset: Dataset, train: TrainConfig, progress: bool = True
+) -> tuple[nn.Module, TrainHistory]:
+    """The control: the same student, same data order and schedule, hard labels only."""
+    student = copy.deepcopy(student)
+    ce: LossFn = lambda model, x, y: F.cross_entropy(model(x), y)  # noqa: E731
+    history = fit(student, dataset, train, loss_fn=ce, description="student (no teacher)", progress=progress)
+    return student.eval(), history
+
+
+def distill_config(
+    *,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    feature_weight: float = 0.0,
+    feature_pairs: str = "auto",
+    epochs: int = 5,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    augment: bool = False,
+    seed: int = 0,
+) -> DistillConfig:
+    """A config from the flat parameters a component or a CLI command takes."""
+    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed)
+    return DistillConfig(
+        temperature=temperature,
+        alpha=alpha,
+        feature_weight=feature_weight,
+        feature_pairs=parse_feature_pairs(feature_pairs),
+        train=train,
+    )
+
+
+# --- pipeline step ------------------------------------------------------------------------------
+
+
+def load_student(student: str, dataset: Dataset):
+    """A Model artifact directory (e.g. a pruned model: its weights are the starting point) or a
+    zoo/user spec (a fresh model). Returns (module, parent package or None, spec)."""
+    from pathlib import Path
+
+    from edgecompress.prune import load_parent
+    from edgecompress.zoo import build_model, parse_spec
+
+    path = Path(student)
+    if path.is_dir():
+        package, module = load_parent(path, dataset, "student")
+        return module, package, package.info.get("spec")
+    spec = parse_spec(student)
+    torch.manual_seed(0)
+    return build_model(spec, dataset.input_shape, dataset.num_classes), None, spec
+
+
+def distill_step(
+    teacher_dir,
+    dataset_path,
+    student: str,
+    output_dir,
+    config: DistillConfig,
+    compare_scratch: bool = True,
+    report_path=None,
+    lineage_ctx=None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Distil `teacher_dir` into `student`. The child's parent (lineage) is the student artifact when
+    one is given (prune → distill), else the teacher. With `compare_scratch`, the same student is also
+    trained on hard labels only, same config, and the report shows teacher, scratch and distilled."""
+    from pathlib import Path
+
+    from edgecompress.data import load_dataset
+    from edgecompress.evaluate import model_stats
+    from edgecompress.prune import inherited_info, load_parent, log_child, save_torch_child
+    from edgecompress.steps import Lineage, write_text
+    from edgecompress.train import accuracy
+
+    ctx = lineage_ctx or Lineage()
+    config.validate()
+    dataset = load_dataset(Path(dataset_path))
+    teacher_pkg, teacher = load_parent(Path(teacher_dir), dataset, "teacher")
+    student_module, student_pkg, spec = load_student(student, dataset)
+    check_compatible(teacher, student_module, dataset.input_shape, dataset.num_classes)
+    ctx.check()
+    parent_id = (student_pkg or teacher_pkg).info.get("mlflow_model_id")
+    params = {
+        "technique": "distill",
+        "student": str(student),
+        "teacher_model_id": teacher_pkg.info.get("mlflow_model_id") or "",
+        **{f"distill.{k}": v for k, v in config.as_params().items()},
+    }
+    with ctx.task("distill", params):
+        child, history, details = distill(teacher, student_module, dataset, config, progress)
+        x_test, y_test = dataset.split("test")
+        x_val, y_val = dataset.split("val")
+        rows = {"teacher": teacher, "student (start)": student_module}
+        if compare_scratch:
+            rows["student, hard labels only"], _ = train_scratch(
+                student_module, dataset, config.train, progress
+            )
+        rows["student, distilled"] = child
+        comparison = {
+            name: {
+                "val_accuracy": accuracy(m, x_val, y_val),
+                "test_accuracy": accuracy(m, x_test, y_test),
+                "params": sum(p.numel() for p in m.parameters()),
+            }
+            for name, m in rows.items()
+        }
+        info = {
+            **inherited_info(teacher_pkg.info),
+            "spec": spec,
+            "technique": "distill",
+            "parent_model_id": parent_id,
+            "teacher_model_id": teacher_pkg.info.get("mlflow_model_id"),
+            "distill": {
+                "config": config.as_params(),
+                "history": history.as_dict(),
+                "loss": details,
+                "comparison": comparison,
+                "student_source": str(student),
+            },
+        }
+        package = save_torch_child(child, dataset, Path(output_dir), info)
+        if report_path is not None:
+            stats = {
+                "teacher": model_stats(teacher_pkg.onnx_path).as_dict(),
+                "student": model_stats(package.onnx_path).as_dict(),
+            }
+            write_text(Path(report_path), distill_report(info["distill"], stats))
+        metrics = {
+            "val_accuracy": comparison["student, distilled"]["val_accuracy"],
+            "teacher_val_accuracy": comparison["teacher"]["val_accuracy"],
+        }
+        if compare_scratch:
+            metrics["scratch_val_accuracy"] = comparison["student, hard labels only"]["val_accuracy"]
+        log_child(package, f"{dataset.name}-distilled", "distill", dataset, params, metrics, ctx)
+    return package.info
+
+
+def distill_report(d: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
+    from edgecompress.reports import html_page, html_table
+
+    rows = [[name, v["val_accuracy"], v["test_accuracy"], v["params"]] for name, v in d["comparison"].items()]
+    note = (
+        "<p>'hard labels only' is the same student, same data order, schedule and epochs, trained without the "
+        "teacher: the difference to 'distilled' is the teacher's contribution.</p>"
+        if "student, hard labels only" in d["comparison"]
+        else "<p>No scratch comparison was requested (compare_scratch off).</p>"
+    )
+    cfg = d["config"]
+    settings = html_table(
+        ["temperature", "alpha", "feature weight", "feature pairs", "epochs", "lr"],
+        [
+            [
+                cfg["temperature"],
+                cfg["alpha"],
+                cfg["feature_weight"],
+                cfg["feature_pairs"] or "none",
+                cfg["train.epochs"],
+                cfg["train.lr"],
+            ]
+        ],
+    )
+    size = html_table(
+        ["", "params", "MACs", "ONNX bytes", "gzip bytes"],
+        [[k, v["params"], v["macs"], v["onnx_bytes"], v["gzip_bytes"]] for k, v in stats.items()],
+    )
+    hist = html_table(
+        ["epoch", "train loss", "val accuracy"],
+        [[e["epoch"], e["train_loss"], e["val_accuracy"]] for e in d["history"]["epochs"]],
+    )
+    return html_page(
+        "Knowledge distillation",
+        [
+            (
+                "Teacher vs student",
+                html_table(["model", "val accuracy", "test accuracy", "params"], rows) + note,
+            ),
+            ("Settings", settings),
+            ("Size (ONNX)", size),
+            ("Distillation history", hist),
+        ],
+    )

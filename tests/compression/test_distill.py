@@ -1,0 +1,177 @@
+"""Distillation through the library and the CLI, on real digits data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgecompress.data import load_dataset
+from edgecompress.distill import DistillConfig, distill, distill_config, distill_step, kd_loss
+from edgecompress.errors import ConfigError
+from edgecompress.export import load_model_package
+from edgecompress.prune import prune_configs, prune_step, save_torch_child
+from edgecompress.steps import Lineage
+from edgecompress.train import TrainConfig
+from edgecompress.zoo import build_model
+
+OFF = Lineage(enabled=False)
+TINY = '{"family": "cnn", "kwargs": {"widths": [4, 8], "depths": [1, 1]}}'
+
+
+def test_kd_loss_limits():
+    torch.manual_seed(0)
+    s, t, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    assert torch.allclose(kd_loss(s, t, y, 4.0, 0.0), F.cross_entropy(s, y))
+    assert float(kd_loss(t, t, y, 4.0, 1.0)) == pytest.approx(
+        0.0, abs=1e-6
+    )  # student = teacher: no soft loss
+    assert float(kd_loss(s, t, y, 4.0, 1.0)) > 0
+
+
+def test_prune_then_distill_step(trained_model: Path, digits_artifact: Path, tmp_path: Path):
+    structured, _ = prune_configs(ratio=0.5, finetune_epochs_after=0)
+    pruned = tmp_path / "pruned"
+    prune_step(
+        trained_model, digits_artifact, pruned, "structured", structured, lineage_ctx=OFF, progress=False
+    )
+    config = distill_config(epochs=2, batch_size=64, lr=3e-3, feature_weight=0.5, feature_pairs="auto")
+    out, report = tmp_path / "distilled", tmp_path / "distill.html"
+    info = distill_step(
+        trained_model, digits_artifact, str(pruned), out, config, True, report, OFF, progress=False
+    )
+    comparison = info["distill"]["comparison"]
+    assert set(comparison) == {
+        "teacher",
+        "student (start)",
+        "student, hard labels only",
+        "student, distilled",
+    }
+    assert (
+        comparison["student, distilled"]["params"]
+        == comparison["student (start)"]["params"]
+        < comparison["teacher"]["params"]
+    )
+    pair = info["distill"]["loss"]["feature_pairs"][0]
+    assert (
+        pair["student"] == pair["teacher"] == "features.5"
+    )  # last BatchNorm2d, projected to the teacher's channels
+    width = (
+        load_model_package(trained_model).load_module().features[4].out_channels
+    )  # the teacher's last conv
+    assert pair["student_shape"][1] == width // 2 and pair["teacher_shape"][1] == width
+    module = load_model_package(out).load_module()
+    assert module.features[4].out_channels == width // 2  # the pruned architecture, not the teacher's
+    assert not any("projections" in n for n, _ in module.named_parameters())
+    assert "hard labels only" in report.read_text()
+
+
+def test_distilled_student_follows_teacher_more_closely(trained_model: Path, digits_artifact: Path):
+    """Same student, same data order: with alpha=1 the student learns only the teacher's outputs."""
+    dataset = load_dataset(digits_artifact)
+    teacher = load_model_package(trained_model).load_module()
+    torch.manual_seed(0)
+    student = build_model(TINY, dataset.input_shape, dataset.num_classes)
+    train = TrainConfig(epochs=3, batch_size=64, lr=5e-3)
+    child, history, _ = distill(
+        teacher, student, dataset, DistillConfig(alpha=1.0, temperature=2.0, train=train), False
+    )
+    x, _ = dataset.split("test")
+    with torch.no_grad():
+        t = teacher(torch.from_numpy(x)).argmax(1)
+        before = (student.eval()(torch.from_numpy(x)).argmax(1) == t).float().mean()
+        after = (child(torch.from_numpy(x)).argmax(1) == t).float().mean()
+    assert after > before + 0.1
+    assert len(history.epochs) == 3
+
+
+def test_distill_spec_student_parent_is_teacher(trained_model: Path, digits_artifact: Path, tmp_path: Path):
+    info = distill_step(
+        trained_model,
+        digits_artifact,
+        TINY,
+        tmp_path / "d",
+        distill_config(epochs=1, batch_size=64),
+        compare_scratch=False,
+        lineage_ctx=OFF,
+        progress=False,
+    )
+    assert (
+        info["spec"]["kwargs"]["widths"] == [4, 8]
+        and "student, hard labels only" not in info["distill"]["comparison"]
+    )
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def five_class_teacher(
+    tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path, trained_model: Path
+) -> Path:
+    """A Model artifact whose classifier has 5 outputs (e.g. trained on another label set)."""
+    dataset = load_dataset(digits_artifact)
+    torch.manual_seed(0)
+    model = build_model("lenet5", dataset.input_shape, dataset.num_classes)
+    model.classifier[-1] = torch.nn.Linear(84, 5)
+    info = {**load_model_package(trained_model).info, "num_classes": 5, "technique": "train"}
+    out = tmp_path_factory.mktemp("teacher5") / "teacher"
+    save_torch_child(model, dataset, out, info)
+    return out
+
+
+def test_teacher_with_other_classes(five_class_teacher: Path, digits_artifact: Path, tmp_path: Path, capsys):
+    from edgecompress.cli import main
+
+    with pytest.raises(ConfigError, match="teacher .* outputs 5 classes.*has 10"):
+        distill_step(
+            five_class_teacher,
+            digits_artifact,
+            TINY,
+            tmp_path / "d",
+            distill_config(epochs=1),
+            lineage_ctx=OFF,
+        )
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            str(five_class_teacher),
+            "--student",
+            TINY,
+            "--dataset",
+            str(digits_artifact),
+            "--output",
+            str(tmp_path / "d"),
+            "--epochs",
+            "1",
+            "--no-track",
+        ]
+    )
+    assert code == 2 and "outputs 5 classes" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"alpha": 1.5}, "alpha must be in"),
+        ({"feature_weight": 1.0, "feature_pairs": "features.0=classifier.2"}, "cannot be matched"),
+        ({"feature_weight": 1.0, "feature_pairs": "nope=features.0"}, "no module named 'nope'"),
+    ],
+)
+def test_bad_distill_settings(kwargs, message, trained_model: Path, digits_artifact: Path, tmp_path: Path):
+    with pytest.raises(ConfigError, match=message):
+        distill_step(
+            trained_model,
+            digits_artifact,
+            TINY,
+            tmp_path / "d",
+            distill_config(epochs=1, **kwargs),
+            lineage_ctx=OFF,
+            progress=False,
+        )
+    assert not (tmp_path / "d").exists()
