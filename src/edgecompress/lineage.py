@@ -130,8 +130,10 @@ def get_or_create_pipeline_run(
     exp = mlflow.get_experiment_by_name(experiment)
     found = mlflow.search_runs(
         [exp.experiment_id],
-        filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}'",
+        # task runs carry the pipeline_run_id tag too: only the parent has the role tag
+        filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}' and tags.`{TAG}role` = 'pipeline-run'",
         output_format="list",
+        order_by=["attributes.start_time ASC"],
         max_results=1,
     )
     if found:
@@ -143,6 +145,7 @@ def get_or_create_pipeline_run(
         tags={
             f"{TAG}pipeline_run_id": pipeline_run_id,
             f"{TAG}pipeline": pipeline_name,
+            f"{TAG}role": "pipeline-run",
             f"{TAG}package_version": __version__,
         },
     )
