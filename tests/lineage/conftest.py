@@ -214,23 +214,14 @@ def embedded(embedded_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
     return embedded_store
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _root_conftest():
-    """tests/conftest.py's helpers (conftest modules are not importable by name from subfolders)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("edgecompress_tests_root", REPO / "tests" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def run_cli():
     """Run `edgecompress …` in a child process, as a user would; MLFLOW_TRACKING_URI is inherited."""
-    return _root_conftest().run_cli
+    from tests.conftest import run_cli
+
+    return run_cli
 
 
 @pytest.fixture
