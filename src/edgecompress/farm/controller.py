@@ -219,6 +219,18 @@ def create_app(config: ControllerConfig) -> Any:
         store.close()
 
     app = FastAPI(title="edgecompress device farm", version="1", lifespan=lifespan)
+
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with the errors, minus the echoed input: it can hold NaN/Infinity, which JSON cannot
+        carry (FastAPI's default handler then fails with a 500; found by tests/farm/test_fuzz.py)."""
+        errors = [
+            {k: str(v) if k == "ctx" else v for k, v in e.items() if k != "input"} for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     app.state.store = store
 
     strict = ConfigDict(extra="forbid", allow_inf_nan=False)
