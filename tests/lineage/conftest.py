@@ -214,8 +214,6 @@ def embedded(embedded_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
     return embedded_store
 
 
-
-
 @pytest.fixture
 def run_cli():
     """Run `edgecompress …` in a child process, as a user would; MLFLOW_TRACKING_URI is inherited."""

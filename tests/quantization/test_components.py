@@ -33,10 +33,13 @@ def test_quantize_and_autotune_components_run_locally(trained_model, digits_arti
     run = quant_components(model_uri=str(trained_model), dataset_uri=str(digits_artifact))
     assert run is not None
     outputs = list(Path(tmp_path / "root").rglob("model.json"))
-    techniques = sorted(json.loads(p.read_text())["technique"] for p in outputs)
-    assert techniques == [
-        "dynamic-int8",
-        "fp16",
-    ]  # autotune on size: the first PTQ variant smaller than float
-    results = next(Path(tmp_path / "root").rglob("results"))
-    assert json.loads(results.read_text())["passed"] is True
+    infos = [json.loads(p.read_text()) for p in outputs]
+    assert len(infos) == 2 and "dynamic-int8" in [i["technique"] for i in infos]
+    results = json.loads(next(Path(tmp_path / "root").rglob("results")).read_text())
+    assert results["passed"] is True
+    # autotune on size returns the first trial (in its fixed order) that keeps accuracy and is smaller
+    parent_bytes = json.loads((Path(trained_model) / "model.json").read_text())["onnx_bytes"]
+    tuned = next(
+        i for i in infos if i["technique"] != "dynamic-int8" or len({j["technique"] for j in infos}) == 1
+    )
+    assert tuned["onnx_bytes"] < parent_bytes
