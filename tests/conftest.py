@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,31 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Pat
         progress=False,
     )
     return out
+
+
+@contextlib.contextmanager
+def tracking_store(uri: str) -> Iterator[str]:
+    """Point MLflow (this process and child processes) at `uri`; restore the previous store after."""
+    import mlflow
+
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture
+def dead_uri() -> str:
+    """A loopback URL where nothing listens."""
+    from edgecompress.farm.local import free_port
+
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

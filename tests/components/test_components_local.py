@@ -13,6 +13,7 @@ from edgecompress.components.evaluate.component import evaluate
 from edgecompress.components.load_dataset.component import load_dataset
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
+from tests.conftest import tracking_store
 
 LINEAGE = {"pipeline_run_id": "component-tests", "experiment": "component-tests"}  # for single-task runs
 
@@ -26,16 +27,8 @@ def kfp_local(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def module_tracking(tmp_path_factory):
-    import os
-
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    yield uri
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI")
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with tracking_store(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}") as uri:
+        yield uri
 
 
 class _Outputs(NamedTuple):

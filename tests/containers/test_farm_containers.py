@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,13 +12,8 @@ import uuid
 
 import pytest
 
+from edgecompress.farm.local import free_port
 from tests.conftest import run_cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -37,7 +31,7 @@ def farm_image(component_image):
 
 
 def test_controller_and_agent_containers_run_a_benchmark_job(farm_image, trained_model, tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     client_token, agent_token = secrets.token_hex(16), secrets.token_hex(16)
     data = tmp_path / "data"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import tracking_store
 
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
 
@@ -47,7 +47,6 @@ def wine():
 
 @pytest.fixture(scope="session")
 def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path) -> dict:
-    import mlflow
 
     from edgecompress import lineage
     from edgecompress.data import save_dataset
@@ -56,10 +55,7 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
 
     tmp = tmp_path_factory.mktemp("drift-store")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    try:
+    with tracking_store(uri):
         ctx = Lineage(experiment="drift")
         digits = train_step(
             digits_artifact,
@@ -100,11 +96,6 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
             "wine": wine_path,
             "bare_model_id": bare,
         }
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 @pytest.fixture
@@ -122,14 +113,6 @@ def run_cli():
     from tests.conftest import run_cli
 
     return run_cli
-
-
-@pytest.fixture
-def dead_uri() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

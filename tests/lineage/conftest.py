@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from edgecompress.farm.local import free_port
+from tests.conftest import tracking_store
+
 BIN = Path(sys.executable).parent
 BUCKET = "edgecompress-artifacts"
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
@@ -24,12 +26,6 @@ S3_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
@@ -188,21 +184,12 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
 @pytest.fixture(scope="session")
 def embedded_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path) -> Iterator[dict]:
     """A SQLite MLflow store holding one pipeline's lineage (the embedded default)."""
-    import mlflow
 
     tmp = tmp_path_factory.mktemp("embedded")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    try:
+    with tracking_store(uri):
         out = build_lineage(tmp, digits_artifact)
         yield {**out, "uri": uri}
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 @pytest.fixture
@@ -220,12 +207,6 @@ def run_cli():
     from tests.conftest import run_cli
 
     return run_cli
-
-
-@pytest.fixture
-def dead_uri() -> str:
-    """A loopback URL where nothing listens."""
-    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture
