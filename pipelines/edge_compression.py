@@ -19,6 +19,7 @@ from edgecompress.components.distill.component import distill
 from edgecompress.components.edge_benchmark.component import edge_benchmark
 from edgecompress.components.evaluate.component import evaluate
 from edgecompress.components.load_dataset.component import load_dataset
+from edgecompress.components.nas.component import nas
 from edgecompress.components.prune.component import prune
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
@@ -121,11 +122,31 @@ def _distill_step(parent: Any, ctx: ChainContext) -> Any:
     return task.outputs["distilled_model"]
 
 
+def _nas_step(parent: Any, ctx: ChainContext) -> Any:
+    """Search an architecture for `nas_device_class`; the trained model is the reference it is
+    measured against and its lineage parent. Later steps (distill from the trained teacher, quantize)
+    take the retrained pick."""
+    p = ctx.params
+    task = nas(
+        dataset=ctx.dataset, reference_model=parent, search_space=p["nas_search_space"], strategy=p["nas_strategy"],
+        n_trials=p["nas_trials"], timeout_s=p["nas_timeout_s"], search_epochs=p["nas_search_epochs"],
+        train_samples=p["nas_train_samples"], holdout_samples=p["nas_holdout_samples"], eta=p["nas_eta"],
+        final_epochs=p["nas_final_epochs"], batch_size=p["batch_size"], lr=p["lr"], augment=p["augment"],
+        device_class=p["nas_device_class"], farm_url=p["farm_url"], max_params=p["nas_max_params"],
+        max_macs=p["nas_max_macs"], max_latency_ms=p["nas_max_latency_ms"],
+        accuracy_tolerance=p["nas_accuracy_tolerance"], storage=p["nas_storage"], seed=p["seed"], **ctx.lineage,
+    )  # fmt: skip
+    task.set_display_name("nas")
+    task.set_caching_options(False)  # trials are judged on latency measurements
+    return task.outputs["searched_model"]
+
+
 STEP_BUILDERS: dict[str, StepBuilder] = {
     "quantize": _quantize_step,
     "autotune": _autotune_step,
     "prune": _prune_step,
     "distill": _distill_step,
+    "nas": _nas_step,
 }
 
 
@@ -184,6 +205,21 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
         distill_epochs: int = 5,
         distill_lr: float = 1e-3,
         distill_compare_scratch: bool = True,
+        nas_search_space: str = "default",
+        nas_strategy: str = "tpe",
+        nas_trials: int = 12,
+        nas_timeout_s: float = 0.0,
+        nas_search_epochs: int = 2,
+        nas_train_samples: int = 10000,
+        nas_holdout_samples: int = 5000,
+        nas_eta: int = 3,
+        nas_final_epochs: int = 10,
+        nas_device_class: str = "rpi4-emulated",
+        nas_max_params: int = 0,
+        nas_max_macs: int = 0,
+        nas_max_latency_ms: float = 0.0,
+        nas_accuracy_tolerance: float = 0.0,
+        nas_storage: str = "",
         device_classes: list = ["rpi4-emulated", "jetson-orin-nano-emulated"],  # noqa: B006
         farm_url: str = "",
         bench_min_runs: int = 200,

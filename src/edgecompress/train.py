@@ -94,8 +94,11 @@ def fit(
     loss_fn: LossFn | None = None,
     description: str = "train",
     progress: bool = True,
+    on_epoch_end: Callable[[int, float], None] | None = None,
 ) -> TrainHistory:
-    """AdamW with a one-cycle schedule; validation accuracy after every epoch."""
+    """AdamW with a one-cycle schedule; validation accuracy after every epoch.
+
+    `on_epoch_end(epoch, val_accuracy)` may raise to stop training early (NAS's successive halving)."""
     config.validate()
     seed_everything(config.seed)
     x_train, y_train = dataset.split("train", config.max_train_samples)
@@ -144,5 +147,7 @@ def fit(
                 total_loss / seen,
                 val_acc,
             )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, val_acc)
     model.eval()
     return history

@@ -76,7 +76,10 @@ class LeNet5(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Stages of conv-BN-activation blocks, max-pooling between stages, global average pooling."""
+    """Stages of conv-BN-activation blocks, downsampling between stages, global average pooling.
+
+    `kernel_size` is one size or one per stage; `downsample` is "maxpool" (a 2×2 max-pool between
+    stages) or "stride" (the first conv of the next stage has stride 2): NAS searches both."""
 
     def __init__(
         self,
@@ -84,26 +87,33 @@ class SmallCNN(nn.Module):
         num_classes: int,
         widths: Sequence[int] = (32, 64, 128),
         depths: Sequence[int] = (2, 2, 2),
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
         activation: str = "relu",
         dropout: float = 0.1,
+        downsample: str = "maxpool",
     ) -> None:
         super().__init__()
         if len(widths) != len(depths) or not widths:
             raise ConfigError(
                 f"cnn: widths {list(widths)} and depths {list(depths)} must be non-empty and of equal length"
             )
+        kernels = [kernel_size] * len(widths) if isinstance(kernel_size, int) else list(kernel_size)
+        if len(kernels) != len(widths):
+            raise ConfigError(f"cnn: kernel_size {kernels} needs one entry per stage ({len(widths)})")
+        if downsample not in ("maxpool", "stride"):
+            raise ConfigError(f"cnn: downsample must be 'maxpool' or 'stride', got {downsample!r}")
         layers: list[nn.Module] = []
         channels = input_shape[0]
-        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
-            for _ in range(depth):
+        for i, (width, depth, k) in enumerate(zip(widths, depths, kernels, strict=True)):
+            for j in range(depth):
+                stride = 2 if downsample == "stride" and i > 0 and j == 0 else 1
                 layers += [
-                    nn.Conv2d(channels, width, kernel_size, padding=kernel_size // 2, bias=False),
+                    nn.Conv2d(channels, width, k, stride=stride, padding=k // 2, bias=False),
                     nn.BatchNorm2d(width),
                     _activation(activation),
                 ]
                 channels = width
-            if i < len(widths) - 1:
+            if downsample == "maxpool" and i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -136,7 +146,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetLike(nn.Module):
-    """MobileNetV2-style: stem, inverted-residual stages [expansion, channels, repeats, stride]."""
+    """MobileNetV2-style: stem, inverted-residual stages [expansion, channels, repeats, stride] with
+    an optional fifth entry, the stage's depthwise kernel size (else `kernel_size`)."""
 
     def __init__(
         self,
@@ -162,13 +173,17 @@ class MobileNetLike(nn.Module):
             nn.BatchNorm2d(channels),
             _activation(activation),
         ]
-        for expansion, c, repeats, stride in stages:
+        for stage in stages:
+            if len(stage) not in (4, 5):
+                raise ConfigError(
+                    f"mobilenet: stage {list(stage)} must be [expansion, channels, repeats, stride(, kernel)]"
+                )
+            expansion, c, repeats, stride = stage[:4]
+            k = stage[4] if len(stage) == 5 else kernel_size
             for r in range(repeats):
                 out = scaled(c)
                 layers.append(
-                    InvertedResidual(
-                        channels, out, stride if r == 0 else 1, expansion, kernel_size, activation
-                    )
+                    InvertedResidual(channels, out, stride if r == 0 else 1, expansion, k, activation)
                 )
                 channels = out
         self.features = nn.Sequential(*layers)

@@ -37,7 +37,9 @@ def test_isolated_runner_survives_garbage_and_timeouts(tmp_path, trained_model):
         run_isolated(garbage, BenchmarkSettings(**FAST), timeout_s=60)
     onnx_path = load_model_package(trained_model).onnx_path
     with pytest.raises(BenchmarkError, match="timeout"):
-        run_isolated(onnx_path, BenchmarkSettings(min_runs=10, min_duration_s=30), timeout_s=3)
+        # max_runs must not end the run early: a fast CI machine finishes 100k tiny-model runs in < 3 s
+        slow = BenchmarkSettings(min_runs=10, min_duration_s=60, max_runs=10**9)
+        run_isolated(onnx_path, slow, timeout_s=3)
 
 
 def test_emulated_classes_are_labelled_and_pinned(trained_model):

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "edgecompress.cli.lineage",  # lineage, audit, promote, drift
     "edgecompress.cli.cluster",  # submit, schedule (Kubeflow Pipelines on a cluster)
     "edgecompress.cli.compress",  # prune, distill, sensitivity
+    "edgecompress.cli.nas",  # nas
 ]
 
 
