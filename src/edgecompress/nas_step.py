@@ -220,7 +220,10 @@ def _log_search(summary, png, package, dataset, params, ctx, trial_runs) -> None
         dataset_meta=_dataset_meta(dataset), params=model_params, metrics=metrics,
         pipeline_run_id=ctx.pipeline_run_id,
     )  # fmt: skip
-    lineage.set_model_tags(model_id, {"nas.study": summary["study_name"], "nas.trial_run_id": trial_run})
+    lineage.set_model_tags(
+        model_id,
+        {f"{lineage.TAG}nas.study": summary["study_name"], f"{lineage.TAG}nas.trial_run_id": trial_run},
+    )
     _record_model_id(package, model_id)
     with tempfile.TemporaryDirectory(prefix="edgecompress-nas-log-") as tmp:
         (Path(tmp) / "pareto_front.json").write_text(json.dumps(summary, indent=2, default=str))
