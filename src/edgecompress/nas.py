@@ -336,6 +336,14 @@ def search_split(dataset: Dataset, train_samples: int, holdout_samples: int) -> 
     return Dataset(dataset.name, dataset.source, arrays, dataset.class_names, {"nas_search_split": True})
 
 
+def search_identity(space: SearchSpace, constraints: Constraints, config: NasConfig) -> str:
+    """What must not change when a study is resumed: its results would not be comparable."""
+    fidelity = {k: getattr(config, k) for k in ("search_epochs", "train_samples", "holdout_samples", "batch_size",
+                                                "lr", "augment", "seed", "strategy", "search_bench")}  # fmt: skip
+    blob = json.dumps([space.as_dict(), asdict(constraints), fidelity], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def spec_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -581,6 +589,13 @@ def search(
     study = open_study(
         storage, study_name, config.strategy, config.seed, config.n_trials, config.startup_trials
     )
+    identity = search_identity(space, constraints, config)
+    if study.user_attrs.get("identity", identity) != identity:
+        raise ConfigError(
+            f"NAS: study {study_name!r} in {storage} was made with another search space, constraints or "
+            f"fidelity ({study.user_attrs['identity']}); resume it with the same settings or use a new study name"
+        )
+    study.set_user_attr("identity", identity)
     study.set_user_attr("search_space", space.as_dict())
     study.set_user_attr("constraints", asdict(constraints))
     halving = _Halving(study, config.eta, config.rungs(), min_trials=max(3, config.eta))

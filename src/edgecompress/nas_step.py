@@ -37,9 +37,17 @@ log = logging.getLogger(__name__)
 STUDY_FILE = "nas-study.db"
 
 
-def default_study_name(dataset: Dataset, config: NasConfig, constraints: Constraints) -> str:
-    """Deterministic, so that running the same search again resumes it instead of starting over."""
-    return f"nas-{dataset.digest[:8]}-{constraints.device_class}-{config.strategy}-seed{config.seed}"
+def default_study_name(
+    dataset: Dataset, space: SearchSpace, config: NasConfig, constraints: Constraints
+) -> str:
+    """Deterministic, so that running the same search again resumes it instead of starting over;
+    another dataset, space, constraint or fidelity makes another study."""
+    from edgecompress.nas import search_identity
+
+    identity = search_identity(space, constraints, config)
+    return (
+        f"nas-{dataset.digest[:8]}-{constraints.device_class}-{config.strategy}-seed{config.seed}-{identity}"
+    )
 
 
 class _TrialRuns:
@@ -126,7 +134,7 @@ def nas_step(
         constraints.device_class, farm_url, dataset.input_shape, dataset.num_classes
     )
     ctx.check()
-    study_name = study_name or default_study_name(dataset, config, constraints)
+    study_name = study_name or default_study_name(dataset, space, config, constraints)
     params = {
         "technique": "nas", "search_space": json.dumps(space.as_dict(), sort_keys=True),
         "study_name": study_name, **{f"nas.{k}": v for k, v in asdict(config).items()},

@@ -119,6 +119,9 @@ def test_search_resumes_from_storage_and_never_trains_a_duplicate(digits_artifac
     ]
     assert len(specs) == len(set(specs)), "a repeated architecture was trained again"
     assert pick in front and all(m["p50_ms"] > 0 and 0 <= m["accuracy"] <= 1 for m in front)
+    other = NasConfig(**{**more.__dict__, "search_epochs": 3})  # another fidelity: not the same study
+    with pytest.raises(ConfigError, match="another search space, constraints or fidelity"):
+        search(dataset, space, Constraints(), other, storage, "resume", progress=False)
 
 
 def test_constraints_reject_candidates_before_training(digits_artifact: Path, tmp_path: Path):
