@@ -13,7 +13,7 @@ pinned core, ONNX Runtime, batch 1). Emulated, and labelled so.
   search accuracy; retrained with the baseline's recipe (10 epochs, whole training split, same
   augmentation) and measured against the baseline in interleaved rounds.
 
-    python -m benchmarks.nas.run                  # the committed results (~45 min on 2 cores)
+    python -m benchmarks.nas.run                  # the committed results (~45 min on 2 cores, with the baseline cached)
     python -m benchmarks.nas.run --quick --out /tmp/q   # digits, tiny space: a smoke test
 """
 
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--trials", type=int, default=12, help="trials per run (default 12)")
-    parser.add_argument("--timeout-s", type=float, default=210.0, help="wall-clock per run (default 210)")
+    parser.add_argument("--timeout-s", type=float, default=150.0, help="wall-clock per run (default 150)")
     args = parser.parse_args(argv)
     if args.quick and args.out is None:
         parser.error("--quick needs --out (quick results must not overwrite the committed ones)")
