@@ -50,6 +50,38 @@ def _front_hv(trials: list[dict[str, Any]], ref_accuracy: float, ref_latency: fl
     return hypervolume(done, ref_accuracy, ref_latency)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _retrained(spec: dict[str, Any], dataset: Any, config: Any, work: Path) -> tuple[Any, float]:
+    """The pick at full fidelity; its weights are kept in `work` (the longest step, ~30-50 min on CPU)."""
+    import hashlib
+
+    import torch
+
+    from edgecompress.nas import retrain
+    from edgecompress.zoo import build_model
+
+    key = hashlib.sha256(json.dumps([spec, config.final_epochs, config.seed], sort_keys=True).encode())
+    saved = work / f"pick-{key.hexdigest()[:12]}.pt"
+    if saved.exists():
+        state = torch.load(saved, weights_only=True)
+        model = build_model(spec, dataset.input_shape, dataset.num_classes)
+        model.load_state_dict(state["weights"])
+        logging.info("reusing the retrained pick in %s", saved)
+        return model.eval(), float(state["seconds"])
+    t0 = time.monotonic()
+    model, _ = retrain(spec, dataset, config, progress=False)
+    seconds = time.monotonic() - t0
+    tmp = saved.with_suffix(".tmp")
+    torch.save({"weights": model.state_dict(), "seconds": seconds}, tmp)
+    tmp.replace(saved)
+    return model.eval(), seconds
+
+
 def _interleaved_p50(
     meter: Any, paths: dict[str, Path], settings: dict[str, Any], rounds: int
 ) -> dict[str, float]:
@@ -75,7 +107,6 @@ def run(
         accuracy_on,
         low_fidelity_accuracy,
         pareto_front,
-        retrain,
         search,
         summarize,
     )
@@ -124,11 +155,19 @@ def run(
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
     for seed in seeds:
         for strategy in STRATEGIES:
+            # A finished run is kept in `work`, so an interrupted benchmark resumes where it stopped; an
+            # unfinished one starts over (a timed run continued later would get more than its budget).
+            done_file = work / f"{strategy}-{seed}.json"
+            if done_file.exists():
+                runs[strategy].append(json.loads(done_file.read_text()))
+                logging.info("%s seed %d: reusing the finished run in %s", strategy, seed, done_file)
+                continue
+            db = work / f"{strategy}-{seed}.db"
+            db.unlink(missing_ok=True)
             cfg = replace(search_cfg, strategy=strategy, seed=seed)
             t0 = time.monotonic()
             study, _ = search(
-                dataset, space, constraints, cfg, f"sqlite:///{work / f'{strategy}-{seed}.db'}",
-                f"bench-{strategy}-{seed}", progress=False,
+                dataset, space, constraints, cfg, f"sqlite:///{db}", f"bench-{strategy}-{seed}", progress=False,
             )  # fmt: skip
             trial_list, _, _ = summarize(study, meter, constraints, cfg, remeasure=False)
             runs[strategy].append({
@@ -136,6 +175,7 @@ def run(
                 "hypervolume": _front_hv(trial_list, ref_accuracy, base_p50),
                 "counts": {s: sum(t["state"] == s for t in trial_list) for s in ("complete", "pruned", "infeasible")},
             })  # fmt: skip
+            _write_atomic(done_file, json.dumps(runs[strategy][-1], default=float))
             logging.info("%s seed %d: hypervolume %.5f in %.0f s", strategy, seed, runs[strategy][-1]["hypervolume"],
                          runs[strategy][-1]["seconds"])  # fmt: skip
 
@@ -163,9 +203,7 @@ def run(
         pick["accuracy"],
         pick["p50_ms"],
     )
-    t0 = time.monotonic()
-    model, _ = retrain(pick["spec"], dataset, config, progress=False)
-    retrain_s = time.monotonic() - t0
+    model, retrain_s = _retrained(pick["spec"], dataset, config, work)
     pick_acc = accuracy_on(model, dataset, "val")
     pick_onnx = work / "pick.onnx"
     export_onnx(model, dataset.input_shape, pick_onnx)
@@ -329,8 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("edgecompress.train").setLevel(logging.WARNING)
     os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    with tempfile.TemporaryDirectory(prefix="bench-nas-") as tmp:
-        r = run(args.out or HERE, args.quick, seeds, args.trials, args.timeout_s, Path(tmp))
+    if args.quick:
+        with tempfile.TemporaryDirectory(prefix="bench-nas-") as tmp:
+            r = run(args.out, True, seeds, args.trials, args.timeout_s, Path(tmp))
+    else:
+        # Kept between invocations (gitignored): finished runs and the retrained pick are reused.
+        work = HERE.parent / ".cache" / f"nas-work-t{args.trials}-s{args.timeout_s:g}"
+        work.mkdir(parents=True, exist_ok=True)
+        r = run(args.out or HERE, False, seeds, args.trials, args.timeout_s, work)
     print(f"{'TARGET MET' if r['target_met'] else 'TARGET MISSED'}: pick {100 * r['pick']['accuracy']:.2f} % at "
           f"{r['pick']['p50_ms']:.3f} ms vs baseline {100 * r['baseline']['accuracy']:.2f} % at {r['baseline']['p50_ms']:.3f} ms; "
           f"hypervolume TPE {_ms(r['hypervolume']['nas'])} vs random {_ms(r['hypervolume']['random'])}")  # fmt: skip
