@@ -107,6 +107,54 @@ class JobStore:
         # UPDATEs keep claims atomic across processes too.
         self._write_lock = threading.Lock() if self.sqlite else _NullLock()
         metadata.create_all(self.engine)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Build the per-cycle statements once, with bind parameters: SQLAlchemy then reuses their
+        compiled form. Building them per call (operator coercion, cache-key generation) cost more
+        than running them: about 1 ms of a 1.4 ms claim + complete on SQLite."""
+        b = sa.bindparam
+        pick = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.state == "queued", jobs.c.device_class == b("b_device_class"))
+            .order_by(jobs.c.priority.desc(), jobs.c.id)
+            .limit(1)
+        )
+        if not self.sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        self._pick = pick
+        self._take = (
+            jobs.update()
+            .where(jobs.c.id == pick.scalar_subquery(), jobs.c.state == "queued")
+            .values(
+                state="leased",
+                agent_id=b("b_agent_id"),
+                lease_id=b("b_lease_id"),
+                leased_at=b("b_now"),
+                lease_expires_at=b("b_lease_expires_at"),
+                attempts=jobs.c.attempts + 1,
+            )
+            .returning(*jobs.c)
+        )
+        self._finish = (
+            jobs.update()
+            .where(
+                jobs.c.id == b("b_id"),
+                jobs.c.state == "leased",
+                jobs.c.lease_id == b("b_lease_id"),
+                jobs.c.agent_id == b("b_agent_id"),
+            )
+            .values(state=b("b_state"), finished_at=b("b_now"), result=b("b_result"), error=b("b_error"))
+        )
+        self._finished_row = sa.select(jobs.c.state, jobs.c.lease_id, jobs.c.agent_id).where(
+            jobs.c.id == b("b_id")
+        )
+        self._insert = jobs.insert()
+        self._get = sa.select(jobs).where(jobs.c.id == b("b_id"))
+        self._beat = agents.update().where(agents.c.id == b("b_agent_id")).values(last_heartbeat=b("b_now"))
+        held = jobs.c.agent_id == b("b_agent_id"), jobs.c.state == "leased"
+        self._extend = jobs.update().where(*held).values(lease_expires_at=b("b_lease_expires_at"))
+        self._held = sa.select(jobs.c.id).where(*held)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -135,12 +183,12 @@ class JobStore:
             "max_attempts": self.config.max_attempts,
         }  # fmt: skip
         with self._write_lock, self.engine.begin() as conn:
-            job_id = conn.execute(jobs.insert().values(**values)).inserted_primary_key[0]
+            job_id = conn.execute(self._insert, values).inserted_primary_key[0]
         return {"id": job_id, **values, "settings": settings}
 
     def get(self, job_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+            row = conn.execute(self._get, {"b_id": job_id}).first()
         if row is None:
             raise NotFound(f"job {job_id} does not exist")
         return job_dict(row)
@@ -217,48 +265,30 @@ class JobStore:
         """Record the heartbeat, extend this agent's leases; return the jobs it still holds."""
         now = time.time()
         with self._write_lock, self.engine.begin() as conn:
-            if (
-                conn.execute(
-                    agents.update().where(agents.c.id == agent_id).values(last_heartbeat=now)
-                ).rowcount
-                == 0
-            ):
+            if conn.execute(self._beat, {"b_agent_id": agent_id, "b_now": now}).rowcount == 0:
                 raise NotFound(f"agent {agent_id!r} is not registered")
-            held = jobs.c.agent_id == agent_id, jobs.c.state == "leased"
-            conn.execute(jobs.update().where(*held).values(lease_expires_at=now + self.config.lease_s))
-            return [r.id for r in conn.execute(sa.select(jobs.c.id).where(*held))]
+            conn.execute(
+                self._extend, {"b_agent_id": agent_id, "b_lease_expires_at": now + self.config.lease_s}
+            )
+            return [r.id for r in conn.execute(self._held, {"b_agent_id": agent_id})]
 
     def claim(self, agent_id: str, device_class: str) -> dict[str, Any] | None:
         """Lease the next queued job for this class to this agent, or None. One guarded
         `UPDATE … WHERE id = (next queued id) AND state = 'queued' RETURNING …` statement."""
-        pick = (
-            sa.select(jobs.c.id)
-            .where(jobs.c.state == "queued", jobs.c.device_class == device_class)
-            .order_by(jobs.c.priority.desc(), jobs.c.id)
-            .limit(1)
-        )
-        if not self.sqlite:
-            pick = pick.with_for_update(skip_locked=True)
         for _ in range(20):  # an empty answer with work still queued means another claimer won: retry
             now = time.time()
-            take = (
-                jobs.update()
-                .where(jobs.c.id == pick.scalar_subquery(), jobs.c.state == "queued")
-                .values(
-                    state="leased",
-                    agent_id=agent_id,
-                    lease_id=uuid.uuid4().hex,
-                    leased_at=now,
-                    lease_expires_at=now + self.config.lease_s,
-                    attempts=jobs.c.attempts + 1,
-                )
-                .returning(*jobs.c)
-            )
+            params = {
+                "b_device_class": device_class,
+                "b_agent_id": agent_id,
+                "b_lease_id": uuid.uuid4().hex,
+                "b_now": now,
+                "b_lease_expires_at": now + self.config.lease_s,
+            }
             with self._write_lock, self.engine.begin() as conn:
-                row = conn.execute(take).first()
+                row = conn.execute(self._take, params).first()
                 if row is not None:
                     return job_dict(row)
-                if conn.execute(pick.with_only_columns(jobs.c.id)).first() is None:
+                if conn.execute(self._pick, {"b_device_class": device_class}).first() is None:
                     return None
         return None
 
@@ -276,15 +306,13 @@ class JobStore:
         payload = dumps(result) if result is not None else None
         with self._write_lock, self.engine.begin() as conn:
             won = conn.execute(
-                jobs.update().where(jobs.c.id == job_id, jobs.c.state == "leased", jobs.c.lease_id == lease_id,
-                                    jobs.c.agent_id == agent_id)
-                .values(state=state, finished_at=time.time(), result=payload, error=error)
+                self._finish,
+                {"b_id": job_id, "b_lease_id": lease_id, "b_agent_id": agent_id, "b_state": state,
+                 "b_now": time.time(), "b_result": payload, "b_error": error},
             ).rowcount  # fmt: skip
             if won == 1:
                 return {"id": job_id, "state": state, "duplicate": False}
-            row = conn.execute(
-                sa.select(jobs.c.state, jobs.c.lease_id, jobs.c.agent_id).where(jobs.c.id == job_id)
-            ).first()
+            row = conn.execute(self._finished_row, {"b_id": job_id}).first()
         if row is None:
             raise NotFound(f"job {job_id} does not exist")
         if row.state in ("done", "failed") and row.lease_id == lease_id and row.agent_id == agent_id:

@@ -1,0 +1,50 @@
+"""The job store's claim stays atomic across store instances (as across controller processes)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgecompress.farm.store import Conflict, JobStore
+
+
+def test_concurrent_claims_from_separate_stores_take_each_job_exactly_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'farm.db'}"
+    stores = [JobStore(url) for _ in range(4)]
+    jobs = 120
+    for _ in range(jobs):
+        stores[0].submit(device_class="c", model_name="m", model_sha256="0" * 64, model_uri=None,
+                         model_bytes=1, settings={}, timeout_s=60)  # fmt: skip
+    taken: list[list[dict]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        store, agent = stores[i % len(stores)], f"agent-{i}"
+        start.wait()
+        while (job := store.claim(agent, "c")) is not None:
+            taken[i].append(job)
+            assert (
+                store.complete(job["id"], agent, job["lease_id"], True, {"i": i}, None)["duplicate"] is False
+            )
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ids = [j["id"] for per in taken for j in per]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == jobs
+    assert all(j["attempts"] == 1 and j["state"] == "leased" for per in taken for j in per)
+    assert {j["state"] for j in stores[1].list(limit=1000)} == {"done"}
+    # A repeated submission is a no-op; another agent's or a stale lease is refused.
+    job = taken[0][0] if taken[0] else next(per[0] for per in taken if per)
+    agent = job["agent_id"]
+    assert stores[2].complete(job["id"], agent, job["lease_id"], True, {}, None)["duplicate"] is True
+    with pytest.raises(Conflict):
+        stores[2].complete(job["id"], agent, "0" * 32, True, {}, None)
+    with pytest.raises(Conflict):
+        stores[2].complete(job["id"], "someone-else", job["lease_id"], True, {}, None)
+    for store in stores:
+        store.close()
