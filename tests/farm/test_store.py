@@ -48,3 +48,30 @@ def test_concurrent_claims_from_separate_stores_take_each_job_exactly_once(tmp_p
         stores[2].complete(job["id"], "someone-else", job["lease_id"], True, {}, None)
     for store in stores:
         store.close()
+
+
+def test_claim_reads_the_next_job_from_the_index_without_sorting_the_queue(tmp_path: Path) -> None:
+    """The claim order (priority DESC, id) is the index's order: no sort over every queued job (claims
+    used to slow down linearly with the queue's depth). An old database loses its legacy index."""
+    import sqlite3
+
+    db = tmp_path / "farm.db"
+    JobStore(f"sqlite:///{db}").close()
+    with sqlite3.connect(db) as con:  # a database made before the index changed
+        con.execute("CREATE INDEX ix_farm_jobs_claim ON farm_jobs (state, device_class, priority, id)")
+    store = JobStore(f"sqlite:///{db}")
+    for priority in (0, 5, 0, 5, -1):
+        store.submit(device_class="c", model_name="m", model_sha256="0" * 64, model_uri=None, model_bytes=1,
+                     settings={}, timeout_s=60, priority=priority)  # fmt: skip
+    compiled = store._take.compile(dialect=store.engine.dialect)
+    with sqlite3.connect(db) as con:
+        plan = " ".join(
+            r[-1] for r in con.execute(f"EXPLAIN QUERY PLAN {compiled}", [None] * len(compiled.positiontup))
+        )
+        indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "ix_farm_jobs_claim_order" in plan and "TEMP B-TREE" not in plan, plan
+    assert "ix_farm_jobs_claim" not in indexes
+    order = [store.claim("a", "c") for _ in range(5)]
+    assert [(j["priority"], j["id"]) for j in order] == [(5, 2), (5, 4), (0, 1), (0, 3), (-1, 5)]
+    assert store.claim("a", "c") is None
+    store.close()
