@@ -37,6 +37,14 @@ def test_concurrent_claims_from_separate_stores_take_each_job_exactly_once(tmp_p
     ids = [j["id"] for per in taken for j in per]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == jobs
     assert all(j["attempts"] == 1 and j["state"] == "leased" for per in taken for j in per)
+    # A claimed job reads the same as the store's own read of it, bar the completion that followed.
+    claimed = taken[0][0] if taken[0] else next(per[0] for per in taken if per)
+    stored = stores[3].get(claimed["id"])
+    changed = {"state", "finished_at", "result"}
+    assert claimed.keys() == stored.keys()
+    assert {k: v for k, v in claimed.items() if k not in changed} == {
+        k: v for k, v in stored.items() if k not in changed
+    }
     assert {j["state"] for j in stores[1].list(limit=1000)} == {"done"}
     # A repeated submission is a no-op; another agent's or a stale lease is refused.
     job = taken[0][0] if taken[0] else next(per[0] for per in taken if per)
@@ -74,4 +82,28 @@ def test_claim_reads_the_next_job_from_the_index_without_sorting_the_queue(tmp_p
     order = [store.claim("a", "c") for _ in range(5)]
     assert [(j["priority"], j["id"]) for j in order] == [(5, 2), (5, 4), (0, 1), (0, 3), (-1, 5)]
     assert store.claim("a", "c") is None
+    store.close()
+
+
+def test_a_claim_that_fails_midway_leaves_the_job_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgecompress.farm import store as store_module
+
+    store = JobStore(f"sqlite:///{tmp_path / 'farm.db'}")
+    store.submit(device_class="c", model_name="m", model_sha256="0" * 64, model_uri=None, model_bytes=1,
+                 settings={}, timeout_s=60)  # fmt: skip
+
+    def broken(row: object, with_result: bool = True) -> dict:
+        raise RuntimeError("boom")
+
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "job_dict", broken)
+        with pytest.raises(RuntimeError):
+            store.claim("a", "c")
+    assert store.get(1)["state"] == "queued" and store.get(1)["attempts"] == 0
+    job = store.claim("a", "c")
+    assert job is not None and job["id"] == 1 and job["attempts"] == 1
+    assert store.complete(1, "a", job["lease_id"], True, {"ok": 1}, None)["duplicate"] is False
+    assert store.get(1)["result"] == {"ok": 1}
     store.close()
