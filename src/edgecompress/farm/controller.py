@@ -489,6 +489,10 @@ def create_app(config: ControllerConfig) -> Any:
         finished.notify()
         return JSONResponse(out)
 
+    # Claims and results are most requests: match them first (routes are tried in order, and no
+    # other route matches their method and path, so the order changes nothing else).
+    hot = ("/v1/agents/{agent_id}/claim", "/v1/jobs/{job_id}/result")
+    app.router.routes.sort(key=lambda route: getattr(route, "path", None) not in hot)
     return BodyLimit(app, config.max_json_bytes, config.max_model_bytes)
 
 
