@@ -70,6 +70,7 @@ def render_readme(name: str) -> str:
         "## Use", "",
         "```python",
         "from kfp import components",
+        "",
         f'{name} = components.load_component_from_file("components/{name}/component.yaml")',
         "```", "",
         f"or, in this repository, `from edgecompress.components.{name}.component import {name}`.",
