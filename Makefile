@@ -6,7 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgecompress-installed
 ARGS ?=
-PYTEST_ARGS ?=
+# Two workers (the CI machine has 2 cores; much of the suite waits on child processes and servers).
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: setup run test lint compile benchmarks clean
 

@@ -14,6 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
+# `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Each test file stays
+# on one worker (its module fixtures run once), and so does each directory whose conftest holds
+# session fixtures that are expensive (a podman image, an MLflow server with a pipeline run, a farm).
+SHARED_SESSION_DIRS = {"containers", "drift", "farm", "lineage"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(item.fspath).relative_to(REPO / "tests")
+        group = path.parts[0] if path.parts[0] in SHARED_SESSION_DIRS else path.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 # A small CNN that trains on digits in a few seconds.
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [16, 32], "depths": [1, 1]}}
 
