@@ -64,6 +64,7 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
     started = time.perf_counter()
     machine = machine_info()
     work = Path(work or tempfile.mkdtemp(prefix="edgecompress-bench-compression-"))
+    work.mkdir(parents=True, exist_ok=True)
     off = Lineage(enabled=False)
     timings: dict[str, float] = {}
 
