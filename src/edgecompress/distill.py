@@ -268,9 +268,9 @@ def distill_config(
 # --- pipeline step ------------------------------------------------------------------------------
 
 
-def load_student(student: str, dataset: Dataset):
+def load_student(student: str, dataset: Dataset, seed: int = 0):
     """A Model artifact directory (e.g. a pruned model: its weights are the starting point) or a
-    zoo/user spec (a fresh model). Returns (module, parent package or None, spec)."""
+    zoo/user spec (a fresh model, initialised from `seed`). Returns (module, parent package or None, spec)."""
     from pathlib import Path
 
     from edgecompress.prune import load_parent
@@ -281,8 +281,7 @@ def load_student(student: str, dataset: Dataset):
         package, module = load_parent(path, dataset, "student")
         return module, package, package.info.get("spec")
     spec = parse_spec(student)
-    torch.manual_seed(0)
-    return build_model(spec, dataset.input_shape, dataset.num_classes), None, spec
+    return build_model(spec, dataset.input_shape, dataset.num_classes, seed=seed), None, spec
 
 
 def distill_step(
@@ -311,7 +310,7 @@ def distill_step(
     config.validate()
     dataset = load_dataset(Path(dataset_path))
     teacher_pkg, teacher = load_parent(Path(teacher_dir), dataset, "teacher")
-    student_module, student_pkg, spec = load_student(student, dataset)
+    student_module, student_pkg, spec = load_student(student, dataset, config.train.seed)
     check_compatible(teacher, student_module, dataset.input_shape, dataset.num_classes)
     ctx.check()
     parent_id = (student_pkg or teacher_pkg).info.get("mlflow_model_id")

@@ -648,7 +648,7 @@ def search(
             trial.set_user_attr("seconds", time.monotonic() - started)
             remember(spec, None, trial.user_attrs)
             raise optuna.TrialPruned(str(exc)) from exc
-        model = build_model(spec, dataset.input_shape, dataset.num_classes)
+        model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
 
         def rung(epoch: int, accuracy: float) -> None:
             trial.set_user_attr("epochs_trained", epoch)
@@ -743,7 +743,7 @@ def retrain(
     spec: dict[str, Any], dataset: Dataset, config: NasConfig, progress: bool = True
 ) -> tuple[Any, Any]:
     """The pick at full fidelity: the whole training split, `final_epochs`, the same recipe."""
-    model = build_model(spec, dataset.input_shape, dataset.num_classes)
+    model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
     cfg = TrainConfig(
         epochs=config.final_epochs, batch_size=config.batch_size, lr=config.lr, augment=config.augment,
         seed=config.seed,
@@ -791,7 +791,7 @@ def front_png(
 def low_fidelity_accuracy(spec: dict[str, Any], dataset: Dataset, config: NasConfig) -> float:
     """What the search would have scored for `spec` (e.g. the reference model's architecture)."""
     low = search_split(dataset, config.train_samples, config.holdout_samples)
-    model = build_model(spec, dataset.input_shape, dataset.num_classes)
+    model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
     cfg = TrainConfig(
         epochs=config.search_epochs, batch_size=config.batch_size, lr=config.lr, augment=config.augment,
         seed=config.seed,

@@ -115,7 +115,7 @@ def train_step(
     config.validate()
     ctx.check()
     dataset = load_dataset(Path(dataset_path))
-    model = build_model(spec, dataset.input_shape, dataset.num_classes)
+    model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
     params = {"model_spec": json.dumps(spec), **{f"train.{k}": v for k, v in asdict(config).items()}}
     with ctx.task("train", params):
         history = fit(model, dataset, config, description="train", progress=progress)

@@ -241,8 +241,18 @@ def _import_factory(path: str) -> Callable[..., nn.Module]:
     return factory
 
 
-def build_model(spec: str | dict[str, Any], input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """Instantiate a spec and check that it maps `input_shape` to `num_classes` logits."""
+def build_model(
+    spec: str | dict[str, Any], input_shape: Sequence[int], num_classes: int, seed: int | None = None
+) -> nn.Module:
+    """Instantiate a spec and check that it maps `input_shape` to `num_classes` logits.
+
+    With `seed`, the initial weights come from that seed alone, not from whatever drew from torch's
+    global generator before (other models built, libraries imported), and that generator is left as it
+    was: a seeded training run is then the same in any process."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(spec, input_shape, num_classes)
     spec = parse_spec(spec)
     kwargs = dict(spec["kwargs"])
     if "family" in spec:
