@@ -339,7 +339,7 @@ def markdown(results: dict[str, Any]) -> str:
                          e.get("val_accuracy_finetuned", "")] for e in results["structured_pruning"]["schedule"]]),
         "", f"Channels after pruning: {results['structured_pruning']['channels']}", "",
         "## Reproduce", "",
-        "```", "python -m benchmarks.compression.run   # full: ~30 min on 2 shared cores; --quick: ~2 min on digits",
+        "```", "python -m benchmarks.compression.run   # full: ~52 min on 2 shared cores (baseline cached); --quick: ~2 min on digits",
         "```", "",
         f"Took {results['seconds'] / 60:.1f} min. Per part (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds_per_part"].items()) + ".", "",

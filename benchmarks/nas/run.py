@@ -13,7 +13,8 @@ pinned core, ONNX Runtime, batch 1). Emulated, and labelled so.
   search accuracy; retrained with the baseline's recipe (10 epochs, whole training split, same
   augmentation) and measured against the baseline in interleaved rounds.
 
-    python -m benchmarks.nas.run                  # the committed results (~45 min on 2 cores, with the baseline cached)
+    python -m benchmarks.nas.run                  # the committed results: 62 min on 2 shared cores with the baseline cached
+                                                  # (search 12 min, retraining the pick 50 min)
     python -m benchmarks.nas.run --quick --out /tmp/q   # digits, tiny space: a smoke test (latency limit 4× baseline p50)
 """
 
