@@ -99,7 +99,9 @@ def latency_png(samples_by_label: dict[str, list[float]], title: str) -> bytes:
 
     labels = list(samples_by_label)
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(labels)))
-    ax.boxplot([samples_by_label[k] for k in labels], orientation="horizontal", showfliers=False, whis=(1, 99))
+    ax.boxplot(
+        [samples_by_label[k] for k in labels], orientation="horizontal", showfliers=False, whis=(1, 99)
+    )
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference (ms, whiskers p1–p99)")
