@@ -28,6 +28,7 @@ def machine_info() -> dict[str, Any]:
     import torch
 
     from edgecompress.farm.device import cpu_model
+    from edgecompress.quantize import cpu_needs_reduce_range
 
     try:
         commit = subprocess.run(
@@ -45,6 +46,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "git_commit": commit,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_at_start": os.getloadavg(),
+        # INT8 speed and the reduce_range default depend on it (VNNI dot products vs saturating vpmaddubsw)
+        "int8_reduce_range_needed": cpu_needs_reduce_range(),
     }  # fmt: skip
 
 

@@ -330,7 +330,9 @@ def markdown(
     lines = ["# Quantization benchmark", "",
              f"Reproduce: `python -m benchmarks.quantization.run{' --quick' if args.quick else ''}` "
              f"({seconds / 60:.1f} min here). Machine: {m['cpu_model']}, {m['cpu_count']} cores, ONNX Runtime "
-             f"{m['onnxruntime']}, torch {m['torch']}, commit {m['git_commit']}; load average {m['load_average_at_start']} at "
+             f"{m['onnxruntime']}, torch {m['torch']}, INT8 dot-product instructions (VNNI): "
+             f"{'no → 7-bit weights (reduce_range)' if m.get('int8_reduce_range_needed') else 'yes → full-range weights'}, "
+             f"commit {m['git_commit']}; load average {m['load_average_at_start']} at "
              f"start, {m['load_average_at_end']} at end (the machine was shared with other jobs: absolute timings are noisy, "
              "ratios were measured side by side in one run).", "",
              f"Latency: batch 1 on `{DEVICE}` (ONNX Runtime CPU, 1 thread pinned to one core of this x86 machine — "
