@@ -202,7 +202,7 @@ def targets(models: dict[str, Any]) -> list[str]:
         which = "" if key == "cnn" else " (the small CNN, NOT the baseline CNN the target names)"
         lines.append(
             f"- {key} auto-tuner pick{which}: {speed:.2f}× faster (target ≥ 1.8), {small:.2f}× smaller (≥ 3.5), "
-            f"{drop:+.2f} points drop (≤ 0.3): **{'met' if ok else 'MISSED'}**"
+            f"accuracy {-drop:+.2f} points vs float (drop ≤ 0.3): **{'met' if ok else 'MISSED'}**"
         )
     for name, model in models.items():
         f = model["rows"][0]
@@ -216,7 +216,7 @@ def targets(models: dict[str, Any]) -> list[str]:
                 continue
             gap = (f["accuracy"] - best["accuracy"]) * 100
             lines.append(f"- {name}: `{r['name']}` loses {(f['accuracy'] - r['accuracy']) * 100:.2f} points; best recovery "
-                         f"`{best['name']}` is {gap:+.2f} points from float (target ≤ 0.3): "
+                         f"`{best['name']}` is at {-gap:+.2f} points vs float (target: drop ≤ 0.3): "
                          f"**{'met' if gap <= 0.3 else 'MISSED'}**")  # fmt: skip
     return lines
 
