@@ -168,10 +168,7 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
     x_test, y_test = dataset.split("test")
     study: dict[str, list[float]] = {"scratch": [], "distilled": []}
     for seed in s["study_seeds"]:
-        import torch
-
-        torch.manual_seed(seed)
-        student = build_model(s["study_student"], shape, classes)
+        student = build_model(s["study_student"], shape, classes, seed=seed)
         cfg = _train_cfg(s["study_epochs"], 3e-3, seed, quick)
         scratch, _ = timed("study: scratch", train_scratch, student, dataset, cfg, False)
         distilled, _, _ = timed(

@@ -277,7 +277,7 @@ class NasConfig:
     augment: bool = False
     seed: int = 0
     accuracy_tolerance: float = 0.0  # pick the fastest front member within this of the best accuracy
-    startup_trials: int = 0  # random trials before the model-based sampler starts; 0 = n_trials // 4
+    startup_trials: int = 0  # random trials before the model-based sampler starts; 0 = max(4, n_trials // 4)
     search_bench: dict[str, Any] = field(
         default_factory=lambda: {"warmup_runs": 10, "min_runs": 50, "min_duration_s": 0.25}
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from edgecompress.export import load_model_package
@@ -40,3 +42,25 @@ def test_train_step_is_the_same_whatever_ran_before(digits_artifact, tmp_path):
         _weights(tmp_path / "a").items(), _weights(tmp_path / "b").values(), strict=True
     ):
         assert torch.equal(wa, wb), name
+
+
+def test_nas_retrain_and_a_fresh_distill_student_start_from_their_seed(digits_artifact):
+    from edgecompress.data import load_dataset
+    from edgecompress.distill import load_student
+    from edgecompress.nas import NasConfig, retrain
+
+    dataset = load_dataset(digits_artifact)
+    config = NasConfig(final_epochs=1, batch_size=64, seed=5)
+    first, _ = retrain(SPEC, dataset, config, progress=False)
+    torch.rand(10_000)
+    second, _ = retrain(SPEC, dataset, config, progress=False)
+    for (name, wa), wb in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb), name
+
+    student_a, _, _ = load_student(json.dumps(SPEC), dataset, seed=5)
+    torch.rand(10_000)
+    student_b, _, _ = load_student(json.dumps(SPEC), dataset, seed=5)
+    student_c, _, _ = load_student(json.dumps(SPEC), dataset, seed=6)
+    weight = "features.0.weight"
+    assert torch.equal(student_a.state_dict()[weight], student_b.state_dict()[weight])
+    assert not torch.equal(student_a.state_dict()[weight], student_c.state_dict()[weight])
