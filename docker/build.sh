@@ -49,15 +49,23 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 # pip warns about every index folder a package is missing from: keep the real messages only.
 quiet_pip() { "$PYTHON" -m pip "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; } >&2; }
 
-ctx=docker/.context
+ctx="$repo/docker/.context"
 deps="$ctx/deps-$variant"
 start=$(date +%s)
+mkdir -p "$ctx"
+# One build at a time per checkout: two builds share the context (a test run and a developer, or two
+# test workers) and would delete each other's wheels.
+exec 9>"$ctx/.lock"
+flock 9
 rm -rf "$ctx/app" "$ctx/deps"
-mkdir -p "$ctx/app" "$deps"
+# The project wheel is built into a private folder first and moved into app/ only once its
+# dependencies are resolved, so app/ never holds a half-built wheel.
+staging=$(mktemp -d "$ctx/app.XXXXXX") && chmod 755 "$staging"
+trap 'rm -rf "$staging"' EXIT
 echo "building the edgecompress wheel" >&2
-quiet_pip wheel --quiet --no-deps -w "$ctx/app" .
+quiet_pip wheel --quiet --no-deps -w "$staging" .
 rm -rf build
-wheel=$(ls "$ctx"/app/edgecompress-*.whl)
+wheel=$(ls "$staging"/edgecompress-*.whl)
 "$PYTHON" -c "import sys, zipfile; n = zipfile.ZipFile(sys.argv[1]).namelist(); \
 missing = [p for p in ('edgecompress/components/train/component.py', 'edgecompress/pipelines/edge_compression.py') if p not in n]; \
 sys.exit(f'error: the wheel lacks {missing}') if missing else None" "$wheel"
@@ -80,6 +88,7 @@ if [ "$(cat "$deps.stamp" 2>/dev/null)" != "$stamp" ]; then
 else
   echo "reusing the dependency wheelhouse $deps" >&2
 fi
+mv "$staging" "$ctx/app"
 if [ "$bootstrap" = 1 ]; then
   [ "$ENGINE" = podman ] || { echo "error: --bootstrap-base needs podman" >&2; exit 2; }
   base=$(docker/base/bootstrap-base.sh | tail -n 1)

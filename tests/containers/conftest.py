@@ -47,7 +47,10 @@ def component_image() -> str:
                                 capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"docker/build.sh took more than {BUILD_TIMEOUT_S} s: {str(exc.stderr)[-3000:]}")
-    assert result.returncode == 0, f"docker/build.sh failed:\n{result.stderr[-5000:]}"
+    if result.returncode != 0:
+        context = subprocess.run("ls -la docker/.context docker/.context/app*; df -h .", shell=True, cwd=REPO,
+                                 capture_output=True, text=True)  # fmt: skip
+        pytest.fail(f"docker/build.sh failed:\n{result.stderr[-5000:]}\nbuild context now:\n{context.stdout}")
     image = result.stdout.strip().splitlines()[-1]
     assert image == default_image()
     return image

@@ -22,11 +22,10 @@ def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def farm_image(component_image):
-    if (
-        _podman("run", "--rm", "--network=none", component_image, "edgecompress", "farm", "--help").returncode
-        != 0
-    ):
-        pytest.skip("the image has no `edgecompress farm` command yet (farm branch not merged)")
+    probe = _podman("run", "--rm", "--network=none", component_image, "edgecompress", "farm", "--help")
+    assert probe.returncode == 0, (
+        f"the image has no working `edgecompress farm` command:\n{probe.stderr[-2000:]}"
+    )
     return component_image
 
 
