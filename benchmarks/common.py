@@ -30,14 +30,16 @@ def machine_info() -> dict[str, Any]:
     from edgecompress.farm.device import cpu_model
     from edgecompress.quantize import cpu_needs_reduce_range
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
         ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        # A run from uncommitted code must not claim a commit it did not run.
+        if commit and git("status", "--porcelain", "--untracked-files=no"):
+            commit += "-dirty"
     except OSError:
         commit = ""
     return {

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 # Ours: the training budgets (epochs) per row; --quick divides them down.
 FULL = {
-    "prune_ratio": 0.5, "prune_steps": 2, "prune_ft_between": 1, "recover_epochs": 6, "recover_lr": 3e-3,
+    "prune_ratio": 0.5, "prune_steps": 2, "prune_ft_between": 1, "recover_epochs": 12, "recover_lr": 3e-3,
     "sparse_sparsity": 0.85, "sparse_ft_epochs": 1, "study_epochs": 3, "study_seeds": [0, 1, 2],
     "study_student": {"family": "cnn", "kwargs": {"widths": [8, 16, 32], "depths": [1, 1, 1]}},
     "temperature": 4.0, "alpha": 0.9, "latency_rounds": 2, "min_runs": 200, "min_duration_s": 0.5,
@@ -336,7 +336,7 @@ def markdown(results: dict[str, Any]) -> str:
                          e.get("val_accuracy_finetuned", "")] for e in results["structured_pruning"]["schedule"]]),
         "", f"Channels after pruning: {results['structured_pruning']['channels']}", "",
         "## Reproduce", "",
-        "```", "python -m benchmarks.compression.run   # full: ~52 min on 2 shared cores (baseline cached); --quick: ~2 min on digits",
+        "```", "python -m benchmarks.compression.run   # full: 15 min on 2 quiet cores, ~50 min under load (baseline cached); --quick: ~2 min on digits",
         "```", "",
         f"Took {results['seconds'] / 60:.1f} min. Per part (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds_per_part"].items()) + ".", "",
