@@ -23,6 +23,24 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 BASELINE_SPEC = {"family": "cnn", "kwargs": {"widths": [32, 64, 128], "depths": [2, 2, 2]}}
 
 
+def git_commit(directory: Path) -> str:
+    """The checkout's short commit, with `-dirty` when tracked files differ from it: a report must not
+    claim a commit whose code it did not run. Empty outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=directory, timeout=5
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        if commit and git("status", "--porcelain", "--untracked-files=no"):
+            commit += "-dirty"
+    except OSError:
+        return ""
+    return commit
+
+
 def machine_info() -> dict[str, Any]:
     import onnxruntime
     import torch
@@ -30,18 +48,7 @@ def machine_info() -> dict[str, Any]:
     from edgecompress.farm.device import cpu_model
     from edgecompress.quantize import cpu_needs_reduce_range
 
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        # A run from uncommitted code must not claim a commit it did not run.
-        if commit and git("status", "--porcelain", "--untracked-files=no"):
-            commit += "-dirty"
-    except OSError:
-        commit = ""
+    commit = git_commit(Path(__file__).parent)
     return {
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),

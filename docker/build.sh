@@ -57,7 +57,8 @@ mkdir -p "$ctx"
 # test workers) and would delete each other's wheels.
 exec 9>"$ctx/.lock"
 flock 9
-rm -rf "$ctx/app" "$ctx/deps"
+# Under the lock no other build runs: app.* folders left are from killed builds.
+rm -rf "$ctx/app" "$ctx"/app.* "$ctx/deps"
 # The project wheel is built into a private folder first and moved into app/ only once its
 # dependencies are resolved, so app/ never holds a half-built wheel.
 staging=$(mktemp -d "$ctx/app.XXXXXX") && chmod 755 "$staging"
