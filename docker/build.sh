@@ -15,7 +15,8 @@
 # dependency pinned by requirements.lock, resolved here with this machine's pip (its find-links give the
 # CPU torch wheel). The Dockerfile then installs with --no-index and builds with --network=none.
 # The dependency wheelhouse is kept between runs while requirements.lock and pyproject.toml are unchanged.
-# ENGINE=docker to use docker; PYTHON=… the Python 3.11 interpreter whose pip resolves the wheels.
+# ENGINE=docker to use docker; PYTHON=… the Python 3.11 interpreter whose pip resolves the wheels;
+# EDGECOMPRESS_BUILD_CONTEXT=DIR another context folder (one build at a time runs per folder).
 # Prints the image name on its last line.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --cuda) variant=cuda ;;
     --tag) tag=$2; shift ;;
     --push) push=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see docker/build.sh --help)" >&2; exit 2 ;;
   esac
   shift
@@ -49,7 +50,7 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 # pip warns about every index folder a package is missing from: keep the real messages only.
 quiet_pip() { "$PYTHON" -m pip "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; } >&2; }
 
-ctx="$repo/docker/.context"
+ctx=${EDGECOMPRESS_BUILD_CONTEXT:-$repo/docker/.context}
 deps="$ctx/deps-$variant"
 start=$(date +%s)
 mkdir -p "$ctx"
@@ -64,8 +65,13 @@ rm -rf "$ctx/app" "$ctx"/app.* "$ctx/deps"
 staging=$(mktemp -d "$ctx/app.XXXXXX") && chmod 755 "$staging"
 trap 'rm -rf "$staging"' EXIT
 echo "building the edgecompress wheel" >&2
+# setuptools builds in the checkout (build/, *.egg-info): builds with other contexts take turns there.
+mkdir -p "$repo/docker/.context"
+exec 8>"$repo/docker/.context/.wheel.lock"
+flock 8
 quiet_pip wheel --quiet --no-deps -w "$staging" .
 rm -rf build
+flock -u 8
 wheel=$(ls "$staging"/edgecompress-*.whl)
 "$PYTHON" -c "import sys, zipfile; n = zipfile.ZipFile(sys.argv[1]).namelist(); \
 missing = [p for p in ('edgecompress/components/train/component.py', 'edgecompress/pipelines/edge_compression.py') if p not in n]; \
@@ -89,7 +95,15 @@ if [ "$(cat "$deps.stamp" 2>/dev/null)" != "$stamp" ]; then
 else
   echo "reusing the dependency wheelhouse $deps" >&2
 fi
-mv "$staging" "$ctx/app"
+# Only this build writes app/ while it holds the lock. If app/ is there now, something wrote into the
+# context without the lock: `mv` would put the wheel one level too deep (app/app.XXXXXX/), so stop.
+if [ -e "$ctx/app" ]; then
+  echo "error: $ctx/app appeared while this build held $ctx/.lock: something writes into the build" \
+       "context without taking the lock; not moving the wheel onto it" >&2
+  ls -la "$ctx/app" >&2 || true
+  exit 1
+fi
+mv -T "$staging" "$ctx/app"
 if [ "$bootstrap" = 1 ]; then
   [ "$ENGINE" = podman ] || { echo "error: --bootstrap-base needs podman" >&2; exit 2; }
   base=$(docker/base/bootstrap-base.sh | tail -n 1)

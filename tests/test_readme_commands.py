@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import skip_or_fail_in_ci
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,10 +28,9 @@ def test_readme_names_exactly_two_commands_and_ci_runs_the_test_one():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
-@pytest.mark.skipif(
-    shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs a git checkout"
-)
 def test_main_command_from_a_clean_clone(tmp_path):
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        skip_or_fail_in_ci("needs git and a git checkout")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
     venv = Path(sys.executable).parent.parent

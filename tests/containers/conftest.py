@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import skip_or_fail_in_ci
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_S = 1800
 
@@ -25,12 +27,12 @@ def pytest_collection_modifyitems(config, items):
 
 def _need_podman() -> None:
     if shutil.which("podman") is None:
-        pytest.skip(
+        skip_or_fail_in_ci(
             "podman not found: container tests skipped (scripts/system-deps.sh installs podman, runc "
             "and debootstrap)"
         )
     if os.geteuid() != 0 and not os.environ.get("EDGECOMPRESS_TEST_IMAGE"):
-        pytest.skip("building the bootstrapped base image needs root (or set EDGECOMPRESS_TEST_IMAGE)")
+        skip_or_fail_in_ci("building the bootstrapped base image needs root (or set EDGECOMPRESS_TEST_IMAGE)")
 
 
 @pytest.fixture(scope="session")

@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from edgecompress.data import FASHION_MNIST_DIR
+from tests.conftest import skip_or_fail_in_ci
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), reason="Fashion-MNIST not installed"
-)
 def test_drift_benchmark_quick(tmp_path):
+    if not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        skip_or_fail_in_ci(
+            "Fashion-MNIST not installed (scripts/system-deps.sh installs dataset-fashion-mnist)"
+        )
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.drift.run", "--quick", "--output-dir", str(tmp_path)],

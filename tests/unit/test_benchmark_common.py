@@ -10,7 +10,13 @@ import pytest
 
 from benchmarks.common import git_commit
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+from tests.conftest import skip_or_fail_in_ci
+
+
+@pytest.fixture(autouse=True)
+def _need_git() -> None:
+    if shutil.which("git") is None:
+        skip_or_fail_in_ci("needs git")
 
 
 def _git(repo: Path, *args: str) -> str:
