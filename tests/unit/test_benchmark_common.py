@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from benchmarks.common import git_commit
-
 from tests.conftest import skip_or_fail_in_ci
 
 
