@@ -72,7 +72,8 @@ def fashion_mnist_dataset_artifact() -> Path:
 
 def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None = None) -> Path:
     """Model artifact directory of the float baseline CNN trained on Fashion-MNIST (cached)."""
-    from edgecompress.steps import Lineage, train_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import train_step
     from edgecompress.train import TrainConfig
 
     spec = spec or BASELINE_SPEC

@@ -59,7 +59,8 @@ def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path) -> Path:
     """A Model artifact directory (ONNX + torch module), trained without MLflow."""
-    from edgecompress.steps import Lineage, train_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import train_step
     from edgecompress.train import TrainConfig
 
     out = tmp_path_factory.mktemp("models") / "cnn"

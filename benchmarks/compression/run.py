@@ -54,10 +54,10 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
         prune_step,
         prune_structured,
         prune_unstructured,
-        save_torch_child,
     )
     from edgecompress.quantize import StaticQuantConfig
-    from edgecompress.steps import Lineage, quantize_step
+    from edgecompress.step import Lineage, save_torch_child
+    from edgecompress.steps import quantize_step
     from edgecompress.train import TrainConfig, accuracy
 
     s = QUICK if quick else FULL

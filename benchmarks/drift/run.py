@@ -77,7 +77,8 @@ def deployed_model(quick: bool) -> tuple[Path, str]:
             return baseline_model(), "baseline CNN (benchmarks.common.baseline_model, 10 epochs)"
     except Exception:  # noqa: BLE001 - fall back to the quick model below
         pass
-    from edgecompress.steps import Lineage, train_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import train_step
     from edgecompress.train import TrainConfig
 
     out = CACHE / ("drift-quick-model-smoke" if quick else "drift-quick-model")

@@ -111,7 +111,8 @@ def run(
         search,
         summarize,
     )
-    from edgecompress.steps import Lineage, train_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import train_step
     from edgecompress.train import TrainConfig
 
     started = time.monotonic()

@@ -34,7 +34,8 @@ from edgecompress.data import load_dataset, load_digits, save_dataset
 from edgecompress.export import load_model_package, onnx_logits
 from edgecompress.quantize import QuantConfig, latency_on, quantize_model
 from edgecompress.reports import figure_png, markdown_table
-from edgecompress.steps import Lineage, train_step
+from edgecompress.step import Lineage
+from edgecompress.steps import train_step
 from edgecompress.train import TrainConfig
 
 HERE = Path(__file__).resolve().parent

@@ -22,7 +22,8 @@ def accuracy_gate(
     track: bool = True,
 ) -> str:
     """Returns the verdict (`accepted` or `rejected`); a rejection is a result, not a task failure."""
-    from edgecompress.steps import Lineage, gate_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import gate_step
 
     out = gate_step(
         parent_evaluation.path,

@@ -39,7 +39,8 @@ def autotune(
     `autotune_passed = false`, and the report says why each trial failed. Each trial is a child run
     in MLflow."""
     from edgecompress.autotune import AutotuneConfig, Criterion
-    from edgecompress.steps import Lineage, autotune_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import autotune_step
 
     config = AutotuneConfig(
         Criterion(max_drop, relative),

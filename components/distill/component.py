@@ -35,7 +35,7 @@ def distill(
     `compare_scratch` also trains the same student without the teacher (same epochs) for the report."""
     from edgecompress.distill import distill_config, distill_step
     from edgecompress.errors import ConfigError
-    from edgecompress.steps import Lineage
+    from edgecompress.step import Lineage
 
     if student is None and not student_spec:
         raise ConfigError("distill needs a student: connect a `student` Model artifact or set `student_spec`")

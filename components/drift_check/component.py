@@ -27,7 +27,7 @@ def drift_check(
     from pathlib import Path
 
     from edgecompress.drift import DriftConfig, drift_check_step
-    from edgecompress.steps import write_json
+    from edgecompress.io import write_json
 
     config = DriftConfig(
         alpha=alpha, permutations=permutations, reference_samples=reference_samples, seed=seed

@@ -23,7 +23,8 @@ def edge_benchmark(
     track: bool = True,
 ):
     """Empty `farm_url` runs emulated device classes locally (labelled emulated in every result)."""
-    from edgecompress.steps import Lineage, edge_benchmark_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import edge_benchmark_step
 
     settings = {"min_runs": min_runs, "min_duration_s": min_duration_s, "warmup_runs": warmup_runs}
     out = edge_benchmark_step(

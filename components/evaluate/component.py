@@ -20,7 +20,8 @@ def evaluate(
     track: bool = True,
 ):
     """`results` is the full JSON (read by the accuracy gate); `metrics` and `report` are for the KFP UI."""
-    from edgecompress.steps import Lineage, evaluate_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import evaluate_step
 
     out = evaluate_step(
         model.path,

@@ -16,7 +16,8 @@ def load_dataset(
     track: bool = True,
 ):
     """Load `digits`, `fashion-mnist`, a `.npz` path or an `s3://` URI into a Dataset artifact."""
-    from edgecompress.steps import Lineage, load_dataset_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import load_dataset_step
 
     meta = load_dataset_step(
         source, dataset.path, seed, Lineage(pipeline_run_id, pipeline_name, experiment, track)

@@ -51,7 +51,7 @@ def nas(
     shared across runs (resumes the study `study_name`); empty keeps the study in the Model artifact."""
     from edgecompress.nas import Constraints, NasConfig
     from edgecompress.nas_step import nas_step
-    from edgecompress.steps import Lineage
+    from edgecompress.step import Lineage
 
     config = NasConfig(
         strategy=strategy, n_trials=n_trials, timeout_s=timeout_s, search_epochs=search_epochs,

@@ -17,7 +17,7 @@ def promote(
     from pathlib import Path
 
     from edgecompress.drift import promote_gate_result
-    from edgecompress.steps import write_json
+    from edgecompress.io import write_json
 
     out = promote_gate_result(json.loads(Path(gate.path).read_text()), list(device_classes))
     write_json(Path(result.path), {"promoted": out["promoted"], "refused": out["refused"]})

@@ -45,7 +45,7 @@ def prune(
     `sensitivity_ratios` (empty to skip) adds the per-layer sensitivity table and plot to the report;
     `sensitivity_max_drop` > 0 sets per-layer ratios from it. `sparsity`/`scope` are for unstructured."""
     from edgecompress.prune import parse_ratios, prune_configs, prune_step
-    from edgecompress.steps import Lineage
+    from edgecompress.step import Lineage
 
     structured, unstructured = prune_configs(
         ratio=ratio, importance=importance, global_pruning=global_pruning, layer_ratios=layer_ratios,

@@ -41,7 +41,8 @@ def quantize(
     `target_accuracy` < 0 and `qat_max_train_samples` = 0 mean unset. `check` holds the comparison with
     the parent on the validation split and the latency on `device_class` (empty: not measured)."""
     from edgecompress.quantize import QuantConfig
-    from edgecompress.steps import Lineage, quantize_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import quantize_step
 
     extra = {} if reduce_range == "auto" else {"reduce_range": reduce_range == "on"}
     config = QuantConfig(

@@ -22,7 +22,8 @@ def train(
     track: bool = True,
 ):
     """`model_spec`: a zoo family (mlp, lenet5, cnn, mobilenet), `package.module:factory`, or a JSON spec."""
-    from edgecompress.steps import Lineage, train_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import train_step
     from edgecompress.train import TrainConfig
 
     config = TrainConfig(

@@ -273,7 +273,7 @@ def load_student(student: str, dataset: Dataset, seed: int = 0):
     zoo/user spec (a fresh model, initialised from `seed`). Returns (module, parent package or None, spec)."""
     from pathlib import Path
 
-    from edgecompress.prune import load_parent
+    from edgecompress.step import load_parent
     from edgecompress.zoo import build_model, parse_spec
 
     path = Path(student)
@@ -302,8 +302,8 @@ def distill_step(
 
     from edgecompress.data import load_dataset
     from edgecompress.evaluate import model_stats
-    from edgecompress.prune import inherited_info, load_parent, log_child, save_torch_child
-    from edgecompress.steps import Lineage, write_text
+    from edgecompress.io import write_text
+    from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
     from edgecompress.train import accuracy
 
     ctx = lineage_ctx or Lineage()

@@ -593,24 +593,20 @@ def check_drift(
     return result, reference, batch
 
 
-def drift_check_and_retrain(
-    batch_path: Path | str,
-    model: str | Path,
-    output_dir: Path,
-    config: DriftConfig,
-    retrain: bool = False,
-    chain: list[str] | None = None,
-    run_dir: Path = Path("edgecompress-runs"),
-    pipeline_arguments: dict[str, Any] | None = None,
+def check_and_report(
+    batch_path: Path | str, model: str | Path, output_dir: Path, config: DriftConfig
 ) -> dict[str, Any]:
-    """The local trigger (`edgecompress drift [--retrain]`). Without `retrain`: check and write the
-    report. With it: validate every input here (nothing is written on bad input), then run the
-    retrain_on_drift pipeline through kfp.local — the same pipeline a KFP recurring run schedules."""
+    """`edgecompress drift` without --retrain: check and write the result and report."""
     with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
-        if not retrain:
-            result, _, _ = check_drift(batch_path, model, output_dir, config, Path(tmp))
-            return {"drift": result, "report": result["outputs"]["report"], "retrain": None}
-        config.validate()
+        result, _, _ = check_drift(batch_path, model, output_dir, config, Path(tmp))
+    return {"drift": result, "report": result["outputs"]["report"], "retrain": None}
+
+
+def retrain_arguments(batch_path: Path | str, model: str | Path, config: DriftConfig) -> dict[str, Any]:
+    """Validate every input of a retrain on drift here (nothing is written on bad input) and return
+    the drift arguments of the retrain_on_drift pipeline."""
+    config.validate()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
         batch = load_batch(batch_path)
         reference = resolve_reference(model, Path(tmp))
         check_batch(batch, reference.dataset)
@@ -618,64 +614,13 @@ def drift_check_and_retrain(
             raise DatasetError(f"batch {batch_path} has no labels 'y': --retrain needs labelled new data")
     model_ref = str(model) if not Path(str(model)).exists() else f"models:/{reference.model_id}"
     source = str(batch_path) if str(batch_path).startswith("s3://") else str(Path(batch_path).resolve())
-    arguments = {
+    return {
         "batch": source,
         "model": model_ref,
         "alpha": config.alpha,
         "permutations": config.permutations,
         "reference_samples": config.reference_samples,
         "seed": config.seed,
-        **(pipeline_arguments or {}),
-    }
-    return run_retrain_local(chain or ["quantize"], arguments, Path(run_dir), Path(output_dir))
-
-
-def run_retrain_local(
-    chain: list[str], arguments: dict[str, Any], run_dir: Path, output_dir: Path
-) -> dict[str, Any]:
-    """Run retrain_on_drift with kfp.local; copy the drift result + report to `output_dir`."""
-    import os
-
-    from kfp import local
-
-    from edgecompress import lineage
-    from edgecompress.errors import EdgeCompressError
-    from edgecompress.io import atomic_path
-    from edgecompress.pipelines.retrain_on_drift import build_pipeline
-
-    run_dir = Path(run_dir).resolve()
-    os.environ.setdefault("MLFLOW_TRACKING_URI", lineage.tracking_uri())
-    os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
-    pipeline = build_pipeline(chain)
-    root = run_dir / "kfp"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    before = set(root.glob("retrain-on-drift-*")) if root.exists() else set()
-    try:
-        pipeline(**arguments)
-    except RuntimeError as exc:
-        raise EdgeCompressError(
-            f"the retrain_on_drift pipeline failed: {exc} (the failing task's log is above)"
-        ) from exc
-    runs = sorted(set(root.glob("retrain-on-drift-*")) - before)
-    if not runs:
-        raise EdgeCompressError(f"the retrain_on_drift pipeline left no run under {root}")
-    run = runs[-1]
-    result = json.loads((run / "drift-check" / "result").read_text())
-    with atomic_path(Path(output_dir), directory=True) as tmp:
-        (tmp / "result.json").write_text(json.dumps(result, indent=2, default=float))
-        (tmp / "report.html").write_text((run / "drift-check" / "report").read_text())
-    retrain = None
-    promoted = sorted(run.rglob("promote/result"))
-    gates = sorted(run.rglob("accuracy-gate/results"))
-    if gates:
-        retrain = {"gate": json.loads(gates[-1].read_text()), "promoted": [], "refused": []}
-        if promoted:
-            retrain.update(json.loads(promoted[-1].read_text()))
-    return {
-        "drift": result,
-        "report": str(Path(output_dir) / "report.html"),
-        "retrain": retrain,
-        "pipeline_root": str(run),
     }
 
 
@@ -711,7 +656,7 @@ def drift_check_step(
     """The drift_check component's work: test, write result + report, and on drift write the
     reference + new data Dataset artifact for the retrain (labels required)."""
     from edgecompress.data import save_dataset
-    from edgecompress.steps import write_json, write_text
+    from edgecompress.io import write_json, write_text
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
         result, reference, checked = check_drift(batch, model, None, config, Path(workdir or tmp))

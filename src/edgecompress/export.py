@@ -150,6 +150,13 @@ class ModelPackage:
     def num_classes(self) -> int:
         return int(self.info["num_classes"])
 
+    def record_model_id(self, model_id: str) -> None:
+        """Write the MLflow model id into model.json (after logging: the id names this package)."""
+        from edgecompress.io import write_text
+
+        self.info["mlflow_model_id"] = model_id
+        write_text(self.directory / INFO_FILE, json.dumps(self.info, indent=2, sort_keys=True))
+
 
 def save_model_package(
     directory: Path, info: dict[str, Any], onnx_model: onnx.ModelProto | Path, module: nn.Module | None = None

@@ -120,8 +120,8 @@ def nas_step(
 ) -> dict[str, Any]:
     """Search, then retrain the pick. `storage` is an optuna storage URL; empty: a private SQLite
     file, copied into the Model artifact (nas-study.db) so the search can be inspected or resumed."""
-    from edgecompress.prune import save_torch_child
-    from edgecompress.steps import Lineage, write_json, write_text
+    from edgecompress.io import write_json, write_text
+    from edgecompress.step import Lineage, save_torch_child
 
     ctx = lineage_ctx or Lineage()
     started = time.monotonic()
@@ -209,7 +209,7 @@ def nas_step(
 
 def _log_search(summary, png, package, dataset, params, ctx, trial_runs) -> None:
     """The chosen model as a LoggedModel of the search run, its trial run named in its tags."""
-    from edgecompress.steps import _dataset_meta, _record_model_id
+    from edgecompress.step import log_child
 
     mlflow = lineage._mlflow()
     pick = summary["pick"]
@@ -222,17 +222,11 @@ def _log_search(summary, png, package, dataset, params, ctx, trial_runs) -> None
         "val_accuracy": pick["final"]["val_accuracy"], "test_accuracy": pick["final"]["test_accuracy"],
         f"bench.{summary['device_class']}.p50_ms": pick["final"]["p50_ms"], "search_accuracy": pick["accuracy"],
     }  # fmt: skip
-    model_id = lineage.log_model(
-        package.onnx_path, f"{dataset.name}-nas", technique="nas", input_shape=list(dataset.input_shape),
-        num_classes=dataset.num_classes, parent_model_id=package.info.get("parent_model_id"),
-        dataset_meta=_dataset_meta(dataset), params=model_params, metrics=metrics,
-        pipeline_run_id=ctx.pipeline_run_id,
-    )  # fmt: skip
+    model_id = log_child(package, f"{dataset.name}-nas", "nas", dataset, model_params, metrics, ctx)
     lineage.set_model_tags(
         model_id,
         {f"{lineage.TAG}nas.study": summary["study_name"], f"{lineage.TAG}nas.trial_run_id": trial_run},
     )
-    _record_model_id(package, model_id)
     with tempfile.TemporaryDirectory(prefix="edgecompress-nas-log-") as tmp:
         (Path(tmp) / "pareto_front.json").write_text(json.dumps(summary, indent=2, default=str))
         (Path(tmp) / "pareto_front.png").write_bytes(png)

@@ -623,76 +623,6 @@ def prune_configs(
 # --- pipeline step ------------------------------------------------------------------------------
 
 
-def save_torch_child(model: nn.Module, dataset: Dataset, output_dir: Path, info: dict[str, Any]):
-    """Export a compressed torch model to ONNX, check parity on validation data, and write the Model
-    artifact (ONNX + module.pt, so the pruned architecture round-trips) atomically."""
-    from edgecompress import __version__
-    from edgecompress.export import check_parity, export_onnx, save_model_package
-
-    with tempfile.TemporaryDirectory(prefix="edgecompress-child-") as tmp:
-        onnx_file = Path(tmp) / "model.onnx"
-        export_onnx(model, dataset.input_shape, onnx_file)
-        x_val, _ = dataset.split("val")
-        parity = check_parity(model, onnx_file, x_val[:512])
-        info = {
-            **info,
-            "params": count_parameters(model),
-            "export_parity": parity.as_dict(),
-            "package_version": __version__,
-        }
-        return save_model_package(Path(output_dir), info, onnx_file, module=model)
-
-
-def inherited_info(parent_info: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: parent_info.get(k)
-        for k in ("spec", "input_shape", "num_classes", "class_names", "dataset_sha256", "dataset_name")
-    }
-
-
-def load_parent(model_dir: Path, dataset: Dataset, role: str = "model"):
-    """A Model artifact with a torch module whose shapes fit the dataset."""
-    from edgecompress.export import load_model_package
-
-    package = load_model_package(Path(model_dir))
-    if not package.has_module:
-        raise ModelError(
-            f"the {role} {model_dir} has no torch module (module.pt): pruning and distillation need "
-            "a trainable model, not an ONNX-only (e.g. already quantized) one"
-        )
-    if package.num_classes != dataset.num_classes:
-        raise ConfigError(
-            f"the {role} {model_dir} outputs {package.num_classes} classes; the dataset "
-            f"{dataset.name!r} has {dataset.num_classes}"
-        )
-    module = package.load_module()
-    check_model_fits(module, dataset.input_shape, dataset.num_classes)
-    return package, module
-
-
-def log_child(
-    package,
-    name: str,
-    technique: str,
-    dataset: Dataset,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    lineage_ctx,
-) -> None:
-    """Record the child as an MLflow LoggedModel whose parent is the model it was made from."""
-    from edgecompress import lineage
-    from edgecompress.steps import _dataset_meta, _record_model_id
-
-    if not lineage_ctx.enabled:
-        return
-    model_id = lineage.log_model(
-        package.onnx_path, name, technique=technique, input_shape=package.info["input_shape"],
-        num_classes=package.info["num_classes"], parent_model_id=package.info.get("parent_model_id"),
-        dataset_meta=_dataset_meta(dataset), params=params, metrics=metrics, pipeline_run_id=lineage_ctx.pipeline_run_id,
-    )  # fmt: skip
-    _record_model_id(package, model_id)
-
-
 def prune_step(
     model_dir: Path,
     dataset_path: Path,
@@ -710,7 +640,8 @@ def prune_step(
     `sensitivity_max_drop` > 0, per-layer ratios from it), then the iterative schedule."""
     from edgecompress.data import load_dataset
     from edgecompress.evaluate import model_stats
-    from edgecompress.steps import Lineage, write_text
+    from edgecompress.io import write_text
+    from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
 
     ctx = lineage_ctx or Lineage()
     if method not in ("structured", "unstructured"):

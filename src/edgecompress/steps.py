@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,11 @@ from edgecompress.errors import ConfigError
 from edgecompress.evaluate import evaluate_model
 from edgecompress.export import (
     ModelPackage,
-    check_parity,
-    export_onnx,
     load_model_package,
     onnx_logits,
     save_model_package,
 )
-from edgecompress.io import atomic_path
+from edgecompress.io import write_json, write_text
 from edgecompress.quantize import QuantConfig, check_against_parent, quantize_model
 from edgecompress.reports import (
     confusion_matrix_png,
@@ -37,50 +34,11 @@ from edgecompress.reports import (
     markdown_table,
     png_img_tag,
 )
+from edgecompress.step import Lineage, inherited_info, log_child, save_torch_child
 from edgecompress.train import TrainConfig, fit
-from edgecompress.zoo import build_model, count_parameters, parse_spec
+from edgecompress.zoo import build_model, parse_spec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Lineage:
-    """Where a step records lineage. An empty `pipeline_run_id` makes a standalone run."""
-
-    pipeline_run_id: str = ""
-    pipeline_name: str = "standalone"
-    experiment: str = lineage.DEFAULT_EXPERIMENT
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.pipeline_run_id:
-            self.pipeline_run_id = f"standalone-{uuid.uuid4().hex[:12]}"
-
-    def check(self) -> None:
-        if self.enabled:
-            lineage.setup(self.experiment)
-
-    def task(self, name: str, params: dict[str, Any] | None = None):
-        if not self.enabled:
-            import contextlib
-
-            return contextlib.nullcontext("")
-        return lineage.task_run(self.pipeline_run_id, self.pipeline_name, name, self.experiment, params)
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(text)
-
-
-def _record_model_id(package: ModelPackage, model_id: str) -> None:
-    package.info["mlflow_model_id"] = model_id
-    write_text(package.directory / "model.json", json.dumps(package.info, indent=2, sort_keys=True))
 
 
 # --- load_dataset ---------------------------------------------------------------------------
@@ -119,30 +77,21 @@ def train_step(
     params = {"model_spec": json.dumps(spec), **{f"train.{k}": v for k, v in asdict(config).items()}}
     with ctx.task("train", params):
         history = fit(model, dataset, config, description="train", progress=progress)
-        with tempfile.TemporaryDirectory(prefix="edgecompress-train-") as tmp:
-            onnx_file = Path(tmp) / "model.onnx"
-            export_onnx(model, dataset.input_shape, onnx_file)
-            x_val, _ = dataset.split("val")
-            parity = check_parity(model, onnx_file, x_val[:512])
-            info = {
-                "spec": spec, "technique": "train", "input_shape": list(dataset.input_shape),
-                "num_classes": dataset.num_classes, "class_names": dataset.class_names,
-                "dataset_sha256": dataset.digest, "dataset_name": dataset.name, "params": count_parameters(model),
-                "parent_model_id": None, "train_config": asdict(config), "history": history.as_dict(),
-                "export_parity": parity.as_dict(), "package_version": __version__,
-            }  # fmt: skip
-            package = save_model_package(Path(output_dir), info, onnx_file, module=model)
+        info = {
+            "spec": spec, "technique": "train", "input_shape": list(dataset.input_shape),
+            "num_classes": dataset.num_classes, "class_names": dataset.class_names, "dataset_sha256": dataset.digest,
+            "dataset_name": dataset.name, "parent_model_id": None, "train_config": asdict(config),
+            "history": history.as_dict(),
+        }  # fmt: skip
+        package = save_torch_child(model, dataset, Path(output_dir), info)
         if ctx.enabled:
             lineage.log_dataset(dataset.metadata(), context="training")
             stored = lineage.log_dataset_artifact(Path(dataset_path), dataset.metadata())
-            model_id = lineage.log_model(
-                package.onnx_path, f"{dataset.name}-{spec.get('family') or 'user'}", technique="train",
-                input_shape=list(dataset.input_shape), num_classes=dataset.num_classes, parent_model_id=None,
-                dataset_meta={**dataset.metadata(), "uri": stored}, params=params,
-                metrics={"val_accuracy": history.final_val_accuracy, "export_max_abs_error": parity.max_abs_error},
-                pipeline_run_id=ctx.pipeline_run_id,
+            log_child(
+                package, f"{dataset.name}-{spec.get('family') or 'user'}", "train", dataset, params,
+                {"val_accuracy": history.final_val_accuracy, "export_max_abs_error": package.info["export_parity"]["max_abs_error"]},
+                ctx, dataset_info={**dataset.metadata(), "uri": stored},
             )  # fmt: skip
-            _record_model_id(package, model_id)
     return package.info
 
 
@@ -198,22 +147,21 @@ def quantize_step(
                 parent.onnx_path, onnx_file, dataset, "val", device_class, bench_settings, farm_url
             )
             info = {
-                **{k: parent.info.get(k) for k in ("spec", "input_shape", "num_classes", "class_names",
-                                                   "dataset_sha256", "dataset_name")},
+                **inherited_info(parent.info),
                 "technique": technique, "parent_model_id": parent.info.get("mlflow_model_id"),
                 "quant_config": config.as_params(), "quant_details": details, "parent_agreement": checks,
                 "package_version": __version__,
             }  # fmt: skip
             package = save_model_package(Path(output_dir), info, onnx_file)
-        if ctx.enabled:
-            model_id = lineage.log_model(
-                package.onnx_path, f"{info['dataset_name']}-{technique}", technique=technique,
-                input_shape=info["input_shape"], num_classes=info["num_classes"],
-                parent_model_id=info["parent_model_id"], dataset_meta=_dataset_meta(dataset), params=params,
-                metrics={f"vs_parent.{k}": v for k, v in checks.items() if isinstance(v, int | float)},
-                pipeline_run_id=ctx.pipeline_run_id,
-            )  # fmt: skip
-            _record_model_id(package, model_id)
+        log_child(
+            package,
+            f"{info['dataset_name']}-{technique}",
+            technique,
+            dataset,
+            params,
+            {f"vs_parent.{k}": v for k, v in checks.items()},
+            ctx,
+        )
     return package.info
 
 
@@ -257,8 +205,7 @@ def autotune_step(
             summary = {k: result[k] for k in ("passed", "pick", "criterion", "objective", "device_class")}
             summary["reasons"] = pick["reasons"]
             info = {
-                **{k: parent.info.get(k) for k in ("spec", "input_shape", "num_classes", "class_names",
-                                                   "dataset_sha256", "dataset_name")},
+                **inherited_info(parent.info),
                 "technique": technique, "parent_model_id": parent.info.get("mlflow_model_id"),
                 "quant_config": pick["config"], "parent_agreement": pick["check"], "autotune": summary,
                 "package_version": __version__,
@@ -272,22 +219,18 @@ def autotune_step(
             write_text(Path(report_path), report_html(result))
         if markdown_path is not None:
             write_text(Path(markdown_path), report_markdown(result))
-        if ctx.enabled:
-            model_id = lineage.log_model(
-                package.onnx_path, f"{info['dataset_name']}-autotuned", technique=technique,
-                input_shape=info["input_shape"], num_classes=info["num_classes"],
-                parent_model_id=info["parent_model_id"], dataset_meta=_dataset_meta(dataset),
-                params={**params, **{f"quant.{k}": v for k, v in pick["config"].items()}},
-                metrics={f"vs_parent.{k}": v for k, v in pick["check"].items() if isinstance(v, int | float)},
-                pipeline_run_id=ctx.pipeline_run_id,
-            )  # fmt: skip
+        model_id = log_child(
+            package,
+            f"{info['dataset_name']}-autotuned",
+            technique,
+            dataset,
+            {**params, **{f"quant.{k}": v for k, v in pick["config"].items()}},
+            {f"vs_parent.{k}": v for k, v in pick["check"].items()},
+            ctx,
+        )
+        if model_id:
             lineage.set_model_tags(model_id, {"edgecompress.autotune.passed": str(result["passed"]).lower()})
-            _record_model_id(package, model_id)
     return {**package.info, "autotune_result": result}
-
-
-def _dataset_meta(dataset) -> dict[str, Any]:
-    return {"sha256": dataset.digest, "name": dataset.name, "source": dataset.source}
 
 
 # --- evaluate ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ SMALL = '{"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}'
 def test_chain_prune_distill_quantize_records_lineage(tracking_uri: str, tmp_path: Path):
     """`--chain prune,distill,quantize`: each step's model's parent is the previous step's model."""
     from edgecompress import lineage
-    from edgecompress.local_run import run_local
+    from edgecompress.pipelines.local import run_edge_compression
 
     arguments = {
         "dataset": "digits", "model": SMALL, "epochs": 3, "batch_size": 64, "device_classes": ["rpi4-emulated"],
@@ -21,7 +21,7 @@ def test_chain_prune_distill_quantize_records_lineage(tracking_uri: str, tmp_pat
         "prune_ratio": 0.5, "prune_finetune_epochs_after": 1, "prune_sensitivity_ratios": "0.5",
         "distill_epochs": 1, "distill_compare_scratch": False, "calibration_samples": 32,
     }  # fmt: skip
-    result = run_local(["prune", "distill", "quantize"], arguments, tmp_path)
+    result = run_edge_compression(["prune", "distill", "quantize"], arguments, tmp_path)
     gate = result.gate
     assert gate["child"]["technique"] == "static-int8"
     assert (

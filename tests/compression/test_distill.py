@@ -12,8 +12,8 @@ from edgecompress.data import load_dataset
 from edgecompress.distill import DistillConfig, distill, distill_config, distill_step, kd_loss
 from edgecompress.errors import ConfigError
 from edgecompress.export import load_model_package
-from edgecompress.prune import prune_configs, prune_step, save_torch_child
-from edgecompress.steps import Lineage
+from edgecompress.prune import prune_configs, prune_step
+from edgecompress.step import Lineage, save_torch_child
 from edgecompress.train import TrainConfig
 from edgecompress.zoo import build_model
 

@@ -23,7 +23,7 @@ from edgecompress.prune import (
     sensitivity,
     suggest_layer_ratios,
 )
-from edgecompress.steps import Lineage
+from edgecompress.step import Lineage
 from edgecompress.zoo import build_model
 
 OFF = Lineage(enabled=False)

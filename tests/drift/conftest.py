@@ -50,7 +50,8 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
 
     from edgecompress import lineage
     from edgecompress.data import save_dataset
-    from edgecompress.steps import Lineage, train_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import train_step
     from edgecompress.train import TrainConfig
 
     tmp = tmp_path_factory.mktemp("drift-store")

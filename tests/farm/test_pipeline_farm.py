@@ -11,7 +11,8 @@ from tests.farm.conftest import TINY
 def test_edge_benchmark_step_runs_through_a_local_farm(tiny_model: Path, tmp_path: Path) -> None:
     """The step the edge_benchmark component calls, with no farm URL (a bare .onnx Model artifact)."""
     from edgecompress.io import sha256_file
-    from edgecompress.steps import Lineage, edge_benchmark_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import edge_benchmark_step
 
     out = edge_benchmark_step(
         tiny_model,
@@ -43,10 +44,10 @@ def test_local_run_farm_hands_url_and_token_to_the_tasks(
 
     from edgecompress.edge import edge_benchmark
     from edgecompress.farm.client import CLIENT_TOKEN_ENV
-    from edgecompress.local_run import _local_farm
+    from edgecompress.pipelines.local import _local_farm
 
     monkeypatch.delenv(CLIENT_TOKEN_ENV, raising=False)
-    with _local_farm({"device_classes": ["rpi4-emulated"]}, tmp_path) as url:
+    with _local_farm(["rpi4-emulated"], tmp_path) as url:
         assert url.startswith("http://127.0.0.1:") and os.environ[CLIENT_TOKEN_ENV]
         # what the edge-benchmark task does with the farm_url parameter
         results = edge_benchmark(tiny_model, ["rpi4-emulated"], TINY, farm_url=url, timeout_s=60)

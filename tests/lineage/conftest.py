@@ -133,8 +133,8 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
     """The edge-compression chain through the real steps (in-process): train → quantize → evaluate
     both → benchmark both → gate; returns the step results."""
     from edgecompress.quantize import StaticQuantConfig
+    from edgecompress.step import Lineage
     from edgecompress.steps import (
-        Lineage,
         edge_benchmark_step,
         evaluate_step,
         gate_step,

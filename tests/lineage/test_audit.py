@@ -66,7 +66,8 @@ def test_broken_chain_is_found(embedded, digits_artifact, tmp_path):
     import shutil
 
     from edgecompress.quantize import StaticQuantConfig
-    from edgecompress.steps import Lineage, quantize_step
+    from edgecompress.step import Lineage
+    from edgecompress.steps import quantize_step
 
     ctx = Lineage(experiment="broken-chain")
     ctx.check()

@@ -191,7 +191,7 @@ def test_nas_then_quantize_in_the_pipeline_records_search_lineage(tracking_uri: 
     """`--chain nas,quantize` in kfp.local: the pick is retrained, quantized and gated against the
     trained model; MLflow holds the search run, one child run per trial, and the pick's lineage."""
     from edgecompress import lineage
-    from edgecompress.local_run import run_local
+    from edgecompress.pipelines.local import run_edge_compression
 
     arguments = {
         "dataset": "digits", "model": json.dumps({"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}),
@@ -200,7 +200,7 @@ def test_nas_then_quantize_in_the_pipeline_records_search_lineage(tracking_uri: 
         "calibration_samples": 32, "nas_search_space": json.dumps(TINY_SPACE), "nas_trials": 3,
         "nas_search_epochs": 2, "nas_train_samples": 1000, "nas_holdout_samples": 300, "nas_final_epochs": 3,
     }  # fmt: skip
-    result = run_local(["nas", "quantize"], arguments, tmp_path)
+    result = run_edge_compression(["nas", "quantize"], arguments, tmp_path)
     child = result.gate["child"]
     assert child["technique"] == "static-int8"
     nas_model = lineage.get_model(lineage.get_model(child["model_id"]).tags["edgecompress.parent_model_id"])

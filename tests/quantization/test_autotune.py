@@ -7,7 +7,8 @@ import mlflow
 from edgecompress.autotune import AutotuneConfig, Criterion
 from edgecompress.cli import main
 from edgecompress.export import load_model_package
-from edgecompress.steps import Lineage, autotune_step
+from edgecompress.step import Lineage
+from edgecompress.steps import autotune_step
 
 FAST = {"bench_min_runs": 30, "bench_min_duration_s": 0.05}
 

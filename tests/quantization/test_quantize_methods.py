@@ -8,7 +8,8 @@ import pytest
 from edgecompress.data import load_dataset
 from edgecompress.export import load_model_package, onnx_logits
 from edgecompress.quantize import QuantConfig, cpu_needs_reduce_range, quantize_model
-from edgecompress.steps import Lineage, quantize_step
+from edgecompress.step import Lineage
+from edgecompress.steps import quantize_step
 
 FAST_BENCH = {"min_runs": 30, "min_duration_s": 0.05, "warmup_runs": 5}
 

@@ -6,7 +6,8 @@ from edgecompress.data import load_dataset
 from edgecompress.errors import ConfigError
 from edgecompress.export import load_model_package
 from edgecompress.quantize import StaticQuantConfig, calibration_sample, quantize_static
-from edgecompress.steps import Lineage, quantize_step
+from edgecompress.step import Lineage
+from edgecompress.steps import quantize_step
 
 
 def test_static_int8_is_qdq_smaller_and_agrees(trained_model, digits_artifact, tmp_path):

@@ -7,7 +7,8 @@ import json
 import torch
 
 from edgecompress.export import load_model_package
-from edgecompress.steps import Lineage, train_step
+from edgecompress.step import Lineage
+from edgecompress.steps import train_step
 from edgecompress.train import TrainConfig
 from edgecompress.zoo import build_model
 

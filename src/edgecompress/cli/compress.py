@@ -237,9 +237,9 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def cmd_sensitivity(a: argparse.Namespace) -> int:
     from edgecompress.data import load_dataset
-    from edgecompress.io import atomic_path
-    from edgecompress.prune import load_parent, parse_names, parse_ratios, sensitivity, sensitivity_png
-    from edgecompress.steps import write_json
+    from edgecompress.io import atomic_path, write_json
+    from edgecompress.prune import parse_names, parse_ratios, sensitivity, sensitivity_png
+    from edgecompress.step import load_parent
 
     dataset = load_dataset(a.dataset)
     _, module = load_parent(a.model, dataset)

@@ -170,7 +170,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     import inspect
 
     from edgecompress.cli.pipeline import _parse_params
-    from edgecompress.drift import DriftConfig, drift_check_and_retrain
+    from edgecompress.drift import DriftConfig, check_and_report, retrain_arguments
     from edgecompress.pipelines.retrain_on_drift import build_pipeline
 
     config = DriftConfig(
@@ -187,16 +187,13 @@ def cmd_drift(args: argparse.Namespace) -> int:
         "device_classes": [c.strip() for c in args.device_classes.split(",") if c.strip()],
         **_parse_params(args.param, defaults),
     }
-    outcome = drift_check_and_retrain(
-        args.batch,
-        args.model,
-        args.output_dir,
-        config,
-        retrain=args.retrain,
-        chain=chain,
-        run_dir=args.run_dir,
-        pipeline_arguments=arguments,
-    )
+    if args.retrain:
+        from edgecompress.pipelines.local import run_retrain_on_drift
+
+        arguments = {**arguments, **retrain_arguments(args.batch, args.model, config)}
+        outcome = run_retrain_on_drift(chain, arguments, args.run_dir, args.output_dir)
+    else:
+        outcome = check_and_report(args.batch, args.model, args.output_dir, config)
     r = outcome["drift"]
     print(
         f"drift: {'DRIFTED' if r['drifted'] else 'no drift'}  score {r['score']:.4g}  p-value {r['p_value']:.4g}  "

@@ -114,7 +114,7 @@ def _parse_params(pairs: list[str], defaults: dict) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edgecompress.local_run import run_local
+    from edgecompress.pipelines.local import run_edge_compression
 
     defaults = _pipeline_defaults()
     chain = [s.strip() for s in args.chain.split(",") if s.strip()]
@@ -130,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         arguments.setdefault("batch_size", 128)
         arguments.setdefault("augment", True)
     arguments.update(_parse_params(args.param, defaults))
-    result = run_local(chain, arguments, args.output_dir)
+    result = run_edge_compression(chain, arguments, args.output_dir)
     print_summary(result)
     return 0
 

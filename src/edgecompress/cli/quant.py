@@ -145,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _lineage(a: argparse.Namespace):
-    from edgecompress.steps import Lineage
+    from edgecompress.step import Lineage
 
     return Lineage(experiment=a.experiment, enabled=not a.no_track)
 

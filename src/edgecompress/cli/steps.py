@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgecompress.steps import Lineage
+from edgecompress.step import Lineage
 
 
 def _lineage(args: argparse.Namespace) -> Lineage:

@@ -1,0 +1,162 @@
+"""The one local runner: any pipeline of this folder through kfp.local (SubprocessRunner in this
+environment, no venv, no pip), with a loopback device farm for its edge-benchmark tasks.
+
+`edgecompress run` and `edgecompress drift --retrain` both come here. Inputs are validated before any
+task starts, so a typo fails in a second with a clear message rather than minutes later in a task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecompress import lineage
+from edgecompress.errors import ConfigError, EdgeCompressError
+from edgecompress.farm.devices import emulated_device_class, parse_device_classes
+from edgecompress.io import atomic_path
+from edgecompress.zoo import parse_spec
+
+log = logging.getLogger(__name__)
+DEFAULT_DEVICE_CLASSES = ["rpi4-emulated", "jetson-orin-nano-emulated"]
+
+
+@dataclass
+class LocalRunResult:
+    gate: dict[str, Any]
+    gate_path: Path
+    pipeline_root: Path
+    tracking_uri: str
+    seconds: float
+
+
+def validate_arguments(arguments: dict[str, Any]) -> None:
+    """Cheap checks of what the tasks would otherwise find out late."""
+    from edgecompress.data import BUILTIN_DATASETS, FASHION_MNIST_DIR
+
+    source = str(arguments.get("dataset", "digits"))
+    if source == "fashion-mnist" and not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        raise ConfigError(
+            f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR}: run scripts/system-deps.sh"
+        )
+    if source not in BUILTIN_DATASETS and not source.startswith("s3://") and not Path(source).exists():
+        raise ConfigError(
+            f"dataset {source!r} is neither one of {BUILTIN_DATASETS}, an existing .npz file, nor an s3:// URI"
+        )
+    parse_spec(arguments.get("model", "cnn"))
+    _check_device_classes(arguments)
+    drop = float(arguments.get("max_accuracy_drop", 0.01))
+    if not 0 <= drop < 1:
+        raise ConfigError(f"max_accuracy_drop must be in [0, 1), got {drop}")
+
+
+def _check_device_classes(arguments: dict[str, Any]) -> list[str]:
+    classes = parse_device_classes(arguments.get("device_classes", DEFAULT_DEVICE_CLASSES))
+    if not arguments.get("farm_url"):
+        for name in classes:
+            emulated_device_class(name)
+    return classes
+
+
+def run_pipeline(
+    pipeline: Callable[..., Any], arguments: dict[str, Any], run_dir: Path, name: str
+) -> tuple[Any, Path, float]:
+    """Run one pipeline with kfp.local under `run_dir` (MLflow there too unless MLFLOW_TRACKING_URI is
+    set; a loopback farm unless `farm_url` is given). Returns the pipeline's output, the run's folder
+    and the seconds it took."""
+    from kfp import local
+
+    run_dir = Path(run_dir).resolve()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", lineage.default_tracking_uri(run_dir))
+    if arguments.get("track", True):
+        lineage.check_reachable(os.environ["MLFLOW_TRACKING_URI"])
+    os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
+    root = run_dir / "kfp"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    before = set(root.glob(f"{name}-*")) if root.exists() else set()
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if not arguments.get("farm_url"):
+            farm = stack.enter_context(_local_farm(_check_device_classes(arguments), run_dir))
+            arguments = {**arguments, "farm_url": farm}
+        try:
+            output = pipeline(**arguments)
+        except RuntimeError as exc:
+            raise EdgeCompressError(
+                f"the {name} pipeline failed: {exc} (the failing task's log is above)"
+            ) from exc
+    runs = sorted(set(root.glob(f"{name}-*")) - before)
+    if not runs:
+        raise EdgeCompressError(f"the {name} pipeline left no run under {root}")
+    return output, runs[-1], time.perf_counter() - start
+
+
+def run_edge_compression(chain: Sequence[str], arguments: dict[str, Any], output_dir: Path) -> LocalRunResult:
+    """`edgecompress run`: train → chain → evaluate → edge-benchmark → gate, locally."""
+    from edgecompress.pipelines.edge_compression import PIPELINE_NAME, build_pipeline
+
+    pipeline = build_pipeline(chain)
+    validate_arguments(arguments)
+    task, _, seconds = run_pipeline(pipeline, arguments, output_dir, PIPELINE_NAME)
+    gate_path = Path(task.output.path)
+    return LocalRunResult(
+        json.loads(gate_path.read_text()),
+        gate_path,
+        Path(output_dir).resolve() / "kfp",
+        os.environ["MLFLOW_TRACKING_URI"],
+        seconds,
+    )
+
+
+def run_retrain_on_drift(
+    chain: Sequence[str], arguments: dict[str, Any], run_dir: Path, output_dir: Path
+) -> dict[str, Any]:
+    """`edgecompress drift --retrain`: the retrain_on_drift pipeline (the one a KFP recurring run
+    schedules); the drift result and report are copied to `output_dir`."""
+    from edgecompress.pipelines.retrain_on_drift import PIPELINE_NAME, build_pipeline
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", lineage.tracking_uri())
+    _, run, _ = run_pipeline(build_pipeline(chain), arguments, run_dir, PIPELINE_NAME)
+    result = json.loads((run / "drift-check" / "result").read_text())
+    with atomic_path(Path(output_dir), directory=True) as tmp:
+        (tmp / "result.json").write_text(json.dumps(result, indent=2, default=float))
+        (tmp / "report.html").write_text((run / "drift-check" / "report").read_text())
+    retrain = None
+    promoted = sorted(run.rglob("promote/result"))
+    gates = sorted(run.rglob("accuracy-gate/results"))
+    if gates:
+        retrain = {"gate": json.loads(gates[-1].read_text()), "promoted": [], "refused": []}
+        if promoted:
+            retrain.update(json.loads(promoted[-1].read_text()))
+    return {
+        "drift": result,
+        "report": str(Path(output_dir) / "report.html"),
+        "retrain": retrain,
+        "pipeline_root": str(run),
+    }
+
+
+@contextlib.contextmanager
+def _local_farm(classes: list[str], run_dir: Path) -> Iterator[str]:
+    """A loopback farm (controller + one emulated agent per class) for the pipeline's edge-benchmark
+    tasks; yields its URL and gives the tasks its client token through the environment."""
+    from edgecompress.farm.client import CLIENT_TOKEN_ENV
+    from edgecompress.farm.local import local_farm
+
+    with local_farm(classes, directory=Path(run_dir) / "farm") as farm:
+        previous = os.environ.get(CLIENT_TOKEN_ENV)
+        os.environ[CLIENT_TOKEN_ENV] = farm.client_token
+        log.info("local device farm at %s (emulated agents: %s)", farm.url, ", ".join(classes))
+        try:
+            yield farm.url
+        finally:
+            if previous is None:
+                os.environ.pop(CLIENT_TOKEN_ENV, None)
+            else:
+                os.environ[CLIENT_TOKEN_ENV] = previous

@@ -1,0 +1,127 @@
+"""The step mechanism every technique shares: where lineage goes, how a parent is loaded, how a child
+is exported, checked, saved and logged.
+
+A step = validate its config -> check tracking -> load inputs -> the technique makes the child ->
+parity check (torch children) -> save atomically (`export.save_model_package`) -> log the model and
+its lineage -> record the MLflow model id in the package. Techniques call these pieces instead of
+writing their own; components and CLI commands call the techniques' step functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecompress import __version__, lineage
+from edgecompress.data import Dataset
+from edgecompress.errors import ConfigError, ModelError
+from edgecompress.export import (
+    ModelPackage,
+    check_parity,
+    export_onnx,
+    load_model_package,
+    save_model_package,
+)
+
+# What a child model inherits from its parent's model.json.
+INHERITED_KEYS = ("spec", "input_shape", "num_classes", "class_names", "dataset_sha256", "dataset_name")
+
+
+@dataclass
+class Lineage:
+    """Where a step records lineage. An empty `pipeline_run_id` makes a standalone run."""
+
+    pipeline_run_id: str = ""
+    pipeline_name: str = "standalone"
+    experiment: str = lineage.DEFAULT_EXPERIMENT
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.pipeline_run_id:
+            self.pipeline_run_id = f"standalone-{uuid.uuid4().hex[:12]}"
+
+    def check(self) -> None:
+        if self.enabled:
+            lineage.setup(self.experiment)
+
+    def task(self, name: str, params: dict[str, Any] | None = None):
+        if not self.enabled:
+            return contextlib.nullcontext("")
+        return lineage.task_run(self.pipeline_run_id, self.pipeline_name, name, self.experiment, params)
+
+
+def dataset_meta(dataset: Dataset) -> dict[str, Any]:
+    return {"sha256": dataset.digest, "name": dataset.name, "source": dataset.source}
+
+
+def inherited_info(parent_info: dict[str, Any]) -> dict[str, Any]:
+    return {k: parent_info.get(k) for k in INHERITED_KEYS}
+
+
+def load_parent(model_dir: Path, dataset: Dataset, role: str = "model"):
+    """A Model artifact with a torch module whose shapes fit the dataset: (package, module)."""
+    from edgecompress.zoo import check_model_fits
+
+    package = load_model_package(Path(model_dir))
+    if not package.has_module:
+        raise ModelError(
+            f"the {role} {model_dir} has no torch module (module.pt): pruning and distillation need "
+            "a trainable model, not an ONNX-only (e.g. already quantized) one"
+        )
+    if package.num_classes != dataset.num_classes:
+        raise ConfigError(
+            f"the {role} {model_dir} outputs {package.num_classes} classes; the dataset "
+            f"{dataset.name!r} has {dataset.num_classes}"
+        )
+    module = package.load_module()
+    check_model_fits(module, dataset.input_shape, dataset.num_classes)
+    return package, module
+
+
+def save_torch_child(model, dataset: Dataset, output_dir: Path, info: dict[str, Any]) -> ModelPackage:
+    """Export a torch model to ONNX, check parity on validation data, and write the Model artifact
+    (ONNX + module.pt, so the architecture round-trips) atomically."""
+    from edgecompress.zoo import count_parameters
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-child-") as tmp:
+        onnx_file = Path(tmp) / "model.onnx"
+        export_onnx(model, dataset.input_shape, onnx_file)
+        x_val, _ = dataset.split("val")
+        parity = check_parity(model, onnx_file, x_val[:512])
+        info = {
+            **info,
+            "params": count_parameters(model),
+            "export_parity": parity.as_dict(),
+            "package_version": __version__,
+        }
+        return save_model_package(Path(output_dir), info, onnx_file, module=model)
+
+
+def log_child(
+    package: ModelPackage,
+    name: str,
+    technique: str,
+    dataset: Dataset | None,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    ctx: Lineage,
+    dataset_info: dict[str, Any] | None = None,
+) -> str | None:
+    """Record the model as an MLflow LoggedModel whose parent is the model it was made from, and
+    write its id into the package. `dataset_info` replaces the dataset's own metadata (e.g. with the
+    stored artifact's URI)."""
+    if not ctx.enabled:
+        return None
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    model_id = lineage.log_model(
+        package.onnx_path, name, technique=technique, input_shape=package.info["input_shape"],
+        num_classes=package.info["num_classes"], parent_model_id=package.info.get("parent_model_id"),
+        dataset_meta=dataset_info or (dataset_meta(dataset) if dataset is not None else None), params=params,
+        metrics=numeric, pipeline_run_id=ctx.pipeline_run_id,
+    )  # fmt: skip
+    package.record_model_id(model_id)
+    return model_id
