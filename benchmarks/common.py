@@ -73,8 +73,7 @@ def fashion_mnist_dataset_artifact() -> Path:
 def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None = None) -> Path:
     """Model artifact directory of the float baseline CNN trained on Fashion-MNIST (cached)."""
     from edgecompress.step import Lineage
-    from edgecompress.steps import train_step
-    from edgecompress.train import TrainConfig
+    from edgecompress.train import TrainConfig, train_step
 
     spec = spec or BASELINE_SPEC
     config = TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, augment=True, seed=seed)

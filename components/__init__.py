@@ -10,6 +10,50 @@ from pathlib import Path
 FOLDER = Path(__file__).resolve().parent
 
 
+# What every Model artifact's metadata carries, so it can be audited without opening it.
+MODEL_METADATA = ("technique", "params", "onnx_bytes", "onnx_sha256", "dataset_sha256")
+
+
+def stamp_model(artifact, info: dict, **extra) -> None:
+    """Stamp a KFP Model artifact's metadata from a step's model info (model.json), plus `extra`."""
+    artifact.metadata.update({k: info[k] for k in MODEL_METADATA if info.get(k) is not None})
+    artifact.metadata["mlflow_model_id"] = info.get("mlflow_model_id") or ""
+    artifact.metadata["parent_model_id"] = info.get("parent_model_id") or ""
+    stats = (info.get("stats") or {}).get("child") or {}
+    artifact.metadata.update({k: stats[k] for k in ("macs", "gzip_bytes", "sparsity") if k in stats})
+    artifact.metadata.update(extra)
+
+
+KFP_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool, "List": list}
+
+
+def surface_mismatches(component, surfaces) -> list[str]:
+    """How a component's parameters differ from its config dataclasses' flat fields (empty: none).
+    KFP needs literal signatures, so this check is what keeps them one definition."""
+    from edgecompress.params import surface
+
+    expected: dict[str, tuple[type, object]] = {}
+    problems = []
+    for config in surfaces:
+        for p in surface(config):
+            if p.name in expected:
+                problems.append(f"{p.name}: defined by two of its configs")
+            expected[p.name] = (p.type, p.default)
+    actual = {
+        name: (KFP_TYPES[spec.type], spec.default)
+        for name, spec in component.component_spec.inputs.items()
+        if spec.type in KFP_TYPES
+    }
+    for name in sorted(set(expected) | set(actual)):
+        if name not in actual:
+            problems.append(f"{name}: in the config, missing from the component")
+        elif name not in expected:
+            problems.append(f"{name}: a component parameter no config defines")
+        elif actual[name] != expected[name]:
+            problems.append(f"{name}: component {actual[name]} != config {expected[name]}")
+    return problems
+
+
 def component_names() -> list[str]:
     return sorted(p.parent.name for p in FOLDER.glob("*/component.py"))
 

@@ -3,16 +3,24 @@ edge-benchmark both on each device class → accuracy gate (register or reject).
 
 The compression chain is a compile-time choice (`build_pipeline(chain=[...])`, `edgecompress run
 --chain …`, `edgecompress compile --chain …`): each step in it is its own task whose output model's
-parent is the previous step's model. Every step's settings are pipeline parameters.
+parent is the previous step's model.
+
+The pipeline's parameters are not written here: they are the components' own parameters (which a
+test checks against each technique's config dataclass). Train, evaluate, edge-benchmark and gate
+parameters keep their names (`epochs`, `max_accuracy_drop`, …); a chain step's are prefixed with the
+step (`quantize_method`, `prune_ratio`, `autotune_device_class`, …), except the settings every task
+shares (`seed`, `farm_url`, `bench_*`, lineage), which are one pipeline parameter each.
 """
 
 # No `from __future__ import annotations` here or in components: KFP reads the annotations.
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kfp import dsl
 
+from edgecompress.components import KFP_TYPES
 from edgecompress.components.accuracy_gate.component import accuracy_gate
 from edgecompress.components.autotune.component import autotune
 from edgecompress.components.distill.component import distill
@@ -27,259 +35,170 @@ from edgecompress.pipelines.platform import apply_platform_config
 
 PIPELINE_NAME = "edge-compression"
 DEFAULT_CHAIN = ("quantize",)
+# Set by the pipeline for every task, never a parameter of one task.
+LINEAGE_INPUTS = ("pipeline_run_id", "pipeline_name")
+# One pipeline parameter each, handed to every task that has an input of that name.
+SHARED = ("seed", "farm_url", "bench_min_runs", "bench_min_duration_s", "experiment", "track")
+# Pipeline parameters that feed a component input of another name (one setting, one parameter): the
+# auto-tuner keeps the gate's accuracy budget and speed-up unless told otherwise.
+LINKED = {
+    ("load_dataset", "source"): "dataset",
+    ("train", "model_spec"): "model",
+    ("autotune", "max_drop"): "max_accuracy_drop",
+    ("autotune", "min_gain"): "min_speedup",
+}
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """A compression step: its component, how its input artifacts connect, and its model output."""
+
+    component: Any
+    output: str
+    connect: Callable[[Any, "ChainContext"], dict[str, Any]]
+    cache: bool = True  # False where the task measures latency: a measurement is never a cached value
 
 
 @dataclass
 class ChainContext:
-    """What a chain step can connect to: the dataset, the trained (teacher) model, the pipeline's
-    parameters, and the lineage keyword arguments every component takes."""
+    """What a chain step can connect to: the dataset and the trained (teacher) model."""
 
     dataset: Any
     teacher: Any
-    params: dict[str, Any]
-    lineage: dict[str, Any]
 
 
-# A chain step: (previous step's model output, context) -> this step's model output
-StepBuilder = Callable[[Any, ChainContext], Any]
-
-
-def _quantize_step(parent: Any, ctx: ChainContext) -> Any:
-    p = ctx.params
-    task = quantize(
-        model=parent,
-        dataset=ctx.dataset,
-        method=p["quant_method"],
-        calibration_samples=p["calibration_samples"],
-        calibration_method=p["calibration_method"],
-        per_channel=p["per_channel"],
-        seed=p["seed"],
-        device_class=p["autotune_device_class"],
-        farm_url=p["farm_url"],
-        **ctx.lineage,
-    )
-    task.set_display_name("quantize")
-    task.set_caching_options(False)  # its check includes a latency measurement
-    return task.outputs["quantized_model"]
-
-
-def _autotune_step(parent: Any, ctx: ChainContext) -> Any:
-    """Accuracy-aware quantization: the same accuracy budget as the gate, latency on one device class."""
-    p = ctx.params
-    task = autotune(
-        model=parent,
-        dataset=ctx.dataset,
-        max_drop=p["max_accuracy_drop"],
-        objective=p["autotune_objective"],
-        device_class=p["autotune_device_class"],
-        farm_url=p["farm_url"],
-        min_gain=p["min_speedup"],
-        calibration_samples=p["calibration_samples"],
-        include_qat=p["autotune_qat"],
-        qat_epochs=p["autotune_qat_epochs"],
-        bench_min_runs=p["bench_min_runs"],
-        bench_min_duration_s=p["bench_min_duration_s"],
-        seed=p["seed"],
-        **ctx.lineage,
-    )
-    task.set_display_name("autotune")
-    task.set_caching_options(False)  # trials are judged on latency measurements
-    return task.outputs["tuned_model"]
-
-
-# --- prune and distill (parameters prefixed prune_ / distill_) ---------------------------------
-
-
-def _prune_step(parent: Any, ctx: ChainContext) -> Any:
-    p = ctx.params
-    task = prune(
-        model=parent, dataset=ctx.dataset, method=p["prune_method"], ratio=p["prune_ratio"],
-        importance=p["prune_importance"], global_pruning=p["prune_global"], layer_ratios=p["prune_layer_ratios"],
-        keep_layers=p["prune_keep_layers"], budget_metric=p["prune_budget_metric"], budget=p["prune_budget"],
-        device_class=p["prune_device_class"], steps=p["prune_steps"],
-        finetune_epochs_between=p["prune_finetune_epochs_between"], finetune_epochs_after=p["prune_finetune_epochs_after"],
-        sparsity=p["prune_sparsity"], scope=p["prune_scope"], lr=p["prune_lr"], batch_size=p["batch_size"],
-        augment=p["augment"], sensitivity_ratios=p["prune_sensitivity_ratios"],
-        sensitivity_max_drop=p["prune_sensitivity_max_drop"], seed=p["seed"], **ctx.lineage,
-    )  # fmt: skip
-    task.set_display_name("prune")
-    return task.outputs["pruned_model"]
-
-
-def _distill_step(parent: Any, ctx: ChainContext) -> Any:
+def _distill_inputs(parent: Any, ctx: ChainContext) -> dict[str, Any]:
     """The teacher is the trained model; the student is the previous step's model (e.g. the pruned
     one), or a fresh `distill_student_spec` when distill comes first in the chain."""
-    p = ctx.params
     student = {} if parent is ctx.teacher else {"student": parent}
-    task = distill(
-        teacher=ctx.teacher, dataset=ctx.dataset, student_spec=p["distill_student_spec"],
-        temperature=p["distill_temperature"], alpha=p["distill_alpha"], feature_weight=p["distill_feature_weight"],
-        feature_pairs=p["distill_feature_pairs"], epochs=p["distill_epochs"], batch_size=p["batch_size"],
-        lr=p["distill_lr"], augment=p["augment"], compare_scratch=p["distill_compare_scratch"], seed=p["seed"],
-        **student, **ctx.lineage,
-    )  # fmt: skip
-    task.set_display_name("distill")
-    return task.outputs["distilled_model"]
+    return {"teacher": ctx.teacher, "dataset": ctx.dataset, **student}
 
 
-def _nas_step(parent: Any, ctx: ChainContext) -> Any:
-    """Search an architecture for `nas_device_class`; the trained model is the reference it is
-    measured against and its lineage parent. Later steps (distill from the trained teacher, quantize)
-    take the retrained pick."""
-    p = ctx.params
-    task = nas(
-        dataset=ctx.dataset, reference_model=parent, search_space=p["nas_search_space"], strategy=p["nas_strategy"],
-        n_trials=p["nas_trials"], timeout_s=p["nas_timeout_s"], search_epochs=p["nas_search_epochs"],
-        train_samples=p["nas_train_samples"], holdout_samples=p["nas_holdout_samples"], eta=p["nas_eta"],
-        final_epochs=p["nas_final_epochs"], batch_size=p["batch_size"], lr=p["lr"], augment=p["augment"],
-        device_class=p["nas_device_class"], farm_url=p["farm_url"], max_params=p["nas_max_params"],
-        max_macs=p["nas_max_macs"], max_latency_ms=p["nas_max_latency_ms"],
-        accuracy_tolerance=p["nas_accuracy_tolerance"], storage=p["nas_storage"], seed=p["seed"], **ctx.lineage,
-    )  # fmt: skip
-    task.set_display_name("nas")
-    task.set_caching_options(False)  # trials are judged on latency measurements
-    return task.outputs["searched_model"]
-
-
-STEP_BUILDERS: dict[str, StepBuilder] = {
-    "quantize": _quantize_step,
-    "autotune": _autotune_step,
-    "prune": _prune_step,
-    "distill": _distill_step,
-    "nas": _nas_step,
+CHAIN_STEPS: dict[str, ChainStep] = {
+    "quantize": ChainStep(
+        quantize, "quantized_model", lambda m, c: {"model": m, "dataset": c.dataset}, False
+    ),
+    "autotune": ChainStep(autotune, "tuned_model", lambda m, c: {"model": m, "dataset": c.dataset}, False),
+    "prune": ChainStep(prune, "pruned_model", lambda m, c: {"model": m, "dataset": c.dataset}),
+    "distill": ChainStep(distill, "distilled_model", _distill_inputs),
+    # NAS: the trained model is the reference the search is measured against and its lineage parent;
+    # later steps (distill from the trained teacher, quantize) take the retrained pick.
+    "nas": ChainStep(nas, "searched_model", lambda m, c: {"dataset": c.dataset, "reference_model": m}, False),
 }
+# Tasks outside the chain, in the order their parameters are listed.
+FIXED_TASKS = {
+    "load_dataset": load_dataset, "train": train, "evaluate": evaluate, "edge_benchmark": edge_benchmark,
+    "accuracy_gate": accuracy_gate,
+}  # fmt: skip
+
+
+def component_parameters(component: Any) -> dict[str, inspect.Parameter]:
+    """A component's non-artifact inputs as signature parameters (name, type, default)."""
+    out = {}
+    for name, spec in component.component_spec.inputs.items():
+        kind = KFP_TYPES.get(spec.type)
+        if kind is None or name in LINEAGE_INPUTS:
+            continue
+        default = spec.default if spec.optional else inspect.Parameter.empty
+        if kind is float and isinstance(default, int):
+            default = float(default)
+        out[name] = inspect.Parameter(
+            name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind
+        )
+    return out
+
+
+def _tasks(chain: Sequence[str]) -> dict[str, Any]:
+    return {**FIXED_TASKS, **{step: CHAIN_STEPS[step].component for step in chain}}
+
+
+def pipeline_parameter_name(task: str, component_input: str) -> str:
+    if component_input in SHARED:
+        return component_input
+    if (task, component_input) in LINKED:
+        return LINKED[(task, component_input)]
+    return component_input if task in FIXED_TASKS else f"{task}_{component_input}"
+
+
+def parameter_routes(chain: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """pipeline parameter -> the (task, component input) pairs it feeds."""
+    routes: dict[str, list[tuple[str, str]]] = {}
+    for task, component in _tasks(chain).items():
+        for name in component_parameters(component):
+            routes.setdefault(pipeline_parameter_name(task, name), []).append((task, name))
+    return routes
+
+
+def _signature(chain: Sequence[str]) -> inspect.Signature:
+    """The pipeline's parameters: each takes its type and default from the components it feeds, which
+    must agree (one setting, one default)."""
+    tasks = _tasks(chain)
+    params = []
+    for name, routes in parameter_routes(chain).items():
+        found = {(t, i): component_parameters(tasks[t])[i] for t, i in routes}
+        kinds = {(p.annotation, repr(p.default)) for p in found.values()}
+        if len(kinds) != 1:
+            raise ValueError(f"pipeline parameter {name!r} feeds inputs that disagree: {found}")
+        params.append(next(iter(found.values())).replace(name=name))
+    return inspect.Signature(params, return_annotation=dsl.Artifact)
+
+
+def _inputs(task: str, params: dict[str, Any], chain: Sequence[str]) -> dict[str, Any]:
+    """The component inputs of one task, from the pipeline's parameters."""
+    return {
+        i: params[name] for name, routes in parameter_routes(chain).items() for t, i in routes if t == task
+    }
 
 
 def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
     """A pipeline function for one compression chain (its steps run in the order given). `platform`
     (an `edgecompress.platform.PlatformConfig`) sets the Kubernetes options of its tasks."""
-    unknown = [s for s in chain if s not in STEP_BUILDERS]
+    unknown = [s for s in chain if s not in CHAIN_STEPS]
     if not chain or unknown:
         from edgecompress.errors import ConfigError
 
         raise ConfigError(
-            f"compression chain {list(chain)}: unknown steps {unknown}; available: {sorted(STEP_BUILDERS)}"
+            f"compression chain {list(chain)}: unknown steps {unknown}; available: {sorted(CHAIN_STEPS)}"
         )
+    chain = list(chain)
+    signature = _signature(chain)
+    names = list(signature.parameters)
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME, description=f"train → {' → '.join(chain)} → evaluate → edge-benchmark → gate"
-    )
-    def edge_compression(
-        dataset: str = "digits",
-        model: str = "cnn",
-        epochs: int = 10,
-        batch_size: int = 64,
-        lr: float = 3e-3,
-        augment: bool = False,
-        seed: int = 0,
-        calibration_samples: int = 256,
-        calibration_method: str = "minmax",
-        per_channel: bool = True,
-        quant_method: str = "static",
-        autotune_objective: str = "latency",
-        autotune_device_class: str = "rpi4-emulated",
-        autotune_qat: bool = True,
-        autotune_qat_epochs: int = 2,
-        prune_method: str = "structured",
-        prune_ratio: float = 0.5,
-        prune_importance: str = "l2",
-        prune_global: bool = False,
-        prune_layer_ratios: str = "",
-        prune_keep_layers: str = "",
-        prune_budget_metric: str = "",
-        prune_budget: float = 0.0,
-        prune_device_class: str = "rpi4-emulated",
-        prune_steps: int = 1,
-        prune_finetune_epochs_between: int = 0,
-        prune_finetune_epochs_after: int = 2,
-        prune_sparsity: float = 0.8,
-        prune_scope: str = "global",
-        prune_lr: float = 1e-3,
-        prune_sensitivity_ratios: str = "0.25,0.5,0.75",
-        prune_sensitivity_max_drop: float = 0.0,
-        distill_student_spec: str = '{"family": "cnn", "kwargs": {"widths": [16, 32, 64], "depths": [1, 1, 1]}}',
-        distill_temperature: float = 4.0,
-        distill_alpha: float = 0.9,
-        distill_feature_weight: float = 0.0,
-        distill_feature_pairs: str = "auto",
-        distill_epochs: int = 5,
-        distill_lr: float = 1e-3,
-        distill_compare_scratch: bool = True,
-        nas_search_space: str = "default",
-        nas_strategy: str = "tpe",
-        nas_trials: int = 12,
-        nas_timeout_s: float = 0.0,
-        nas_search_epochs: int = 2,
-        nas_train_samples: int = 10000,
-        nas_holdout_samples: int = 5000,
-        nas_eta: int = 3,
-        nas_final_epochs: int = 10,
-        nas_device_class: str = "rpi4-emulated",
-        nas_max_params: int = 0,
-        nas_max_macs: int = 0,
-        nas_max_latency_ms: float = 0.0,
-        nas_accuracy_tolerance: float = 0.0,
-        nas_storage: str = "",
-        device_classes: list = ["rpi4-emulated", "jetson-orin-nano-emulated"],  # noqa: B006
-        farm_url: str = "",
-        bench_min_runs: int = 200,
-        bench_min_duration_s: float = 1.0,
-        max_accuracy_drop: float = 0.01,
-        min_speedup: float = 1.0,
-        registered_model_name: str = "edgecompress-model",
-        experiment: str = "edgecompress",
-        track: bool = True,
-    ) -> dsl.Artifact:
-        params = dict(locals())
-        lineage = {
-            "pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            "pipeline_name": PIPELINE_NAME,
-            "experiment": experiment,
-            "track": track,
-        }
-        data = load_dataset(source=dataset, seed=seed, **lineage)
+    def edge_compression(*args):
+        params = dict(zip(names, args, strict=True))
+        lineage = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "pipeline_name": PIPELINE_NAME}
+        data = load_dataset(**_inputs("load_dataset", params, chain), **lineage)
         data.set_caching_options(False)
-        trained = train(
-            dataset=data.outputs["dataset"],
-            model_spec=model,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            augment=augment,
-            seed=seed,
-            **lineage,
-        )
-        parent = trained.outputs["model"]
-        child = parent
-        ctx = ChainContext(data.outputs["dataset"], parent, params, lineage)
-        for step in chain:
-            child = STEP_BUILDERS[step](child, ctx)
+        dataset = data.outputs["dataset"]
+        trained = train(dataset=dataset, **_inputs("train", params, chain), **lineage)
+        parent = child = trained.outputs["model"]
+        ctx = ChainContext(dataset, parent)
+        for step_name in chain:
+            step = CHAIN_STEPS[step_name]
+            task = step.component(**step.connect(child, ctx), **_inputs(step_name, params, chain), **lineage)
+            task.set_display_name(step_name)
+            task.set_caching_options(step.cache)
+            child = task.outputs[step.output]
         evals, benches = {}, {}
         for role, model_out in (("parent", parent), ("child", child)):
-            ev = evaluate(model=model_out, dataset=data.outputs["dataset"], **lineage)
+            ev = evaluate(model=model_out, dataset=dataset, **_inputs("evaluate", params, chain), **lineage)
             ev.set_display_name(f"evaluate-{role}")
-            bench = edge_benchmark(
-                model=model_out,
-                device_classes=device_classes,
-                farm_url=farm_url,
-                min_runs=bench_min_runs,
-                min_duration_s=bench_min_duration_s,
-                **lineage,
-            )
+            bench = edge_benchmark(model=model_out, **_inputs("edge_benchmark", params, chain), **lineage)
             bench.set_display_name(f"edge-benchmark-{role}")
             bench.set_caching_options(False)  # latency is a measurement, never a cached value
             evals[role], benches[role] = ev, bench
         gate = accuracy_gate(
             parent_evaluation=evals["parent"].outputs["results"], child_evaluation=evals["child"].outputs["results"],
             parent_benchmark=benches["parent"].outputs["results"], child_benchmark=benches["child"].outputs["results"],
-            max_accuracy_drop=max_accuracy_drop, min_speedup=min_speedup,
-            registered_model_name=registered_model_name, **lineage,
+            **_inputs("accuracy_gate", params, chain), **lineage,
         )  # fmt: skip
         gate.set_caching_options(False)
         apply_platform_config(platform)
         return gate.outputs["results"]
 
-    return edge_compression
+    edge_compression.__signature__ = signature
+    edge_compression.__doc__ = f"train → {' → '.join(chain)} → evaluate → edge-benchmark → gate"
+    return dsl.pipeline(name=PIPELINE_NAME, description=edge_compression.__doc__)(edge_compression)
 
 
 edge_compression = build_pipeline()

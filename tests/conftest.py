@@ -60,8 +60,7 @@ def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_model(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path) -> Path:
     """A Model artifact directory (ONNX + torch module), trained without MLflow."""
     from edgecompress.step import Lineage
-    from edgecompress.steps import train_step
-    from edgecompress.train import TrainConfig
+    from edgecompress.train import TrainConfig, train_step
 
     out = tmp_path_factory.mktemp("models") / "cnn"
     train_step(

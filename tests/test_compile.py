@@ -64,7 +64,7 @@ def test_pipeline_compiles_with_every_task(tmp_path):
         "epochs",
         "device_classes",
         "max_accuracy_drop",
-        "calibration_samples",
+        "quantize_calibration_samples",
     } <= set(params)
     assert (
         "MLFLOW_TRACKING_TOKEN" not in out.read_text()

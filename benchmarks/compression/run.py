@@ -55,9 +55,8 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
         prune_structured,
         prune_unstructured,
     )
-    from edgecompress.quantize import StaticQuantConfig
+    from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.step import Lineage, save_torch_child
-    from edgecompress.steps import quantize_step
     from edgecompress.train import TrainConfig, accuracy
 
     s = QUICK if quick else FULL
@@ -78,7 +77,7 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
     if quick:
         data_path = work / "digits.npz"
         save_dataset(load_digits(), data_path)
-        from edgecompress.steps import train_step
+        from edgecompress.train import train_step
 
         base_dir = work / "baseline"
         timed("baseline", train_step, data_path, QUICK_BASELINE, base_dir, TrainConfig(epochs=3, batch_size=64), off,

@@ -78,8 +78,7 @@ def deployed_model(quick: bool) -> tuple[Path, str]:
     except Exception:  # noqa: BLE001 - fall back to the quick model below
         pass
     from edgecompress.step import Lineage
-    from edgecompress.steps import train_step
-    from edgecompress.train import TrainConfig
+    from edgecompress.train import TrainConfig, train_step
 
     out = CACHE / ("drift-quick-model-smoke" if quick else "drift-quick-model")
     if (

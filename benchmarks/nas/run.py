@@ -112,8 +112,7 @@ def run(
         summarize,
     )
     from edgecompress.step import Lineage
-    from edgecompress.steps import train_step
-    from edgecompress.train import TrainConfig
+    from edgecompress.train import TrainConfig, train_step
 
     started = time.monotonic()
     machine = machine_info()

@@ -29,14 +29,14 @@ import numpy as np
 import onnx
 
 from benchmarks.common import CACHE, baseline_model, fashion_mnist_dataset_artifact, machine_info, write_json
-from edgecompress.autotune import AutotuneConfig, Criterion, autotune
 from edgecompress.data import load_dataset, load_digits, save_dataset
 from edgecompress.export import load_model_package, onnx_logits
-from edgecompress.quantize import QuantConfig, latency_on, quantize_model
+from edgecompress.measure import Measurement
+from edgecompress.quantize import QuantConfig, quantize_model
+from edgecompress.quantize.autotune import AutotuneConfig, Criterion, autotune
 from edgecompress.reports import figure_png, markdown_table
 from edgecompress.step import Lineage
-from edgecompress.steps import train_step
-from edgecompress.train import TrainConfig
+from edgecompress.train import TrainConfig, train_step
 
 HERE = Path(__file__).resolve().parent
 DEVICE = "rpi4-emulated"
@@ -86,7 +86,7 @@ def measure(
     path: Path, x: np.ndarray, y: np.ndarray, float_pred: np.ndarray | None, bench: dict[str, Any]
 ) -> dict[str, Any]:
     pred = onnx_logits(path, x).argmax(1)
-    lat = latency_on(path, DEVICE, bench)
+    lat = Measurement(DEVICE, None, bench["min_runs"], bench["min_duration_s"]).latency(path)
     return {
         "accuracy": float(np.mean(pred == y)),
         "top1_agreement": float(np.mean(pred == float_pred)) if float_pred is not None else 1.0,
@@ -130,9 +130,9 @@ def bench_model(
                 k: details[k] for k in ("torch_vs_onnx_top1_agreement", "torch_vs_onnx_max_abs_error")
             }
     t0 = time.monotonic()
-    cfg = AutotuneConfig(Criterion(0.003), "latency", DEVICE, calibration_samples=256, qat_epochs=1,
-                         qat_max_train_samples=qat_samples, bench_min_runs=bench["min_runs"],
-                         bench_min_duration_s=bench["min_duration_s"])  # fmt: skip
+    measurement = Measurement(DEVICE, None, bench["min_runs"], bench["min_duration_s"])
+    cfg = AutotuneConfig(Criterion(0.003), "latency", measurement, calibration_samples=256, qat_epochs=1,
+                         qat_max_train_samples=qat_samples)  # fmt: skip
     result = autotune(package.onnx_path, ds, cfg, module, workdir / f"{name}-autotune")
     pick_name = f"auto-tuner pick ({result['pick']})" + ("" if result["passed"] else " NOT PASSED")
     m = measure(Path(result["pick_path"]), x, y, float_pred, bench)

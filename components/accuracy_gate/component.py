@@ -2,7 +2,15 @@
 
 from kfp import dsl
 
+from edgecompress.gate import GateConfig
 from edgecompress.settings import component_image
+from edgecompress.step import Lineage
+
+# The settings of this component, one definition each (tests/test_parameter_surfaces.py checks them).
+SURFACES = (
+    GateConfig,
+    Lineage,
+)
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
@@ -17,25 +25,16 @@ def accuracy_gate(
     min_speedup: float = 1.0,
     registered_model_name: str = "edgecompress-model",
     pipeline_run_id: str = "",
-    pipeline_name: str = "edge-compression",
+    pipeline_name: str = "standalone",
     experiment: str = "edgecompress",
     track: bool = True,
 ) -> str:
     """Returns the verdict (`accepted` or `rejected`); a rejection is a result, not a task failure."""
+    from edgecompress.gate import GateConfig, gate_step
+    from edgecompress.params import build
     from edgecompress.step import Lineage
-    from edgecompress.steps import gate_step
 
-    out = gate_step(
-        parent_evaluation.path,
-        child_evaluation.path,
-        parent_benchmark.path,
-        child_benchmark.path,
-        max_accuracy_drop,
-        registered_model_name,
-        results.path,
-        report.path,
-        min_speedup,
-        Lineage(pipeline_run_id, pipeline_name, experiment, track),
-    )
+    out = gate_step(parent_evaluation.path, child_evaluation.path, parent_benchmark.path, child_benchmark.path,
+                    build(GateConfig, locals()), results.path, report.path, build(Lineage, locals()))  # fmt: skip
     results.metadata["verdict"] = out["verdict"]
     return out["verdict"]

@@ -2,7 +2,15 @@
 
 from kfp import dsl
 
+from edgecompress.evaluate import EvaluateConfig
 from edgecompress.settings import component_image
+from edgecompress.step import Lineage
+
+# The settings of this component, one definition each (tests/test_parameter_surfaces.py checks them).
+SURFACES = (
+    EvaluateConfig,
+    Lineage,
+)
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
@@ -15,22 +23,17 @@ def evaluate(
     report: dsl.Output[dsl.HTML],
     split: str = "test",
     pipeline_run_id: str = "",
-    pipeline_name: str = "edge-compression",
+    pipeline_name: str = "standalone",
     experiment: str = "edgecompress",
     track: bool = True,
 ):
     """`results` is the full JSON (read by the accuracy gate); `metrics` and `report` are for the KFP UI."""
+    from edgecompress.evaluate import EvaluateConfig, evaluate_step
+    from edgecompress.params import build
     from edgecompress.step import Lineage
-    from edgecompress.steps import evaluate_step
 
-    out = evaluate_step(
-        model.path,
-        dataset.path,
-        results.path,
-        report.path,
-        split,
-        Lineage(pipeline_run_id, pipeline_name, experiment, track),
-    )
+    split = build(EvaluateConfig, locals()).split
+    out = evaluate_step(model.path, dataset.path, results.path, report.path, split, build(Lineage, locals()))
     metrics.log_metric("accuracy", out["accuracy"])
     for key in ("params", "macs", "onnx_bytes", "gzip_bytes"):
         metrics.log_metric(key, out["stats"][key])

@@ -2,7 +2,15 @@
 
 from kfp import dsl
 
+from edgecompress.data import DatasetSource
 from edgecompress.settings import component_image
+from edgecompress.step import Lineage
+
+# The settings of this component, one definition each (tests/test_parameter_surfaces.py checks them).
+SURFACES = (
+    DatasetSource,
+    Lineage,
+)
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
@@ -11,17 +19,18 @@ def load_dataset(
     source: str = "digits",
     seed: int = 0,
     pipeline_run_id: str = "",
-    pipeline_name: str = "edge-compression",
+    pipeline_name: str = "standalone",
     experiment: str = "edgecompress",
     track: bool = True,
 ):
     """Load `digits`, `fashion-mnist`, a `.npz` path or an `s3://` URI into a Dataset artifact."""
+    from edgecompress.data import DatasetSource
+    from edgecompress.params import build
     from edgecompress.step import Lineage
-    from edgecompress.steps import load_dataset_step
+    from edgecompress.train import load_dataset_step
 
-    meta = load_dataset_step(
-        source, dataset.path, seed, Lineage(pipeline_run_id, pipeline_name, experiment, track)
-    )
+    src = build(DatasetSource, locals())
+    meta = load_dataset_step(src.source, dataset.path, src.seed, build(Lineage, locals()))
     dataset.metadata.update(
         {k: meta[k] for k in ("name", "source", "input_shape", "num_classes", "splits", "sha256")}
     )

@@ -3,6 +3,16 @@
 from kfp import dsl
 
 from edgecompress.settings import component_image
+from edgecompress.step import Lineage
+from edgecompress.train import TrainConfig
+from edgecompress.zoo import ModelChoice
+
+# The settings of this component, one definition each (tests/test_parameter_surfaces.py checks them).
+SURFACES = (
+    ModelChoice,
+    TrainConfig,
+    Lineage,
+)
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
@@ -10,35 +20,27 @@ def train(
     dataset: dsl.Input[dsl.Dataset],
     model: dsl.Output[dsl.Model],
     model_spec: str = "cnn",
-    epochs: int = 5,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-    weight_decay: float = 1e-4,
-    augment: bool = False,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 0.003,
+    weight_decay: float = 0.0001,
     seed: int = 0,
+    augment: bool = False,
+    label_smoothing: float = 0.0,
+    max_train_samples: int = 0,
     pipeline_run_id: str = "",
-    pipeline_name: str = "edge-compression",
+    pipeline_name: str = "standalone",
     experiment: str = "edgecompress",
     track: bool = True,
 ):
-    """`model_spec`: a zoo family (mlp, lenet5, cnn, mobilenet), `package.module:factory`, or a JSON spec."""
+    """`model_spec`: a zoo family (mlp, lenet5, cnn, mobilenet), `package.module:factory`, or a JSON spec.
+    `max_train_samples` 0 trains on the whole training split."""
+    from edgecompress.components import stamp_model
+    from edgecompress.params import build
     from edgecompress.step import Lineage
-    from edgecompress.steps import train_step
-    from edgecompress.train import TrainConfig
+    from edgecompress.train import TrainConfig, train_step
+    from edgecompress.zoo import ModelChoice
 
-    config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, seed=seed
-    )
-    info = train_step(
-        dataset.path,
-        model_spec,
-        model.path,
-        config,
-        Lineage(pipeline_run_id, pipeline_name, experiment, track),
-        progress=False,
-    )
-    model.metadata.update(
-        {k: info.get(k) for k in ("technique", "params", "onnx_bytes", "onnx_sha256", "dataset_sha256")}
-    )
-    model.metadata["mlflow_model_id"] = info.get("mlflow_model_id") or ""
-    model.metadata["parent_model_id"] = ""
+    info = train_step(dataset.path, build(ModelChoice, locals()).model_spec, model.path,
+                      build(TrainConfig, locals()), build(Lineage, locals()), progress=False)  # fmt: skip
+    stamp_model(model, info)

@@ -31,6 +31,16 @@ BUILTIN_DATASETS = ("digits", "fashion-mnist")
 
 
 @dataclass
+class DatasetSource:
+    """Where a Dataset artifact comes from, and the seed of its train/val/test split."""
+
+    source: str = field(
+        default="digits", metadata={"help": "digits, fashion-mnist, a .npz path or an s3:// URI"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the stratified train/val/test split"})
+
+
+@dataclass
 class Dataset:
     """Images as uint8 (scaled to [0, 1] floats on use) or float32, labels as int64."""
 

@@ -18,18 +18,50 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecompress import lineage
 from edgecompress.errors import BenchmarkError
+from edgecompress.export import load_model_package
 from edgecompress.farm import device as device_facts
-from edgecompress.farm.devices import EMULATED, emulated_device_class, parse_device_classes
+from edgecompress.farm.devices import (
+    DEFAULT_DEVICE_CLASSES,
+    EMULATED,
+    emulated_device_class,
+    parse_device_classes,
+)
 from edgecompress.farm.runner import BenchmarkSettings, run_isolated
+from edgecompress.io import write_json, write_text
+from edgecompress.measure import Measurement
+from edgecompress.reports import html_page, html_table, latency_png, png_img_tag
+from edgecompress.step import Lineage
 
 log = logging.getLogger(__name__)
 
 NODE_MODE = "node"
 DEFAULT_MEMORY_LIMIT_BYTES = 4 * 1024**3
+
+
+@dataclass
+class EdgeBenchmarkConfig:
+    """Which device classes a model is benchmarked on, and how long."""
+
+    device_classes: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DEVICE_CLASSES),
+        metadata={"help": "device classes, comma-separated"},
+    )
+    measurement: Measurement = field(
+        default_factory=Measurement, metadata={"flatten": True, "exclude": ("device_class",)}
+    )
+    bench_warmup_runs: int = field(
+        default=BenchmarkSettings.warmup_runs, metadata={"help": "untimed runs before timing"}
+    )
+    timeout_s: float = field(default=600.0, metadata={"help": "give up on a device class after this long"})
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.measurement.settings(), "warmup_runs": self.bench_warmup_runs}
 
 
 def benchmark_locally(
@@ -165,3 +197,73 @@ def edge_benchmark(
         return benchmark_on_farm(
             farm.url, Path(model_path), classes, settings or {}, timeout_s=timeout_s, token=farm.client_token
         )
+
+
+# --- the edge-benchmark step ----------------------------------------------------------------------
+
+
+def edge_benchmark_step(
+    model_dir: Path,
+    config: EdgeBenchmarkConfig,
+    results_path: Path,
+    report_path: Path | None = None,
+    lineage_ctx: Lineage | None = None,
+) -> dict[str, Any]:
+    ctx = lineage_ctx or Lineage()
+    classes = parse_device_classes(config.device_classes)
+    farm_url = config.measurement.farm_url
+    ctx.check()
+    package = load_model_package(Path(model_dir))
+    model_id = package.info.get("mlflow_model_id")
+    with ctx.task(
+        "edge-benchmark", {"model_id": model_id, "device_classes": classes, "farm_url": farm_url or "local"}
+    ):
+        results = edge_benchmark(package.onnx_path, classes, config.settings(), farm_url, config.timeout_s)
+        out = {"model": package.info, "results": results}
+        if report_path is not None:
+            write_text(Path(report_path), benchmark_report(out))
+        write_json(Path(results_path), out)
+        if ctx.enabled and model_id:
+            lineage.log_benchmarks(model_id, results)
+    return out
+
+
+def benchmark_report(out: dict[str, Any]) -> str:
+    results = out["results"]
+    rows = [
+        [
+            cls,
+            "emulated" if r.get("emulated") else "real",
+            r.get("provider_used"),
+            r["latency_ms"]["p50"],
+            r["latency_ms"]["p90"],
+            r["latency_ms"]["p99"],
+            r["runs"],
+            r["load_ms"],
+            r["peak_rss_bytes"],
+        ]
+        for cls, r in results.items()
+    ]
+    table = html_table(
+        [
+            "device class",
+            "device",
+            "provider",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "runs",
+            "load ms",
+            "peak RSS bytes",
+        ],
+        rows,
+    )
+    plot = png_img_tag(
+        latency_png({c: r["samples_ms"] for c, r in results.items()}, "latency per device class"),
+        "latency distribution",
+    )
+    note = "<p>Emulated device classes run on this machine with the class's thread cap and CPU affinity; they are not real board figures.</p>"
+    return html_page(
+        f"Edge benchmark: {out['model'].get('technique')} model",
+        [("Results", table + note), ("Latency", plot)],
+    )

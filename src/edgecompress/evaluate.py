@@ -15,12 +15,23 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from edgecompress.data import Dataset
+from edgecompress import lineage
+from edgecompress.data import Dataset, load_dataset
 from edgecompress.errors import ModelError
-from edgecompress.export import ModelPackage, check_onnx_fits, onnx_logits, validate_onnx
+from edgecompress.export import ModelPackage, check_onnx_fits, load_model_package, onnx_logits, validate_onnx
 from edgecompress.farm.runner import BenchmarkSettings, run_isolated
+from edgecompress.io import write_json, write_text
+from edgecompress.reports import confusion_matrix_png, html_page, html_table, png_img_tag
+from edgecompress.step import Lineage
 
 _QUANT_AUX = ("scale", "zero_point")
+
+
+@dataclass
+class EvaluateConfig:
+    split: str = field(
+        default="test", metadata={"help": "the split evaluated", "choices": ("train", "val", "test")}
+    )
 
 
 @dataclass
@@ -176,4 +187,65 @@ def evaluate_model(
         list(dataset.class_names),
         model_stats(package.onnx_path),
         latency,
+    )
+
+
+# --- the evaluate step ----------------------------------------------------------------------------
+
+
+def evaluate_step(
+    model_dir: Path,
+    dataset_path: Path,
+    results_path: Path,
+    report_path: Path | None = None,
+    split: str = "test",
+    lineage_ctx: Lineage | None = None,
+) -> dict[str, Any]:
+    ctx = lineage_ctx or Lineage()
+    ctx.check()
+    package = load_model_package(Path(model_dir))
+    dataset = load_dataset(Path(dataset_path))
+    model_id = package.info.get("mlflow_model_id")
+    with ctx.task(
+        "evaluate", {"model_id": model_id, "split": split, "technique": package.info.get("technique")}
+    ):
+        evaluation = evaluate_model(package, dataset, split)
+        result = {"model": package.info, **evaluation.as_dict()}
+        if report_path is not None:
+            write_text(Path(report_path), evaluation_report(result))
+        write_json(Path(results_path), result)
+        if ctx.enabled and model_id:
+            stats = evaluation.stats.as_dict()
+            lineage.log_model_metrics(model_id, {
+                f"{split}_accuracy": evaluation.accuracy, "params": stats["params"], "macs": stats["macs"],
+                "onnx_bytes": stats["onnx_bytes"], "gzip_bytes": stats["gzip_bytes"], "sparsity": stats["sparsity"],
+                "latency_1thread_p50_ms": evaluation.latency_ms.get("p50", float("nan")),
+            })  # fmt: skip
+    return result
+
+
+def evaluation_report(result: dict[str, Any]) -> str:
+    stats = result["stats"]
+    title = f"Evaluation: {result['model'].get('technique')} model on {result['split']} ({result['samples']} samples)"
+    summary = html_table(
+        ["accuracy", "params", "MACs", "ONNX bytes", "gzip bytes", "p50 ms (1 thread)", "p90 ms"],
+        [
+            [
+                result["accuracy"],
+                stats["params"],
+                stats["macs"],
+                stats["onnx_bytes"],
+                stats["gzip_bytes"],
+                result["latency_ms"].get("p50", float("nan")),
+                result["latency_ms"].get("p90", float("nan")),
+            ]
+        ],
+    )
+    per_class = html_table(["class", "accuracy"], list(result["per_class_accuracy"].items()))
+    cm = png_img_tag(
+        confusion_matrix_png(result["confusion_matrix"], result["class_names"], "confusion matrix"),
+        "confusion matrix",
+    )
+    return html_page(
+        title, [("Summary", summary), ("Confusion matrix", cm), ("Per-class accuracy", per_class)]
     )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,10 @@ INHERITED_KEYS = ("spec", "input_shape", "num_classes", "class_names", "dataset_
 class Lineage:
     """Where a step records lineage. An empty `pipeline_run_id` makes a standalone run."""
 
-    pipeline_run_id: str = ""
-    pipeline_name: str = "standalone"
-    experiment: str = lineage.DEFAULT_EXPERIMENT
-    enabled: bool = True
+    pipeline_run_id: str = field(default="", metadata={"help": "the pipeline run this step belongs to"})
+    pipeline_name: str = field(default="standalone", metadata={"help": "the pipeline's name in MLflow"})
+    experiment: str = field(default=lineage.DEFAULT_EXPERIMENT, metadata={"help": "MLflow experiment"})
+    enabled: bool = field(default=True, metadata={"flat_name": "track", "help": "record lineage in MLflow"})
 
     def __post_init__(self) -> None:
         if not self.pipeline_run_id:
@@ -125,3 +126,47 @@ def log_child(
     )  # fmt: skip
     package.record_model_id(model_id)
     return model_id
+
+
+@dataclass
+class Child:
+    """What a torch technique makes from its parent: the new module, what model.json should say
+    about how it was made, and the metrics logged on the child model."""
+
+    module: Any
+    info: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def run_torch_step(
+    technique: str,
+    config: Any,
+    model_dir: Path,
+    dataset_path: Path,
+    output_dir: Path,
+    transform: Callable[[Any, Dataset], Child],
+    lineage_ctx: Lineage | None = None,
+) -> ModelPackage:
+    """The step of a technique that turns a torch parent into a torch child: validate the config ->
+    load the dataset and the parent -> check tracking -> `transform` -> export + parity check ->
+    atomic save -> log the child with its parent, dataset and parameters -> record its id."""
+    from edgecompress.data import load_dataset
+    from edgecompress.params import flat_values
+
+    ctx = lineage_ctx or Lineage()
+    config.validate()
+    dataset = load_dataset(Path(dataset_path))
+    parent, module = load_parent(Path(model_dir), dataset, f"model to {technique}")
+    ctx.check()
+    params = {"technique": technique, **{f"{technique}.{k}": v for k, v in flat_values(config).items()}}
+    with ctx.task(technique, params):
+        child = transform(module, dataset)
+        info = {
+            **inherited_info(parent.info),
+            "technique": technique,
+            "parent_model_id": parent.info.get("mlflow_model_id"),
+            **child.info,
+        }
+        package = save_torch_child(child.module, dataset, Path(output_dir), info)
+        log_child(package, f"{dataset.name}-{technique}", technique, dataset, params, child.metrics, ctx)
+    return package

@@ -6,19 +6,24 @@ same loop (data order, schedule, progress bar, history) instead of each writing 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgecompress.data import Dataset
+from edgecompress import lineage
+from edgecompress.data import Dataset, load_dataset, load_source, save_dataset
 from edgecompress.errors import ConfigError
 from edgecompress.progress import progress_bar
+from edgecompress.step import Lineage, log_child, save_torch_child
+from edgecompress.zoo import build_model, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +33,19 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    augment: bool = False  # random horizontal flips and 2-pixel shifts (off for digits: flips change them)
-    label_smoothing: float = 0.0
-    max_train_samples: int | None = None
+    epochs: int = field(default=10, metadata={"help": "training epochs"})
+    batch_size: int = field(default=64, metadata={"help": "batch size"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, one-cycle)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    seed: int = field(default=0, metadata={"help": "seed of the initial weights and the batch order"})
+    augment: bool = field(
+        default=False,
+        metadata={"help": "random flips and 2-pixel shifts (off for digits: flips change them)"},
+    )
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the loss"})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "train on at most this many samples (0: all)"}
+    )
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -151,3 +161,54 @@ def fit(
                 on_epoch_end(epoch + 1, val_acc)
     model.eval()
     return history
+
+
+# --- the dataset and train steps --------------------------------------------------------------
+
+
+def load_dataset_step(
+    source: str, output_path: Path, seed: int = 0, lineage_ctx: Lineage | None = None
+) -> dict[str, Any]:
+    ctx = lineage_ctx or Lineage()
+    ctx.check()
+    dataset = load_source(source, seed=seed)
+    meta = save_dataset(dataset, Path(output_path))
+    with ctx.task("load-dataset", {"source": source, "seed": seed}):
+        if ctx.enabled:
+            lineage.log_dataset(meta, context="source")
+    return meta
+
+
+def train_step(
+    dataset_path: Path,
+    model_spec: str | dict[str, Any],
+    output_dir: Path,
+    config: TrainConfig,
+    lineage_ctx: Lineage | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    ctx = lineage_ctx or Lineage()
+    spec = parse_spec(model_spec)
+    config.validate()
+    ctx.check()
+    dataset = load_dataset(Path(dataset_path))
+    model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
+    params = {"model_spec": json.dumps(spec), **{f"train.{k}": v for k, v in asdict(config).items()}}
+    with ctx.task("train", params):
+        history = fit(model, dataset, config, description="train", progress=progress)
+        info = {
+            "spec": spec, "technique": "train", "input_shape": list(dataset.input_shape),
+            "num_classes": dataset.num_classes, "class_names": dataset.class_names, "dataset_sha256": dataset.digest,
+            "dataset_name": dataset.name, "parent_model_id": None, "train_config": asdict(config),
+            "history": history.as_dict(),
+        }  # fmt: skip
+        package = save_torch_child(model, dataset, Path(output_dir), info)
+        if ctx.enabled:
+            lineage.log_dataset(dataset.metadata(), context="training")
+            stored = lineage.log_dataset_artifact(Path(dataset_path), dataset.metadata())
+            log_child(
+                package, f"{dataset.name}-{spec.get('family') or 'user'}", "train", dataset, params,
+                {"val_accuracy": history.final_val_accuracy, "export_max_abs_error": package.info["export_parity"]["max_abs_error"]},
+                ctx, dataset_info={**dataset.metadata(), "uri": stored},
+            )  # fmt: skip
+    return package.info

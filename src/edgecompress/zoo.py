@@ -11,6 +11,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,17 @@ import torch
 from torch import nn
 
 from edgecompress.errors import ConfigError, ModelError
+
+
+@dataclass
+class ModelChoice:
+    """Which model to build."""
+
+    model_spec: str = field(
+        default="cnn",
+        metadata={"help": "zoo family (mlp, lenet5, cnn, mobilenet), package.module:factory, or a JSON spec"},
+    )
+
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),

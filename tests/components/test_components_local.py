@@ -61,7 +61,11 @@ def component_chain() -> _Outputs:
         evals.append(evaluate(model=model, dataset=data.outputs["dataset"], **lineage))
         benches.append(
             edge_benchmark(
-                model=model, device_classes=["rpi4-emulated"], min_runs=50, min_duration_s=0.2, **lineage
+                model=model,
+                device_classes=["rpi4-emulated"],
+                bench_min_runs=50,
+                bench_min_duration_s=0.2,
+                **lineage,
             )
         )
     gate = accuracy_gate(

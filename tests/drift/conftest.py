@@ -51,8 +51,7 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
     from edgecompress import lineage
     from edgecompress.data import save_dataset
     from edgecompress.step import Lineage
-    from edgecompress.steps import train_step
-    from edgecompress.train import TrainConfig
+    from edgecompress.train import TrainConfig, train_step
 
     tmp = tmp_path_factory.mktemp("drift-store")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"

@@ -61,7 +61,7 @@ def test_drift_retrain_runs_the_pipeline_and_promotes(store, digits_batches, run
         "drift", str(digits_batches["noisy"]), "--model", "models:/digits-drift/1", "--retrain",
         "--epochs", "1", "--permutations", "50", "--device-classes", "rpi4-emulated",
         "--param", "bench_min_runs=20", "--param", "bench_min_duration_s=0.05", "--param", "max_accuracy_drop=0.5",
-        "--param", "min_speedup=0.0", "--param", "calibration_samples=64",
+        "--param", "min_speedup=0.0", "--param", "quantize_calibration_samples=64",
         "--output-dir", str(tmp_path / "drift"), "--run-dir", str(tmp_path / "runs"), timeout=1200,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]

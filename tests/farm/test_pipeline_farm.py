@@ -10,18 +10,22 @@ from tests.farm.conftest import TINY
 
 def test_edge_benchmark_step_runs_through_a_local_farm(tiny_model: Path, tmp_path: Path) -> None:
     """The step the edge_benchmark component calls, with no farm URL (a bare .onnx Model artifact)."""
+    from edgecompress.edge import EdgeBenchmarkConfig, edge_benchmark_step
     from edgecompress.io import sha256_file
+    from edgecompress.measure import Measurement
     from edgecompress.step import Lineage
-    from edgecompress.steps import edge_benchmark_step
 
+    config = EdgeBenchmarkConfig(
+        DEFAULT_DEVICE_CLASSES,
+        Measurement(bench_min_runs=TINY["min_runs"], bench_min_duration_s=TINY["min_duration_s"]),
+        bench_warmup_runs=TINY["warmup_runs"],
+        timeout_s=120,
+    )
     out = edge_benchmark_step(
         tiny_model,
-        DEFAULT_DEVICE_CLASSES,
+        config,
         tmp_path / "bench.json",
         tmp_path / "report.html",
-        farm_url=None,
-        settings=TINY,
-        timeout_s=120,
         lineage_ctx=Lineage(enabled=False),
     )
     assert set(out["results"]) == set(DEFAULT_DEVICE_CLASSES)

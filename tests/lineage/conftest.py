@@ -132,16 +132,13 @@ def server_env(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> 
 def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgecompress") -> dict:
     """The edge-compression chain through the real steps (in-process): train → quantize → evaluate
     both → benchmark both → gate; returns the step results."""
-    from edgecompress.quantize import StaticQuantConfig
+    from edgecompress.edge import EdgeBenchmarkConfig, edge_benchmark_step
+    from edgecompress.evaluate import evaluate_step
+    from edgecompress.gate import GateConfig, gate_step
+    from edgecompress.measure import Measurement
+    from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.step import Lineage
-    from edgecompress.steps import (
-        edge_benchmark_step,
-        evaluate_step,
-        gate_step,
-        quantize_step,
-        train_step,
-    )
-    from edgecompress.train import TrainConfig
+    from edgecompress.train import TrainConfig, train_step
 
     ctx = Lineage(
         pipeline_run_id=f"test-{time.time_ns()}", pipeline_name="edge-compression", experiment=experiment
@@ -157,25 +154,17 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
     quantize_step(
         workdir / "parent", digits_artifact, workdir / "child", StaticQuantConfig(calibration_samples=64), ctx
     )
-    settings = {"min_runs": 20, "min_duration_s": 0.05}
+    bench = EdgeBenchmarkConfig(["rpi4-emulated"], Measurement(bench_min_runs=20, bench_min_duration_s=0.05))
     for role in ("parent", "child"):
         evaluate_step(workdir / role, digits_artifact, workdir / f"{role}-eval.json", lineage_ctx=ctx)
-        edge_benchmark_step(
-            workdir / role,
-            ["rpi4-emulated"],
-            workdir / f"{role}-bench.json",
-            settings=settings,
-            lineage_ctx=ctx,
-        )
+        edge_benchmark_step(workdir / role, bench, workdir / f"{role}-bench.json", lineage_ctx=ctx)
     gate = gate_step(
         workdir / "parent-eval.json",
         workdir / "child-eval.json",
         workdir / "parent-bench.json",
         workdir / "child-bench.json",
-        max_accuracy_drop=0.5,
-        registered_model_name="digits-small",
+        GateConfig(max_accuracy_drop=0.5, min_speedup=0.0, registered_model_name="digits-small"),
         results_path=workdir / "gate.json",
-        min_speedup=0.0,
         lineage_ctx=ctx,
     )
     return {"gate": gate, "workdir": workdir}

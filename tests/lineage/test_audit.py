@@ -65,9 +65,8 @@ def test_broken_chain_is_found(embedded, digits_artifact, tmp_path):
     """A model whose parent was deleted: the audit lists it and `lineage` marks the break."""
     import shutil
 
-    from edgecompress.quantize import StaticQuantConfig
+    from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.step import Lineage
-    from edgecompress.steps import quantize_step
 
     ctx = Lineage(experiment="broken-chain")
     ctx.check()

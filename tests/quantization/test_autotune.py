@@ -4,13 +4,14 @@ import json
 
 import mlflow
 
-from edgecompress.autotune import AutotuneConfig, Criterion
 from edgecompress.cli import main
 from edgecompress.export import load_model_package
+from edgecompress.measure import Measurement
+from edgecompress.quantize import autotune_step
+from edgecompress.quantize.autotune import AutotuneConfig, Criterion
 from edgecompress.step import Lineage
-from edgecompress.steps import autotune_step
 
-FAST = {"bench_min_runs": 30, "bench_min_duration_s": 0.05}
+FAST = {"measurement": Measurement(bench_min_runs=30, bench_min_duration_s=0.05)}
 
 
 def test_no_trial_faster_than_demanded_is_never_a_success(trained_model, digits_artifact, tmp_path):
@@ -85,8 +86,8 @@ def test_cli_autotune_exits_1_when_nothing_passes(trained_model, digits_artifact
             str(tmp_path / "r.json"),
             "--min-gain",
             "1000",
-            "--no-qat",
-            "--no-mixed",
+            "--no-include-qat",
+            "--no-include-mixed",
             "--calibration-samples",
             "16",
             "--bench-min-runs",

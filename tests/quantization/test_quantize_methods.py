@@ -7,11 +7,11 @@ import pytest
 
 from edgecompress.data import load_dataset
 from edgecompress.export import load_model_package, onnx_logits
-from edgecompress.quantize import QuantConfig, cpu_needs_reduce_range, quantize_model
+from edgecompress.measure import Measurement
+from edgecompress.quantize import QuantConfig, cpu_needs_reduce_range, quantize_model, quantize_step
 from edgecompress.step import Lineage
-from edgecompress.steps import quantize_step
 
-FAST_BENCH = {"min_runs": 30, "min_duration_s": 0.05, "warmup_runs": 5}
+FAST_BENCH = Measurement("rpi4-emulated", bench_min_runs=30, bench_min_duration_s=0.05)
 
 
 def _ops(path):
@@ -33,7 +33,6 @@ def test_static_qdq_is_checked_against_parent_including_latency(trained_model, d
         tmp_path / "q",
         QuantConfig(calibration_samples=64),
         Lineage(enabled=False),
-        "rpi4-emulated",
         FAST_BENCH,
     )
     check = info["parent_agreement"]
@@ -74,7 +73,7 @@ def test_static_qdq_is_checked_against_parent_including_latency(trained_model, d
     ids=["qoperator-per-tensor-entropy", "qdq-s8s8-percentile", "dynamic"],
 )
 def test_ptq_variants(trained_model, digits_artifact, config, expected_ops, tmp_path):
-    info = quantize_step(trained_model, digits_artifact, tmp_path / "q", config, Lineage(enabled=False), None)
+    info = quantize_step(trained_model, digits_artifact, tmp_path / "q", config, Lineage(enabled=False))
     assert expected_ops <= _ops(tmp_path / "q" / "model.onnx")
     assert info["quant_config"]["method"] == config.method
     assert info["parent_agreement"]["top1_agreement"] > 0.85
@@ -87,7 +86,6 @@ def test_fp16_halves_weights_and_keeps_float32_io(trained_model, digits_artifact
         tmp_path / "h",
         QuantConfig(method="fp16"),
         Lineage(enabled=False),
-        None,
     )
     proto = onnx.load(str(tmp_path / "h" / "model.onnx"))
     big = [i for i in proto.graph.initializer if np.prod(i.dims) > 16]

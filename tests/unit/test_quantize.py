@@ -5,9 +5,8 @@ from onnx import numpy_helper
 from edgecompress.data import load_dataset
 from edgecompress.errors import ConfigError
 from edgecompress.export import load_model_package
-from edgecompress.quantize import StaticQuantConfig, calibration_sample, quantize_static
+from edgecompress.quantize import StaticQuantConfig, calibration_sample, quantize_static, quantize_step
 from edgecompress.step import Lineage
-from edgecompress.steps import quantize_step
 
 
 def test_static_int8_is_qdq_smaller_and_agrees(trained_model, digits_artifact, tmp_path):

@@ -8,8 +8,7 @@ import torch
 
 from edgecompress.export import load_model_package
 from edgecompress.step import Lineage
-from edgecompress.steps import train_step
-from edgecompress.train import TrainConfig
+from edgecompress.train import TrainConfig, train_step
 from edgecompress.zoo import build_model
 
 SPEC = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}

@@ -16,10 +16,10 @@ from edgecompress.cli.cluster import (
 from edgecompress.errors import ConfigError
 
 
-def _pipeline_defaults() -> dict:
+def _pipeline_defaults(chain: list[str]) -> dict:
     from edgecompress.pipelines.edge_compression import build_pipeline
 
-    fn = build_pipeline().pipeline_func
+    fn = build_pipeline(chain).pipeline_func
     return {k: v.default for k, v in inspect.signature(fn).parameters.items()}
 
 
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="any other pipeline parameter, e.g. --param calibration_samples=512 (repeatable)",
+        help="any other pipeline parameter, e.g. --param quantize_calibration_samples=512 (repeatable)",
     )
     run.add_argument(
         "--output-dir",
@@ -116,8 +116,8 @@ def _parse_params(pairs: list[str], defaults: dict) -> dict:
 def cmd_run(args: argparse.Namespace) -> int:
     from edgecompress.pipelines.local import run_edge_compression
 
-    defaults = _pipeline_defaults()
     chain = [s.strip() for s in args.chain.split(",") if s.strip()]
+    defaults = _pipeline_defaults(chain)
     model_name = args.model if ":" not in args.model and not args.model.startswith("{") else "custom"
     arguments = {
         "dataset": args.dataset, "model": args.model, "device_classes": [c.strip() for c in args.device_classes.split(",") if c.strip()],

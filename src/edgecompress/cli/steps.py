@@ -7,16 +7,22 @@ import argparse
 import json
 from pathlib import Path
 
+from edgecompress.data import DatasetSource
+from edgecompress.edge import EdgeBenchmarkConfig
+from edgecompress.evaluate import EvaluateConfig
+from edgecompress.params import add_options, from_args
 from edgecompress.step import Lineage
+from edgecompress.train import TrainConfig
+from edgecompress.zoo import ModelChoice
 
 
 def _lineage(args: argparse.Namespace) -> Lineage:
-    return Lineage(experiment=args.experiment, enabled=not args.no_track)
+    return from_args(Lineage, args)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", default="edgecompress", help="MLflow experiment")
-    p.add_argument("--no-track", action="store_true", help="do not record lineage in MLflow")
+    """--experiment and --track/--no-track: a standalone run has no pipeline run id or name."""
+    add_options(p, Lineage, exclude=("pipeline_run_id", "pipeline_name"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,17 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a Dataset artifact (.npz) from a source",
         description="Resolve digits, fashion-mnist, a .npz path or an s3:// URI into a Dataset artifact.",
     )
-    p.add_argument("source")
+    p.add_argument("source", help="digits, fashion-mnist, a .npz path or an s3:// URI")
+    add_options(p, DatasetSource, exclude=("source",))
     p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
     _common(p)
-    p.set_defaults(
-        func=lambda a: _print(
-            __import__("edgecompress.steps", fromlist=["x"]).load_dataset_step(
-                a.source, a.output, a.seed, _lineage(a)
-            )
-        )
-    )
+    p.set_defaults(func=cmd_dataset)
 
     p = sub.add_parser(
         "train", help="train a model and export it to ONNX", description="Train a zoo or user model."
@@ -43,13 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dataset", type=Path, required=True, help="Dataset artifact (.npz from `edgecompress dataset`)"
     )
-    p.add_argument("--model", default="cnn", help="zoo family, module:factory, or JSON spec")
+    add_options(p, ModelChoice)
     p.add_argument("--output", type=Path, required=True, help="Model artifact directory to write")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--augment", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, TrainConfig)
     _common(p)
     p.set_defaults(func=cmd_train)
 
@@ -60,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--dataset", type=Path, required=True)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    add_options(p, EvaluateConfig)
     p.add_argument("--output", type=Path, required=True, help="results JSON")
     p.add_argument("--report", type=Path, help="HTML report")
     _common(p)
@@ -72,10 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Edge-benchmark a Model artifact (or a bare .onnx file).",
     )
     p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--device-classes", default="rpi4-emulated")
-    p.add_argument("--farm-url", default=None)
-    p.add_argument("--min-runs", type=int, default=200)
-    p.add_argument("--min-duration-s", type=float, default=1.0)
+    add_options(p, EdgeBenchmarkConfig)
     p.add_argument("--output", type=Path, required=True, help="results JSON")
     p.add_argument("--report", type=Path, help="HTML report")
     _common(p)
@@ -87,31 +80,35 @@ def _print(data) -> int:
     return 0
 
 
-def cmd_train(a: argparse.Namespace) -> int:
-    from edgecompress.steps import train_step
-    from edgecompress.train import TrainConfig
+def cmd_dataset(a: argparse.Namespace) -> int:
+    from edgecompress.train import load_dataset_step
 
-    cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, augment=a.augment, seed=a.seed)
-    info = train_step(a.dataset, a.model, a.output, cfg, _lineage(a))
+    src = from_args(DatasetSource, a)
+    return _print(load_dataset_step(src.source, a.output, src.seed, _lineage(a)))
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from edgecompress.train import train_step
+
+    spec = from_args(ModelChoice, a).model_spec
+    info = train_step(a.dataset, spec, a.output, from_args(TrainConfig, a), _lineage(a))
     return _print(
         {k: info.get(k) for k in ("technique", "params", "onnx_bytes", "mlflow_model_id", "history")}
     )
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from edgecompress.steps import evaluate_step
+    from edgecompress.evaluate import evaluate_step
 
-    out = evaluate_step(a.model, a.dataset, a.output, a.report, a.split, _lineage(a))
+    split = from_args(EvaluateConfig, a).split
+    out = evaluate_step(a.model, a.dataset, a.output, a.report, split, _lineage(a))
     return _print({k: out[k] for k in ("accuracy", "samples", "stats", "latency_ms")})
 
 
 def cmd_benchmark(a: argparse.Namespace) -> int:
-    from edgecompress.steps import edge_benchmark_step
+    from edgecompress.edge import edge_benchmark_step
 
-    settings = {"min_runs": a.min_runs, "min_duration_s": a.min_duration_s}
-    out = edge_benchmark_step(
-        a.model, a.device_classes, a.output, a.report, a.farm_url, settings, lineage_ctx=_lineage(a)
-    )
+    out = edge_benchmark_step(a.model, from_args(EdgeBenchmarkConfig, a), a.output, a.report, _lineage(a))
     return _print(
         {c: {"emulated": r["emulated"], "latency_ms": r["latency_ms"]} for c, r in out["results"].items()}
     )

@@ -36,6 +36,8 @@ EMULATED = {
     ),
 }  # fmt: skip
 DEFAULT_DEVICE_CLASSES = ["rpi4-emulated", "jetson-orin-nano-emulated"]
+# Where a single latency check runs unless told otherwise (quantize, autotune, prune budgets, NAS).
+DEFAULT_DEVICE_CLASS = DEFAULT_DEVICE_CLASSES[0]
 
 
 def emulated_device_class(name: str) -> DeviceClass:

@@ -27,7 +27,8 @@ from torch import nn
 from edgecompress.data import Dataset
 from edgecompress.errors import ModelError
 from edgecompress.export import export_onnx, onnx_logits
-from edgecompress.quantize import QuantConfig, calibration_sample
+from edgecompress.quantize.config import QuantConfig
+from edgecompress.quantize.ptq import calibration_sample
 from edgecompress.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)

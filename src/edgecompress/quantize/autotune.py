@@ -22,7 +22,11 @@ import onnx
 
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, EdgeCompressError
-from edgecompress.quantize import QuantConfig, check_against_parent, latency_on, quantize_model
+from edgecompress.measure import Measurement
+from edgecompress.quantize.check import check_against_parent
+from edgecompress.quantize.config import QuantConfig
+from edgecompress.quantize.methods import quantize_model
+from edgecompress.quantize.mixed import probe_accuracy
 from edgecompress.reports import figure_png, html_page, html_table, markdown_table, png_img_tag
 
 log = logging.getLogger(__name__)
@@ -34,8 +38,10 @@ OBJECTIVES = ("latency", "size")
 class Criterion:
     """The largest accuracy drop allowed: absolute (0.003 = 0.3 points) or relative to the parent."""
 
-    max_drop: float = 0.01
-    relative: bool = False
+    max_drop: float = field(
+        default=0.01, metadata={"help": "largest accuracy drop allowed, a fraction (0.01 = 1 point)"}
+    )
+    relative: bool = field(default=False, metadata={"help": "max_drop is relative to the parent's accuracy"})
 
     def validate(self) -> None:
         if not self.max_drop >= 0:
@@ -62,21 +68,27 @@ class Criterion:
 
 @dataclass
 class AutotuneConfig:
-    criterion: Criterion = field(default_factory=Criterion)
-    objective: str = "latency"
-    device_class: str = "rpi4-emulated"
-    farm_url: str | None = None
-    min_gain: float = 1.0  # the child must beat its parent by more than this factor on the objective
-    calibration_samples: int = 256
-    seed: int = 0
-    include_mixed: bool = True
-    include_qat: bool = True
-    qat_epochs: int = 2
-    qat_lr: float = 1e-4
-    qat_max_train_samples: int | None = None
-    probe_samples: int = 1000
-    bench_min_runs: int = 200
-    bench_min_duration_s: float = 1.0
+    criterion: Criterion = field(default_factory=Criterion, metadata={"flatten": True})
+    objective: str = field(default="latency", metadata={"help": "what must improve", "choices": OBJECTIVES})
+    measurement: Measurement = field(default_factory=Measurement, metadata={"flatten": True})
+    min_gain: float = field(
+        default=1.0,
+        metadata={"help": "the child must beat its parent by more than this factor on the objective"},
+    )
+    calibration_samples: int = field(default=256, metadata={"help": "calibration samples of every PTQ trial"})
+    seed: int = field(default=0, metadata={"help": "seed of the calibration draw and of QAT"})
+    include_mixed: bool = field(default=True, metadata={"help": "try mixed precision"})
+    include_qat: bool = field(default=True, metadata={"help": "try quantization-aware training"})
+    qat_epochs: int = field(default=2, metadata={"help": "QAT fine-tuning epochs"})
+    qat_lr: float = field(default=1e-4, metadata={"help": "QAT learning rate"})
+    qat_max_train_samples: int | None = field(
+        default=None, metadata={"help": "QAT: at most this many training samples (0: all)"}
+    )
+    probe_samples: int = field(default=1000, metadata={"help": "mixed: validation samples of the probe"})
+
+    @property
+    def device_class(self) -> str:
+        return self.measurement.device_class
 
     def validate(self) -> None:
         self.criterion.validate()
@@ -86,13 +98,7 @@ class AutotuneConfig:
             raise ConfigError(
                 f"min_gain must be ≥ 1 (a result no better than its parent is never a success), got {self.min_gain}"
             )
-        from edgecompress.farm.devices import emulated_device_class
-
-        if not self.farm_url:
-            emulated_device_class(self.device_class)
-
-    def bench_settings(self) -> dict[str, Any]:
-        return {"min_runs": self.bench_min_runs, "min_duration_s": self.bench_min_duration_s}
+        self.measurement.validate()
 
     def plan(self, has_module: bool, target_accuracy: float) -> list[QuantConfig]:
         """Trials in order: cheap post-training variants, then mixed precision, then QAT."""
@@ -164,10 +170,7 @@ def autotune(
     config.validate()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="edgecompress-autotune-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    settings = config.bench_settings()
-    parent_latency = latency_on(parent_onnx, config.device_class, settings, config.farm_url)
-    from edgecompress.quantize import probe_accuracy
-
+    parent_latency = config.measurement.latency(Path(parent_onnx))
     x_val, _ = dataset.split("val")
     parent_accuracy = probe_accuracy(Path(parent_onnx), dataset, len(x_val))
     allowed = config.criterion.allowed_drop(parent_accuracy)
@@ -187,13 +190,7 @@ def autotune(
             path = workdir / f"trial-{i}.onnx"
             onnx.save_model(proto, str(path))
             check = check_against_parent(
-                Path(parent_onnx),
-                path,
-                dataset,
-                "val",
-                config.device_class,
-                settings,
-                config.farm_url,
+                Path(parent_onnx), path, dataset, "val", config.measurement
             )  # the parent is measured again, back to back with the trial: load on the machine drifts
             passed, reasons = judge(check, allowed, config)
             trial.update(

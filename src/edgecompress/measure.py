@@ -1,0 +1,75 @@
+"""The one latency path: every technique that checks latency (quantize and autotune against the
+parent, prune budgets, NAS candidates) measures through `Measurement`, on a device farm when
+`farm_url` is set and otherwise in a pinned child process on this machine (an emulated device
+class, labelled emulated). Same benchmark runner, same result schema, either way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import ConfigError
+from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS, emulated_device_class
+from edgecompress.farm.runner import BenchmarkSettings
+
+
+@dataclass
+class Measurement:
+    """Where and how long one latency measurement runs."""
+
+    device_class: str = field(
+        default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class whose latency is measured"}
+    )
+    farm_url: str | None = field(
+        default=None,
+        metadata={"help": "device farm controller URL (empty: emulate the class on this machine)"},
+    )
+    bench_min_runs: int = field(
+        default=BenchmarkSettings.min_runs, metadata={"help": "minimum timed runs per measurement"}
+    )
+    bench_min_duration_s: float = field(
+        default=BenchmarkSettings.min_duration_s, metadata={"help": "minimum seconds per measurement"}
+    )
+
+    def validate(self) -> None:
+        if self.bench_min_runs < 1 or not self.bench_min_duration_s >= 0:
+            raise ConfigError(
+                f"bench_min_runs must be ≥ 1 and bench_min_duration_s ≥ 0, got {self.bench_min_runs}, "
+                f"{self.bench_min_duration_s}"
+            )
+        if not self.farm_url:
+            emulated_device_class(self.device_class)  # unknown class -> ConfigError before any work
+
+    def settings(self) -> dict[str, Any]:
+        return {"min_runs": self.bench_min_runs, "min_duration_s": self.bench_min_duration_s}
+
+    def latency(self, onnx_path: Path) -> dict[str, Any]:
+        """p50/p90 (ms), whether the device was emulated, and the raw samples."""
+        from edgecompress.edge import benchmark_locally, edge_benchmark
+
+        if self.farm_url:
+            r = edge_benchmark(Path(onnx_path), [self.device_class], self.settings(), self.farm_url)
+            r = r[self.device_class]
+        else:
+            r = benchmark_locally(
+                Path(onnx_path), self.device_class, self.settings(), start_method="forkserver"
+            )
+        return {
+            "p50_ms": r["latency_ms"]["p50"],
+            "p90_ms": r["latency_ms"]["p90"],
+            "emulated": bool(r.get("emulated")),
+            "samples_ms": r.get("samples_ms", []),
+        }
+
+    def module_latency(self, model: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """Latency of a torch module's ONNX export (batch 1): float latency does not depend on the
+        weights, so an untrained or freshly pruned module is measured as it is."""
+        from edgecompress.export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="edgecompress-measure-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            export_onnx(model, tuple(input_shape), path)
+            return self.latency(path)
