@@ -1,0 +1,102 @@
+"""Pruning sensitivity: validation accuracy when each layer alone loses a fraction of its channels (no
+fine-tuning), the per-layer ratios that analysis suggests for a tolerated drop, and its plot. The model
+passed in is never changed (every trial prunes a copy).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from edgecompress.data import Dataset
+from edgecompress.errors import ConfigError
+from edgecompress.prune.common import IMPORTANCES, _check_ratio, _modules_by_name
+from edgecompress.prune.structured import (
+    StructuredConfig,
+    _check_importance_fits,
+    _pruner,
+    _pruner_step,
+    check_traceable,
+    prunable_layers,
+)
+from edgecompress.train import accuracy
+
+
+def sensitivity(
+    model: nn.Module,
+    dataset: Dataset,
+    ratios: Sequence[float] = (0.25, 0.5, 0.75),
+    importance: str = "l2",
+    layers: Sequence[str] | None = None,
+    samples: int = 1000,
+    keep_layers: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Validation accuracy when one layer alone is pruned by each ratio (no fine-tuning)."""
+    for r in ratios:
+        _check_ratio("sensitivity ratio", r)
+    if importance not in IMPORTANCES:
+        raise ConfigError(f"importance {importance!r} not in {IMPORTANCES}")
+    input_shape, num_classes = dataset.input_shape, dataset.num_classes
+    check_traceable(model, input_shape)
+    _check_importance_fits(model, importance)
+    names = list(layers) if layers else prunable_layers(model, num_classes, keep_layers)
+    _modules_by_name(model, names, "sensitivity layers")
+    x, y = dataset.split("val", samples)
+    base = accuracy(model, x, y)
+    table: dict[str, dict[str, float]] = {}
+    for name in names:
+        table[name] = {}
+        for r in ratios:
+            trial = copy.deepcopy(model)
+            cfg = StructuredConfig(
+                ratio=r, importance=importance, layer_ratios={name: r}, max_ratio=max(ratios)
+            )
+            # every other layer at ratio 0: only `name` (and what must follow it) loses channels
+            pruner = _pruner(trial, input_shape, num_classes, cfg, 0.0, 1)
+            _pruner_step(pruner, trial, dataset, cfg)
+            table[name][str(r)] = accuracy(trial, x, y)
+    return {
+        "baseline_accuracy": base,
+        "ratios": list(ratios),
+        "samples": len(x),
+        "importance": importance,
+        "accuracy": table,
+    }
+
+
+def suggest_layer_ratios(result: dict[str, Any], max_drop: float) -> dict[str, float]:
+    """Per layer, the largest tested ratio whose accuracy drop (alone, no fine-tune) is ≤ max_drop."""
+    out = {}
+    for name, accs in result["accuracy"].items():
+        ok = [float(r) for r, a in accs.items() if result["baseline_accuracy"] - a <= max_drop]
+        if ok:
+            out[name] = max(ok)
+    return out
+
+
+def sensitivity_png(result: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgecompress.reports import figure_png
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ratios = [0.0] + [float(r) for r in result["ratios"]]
+    for name, accs in result["accuracy"].items():
+        ax.plot(
+            ratios,
+            [result["baseline_accuracy"]] + [accs[str(r)] for r in result["ratios"]],
+            marker="o",
+            label=name,
+        )
+    ax.set_xlabel("fraction of the layer's channels removed (alone, no fine-tuning)")
+    ax.set_ylabel(f"validation accuracy ({result['samples']} samples)")
+    ax.set_title(f"pruning sensitivity per layer ({result['importance']} importance)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return figure_png(fig)

@@ -1,0 +1,344 @@
+"""Structured channel pruning on torch-pruning's dependency graph. `prune_structured` returns a pruned
+copy (the input is left alone) and a report; the target is a ratio or a budget (MACs, parameters, or p50
+latency on an emulated device class, found by `ratio_for_budget`), reached in `steps` with seeded
+fine-tuning between and after. The pruner plumbing (`_pruner`, `_pruner_step`, `_check_importance_fits`)
+is shared with the sensitivity analysis.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecompress.data import Dataset
+from edgecompress.errors import ConfigError, ModelError
+from edgecompress.prune.common import (
+    _PRUNABLE,
+    BUDGET_METRICS,
+    IMPORTANCES,
+    _check_ratio,
+    _modules_by_name,
+    output_layers,
+)
+from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
+from edgecompress.zoo import check_model_fits, count_parameters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StructuredConfig:
+    ratio: float = 0.5  # fraction of channels removed per layer (or overall, with global_pruning)
+    importance: str = "l2"
+    global_pruning: bool = False
+    layer_ratios: dict[str, float] = field(
+        default_factory=dict
+    )  # per-layer overrides (e.g. from sensitivity)
+    keep_layers: tuple[str, ...] = ()
+    budget_metric: str = ""  # "", macs, params, latency: then `budget` replaces `ratio` as the target
+    budget: float = 0.0  # absolute: MACs, parameters, or p50 milliseconds on `device_class`
+    device_class: str = "rpi4-emulated"
+    max_ratio: float = 0.9  # the budget search never removes more than this
+    steps: int = 1  # iterative schedule: prune in this many steps
+    finetune_between: TrainConfig | None = None  # fine-tuning after each step but the last
+    finetune_after: TrainConfig | None = None  # fine-tuning after the last step
+    round_to: int | None = None  # keep channel counts multiples of this (SIMD-friendly)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(f"importance {self.importance!r} not in {IMPORTANCES}")
+        if self.budget_metric:
+            if self.budget_metric not in BUDGET_METRICS:
+                raise ConfigError(f"budget_metric {self.budget_metric!r} not in {BUDGET_METRICS}")
+            if not self.budget > 0:
+                raise ConfigError(
+                    f"budget must be > 0 for budget_metric {self.budget_metric!r}, got {self.budget}"
+                )
+            if self.budget_metric == "latency":
+                from edgecompress.farm.devices import emulated_device_class
+
+                emulated_device_class(self.device_class)
+        else:
+            _check_ratio("ratio", self.ratio)
+        _check_ratio("max_ratio", self.max_ratio)
+        for name, r in self.layer_ratios.items():
+            _check_ratio(f"layer_ratios[{name!r}]", r)
+        if self.steps < 1:
+            raise ConfigError(f"steps must be ≥ 1, got {self.steps}")
+        for cfg in (self.finetune_between, self.finetune_after):
+            if cfg:
+                cfg.validate()
+
+    def as_params(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layer_ratios"] = dict(self.layer_ratios)
+        d["keep_layers"] = ",".join(self.keep_layers)
+        d["finetune_between"] = self.finetune_between.epochs if self.finetune_between else 0
+        d["finetune_after"] = self.finetune_after.epochs if self.finetune_after else 0
+        return d
+
+
+def _importance(name: str):
+    import torch_pruning as tp
+
+    return {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "bn": lambda: tp.importance.BNScaleImportance(),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+    }[name]()
+
+
+def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """Raise ModelError when torch-pruning cannot build a dependency graph reaching every Conv/Linear."""
+    import torch_pruning as tp
+
+    example = torch.zeros(1, *input_shape)
+    try:
+        graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+    except Exception as exc:
+        raise ModelError(
+            f"torch-pruning cannot trace the model ({type(model).__name__}): "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
+    unreached = [
+        n for n, m in model.named_modules() if isinstance(m, _PRUNABLE) and m not in graph.module2node
+    ]
+    if unreached:
+        raise ModelError(
+            f"torch-pruning cannot trace the model ({type(model).__name__}): layers {unreached} are not "
+            "reached from its output through autograd (detach, numpy or in-place tricks in forward?); "
+            "channel pruning would leave them inconsistent"
+        )
+
+
+def _check_importance_fits(model: nn.Module, importance: str) -> None:
+    if importance == "bn" and not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        raise ConfigError(
+            f"importance 'bn' needs BatchNorm layers; {type(model).__name__} has none (use l1, l2 or taylor)"
+        )
+
+
+def _pruner(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    num_classes: int,
+    config: StructuredConfig,
+    ratio: float,
+    steps: int,
+):
+    import torch_pruning as tp
+
+    keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
+    layer_ratios = {
+        m: config.layer_ratios[n]
+        for n, m in _modules_by_name(model, list(config.layer_ratios), "layer_ratios").items()
+    }
+    try:
+        return tp.pruner.MetaPruner(
+            model, torch.zeros(1, *input_shape), importance=_importance(config.importance),
+            global_pruning=config.global_pruning, pruning_ratio=ratio, pruning_ratio_dict=layer_ratios or None,
+            max_pruning_ratio=max(config.max_ratio, ratio, *layer_ratios.values()), iterative_steps=steps,
+            ignored_layers=keep + output_layers(model, num_classes), round_to=config.round_to,
+        )  # fmt: skip
+    except Exception as exc:
+        raise ModelError(
+            f"torch-pruning cannot trace the model ({type(model).__name__}): "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
+
+
+def _taylor_gradients(
+    model: nn.Module, dataset: Dataset, seed: int, batches: int = 4, batch_size: int = 128
+) -> None:
+    """First-order Taylor importance needs loss gradients on real data."""
+    x, y = dataset.split("train")
+    idx = np.random.default_rng(seed).choice(len(x), size=min(len(x), batches * batch_size), replace=False)
+    model.train()
+    model.zero_grad()
+    loss_fn = nn.CrossEntropyLoss()
+    for i in range(0, len(idx), batch_size):
+        b = np.sort(idx[i : i + batch_size])
+        loss_fn(model(torch.from_numpy(x[b])), torch.from_numpy(y[b])).backward()
+    model.eval()
+
+
+def _pruner_step(pruner, model: nn.Module, dataset: Dataset | None, config: StructuredConfig) -> None:
+    if config.importance == "taylor":
+        if dataset is None:
+            raise ConfigError("Taylor importance needs a dataset (it uses loss gradients)")
+        _taylor_gradients(model, dataset, config.seed)
+    try:
+        pruner.step()
+    except Exception as exc:
+        raise ModelError(
+            f"torch-pruning failed to prune {type(model).__name__}: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
+    model.zero_grad(set_to_none=True)
+
+
+def measure_latency_ms(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device_class: str = "rpi4-emulated",
+    min_runs: int = 100,
+    min_duration_s: float = 0.3,
+) -> float:
+    """p50 latency (batch 1) of the model exported to ONNX, on an emulated device class."""
+    from edgecompress.edge import benchmark_locally
+    from edgecompress.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-prune-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model, tuple(input_shape), path)
+        result = benchmark_locally(
+            path, device_class, {"min_runs": min_runs, "min_duration_s": min_duration_s}
+        )
+    return float(result["latency_ms"]["p50"])
+
+
+def model_cost(
+    model: nn.Module, input_shape: Sequence[int], metric: str, device_class: str = "rpi4-emulated"
+) -> float:
+    if metric == "params":
+        return float(count_parameters(model))
+    if metric == "macs":
+        import torch_pruning as tp
+
+        macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_shape))
+        return float(macs)
+    return measure_latency_ms(model, input_shape, device_class)
+
+
+def ratio_for_budget(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    num_classes: int,
+    config: StructuredConfig,
+    dataset: Dataset | None = None,
+    increment: float = 0.05,
+) -> tuple[float, list[dict[str, float]]]:
+    """Smallest ratio (in `increment` steps, up to `max_ratio`) whose pruned copy meets the budget."""
+    trace = []
+    base = model_cost(model, input_shape, config.budget_metric, config.device_class)
+    trace.append({"ratio": 0.0, "cost": base})
+    if base <= config.budget:
+        raise ConfigError(
+            f"the model already meets the {config.budget_metric} budget {config.budget:g} "
+            f"({base:g}); nothing to prune"
+        )
+    steps = max(1, int(round(config.max_ratio / increment)))
+    trial = copy.deepcopy(model)
+    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps)
+    for i in range(1, steps + 1):
+        _pruner_step(pruner, trial, dataset, config)
+        ratio = config.max_ratio * i / steps
+        cost = model_cost(trial, input_shape, config.budget_metric, config.device_class)
+        trace.append({"ratio": ratio, "cost": cost})
+        if cost <= config.budget:
+            return ratio, trace
+    raise ConfigError(
+        f"{config.budget_metric} budget {config.budget:g} not reachable: at max_ratio "
+        f"{config.max_ratio} the model still costs {trace[-1]['cost']:g} (unpruned {base:g})"
+    )
+
+
+def prune_structured(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    num_classes: int,
+    config: StructuredConfig,
+    dataset: Dataset | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Remove channels from (a copy of) `model` by the config's target and schedule. Returns the
+    pruned model and a report: cost before/after, per-step validation accuracy, budget trace."""
+    config.validate()
+    seed_everything(config.seed)
+    model = copy.deepcopy(model).eval()
+    check_model_fits(model, input_shape, num_classes)
+    check_traceable(model, input_shape)
+    _check_importance_fits(model, config.importance)
+    _modules_by_name(model, list(config.keep_layers) + list(config.layer_ratios), "layer names")
+    if (config.finetune_between or config.finetune_after) and dataset is None:
+        raise ConfigError("fine-tuning needs a dataset")
+    before = {m: model_cost(model, input_shape, m) for m in ("params", "macs")}
+    trace: list[dict[str, float]] = []
+    ratio = config.ratio
+    if config.budget_metric:
+        ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset)
+    pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps)
+    x_val, y_val = dataset.split("val") if dataset is not None else (None, None)
+    schedule = []
+    for step in range(1, config.steps + 1):
+        _pruner_step(pruner, model, dataset, config)
+        entry: dict[str, Any] = {
+            "step": step,
+            "ratio": ratio * step / config.steps,
+            "params": count_parameters(model),
+            "macs": model_cost(model, input_shape, "macs"),
+        }
+        if x_val is not None:
+            entry["val_accuracy_pruned"] = accuracy(model, x_val, y_val)
+        ft = config.finetune_after if step == config.steps else config.finetune_between
+        if ft:
+            ft_cfg = copy.copy(ft)
+            ft_cfg.seed = ft.seed + step  # seeded, but a different data order per step
+            hist = fit(
+                model,
+                dataset,
+                ft_cfg,
+                description=f"fine-tune after prune step {step}/{config.steps}",
+                progress=progress,
+            )
+            entry["val_accuracy_finetuned"] = hist.final_val_accuracy
+        schedule.append(entry)
+        log.info("prune step %d/%d: %s", step, config.steps, entry)
+    model.eval()
+    check_model_fits(model, input_shape, num_classes)
+    after = {m: model_cost(model, input_shape, m) for m in ("params", "macs")}
+    report: dict[str, Any] = {
+        "method": "structured", "config": config.as_params(), "ratio": ratio, "before": before, "after": after,
+        "macs_reduction": before["macs"] / max(1.0, after["macs"]),
+        "params_reduction": before["params"] / max(1.0, after["params"]),
+        "schedule": schedule, "budget_trace": trace, "channels": channel_counts(model),
+    }  # fmt: skip
+    if config.budget_metric:
+        achieved = model_cost(model, input_shape, config.budget_metric, config.device_class)
+        report["budget"] = {
+            "metric": config.budget_metric,
+            "budget": config.budget,
+            "achieved": achieved,
+            "met": achieved <= config.budget,
+            "device_class": config.device_class,
+        }
+    return model, report
+
+
+def channel_counts(model: nn.Module) -> dict[str, int]:
+    return {
+        n: (m.out_channels if isinstance(m, nn.Conv2d | nn.Conv1d) else m.out_features)
+        for n, m in model.named_modules()
+        if isinstance(m, _PRUNABLE)
+    }
+
+
+def prunable_layers(model: nn.Module, num_classes: int, keep_layers: Sequence[str] = ()) -> list[str]:
+    out_layers = output_layers(model, num_classes)
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, _PRUNABLE) and m not in out_layers and n not in keep_layers
+    ]
