@@ -13,12 +13,7 @@ def promote(
 ):
     """Reads the accuracy gate's result; refusals (failed gate, no benchmark on a class) are recorded
     in `result`, not raised: a refused promotion is an outcome, not a failure."""
-    import json
-    from pathlib import Path
+    from edgecompress.drift import promote_step
 
-    from edgecompress.drift import promote_gate_result
-    from edgecompress.io import write_json
-
-    out = promote_gate_result(json.loads(Path(gate.path).read_text()), list(device_classes))
-    write_json(Path(result.path), {"promoted": out["promoted"], "refused": out["refused"]})
-    result.metadata.update({"promoted": ",".join(out["promoted"]), "refused": len(out["refused"])})
+    out = promote_step(gate.path, result.path, list(device_classes))
+    result.metadata.update(out["metadata"])

@@ -226,3 +226,16 @@ def test_retrain_needs_labels_and_a_reachable_server(store, digits_batches, run_
         and f"MLflow tracking server {dead_uri} is unreachable after 3 attempts" in res.stderr
     )
     assert not out.exists() and not runs.exists()
+
+
+def test_retrain_source_is_the_s3_uri_where_there_is_one():
+    """KFP names its MinIO store minio://; other tasks read it as s3://, and anything else by path."""
+    from edgecompress.drift.step import artifact_source
+
+    assert (
+        artifact_source("minio://mlpipeline/v2/a/retrain_dataset", "/m/a")
+        == "s3://mlpipeline/v2/a/retrain_dataset"
+    )
+    assert artifact_source("s3://bucket/key", "/m/a") == "s3://bucket/key"
+    assert artifact_source("gs://bucket/key", "/local/key") == "/local/key"
+    assert artifact_source("", "/local/key") == "/local/key"

@@ -1,0 +1,164 @@
+"""The drift steps: what `edgecompress drift` and the drift_check / promote components do.
+
+Each step validates every input before it writes anything (bad input raises and never starts a
+retrain), then tests and writes its outputs. `drift_check_step` and `promote_step` do all of their
+component's work; the components only turn KFP artifacts into paths and the returned metadata
+into artifact metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgecompress.data import save_dataset
+from edgecompress.drift.detectors import DriftConfig, detect
+from edgecompress.drift.reference import (
+    Batch,
+    Reference,
+    check_batch,
+    load_batch,
+    merge_for_retrain,
+    resolve_reference,
+)
+from edgecompress.drift.report import report_html, write_outputs
+from edgecompress.errors import DatasetError
+from edgecompress.io import write_json, write_text
+
+
+def check_drift(
+    batch_path: Path | str, model: str | Path, output_dir: Path | None, config: DriftConfig, workdir: Path
+) -> tuple[dict[str, Any], Reference, Batch]:
+    """Validate everything, then test; writes the outputs only when every input was good."""
+    config.validate()
+    batch = load_batch(batch_path)
+    reference = resolve_reference(model, workdir)
+    batch = check_batch(batch, reference.dataset)
+    result = detect(reference, batch, config)
+    if output_dir is not None:
+        result["outputs"] = {k: str(v) for k, v in write_outputs(result, output_dir).items()}
+    return result, reference, batch
+
+
+def check_and_report(
+    batch_path: Path | str, model: str | Path, output_dir: Path, config: DriftConfig
+) -> dict[str, Any]:
+    """`edgecompress drift` without --retrain: check and write the result and report."""
+    with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
+        result, _, _ = check_drift(batch_path, model, output_dir, config, Path(tmp))
+    return {"drift": result, "report": result["outputs"]["report"], "retrain": None}
+
+
+def retrain_arguments(batch_path: Path | str, model: str | Path, config: DriftConfig) -> dict[str, Any]:
+    """Validate every input of a retrain on drift here (nothing is written on bad input) and return
+    the drift arguments of the retrain_on_drift pipeline."""
+    config.validate()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
+        batch = load_batch(batch_path)
+        reference = resolve_reference(model, Path(tmp))
+        check_batch(batch, reference.dataset)
+        if batch.y is None:  # fail before any work: no retrain can follow
+            raise DatasetError(f"batch {batch_path} has no labels 'y': --retrain needs labelled new data")
+    model_ref = str(model) if not Path(str(model)).exists() else f"models:/{reference.model_id}"
+    source = str(batch_path) if str(batch_path).startswith("s3://") else str(Path(batch_path).resolve())
+    return {
+        "batch": source,
+        "model": model_ref,
+        "alpha": config.alpha,
+        "permutations": config.permutations,
+        "reference_samples": config.reference_samples,
+        "seed": config.seed,
+    }
+
+
+def artifact_source(uri: str, path: Path | str) -> str:
+    """Where a later task loads an artifact from: its s3:// URI (KFP names its MinIO store
+    minio://), else its local path (kfp.local, or a store the tasks cannot read by URI)."""
+    source = "s3://" + uri[len("minio://") :] if uri.startswith("minio://") else uri
+    return source if source.startswith("s3://") else str(path)
+
+
+def drift_check_step(
+    batch: str,
+    model: str,
+    result_path: Path | str,
+    report_path: Path | str,
+    retrain_dataset_path: Path | str | None,
+    config: DriftConfig,
+    retrain_dataset_uri: str = "",
+) -> dict[str, Any]:
+    """The drift_check component's work: test, then write the result JSON and the HTML report; on
+    drift (with a `retrain_dataset_path`) also the reference + new data Dataset for the retrain
+    (labels required).
+
+    The result JSON carries the retrain plan under `retrain`: `source` (that Dataset, by
+    `artifact_source(retrain_dataset_uri, retrain_dataset_path)`; "" when none was written),
+    `model_spec` (JSON) and `registered_model_name`. Returns `drifted`, the `result` as written, and
+    the metadata for the result and retrain dataset artifacts."""
+    with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
+        result, reference, checked = check_drift(batch, model, None, config, Path(tmp))
+        merged = None
+        if result["drifted"] and retrain_dataset_path is not None:
+            merged = merge_for_retrain(reference.dataset, checked, config.seed)  # raises without labels
+        spec = reference.model_spec or "cnn"
+        result["retrain"] = {
+            "source": artifact_source(retrain_dataset_uri, retrain_dataset_path)
+            if merged is not None
+            else "",
+            "model_spec": spec if isinstance(spec, str) else json.dumps(spec),
+            "registered_model_name": reference.registered_name or f"{reference.dataset.name}-retrained",
+        }
+        write_json(Path(result_path), result)
+        write_text(Path(report_path), report_html(result))
+        if merged is not None:
+            save_dataset(merged, Path(retrain_dataset_path))
+    return {
+        "drifted": result["drifted"],
+        "result": result,
+        "result_metadata": {
+            "drifted": result["drifted"],
+            "score": result["score"],
+            "p_value": result["p_value"],
+            "kind": result["kind"],
+            "model_id": result["model_id"] or "",
+        },
+        "retrain_dataset_metadata": (
+            {"sha256": merged.digest, "name": result["dataset"]["name"]} if merged is not None else {}
+        ),
+    }
+
+
+def retrain_plan_field(result_path: Path | str, field: str) -> str:
+    """One field of the retrain plan that `drift_check_step` wrote into its result JSON."""
+    return str(json.loads(Path(result_path).read_text())["retrain"][field])
+
+
+def promote_gate_result(gate: dict[str, Any], device_classes: list[str]) -> dict[str, Any]:
+    """After a gate: point `<class>-production` at the registered child for each class it earned."""
+    from edgecompress import audit
+
+    promoted, refused = [], []
+    reg = gate.get("registered")
+    if not reg:
+        refused.append(
+            f"the retrained model was not registered: gate {gate['verdict']} ({'; '.join(gate['reasons'])})"
+        )
+        return {"gate": gate, "promoted": promoted, "refused": refused}
+    for cls in device_classes:
+        try:
+            out = audit.promote(f"models:/{reg['name']}/{reg['version']}", f"{cls}{audit.PRODUCTION_SUFFIX}")
+            promoted.append(out["alias"])
+        except audit.PromotionRefused as exc:
+            refused.append(str(exc))
+    return {"gate": gate, "promoted": promoted, "refused": refused}
+
+
+def promote_step(gate_path: Path | str, result_path: Path | str, device_classes: list[str]) -> dict[str, Any]:
+    """The promote component's work: promote on the gate result at `gate_path` and write
+    {promoted, refused} to `result_path`. A refusal is recorded, not raised. Returns
+    `promote_gate_result`'s dict plus `metadata` for the result artifact."""
+    out = promote_gate_result(json.loads(Path(gate_path).read_text()), list(device_classes))
+    write_json(Path(result_path), {"promoted": out["promoted"], "refused": out["refused"]})
+    return {**out, "metadata": {"promoted": ",".join(out["promoted"]), "refused": len(out["refused"])}}
