@@ -54,7 +54,8 @@ def test_every_technique_component_declares_its_surfaces():
     """The components still on hand-written parameters (moved to their dataclasses next)."""
     pending = sorted(set(component_names()) - set(_with_surfaces()))
     assert set(_with_surfaces()) >= {
-        "load_dataset", "train", "quantize", "autotune", "evaluate", "edge_benchmark", "accuracy_gate",
+        "load_dataset", "train", "quantize", "autotune", "evaluate", "edge_benchmark", "accuracy_gate", "prune",
+        "distill",
     }  # fmt: skip
     assert pending == sorted(pending)  # listed for the record in the test output
     print("components without SURFACES yet:", pending)
@@ -77,6 +78,8 @@ def _subcommand(name: str) -> argparse.ArgumentParser:
         ("benchmark", ("edgecompress.edge:EdgeBenchmarkConfig",)),
         ("evaluate", ("edgecompress.evaluate:EvaluateConfig",)),
         ("dataset", ("edgecompress.data:DatasetSource",)),
+        ("prune", ("edgecompress.prune:PruneConfig",)),
+        ("distill", ("edgecompress.distill:DistillConfig",)),
     ],
 )
 def test_cli_options_take_their_names_and_defaults_from_the_configs(command, configs):

@@ -48,9 +48,9 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
     from edgecompress.distill import DistillConfig, distill, distill_step, train_scratch
     from edgecompress.export import load_model_package
     from edgecompress.prune import (
+        PruneConfig,
         StructuredConfig,
         UnstructuredConfig,
-        prune_configs,
         prune_step,
         prune_structured,
         prune_unstructured,
@@ -132,9 +132,9 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
 
     # --- ours: structured prune (iterative) → fine-tune | distill → INT8 ------------------------------
     lr = s["recover_lr"]
-    structured, _ = prune_configs(ratio=s["prune_ratio"], importance="l2", steps=s["prune_steps"],
+    structured = PruneConfig(ratio=s["prune_ratio"], importance="l2", steps=s["prune_steps"],
                                   finetune_epochs_between=s["prune_ft_between"], finetune_epochs_after=0, lr=lr,
-                                  batch_size=64 if quick else 128, augment=not quick)  # fmt: skip
+                                  batch_size=64 if quick else 128, augment=not quick).structured()  # fmt: skip
     pruned_dir = work / "pruned-start"
     pruned_info = timed("ours: iterative structured prune", prune_step, base_dir, data_path, pruned_dir, "structured",
                         structured, None, (), 0.0, None, off, False)  # fmt: skip
@@ -151,9 +151,9 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
     timed("ours: prune + fine-tune + INT8", int8, "ours: structured prune 50% + fine-tune + INT8", ft_dir)
 
     # --- ours: unstructured 85 % + fine-tune (+ INT8): the smallest download ----------------------
-    _, unstructured = prune_configs(sparsity=s["sparse_sparsity"], scope="global",
+    unstructured = PruneConfig(sparsity=s["sparse_sparsity"], scope="global",
                                     finetune_epochs_after=s["sparse_ft_epochs"], lr=1e-3,
-                                    batch_size=64 if quick else 128, augment=not quick)  # fmt: skip
+                                    batch_size=64 if quick else 128, augment=not quick).unstructured()  # fmt: skip
     sparse_dir = work / "sparse"
     timed("ours: unstructured + fine-tune", prune_step, base_dir, data_path, sparse_dir, "unstructured", None,
           unstructured, (), 0.0, None, off, False)  # fmt: skip

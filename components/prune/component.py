@@ -2,7 +2,12 @@
 
 from kfp import dsl
 
+from edgecompress.prune import PruneConfig
 from edgecompress.settings import component_image
+from edgecompress.step import Lineage
+
+# The settings of this component, one definition each (tests/test_parameter_surfaces.py checks them).
+SURFACES = (PruneConfig, Lineage)
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
@@ -32,7 +37,7 @@ def prune(
     sensitivity_max_drop: float = 0.0,
     seed: int = 0,
     pipeline_run_id: str = "",
-    pipeline_name: str = "edge-compression",
+    pipeline_name: str = "standalone",
     experiment: str = "edgecompress",
     track: bool = True,
 ):
@@ -44,33 +49,12 @@ def prune(
     `finetune_epochs_between` epochs between steps and `finetune_epochs_after` after the last.
     `sensitivity_ratios` (empty to skip) adds the per-layer sensitivity table and plot to the report;
     `sensitivity_max_drop` > 0 sets per-layer ratios from it. `sparsity`/`scope` are for unstructured."""
-    from edgecompress.prune import parse_ratios, prune_configs, prune_step
+    from edgecompress.components import stamp_model
+    from edgecompress.params import build
+    from edgecompress.prune import PruneConfig, prune_step
     from edgecompress.step import Lineage
 
-    structured, unstructured = prune_configs(
-        ratio=ratio, importance=importance, global_pruning=global_pruning, layer_ratios=layer_ratios,
-        keep_layers=keep_layers, budget_metric=budget_metric, budget=budget, device_class=device_class, steps=steps,
-        finetune_epochs_between=finetune_epochs_between, finetune_epochs_after=finetune_epochs_after,
-        sparsity=sparsity, scope=scope, lr=lr, batch_size=batch_size, augment=augment, seed=seed,
-    )  # fmt: skip
-    info = prune_step(
-        model.path,
-        dataset.path,
-        pruned_model.path,
-        method,
-        structured,
-        unstructured,
-        parse_ratios(sensitivity_ratios) if method == "structured" else (),
-        sensitivity_max_drop,
-        report.path,
-        Lineage(pipeline_run_id, pipeline_name, experiment, track),
-        progress=False,
-    )
-    pruned_model.metadata.update(
-        {k: info.get(k) for k in ("technique", "params", "onnx_bytes", "onnx_sha256", "dataset_sha256")}
-    )
-    pruned_model.metadata["mlflow_model_id"] = info.get("mlflow_model_id") or ""
-    pruned_model.metadata["parent_model_id"] = info.get("parent_model_id") or ""
-    pruned_model.metadata["macs"] = info["stats"]["child"]["macs"]
-    pruned_model.metadata["gzip_bytes"] = info["stats"]["child"]["gzip_bytes"]
-    pruned_model.metadata["sparsity"] = info["stats"]["child"]["sparsity"]
+    config = build(PruneConfig, locals())
+    info = prune_step(model.path, dataset.path, pruned_model.path, **config.step_arguments(), report_path=report.path,
+                      lineage_ctx=build(Lineage, locals()), progress=False)  # fmt: skip
+    stamp_model(pruned_model, info)

@@ -24,20 +24,55 @@ from torch import nn
 
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, ModelError
+from edgecompress.params import Codec
 from edgecompress.train import LossFn, TrainConfig, TrainHistory, fit
 
 log = logging.getLogger(__name__)
 
 
+def _feature_pairs_flat(pairs: Sequence[tuple[str, str]]) -> str:
+    if list(pairs) == [("auto", "auto")]:
+        return "auto"
+    return ";".join(f"{a}={b}" for a, b in pairs)
+
+
+FEATURE_PAIRS = Codec(
+    str, lambda v: parse_feature_pairs(v) if isinstance(v, str) else list(v), _feature_pairs_flat
+)
+# The student when distillation starts a chain (no student artifact connected): a small CNN.
+DEFAULT_STUDENT_SPEC = '{"family": "cnn", "kwargs": {"widths": [16, 32, 64], "depths": [1, 1, 1]}}'
+
+
+@dataclass
+class DistillStepOptions:
+    """What the distill step does besides distilling."""
+
+    student_spec: str = field(
+        default=DEFAULT_STUDENT_SPEC,
+        metadata={"help": "the student when no student model is given (zoo family, module:factory or JSON)"},
+    )
+    compare_scratch: bool = field(
+        default=True, metadata={"help": "also train the student without the teacher, for the report"}
+    )
+
+
 @dataclass
 class DistillConfig:
-    temperature: float = 4.0
-    alpha: float = 0.9  # weight of the soft-target term; 1 − alpha weighs the hard labels
-    feature_weight: float = 0.0  # β; 0 disables the feature loss
-    feature_pairs: Sequence[
-        tuple[str, str]
-    ] = ()  # (student module, teacher module); "auto" = last conv/BN each
-    train: TrainConfig = field(default_factory=TrainConfig)
+    temperature: float = field(default=4.0, metadata={"help": "softmax temperature T (> 0)"})
+    alpha: float = field(
+        default=0.9, metadata={"help": "weight of the soft-target term; 1 - alpha weighs the hard labels"}
+    )
+    feature_weight: float = field(default=0.0, metadata={"help": "weight of the feature loss (0: off)"})
+    feature_pairs: Sequence[tuple[str, str]] = field(
+        default_factory=lambda: [("auto", "auto")],
+        metadata={
+            "codec": FEATURE_PAIRS,
+            "help": "auto (last conv/BN each), or 'student.layer=teacher.layer;…'",
+        },
+    )
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=5, batch_size=128, lr=1e-3), metadata={"flatten": True}
+    )
 
     def validate(self) -> None:
         if not self.temperature > 0:
@@ -240,29 +275,6 @@ def train_scratch(
     ce: LossFn = lambda model, x, y: F.cross_entropy(model(x), y)  # noqa: E731
     history = fit(student, dataset, train, loss_fn=ce, description="student (no teacher)", progress=progress)
     return student.eval(), history
-
-
-def distill_config(
-    *,
-    temperature: float = 4.0,
-    alpha: float = 0.9,
-    feature_weight: float = 0.0,
-    feature_pairs: str = "auto",
-    epochs: int = 5,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    augment: bool = False,
-    seed: int = 0,
-) -> DistillConfig:
-    """A config from the flat parameters a component or a CLI command takes."""
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed)
-    return DistillConfig(
-        temperature=temperature,
-        alpha=alpha,
-        feature_weight=feature_weight,
-        feature_pairs=parse_feature_pairs(feature_pairs),
-        train=train,
-    )
 
 
 # --- pipeline step ------------------------------------------------------------------------------

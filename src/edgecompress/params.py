@@ -130,21 +130,24 @@ def _coerce(value: Any, kind: type) -> Any:
     return value
 
 
-def surface(config: type, prefix: str = "", exclude: Iterable[str] = ()) -> list[Param]:
-    """The flat parameters of a config dataclass, in field order."""
+def surface(config: type, prefix: str = "", exclude: Iterable[str] = (), defaults: Any = None) -> list[Param]:
+    """The flat parameters of a config dataclass, in field order. A flattened field's parameters take
+    their defaults from the field's own default instance (a distillation's `train` default is not a
+    plain TrainConfig)."""
     hints = typing.get_type_hints(config)
     excluded = set(exclude)
     out: list[Param] = []
     for f in dataclasses.fields(config):
         if not f.metadata.get("flat", True) or f.name in excluded:
             continue
+        own_default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if f.metadata.get("flatten"):
             inner_excluded = excluded | set(f.metadata.get("exclude", ()))
-            for p in surface(hints[f.name], prefix, inner_excluded):
+            for p in surface(hints[f.name], prefix, inner_excluded, own_default):
                 out.append(dataclasses.replace(p, path=(f.name, *p.path)))
             continue
         kind, decode, encode = _codec_for(f, hints[f.name])
-        default = f.metadata["flat_default"] if "flat_default" in f.metadata else encode(_field_default(f))
+        default = f.metadata["flat_default"] if "flat_default" in f.metadata else encode(own_default)
         out.append(
             Param(
                 f"{prefix}{f.metadata.get('flat_name', f.name)}",
@@ -172,9 +175,9 @@ def build(config: type, values: Mapping[str, Any], prefix: str = "", **overrides
             top[p.path[0]] = value
         else:
             nested.setdefault(p.path[0], {})[p.path[1]] = value
-    hints = typing.get_type_hints(config)
-    for name, fields in nested.items():
-        top[name] = hints[name](**fields)
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    for name, changed in nested.items():
+        top[name] = dataclasses.replace(_field_default(fields[name]), **changed)
     return config(**{**top, **overrides})
 
 

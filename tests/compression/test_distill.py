@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from edgecompress.data import load_dataset
-from edgecompress.distill import DistillConfig, distill, distill_config, distill_step, kd_loss
+from edgecompress.distill import DistillConfig, distill, distill_step, kd_loss
 from edgecompress.errors import ConfigError
 from edgecompress.export import load_model_package
-from edgecompress.prune import prune_configs, prune_step
+from edgecompress.params import build
+from edgecompress.prune import PruneConfig, prune_step
 from edgecompress.step import Lineage, save_torch_child
 from edgecompress.train import TrainConfig
 from edgecompress.zoo import build_model
@@ -32,12 +33,14 @@ def test_kd_loss_limits():
 
 
 def test_prune_then_distill_step(trained_model: Path, digits_artifact: Path, tmp_path: Path):
-    structured, _ = prune_configs(ratio=0.5, finetune_epochs_after=0)
+    structured = PruneConfig(ratio=0.5, finetune_epochs_after=0).structured()
     pruned = tmp_path / "pruned"
     prune_step(
         trained_model, digits_artifact, pruned, "structured", structured, lineage_ctx=OFF, progress=False
     )
-    config = distill_config(epochs=2, batch_size=64, lr=3e-3, feature_weight=0.5, feature_pairs="auto")
+    config = build(
+        DistillConfig, dict(epochs=2, batch_size=64, lr=3e-3, feature_weight=0.5, feature_pairs="auto")
+    )
     out, report = tmp_path / "distilled", tmp_path / "distill.html"
     info = distill_step(
         trained_model, digits_artifact, str(pruned), out, config, True, report, OFF, progress=False
@@ -93,7 +96,7 @@ def test_distill_spec_student_parent_is_teacher(trained_model: Path, digits_arti
         digits_artifact,
         TINY,
         tmp_path / "d",
-        distill_config(epochs=1, batch_size=64),
+        build(DistillConfig, dict(epochs=1, batch_size=64)),
         compare_scratch=False,
         lineage_ctx=OFF,
         progress=False,
@@ -131,7 +134,7 @@ def test_teacher_with_other_classes(five_class_teacher: Path, digits_artifact: P
             digits_artifact,
             TINY,
             tmp_path / "d",
-            distill_config(epochs=1),
+            build(DistillConfig, dict(epochs=1)),
             lineage_ctx=OFF,
         )
     code = main(
@@ -170,7 +173,7 @@ def test_bad_distill_settings(kwargs, message, trained_model: Path, digits_artif
             digits_artifact,
             TINY,
             tmp_path / "d",
-            distill_config(epochs=1, **kwargs),
+            build(DistillConfig, dict(epochs=1, **kwargs)),
             lineage_ctx=OFF,
             progress=False,
         )

@@ -14,9 +14,9 @@ from edgecompress.data import load_dataset
 from edgecompress.errors import ConfigError, ModelError
 from edgecompress.export import load_model_package
 from edgecompress.prune import (
+    PruneConfig,
     StructuredConfig,
     UnstructuredConfig,
-    prune_configs,
     prune_step,
     prune_structured,
     prune_unstructured,
@@ -86,9 +86,9 @@ def _macs(model, shape):
 def test_structured_step_removes_channels_and_round_trips(
     trained_model: Path, digits_artifact: Path, tmp_path: Path
 ):
-    structured, _ = prune_configs(
+    structured = PruneConfig(
         ratio=0.5, steps=2, finetune_epochs_between=1, finetune_epochs_after=1, batch_size=64
-    )
+    ).structured()
     out, report = tmp_path / "pruned", tmp_path / "report.html"
     info = prune_step(
         trained_model,
@@ -212,7 +212,7 @@ def test_unstructured_global_and_per_layer(
     report = prune_unstructured(module, UnstructuredConfig(sparsity=0.6, scope="layer"))
     for name, layer in report["per_layer"].items():
         assert layer["sparsity"] == pytest.approx(0.6, abs=0.02), name
-    _, unstructured = prune_configs(sparsity=0.85, finetune_epochs_after=1, batch_size=64)
+    unstructured = PruneConfig(sparsity=0.85, finetune_epochs_after=1, batch_size=64).unstructured()
     out, html = tmp_path / "sparse", tmp_path / "sparse.html"
     info = prune_step(
         trained_model,
@@ -242,7 +242,8 @@ def test_unstructured_global_and_per_layer(
 def test_ratio_outside_open_interval(
     ratio: float, trained_model: Path, digits_artifact: Path, tmp_path: Path
 ):
-    structured, unstructured = prune_configs(ratio=ratio, sparsity=ratio)
+    _cfg = PruneConfig(ratio=ratio, sparsity=ratio)
+    structured, unstructured = _cfg.structured(), _cfg.unstructured()
     for method in ("structured", "unstructured"):
         with pytest.raises(ConfigError, match="must be in \\(0, 1\\)"):
             prune_step(
@@ -258,12 +259,12 @@ def test_ratio_outside_open_interval(
 
 
 def test_unknown_layer_name(trained_model: Path, digits_artifact: Path, tmp_path: Path):
-    structured, unstructured = prune_configs(keep_layers="features.99")
+    structured = PruneConfig(keep_layers="features.99").structured()
     with pytest.raises(ConfigError, match="no layer named 'features.99'.*features.0"):
         prune_step(
             trained_model, digits_artifact, tmp_path / "out", "structured", structured, lineage_ctx=OFF
         )
-    structured, _ = prune_configs(layer_ratios="classifier.9=0.5")
+    structured = PruneConfig(layer_ratios="classifier.9=0.5").structured()
     with pytest.raises(ConfigError, match="classifier.9"):
         prune_step(
             trained_model, digits_artifact, tmp_path / "out", "structured", structured, lineage_ctx=OFF
@@ -364,8 +365,10 @@ def test_cli_prune_then_sensitivity_ratios(
                 str(tmp_path / "p"),
                 "--layer-ratios-from",
                 str(sens),
-                "--max-drop",
+                "--sensitivity-max-drop",
                 "1.0",
+                "--sensitivity-ratios",
+                "",
                 "--ratio",
                 "0.25",
                 "--finetune-epochs-after",

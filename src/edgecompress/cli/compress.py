@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 
 from edgecompress.cli.steps import _common, _lineage, _print
+from edgecompress.distill import DistillConfig, DistillStepOptions
+from edgecompress.params import add_options, from_args
+from edgecompress.prune import PruneConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,80 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--report", type=Path, help="HTML report (per-layer channels or sparsity, schedule, sensitivity)"
     )
     p.add_argument(
-        "--method", default="structured", choices=["structured", "unstructured"], help="default: structured"
-    )
-    p.add_argument(
-        "--ratio", type=float, default=0.5, help="structured: fraction of channels removed, in (0, 1)"
-    )
-    p.add_argument(
-        "--importance", default="l2", choices=["l1", "l2", "bn", "taylor"], help="channel importance"
-    )
-    p.add_argument(
-        "--global-pruning", action="store_true", help="rank channels across layers (default: per layer)"
-    )
-    p.add_argument(
-        "--layer-ratio",
-        action="append",
-        default=[],
-        metavar="LAYER=RATIO",
-        help="per-layer ratio override (repeatable), e.g. features.0=0.25",
-    )
-    p.add_argument(
         "--layer-ratios-from",
         type=Path,
         metavar="SENSITIVITY_JSON",
-        help="set per-layer ratios from `edgecompress sensitivity` output (needs --max-drop)",
+        help="per-layer ratios from `edgecompress sensitivity` output: the largest tested ratio within "
+        "--sensitivity-max-drop",
     )
-    p.add_argument(
-        "--max-drop",
-        type=float,
-        default=0.01,
-        help="with --layer-ratios-from or --sensitivity: largest tolerated accuracy drop per layer (fraction)",
-    )
-    p.add_argument(
-        "--keep-layer",
-        action="append",
-        default=[],
-        metavar="LAYER",
-        help="never prune this layer (repeatable)",
-    )
-    p.add_argument(
-        "--budget-metric",
-        default="",
-        choices=["", "macs", "params", "latency"],
-        help="prune until this metric is within --budget (replaces --ratio)",
-    )
-    p.add_argument(
-        "--budget", type=float, default=0.0, help="MACs, parameters, or p50 milliseconds on --device-class"
-    )
-    p.add_argument("--device-class", default="rpi4-emulated", help="device class for a latency budget")
-    p.add_argument("--steps", type=int, default=1, help="iterative schedule: prune in this many steps")
-    p.add_argument("--finetune-epochs-between", type=int, default=0, help="fine-tuning epochs between steps")
-    p.add_argument(
-        "--finetune-epochs-after", type=int, default=2, help="fine-tuning epochs after the last step"
-    )
-    p.add_argument("--sparsity", type=float, default=0.8, help="unstructured: fraction of weights zeroed")
-    p.add_argument(
-        "--scope",
-        default="global",
-        choices=["global", "layer"],
-        help="unstructured: one threshold or per layer",
-    )
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--augment", action="store_true", help="flips and shifts while fine-tuning")
-    p.add_argument(
-        "--sensitivity",
-        default="",
-        metavar="RATIOS",
-        help="structured: run a sensitivity analysis at these ratios first (e.g. 0.25,0.5,0.75) for the report",
-    )
-    p.add_argument(
-        "--auto-layer-ratios",
-        action="store_true",
-        help="with --sensitivity: per-layer ratios = the largest tested ratio within --max-drop",
-    )
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, PruneConfig)
     _common(p)
     p.set_defaults(func=cmd_prune)
 
@@ -121,18 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", type=Path, required=True, help="Dataset artifact (.npz)")
     p.add_argument("--output", type=Path, required=True, help="distilled Model artifact directory to write")
     p.add_argument("--report", type=Path, help="HTML report: teacher vs scratch student vs distilled student")
-    p.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T (> 0)")
-    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft-target loss, in [0, 1]")
-    p.add_argument("--feature-weight", type=float, default=0.0, help="weight of the feature loss (0 = off)")
-    p.add_argument("--feature-pairs", default="auto", help="auto, or 'student.layer=teacher.layer;…'")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--augment", action="store_true")
-    p.add_argument(
-        "--no-compare", action="store_true", help="skip training the scratch student for the report"
-    )
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, DistillConfig)
+    add_options(p, DistillStepOptions, exclude=("student_spec",))  # --student takes a spec too
     _common(p)
     p.set_defaults(func=cmd_distill)
 
@@ -156,43 +82,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_prune(a: argparse.Namespace) -> int:
     from edgecompress.errors import ConfigError
-    from edgecompress.prune import (
-        parse_layer_ratios,
-        parse_ratios,
-        prune_configs,
-        prune_step,
-        suggest_layer_ratios,
-    )
+    from edgecompress.prune import prune_step, suggest_layer_ratios
 
-    layer_ratios = parse_layer_ratios(",".join(a.layer_ratio))
+    config = from_args(PruneConfig, a)
     if a.layer_ratios_from:
+        if not config.sensitivity_max_drop > 0:
+            raise ConfigError(
+                "--layer-ratios-from needs --sensitivity-max-drop > 0 (the per-layer accuracy budget)"
+            )
         try:
             sens = json.loads(Path(a.layer_ratios_from).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(
                 f"--layer-ratios-from {a.layer_ratios_from}: cannot read sensitivity JSON: {exc}"
             ) from exc
-        layer_ratios = {**suggest_layer_ratios(sens, a.max_drop), **layer_ratios}
-    structured, unstructured = prune_configs(
-        ratio=a.ratio, importance=a.importance, global_pruning=a.global_pruning, layer_ratios=layer_ratios,
-        keep_layers=a.keep_layer, budget_metric=a.budget_metric, budget=a.budget, device_class=a.device_class,
-        steps=a.steps, finetune_epochs_between=a.finetune_epochs_between, finetune_epochs_after=a.finetune_epochs_after,
-        sparsity=a.sparsity, scope=a.scope, lr=a.lr, batch_size=a.batch_size, augment=a.augment, seed=a.seed,
-    )  # fmt: skip
-    sens_ratios = parse_ratios(a.sensitivity)
-    if a.auto_layer_ratios and not sens_ratios:
-        raise ConfigError("--auto-layer-ratios needs --sensitivity RATIOS")
+        config.layer_ratios = {
+            **suggest_layer_ratios(sens, config.sensitivity_max_drop),
+            **config.layer_ratios,
+        }
     info = prune_step(
-        a.model,
-        a.dataset,
-        a.output,
-        a.method,
-        structured,
-        unstructured,
-        sens_ratios,
-        a.max_drop if a.auto_layer_ratios else 0.0,
-        a.report,
-        _lineage(a),
+        a.model, a.dataset, a.output, **config.step_arguments(), report_path=a.report, lineage_ctx=_lineage(a)
     )
     prune = info["prune"]
     return _print(
@@ -209,21 +118,18 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
-    from edgecompress.distill import distill_config, distill_step
+    from edgecompress.distill import distill_step
 
-    config = distill_config(
-        temperature=a.temperature,
-        alpha=a.alpha,
-        feature_weight=a.feature_weight,
-        feature_pairs=a.feature_pairs,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        augment=a.augment,
-        seed=a.seed,
-    )
+    options = from_args(DistillStepOptions, a)
     info = distill_step(
-        a.teacher, a.dataset, a.student, a.output, config, not a.no_compare, a.report, _lineage(a)
+        a.teacher,
+        a.dataset,
+        a.student,
+        a.output,
+        from_args(DistillConfig, a),
+        options.compare_scratch,
+        a.report,
+        _lineage(a),
     )
     return _print(
         {

@@ -19,7 +19,7 @@ from edgecompress.prune.common import parse_layer_ratios, parse_names, parse_rat
 # `edgecompress.prune.sensitivity` is the function from here on (it shadows its submodule's name); the
 # module is `sys.modules["edgecompress.prune.sensitivity"]`.
 from edgecompress.prune.sensitivity import sensitivity, sensitivity_png, suggest_layer_ratios
-from edgecompress.prune.step import prune_configs, prune_step
+from edgecompress.prune.step import PruneConfig, prune_step
 from edgecompress.prune.structured import StructuredConfig, prune_structured
 from edgecompress.prune.unstructured import UnstructuredConfig, prune_unstructured
 
@@ -29,7 +29,7 @@ __all__ = [
     "parse_layer_ratios",
     "parse_names",
     "parse_ratios",
-    "prune_configs",
+    "PruneConfig",
     "prune_step",
     "prune_structured",
     "prune_unstructured",

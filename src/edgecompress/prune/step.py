@@ -1,5 +1,5 @@
-"""The pruning pipeline step: `prune_configs` builds both configs from the flat parameters a component or
-CLI command takes; `prune_step` prunes a Model artifact (optional sensitivity analysis first), saves the
+"""The pruning pipeline step: `PruneConfig` is every pruning setting (and builds the structured and
+unstructured configs from them); `prune_step` prunes a Model artifact (optional sensitivity analysis first), saves the
 child with lineage and, if asked, writes the HTML report that `prune_report` renders.
 """
 
@@ -8,11 +8,23 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ConfigError
-from edgecompress.prune.common import _check_ratio, _modules_by_name, parse_layer_ratios, parse_names
+from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
+from edgecompress.params import Codec
+from edgecompress.prune.common import (
+    BUDGET_METRICS,
+    IMPORTANCES,
+    SCOPES,
+    _check_ratio,
+    _modules_by_name,
+    parse_layer_ratios,
+    parse_names,
+    parse_ratios,
+)
 from edgecompress.prune.sensitivity import sensitivity, sensitivity_png, suggest_layer_ratios
 from edgecompress.prune.structured import (
     StructuredConfig,
@@ -23,48 +35,92 @@ from edgecompress.prune.structured import (
 from edgecompress.prune.unstructured import UnstructuredConfig, prune_unstructured
 from edgecompress.train import TrainConfig, accuracy
 
+METHODS = ("structured", "unstructured")
 
-def prune_configs(
-    *,
-    ratio: float = 0.5,
-    importance: str = "l2",
-    global_pruning: bool = False,
-    layer_ratios: str | dict[str, float] = "",
-    keep_layers: str | Sequence[str] = "",
-    budget_metric: str = "",
-    budget: float = 0.0,
-    device_class: str = "rpi4-emulated",
-    steps: int = 1,
-    finetune_epochs_between: int = 0,
-    finetune_epochs_after: int = 0,
-    sparsity: float = 0.8,
-    scope: str = "global",
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    augment: bool = False,
-    seed: int = 0,
-) -> tuple[StructuredConfig, UnstructuredConfig]:
-    """Both configs from the flat parameters a component or a CLI command takes."""
 
-    def ft(epochs: int) -> TrainConfig | None:
+def _layer_ratios_flat(ratios: dict[str, float]) -> str:
+    return ",".join(f"{name}={r:g}" for name, r in ratios.items())
+
+
+LAYER_RATIOS = Codec(str, parse_layer_ratios, _layer_ratios_flat)
+
+
+@dataclass
+class PruneConfig:
+    """Every pruning setting, one definition each (the prune component, `edgecompress prune` and the
+    pipeline's `prune_*` parameters come from here)."""
+
+    method: str = field(default="structured", metadata={"help": "structured (channels) or unstructured (weights)",
+                                                          "choices": METHODS})  # fmt: skip
+    ratio: float = field(
+        default=0.5, metadata={"help": "structured: fraction of channels removed, in (0, 1)"}
+    )
+    importance: str = field(default="l2", metadata={"help": "channel importance", "choices": IMPORTANCES})
+    global_pruning: bool = field(
+        default=False, metadata={"help": "rank channels across layers (else per layer)"}
+    )
+    layer_ratios: dict[str, float] = field(
+        default_factory=dict, metadata={"codec": LAYER_RATIOS, "help": "per-layer ratios: name=0.3,… or JSON"}
+    )
+    keep_layers: tuple[str, ...] = field(default=(), metadata={"help": "comma-separated layers never pruned"})
+    budget_metric: str = field(
+        default="", metadata={"help": "prune until this metric is within budget (replaces ratio)",
+                              "choices": ("", *BUDGET_METRICS)},
+    )  # fmt: skip
+    budget: float = field(default=0.0, metadata={"help": "MACs, parameters, or p50 ms on device_class"})
+    device_class: str = field(
+        default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class of a latency budget"}
+    )
+    steps: int = field(default=1, metadata={"help": "iterative schedule: prune in this many steps"})
+    finetune_epochs_between: int = field(default=0, metadata={"help": "fine-tuning epochs between steps"})
+    finetune_epochs_after: int = field(default=2, metadata={"help": "fine-tuning epochs after the last step"})
+    sparsity: float = field(default=0.8, metadata={"help": "unstructured: fraction of weights zeroed"})
+    scope: str = field(default="global", metadata={"help": "unstructured: one threshold or per layer",
+                                                    "choices": SCOPES})  # fmt: skip
+    lr: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate"})
+    batch_size: int = field(default=128, metadata={"help": "fine-tuning batch size"})
+    augment: bool = field(default=False, metadata={"help": "flips and shifts while fine-tuning"})
+    sensitivity_ratios: tuple[float, ...] = field(
+        default=(0.25, 0.5, 0.75),
+        metadata={"help": "structured: sensitivity analysis at these ratios first (empty: skip)"},
+    )
+    sensitivity_max_drop: float = field(
+        default=0.0, metadata={"help": "> 0: per-layer ratios = the largest tested ratio within this drop"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of fine-tuning"})
+
+    def finetune(self, epochs: int) -> TrainConfig | None:
         if epochs < 0:
             raise ConfigError(f"fine-tuning epochs must be ≥ 0, got {epochs}")
-        return (
-            TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed)
-            if epochs
-            else None
+        if not epochs:
+            return None
+        return TrainConfig(
+            epochs=epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment, seed=self.seed
         )
 
-    keep = parse_names(keep_layers)
-    structured = StructuredConfig(
-        ratio=ratio, importance=importance, global_pruning=global_pruning, layer_ratios=parse_layer_ratios(layer_ratios),
-        keep_layers=keep, budget_metric=budget_metric, budget=budget, device_class=device_class, steps=steps,
-        finetune_between=ft(finetune_epochs_between), finetune_after=ft(finetune_epochs_after), seed=seed,
-    )  # fmt: skip
-    unstructured = UnstructuredConfig(
-        sparsity=sparsity, scope=scope, keep_layers=keep, finetune=ft(finetune_epochs_after)
-    )
-    return structured, unstructured
+    def structured(self) -> StructuredConfig:
+        return StructuredConfig(
+            ratio=self.ratio, importance=self.importance, global_pruning=self.global_pruning,
+            layer_ratios=parse_layer_ratios(self.layer_ratios), keep_layers=parse_names(self.keep_layers),
+            budget_metric=self.budget_metric, budget=self.budget, device_class=self.device_class, steps=self.steps,
+            finetune_between=self.finetune(self.finetune_epochs_between),
+            finetune_after=self.finetune(self.finetune_epochs_after), seed=self.seed,
+        )  # fmt: skip
+
+    def unstructured(self) -> UnstructuredConfig:
+        return UnstructuredConfig(
+            sparsity=self.sparsity, scope=self.scope, keep_layers=parse_names(self.keep_layers),
+            finetune=self.finetune(self.finetune_epochs_after),
+        )  # fmt: skip
+
+    def step_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of `prune_step` that this config sets."""
+        structured = self.method == "structured"
+        return {
+            "method": self.method, "structured": self.structured(), "unstructured": self.unstructured(),
+            "sensitivity_ratios": parse_ratios(self.sensitivity_ratios) if structured else (),
+            "sensitivity_max_drop": self.sensitivity_max_drop,
+        }  # fmt: skip
 
 
 def prune_step(
@@ -88,7 +144,7 @@ def prune_step(
     from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
 
     ctx = lineage_ctx or Lineage()
-    if method not in ("structured", "unstructured"):
+    if method not in METHODS:
         raise ConfigError(f"prune method {method!r} must be 'structured' or 'unstructured'")
     structured = structured or StructuredConfig()
     unstructured = unstructured or UnstructuredConfig()

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +19,7 @@ from torch import nn
 
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, ModelError
+from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.prune.common import (
     _PRUNABLE,
     BUDGET_METRICS,
@@ -46,7 +45,7 @@ class StructuredConfig:
     keep_layers: tuple[str, ...] = ()
     budget_metric: str = ""  # "", macs, params, latency: then `budget` replaces `ratio` as the target
     budget: float = 0.0  # absolute: MACs, parameters, or p50 milliseconds on `device_class`
-    device_class: str = "rpi4-emulated"
+    device_class: str = DEFAULT_DEVICE_CLASS
     max_ratio: float = 0.9  # the budget search never removes more than this
     steps: int = 1  # iterative schedule: prune in this many steps
     finetune_between: TrainConfig | None = None  # fine-tuning after each step but the last
@@ -189,28 +188,12 @@ def _pruner_step(pruner, model: nn.Module, dataset: Dataset | None, config: Stru
     model.zero_grad(set_to_none=True)
 
 
-def measure_latency_ms(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    device_class: str = "rpi4-emulated",
-    min_runs: int = 100,
-    min_duration_s: float = 0.3,
-) -> float:
-    """p50 latency (batch 1) of the model exported to ONNX, on an emulated device class."""
-    from edgecompress.edge import benchmark_locally
-    from edgecompress.export import export_onnx
-
-    with tempfile.TemporaryDirectory(prefix="edgecompress-prune-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_onnx(model, tuple(input_shape), path)
-        result = benchmark_locally(
-            path, device_class, {"min_runs": min_runs, "min_duration_s": min_duration_s}
-        )
-    return float(result["latency_ms"]["p50"])
+# A latency budget is searched with many short measurements (the budget search measures each ratio).
+BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S = 100, 0.3
 
 
 def model_cost(
-    model: nn.Module, input_shape: Sequence[int], metric: str, device_class: str = "rpi4-emulated"
+    model: nn.Module, input_shape: Sequence[int], metric: str, device_class: str = DEFAULT_DEVICE_CLASS
 ) -> float:
     if metric == "params":
         return float(count_parameters(model))
@@ -219,7 +202,10 @@ def model_cost(
 
         macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_shape))
         return float(macs)
-    return measure_latency_ms(model, input_shape, device_class)
+    from edgecompress.measure import Measurement
+
+    meter = Measurement(device_class, None, BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S)
+    return float(meter.module_latency(model, tuple(input_shape))["p50_ms"])
 
 
 def ratio_for_budget(
