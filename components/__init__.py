@@ -42,7 +42,7 @@ def surface_mismatches(component, surfaces) -> list[str]:
     actual = {
         name: (KFP_TYPES[spec.type], spec.default)
         for name, spec in component.component_spec.inputs.items()
-        if spec.type in KFP_TYPES
+        if spec.type in KFP_TYPES and spec.optional  # required inputs are data (a batch URI), not settings
     }
     for name in sorted(set(expected) | set(actual)):
         if name not in actual:

@@ -2,7 +2,12 @@
 
 from kfp import dsl
 
+from edgecompress.drift import DriftCheckOptions, DriftConfig
 from edgecompress.settings import component_image
+
+# The settings of this component, one definition each (tests/test_parameter_surfaces.py checks them);
+# `batch` and `model` are its required data inputs.
+SURFACES = (DriftConfig, DriftCheckOptions)
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
@@ -16,6 +21,9 @@ def drift_check(
     permutations: int = 200,
     reference_samples: int = 2000,
     seed: int = 0,
+    categorical: str = "",
+    max_categories: int = 10,
+    psi_bins: int = 10,
     prepare_retrain: bool = True,
 ) -> bool:
     """`batch`: a .npz path or s3:// URI (`x`, plus `y` to retrain); `model`: models:/NAME@ALIAS,
@@ -23,20 +31,12 @@ def drift_check(
     data is the Dataset artifact stored with the model's training run. Returns `drifted`. On drift
     (with `prepare_retrain`), `retrain_dataset` holds reference + new data, and `result` (JSON) names
     it under `retrain.source`, with the model spec and registered name to retrain under."""
-    from edgecompress.drift import DriftConfig, drift_check_step
+    from edgecompress.drift import DriftCheckOptions, DriftConfig, drift_check_step
+    from edgecompress.params import build
 
-    config = DriftConfig(
-        alpha=alpha, permutations=permutations, reference_samples=reference_samples, seed=seed
-    )
-    out = drift_check_step(
-        batch,
-        model,
-        result.path,
-        report.path,
-        retrain_dataset.path if prepare_retrain else None,
-        config,
-        retrain_dataset.uri,
-    )
+    prepare = build(DriftCheckOptions, locals()).prepare_retrain
+    out = drift_check_step(batch, model, result.path, report.path, retrain_dataset.path if prepare else None,
+                           build(DriftConfig, locals()), retrain_dataset.uri)  # fmt: skip
     result.metadata.update(out["result_metadata"])
     retrain_dataset.metadata.update(out["retrain_dataset_metadata"])
     return bool(out["drifted"])

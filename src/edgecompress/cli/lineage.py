@@ -6,6 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from edgecompress.drift import DriftConfig
+from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES
+from edgecompress.params import add_options, from_args
+
 MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, or a logged model id (m-…)"
 
 
@@ -76,12 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batch", type=Path, help=".npz with `x` (and `y` for --retrain; `feature_names` for tabular)"
     )
     p.add_argument("--model", required=True, help=MODEL_HELP + ", or a local Model artifact directory")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--permutations", type=int, default=200, help="MMD permutation count (default 200)")
-    p.add_argument(
-        "--reference-samples", type=int, default=2000, help="reference samples drawn (default 2000)"
-    )
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, DriftConfig)
     p.add_argument(
         "--output-dir", type=Path, default=Path("edgecompress-drift"), help="report.html + result.json"
     )
@@ -90,10 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--retrain", action="store_true", help="on drift, retrain + compress + benchmark + promote"
     )
     p.add_argument("--chain", default="quantize", help="compression chain for the retrain (default quantize)")
-    p.add_argument("--epochs", type=int, default=5, help="retrain epochs (default 5)")
+    p.add_argument("--epochs", type=int, help="retrain epochs (default: the pipeline's)")
     p.add_argument(
         "--device-classes",
-        default="rpi4-emulated,jetson-orin-nano-emulated",
+        default=",".join(DEFAULT_DEVICE_CLASSES),
         help="device classes to benchmark and promote on",
     )
     p.add_argument(
@@ -170,21 +169,16 @@ def cmd_drift(args: argparse.Namespace) -> int:
     import inspect
 
     from edgecompress.cli.pipeline import _parse_params
-    from edgecompress.drift import DriftConfig, check_and_report, retrain_arguments
+    from edgecompress.drift import check_and_report, retrain_arguments
     from edgecompress.pipelines.retrain_on_drift import build_pipeline
 
-    config = DriftConfig(
-        alpha=args.alpha,
-        permutations=args.permutations,
-        reference_samples=args.reference_samples,
-        seed=args.seed,
-    )
+    config = from_args(DriftConfig, args)
     chain = [s.strip() for s in args.chain.split(",") if s.strip()]
     fn = build_pipeline(chain).pipeline_func
     defaults = {k: v.default for k, v in inspect.signature(fn).parameters.items()}
     arguments = {
-        "epochs": args.epochs,
         "device_classes": [c.strip() for c in args.device_classes.split(",") if c.strip()],
+        **({"epochs": args.epochs} if args.epochs is not None else {}),
         **_parse_params(args.param, defaults),
     }
     if args.retrain:

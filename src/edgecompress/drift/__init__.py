@@ -29,6 +29,7 @@ from edgecompress.drift.detectors import (
 )
 from edgecompress.drift.statistics import bonferroni, mmd_permutation_test, psi
 from edgecompress.drift.step import (
+    DriftCheckOptions,
     check_and_report,
     drift_check_step,
     promote_step,
@@ -37,6 +38,7 @@ from edgecompress.drift.step import (
 )
 
 __all__ = [
+    "DriftCheckOptions",
     "DriftConfig",
     "EmbeddingModel",
     "ImageDriftDetector",

@@ -13,7 +13,7 @@ what was compared (sizes, model id, dataset digest, config).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,29 @@ import numpy as np
 from edgecompress.drift.reference import Batch, Reference, feature_names_of, reference_sample
 from edgecompress.drift.statistics import bonferroni, chi2_test, median_bandwidth, mmd_permutation_test, psi
 from edgecompress.errors import ConfigError, ModelError
+from edgecompress.params import Codec, csv_names
 
 CLASSIFIER_OPS = ("Gemm", "MatMul", "Conv", "QLinearMatMul", "QLinearConv", "MatMulInteger")
 
 
+CATEGORICAL = Codec(str, lambda v: list(csv_names(v)) or None, lambda v: ",".join(v or ()))
+
+
 @dataclass
 class DriftConfig:
-    alpha: float = 0.05
-    permutations: int = 200
-    reference_samples: int = 2000
-    seed: int = 0
-    categorical: list[str] | None = None  # tabular: feature names to test with chi-squared
-    max_categories: int = 10  # tabular: integer features with at most this many values count as categorical
-    psi_bins: int = 10
+    alpha: float = field(default=0.05, metadata={"help": "significance level of the combined test"})
+    permutations: int = field(default=200, metadata={"help": "MMD permutation count (images)"})
+    reference_samples: int = field(default=2000, metadata={"help": "reference samples drawn"})
+    seed: int = field(default=0, metadata={"help": "seed of the reference draw and the permutations"})
+    categorical: list[str] | None = field(
+        default=None,
+        metadata={"codec": CATEGORICAL, "help": "tabular: features tested with chi-squared, comma-separated"},
+    )
+    max_categories: int = field(
+        default=10,
+        metadata={"help": "tabular: integer features with at most this many values count as categorical"},
+    )
+    psi_bins: int = field(default=10, metadata={"help": "tabular: bins of the population stability index"})
 
     def validate(self) -> None:
         if not 0 < self.alpha < 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ from edgecompress.drift.reference import (
 from edgecompress.drift.report import report_html, write_outputs
 from edgecompress.errors import DatasetError
 from edgecompress.io import write_json, write_text
+from edgecompress.params import flat_values
+
+
+@dataclass
+class DriftCheckOptions:
+    prepare_retrain: bool = field(
+        default=True, metadata={"help": "on drift, write reference + new data as the retrain Dataset"}
+    )
 
 
 def check_drift(
@@ -63,14 +72,7 @@ def retrain_arguments(batch_path: Path | str, model: str | Path, config: DriftCo
             raise DatasetError(f"batch {batch_path} has no labels 'y': --retrain needs labelled new data")
     model_ref = str(model) if not Path(str(model)).exists() else f"models:/{reference.model_id}"
     source = str(batch_path) if str(batch_path).startswith("s3://") else str(Path(batch_path).resolve())
-    return {
-        "batch": source,
-        "model": model_ref,
-        "alpha": config.alpha,
-        "permutations": config.permutations,
-        "reference_samples": config.reference_samples,
-        "seed": config.seed,
-    }
+    return {"batch": source, "model": model_ref, **flat_values(config)}
 
 
 def artifact_source(uri: str, path: Path | str) -> str:
