@@ -2,44 +2,44 @@
 
 from kfp import dsl
 
-from edgecompress.drift import DriftCheckOptions, DriftConfig
+from edgecompress.components.factory import technique_component
+from edgecompress.drift import DriftCheckOptions, DriftConfig, drift_check_step
+from edgecompress.params import build
 from edgecompress.settings import component_image
 
-# The settings of this component, one definition each (tests/test_parameter_surfaces.py checks them);
-# `batch` and `model` are its required data inputs.
-SURFACES = (DriftConfig, DriftCheckOptions)
+# The component's settings: every flat field of these, with their defaults (edgecompress.params).
+SURFACES = (
+    DriftConfig,
+    DriftCheckOptions,
+)
 
 
-@dsl.component(base_image=component_image(), install_kfp_package=False)
-def drift_check(
-    batch: str,
-    model: str,
-    result: dsl.Output[dsl.Artifact],
-    report: dsl.Output[dsl.HTML],
-    retrain_dataset: dsl.Output[dsl.Dataset],
-    alpha: float = 0.05,
-    permutations: int = 200,
-    reference_samples: int = 2000,
-    seed: int = 0,
-    categorical: str = "",
-    max_categories: int = 10,
-    psi_bins: int = 10,
-    prepare_retrain: bool = True,
-) -> bool:
-    """`batch`: a .npz path or s3:// URI (`x`, plus `y` to retrain); `model`: models:/NAME@ALIAS,
-    models:/NAME/VERSION or a model id, in the MLflow server of MLFLOW_TRACKING_URI. The reference
-    data is the Dataset artifact stored with the model's training run. Returns `drifted`. On drift
-    (with `prepare_retrain`), `retrain_dataset` holds reference + new data, and `result` (JSON) names
-    it under `retrain.source`, with the model spec and registered name to retrain under."""
-    from edgecompress.drift import DriftCheckOptions, DriftConfig, drift_check_step
-    from edgecompress.params import build
-
-    prepare = build(DriftCheckOptions, locals()).prepare_retrain
+def run(batch, model, result, report, retrain_dataset, **settings) -> bool:
+    prepare = build(DriftCheckOptions, settings).prepare_retrain
     out = drift_check_step(batch, model, result.path, report.path, retrain_dataset.path if prepare else None,
-                           build(DriftConfig, locals()), retrain_dataset.uri)  # fmt: skip
+                           build(DriftConfig, settings), retrain_dataset.uri)  # fmt: skip
     result.metadata.update(out["result_metadata"])
     retrain_dataset.metadata.update(out["retrain_dataset_metadata"])
     return bool(out["drifted"])
+
+
+drift_check = technique_component(
+    "drift_check",
+    run,
+    data={"batch": "str", "model": "str"},
+    artifacts={
+        "result": "dsl.Output[dsl.Artifact]",
+        "report": "dsl.Output[dsl.HTML]",
+        "retrain_dataset": "dsl.Output[dsl.Dataset]",
+    },
+    surfaces=SURFACES,
+    returns="bool",
+    doc="""`batch`: a .npz path or s3:// URI (`x`, plus `y` to retrain); `model`: models:/NAME@ALIAS,
+    models:/NAME/VERSION or a model id, in the MLflow server of MLFLOW_TRACKING_URI. The reference
+    data is the Dataset artifact stored with the model's training run. Returns `drifted`. On drift
+    (with `prepare_retrain`), `retrain_dataset` holds reference + new data, and `result` (JSON) names
+    it under `retrain.source`, with the model spec and registered name to retrain under.""",
+)
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
