@@ -49,8 +49,7 @@ def nas(
     is retrained `final_epochs` on the whole training split. `reference_model` (e.g. the trained model)
     is measured alongside and becomes the pick's parent in lineage. `storage`: an optuna storage URL
     shared across runs (resumes the study `study_name`); empty keeps the study in the Model artifact."""
-    from edgecompress.nas import Constraints, NasConfig
-    from edgecompress.nas_step import nas_step
+    from edgecompress.nas import Constraints, NasConfig, nas_step
     from edgecompress.step import Lineage
 
     config = NasConfig(

@@ -64,8 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_nas(a: argparse.Namespace) -> int:
-    from edgecompress.nas import Constraints, NasConfig
-    from edgecompress.nas_step import nas_step
+    from edgecompress.nas import Constraints, NasConfig, nas_step
 
     config = NasConfig(
         strategy=a.strategy, n_trials=a.trials, timeout_s=a.timeout_s, search_epochs=a.search_epochs,

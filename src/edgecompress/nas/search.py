@@ -1,249 +1,35 @@
-"""Hardware-aware neural architecture search: the most accurate model that meets a latency budget on
-a device class, with latency *measured* by the benchmark runner (local emulation or the farm).
+"""The search itself: its configuration (Constraints, NasConfig), low-fidelity training on a split
+carved from the training data, measured latency, the constraint checks that run before any
+training, successive halving, and the optuna study that drives it all and can be resumed.
 
-- The search space is data (YAML/JSON, `search_spaces/default.yaml`), validated up front.
-- A candidate is checked against the constraints (parameters, MACs, measured p50 latency) before
-  any training: latency does not depend on the weights of a float ONNX model, so the untrained
-  export is measured, and an infeasible candidate costs seconds, not epochs.
-- Feasible candidates train at low fidelity (a subset, few epochs) and are scored on a hold-out
-  carved from the training split, so the validation split stays unseen until the final report.
-- Successive halving stops weak trials at rungs (epochs 1, eta, eta², …): a trial goes on only if it
-  is in the best 1/eta of the trials seen at that rung, ranked by Pareto rank on (accuracy, latency).
-- optuna drives the search (TPE or NSGA-II, multi-objective; random search as the baseline); the
-  study lives in an optuna storage (SQLite by default), so an interrupted search resumes.
-- The Pareto front is re-measured with full benchmark settings; the pick is retrained at full
-  fidelity and measured again. Reported latencies are always measurements.
+Contract: `search(...)` returns the optuna study (every finished trial carries the user attributes
+`trial_record` reads) and the LatencyMeter it measured with; `retrain` trains the pick at full
+fidelity. Latencies are always measurements (LatencyMeter), never estimates.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import math
-import re
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edgecompress.data import Dataset
 from edgecompress.errors import BenchmarkError, ConfigError, ModelError
+from edgecompress.nas.pareto import pareto_ranks
+from edgecompress.nas.space import Infeasible, SearchSpace
 from edgecompress.train import TrainConfig, fit
-from edgecompress.zoo import ACTIVATIONS, build_model, count_parameters
+from edgecompress.zoo import build_model, count_parameters
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("tpe", "nsga2", "random")
-DEFAULT_SPACE = "default"
-
-# key -> (kind, per-stage?) for each family; kind validates one choice
-_KINDS: dict[str, Callable[[Any], bool]] = {
-    "pos_int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-    "pos_float": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-    "odd_int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1,
-    "activation": lambda v: v in ACTIVATIONS,
-    "downsample": lambda v: v in ("maxpool", "stride"),
-    "stride": lambda v: v in (1, 2),
-}
-FAMILY_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
-    "cnn": {
-        "stages": ("pos_int", False), "depth": ("pos_int", True), "width_mult": ("pos_float", True),
-        "kernel_size": ("odd_int", True), "activation": ("activation", False),
-        "downsample": ("downsample", False),
-    },
-    "mobilenet": {
-        "stages": ("pos_int", False), "depth": ("pos_int", True), "width_mult": ("pos_float", True),
-        "kernel_size": ("odd_int", True), "expansion": ("pos_int", True), "stride": ("stride", True),
-        "activation": ("activation", False),
-    },
-}  # fmt: skip
-DEFAULTS: dict[str, dict[str, list[Any]]] = {
-    "cnn": {"kernel_size": [3], "activation": ["relu"], "downsample": ["maxpool"], "width_mult": [1.0]},
-    "mobilenet": {
-        "kernel_size": [3], "activation": ["relu6"], "expansion": [4], "stride": [2], "width_mult": [1.0],
-    },
-}  # fmt: skip
-
-
-class Infeasible(Exception):
-    """A candidate that breaks a constraint (or cannot be built for the data); never trained."""
-
-
-# --- search space ---------------------------------------------------------------------------------
-
-
-@dataclass
-class SearchSpace:
-    """Per family: a list of choices per key, and `channels`, the base width of each stage."""
-
-    families: dict[str, dict[str, list[Any]]]
-
-    @classmethod
-    def load(cls, source: str | Path | dict[str, Any] | None = None) -> SearchSpace:
-        """A preset name (`default`), a .yaml/.json file, YAML/JSON text, or an already-parsed dict."""
-        if isinstance(source, dict):
-            data: Any = source
-        else:
-            text = str(source or DEFAULT_SPACE).strip()
-            if "\n" not in text and len(text) < 4096 and Path(text).is_file():
-                text = Path(text).read_text()
-            elif re.fullmatch(r"[\w-]+", text):
-                preset = resources.files("edgecompress") / "search_spaces" / f"{text}.yaml"
-                if not preset.is_file():
-                    names = sorted(p.name[:-5] for p in preset.parent.iterdir() if p.name.endswith(".yaml"))
-                    raise ConfigError(
-                        f"search space {text!r}: not a file, not YAML/JSON text, and not a preset (presets: {names})"
-                    )
-                text = preset.read_text()
-            data = _parse_yaml(text)
-        space = cls(families=_validate(data))
-        return space
-
-    def max_stages(self, family: str) -> int:
-        return max(self.families[family]["stages"])
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"families": copy.deepcopy(self.families)}
-
-    def size(self) -> int:
-        """Number of distinct architectures (per-stage choices multiply once per stage)."""
-        total = 0
-        for fam, keys in self.families.items():
-            per_stage = math.prod(
-                len(v) for k, v in keys.items() if k != "channels" and FAMILY_KEYS[fam][k][1]
-            )
-            shared = math.prod(
-                len(v)
-                for k, v in keys.items()
-                if k not in ("channels", "stages") and not FAMILY_KEYS[fam][k][1]
-            )
-            total += sum(per_stage**s * shared for s in keys["stages"])
-        return total
-
-    def suggest(self, trial: Any) -> dict[str, Any]:
-        """Ask optuna for one candidate. Every per-stage parameter is asked for all stages up to the
-        family's maximum, used or not, so that the space is fixed (what NSGA-II's crossover needs)."""
-        names = sorted(self.families)
-        family = names[0] if len(names) == 1 else trial.suggest_categorical("family", names)
-        params: dict[str, Any] = {"family": family}
-        keys = self.families[family]
-        for key, choices in keys.items():
-            if key == "channels":
-                continue
-            if FAMILY_KEYS[family][key][1]:
-                for i in range(self.max_stages(family)):
-                    params[f"{family}.s{i}.{key}"] = trial.suggest_categorical(
-                        f"{family}.s{i}.{key}", choices
-                    )
-            else:
-                params[f"{family}.{key}"] = trial.suggest_categorical(f"{family}.{key}", choices)
-        return self.decode(params)
-
-    def smallest(self, family: str) -> dict[str, Any]:
-        """The cheapest candidate of a family (fewest stages, shallowest, narrowest, most downsampling):
-        if it breaks a parameter or MAC limit, no candidate of the family can meet it."""
-        keys = self.families[family]
-        params: dict[str, Any] = {"family": family, f"{family}.stages": min(keys["stages"])}
-        for key, choices in keys.items():
-            if key in ("channels", "stages"):
-                continue
-            if key in ("activation",):
-                value = choices[0]
-            elif key == "downsample":
-                value = "stride" if "stride" in choices else choices[0]
-            else:
-                value = max(choices) if key == "stride" else min(choices)
-            if FAMILY_KEYS[family][key][1]:
-                params.update({f"{family}.s{i}.{key}": value for i in range(self.max_stages(family))})
-            else:
-                params[f"{family}.{key}"] = value
-        return self.decode(params)
-
-    def decode(self, params: dict[str, Any]) -> dict[str, Any]:
-        """optuna parameters -> a zoo model spec."""
-        family = params.get("family") or sorted(self.families)[0]
-        keys = self.families[family]
-        n = params[f"{family}.stages"]
-
-        def stage(key: str, i: int) -> Any:
-            return params.get(f"{family}.s{i}.{key}", keys[key][0])
-
-        widths = [_round_channels(keys["channels"][i] * stage("width_mult", i)) for i in range(n)]
-        depths = [stage("depth", i) for i in range(n)]
-        kernels = [stage("kernel_size", i) for i in range(n)]
-        activation = params.get(f"{family}.activation", keys["activation"][0])
-        if family == "cnn":
-            kwargs = {
-                "widths": widths, "depths": depths, "kernel_size": kernels, "activation": activation,
-                "downsample": params.get(f"{family}.downsample", keys["downsample"][0]),
-            }  # fmt: skip
-        else:
-            stages = [
-                [stage("expansion", i), widths[i], depths[i], stage("stride", i), kernels[i]]
-                for i in range(n)
-            ]
-            kwargs = {"stages": stages, "stem_channels": widths[0], "activation": activation}
-        return {"family": family, "kwargs": kwargs}
-
-
-def _round_channels(c: float) -> int:
-    return max(8, int(round(c / 8)) * 8)
-
-
-def _parse_yaml(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"search space is not valid YAML/JSON: {exc}") from exc
-
-
-def _validate(data: Any) -> dict[str, dict[str, list[Any]]]:
-    if not isinstance(data, dict) or not isinstance(data.get("families"), dict) or not data["families"]:
-        raise ConfigError("search space: needs a non-empty `families` mapping (e.g. families: {cnn: {...}})")
-    extra = set(data) - {"families"}
-    if extra:
-        raise ConfigError(f"search space: unknown top-level keys {sorted(extra)}; only `families` is allowed")
-    families: dict[str, dict[str, list[Any]]] = {}
-    for fam, keys in data["families"].items():
-        where = f"search space family {fam!r}"
-        if fam not in FAMILY_KEYS:
-            raise ConfigError(f"{where}: unknown family; searchable families are {sorted(FAMILY_KEYS)}")
-        if not isinstance(keys, dict):
-            raise ConfigError(f"{where}: must be a mapping of key -> list of choices")
-        allowed = set(FAMILY_KEYS[fam]) | {"channels"}
-        unknown = set(keys) - allowed
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-        for required in ("stages", "depth", "channels"):
-            if required not in keys:
-                raise ConfigError(f"{where}: `{required}` is required")
-        merged = {**copy.deepcopy(DEFAULTS[fam]), **keys}
-        for key, choices in merged.items():
-            if not isinstance(choices, list) or not choices:
-                raise ConfigError(f"{where}: `{key}` must be a non-empty list, got {choices!r}")
-            check = _KINDS["pos_int"] if key == "channels" else _KINDS[FAMILY_KEYS[fam][key][0]]
-            bad = [c for c in choices if not check(c)]
-            if bad:
-                raise ConfigError(f"{where}: invalid `{key}` values {bad}")
-            if key != "channels" and len(set(map(json.dumps, choices))) != len(choices):
-                raise ConfigError(f"{where}: `{key}` lists a choice twice: {choices}")
-        if max(merged["stages"]) > len(merged["channels"]):
-            raise ConfigError(
-                f"{where}: `stages` goes up to {max(merged['stages'])} but `channels` names only "
-                f"{len(merged['channels'])} stage widths"
-            )
-        families[fam] = merged
-    return families
-
-
-# --- configuration --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -310,9 +96,6 @@ class NasConfig:
             out.append(e)
             e *= self.eta
         return out
-
-
-# --- objectives -----------------------------------------------------------------------------------
 
 
 def search_split(dataset: Dataset, train_samples: int, holdout_samples: int) -> Dataset:
@@ -436,62 +219,6 @@ def check_satisfiable(
     )
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated points, maximizing the first value and minimizing the second."""
-    front = []
-    for i, (a, lat) in enumerate(points):
-        dominated = any(
-            (b >= a and m <= lat) and (b > a or m < lat) for j, (b, m) in enumerate(points) if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
-
-
-def pareto_ranks(points: list[tuple[float, float]]) -> list[int]:
-    remaining, ranks, rank = list(range(len(points))), [0] * len(points), 0
-    while remaining:
-        sub = [points[i] for i in remaining]
-        layer = {remaining[i] for i in pareto_front(sub)}
-        for i in layer:
-            ranks[i] = rank
-        remaining = [i for i in remaining if i not in layer]
-        rank += 1
-    return ranks
-
-
-def hypervolume(points: list[tuple[float, float]], ref_accuracy: float, ref_latency_ms: float) -> float:
-    """Area dominated by (accuracy ↑, latency ↓) points and bounded by the reference point, in
-    accuracy × milliseconds; points worse than the reference in either objective add nothing."""
-    pts = sorted({(a, m) for a, m in points if a > ref_accuracy and m < ref_latency_ms}, key=lambda p: p[1])
-    area, best_acc = 0.0, ref_accuracy
-    for i, (acc, lat) in enumerate(pts):
-        best_acc = max(best_acc, acc)
-        next_lat = pts[i + 1][1] if i + 1 < len(pts) else ref_latency_ms
-        area += (best_acc - ref_accuracy) * (next_lat - lat)
-    return area
-
-
-# --- the search -----------------------------------------------------------------------------------
-
-
-@dataclass
-class SearchResult:
-    study_name: str
-    storage: str
-    trials: list[dict[str, Any]]
-    front: list[dict[str, Any]]
-    pick: dict[str, Any]
-    reference: dict[str, Any] | None
-    device_class: str
-    emulated: bool | None
-    seconds: float
-    budget: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class _Halving:
     """Multi-objective successive halving: at a rung a trial continues only if it is among the best
     ceil(n/eta) of the n trials recorded at that rung, ranked by (Pareto rank, -accuracy)."""
@@ -526,7 +253,10 @@ def _sampler(strategy: str, seed: int, n_trials: int, startup: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
 
 
-def _trial_record(t: Any) -> dict[str, Any]:
+def trial_record(t: Any) -> dict[str, Any]:
+    """A finished optuna trial as the plain record that `on_trial`, `summarize` and the reports use:
+    number, state (complete | pruned | infeasible | fail), spec, accuracy, p50_ms, params, macs,
+    epochs, reason, seconds."""
     import optuna
 
     attrs = t.user_attrs
@@ -679,7 +409,7 @@ def search(
 
             def callback(study: Any, frozen: Any) -> None:
                 bar.advance(task)
-                record = _trial_record(frozen)
+                record = trial_record(frozen)
                 log.info(
                     "trial %d %s: accuracy %s, p50 %s ms %s", record["number"], record["state"],
                     _fmt(record["accuracy"]), _fmt(record["p50_ms"]), record["reason"],
@@ -698,47 +428,6 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def summarize(
-    study: Any,
-    meter: LatencyMeter,
-    constraints: Constraints,
-    config: NasConfig,
-    remeasure: bool = True,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """(trials, front, pick): the front re-measured with the final benchmark settings and
-    the pick chosen on the re-measured latency. Raises ConfigError when no candidate was feasible."""
-    trials = [_trial_record(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    complete = [t for t in trials if t["state"] == "complete"]
-    if not complete:
-        reasons = sorted({t["reason"] for t in trials if t["reason"]})[:5]
-        raise ConfigError(
-            f"NAS: none of the {len(trials)} trials met the constraints {asdict(constraints)}; "
-            f"reasons: {reasons or ['(all pruned or failed)']}. Relax the constraints or widen the search space."
-        )
-    unique: dict[str, dict[str, Any]] = {}
-    for t in complete:
-        unique.setdefault(spec_key(t["spec"]), t)
-    pool = list(unique.values())
-    idx = pareto_front([(t["accuracy"], t["p50_ms"]) for t in pool])
-    front = sorted((dict(pool[i], search_p50_ms=pool[i]["p50_ms"]) for i in idx), key=lambda t: t["p50_ms"])
-    if remeasure:
-        for member in front:
-            member["p50_ms"] = meter.measure_spec(member["spec"], config.final_bench)["p50_ms"]
-    feasible = [
-        m for m in front if not constraints.max_latency_ms or m["p50_ms"] <= constraints.max_latency_ms
-    ]
-    if not feasible:
-        raise ConfigError(
-            f"NAS: re-measured, every Pareto-front member is over max_latency_ms {constraints.max_latency_ms} "
-            f"(fastest {min(m['p50_ms'] for m in front):.3f} ms): the search-time measurement was too optimistic"
-        )
-    best = max(m["accuracy"] for m in feasible)
-    pick = min(
-        (m for m in feasible if m["accuracy"] >= best - config.accuracy_tolerance), key=lambda m: m["p50_ms"]
-    )
-    return trials, front, pick
-
-
 def retrain(
     spec: dict[str, Any], dataset: Dataset, config: NasConfig, progress: bool = True
 ) -> tuple[Any, Any]:
@@ -750,42 +439,6 @@ def retrain(
     )  # fmt: skip
     history = fit(model, dataset, cfg, description="retrain NAS pick", progress=progress)
     return model, history
-
-
-def front_png(
-    trials: list[dict[str, Any]], front: list[dict[str, Any]], pick: dict[str, Any],
-    reference: dict[str, Any] | None, title: str,
-) -> bytes:  # fmt: skip
-    """Every trained trial (low fidelity), the re-measured front, the pick and the reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgecompress.reports import figure_png
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    done = [t for t in trials if t["state"] == "complete"]
-    pruned = [t for t in trials if t["state"] == "pruned" and t["accuracy"] is not None and t["p50_ms"]]
-    ax.scatter(
-        [t["p50_ms"] for t in done], [100 * t["accuracy"] for t in done], s=18, c="#999", label="trials"
-    )
-    if pruned:
-        ax.scatter([t["p50_ms"] for t in pruned], [100 * t["accuracy"] for t in pruned], s=12, marker="x",
-                   c="#bbb", label="stopped early (halving)")  # fmt: skip
-    ax.plot([m["p50_ms"] for m in front], [100 * m["accuracy"] for m in front], "o-", c="C0",
-            label="Pareto front (re-measured)")  # fmt: skip
-    ax.scatter([pick["p50_ms"]], [100 * pick["accuracy"]], s=120, facecolors="none", edgecolors="C3", lw=2,
-               label="pick")  # fmt: skip
-    if reference:
-        ax.axvline(reference["p50_ms"], ls="--", c="C1", label="reference model p50")
-    ax.set_xlabel("p50 latency, ms (batch 1)")
-    ax.set_ylabel("search accuracy, % (hold-out, low fidelity)")
-    ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
-    return figure_png(fig)
 
 
 def low_fidelity_accuracy(spec: dict[str, Any], dataset: Dataset, config: NasConfig) -> float:

@@ -2,6 +2,9 @@
 retrain the pick at full fidelity, write the Model artifact, the front (JSON) and a report, and
 record lineage in MLflow: the search is a task run, every trial a child run of it, and the chosen
 model a LoggedModel that names its trial run and study.
+
+Contract: `nas_step` returns the Model artifact's info plus `nas_summary` (what the front JSON
+holds); its outputs are written only after the search and the retraining have succeeded.
 """
 
 from __future__ import annotations
@@ -20,18 +23,17 @@ from edgecompress.data import Dataset, load_dataset
 from edgecompress.errors import ConfigError, TrackingError
 from edgecompress.export import load_model_package
 from edgecompress.io import atomic_path
-from edgecompress.nas import (
+from edgecompress.nas.report import front_png, nas_report, summarize
+from edgecompress.nas.search import (
     Constraints,
     LatencyMeter,
     NasConfig,
-    SearchSpace,
     accuracy_on,
-    front_png,
     retrain,
     search,
-    summarize,
+    search_identity,
 )
-from edgecompress.reports import fmt, html_page, html_table, png_img_tag
+from edgecompress.nas.space import SearchSpace
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "nas-study.db"
@@ -42,8 +44,6 @@ def default_study_name(
 ) -> str:
     """Deterministic, so that running the same search again resumes it instead of starting over;
     another dataset, space, constraint or fidelity makes another study."""
-    from edgecompress.nas import search_identity
-
     identity = search_identity(space, constraints, config)
     return (
         f"nas-{dataset.digest[:8]}-{constraints.device_class}-{config.strategy}-seed{config.seed}-{identity}"
@@ -235,50 +235,3 @@ def _log_search(summary, png, package, dataset, params, ctx, trial_runs) -> None
         "nas.trials_finished": summary["budget"]["trials_finished"], "nas.front_size": len(summary["front"]),
         "nas.search_seconds": summary["budget"]["search_seconds"], **{f"nas.{k}": v for k, v in summary["counts"].items()},
     })  # fmt: skip
-
-
-def nas_report(summary: dict[str, Any], png: bytes) -> str:
-    pick, ref = summary["pick"], summary.get("reference")
-    final = pick["final"]
-    label = "emulated" if summary["emulated"] else "device"
-    overview = html_table(
-        ["", "value"],
-        [
-            ["device class", f"{summary['device_class']} ({label})"],
-            ["study", summary["study_name"]],
-            ["trials finished / budget", f"{summary['budget']['trials_finished']} / {summary['budget']['n_trials']}"],
-            ["complete / stopped early / infeasible / failed",
-             " / ".join(str(summary["counts"][k]) for k in ("complete", "pruned", "infeasible", "fail"))],
-            ["search time", f"{summary['budget']['search_seconds']:.0f} s"],
-            ["constraints", json.dumps({k: v for k, v in summary["constraints"].items() if v})],
-        ],
-    )  # fmt: skip
-    pick_rows = [
-        ["NAS pick (retrained)", fmt(final["val_accuracy"]), fmt(final["test_accuracy"]), fmt(final["p50_ms"], 3),
-         json.dumps(pick["spec"]["kwargs"])],
-    ]  # fmt: skip
-    if ref:
-        pick_rows.append(
-            [
-                "reference model",
-                "",
-                "",
-                fmt(ref["p50_ms"], 3),
-                json.dumps((ref.get("spec") or {}).get("kwargs")),
-            ]
-        )
-    front_rows = [
-        [m["number"], fmt(m["accuracy"]), fmt(m["p50_ms"], 3), fmt(m["search_p50_ms"], 3), m["params"], m["macs"],
-         json.dumps(m["spec"]["kwargs"])]
-        for m in summary["front"]
-    ]  # fmt: skip
-    return html_page(
-        "Neural architecture search",
-        [
-            ("Search", overview),
-            ("Pick", html_table(["model", "val accuracy", "test accuracy", "p50 ms", "architecture"], pick_rows)),
-            ("Pareto front", png_img_tag(png, "Pareto front") + html_table(
-                ["trial", "search accuracy", "p50 ms (re-measured)", "p50 ms (search)", "params", "MACs", "architecture"],
-                front_rows)),
-        ],
-    )  # fmt: skip
