@@ -38,7 +38,15 @@ DEFAULT_CHAIN = ("quantize",)
 # Set by the pipeline for every task, never a parameter of one task.
 LINEAGE_INPUTS = ("pipeline_run_id", "pipeline_name")
 # One pipeline parameter each, handed to every task that has an input of that name.
-SHARED = ("seed", "farm_url", "bench_min_runs", "bench_min_duration_s", "experiment", "track")
+SHARED = (
+    "seed",
+    "farm_url",
+    "bench_min_runs",
+    "bench_min_duration_s",
+    "bench_warmup_runs",
+    "experiment",
+    "track",
+)
 # Pipeline parameters that feed a component input of another name (one setting, one parameter): the
 # auto-tuner keeps the gate's accuracy budget and speed-up unless told otherwise.
 LINKED = {

@@ -55,7 +55,7 @@ def test_every_technique_component_declares_its_surfaces():
     pending = sorted(set(component_names()) - set(_with_surfaces()))
     assert set(_with_surfaces()) >= {
         "load_dataset", "train", "quantize", "autotune", "evaluate", "edge_benchmark", "accuracy_gate", "prune",
-        "distill", "drift_check",
+        "distill", "drift_check", "nas",
     }  # fmt: skip
     assert pending == sorted(pending)  # listed for the record in the test output
     print("components without SURFACES yet:", pending)
@@ -81,6 +81,10 @@ def _subcommand(name: str) -> argparse.ArgumentParser:
         ("prune", ("edgecompress.prune:PruneConfig",)),
         ("distill", ("edgecompress.distill:DistillConfig",)),
         ("drift", ("edgecompress.drift:DriftConfig",)),
+        (
+            "nas",
+            ("edgecompress.nas:NasConfig", "edgecompress.nas:Constraints", "edgecompress.nas:NasStepOptions"),
+        ),
     ],
 )
 def test_cli_options_take_their_names_and_defaults_from_the_configs(command, configs):

@@ -55,13 +55,10 @@ class EdgeBenchmarkConfig:
     measurement: Measurement = field(
         default_factory=Measurement, metadata={"flatten": True, "exclude": ("device_class",)}
     )
-    bench_warmup_runs: int = field(
-        default=BenchmarkSettings.warmup_runs, metadata={"help": "untimed runs before timing"}
-    )
     timeout_s: float = field(default=600.0, metadata={"help": "give up on a device class after this long"})
 
     def settings(self) -> dict[str, Any]:
-        return {**self.measurement.settings(), "warmup_runs": self.bench_warmup_runs}
+        return self.measurement.settings()
 
 
 def benchmark_locally(

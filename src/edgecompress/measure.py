@@ -33,18 +33,35 @@ class Measurement:
     bench_min_duration_s: float = field(
         default=BenchmarkSettings.min_duration_s, metadata={"help": "minimum seconds per measurement"}
     )
+    bench_warmup_runs: int = field(
+        default=BenchmarkSettings.warmup_runs, metadata={"help": "untimed runs before timing"}
+    )
 
     def validate(self) -> None:
-        if self.bench_min_runs < 1 or not self.bench_min_duration_s >= 0:
+        if self.bench_min_runs < 1 or not self.bench_min_duration_s >= 0 or self.bench_warmup_runs < 0:
             raise ConfigError(
-                f"bench_min_runs must be ≥ 1 and bench_min_duration_s ≥ 0, got {self.bench_min_runs}, "
-                f"{self.bench_min_duration_s}"
+                f"bench_min_runs must be ≥ 1, bench_min_duration_s ≥ 0 and bench_warmup_runs ≥ 0, got "
+                f"{self.bench_min_runs}, {self.bench_min_duration_s}, {self.bench_warmup_runs}"
             )
         if not self.farm_url:
             emulated_device_class(self.device_class)  # unknown class -> ConfigError before any work
 
     def settings(self) -> dict[str, Any]:
-        return {"min_runs": self.bench_min_runs, "min_duration_s": self.bench_min_duration_s}
+        return {
+            "min_runs": self.bench_min_runs,
+            "min_duration_s": self.bench_min_duration_s,
+            "warmup_runs": self.bench_warmup_runs,
+        }
+
+    @classmethod
+    def from_settings(cls, device_class: str, farm_url: str | None, settings: dict[str, Any]) -> Measurement:
+        """From runner settings (`min_runs`, `min_duration_s`, `warmup_runs`; missing ones default)."""
+        defaults = cls()
+        return cls(
+            device_class, farm_url or None, settings.get("min_runs", defaults.bench_min_runs),
+            settings.get("min_duration_s", defaults.bench_min_duration_s),
+            settings.get("warmup_runs", defaults.bench_warmup_runs),
+        )  # fmt: skip
 
     def latency(self, onnx_path: Path) -> dict[str, Any]:
         """p50/p90 (ms), whether the device was emulated, and the raw samples."""

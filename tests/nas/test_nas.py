@@ -156,7 +156,7 @@ def test_impossible_constraints_fail_before_searching(digits_artifact: Path, tmp
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--trials", "0"], "n_trials must be ≥ 1"),
+        (["--n-trials", "0"], "n_trials must be ≥ 1"),
         (["--device-class", "rpi5"], "unknown device class 'rpi5'"),
         (["--search-space", '{"families": {}}'], "non-empty `families`"),
         (["--max-latency-ms", "0.00001"], "no candidate in the search space can meet the constraints"),
@@ -197,7 +197,7 @@ def test_nas_then_quantize_in_the_pipeline_records_search_lineage(tracking_uri: 
         "dataset": "digits", "model": json.dumps({"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}),
         "epochs": 3, "batch_size": 32, "device_classes": ["rpi4-emulated"], "bench_min_runs": 20,
         "bench_min_duration_s": 0.05, "max_accuracy_drop": 0.5, "registered_model_name": "nas-chain",
-        "calibration_samples": 32, "nas_search_space": json.dumps(TINY_SPACE), "nas_trials": 3,
+        "quantize_calibration_samples": 32, "nas_search_space": json.dumps(TINY_SPACE), "nas_n_trials": 3,
         "nas_search_epochs": 2, "nas_train_samples": 1000, "nas_holdout_samples": 300, "nas_final_epochs": 3,
     }  # fmt: skip
     result = run_edge_compression(["nas", "quantize"], arguments, tmp_path)

@@ -22,6 +22,7 @@ from typing import Any
 
 from edgecompress.data import Dataset
 from edgecompress.errors import BenchmarkError, ConfigError, ModelError
+from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.nas.pareto import pareto_ranks
 from edgecompress.nas.space import Infeasible, SearchSpace
 from edgecompress.train import TrainConfig, fit
@@ -36,10 +37,12 @@ STRATEGIES = ("tpe", "nsga2", "random")
 class Constraints:
     """Hard limits; 0 means no limit. Latency is p50, batch 1, on `device_class`."""
 
-    device_class: str = "rpi4-emulated"
-    max_params: int = 0
-    max_macs: int = 0
-    max_latency_ms: float = 0.0
+    device_class: str = field(
+        default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class latency is measured on"}
+    )
+    max_params: int = field(default=0, metadata={"help": "at most this many parameters (0: no limit)"})
+    max_macs: int = field(default=0, metadata={"help": "at most this many MACs (0: no limit)"})
+    max_latency_ms: float = field(default=0.0, metadata={"help": "p50 latency limit, batch 1 (0: no limit)"})
 
     def validate(self) -> None:
         if self.max_params < 0 or self.max_macs < 0 or self.max_latency_ms < 0:
@@ -50,24 +53,40 @@ class Constraints:
 
 @dataclass
 class NasConfig:
-    strategy: str = "tpe"
-    n_trials: int = 24
-    timeout_s: float = 0.0  # wall-clock budget for the search; 0 = trials only
-    search_epochs: int = 3
-    train_samples: int = 10_000  # low fidelity: this many training images per trial
-    holdout_samples: int = 5_000  # scored on this many images held out from the training split
-    eta: int = 3  # successive halving factor; 1 = off
-    final_epochs: int = 10
-    batch_size: int = 128
-    lr: float = 3e-3
-    augment: bool = False
-    seed: int = 0
-    accuracy_tolerance: float = 0.0  # pick the fastest front member within this of the best accuracy
-    startup_trials: int = 0  # random trials before the model-based sampler starts; 0 = max(4, n_trials // 4)
-    search_bench: dict[str, Any] = field(
-        default_factory=lambda: {"warmup_runs": 10, "min_runs": 50, "min_duration_s": 0.25}
+    strategy: str = field(
+        default="tpe", metadata={"help": "optuna sampler (or random search)", "choices": STRATEGIES}
     )
-    final_bench: dict[str, Any] = field(default_factory=lambda: {"min_runs": 200, "min_duration_s": 1.0})
+    n_trials: int = field(default=24, metadata={"help": "budget: finished trials in the study"})
+    timeout_s: float = field(
+        default=0.0, metadata={"help": "budget: wall-clock seconds of the search (0: none)"}
+    )
+    search_epochs: int = field(default=3, metadata={"help": "low fidelity: epochs per trial"})
+    train_samples: int = field(default=10_000, metadata={"help": "low fidelity: training images per trial"})
+    holdout_samples: int = field(
+        default=5_000,
+        metadata={"help": "trials are scored on this many images held out from the training split"},
+    )
+    eta: int = field(default=3, metadata={"help": "successive halving factor (1: off)"})
+    final_epochs: int = field(default=10, metadata={"help": "retraining epochs of the pick"})
+    batch_size: int = field(default=128, metadata={"help": "batch size of trials and the retraining"})
+    lr: float = field(default=3e-3, metadata={"help": "learning rate of trials and the retraining"})
+    augment: bool = field(default=False, metadata={"help": "flips and shifts while training"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampler and of training"})
+    accuracy_tolerance: float = field(
+        default=0.0,
+        metadata={"help": "pick the fastest front member within this (fraction) of the best accuracy"},
+    )
+    startup_trials: int = field(
+        default=0,
+        metadata={"help": "random trials before the model-based sampler (0: max(4, n_trials // 4))"},
+    )
+    search_bench: dict[str, Any] = field(
+        default_factory=lambda: {"warmup_runs": 10, "min_runs": 50, "min_duration_s": 0.25},
+        metadata={"flat": False},
+    )
+    final_bench: dict[str, Any] = field(
+        default_factory=lambda: {"min_runs": 200, "min_duration_s": 1.0}, metadata={"flat": False}
+    )
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -147,14 +166,12 @@ class LatencyMeter:
             emulated_device_class(device_class)  # unknown class -> ConfigError now, not mid-search
 
     def measure_onnx(self, onnx_path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-        from edgecompress.edge import benchmark_locally, edge_benchmark
+        """Through the one latency path (`edgecompress.measure`)."""
+        from edgecompress.measure import Measurement
 
-        if self.farm_url:
-            r = edge_benchmark(onnx_path, [self.device_class], settings, self.farm_url)[self.device_class]
-        else:
-            r = benchmark_locally(onnx_path, self.device_class, settings, start_method="forkserver")
-        self.emulated = bool(r.get("emulated"))
-        return {"p50_ms": r["latency_ms"]["p50"], "p90_ms": r["latency_ms"]["p90"], "emulated": self.emulated}
+        r = Measurement.from_settings(self.device_class, self.farm_url, settings).latency(onnx_path)
+        self.emulated = r["emulated"]
+        return {"p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "emulated": self.emulated}
 
     def measure_spec(self, spec: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         from edgecompress.export import export_onnx

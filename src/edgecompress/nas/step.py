@@ -14,7 +14,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,29 @@ from edgecompress.nas.search import (
     search,
     search_identity,
 )
-from edgecompress.nas.space import SearchSpace
+from edgecompress.nas.space import DEFAULT_SPACE, SearchSpace
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "nas-study.db"
+
+
+@dataclass
+class NasStepOptions:
+    """Where the search runs: its space, its optuna study, and the farm that measures latency."""
+
+    search_space: str = field(
+        default=DEFAULT_SPACE, metadata={"help": "preset name, or the YAML/JSON of a search space"}
+    )
+    storage: str = field(
+        default="", metadata={"help": "optuna storage URL shared across runs (resumes the study)"}
+    )
+    study_name: str = field(
+        default="", metadata={"help": "(default: from dataset, device class, strategy, seed)"}
+    )
+    farm_url: str | None = field(
+        default=None,
+        metadata={"help": "device farm controller URL (empty: emulate the class on this machine)"},
+    )
 
 
 def default_study_name(
