@@ -28,19 +28,23 @@ def technique_component(
     name: str,
     run: Callable,
     *,
-    artifacts: dict[str, str],
+    inputs: dict[str, str] | None = None,
+    outputs: dict[str, str] | None = None,
     surfaces: Sequence[type],
+    optional_inputs: dict[str, str] | None = None,
     data: dict[str, str] | None = None,
     returns: str | None = None,
     doc: str = "",
 ):
     """A KFP component `name` (a function of that name in the component's module calls `run`).
 
-    `data`: required non-artifact inputs (name -> type source, e.g. a batch URI); `artifacts`: name ->
-    annotation source (`dsl.Input[dsl.Model]`, `dsl.Output[dsl.HTML]`, `dsl.Input[dsl.Model] = None`);
-    `surfaces`: the config dataclasses whose flat fields are the settings."""
+    `inputs`, `outputs`, `optional_inputs`: artifact name -> KFP artifact class (`Model`, `Dataset`,
+    `HTML`, …); `data`: required non-artifact inputs (name -> type, e.g. a batch URI); `surfaces`: the
+    config dataclasses whose flat fields are the settings."""
     params = [f"{n}: {t}" for n, t in (data or {}).items()]
-    params += [f"{n}: {a}" for n, a in sorted(artifacts.items(), key=lambda kv: "=" in kv[1])]
+    params += [f"{n}: dsl.Input[dsl.{kind}]" for n, kind in (inputs or {}).items()]
+    params += [f"{n}: dsl.Output[dsl.{kind}]" for n, kind in (outputs or {}).items()]
+    params += [f"{n}: dsl.Input[dsl.{kind}] = None" for n, kind in (optional_inputs or {}).items()]
     seen: set[str] = set()
     for config in surfaces:
         for p in surface(config):

@@ -99,15 +99,40 @@ def dead_uri() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
+def use_tracking_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point MLflow (this process and child processes) at `uri` for one test."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A private SQLite MLflow store for one test."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    import mlflow
+    return use_tracking_store(f"sqlite:///{tmp_path / 'mlflow.db'}", monkeypatch)
 
-    mlflow.set_tracking_uri(uri)
-    return uri
+
+def log_model_without_lineage(onnx_path: Path, name: str, technique: str) -> str:
+    """Log a model with no dataset or parent: what an imported model, or a broken chain, looks like."""
+    from edgecompress import lineage
+
+    return lineage.log_model(
+        onnx_path, name, technique=technique, input_shape=[1, 8, 8], num_classes=10, parent_model_id=None,
+        dataset_meta=None, params={},
+    )  # fmt: skip
+
+
+def io_args(model, dataset, output) -> list[str]:
+    """`--model M --dataset D --output O`: what most single-step commands take."""
+    return ["--model", str(model), "--dataset", str(dataset), "--output", str(output)]
+
+
+@pytest.fixture(name="run_cli")
+def _run_cli_fixture():
+    """`run_cli` as a fixture (MLFLOW_TRACKING_URI is inherited from the test's store)."""
+    return run_cli
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgecompress.cli import build_parser
-from tests.conftest import run_cli
+from tests.conftest import io_args, run_cli
 
 
 def _subcommands():
@@ -47,12 +47,7 @@ def test_corrupt_onnx(tmp_path, digits_artifact):
     bad.write_bytes(b"\x08\x07 this is not protobuf")
     proc = run_cli(
         "evaluate",
-        "--model",
-        str(bad),
-        "--dataset",
-        str(digits_artifact),
-        "--output",
-        str(tmp_path / "r.json"),
+        *io_args(bad, digits_artifact, tmp_path / "r.json"),
         "--no-track",
     )
     assert proc.returncode == 2 and "broken.onnx" in proc.stderr and "not a valid ONNX model" in proc.stderr
@@ -72,12 +67,7 @@ def test_model_input_shape_does_not_match_data(tmp_path, trained_model):
     assert proc.returncode == 0, proc.stderr
     proc = run_cli(
         "evaluate",
-        "--model",
-        str(trained_model),
-        "--dataset",
-        str(tmp_path / "big-artifact.npz"),
-        "--output",
-        str(tmp_path / "r.json"),
+        *io_args(trained_model, tmp_path / "big-artifact.npz", tmp_path / "r.json"),
         "--no-track",
     )
     assert proc.returncode == 2 and "expects inputs of shape" in proc.stderr and "(1, 28, 28)" in proc.stderr

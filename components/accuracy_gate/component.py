@@ -24,14 +24,13 @@ def run(
 accuracy_gate = technique_component(
     "accuracy_gate",
     run,
-    artifacts={
-        "parent_evaluation": "dsl.Input[dsl.Artifact]",
-        "child_evaluation": "dsl.Input[dsl.Artifact]",
-        "parent_benchmark": "dsl.Input[dsl.Artifact]",
-        "child_benchmark": "dsl.Input[dsl.Artifact]",
-        "results": "dsl.Output[dsl.Artifact]",
-        "report": "dsl.Output[dsl.Markdown]",
+    inputs={
+        "parent_evaluation": "Artifact",
+        "child_evaluation": "Artifact",
+        "parent_benchmark": "Artifact",
+        "child_benchmark": "Artifact",
     },
+    outputs={"results": "Artifact", "report": "Markdown"},
     surfaces=SURFACES,
     returns="str",
     doc="""Returns the verdict (`accepted` or `rejected`); a rejection is a result, not a task failure.""",

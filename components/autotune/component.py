@@ -30,14 +30,8 @@ def run(model, dataset, tuned_model, results, report, metrics, **settings) -> bo
 autotune = technique_component(
     "autotune",
     run,
-    artifacts={
-        "model": "dsl.Input[dsl.Model]",
-        "dataset": "dsl.Input[dsl.Dataset]",
-        "tuned_model": "dsl.Output[dsl.Model]",
-        "results": "dsl.Output[dsl.Artifact]",
-        "report": "dsl.Output[dsl.HTML]",
-        "metrics": "dsl.Output[dsl.Metrics]",
-    },
+    inputs={"model": "Model", "dataset": "Dataset"},
+    outputs={"tuned_model": "Model", "results": "Artifact", "report": "HTML", "metrics": "Metrics"},
     surfaces=SURFACES,
     returns="bool",
     doc="""Stops at the first trial that keeps accuracy within `max_drop` (absolute, or relative to the

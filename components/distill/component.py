@@ -28,13 +28,9 @@ def run(teacher, dataset, distilled_model, report, student=None, **settings) -> 
 distill = technique_component(
     "distill",
     run,
-    artifacts={
-        "teacher": "dsl.Input[dsl.Model]",
-        "dataset": "dsl.Input[dsl.Dataset]",
-        "distilled_model": "dsl.Output[dsl.Model]",
-        "report": "dsl.Output[dsl.HTML]",
-        "student": "dsl.Input[dsl.Model] = None",
-    },
+    inputs={"teacher": "Model", "dataset": "Dataset"},
+    outputs={"distilled_model": "Model", "report": "HTML"},
+    optional_inputs={"student": "Model"},
     surfaces=SURFACES,
     doc="""The student is the `student` Model artifact (e.g. the pruned model: prune → distill) or, when
     none is connected, a fresh `student_spec` (zoo family, `module:factory` or JSON). Loss:

@@ -27,11 +27,7 @@ drift_check = technique_component(
     "drift_check",
     run,
     data={"batch": "str", "model": "str"},
-    artifacts={
-        "result": "dsl.Output[dsl.Artifact]",
-        "report": "dsl.Output[dsl.HTML]",
-        "retrain_dataset": "dsl.Output[dsl.Dataset]",
-    },
+    outputs={"result": "Artifact", "report": "HTML", "retrain_dataset": "Dataset"},
     surfaces=SURFACES,
     returns="bool",
     doc="""`batch`: a .npz path or s3:// URI (`x`, plus `y` to retrain); `model`: models:/NAME@ALIAS,

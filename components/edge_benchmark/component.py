@@ -24,12 +24,8 @@ def run(model, results, metrics, report, **settings) -> None:
 edge_benchmark = technique_component(
     "edge_benchmark",
     run,
-    artifacts={
-        "model": "dsl.Input[dsl.Model]",
-        "results": "dsl.Output[dsl.Artifact]",
-        "metrics": "dsl.Output[dsl.Metrics]",
-        "report": "dsl.Output[dsl.HTML]",
-    },
+    inputs={"model": "Model"},
+    outputs={"results": "Artifact", "metrics": "Metrics", "report": "HTML"},
     surfaces=SURFACES,
     doc="""Empty `farm_url` runs emulated device classes locally (labelled emulated in every result).""",
 )

@@ -26,13 +26,12 @@ def run(model, dataset, results, metrics, classification, report, **settings) ->
 evaluate = technique_component(
     "evaluate",
     run,
-    artifacts={
-        "model": "dsl.Input[dsl.Model]",
-        "dataset": "dsl.Input[dsl.Dataset]",
-        "results": "dsl.Output[dsl.Artifact]",
-        "metrics": "dsl.Output[dsl.Metrics]",
-        "classification": "dsl.Output[dsl.ClassificationMetrics]",
-        "report": "dsl.Output[dsl.HTML]",
+    inputs={"model": "Model", "dataset": "Dataset"},
+    outputs={
+        "results": "Artifact",
+        "metrics": "Metrics",
+        "classification": "ClassificationMetrics",
+        "report": "HTML",
     },
     surfaces=SURFACES,
     doc="""`results` is the full JSON (read by the accuracy gate); `metrics` and `report` are for the KFP UI.""",

@@ -24,7 +24,7 @@ def run(dataset, **settings) -> None:
 load_dataset = technique_component(
     "load_dataset",
     run,
-    artifacts={"dataset": "dsl.Output[dsl.Dataset]"},
+    outputs={"dataset": "Dataset"},
     surfaces=SURFACES,
     doc="""Load `digits`, `fashion-mnist`, a `.npz` path or an `s3://` URI into a Dataset artifact.""",
 )

@@ -34,14 +34,9 @@ def run(dataset, searched_model, pareto_front, metrics, report, reference_model=
 nas = technique_component(
     "nas",
     run,
-    artifacts={
-        "dataset": "dsl.Input[dsl.Dataset]",
-        "searched_model": "dsl.Output[dsl.Model]",
-        "pareto_front": "dsl.Output[dsl.Artifact]",
-        "metrics": "dsl.Output[dsl.Metrics]",
-        "report": "dsl.Output[dsl.HTML]",
-        "reference_model": "dsl.Input[dsl.Model] = None",
-    },
+    inputs={"dataset": "Dataset"},
+    outputs={"searched_model": "Model", "pareto_front": "Artifact", "metrics": "Metrics", "report": "HTML"},
+    optional_inputs={"reference_model": "Model"},
     surfaces=SURFACES,
     doc="""Searches `search_space` (a preset name, or the YAML/JSON text of a space) for the most accurate
     architecture that meets `max_params`/`max_macs`/`max_latency_ms` (p50, batch 1, measured on

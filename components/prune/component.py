@@ -23,12 +23,8 @@ def run(model, dataset, pruned_model, report, **settings) -> None:
 prune = technique_component(
     "prune",
     run,
-    artifacts={
-        "model": "dsl.Input[dsl.Model]",
-        "dataset": "dsl.Input[dsl.Dataset]",
-        "pruned_model": "dsl.Output[dsl.Model]",
-        "report": "dsl.Output[dsl.HTML]",
-    },
+    inputs={"model": "Model", "dataset": "Dataset"},
+    outputs={"pruned_model": "Model", "report": "HTML"},
     surfaces=SURFACES,
     doc="""`method`: structured (physically removes channels: fewer MACs, faster) or unstructured (zeroes
     weights: smaller gzip artifact, no dense-kernel speed-up). Structured target: `ratio`, or

@@ -26,12 +26,8 @@ def run(model, dataset, quantized_model, check, **settings) -> None:
 quantize = technique_component(
     "quantize",
     run,
-    artifacts={
-        "model": "dsl.Input[dsl.Model]",
-        "dataset": "dsl.Input[dsl.Dataset]",
-        "quantized_model": "dsl.Output[dsl.Model]",
-        "check": "dsl.Output[dsl.Metrics]",
-    },
+    inputs={"model": "Model", "dataset": "Dataset"},
+    outputs={"quantized_model": "Model", "check": "Metrics"},
     surfaces=SURFACES,
     doc="""`method`: static | dynamic | fp16 | mixed | qat. Calibration samples are a seeded draw from the
     training split. `reduce_range`: auto (7-bit weights on x86 CPUs without VNNI) | on | off.

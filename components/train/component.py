@@ -26,7 +26,8 @@ def run(dataset, model, **settings) -> None:
 train = technique_component(
     "train",
     run,
-    artifacts={"dataset": "dsl.Input[dsl.Dataset]", "model": "dsl.Output[dsl.Model]"},
+    inputs={"dataset": "Dataset"},
+    outputs={"model": "Model"},
     surfaces=SURFACES,
     doc="""`model_spec`: a zoo family (mlp, lenet5, cnn, mobilenet), `package.module:factory`, or a JSON spec.
     `max_train_samples` 0 trains on the whole training split.""",

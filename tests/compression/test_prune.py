@@ -25,6 +25,7 @@ from edgecompress.prune import (
 )
 from edgecompress.step import Lineage
 from edgecompress.zoo import build_model
+from tests.conftest import io_args
 
 OFF = Lineage(enabled=False)
 
@@ -292,12 +293,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
     out = tmp_path / "out"
     base = [
         "prune",
-        "--model",
-        str(trained_model),
-        "--dataset",
-        str(digits_artifact),
-        "--output",
-        str(out),
+        *io_args(trained_model, digits_artifact, out),
         "--no-track",
     ]
     assert main([*base, "--ratio", "1.2"]) == 2
@@ -308,12 +304,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
         main(
             [
                 "sensitivity",
-                "--model",
-                str(trained_model),
-                "--dataset",
-                str(digits_artifact),
-                "--output",
-                str(tmp_path / "s.json"),
+                *io_args(trained_model, digits_artifact, tmp_path / "s.json"),
                 "--ratios",
                 "0.5,1.0",
             ]
@@ -335,12 +326,7 @@ def test_cli_prune_then_sensitivity_ratios(
         main(
             [
                 "sensitivity",
-                "--model",
-                str(trained_model),
-                "--dataset",
-                str(digits_artifact),
-                "--output",
-                str(sens),
+                *io_args(trained_model, digits_artifact, sens),
                 "--plot",
                 str(tmp_path / "s.png"),
                 "--ratios",
@@ -357,12 +343,7 @@ def test_cli_prune_then_sensitivity_ratios(
         main(
             [
                 "prune",
-                "--model",
-                str(trained_model),
-                "--dataset",
-                str(digits_artifact),
-                "--output",
-                str(tmp_path / "p"),
+                *io_args(trained_model, digits_artifact, tmp_path / "p"),
                 "--layer-ratios-from",
                 str(sens),
                 "--sensitivity-max-drop",

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import tracking_store
+from tests.conftest import log_model_without_lineage, tracking_store, use_tracking_store
 
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
 
@@ -79,16 +79,7 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
         lineage.register(wine["mlflow_model_id"], "wine-drift", ["rpi4-emulated"])
         # a model with no dataset lineage: logged without dataset tags
         with ctx.task("imported"):
-            bare = lineage.log_model(
-                tmp / "digits-model" / "model.onnx",
-                "imported",
-                technique="imported",
-                input_shape=[1, 8, 8],
-                num_classes=10,
-                parent_model_id=None,
-                dataset_meta=None,
-                params={},
-            )
+            bare = log_model_without_lineage(tmp / "digits-model" / "model.onnx", "imported", "imported")
         yield {
             "uri": uri,
             "dir": tmp,
@@ -100,19 +91,8 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
 
 @pytest.fixture
 def store(drift_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
-    import mlflow
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", drift_store["uri"])
-    mlflow.set_tracking_uri(drift_store["uri"])
+    use_tracking_store(drift_store["uri"], monkeypatch)
     return drift_store
-
-
-@pytest.fixture
-def run_cli():
-    """Run `edgecompress …` in a child process, as a user would; MLFLOW_TRACKING_URI is inherited."""
-    from tests.conftest import run_cli
-
-    return run_cli
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,13 @@ from edgecompress import drift
 from edgecompress.errors import ConfigError
 
 
+def _drift(run_cli, batch, model, output_dir, *args, **kwargs):
+    """`edgecompress drift BATCH --model MODEL --output-dir OUT …` in a child process."""
+    return run_cli(
+        "drift", str(batch), "--model", str(model), "--output-dir", str(output_dir), *args, **kwargs
+    )
+
+
 def test_mmd_permutation_test_separates_same_from_shifted():
     from sklearn.datasets import load_digits
 
@@ -73,12 +80,10 @@ def test_penultimate_embedding_is_the_classifier_input(drift_store):
 
 def test_drift_cli_on_images(store, digits_batches, run_cli, tmp_path):
     out = tmp_path / "clean"
-    res = run_cli(
-        "drift",
+    res = _drift(
+        run_cli,
         str(digits_batches["clean"]),
-        "--model",
         "models:/digits-drift@rpi4-emulated",
-        "--output-dir",
         str(out),
         "--permutations",
         "100",
@@ -93,12 +98,10 @@ def test_drift_cli_on_images(store, digits_batches, run_cli, tmp_path):
     )
     assert result["dataset"]["name"] == "digits" and result["reference_size"] == 538
     out = tmp_path / "noisy"
-    res = run_cli(
-        "drift",
+    res = _drift(
+        run_cli,
         str(digits_batches["noisy"]),
-        "--model",
         "models:/digits-drift/1",
-        "--output-dir",
         str(out),
         "--permutations",
         "100",
@@ -118,28 +121,14 @@ def test_drift_cli_on_tabular_features(store, wine, run_cli, tmp_path):
     x = ds.arrays["x_test"].copy()
     x[:, names.index("magnesium")] += 40
     np.savez(tmp_path / "shifted.npz", x=x, feature_names=np.array(names))
-    res = run_cli(
-        "drift",
-        str(tmp_path / "shifted.npz"),
-        "--model",
-        "models:/wine-drift/1",
-        "--output-dir",
-        str(tmp_path / "out"),
-    )
+    res = _drift(run_cli, str(tmp_path / "shifted.npz"), "models:/wine-drift/1", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["kind"] == "tabular" and result["drifted"]
     assert result["features"]["magnesium"]["drifted"] and not result["features"]["hue"]["drifted"]
     renamed = [*names[:-1], "region"]
     np.savez(tmp_path / "renamed.npz", x=x, feature_names=np.array(renamed))
-    res = run_cli(
-        "drift",
-        str(tmp_path / "renamed.npz"),
-        "--model",
-        "models:/wine-drift/1",
-        "--output-dir",
-        str(tmp_path / "out2"),
-    )
+    res = _drift(run_cli, str(tmp_path / "renamed.npz"), "models:/wine-drift/1", str(tmp_path / "out2"))
     assert (
         res.returncode == 2 and "feature names differ" in res.stderr and "missing ['cultivar']" in res.stderr
     )
@@ -157,12 +146,10 @@ def test_bad_batches_fail_clearly_write_nothing_and_never_retrain(
     store, digits_batches, run_cli, tmp_path, batch, message
 ):
     out, runs = tmp_path / "out", tmp_path / "runs"
-    res = run_cli(
-        "drift",
+    res = _drift(
+        run_cli,
         str(digits_batches[batch]),
-        "--model",
         "models:/digits-drift/1",
-        "--output-dir",
         str(out),
         "--retrain",
         "--run-dir",
@@ -174,47 +161,29 @@ def test_bad_batches_fail_clearly_write_nothing_and_never_retrain(
 
 
 def test_model_without_dataset_lineage(store, digits_batches, run_cli, tmp_path, trained_model):
-    res = run_cli(
-        "drift",
-        str(digits_batches["clean"]),
-        "--model",
-        store["bare_model_id"],
-        "--output-dir",
-        str(tmp_path / "out"),
-    )
+    res = _drift(run_cli, str(digits_batches["clean"]), store["bare_model_id"], str(tmp_path / "out"))
     assert res.returncode == 2 and "has no dataset lineage" in res.stderr
-    res = run_cli(
-        "drift",
-        str(digits_batches["clean"]),
-        "--model",
-        str(trained_model),
-        "--output-dir",
-        str(tmp_path / "out"),
-    )
+    res = _drift(run_cli, str(digits_batches["clean"]), str(trained_model), str(tmp_path / "out"))
     assert res.returncode == 2 and "was never logged to MLflow" in res.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_retrain_needs_labels_and_a_reachable_server(store, digits_batches, run_cli, tmp_path, dead_uri):
     out, runs = tmp_path / "out", tmp_path / "runs"
-    res = run_cli(
-        "drift",
+    res = _drift(
+        run_cli,
         str(digits_batches["noisy_unlabelled"]),
-        "--model",
         "models:/digits-drift/1",
-        "--output-dir",
         str(out),
         "--retrain",
         "--run-dir",
         str(runs),
     )
     assert res.returncode == 2 and "has no labels 'y': --retrain needs labelled new data" in res.stderr
-    res = run_cli(
-        "drift",
+    res = _drift(
+        run_cli,
         str(digits_batches["noisy"]),
-        "--model",
         "models:/digits-drift/1",
-        "--output-dir",
         str(out),
         "--retrain",
         "--run-dir",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgecompress.farm.local import free_port
-from tests.conftest import tracking_store
+from tests.conftest import tracking_store, use_tracking_store
 
 BIN = Path(sys.executable).parent
 BUCKET = "edgecompress-artifacts"
@@ -183,19 +183,8 @@ def embedded_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Pa
 
 @pytest.fixture
 def embedded(embedded_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
-    import mlflow
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", embedded_store["uri"])
-    mlflow.set_tracking_uri(embedded_store["uri"])
+    use_tracking_store(embedded_store["uri"], monkeypatch)
     return embedded_store
-
-
-@pytest.fixture
-def run_cli():
-    """Run `edgecompress …` in a child process, as a user would; MLFLOW_TRACKING_URI is inherited."""
-    from tests.conftest import run_cli
-
-    return run_cli
 
 
 @pytest.fixture

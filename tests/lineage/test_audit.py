@@ -9,6 +9,7 @@ import pytest
 
 from edgecompress import audit, lineage
 from edgecompress.errors import TrackingError
+from tests.conftest import log_model_without_lineage
 
 
 def test_lineage_walks_from_registry_alias_to_training_data(embedded, digits_artifact):
@@ -72,16 +73,7 @@ def test_broken_chain_is_found(embedded, digits_artifact, tmp_path):
     ctx.check()
     shutil.copytree(embedded["workdir"] / "parent", tmp_path / "parent")
     with ctx.task("orphan-parent"):
-        orphan = lineage.log_model(
-            tmp_path / "parent" / "model.onnx",
-            "orphan-parent",
-            technique="train",
-            input_shape=[1, 8, 8],
-            num_classes=10,
-            parent_model_id=None,
-            dataset_meta=None,
-            params={},
-        )
+        orphan = log_model_without_lineage(tmp_path / "parent" / "model.onnx", "orphan-parent", "train")
     info_file = tmp_path / "parent" / "model.json"
     info_file.write_text(json.dumps({**json.loads(info_file.read_text()), "mlflow_model_id": orphan}))
     child = quantize_step(

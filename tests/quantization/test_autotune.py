@@ -10,6 +10,7 @@ from edgecompress.measure import Measurement
 from edgecompress.quantize import autotune_step
 from edgecompress.quantize.autotune import AutotuneConfig, Criterion
 from edgecompress.step import Lineage
+from tests.conftest import io_args
 
 FAST = {"measurement": Measurement(bench_min_runs=30, bench_min_duration_s=0.05)}
 
@@ -76,12 +77,7 @@ def test_cli_autotune_exits_1_when_nothing_passes(trained_model, digits_artifact
     code = main(
         [
             "autotune",
-            "--model",
-            str(trained_model),
-            "--dataset",
-            str(digits_artifact),
-            "--output",
-            str(tmp_path / "m"),
+            *io_args(trained_model, digits_artifact, tmp_path / "m"),
             "--results",
             str(tmp_path / "r.json"),
             "--min-gain",

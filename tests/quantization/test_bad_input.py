@@ -7,6 +7,7 @@ from edgecompress.cli import main
 from edgecompress.data import Dataset, load_digits, save_dataset
 from edgecompress.export import export_onnx
 from edgecompress.zoo import build_model
+from tests.conftest import io_args
 
 
 def _run(capsys, *args):
@@ -18,12 +19,7 @@ def _quantize(capsys, model, dataset, out, *extra):
     return _run(
         capsys,
         "quantize",
-        "--model",
-        str(model),
-        "--dataset",
-        str(dataset),
-        "--output",
-        str(out),
+        *io_args(model, dataset, out),
         "--device-class",
         "rpi4-emulated",
         "--no-track",
@@ -76,12 +72,7 @@ def test_impossible_accuracy_criterion(trained_model, digits_artifact, tmp_path,
     result = _run(
         capsys,
         "autotune",
-        "--model",
-        str(trained_model),
-        "--dataset",
-        str(digits_artifact),
-        "--output",
-        str(out),
+        *io_args(trained_model, digits_artifact, out),
         "--results",
         str(tmp_path / "r.json"),
         "--max-drop",

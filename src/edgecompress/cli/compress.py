@@ -7,69 +7,48 @@ import argparse
 import json
 from pathlib import Path
 
-from edgecompress.cli.steps import _common, _lineage, _print
+from edgecompress.cli.steps import _lineage, _print, io_arguments, step_command
 from edgecompress.distill import DistillConfig, DistillStepOptions
 from edgecompress.params import add_options, from_args
 from edgecompress.prune import PruneConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "prune", help="structured channel pruning or unstructured magnitude pruning of a Model artifact",
+    p = step_command(
+        sub, "prune", summary="structured channel pruning or unstructured magnitude pruning of a Model artifact",
         description="Structured: physically removes channels along torch-pruning's dependency graph (fewer MACs, "
         "faster). Unstructured: zeroes the smallest weights (smaller gzip artifact, no dense-kernel speed-up).",
+        func=cmd_prune, configs=(PruneConfig,), model="Model artifact directory with module.pt (e.g. from `train`)",
+        output="pruned Model artifact directory to write",
+        report="HTML report (per-layer channels or sparsity, schedule, sensitivity)",
     )  # fmt: skip
     p.add_argument(
-        "--model",
-        type=Path,
-        required=True,
-        help="Model artifact directory with module.pt (e.g. from `train`)",
-    )
-    p.add_argument("--dataset", type=Path, required=True, help="Dataset artifact (.npz)")
-    p.add_argument("--output", type=Path, required=True, help="pruned Model artifact directory to write")
-    p.add_argument(
-        "--report", type=Path, help="HTML report (per-layer channels or sparsity, schedule, sensitivity)"
-    )
-    p.add_argument(
-        "--layer-ratios-from",
-        type=Path,
-        metavar="SENSITIVITY_JSON",
+        "--layer-ratios-from", type=Path, metavar="SENSITIVITY_JSON",
         help="per-layer ratios from `edgecompress sensitivity` output: the largest tested ratio within "
         "--sensitivity-max-drop",
-    )
-    add_options(p, PruneConfig)
-    _common(p)
-    p.set_defaults(func=cmd_prune)
-
-    p = sub.add_parser(
-        "distill", help="knowledge distillation from a teacher Model artifact into a student",
+    )  # fmt: skip
+    p = step_command(
+        sub, "distill", summary="knowledge distillation from a teacher Model artifact into a student",
         description="Hinton soft-target distillation (temperature, alpha) with an optional 1×1-projected feature "
-        "loss. The student is a Model artifact (e.g. a pruned model) or a zoo/user spec.",
+        "loss. The student is a Model artifact (e.g. a pruned model) or a zoo/user spec.", func=cmd_distill,
+        configs=(DistillConfig,), model=None, output="distilled Model artifact directory to write",
+        report="HTML report: teacher vs scratch student vs distilled student",
     )  # fmt: skip
     p.add_argument(
         "--teacher", type=Path, required=True, help="teacher Model artifact directory (with module.pt)"
     )
     p.add_argument(
-        "--student",
-        required=True,
+        "--student", required=True,
         help="a Model artifact directory (e.g. pruned), or a zoo family / module:factory / JSON spec",
-    )
-    p.add_argument("--dataset", type=Path, required=True, help="Dataset artifact (.npz)")
-    p.add_argument("--output", type=Path, required=True, help="distilled Model artifact directory to write")
-    p.add_argument("--report", type=Path, help="HTML report: teacher vs scratch student vs distilled student")
-    add_options(p, DistillConfig)
+    )  # fmt: skip
     add_options(p, DistillStepOptions, exclude=("student_spec",))  # --student takes a spec too
-    _common(p)
-    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser(
         "sensitivity", help="per-layer pruning sensitivity (accuracy vs ratio, no fine-tuning)",
         description="Prune each layer alone at each ratio and measure validation accuracy; writes JSON (usable by "
         "`prune --layer-ratios-from`) and optionally a PNG plot.",
     )  # fmt: skip
-    p.add_argument("--model", type=Path, required=True, help="Model artifact directory with module.pt")
-    p.add_argument("--dataset", type=Path, required=True, help="Dataset artifact (.npz)")
-    p.add_argument("--output", type=Path, required=True, help="JSON to write")
+    io_arguments(p, model="Model artifact directory with module.pt", output="JSON to write")
     p.add_argument("--plot", type=Path, help="PNG plot to write")
     p.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated ratios in (0, 1)")
     p.add_argument("--importance", default="l2", choices=["l1", "l2", "bn", "taylor"])

@@ -5,33 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgecompress.cli.steps import _common, _lineage, _print
+from edgecompress.cli.steps import _lineage, _print, step_command
 from edgecompress.nas import Constraints, NasConfig, NasStepOptions
-from edgecompress.params import add_options, from_args
+from edgecompress.params import from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "nas",
-        help="hardware-aware architecture search: the most accurate model under a latency budget",
+    p = step_command(
+        sub, "nas", summary="hardware-aware architecture search: the most accurate model under a latency budget",
         description="Search the zoo's CNN/MobileNet families (a search space in YAML/JSON) for accuracy vs "
         "p50 latency measured on a device class (farm or local emulation), then retrain the pick. "
-        "The optuna study is kept in --storage: run the same command again to resume it.",
-    )
-    p.add_argument("--dataset", type=Path, required=True, help="Dataset artifact (.npz)")
-    p.add_argument(
-        "--output", type=Path, required=True, help="Model artifact directory for the retrained pick"
-    )
+        "The optuna study is kept in --storage: run the same command again to resume it.", func=cmd_nas,
+        configs=(NasStepOptions, NasConfig, Constraints), model=None,
+        output="Model artifact directory for the retrained pick", report="HTML report with the front plot",
+    )  # fmt: skip
     p.add_argument("--front", type=Path, help="Pareto front + all trials, JSON (default: OUTPUT.front.json)")
-    p.add_argument("--report", type=Path, help="HTML report with the front plot")
     p.add_argument(
         "--reference-model", type=Path, help="Model artifact to measure alongside (lineage parent)"
     )
-    add_options(p, NasStepOptions)
-    add_options(p, NasConfig)
-    add_options(p, Constraints)
-    _common(p)
-    p.set_defaults(func=cmd_nas)
 
 
 def cmd_nas(a: argparse.Namespace) -> int:

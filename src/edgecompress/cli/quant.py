@@ -9,54 +9,31 @@ import argparse
 import json
 from pathlib import Path
 
-from edgecompress.cli.steps import _common, _lineage
+from edgecompress.cli.steps import _lineage, step_command
 from edgecompress.measure import Measurement
-from edgecompress.params import add_options, from_args
+from edgecompress.params import from_args
 from edgecompress.quantize.autotune import AutotuneConfig
 from edgecompress.quantize.config import QuantConfig
 
 
-def _io_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", type=Path, required=True, help="Model artifact directory (or a bare .onnx file)"
-    )
-    p.add_argument(
-        "--dataset",
-        type=Path,
-        required=True,
-        help="Dataset artifact (.npz); calibration comes from its training split",
-    )
-    p.add_argument("--output", type=Path, required=True, help="Model artifact directory to write")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "quantize",
-        help="quantize a model: static/dynamic INT8, FP16, mixed precision or QAT",
-        description="Quantize a Model artifact and check it against its parent (validation accuracy, "
-        "top-1 agreement, max abs logit error, size, latency on a device class; an empty "
-        "--device-class skips the latency check).",
-    )
-    _io_options(p)
-    add_options(p, QuantConfig)
-    add_options(p, Measurement)
-    _common(p)
-    p.set_defaults(func=cmd_quantize)
-
-    p = sub.add_parser(
-        "autotune",
-        help="accuracy-aware quantization: the first config that keeps accuracy AND is faster/smaller",
+    calibration = "Dataset artifact (.npz); calibration comes from its training split"
+    step_command(
+        sub, "quantize", summary="quantize a model: static/dynamic INT8, FP16, mixed precision or QAT",
+        description="Quantize a Model artifact and check it against its parent (validation accuracy, top-1 "
+        "agreement, max abs logit error, size, latency on a device class; an empty --device-class skips the "
+        "latency check).", func=cmd_quantize, configs=(QuantConfig, Measurement), dataset=calibration,
+    )  # fmt: skip
+    p = step_command(
+        sub, "autotune",
+        summary="accuracy-aware quantization: the first config that keeps accuracy AND is faster/smaller",
         description="Try PTQ variants, then mixed precision, then QAT; stop at the first that meets the "
         "accuracy criterion and beats the parent on the objective. Exit status 1 when none passed "
-        "(the closest is still written, marked not passed).",
-    )
-    _io_options(p)
-    add_options(p, AutotuneConfig)
+        "(the closest is still written, marked not passed).", func=cmd_autotune, configs=(AutotuneConfig,),
+        dataset=calibration, report="HTML report (table + plot)",
+    )  # fmt: skip
     p.add_argument("--results", type=Path, required=True, help="trials JSON to write")
-    p.add_argument("--report", type=Path, help="HTML report (table + plot)")
     p.add_argument("--markdown", type=Path, help="Markdown report")
-    _common(p)
-    p.set_defaults(func=cmd_autotune)
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:

@@ -25,6 +25,43 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_options(p, Lineage, exclude=("pipeline_run_id", "pipeline_name"))
 
 
+def io_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    model: str | None = "Model artifact directory (or a bare .onnx file)",
+    dataset: str | None = "Dataset artifact (.npz)",
+    output: str = "Model artifact directory to write",
+    report: str | None = None,
+) -> None:
+    """The files a step command reads and writes (`None`: the command has no such argument)."""
+    for name, text in (("--model", model), ("--dataset", dataset), ("--output", output)):
+        if text:
+            p.add_argument(name, type=Path, required=True, help=text)
+    if report:
+        p.add_argument("--report", type=Path, help=report)
+
+
+def step_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    func,
+    configs: tuple[type, ...] = (),
+    **io: str | None,
+) -> argparse.ArgumentParser:
+    """A command that runs one step: its files (`io_arguments`), one option per setting of its
+    configs (`edgecompress.params`), and --experiment/--track. Returns the parser for extra options."""
+    p = sub.add_parser(name, help=summary, description=description)
+    io_arguments(p, **io)
+    for config in configs:
+        add_options(p, config)
+    _common(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dataset",
@@ -37,42 +74,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=cmd_dataset)
 
-    p = sub.add_parser(
-        "train", help="train a model and export it to ONNX", description="Train a zoo or user model."
-    )
-    p.add_argument(
-        "--dataset", type=Path, required=True, help="Dataset artifact (.npz from `edgecompress dataset`)"
-    )
-    add_options(p, ModelChoice)
-    p.add_argument("--output", type=Path, required=True, help="Model artifact directory to write")
-    add_options(p, TrainConfig)
-    _common(p)
-    p.set_defaults(func=cmd_train)
+    step_command(
+        sub, "train", summary="train a model and export it to ONNX", description="Train a zoo or user model.",
+        func=cmd_train, configs=(ModelChoice, TrainConfig), model=None,
+        dataset="Dataset artifact (.npz from `edgecompress dataset`)",
+    )  # fmt: skip
 
-    p = sub.add_parser(
-        "evaluate",
-        help="accuracy, size, MACs and latency of a Model artifact",
-        description="Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact.",
-    )
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--dataset", type=Path, required=True)
-    add_options(p, EvaluateConfig)
-    p.add_argument("--output", type=Path, required=True, help="results JSON")
-    p.add_argument("--report", type=Path, help="HTML report")
-    _common(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser(
-        "benchmark",
-        help="benchmark a model on device classes (farm or local emulation)",
-        description="Edge-benchmark a Model artifact (or a bare .onnx file).",
-    )
-    p.add_argument("--model", type=Path, required=True)
-    add_options(p, EdgeBenchmarkConfig)
-    p.add_argument("--output", type=Path, required=True, help="results JSON")
-    p.add_argument("--report", type=Path, help="HTML report")
-    _common(p)
-    p.set_defaults(func=cmd_benchmark)
+    step_command(
+        sub, "evaluate", summary="accuracy, size, MACs and latency of a Model artifact",
+        description="Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact.", func=cmd_evaluate,
+        configs=(EvaluateConfig,), output="results JSON", report="HTML report",
+    )  # fmt: skip
+    step_command(
+        sub, "benchmark", summary="benchmark a model on device classes (farm or local emulation)",
+        description="Edge-benchmark a Model artifact (or a bare .onnx file).", func=cmd_benchmark,
+        configs=(EdgeBenchmarkConfig,), dataset=None, output="results JSON", report="HTML report",
+    )  # fmt: skip
 
 
 def _print(data) -> int:
