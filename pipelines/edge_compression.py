@@ -95,9 +95,12 @@ CHAIN_STEPS: dict[str, ChainStep] = {
 }
 # Tasks outside the chain, in the order their parameters are listed.
 FIXED_TASKS = {
-    "load_dataset": load_dataset, "train": train, "evaluate": evaluate, "edge_benchmark": edge_benchmark,
+    "load_dataset": load_dataset,
+    "train": train,
+    "evaluate": evaluate,
+    "edge_benchmark": edge_benchmark,
     "accuracy_gate": accuracy_gate,
-}  # fmt: skip
+}
 
 
 def component_parameters(component: Any) -> dict[str, inspect.Parameter]:

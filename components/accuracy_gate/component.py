@@ -15,8 +15,16 @@ SURFACES = (
 def run(
     parent_evaluation, child_evaluation, parent_benchmark, child_benchmark, results, report, **settings
 ) -> str:
-    out = gate_step(parent_evaluation.path, child_evaluation.path, parent_benchmark.path, child_benchmark.path,
-                    build(GateConfig, settings), results.path, report.path, build(Lineage, settings))  # fmt: skip
+    out = gate_step(
+        parent_evaluation.path,
+        child_evaluation.path,
+        parent_benchmark.path,
+        child_benchmark.path,
+        build(GateConfig, settings),
+        results.path,
+        report.path,
+        build(Lineage, settings),
+    )
     results.metadata["verdict"] = out["verdict"]
     return out["verdict"]
 

@@ -15,8 +15,15 @@ SURFACES = (
 
 def run(model, dataset, tuned_model, results, report, metrics, **settings) -> bool:
     config = build(AutotuneConfig, settings)
-    out = autotune_step(model.path, dataset.path, tuned_model.path, results.path, config, report.path,
-                        lineage_ctx=build(Lineage, settings))  # fmt: skip
+    out = autotune_step(
+        model.path,
+        dataset.path,
+        tuned_model.path,
+        results.path,
+        config,
+        report.path,
+        lineage_ctx=build(Lineage, settings),
+    )
     result = out["autotune_result"]
     stamp_model(tuned_model, out, autotune_passed=result["passed"], autotune_pick=result["pick"])
     results.metadata["passed"] = result["passed"]

@@ -16,9 +16,17 @@ SURFACES = (
 
 def run(teacher, dataset, distilled_model, report, student=None, **settings) -> None:
     options = build(DistillStepOptions, settings)
-    info = distill_step(teacher.path, dataset.path, student.path if student is not None else options.student_spec,
-                        distilled_model.path, build(DistillConfig, settings), options.compare_scratch, report.path,
-                        build(Lineage, settings), progress=False)  # fmt: skip
+    info = distill_step(
+        teacher.path,
+        dataset.path,
+        student.path if student is not None else options.student_spec,
+        distilled_model.path,
+        build(DistillConfig, settings),
+        options.compare_scratch,
+        report.path,
+        build(Lineage, settings),
+        progress=False,
+    )
     stamp_model(distilled_model, info, teacher_model_id=info.get("teacher_model_id") or "")
     distilled_model.metadata["val_accuracy"] = info["distill"]["comparison"]["student, distilled"][
         "val_accuracy"

@@ -16,8 +16,15 @@ SURFACES = (
 
 def run(batch, model, result, report, retrain_dataset, **settings) -> bool:
     prepare = build(DriftCheckOptions, settings).prepare_retrain
-    out = drift_check_step(batch, model, result.path, report.path, retrain_dataset.path if prepare else None,
-                           build(DriftConfig, settings), retrain_dataset.uri)  # fmt: skip
+    out = drift_check_step(
+        batch,
+        model,
+        result.path,
+        report.path,
+        retrain_dataset.path if prepare else None,
+        build(DriftConfig, settings),
+        retrain_dataset.uri,
+    )
     result.metadata.update(out["result_metadata"])
     retrain_dataset.metadata.update(out["retrain_dataset_metadata"])
     return bool(out["drifted"])

@@ -15,8 +15,15 @@ SURFACES = (
 
 def run(model, dataset, pruned_model, report, **settings) -> None:
     config = build(PruneConfig, settings)
-    info = prune_step(model.path, dataset.path, pruned_model.path, **config.step_arguments(), report_path=report.path,
-                      lineage_ctx=build(Lineage, settings), progress=False)  # fmt: skip
+    info = prune_step(
+        model.path,
+        dataset.path,
+        pruned_model.path,
+        **config.step_arguments(),
+        report_path=report.path,
+        lineage_ctx=build(Lineage, settings),
+        progress=False,
+    )
     stamp_model(pruned_model, info)
 
 

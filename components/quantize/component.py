@@ -15,8 +15,14 @@ def run(model, dataset, quantized_model, check, **settings) -> None:
     from edgecompress.params import build
     from edgecompress.quantize import quantize_step
 
-    info = quantize_step(model.path, dataset.path, quantized_model.path, build(QuantConfig, settings),
-                         build(Lineage, settings), build(Measurement, settings))  # fmt: skip
+    info = quantize_step(
+        model.path,
+        dataset.path,
+        quantized_model.path,
+        build(QuantConfig, settings),
+        build(Lineage, settings),
+        build(Measurement, settings),
+    )
     stamp_model(quantized_model, info, top1_agreement=info["parent_agreement"]["top1_agreement"])
     for key, value in info["parent_agreement"].items():
         if isinstance(value, int | float) and not isinstance(value, bool):

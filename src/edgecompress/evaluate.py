@@ -216,11 +216,18 @@ def evaluate_step(
         write_json(Path(results_path), result)
         if ctx.enabled and model_id:
             stats = evaluation.stats.as_dict()
-            lineage.log_model_metrics(model_id, {
-                f"{split}_accuracy": evaluation.accuracy, "params": stats["params"], "macs": stats["macs"],
-                "onnx_bytes": stats["onnx_bytes"], "gzip_bytes": stats["gzip_bytes"], "sparsity": stats["sparsity"],
-                "latency_1thread_p50_ms": evaluation.latency_ms.get("p50", float("nan")),
-            })  # fmt: skip
+            lineage.log_model_metrics(
+                model_id,
+                {
+                    f"{split}_accuracy": evaluation.accuracy,
+                    "params": stats["params"],
+                    "macs": stats["macs"],
+                    "onnx_bytes": stats["onnx_bytes"],
+                    "gzip_bytes": stats["gzip_bytes"],
+                    "sparsity": stats["sparsity"],
+                    "latency_1thread_p50_ms": evaluation.latency_ms.get("p50", float("nan")),
+                },
+            )
     return result
 
 

@@ -88,10 +88,17 @@ def gate_step(
     verdict = "accepted" if passed_classes else "rejected"
     child_id = c_eval["model"].get("mlflow_model_id")
     result = {
-        "verdict": verdict, "reasons": reasons, "accuracy_drop": drop, "max_accuracy_drop": max_accuracy_drop,
-        "min_speedup": min_speedup, "accepted_device_classes": passed_classes, "device_classes": per_class,
-        "parent": _summary_row(p_eval), "child": _summary_row(c_eval), "registered": None,
-    }  # fmt: skip
+        "verdict": verdict,
+        "reasons": reasons,
+        "accuracy_drop": drop,
+        "max_accuracy_drop": max_accuracy_drop,
+        "min_speedup": min_speedup,
+        "accepted_device_classes": passed_classes,
+        "device_classes": per_class,
+        "parent": _summary_row(p_eval),
+        "child": _summary_row(c_eval),
+        "registered": None,
+    }
     with ctx.task(
         "accuracy-gate",
         {"max_accuracy_drop": max_accuracy_drop, "min_speedup": min_speedup, "child_model_id": child_id},

@@ -58,10 +58,12 @@ class Measurement:
         """From runner settings (`min_runs`, `min_duration_s`, `warmup_runs`; missing ones default)."""
         defaults = cls()
         return cls(
-            device_class, farm_url or None, settings.get("min_runs", defaults.bench_min_runs),
+            device_class,
+            farm_url or None,
+            settings.get("min_runs", defaults.bench_min_runs),
             settings.get("min_duration_s", defaults.bench_min_duration_s),
             settings.get("warmup_runs", defaults.bench_warmup_runs),
-        )  # fmt: skip
+        )
 
     def latency(self, onnx_path: Path) -> dict[str, Any]:
         """p50/p90 (ms), whether the device was emulated, and the raw samples."""

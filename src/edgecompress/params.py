@@ -158,7 +158,7 @@ def surface(config: type, prefix: str = "", exclude: Iterable[str] = (), default
                 decode,
                 encode,
                 f.metadata.get("choices"),
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -204,13 +204,24 @@ def add_options(
     for p in surface(config, prefix, exclude):
         doc = f"{p.help} " if p.help else ""
         if p.type is bool:
-            group.add_argument(option(p.name), dest=p.name, action=argparse.BooleanOptionalAction,
-                               default=p.default, help=f"{doc}(default: {p.default})")  # fmt: skip
+            group.add_argument(
+                option(p.name),
+                dest=p.name,
+                action=argparse.BooleanOptionalAction,
+                default=p.default,
+                help=f"{doc}(default: {p.default})",
+            )
         else:
             kind = (lambda v: list(csv_names(v))) if p.type is list else p.type
             shown = ",".join(p.default) if p.type is list else repr(p.default)
-            group.add_argument(option(p.name), dest=p.name, type=kind, default=p.default, choices=p.choices,
-                               help=f"{doc}(default: {shown})")  # fmt: skip
+            group.add_argument(
+                option(p.name),
+                dest=p.name,
+                type=kind,
+                default=p.default,
+                choices=p.choices,
+                help=f"{doc}(default: {shown})",
+            )
 
 
 def from_args(config: type, args: argparse.Namespace, prefix: str = "", **overrides: Any):

@@ -119,11 +119,17 @@ def log_child(
         return None
     numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     model_id = lineage.log_model(
-        package.onnx_path, name, technique=technique, input_shape=package.info["input_shape"],
-        num_classes=package.info["num_classes"], parent_model_id=package.info.get("parent_model_id"),
-        dataset_meta=dataset_info or (dataset_meta(dataset) if dataset is not None else None), params=params,
-        metrics=numeric, pipeline_run_id=ctx.pipeline_run_id,
-    )  # fmt: skip
+        package.onnx_path,
+        name,
+        technique=technique,
+        input_shape=package.info["input_shape"],
+        num_classes=package.info["num_classes"],
+        parent_model_id=package.info.get("parent_model_id"),
+        dataset_meta=dataset_info or (dataset_meta(dataset) if dataset is not None else None),
+        params=params,
+        metrics=numeric,
+        pipeline_run_id=ctx.pipeline_run_id,
+    )
     package.record_model_id(model_id)
     return model_id
 

@@ -197,18 +197,32 @@ def train_step(
     with ctx.task("train", params):
         history = fit(model, dataset, config, description="train", progress=progress)
         info = {
-            "spec": spec, "technique": "train", "input_shape": list(dataset.input_shape),
-            "num_classes": dataset.num_classes, "class_names": dataset.class_names, "dataset_sha256": dataset.digest,
-            "dataset_name": dataset.name, "parent_model_id": None, "train_config": asdict(config),
+            "spec": spec,
+            "technique": "train",
+            "input_shape": list(dataset.input_shape),
+            "num_classes": dataset.num_classes,
+            "class_names": dataset.class_names,
+            "dataset_sha256": dataset.digest,
+            "dataset_name": dataset.name,
+            "parent_model_id": None,
+            "train_config": asdict(config),
             "history": history.as_dict(),
-        }  # fmt: skip
+        }
         package = save_torch_child(model, dataset, Path(output_dir), info)
         if ctx.enabled:
             lineage.log_dataset(dataset.metadata(), context="training")
             stored = lineage.log_dataset_artifact(Path(dataset_path), dataset.metadata())
             log_child(
-                package, f"{dataset.name}-{spec.get('family') or 'user'}", "train", dataset, params,
-                {"val_accuracy": history.final_val_accuracy, "export_max_abs_error": package.info["export_parity"]["max_abs_error"]},
-                ctx, dataset_info={**dataset.metadata(), "uri": stored},
-            )  # fmt: skip
+                package,
+                f"{dataset.name}-{spec.get('family') or 'user'}",
+                "train",
+                dataset,
+                params,
+                {
+                    "val_accuracy": history.final_val_accuracy,
+                    "export_max_abs_error": package.info["export_parity"]["max_abs_error"],
+                },
+                ctx,
+                dataset_info={**dataset.metadata(), "uri": stored},
+            )
     return package.info

@@ -15,39 +15,52 @@ from edgecompress.prune import PruneConfig
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = step_command(
-        sub, "prune", summary="structured channel pruning or unstructured magnitude pruning of a Model artifact",
+        sub,
+        "prune",
+        summary="structured channel pruning or unstructured magnitude pruning of a Model artifact",
         description="Structured: physically removes channels along torch-pruning's dependency graph (fewer MACs, "
         "faster). Unstructured: zeroes the smallest weights (smaller gzip artifact, no dense-kernel speed-up).",
-        func=cmd_prune, configs=(PruneConfig,), model="Model artifact directory with module.pt (e.g. from `train`)",
+        func=cmd_prune,
+        configs=(PruneConfig,),
+        model="Model artifact directory with module.pt (e.g. from `train`)",
         output="pruned Model artifact directory to write",
         report="HTML report (per-layer channels or sparsity, schedule, sensitivity)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--layer-ratios-from", type=Path, metavar="SENSITIVITY_JSON",
+        "--layer-ratios-from",
+        type=Path,
+        metavar="SENSITIVITY_JSON",
         help="per-layer ratios from `edgecompress sensitivity` output: the largest tested ratio within "
         "--sensitivity-max-drop",
-    )  # fmt: skip
+    )
     p = step_command(
-        sub, "distill", summary="knowledge distillation from a teacher Model artifact into a student",
+        sub,
+        "distill",
+        summary="knowledge distillation from a teacher Model artifact into a student",
         description="Hinton soft-target distillation (temperature, alpha) with an optional 1×1-projected feature "
-        "loss. The student is a Model artifact (e.g. a pruned model) or a zoo/user spec.", func=cmd_distill,
-        configs=(DistillConfig,), model=None, output="distilled Model artifact directory to write",
+        "loss. The student is a Model artifact (e.g. a pruned model) or a zoo/user spec.",
+        func=cmd_distill,
+        configs=(DistillConfig,),
+        model=None,
+        output="distilled Model artifact directory to write",
         report="HTML report: teacher vs scratch student vs distilled student",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--teacher", type=Path, required=True, help="teacher Model artifact directory (with module.pt)"
     )
     p.add_argument(
-        "--student", required=True,
+        "--student",
+        required=True,
         help="a Model artifact directory (e.g. pruned), or a zoo family / module:factory / JSON spec",
-    )  # fmt: skip
+    )
     add_options(p, DistillStepOptions, exclude=("student_spec",))  # --student takes a spec too
 
     p = sub.add_parser(
-        "sensitivity", help="per-layer pruning sensitivity (accuracy vs ratio, no fine-tuning)",
+        "sensitivity",
+        help="per-layer pruning sensitivity (accuracy vs ratio, no fine-tuning)",
         description="Prune each layer alone at each ratio and measure validation accuracy; writes JSON (usable by "
         "`prune --layer-ratios-from`) and optionally a PNG plot.",
-    )  # fmt: skip
+    )
     io_arguments(p, model="Model artifact directory with module.pt", output="JSON to write")
     p.add_argument("--plot", type=Path, help="PNG plot to write")
     p.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated ratios in (0, 1)")

@@ -19,19 +19,28 @@ from edgecompress.quantize.config import QuantConfig
 def register(sub: argparse._SubParsersAction) -> None:
     calibration = "Dataset artifact (.npz); calibration comes from its training split"
     step_command(
-        sub, "quantize", summary="quantize a model: static/dynamic INT8, FP16, mixed precision or QAT",
+        sub,
+        "quantize",
+        summary="quantize a model: static/dynamic INT8, FP16, mixed precision or QAT",
         description="Quantize a Model artifact and check it against its parent (validation accuracy, top-1 "
         "agreement, max abs logit error, size, latency on a device class; an empty --device-class skips the "
-        "latency check).", func=cmd_quantize, configs=(QuantConfig, Measurement), dataset=calibration,
-    )  # fmt: skip
+        "latency check).",
+        func=cmd_quantize,
+        configs=(QuantConfig, Measurement),
+        dataset=calibration,
+    )
     p = step_command(
-        sub, "autotune",
+        sub,
+        "autotune",
         summary="accuracy-aware quantization: the first config that keeps accuracy AND is faster/smaller",
         description="Try PTQ variants, then mixed precision, then QAT; stop at the first that meets the "
         "accuracy criterion and beats the parent on the objective. Exit status 1 when none passed "
-        "(the closest is still written, marked not passed).", func=cmd_autotune, configs=(AutotuneConfig,),
-        dataset=calibration, report="HTML report (table + plot)",
-    )  # fmt: skip
+        "(the closest is still written, marked not passed).",
+        func=cmd_autotune,
+        configs=(AutotuneConfig,),
+        dataset=calibration,
+        report="HTML report (table + plot)",
+    )
     p.add_argument("--results", type=Path, required=True, help="trials JSON to write")
     p.add_argument("--markdown", type=Path, help="Markdown report")
 

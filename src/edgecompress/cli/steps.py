@@ -75,21 +75,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_dataset)
 
     step_command(
-        sub, "train", summary="train a model and export it to ONNX", description="Train a zoo or user model.",
-        func=cmd_train, configs=(ModelChoice, TrainConfig), model=None,
+        sub,
+        "train",
+        summary="train a model and export it to ONNX",
+        description="Train a zoo or user model.",
+        func=cmd_train,
+        configs=(ModelChoice, TrainConfig),
+        model=None,
         dataset="Dataset artifact (.npz from `edgecompress dataset`)",
-    )  # fmt: skip
+    )
 
     step_command(
-        sub, "evaluate", summary="accuracy, size, MACs and latency of a Model artifact",
-        description="Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact.", func=cmd_evaluate,
-        configs=(EvaluateConfig,), output="results JSON", report="HTML report",
-    )  # fmt: skip
+        sub,
+        "evaluate",
+        summary="accuracy, size, MACs and latency of a Model artifact",
+        description="Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact.",
+        func=cmd_evaluate,
+        configs=(EvaluateConfig,),
+        output="results JSON",
+        report="HTML report",
+    )
     step_command(
-        sub, "benchmark", summary="benchmark a model on device classes (farm or local emulation)",
-        description="Edge-benchmark a Model artifact (or a bare .onnx file).", func=cmd_benchmark,
-        configs=(EdgeBenchmarkConfig,), dataset=None, output="results JSON", report="HTML report",
-    )  # fmt: skip
+        sub,
+        "benchmark",
+        summary="benchmark a model on device classes (farm or local emulation)",
+        description="Edge-benchmark a Model artifact (or a bare .onnx file).",
+        func=cmd_benchmark,
+        configs=(EdgeBenchmarkConfig,),
+        dataset=None,
+        output="results JSON",
+        report="HTML report",
+    )
 
 
 def _print(data) -> int:

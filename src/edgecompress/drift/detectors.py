@@ -87,11 +87,19 @@ def tabular_drift(ref: np.ndarray, new: np.ndarray, names: list[str], config: Dr
         f["drifted"] = min(1.0, f["p_value"] * len(features)) < config.alpha
     psis = [f["psi"] for f in features.values()]
     return {
-        "kind": "tabular", "score": float(np.mean(psis)), "p_value": p_adj, "drifted": p_adj < config.alpha,
-        "tests": {"features (KS / chi-squared, Bonferroni)": {"p_value": p_adj, "drifted": p_adj < config.alpha,
-                                                               "max_psi": float(np.max(psis))}},
+        "kind": "tabular",
+        "score": float(np.mean(psis)),
+        "p_value": p_adj,
+        "drifted": p_adj < config.alpha,
+        "tests": {
+            "features (KS / chi-squared, Bonferroni)": {
+                "p_value": p_adj,
+                "drifted": p_adj < config.alpha,
+                "max_psi": float(np.max(psis)),
+            }
+        },
         "features": features,
-    }  # fmt: skip
+    }
 
 
 def penultimate_output(proto) -> str:
@@ -186,17 +194,30 @@ class ImageDriftDetector:
         )
         p = min(1.0, 2 * min(p_softmax, p_mmd))
         return {
-            "kind": "image", "score": mmd2, "p_value": p, "drifted": p < cfg.alpha,
+            "kind": "image",
+            "score": mmd2,
+            "p_value": p,
+            "drifted": p < cfg.alpha,
             "tests": {
-                "softmax KS (Bonferroni over classes)": {"p_value": p_softmax, "drifted": 2 * p_softmax < cfg.alpha},
-                "embedding MMD (permutation)": {"p_value": p_mmd, "drifted": 2 * p_mmd < cfg.alpha, "mmd2": mmd2,
-                                                "bandwidth": self.bandwidth, "embedding_dim": int(emb.shape[1]),
-                                                "permutations": cfg.permutations},
+                "softmax KS (Bonferroni over classes)": {
+                    "p_value": p_softmax,
+                    "drifted": 2 * p_softmax < cfg.alpha,
+                },
+                "embedding MMD (permutation)": {
+                    "p_value": p_mmd,
+                    "drifted": 2 * p_mmd < cfg.alpha,
+                    "mmd2": mmd2,
+                    "bandwidth": self.bandwidth,
+                    "embedding_dim": int(emb.shape[1]),
+                    "permutations": cfg.permutations,
+                },
             },
             "classes": per_class,
-            "predicted_class_share": {"reference": np.bincount(self.ref_probs.argmax(1), minlength=len(per_class)).tolist(),
-                                      "new": np.bincount(probs.argmax(1), minlength=len(per_class)).tolist()},
-        }  # fmt: skip
+            "predicted_class_share": {
+                "reference": np.bincount(self.ref_probs.argmax(1), minlength=len(per_class)).tolist(),
+                "new": np.bincount(probs.argmax(1), minlength=len(per_class)).tolist(),
+            },
+        }
 
 
 def detect(reference: Reference, batch: Batch, config: DriftConfig) -> dict[str, Any]:

@@ -36,6 +36,18 @@ from edgecompress.nas.space import SearchSpace
 from edgecompress.nas.step import NasStepOptions, nas_step
 
 __all__ = [
-    "Constraints", "LatencyMeter", "NasConfig", "SearchSpace", "accuracy_on", "candidate_cost", "hypervolume",
-    "low_fidelity_accuracy", "NasStepOptions", "nas_step", "pareto_front", "retrain", "search", "summarize",
-]  # fmt: skip
+    "Constraints",
+    "LatencyMeter",
+    "NasConfig",
+    "SearchSpace",
+    "accuracy_on",
+    "candidate_cost",
+    "hypervolume",
+    "low_fidelity_accuracy",
+    "NasStepOptions",
+    "nas_step",
+    "pareto_front",
+    "retrain",
+    "search",
+    "summarize",
+]

@@ -56,9 +56,12 @@ def summarize(
 
 
 def front_png(
-    trials: list[dict[str, Any]], front: list[dict[str, Any]], pick: dict[str, Any],
-    reference: dict[str, Any] | None, title: str,
-) -> bytes:  # fmt: skip
+    trials: list[dict[str, Any]],
+    front: list[dict[str, Any]],
+    pick: dict[str, Any],
+    reference: dict[str, Any] | None,
+    title: str,
+) -> bytes:
     """Every trained trial (low fidelity), the re-measured front, the pick and the reference."""
     import matplotlib
 
@@ -72,12 +75,30 @@ def front_png(
         [t["p50_ms"] for t in done], [100 * t["accuracy"] for t in done], s=18, c="#999", label="trials"
     )
     if pruned:
-        ax.scatter([t["p50_ms"] for t in pruned], [100 * t["accuracy"] for t in pruned], s=12, marker="x",
-                   c="#bbb", label="stopped early (halving)")  # fmt: skip
-    ax.plot([m["p50_ms"] for m in front], [100 * m["accuracy"] for m in front], "o-", c="C0",
-            label="Pareto front (re-measured)")  # fmt: skip
-    ax.scatter([pick["p50_ms"]], [100 * pick["accuracy"]], s=120, facecolors="none", edgecolors="C3", lw=2,
-               label="pick")  # fmt: skip
+        ax.scatter(
+            [t["p50_ms"] for t in pruned],
+            [100 * t["accuracy"] for t in pruned],
+            s=12,
+            marker="x",
+            c="#bbb",
+            label="stopped early (halving)",
+        )
+    ax.plot(
+        [m["p50_ms"] for m in front],
+        [100 * m["accuracy"] for m in front],
+        "o-",
+        c="C0",
+        label="Pareto front (re-measured)",
+    )
+    ax.scatter(
+        [pick["p50_ms"]],
+        [100 * pick["accuracy"]],
+        s=120,
+        facecolors="none",
+        edgecolors="C3",
+        lw=2,
+        label="pick",
+    )
     if reference:
         ax.axvline(reference["p50_ms"], ls="--", c="C1", label="reference model p50")
     ax.set_xlabel("p50 latency, ms (batch 1)")
@@ -99,17 +120,27 @@ def nas_report(summary: dict[str, Any], png: bytes) -> str:
         [
             ["device class", f"{summary['device_class']} ({label})"],
             ["study", summary["study_name"]],
-            ["trials finished / budget", f"{summary['budget']['trials_finished']} / {summary['budget']['n_trials']}"],
-            ["complete / stopped early / infeasible / failed",
-             " / ".join(str(summary["counts"][k]) for k in ("complete", "pruned", "infeasible", "fail"))],
+            [
+                "trials finished / budget",
+                f"{summary['budget']['trials_finished']} / {summary['budget']['n_trials']}",
+            ],
+            [
+                "complete / stopped early / infeasible / failed",
+                " / ".join(str(summary["counts"][k]) for k in ("complete", "pruned", "infeasible", "fail")),
+            ],
             ["search time", f"{summary['budget']['search_seconds']:.0f} s"],
             ["constraints", json.dumps({k: v for k, v in summary["constraints"].items() if v})],
         ],
-    )  # fmt: skip
+    )
     pick_rows = [
-        ["NAS pick (retrained)", fmt(final["val_accuracy"]), fmt(final["test_accuracy"]), fmt(final["p50_ms"], 3),
-         json.dumps(pick["spec"]["kwargs"])],
-    ]  # fmt: skip
+        [
+            "NAS pick (retrained)",
+            fmt(final["val_accuracy"]),
+            fmt(final["test_accuracy"]),
+            fmt(final["p50_ms"], 3),
+            json.dumps(pick["spec"]["kwargs"]),
+        ],
+    ]
     if ref:
         pick_rows.append(
             [
@@ -121,17 +152,40 @@ def nas_report(summary: dict[str, Any], png: bytes) -> str:
             ]
         )
     front_rows = [
-        [m["number"], fmt(m["accuracy"]), fmt(m["p50_ms"], 3), fmt(m["search_p50_ms"], 3), m["params"], m["macs"],
-         json.dumps(m["spec"]["kwargs"])]
+        [
+            m["number"],
+            fmt(m["accuracy"]),
+            fmt(m["p50_ms"], 3),
+            fmt(m["search_p50_ms"], 3),
+            m["params"],
+            m["macs"],
+            json.dumps(m["spec"]["kwargs"]),
+        ]
         for m in summary["front"]
-    ]  # fmt: skip
+    ]
     return html_page(
         "Neural architecture search",
         [
             ("Search", overview),
-            ("Pick", html_table(["model", "val accuracy", "test accuracy", "p50 ms", "architecture"], pick_rows)),
-            ("Pareto front", png_img_tag(png, "Pareto front") + html_table(
-                ["trial", "search accuracy", "p50 ms (re-measured)", "p50 ms (search)", "params", "MACs", "architecture"],
-                front_rows)),
+            (
+                "Pick",
+                html_table(["model", "val accuracy", "test accuracy", "p50 ms", "architecture"], pick_rows),
+            ),
+            (
+                "Pareto front",
+                png_img_tag(png, "Pareto front")
+                + html_table(
+                    [
+                        "trial",
+                        "search accuracy",
+                        "p50 ms (re-measured)",
+                        "p50 ms (search)",
+                        "params",
+                        "MACs",
+                        "architecture",
+                    ],
+                    front_rows,
+                ),
+            ),
         ],
-    )  # fmt: skip
+    )

@@ -33,22 +33,33 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
 }
 FAMILY_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
     "cnn": {
-        "stages": ("pos_int", False), "depth": ("pos_int", True), "width_mult": ("pos_float", True),
-        "kernel_size": ("odd_int", True), "activation": ("activation", False),
+        "stages": ("pos_int", False),
+        "depth": ("pos_int", True),
+        "width_mult": ("pos_float", True),
+        "kernel_size": ("odd_int", True),
+        "activation": ("activation", False),
         "downsample": ("downsample", False),
     },
     "mobilenet": {
-        "stages": ("pos_int", False), "depth": ("pos_int", True), "width_mult": ("pos_float", True),
-        "kernel_size": ("odd_int", True), "expansion": ("pos_int", True), "stride": ("stride", True),
+        "stages": ("pos_int", False),
+        "depth": ("pos_int", True),
+        "width_mult": ("pos_float", True),
+        "kernel_size": ("odd_int", True),
+        "expansion": ("pos_int", True),
+        "stride": ("stride", True),
         "activation": ("activation", False),
     },
-}  # fmt: skip
+}
 DEFAULTS: dict[str, dict[str, list[Any]]] = {
     "cnn": {"kernel_size": [3], "activation": ["relu"], "downsample": ["maxpool"], "width_mult": [1.0]},
     "mobilenet": {
-        "kernel_size": [3], "activation": ["relu6"], "expansion": [4], "stride": [2], "width_mult": [1.0],
+        "kernel_size": [3],
+        "activation": ["relu6"],
+        "expansion": [4],
+        "stride": [2],
+        "width_mult": [1.0],
     },
-}  # fmt: skip
+}
 
 
 class Infeasible(Exception):
@@ -157,9 +168,12 @@ class SearchSpace:
         activation = params.get(f"{family}.activation", keys["activation"][0])
         if family == "cnn":
             kwargs = {
-                "widths": widths, "depths": depths, "kernel_size": kernels, "activation": activation,
+                "widths": widths,
+                "depths": depths,
+                "kernel_size": kernels,
+                "activation": activation,
                 "downsample": params.get(f"{family}.downsample", keys["downsample"][0]),
-            }  # fmt: skip
+            }
         else:
             stages = [
                 [stage("expansion", i), widths[i], depths[i], stage("stride", i), kernels[i]]

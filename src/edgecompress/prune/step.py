@@ -50,8 +50,10 @@ class PruneConfig:
     """Every pruning setting, one definition each (the prune component, `edgecompress prune` and the
     pipeline's `prune_*` parameters come from here)."""
 
-    method: str = field(default="structured", metadata={"help": "structured (channels) or unstructured (weights)",
-                                                          "choices": METHODS})  # fmt: skip
+    method: str = field(
+        default="structured",
+        metadata={"help": "structured (channels) or unstructured (weights)", "choices": METHODS},
+    )
     ratio: float = field(
         default=0.5, metadata={"help": "structured: fraction of channels removed, in (0, 1)"}
     )
@@ -64,9 +66,12 @@ class PruneConfig:
     )
     keep_layers: tuple[str, ...] = field(default=(), metadata={"help": "comma-separated layers never pruned"})
     budget_metric: str = field(
-        default="", metadata={"help": "prune until this metric is within budget (replaces ratio)",
-                              "choices": ("", *BUDGET_METRICS)},
-    )  # fmt: skip
+        default="",
+        metadata={
+            "help": "prune until this metric is within budget (replaces ratio)",
+            "choices": ("", *BUDGET_METRICS),
+        },
+    )
     budget: float = field(default=0.0, metadata={"help": "MACs, parameters, or p50 ms on device_class"})
     device_class: str = field(
         default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class of a latency budget"}
@@ -75,8 +80,9 @@ class PruneConfig:
     finetune_epochs_between: int = field(default=0, metadata={"help": "fine-tuning epochs between steps"})
     finetune_epochs_after: int = field(default=2, metadata={"help": "fine-tuning epochs after the last step"})
     sparsity: float = field(default=0.8, metadata={"help": "unstructured: fraction of weights zeroed"})
-    scope: str = field(default="global", metadata={"help": "unstructured: one threshold or per layer",
-                                                    "choices": SCOPES})  # fmt: skip
+    scope: str = field(
+        default="global", metadata={"help": "unstructured: one threshold or per layer", "choices": SCOPES}
+    )
     lr: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate"})
     batch_size: int = field(default=128, metadata={"help": "fine-tuning batch size"})
     augment: bool = field(default=False, metadata={"help": "flips and shifts while fine-tuning"})
@@ -100,27 +106,38 @@ class PruneConfig:
 
     def structured(self) -> StructuredConfig:
         return StructuredConfig(
-            ratio=self.ratio, importance=self.importance, global_pruning=self.global_pruning,
-            layer_ratios=parse_layer_ratios(self.layer_ratios), keep_layers=parse_names(self.keep_layers),
-            budget_metric=self.budget_metric, budget=self.budget, device_class=self.device_class, steps=self.steps,
+            ratio=self.ratio,
+            importance=self.importance,
+            global_pruning=self.global_pruning,
+            layer_ratios=parse_layer_ratios(self.layer_ratios),
+            keep_layers=parse_names(self.keep_layers),
+            budget_metric=self.budget_metric,
+            budget=self.budget,
+            device_class=self.device_class,
+            steps=self.steps,
             finetune_between=self.finetune(self.finetune_epochs_between),
-            finetune_after=self.finetune(self.finetune_epochs_after), seed=self.seed,
-        )  # fmt: skip
+            finetune_after=self.finetune(self.finetune_epochs_after),
+            seed=self.seed,
+        )
 
     def unstructured(self) -> UnstructuredConfig:
         return UnstructuredConfig(
-            sparsity=self.sparsity, scope=self.scope, keep_layers=parse_names(self.keep_layers),
+            sparsity=self.sparsity,
+            scope=self.scope,
+            keep_layers=parse_names(self.keep_layers),
             finetune=self.finetune(self.finetune_epochs_after),
-        )  # fmt: skip
+        )
 
     def step_arguments(self) -> dict[str, Any]:
         """The keyword arguments of `prune_step` that this config sets."""
         structured = self.method == "structured"
         return {
-            "method": self.method, "structured": self.structured(), "unstructured": self.unstructured(),
+            "method": self.method,
+            "structured": self.structured(),
+            "unstructured": self.unstructured(),
             "sensitivity_ratios": parse_ratios(self.sensitivity_ratios) if structured else (),
             "sensitivity_max_drop": self.sensitivity_max_drop,
-        }  # fmt: skip
+        }
 
 
 def prune_step(
@@ -228,12 +245,18 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
 
     p, c = stats["parent"], stats["child"]
     keys = ("params", "nonzero_params", "macs", "onnx_bytes", "gzip_bytes")
-    summary = html_table(["", "val accuracy", *keys], [
-        ["parent", report["val_accuracy"]["parent"], *(p[k] for k in keys)],
-        ["pruned", report["val_accuracy"]["child"], *(c[k] for k in keys)],
-        ["pruned / parent", report["val_accuracy"]["child"] - report["val_accuracy"]["parent"],
-         *(c[k] / p[k] if p[k] else float("nan") for k in keys)],
-    ])  # fmt: skip
+    summary = html_table(
+        ["", "val accuracy", *keys],
+        [
+            ["parent", report["val_accuracy"]["parent"], *(p[k] for k in keys)],
+            ["pruned", report["val_accuracy"]["child"], *(c[k] for k in keys)],
+            [
+                "pruned / parent",
+                report["val_accuracy"]["child"] - report["val_accuracy"]["parent"],
+                *(c[k] / p[k] if p[k] else float("nan") for k in keys),
+            ],
+        ],
+    )
     sections = [("Summary", summary)]
     if report["method"] == "unstructured":
         note = (

@@ -147,11 +147,17 @@ def _pruner(
     }
     try:
         return tp.pruner.MetaPruner(
-            model, torch.zeros(1, *input_shape), importance=_importance(config.importance),
-            global_pruning=config.global_pruning, pruning_ratio=ratio, pruning_ratio_dict=layer_ratios or None,
-            max_pruning_ratio=max(config.max_ratio, ratio, *layer_ratios.values()), iterative_steps=steps,
-            ignored_layers=keep + output_layers(model, num_classes), round_to=config.round_to,
-        )  # fmt: skip
+            model,
+            torch.zeros(1, *input_shape),
+            importance=_importance(config.importance),
+            global_pruning=config.global_pruning,
+            pruning_ratio=ratio,
+            pruning_ratio_dict=layer_ratios or None,
+            max_pruning_ratio=max(config.max_ratio, ratio, *layer_ratios.values()),
+            iterative_steps=steps,
+            ignored_layers=keep + output_layers(model, num_classes),
+            round_to=config.round_to,
+        )
     except Exception as exc:
         raise ModelError(
             f"torch-pruning cannot trace the model ({type(model).__name__}): "
@@ -296,11 +302,17 @@ def prune_structured(
     check_model_fits(model, input_shape, num_classes)
     after = {m: model_cost(model, input_shape, m) for m in ("params", "macs")}
     report: dict[str, Any] = {
-        "method": "structured", "config": config.as_params(), "ratio": ratio, "before": before, "after": after,
+        "method": "structured",
+        "config": config.as_params(),
+        "ratio": ratio,
+        "before": before,
+        "after": after,
         "macs_reduction": before["macs"] / max(1.0, after["macs"]),
         "params_reduction": before["params"] / max(1.0, after["params"]),
-        "schedule": schedule, "budget_trace": trace, "channels": channel_counts(model),
-    }  # fmt: skip
+        "schedule": schedule,
+        "budget_trace": trace,
+        "channels": channel_counts(model),
+    }
     if config.budget_metric:
         achieved = model_cost(model, input_shape, config.budget_metric, config.device_class)
         report["budget"] = {

@@ -34,8 +34,28 @@ from edgecompress.quantize.ptq import (
 from edgecompress.quantize.step import autotune_step, quantize_step
 
 __all__ = [
-    "CALIBRATION_METHODS", "METHODS", "QUANT_FORMATS", "QUANT_TYPES", "TECHNIQUES", "AutotuneConfig", "Criterion",
-    "QuantConfig", "StaticQuantConfig", "autotune", "autotune_step", "calibration_sample", "check_against_parent",
-    "check_quantizable", "convert_fp16", "cpu_needs_reduce_range", "node_sensitivity", "probe_accuracy",
-    "quantizable_nodes", "quantize_dynamic", "quantize_mixed", "quantize_model", "quantize_static", "quantize_step",
-]  # fmt: skip
+    "CALIBRATION_METHODS",
+    "METHODS",
+    "QUANT_FORMATS",
+    "QUANT_TYPES",
+    "TECHNIQUES",
+    "AutotuneConfig",
+    "Criterion",
+    "QuantConfig",
+    "StaticQuantConfig",
+    "autotune",
+    "autotune_step",
+    "calibration_sample",
+    "check_against_parent",
+    "check_quantizable",
+    "convert_fp16",
+    "cpu_needs_reduce_range",
+    "node_sensitivity",
+    "probe_accuracy",
+    "quantizable_nodes",
+    "quantize_dynamic",
+    "quantize_mixed",
+    "quantize_model",
+    "quantize_static",
+    "quantize_step",
+]

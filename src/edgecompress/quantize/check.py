@@ -29,12 +29,16 @@ def check_against_parent(
     a, b = onnx_logits(Path(parent_onnx), x), onnx_logits(Path(child_onnx), x)
     parent_bytes, child_bytes = Path(parent_onnx).stat().st_size, Path(child_onnx).stat().st_size
     check: dict[str, Any] = {
-        "split": split, "samples": int(len(x)),
-        "parent_accuracy": float(np.mean(a.argmax(1) == y)), "accuracy": float(np.mean(b.argmax(1) == y)),
+        "split": split,
+        "samples": int(len(x)),
+        "parent_accuracy": float(np.mean(a.argmax(1) == y)),
+        "accuracy": float(np.mean(b.argmax(1) == y)),
         "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
         "max_abs_logit_error": float(np.max(np.abs(a - b))),
-        "parent_onnx_bytes": parent_bytes, "onnx_bytes": child_bytes, "size_ratio": parent_bytes / child_bytes,
-    }  # fmt: skip
+        "parent_onnx_bytes": parent_bytes,
+        "onnx_bytes": child_bytes,
+        "size_ratio": parent_bytes / child_bytes,
+    }
     check["accuracy_drop"] = check["parent_accuracy"] - check["accuracy"]
     if measurement is not None:
         parent_latency = parent_latency or measurement.latency(Path(parent_onnx))

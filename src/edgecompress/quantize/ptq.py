@@ -93,13 +93,18 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
         out = Path(tmp) / "int8.onnx"
         try:
             ort_quantize_static(
-                str(pre), str(out), _Reader(proto.graph.input[0].name, x),
+                str(pre),
+                str(out),
+                _Reader(proto.graph.input[0].name, x),
                 quant_format=QuantFormat.QDQ if config.quant_format == "qdq" else QuantFormat.QOperator,
-                per_channel=config.per_channel, reduce_range=config.reduce_range,
-                activation_type=qtype[config.activation_type], weight_type=qtype[config.weight_type],
-                calibrate_method=method, nodes_to_exclude=list(config.nodes_to_exclude) or None,
+                per_channel=config.per_channel,
+                reduce_range=config.reduce_range,
+                activation_type=qtype[config.activation_type],
+                weight_type=qtype[config.weight_type],
+                calibrate_method=method,
+                nodes_to_exclude=list(config.nodes_to_exclude) or None,
                 extra_options={"CalibTensorRangeSymmetric": config.activation_type == "int8"},
-            )  # fmt: skip
+            )
         except Exception as exc:
             raise ModelError(
                 f"ONNX Runtime static quantization of {onnx_path} failed: {str(exc)[:400]}"

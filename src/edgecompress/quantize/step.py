@@ -52,10 +52,13 @@ def quantize_step(
             checks = check_against_parent(parent.onnx_path, onnx_file, dataset, "val", measurement)
             info = {
                 **inherited_info(parent.info),
-                "technique": technique, "parent_model_id": parent.info.get("mlflow_model_id"),
-                "quant_config": config.as_params(), "quant_details": details, "parent_agreement": checks,
+                "technique": technique,
+                "parent_model_id": parent.info.get("mlflow_model_id"),
+                "quant_config": config.as_params(),
+                "quant_details": details,
+                "parent_agreement": checks,
                 "package_version": __version__,
-            }  # fmt: skip
+            }
             package = save_model_package(Path(output_dir), info, onnx_file)
         log_child(
             package,
@@ -110,10 +113,13 @@ def autotune_step(
             summary["reasons"] = pick["reasons"]
             info = {
                 **inherited_info(parent.info),
-                "technique": technique, "parent_model_id": parent.info.get("mlflow_model_id"),
-                "quant_config": pick["config"], "parent_agreement": pick["check"], "autotune": summary,
+                "technique": technique,
+                "parent_model_id": parent.info.get("mlflow_model_id"),
+                "quant_config": pick["config"],
+                "parent_agreement": pick["check"],
+                "autotune": summary,
                 "package_version": __version__,
-            }  # fmt: skip
+            }
             result.pop("pick_path")
             package = save_model_package(Path(output_dir), info, Path(pick["path"]))
         for t in result["trials"]:
