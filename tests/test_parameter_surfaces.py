@@ -50,15 +50,11 @@ def test_the_check_catches_a_drifted_default():
         spec.default = saved
 
 
-def test_every_technique_component_declares_its_surfaces():
-    """The components still on hand-written parameters (moved to their dataclasses next)."""
-    pending = sorted(set(component_names()) - set(_with_surfaces()))
-    assert set(_with_surfaces()) >= {
-        "load_dataset", "train", "quantize", "autotune", "evaluate", "edge_benchmark", "accuracy_gate", "prune",
-        "distill", "drift_check", "nas",
-    }  # fmt: skip
-    assert pending == sorted(pending)  # listed for the record in the test output
-    print("components without SURFACES yet:", pending)
+def test_every_component_takes_its_settings_from_configs():
+    assert _with_surfaces() == component_names()
+    for name in component_names():
+        module, component = _component(name)
+        assert component.surfaces == module.SURFACES  # built by technique_component from them
 
 
 def _subcommand(name: str) -> argparse.ArgumentParser:

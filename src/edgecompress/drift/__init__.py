@@ -30,6 +30,7 @@ from edgecompress.drift.detectors import (
 from edgecompress.drift.statistics import bonferroni, mmd_permutation_test, psi
 from edgecompress.drift.step import (
     DriftCheckOptions,
+    PromoteConfig,
     check_and_report,
     drift_check_step,
     promote_step,
@@ -40,6 +41,7 @@ from edgecompress.drift.step import (
 __all__ = [
     "DriftCheckOptions",
     "DriftConfig",
+    "PromoteConfig",
     "EmbeddingModel",
     "ImageDriftDetector",
     "bonferroni",

@@ -26,8 +26,16 @@ from edgecompress.drift.reference import (
 )
 from edgecompress.drift.report import report_html, write_outputs
 from edgecompress.errors import DatasetError
+from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.io import write_json, write_text
 from edgecompress.params import flat_values
+
+
+@dataclass
+class PromoteConfig:
+    device_classes: list[str] = field(
+        default_factory=lambda: [DEFAULT_DEVICE_CLASS], metadata={"help": "device classes to promote on"}
+    )
 
 
 @dataclass
