@@ -54,6 +54,7 @@ LINKED = {
     ("train", "model_spec"): "model",
     ("autotune", "max_drop"): "max_accuracy_drop",
     ("autotune", "min_gain"): "min_speedup",
+    ("quantize", "target"): "quantize_device_class",  # quantized for the class it is checked on
 }
 
 
@@ -190,20 +191,26 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
             task.set_display_name(step_name)
             task.set_caching_options(step.cache)
             child = task.outputs[step.output]
-        evals, benches = {}, {}
+        evals, benches = {}, []
         for role, model_out in (("parent", parent), ("child", child)):
             ev = evaluate(model=model_out, dataset=dataset, **_inputs("evaluate", params, chain), **lineage)
             ev.set_display_name(f"evaluate-{role}")
             bench = edge_benchmark(model=model_out, **_inputs("edge_benchmark", params, chain), **lineage)
             bench.set_display_name(f"edge-benchmark-{role}")
             bench.set_caching_options(False)  # latency is a measurement, never a cached value
-            evals[role], benches[role] = ev, bench
+            evals[role] = ev
+            benches.append(bench)
         gate = accuracy_gate(
-            parent_evaluation=evals["parent"].outputs["results"], child_evaluation=evals["child"].outputs["results"],
-            parent_benchmark=benches["parent"].outputs["results"], child_benchmark=benches["child"].outputs["results"],
-            **_inputs("accuracy_gate", params, chain), **lineage,
-        )  # fmt: skip
+            parent_model=parent,
+            child_model=child,
+            dataset=dataset,
+            parent_evaluation=evals["parent"].outputs["results"],
+            child_evaluation=evals["child"].outputs["results"],
+            **_inputs("accuracy_gate", params, chain),
+            **lineage,
+        )
         gate.set_caching_options(False)
+        gate.after(*benches)  # its interleaved rounds never share the devices with another benchmark
         apply_platform_config(platform)
         return gate.outputs["results"]
 

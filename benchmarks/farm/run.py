@@ -89,14 +89,14 @@ def bare_p50(model: Path, threads: int, cores: list[int] | None, settings: dict[
 
 def fidelity(farm: Any, models: dict[str, Path], settings: dict[str, Any], reps: int) -> list[dict[str, Any]]:
     from edgecompress.farm.client import FarmClient
-    from edgecompress.farm.devices import EMULATED
+    from edgecompress.farm.devices import emulated_classes
 
     client = FarmClient(farm.url, farm.client_token)
     rows = []
     for name, path in models.items():
         ref = client.upload(path)
         for cls_name in ("rpi4-emulated", "jetson-orin-nano-emulated"):
-            cls = EMULATED[cls_name]
+            cls = emulated_classes()[cls_name]
             agent, bare = [], []
             for _ in range(reps):  # alternate so that load changes hit both sides
                 job = client.submit(ref, cls_name, settings, timeout_s=300)

@@ -13,18 +13,10 @@ SURFACES = (
 
 
 def run(
-    parent_evaluation, child_evaluation, parent_benchmark, child_benchmark, results, report, **settings
+    parent_model, child_model, dataset, parent_evaluation, child_evaluation, results, report, **settings
 ) -> str:
-    out = gate_step(
-        parent_evaluation.path,
-        child_evaluation.path,
-        parent_benchmark.path,
-        child_benchmark.path,
-        build(GateConfig, settings),
-        results.path,
-        report.path,
-        build(Lineage, settings),
-    )
+    out = gate_step(parent_model.path, child_model.path, dataset.path, parent_evaluation.path, child_evaluation.path,
+                    build(GateConfig, settings), results.path, report.path, build(Lineage, settings))  # fmt: skip
     results.metadata["verdict"] = out["verdict"]
     return out["verdict"]
 
@@ -33,13 +25,17 @@ accuracy_gate = technique_component(
     "accuracy_gate",
     run,
     inputs={
+        "parent_model": "Model",
+        "child_model": "Model",
+        "dataset": "Dataset",
         "parent_evaluation": "Artifact",
         "child_evaluation": "Artifact",
-        "parent_benchmark": "Artifact",
-        "child_benchmark": "Artifact",
     },
     outputs={"results": "Artifact", "report": "Markdown"},
     surfaces=SURFACES,
     returns="str",
-    doc="""Returns the verdict (`accepted` or `rejected`); a rejection is a result, not a task failure.""",
+    doc="""Decides on `decision_split` (validation): the paired accuracy drop with its interval, and per
+    device class the interleaved speed-up's interval (parent and child in alternating rounds). Returns the
+    verdict (`accepted` or `rejected`); a rejection is a result, not a task failure. The evaluations
+    (test split) are reported next to the decision.""",
 )

@@ -28,7 +28,7 @@ from edgecompress.export import load_model_package
 from edgecompress.farm import device as device_facts
 from edgecompress.farm.devices import (
     DEFAULT_DEVICE_CLASSES,
-    EMULATED,
+    emulated_classes,
     emulated_device_class,
     parse_device_classes,
 )
@@ -145,7 +145,7 @@ def run_on_device(
     memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
 ) -> dict[str, Any]:
     """The agent's executor: an emulated class (`emulate`, or a class named like one) or this device."""
-    profile = emulate or (device_class if device_class in EMULATED else None)
+    profile = emulate or (device_class if device_class in emulated_classes() else None)
     if profile:
         result = benchmark_locally(
             model_path, profile, settings, timeout_s, memory_limit_bytes, start_method="forkserver"

@@ -83,6 +83,18 @@ class Measurement:
             "samples_ms": r.get("samples_ms", []),
         }
 
+    def interleaved(self, first: Path, second: Path, rounds: int) -> dict[str, Any]:
+        """Alternating rounds on the same device (the order flips every round, so neither model always
+        runs right after the other): each model's p50 per round, for a paired comparison."""
+        out: dict[str, Any] = {"parent_ms": [], "child_ms": [], "emulated": None}
+        for i in range(rounds):
+            order = (("parent_ms", first), ("child_ms", second))
+            for key, path in order if i % 2 == 0 else order[::-1]:
+                r = self.latency(Path(path))
+                out[key].append(r["p50_ms"])
+                out["emulated"] = r["emulated"]
+        return out
+
     def module_latency(self, model: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
         """Latency of a torch module's ONNX export (batch 1): float latency does not depend on the
         weights, so an untrained or freshly pruned module is measured as it is."""

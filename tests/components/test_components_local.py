@@ -69,10 +69,13 @@ def component_chain() -> _Outputs:
             )
         )
     gate = accuracy_gate(
-        parent_evaluation=evals[0].outputs["results"], child_evaluation=evals[1].outputs["results"],
-        parent_benchmark=benches[0].outputs["results"], child_benchmark=benches[1].outputs["results"],
-        max_accuracy_drop=0.05, min_speedup=1000.0, registered_model_name="component-test", **lineage,
+        parent_model=trained.outputs["model"], child_model=quant.outputs["quantized_model"],
+        dataset=data.outputs["dataset"], parent_evaluation=evals[0].outputs["results"],
+        child_evaluation=evals[1].outputs["results"], max_accuracy_drop=0.05, min_speedup=1000.0,
+        registered_model_name="component-test", device_classes=["rpi4-emulated"], latency_rounds=3,
+        bench_min_runs=50, bench_min_duration_s=0.2, **lineage,
     )  # fmt: skip
+    gate.after(*benches)
     return _Outputs(
         data.outputs["dataset"],
         trained.outputs["model"],

@@ -158,15 +158,14 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
     for role in ("parent", "child"):
         evaluate_step(workdir / role, digits_artifact, workdir / f"{role}-eval.json", lineage_ctx=ctx)
         edge_benchmark_step(workdir / role, bench, workdir / f"{role}-bench.json", lineage_ctx=ctx)
+    gate_config = GateConfig(
+        max_accuracy_drop=0.5, min_speedup=0.0, registered_model_name="digits-small",
+        device_classes=["rpi4-emulated"], latency_rounds=3, measurement=bench.measurement,
+    )  # fmt: skip
     gate = gate_step(
-        workdir / "parent-eval.json",
-        workdir / "child-eval.json",
-        workdir / "parent-bench.json",
-        workdir / "child-bench.json",
-        GateConfig(max_accuracy_drop=0.5, min_speedup=0.0, registered_model_name="digits-small"),
-        results_path=workdir / "gate.json",
-        lineage_ctx=ctx,
-    )
+        workdir / "parent", workdir / "child", digits_artifact, workdir / "parent-eval.json",
+        workdir / "child-eval.json", gate_config, results_path=workdir / "gate.json", lineage_ctx=ctx,
+    )  # fmt: skip
     return {"gate": gate, "workdir": workdir}
 
 

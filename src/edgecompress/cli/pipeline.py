@@ -150,6 +150,13 @@ def print_summary(result) -> None:
     table.add_column("child / parent", justify="right")
     p, c = gate["parent"], gate["child"]
     table.add_row("technique", p["technique"], c["technique"], "")
+    acc = gate["accuracy"]
+    table.add_row(
+        f"{gate['decision_split']} accuracy drop (paired, {gate['confidence']:.0%} CI)",
+        "",
+        "",
+        f"{-acc['drop'] * 100:+.2f} pt [{-acc['ci_high'] * 100:+.2f}, {-acc['ci_low'] * 100:+.2f}]",
+    )
     table.add_row(
         "test accuracy",
         f"{p['accuracy']:.4f}",
@@ -166,13 +173,15 @@ def print_summary(result) -> None:
         table.add_row(label, fmt(p[key]), fmt(c[key]), f"{ratio:.3f}×")
     for cls, v in gate["device_classes"].items():
         label = f"p50 ms {cls}" + (" (emulated)" if v["emulated"] else "")
+        verdict = "faster" if v["faster"] else "not faster"
         table.add_row(
             label,
             f"{v['parent_p50_ms']:.4f}",
             f"{v['child_p50_ms']:.4f}",
-            f"{v['speedup']:.2f}× faster" if v["faster"] else f"{v['speedup']:.2f}× (not faster)",
+            f"{v['speedup']:.2f}× [{v['ci_low']:.2f}, {v['ci_high']:.2f}] {verdict}",
         )
     console.print(table)
+    console.print(f"gate rule: {gate['rule']}")
     for reason in gate["reasons"]:
         console.print(f"[yellow]gate:[/] {reason}")
     if gate.get("registered"):

@@ -1,5 +1,6 @@
 """Device classes. Emulated classes stand in for real boards on one machine (thread caps and CPU
-affinity) and are labelled `emulated` in every result: they are never real board numbers."""
+affinity) and are labelled `emulated` in every result: they are never real board numbers. They are
+the `emulated: true` entries of the device profiles (edgecompress.profiles)."""
 
 from __future__ import annotations
 
@@ -25,27 +26,37 @@ class DeviceClass:
         return usable[-self.cores :] if len(usable) >= self.cores else usable
 
 
-EMULATED = {
-    "rpi4-emulated": DeviceClass(
-        "rpi4-emulated", threads=1, emulated=True, cores=1,
-        description="Raspberry Pi 4 stand-in: ONNX Runtime CPU EP, 1 thread pinned to one core of this machine",
-    ),
-    "jetson-orin-nano-emulated": DeviceClass(
-        "jetson-orin-nano-emulated", threads=2, emulated=True, cores=2,
-        description="Jetson Orin Nano stand-in: ONNX Runtime CPU EP, 2 threads on this machine (no GPU)",
-    ),
-}  # fmt: skip
+def emulated_classes() -> dict[str, DeviceClass]:
+    """The emulated classes of the device profiles (edgecompress.profiles), read when first needed:
+    a broken profile file is then an error of the command that reads it, not of an import."""
+    from edgecompress.profiles import profiles
+
+    return {
+        p.name: DeviceClass(
+            p.name,
+            threads=p.threads,
+            emulated=True,
+            description=p.description,
+            providers=list(p.providers),
+            cores=p.cores,
+        )  # fmt: skip
+        for p in profiles().values()
+        if p.emulated is True
+    }
+
+
 DEFAULT_DEVICE_CLASSES = ["rpi4-emulated", "jetson-orin-nano-emulated"]
 # Where a single latency check runs unless told otherwise (quantize, autotune, prune budgets, NAS).
 DEFAULT_DEVICE_CLASS = DEFAULT_DEVICE_CLASSES[0]
 
 
 def emulated_device_class(name: str) -> DeviceClass:
-    if name not in EMULATED:
+    known = emulated_classes()
+    if name not in known:
         raise ConfigError(
-            f"unknown device class {name!r}; emulated classes available locally: {sorted(EMULATED)}"
+            f"unknown device class {name!r}; emulated classes available locally: {sorted(known)}"
         )
-    return EMULATED[name]
+    return known[name]
 
 
 def parse_device_classes(value: str | list[str]) -> list[str]:

@@ -103,8 +103,9 @@ class AutotuneConfig:
     def plan(self, has_module: bool, target_accuracy: float) -> list[QuantConfig]:
         """Trials in order: cheap post-training variants, then mixed precision, then QAT."""
         base = QuantConfig(
-            calibration_samples=self.calibration_samples, seed=self.seed, probe_samples=self.probe_samples
-        )
+            calibration_samples=self.calibration_samples, seed=self.seed, probe_samples=self.probe_samples,
+            target=self.measurement.device_class,
+        ).resolved()  # fmt: skip
         trials = [
             base,
             replace(base, calibration_method="percentile"),

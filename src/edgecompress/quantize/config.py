@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ConfigError
+from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.params import Codec
 
 METHODS = ("static", "dynamic", "fp16", "mixed", "qat")
@@ -40,18 +41,16 @@ def cpu_needs_reduce_range() -> bool:
     return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def _reduce_range_from_flat(value: Any) -> bool:
-    if isinstance(value, bool):
+def _reduce_range_from_flat(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
         return value
     if value not in ("auto", "on", "off"):
         raise ConfigError(f"reduce_range must be auto, on or off, got {value!r}")
-    return cpu_needs_reduce_range() if value == "auto" else value == "on"
+    return None if value == "auto" else value == "on"
 
 
-# "auto" is the flat default: the field's own default is decided by the CPU at hand.
-REDUCE_RANGE = Codec(
-    str, _reduce_range_from_flat, lambda v: v if isinstance(v, str) else ("on" if v else "off")
-)
+# auto (None): decided by the target device class's profile, never by the CPU that quantizes.
+REDUCE_RANGE = Codec(str, _reduce_range_from_flat, lambda v: "auto" if v is None else ("on" if v else "off"))
 
 
 @dataclass
@@ -69,13 +68,16 @@ class QuantConfig:
         default="uint8", metadata={"help": "activation type", "choices": QUANT_TYPES}
     )
     weight_type: str = field(default="int8", metadata={"help": "weight type", "choices": QUANT_TYPES})
-    reduce_range: bool = field(
-        default_factory=cpu_needs_reduce_range,
+    target: str = field(
+        default=DEFAULT_DEVICE_CLASS,
+        metadata={"help": "device class the model is quantized for: its profile decides reduce_range auto"},
+    )
+    reduce_range: bool | None = field(
+        default=None,
         metadata={
             "codec": REDUCE_RANGE,
-            "flat_default": "auto",
             "choices": ("auto", "on", "off"),
-            "help": "7-bit weights; auto: on for x86 CPUs without VNNI",
+            "help": "7-bit weights; auto: from the target's profile (on for x86 targets without VNNI)",
         },
     )
     nodes_to_exclude: tuple[str, ...] = field(
@@ -107,6 +109,9 @@ class QuantConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"quantization method {self.method!r} not in {METHODS}")
+        from edgecompress.profiles import quantization_target
+
+        quantization_target(self.target)  # an unknown target fails here, before any work
         if self.calibration_samples < 1:
             raise ConfigError(f"calibration_samples must be ≥ 1, got {self.calibration_samples}")
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -142,6 +147,14 @@ class QuantConfig:
         if self.method == "mixed" and self.mixed_exclude:
             text += f" (-{self.mixed_exclude})"
         return text
+
+    def resolved(self) -> QuantConfig:
+        """The config with `reduce_range` decided for its target (auto -> the target's profile)."""
+        if self.reduce_range is not None:
+            return self
+        from edgecompress.profiles import needs_reduce_range
+
+        return replace(self, reduce_range=needs_reduce_range(self.target))
 
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)

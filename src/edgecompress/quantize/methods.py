@@ -40,6 +40,7 @@ def quantize_model(
     `module` (the float torch module) is needed only for QAT.
     """
     config.validate()
+    config = config.resolved()
     if config.method == "static":
         return quantize_static(onnx_path, dataset, config), {}
     if config.method == "dynamic":

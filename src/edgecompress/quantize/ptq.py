@@ -78,7 +78,7 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
-    config = config or QuantConfig()
+    config = (config or QuantConfig()).resolved()
     config.validate()
     proto = check_quantizable(onnx_path, dataset)
     x = calibration_sample(dataset, config.calibration_samples, config.seed)
@@ -119,7 +119,7 @@ def quantize_dynamic(
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
-    config = config or QuantConfig(method="dynamic")
+    config = (config or QuantConfig(method="dynamic")).resolved()
     config.validate()
     check_quantizable(onnx_path, dataset)
     with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:

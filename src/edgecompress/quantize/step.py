@@ -32,6 +32,7 @@ def quantize_step(
     (a device class), latency there."""
     ctx = lineage_ctx or Lineage()
     config.validate()
+    config = config.resolved()  # recorded as decided for its target
     if measurement is not None and not measurement.device_class:
         measurement = None  # an empty device class: no latency check
     if measurement is not None:

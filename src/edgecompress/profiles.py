@@ -1,0 +1,118 @@
+"""Device profiles: what a device class is (`device_profiles.yaml` in the package, plus a YAML file
+of the same shape named by $EDGECOMPRESS_DEVICE_PROFILES). One registry read by the farm, the
+quantizer and the gate; settings that depend on where a model runs come from here, never from the
+CPU of the machine that happens to build it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import ConfigError
+
+PROFILES_ENV = "EDGECOMPRESS_DEVICE_PROFILES"
+ISAS = ("x86_64", "aarch64")
+DOT_PRODUCTS = ("vnni", "dotprod", "none", "host")
+EMULATION = (False, True, "qemu")
+REQUIRED = ("description", "isa", "int8_dot_product", "cores", "threads", "emulated")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    isa: str
+    int8_dot_product: str
+    cores: int
+    threads: int
+    emulated: bool | str
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    stands_in_for: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def emulation(self) -> str:
+        """`real`, `emulated` (a stand-in on the farm's host) or `qemu` (timings not meaningful)."""
+        return {False: "real", True: "emulated", "qemu": "qemu"}[self.emulated]
+
+
+def _check(name: str, raw: Any, where: str) -> DeviceProfile:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"device profile {name!r} in {where} must be a mapping, got {type(raw).__name__}")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise ConfigError(f"device profile {name!r} in {where} lacks {missing} (needs {list(REQUIRED)})")
+    if raw["isa"] not in ISAS:
+        raise ConfigError(f"device profile {name!r} in {where}: isa {raw['isa']!r} not in {ISAS}")
+    if raw["int8_dot_product"] not in DOT_PRODUCTS:
+        raise ConfigError(
+            f"device profile {name!r} in {where}: int8_dot_product {raw['int8_dot_product']!r} not in {DOT_PRODUCTS}"
+        )
+    if raw["emulated"] not in EMULATION:
+        raise ConfigError(f"device profile {name!r} in {where}: emulated must be true, false or qemu")
+    for key in ("cores", "threads"):
+        if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 1:
+            raise ConfigError(f"device profile {name!r} in {where}: {key} must be an integer ≥ 1")
+    known = {*REQUIRED, "providers", "stands_in_for"}
+    return DeviceProfile(
+        name=name, **{k: raw[k] for k in REQUIRED}, providers=tuple(raw.get("providers") or ("CPUExecutionProvider",)),
+        stands_in_for=raw.get("stands_in_for", ""), extra={k: v for k, v in raw.items() if k not in known},
+    )  # fmt: skip
+
+
+def _read(text: str, where: str) -> dict[str, DeviceProfile]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"device profiles {where} are not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"device profiles {where} must map class names to profiles")
+    return {str(name): _check(str(name), raw, where) for name, raw in data.items()}
+
+
+@cache
+def _load(extra_path: str) -> dict[str, DeviceProfile]:
+    profiles = _read(
+        resources.files("edgecompress").joinpath("device_profiles.yaml").read_text(), "the package"
+    )
+    if extra_path:
+        path = Path(extra_path)
+        if not path.exists():
+            raise ConfigError(f"{PROFILES_ENV}={extra_path}: no such file")
+        profiles.update(_read(path.read_text(), str(path)))
+    for p in profiles.values():
+        if p.stands_in_for and p.stands_in_for not in profiles:
+            raise ConfigError(f"device profile {p.name!r} stands in for unknown class {p.stands_in_for!r}")
+    return profiles
+
+
+def profiles() -> dict[str, DeviceProfile]:
+    return _load(os.environ.get(PROFILES_ENV, ""))
+
+
+def profile(name: str) -> DeviceProfile:
+    known = profiles()
+    if name not in known:
+        raise ConfigError(f"unknown device class {name!r}; profiles: {sorted(known)}")
+    return known[name]
+
+
+def quantization_target(name: str) -> DeviceProfile:
+    """The profile whose INT8 kernels a model for `name` will run on: an emulated class's board."""
+    p = profile(name)
+    return profile(p.stands_in_for) if p.stands_in_for else p
+
+
+def needs_reduce_range(name: str) -> bool:
+    """7-bit weights for x86 targets without VNNI (their u8×s8 multiply saturates), never elsewhere."""
+    target = quantization_target(name)
+    if target.int8_dot_product == "host":
+        raise ConfigError(f"device class {name!r} has no fixed INT8 kernels (int8_dot_product: host)")
+    return target.isa == "x86_64" and target.int8_dot_product == "none"
