@@ -8,7 +8,8 @@ import pytest
 from edgecompress.data import load_dataset
 from edgecompress.export import load_model_package, onnx_logits
 from edgecompress.measure import Measurement
-from edgecompress.quantize import QuantConfig, cpu_needs_reduce_range, quantize_model, quantize_step
+from edgecompress.profiles import needs_reduce_range
+from edgecompress.quantize import QuantConfig, quantize_model, quantize_step
 from edgecompress.step import Lineage
 
 FAST_BENCH = Measurement("rpi4-emulated", bench_min_runs=30, bench_min_duration_s=0.05)
@@ -127,5 +128,8 @@ def test_qat_exports_qdq_that_runs_as_int8_and_matches_torch(trained_model, digi
     assert np.mean(onnx_logits(path, x).argmax(1) == y) > float_acc - 0.05
 
 
-def test_reduce_range_default_follows_this_cpu():
-    assert QuantConfig().reduce_range == cpu_needs_reduce_range()
+def test_reduce_range_default_follows_the_target_profile_not_this_cpu():
+    """Issue 14 changed the rule: 'auto' is decided by the target device class (tests/unit/test_profiles.py
+    shows two build CPUs giving the same model), no longer by the CPU that quantizes."""
+    assert QuantConfig().reduce_range is None
+    assert QuantConfig().resolved().reduce_range == needs_reduce_range(QuantConfig().target)

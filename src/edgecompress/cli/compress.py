@@ -92,6 +92,7 @@ def cmd_prune(a: argparse.Namespace) -> int:
             **suggest_layer_ratios(sens, config.sensitivity_max_drop),
             **config.layer_ratios,
         }
+        config.sensitivity_max_drop = 0.0  # spent on the file: no second, run-time suggestion
     info = prune_step(
         a.model, a.dataset, a.output, **config.step_arguments(), report_path=a.report, lineage_ctx=_lineage(a)
     )
