@@ -167,20 +167,28 @@ def load_fashion_mnist(directory: Path = FASHION_MNIST_DIR, val_size: int = 5000
 
 
 def load_user_npz(path: Path, seed: int = 0) -> Dataset:
-    """A user's `.npz`: either our six split arrays, or `x`/`y` that are split 70/15/15 here."""
+    """A user's `.npz`: either our six split arrays, or `x`/`y` that are split 70/15/15 here.
+
+    Labels must be the integers 0..C-1 with every class present, unless the file's `meta` gives
+    `class_names` (then any label below their count is allowed): labels {12} are an error, not a
+    13-class dataset with 12 empty classes."""
     arrays = _read_npz(path)
+    meta = arrays.pop("meta", None)
     if {"x", "y"} <= arrays.keys():
-        x, y = arrays["x"], arrays["y"].astype(np.int64)
+        x, y = arrays["x"], arrays["y"]
+        _check_labels(y, "y", str(path))
         tr, va, te = _stratified_split(y, (0.15, 0.15), seed)
+        y = y.astype(np.int64)
         arrays = {
             "x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va],
             "x_test": x[te], "y_test": y[te],
         }  # fmt: skip
-    meta = arrays.pop("meta", None)
-    _check_arrays(arrays, str(path))
     info = json.loads(str(meta)) if meta is not None else {}
-    n_classes = int(max(int(arrays[f"y_{s}"].max()) for s in SPLITS) + 1)
-    class_names = info.get("class_names") or [str(i) for i in range(n_classes)]
+    class_names = info.get("class_names")
+    _check_arrays(arrays, str(path), class_names)
+    if not class_names:
+        n_classes = int(max(int(arrays[f"y_{s}"].max()) for s in SPLITS) + 1)
+        class_names = [str(i) for i in range(n_classes)]
     return Dataset(info.get("name", path.stem), str(path), arrays, class_names)
 
 
@@ -196,7 +204,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         ) from exc
 
 
-def _check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
+def _check_arrays(arrays: dict[str, np.ndarray], where: str, class_names: list[str] | None = None) -> None:
+    """Shapes, lengths, finite inputs and labels that name a class; `class_names` None: the labels
+    themselves must be 0..C-1 with none missing."""
     missing = [f"{p}_{s}" for s in SPLITS for p in ("x", "y") if f"{p}_{s}" not in arrays]
     if missing:
         raise DatasetError(f"dataset {where} lacks arrays {missing}; expected x/y or x_train…y_test")
@@ -208,8 +218,57 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
             raise DatasetError(f"dataset {where}: x_{s} and y_{s} have different lengths")
         if len(arrays[f"y_{s}"]) == 0:
             raise DatasetError(f"dataset {where}: split {s!r} is empty")
-        if arrays[f"y_{s}"].min() < 0:
-            raise DatasetError(f"dataset {where}: negative labels in y_{s}")
+        _check_finite(arrays[f"x_{s}"], f"x_{s}", where)
+        _check_labels(arrays[f"y_{s}"], f"y_{s}", where)
+    present = np.unique(np.concatenate([np.unique(arrays[f"y_{s}"]) for s in SPLITS])).astype(np.int64)
+    if class_names is not None:
+        if present.max() >= len(class_names):
+            raise DatasetError(
+                f"dataset {where}: label {int(present.max())} is out of range for its "
+                f"{len(class_names)} class names (labels must be 0..{len(class_names) - 1})"
+            )
+        return
+    absent = sorted(set(range(int(present.max()) + 1)) - set(present.tolist()))
+    if absent:
+        shown = ", ".join(map(str, absent[:10])) + (", …" if len(absent) > 10 else "")
+        raise DatasetError(
+            f"dataset {where}: labels {_label_set(present)} are not 0..C-1 with every class present "
+            f"(no sample has label {shown}); relabel them 0..{len(present) - 1}, or give the class list "
+            "as 'class_names' in the file's 'meta' JSON"
+        )
+
+
+def _label_set(labels: np.ndarray) -> str:
+    shown = ", ".join(str(int(v)) for v in labels[:10])
+    return "{" + shown + (", …" if len(labels) > 10 else "") + "}"
+
+
+def _check_finite(x: np.ndarray, name: str, where: str) -> None:
+    """NaN or Inf in an input trains a NaN model without any other error: refuse it here."""
+    if x.dtype.kind not in "fc":
+        if x.dtype.kind not in "biu":
+            raise DatasetError(f"dataset {where}: {name} has dtype {x.dtype}; expected numbers")
+        return
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise DatasetError(
+            f"dataset {where}: {name} holds NaN or Inf in {len(rows)} sample(s) (first: index "
+            f"{int(rows[0])}); drop or repair them"
+        )
+
+
+def _check_labels(y: np.ndarray, name: str, where: str) -> None:
+    """Labels are class indices: whole numbers >= 0 in a 1-d array."""
+    if y.ndim != 1:
+        raise DatasetError(f"dataset {where}: {name} has shape {y.shape}; expected one label per sample")
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise DatasetError(f"dataset {where}: {name} holds labels that are not whole numbers (or NaN)")
+    elif y.dtype.kind not in "biu":
+        raise DatasetError(f"dataset {where}: {name} has dtype {y.dtype}; expected integer class labels")
+    if len(y) and y.min() < 0:
+        raise DatasetError(f"dataset {where}: negative labels in {name}")
 
 
 def load_source(source: str, seed: int = 0, fashion_mnist_dir: Path = FASHION_MNIST_DIR) -> Dataset:
@@ -245,7 +304,7 @@ def load_dataset(path: Path) -> Dataset:
     if "meta" not in arrays:
         raise DatasetError(f"{path} is not an edgecompress dataset artifact (no 'meta' entry)")
     meta = json.loads(str(arrays.pop("meta")))
-    _check_arrays(arrays, str(path))
+    _check_arrays(arrays, str(path), meta.get("class_names"))
     digest = content_digest(arrays)
     if digest != meta.get("sha256"):
         raise DatasetError(

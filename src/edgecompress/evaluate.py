@@ -6,6 +6,7 @@ models are compared on what would actually ship.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,57 +95,142 @@ def _is_weight(name: str, array: np.ndarray) -> bool:
     return array.ndim >= 1 and not any(tag in name.lower() for tag in _QUANT_AUX) and array.dtype != np.int64
 
 
-def count_macs(proto: onnx.ModelProto) -> int:
-    """Multiply-accumulates at batch 1 for Conv/Gemm/MatMul and their quantized forms."""
+# op -> (the input whose shape, with the weight's, gives the MACs: "out" or "in"; weight input index)
+_CONV_OPS = {
+    "Conv": ("out", 1),
+    "ConvInteger": ("out", 1),
+    "QLinearConv": ("out", 3),
+    "ConvTranspose": ("in", 1),
+}
+_MATMUL_OPS = ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
+
+
+def _known(shape: onnx.TensorShapeProto) -> list[int] | None:
+    """The dims of a fully concrete shape; None when any dim is symbolic or unknown."""
+    dims = list(shape.dim)
+    if not all(d.HasField("dim_value") for d in dims):
+        return None
+    return [d.dim_value for d in dims]
+
+
+def _batch_one(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph inputs have batch 1 (and any other free dim 1): MACs are per inference."""
     model = onnx.ModelProto()
     model.CopyFrom(proto)
+    initializers = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:
-        dims = inp.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = 1
+        if inp.name in initializers:
+            continue
+        for dim in inp.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    return model
+
+
+def _runtime_shapes(model: onnx.ModelProto, names: set[str]) -> dict[str, list[int]]:
+    """Shapes of `names` from one batch-1 run of ONNX Runtime on zeros: for graphs whose shapes static
+    inference cannot resolve (data-dependent reshapes, ops it does not know)."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(names - outputs))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
     try:
-        model = shape_inference.infer_shapes(model)
-    except Exception as exc:  # pragma: no cover - onnx raises several types
-        raise ModelError(f"cannot infer shapes to count MACs: {exc}") from exc
+        session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feeds = {}
+        for inp in session.get_inputs():
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(
+                next(i for i in model.graph.input if i.name == inp.name).type.tensor_type.elem_type
+            )
+            feeds[inp.name] = np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], dtype=dtype)
+        values = session.run(sorted(names), feeds)
+    except Exception as exc:
+        raise ModelError(f"cannot determine the tensor shapes to count MACs: {exc}") from exc
+    return {n: list(v.shape) for n, v in zip(sorted(names), values, strict=True)}
+
+
+def count_macs(proto: onnx.ModelProto) -> int:
+    """Multiply-accumulates of one batch-1 inference, for Conv/ConvTranspose/Gemm/MatMul and their
+    quantized forms: depthwise, grouped and dilated convolutions through the weight's shape, attention
+    through MatMuls of two activations.
+
+    Shapes come from ONNX shape inference with data propagation (so a batch read back through
+    Shape/Gather/Concat, as a class token's expand does, stays 1); what it leaves unresolved comes
+    from one batch-1 run of ONNX Runtime."""
+    model = _batch_one(proto)
+    with contextlib.suppress(Exception):  # onnx raises several types; the runtime fallback still works
+        model = shape_inference.infer_shapes(model, data_prop=True)
     shapes: dict[str, list[int]] = {}
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        known = _known(vi.type.tensor_type.shape) if vi.type.HasField("tensor_type") else None
+        if known is not None:
+            shapes[vi.name] = known
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
-    # QDQ graphs feed Conv/MatMul from DequantizeLinear: follow to the quantized initializer's shape
-    dq_source = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    # QDQ graphs feed Conv/MatMul from DequantizeLinear: its output has its input's (the weight's) shape
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
+            shapes.setdefault(node.output[0], shapes[node.input[0]])
 
-    def shape(name: str) -> list[int]:
-        return shapes.get(name) or shapes.get(dq_source.get(name, ""), [])
+    counted = [n for n in model.graph.node if n.op_type in _CONV_OPS or n.op_type in _MATMUL_OPS]
+    needed: set[str] = set()
+    for node in counted:
+        if node.op_type in _CONV_OPS:
+            side, w = _CONV_OPS[node.op_type]
+            needed |= {node.input[w], node.output[0] if side == "out" else node.input[0]}
+        else:
+            needed |= {node.input[0], node.output[0]}
+    missing = {n for n in needed if n not in shapes}
+    if missing:
+        shapes.update(_runtime_shapes(model, missing))
 
     total = 0
-    for node in model.graph.node:
+    for node in counted:
         op = node.op_type
-        if op in ("Conv", "ConvInteger", "QLinearConv"):
-            w = shape(node.input[3] if op == "QLinearConv" else node.input[1])
-            out = shape(node.output[0])
-            if len(w) >= 3 and out:
-                total += int(np.prod(out)) * int(np.prod(w[1:]))
-        elif op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
-            a = shape(node.input[0])
-            out = shape(node.output[0])
-            if a and out:
-                k = a[-1]
-                if op == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute):
-                    k = a[-2]
-                total += int(np.prod(out)) * int(k)
+        if op in _CONV_OPS:
+            side, w_index = _CONV_OPS[op]
+            w = shapes[node.input[w_index]]
+            # Conv weight (C_out, C_in/groups, *k): each output element takes C_in/groups x k MACs.
+            # ConvTranspose weight (C_in, C_out/groups, *k): each input element scatters C_out/groups x k.
+            x = shapes[node.output[0] if side == "out" else node.input[0]]
+            total += int(np.prod(x)) * int(np.prod(w[1:]))
+        else:
+            a, out = shapes[node.input[0]], shapes[node.output[0]]
+            k = a[-1] if a else 1
+            if op == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute):
+                k = a[0]
+            total += int(np.prod(out)) * int(k)
     return total
+
+
+def count_onnx_parameters(proto: onnx.ModelProto) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of the weights in the graph.
+
+    The exporter merges initializers with equal values (the ones and zeros of freshly initialised
+    norms, the zero biases of folded BatchNorms) into one: an initializer is counted once per node
+    that reads it, so a layer's parameters do not vanish because another layer's are equal."""
+    uses: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in set(node.input):
+            uses[name] = uses.get(name, 0) + 1
+    params = nonzero = 0
+    for init in proto.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if _is_weight(init.name, array):
+            n = max(1, uses.get(init.name, 0))
+            params += n * array.size
+            nonzero += n * int(np.count_nonzero(array))
+    return params, nonzero
 
 
 def model_stats(onnx_path: Path) -> ModelStats:
     proto = validate_onnx(onnx_path)
     raw = Path(onnx_path).read_bytes()
-    params = nonzero = 0
-    for init in proto.graph.initializer:
-        array = numpy_helper.to_array(init)
-        if _is_weight(init.name, array):
-            params += array.size
-            nonzero += int(np.count_nonzero(array))
+    params, nonzero = count_onnx_parameters(proto)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelStats(params, nonzero, count_macs(proto), len(raw), len(gzip.compress(raw, 9)), opset)
 

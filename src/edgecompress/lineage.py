@@ -141,7 +141,7 @@ def get_or_create_pipeline_run(
     client = mlflow.MlflowClient()
     run = client.create_run(
         exp.experiment_id,
-        run_name=f"{pipeline_name}-{pipeline_run_id[:12]}",
+        run_name=parent_run_name(pipeline_name, pipeline_run_id),
         tags={
             f"{TAG}pipeline_run_id": pipeline_run_id,
             f"{TAG}pipeline": pipeline_name,
@@ -154,6 +154,13 @@ def get_or_create_pipeline_run(
     return run.info.run_id
 
 
+def parent_run_name(pipeline_name: str, pipeline_run_id: str) -> str:
+    """`<pipeline>-<first 12 characters of the run id's unique part>`: an id that already starts with
+    the pipeline's name (a standalone run's `standalone-<hex>`) is not cut down to that prefix."""
+    unique = pipeline_run_id.removeprefix(f"{pipeline_name}-") or pipeline_run_id
+    return f"{pipeline_name}-{unique[:12]}"
+
+
 @contextlib.contextmanager
 def task_run(
     pipeline_run_id: str,
@@ -161,8 +168,12 @@ def task_run(
     task: str,
     experiment: str = DEFAULT_EXPERIMENT,
     params: dict[str, Any] | None = None,
+    end_parent: bool = False,
 ) -> Iterator[str]:
-    """A nested run for one task under the pipeline's parent run; ends FAILED if the task raises."""
+    """A nested run for one task under the pipeline's parent run; ends FAILED if the task raises.
+
+    `end_parent`: the parent run belongs to this task alone (a standalone command), so it ends with
+    the task, FINISHED or FAILED, instead of staying RUNNING with nothing left to end it."""
     mlflow = _mlflow()
     setup(experiment)
     parent = get_or_create_pipeline_run(pipeline_run_id, pipeline_name, experiment)
@@ -174,10 +185,16 @@ def task_run(
     }
     if os.environ.get(IMAGE_ENV):
         tags[f"{TAG}image"] = os.environ[IMAGE_ENV]
-    with mlflow.start_run(run_name=task, tags=tags) as run:
-        if params:
-            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        yield run.info.run_id
+    status = "FAILED"
+    try:
+        with mlflow.start_run(run_name=task, tags=tags) as run:
+            if params:
+                mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+            yield run.info.run_id
+        status = "FINISHED"
+    finally:
+        if end_parent:
+            mlflow.MlflowClient().set_terminated(parent, status=status)
 
 
 def log_dataset(meta: dict[str, Any], context: str) -> None:

@@ -42,6 +42,8 @@ class Lineage:
     enabled: bool = field(default=True, metadata={"flat_name": "track", "help": "record lineage in MLflow"})
 
     def __post_init__(self) -> None:
+        # not a field: whether this step owns its parent run (and so ends it), not a setting
+        self._standalone = not self.pipeline_run_id
         if not self.pipeline_run_id:
             self.pipeline_run_id = f"standalone-{uuid.uuid4().hex[:12]}"
 
@@ -52,7 +54,14 @@ class Lineage:
     def task(self, name: str, params: dict[str, Any] | None = None):
         if not self.enabled:
             return contextlib.nullcontext("")
-        return lineage.task_run(self.pipeline_run_id, self.pipeline_name, name, self.experiment, params)
+        return lineage.task_run(
+            self.pipeline_run_id,
+            self.pipeline_name,
+            name,
+            self.experiment,
+            params,
+            end_parent=self._standalone,
+        )
 
 
 def dataset_meta(dataset: Dataset) -> dict[str, Any]:

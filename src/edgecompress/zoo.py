@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecompress.errors import ConfigError, ModelError
+from edgecompress.errors import ConfigError, EdgeCompressError, ModelError
 
 
 @dataclass
@@ -247,9 +247,13 @@ def _import_factory(path: str) -> Callable[..., nn.Module]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"cannot import model factory module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the module's own code failed: SyntaxError, an error at import time …
+        raise ConfigError(
+            f"cannot import model factory module {module_name!r}: it raised {type(exc).__name__}: {exc}"
+        ) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ConfigError(f"{module_name!r} has no callable {attr!r}")
+        raise ConfigError(f"model factory {path!r}: module {module_name!r} has no callable {attr!r}")
     return factory
 
 
@@ -275,7 +279,13 @@ def build_model(
         except TypeError as exc:
             raise ConfigError(f"model family {spec['family']!r}: bad arguments {kwargs}: {exc}") from exc
     else:
-        model = _import_factory(spec["factory"])(**kwargs)
+        factory = _import_factory(spec["factory"])
+        try:
+            model = factory(**kwargs)
+        except EdgeCompressError:
+            raise
+        except Exception as exc:  # the user's code: name it and what it raised, not a traceback
+            raise ModelError(f"model factory {spec['factory']!r} raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(model, nn.Module):
             raise ModelError(
                 f"factory {spec['factory']!r} returned {type(model).__name__}, not a torch.nn.Module"
