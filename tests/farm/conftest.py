@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,10 +67,11 @@ class Farm:
         )
         return self.controller
 
-    def agent(self, device_class: str = "rpi4-emulated", *args: str) -> Proc:
+    def agent(self, device_class: str = "rpi4-emulated", *args: str, url: str | None = None) -> Proc:
+        """An agent process `agent-<n>` (a later `--agent-id` in args overrides the name)."""
         n = len(self.agents)
         proc = start_agent(
-            self.url,
+            url or self.url,
             device_class,
             self.agent_token,
             self.root / f"agent-{n}.log",
@@ -76,6 +80,14 @@ class Farm:
         )
         self.agents.append(proc)
         return proc
+
+    def agent_headers(self, agent_id: str, device_class: str = "rpi4-emulated") -> dict[str, str]:
+        """Headers of a hand-driven agent, registered for `device_class`."""
+        headers = self.headers("agent")
+        body = {"agent_id": agent_id, "device_class": device_class, "hostname": "test"}
+        r = requests.post(f"{self.url}/v1/agents/register", json=body, headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        return headers
 
     def headers(self, role: str = "client") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.client_token if role == 'client' else self.agent_token}"}
@@ -124,3 +136,177 @@ def farm_factory(tmp_path: Path) -> Iterator[Callable[..., Farm]]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_onnx(tmp_path_factory.mktemp("farm-models") / "tiny.onnx")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (Linux /proc): children, grandchildren, …"""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return {p for p in found if alive(p)}
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie has finished: it only waits for its parent to read its status)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def nested_if_onnx(path: Path, depth: int = 20, payload_mb: float = 30) -> Path:
+    """A valid ONNX model of If nodes nested `depth` deep with a `payload_mb` constant innermost:
+    cheap to send, costly to parse and check."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph(nodes: list, name: str, out: str) -> onnx.GraphProto:
+        return helper.make_graph(
+            nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, [None])]
+        )
+
+    def const(name: str, n: int) -> onnx.NodeProto:
+        return helper.make_node(
+            "Constant", [], [name], value=numpy_helper.from_array(np.zeros(n, np.float32), name)
+        )
+
+    g = graph([const("c", int(payload_mb * 2**20 / 4))], "inner", "c")
+    for level in range(depth, 0, -1):
+        node = helper.make_node(
+            "If",
+            ["cond"],
+            [f"o{level}"],
+            then_branch=g,
+            else_branch=graph([const(f"e{level}", 1)], f"e{level}", f"e{level}"),
+        )
+        g = graph([node], f"g{level}", f"o{level}")
+    top = helper.make_node("If", ["cond"], ["y"], then_branch=g, else_branch=graph([const("z", 1)], "z", "z"))
+    model = helper.make_model(
+        helper.make_graph([top], "nested", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+class ChaosProxy:
+    """A TCP relay on loopback between agents and the controller that can play a controller outage:
+    `cut_next_download(after_bytes, down_s)` cuts the next model download (GET /v1/blobs/…) after
+    that many response bytes, then refuses every connection for `down_s` seconds."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.armed: tuple[int, float] | None = None
+        self.down_until = 0.0
+        self.cuts = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def cut_next_download(self, after_bytes: int, down_s: float) -> None:
+        self.armed = (after_bytes, down_s)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.down_until:
+                self.refused += 1
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()  # RST: as a controller that is down
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                conn.close()
+                continue
+            state = {"cut_after": None}
+            threading.Thread(target=self._up, args=(conn, upstream, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, conn, state), daemon=True).start()
+
+    def _up(self, src: socket.socket, dst: socket.socket, state: dict) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                with self._lock:
+                    if self.armed and b"GET /v1/blobs/" in data:
+                        state["cut_after"], state["down_s"] = self.armed
+                        self.armed = None
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def _down(self, src: socket.socket, dst: socket.socket, state: dict) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while data := src.recv(16384):
+                if state["cut_after"] is not None and sent + len(data) >= state["cut_after"]:
+                    dst.sendall(data[: max(0, state["cut_after"] - sent)])
+                    self.cuts += 1
+                    self.down_until = time.monotonic() + state["down_s"]
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        for s in (src, dst):  # shutdown first: it wakes the other direction's blocked recv
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+@pytest.fixture
+def chaos_proxy() -> Iterator[Callable[[int], ChaosProxy]]:
+    proxies: list[ChaosProxy] = []
+
+    def make(port: int) -> ChaosProxy:
+        proxies.append(ChaosProxy(port))
+        return proxies[-1]
+
+    yield make
+    for p in proxies:
+        p.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def executions(farm: Farm) -> dict[int, int]:
+    """How often each job was started by any agent (the agents' own `job N:` log lines)."""
+    import re
+
+    counts: dict[int, int] = {}
+    for a in farm.agents:
+        for m in re.findall(r"job (\d+): .* \(attempt \d+\)", a.log_path.read_text(errors="replace")):
+            counts[int(m)] = counts.get(int(m), 0) + 1
+    return counts
