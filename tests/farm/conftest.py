@@ -41,51 +41,85 @@ def tiny_onnx(path: Path, width: int = 16, seed: int = 0) -> Path:
 
 
 class Farm:
-    """One controller (restartable) plus agents, all real processes; `close` stops everything."""
+    """One controller (restartable) plus agents, all real processes; `close` stops everything.
 
-    def __init__(self, root: Path, controller_args: list[str]) -> None:
+    Identities as an operator would set them up: an admin token for the controller, one enrolled
+    client (`tests`), and each agent enrolled under its own id for its class (emulated when the class
+    is an emulated one)."""
+
+    def __init__(self, root: Path, controller_args: list[str], db_url: str | None = None) -> None:
         self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client_token = secrets.token_urlsafe(24)
-        self.agent_token = secrets.token_urlsafe(24)
-        self.db_url = f"sqlite:///{root / 'farm.db'}"
+        self.scheme = "https" if "--tls-cert" in controller_args else "http"
+        self.verify: bool | str = True
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
+        self.admin_token = secrets.token_urlsafe(32)
+        self.db_url = db_url or f"sqlite:///{root / 'farm.db'}"
         self.controller_args = controller_args
         self.agents: list[Proc] = []
+        self.agent_tokens: dict[str, str] = {}
         self.controller: Proc | None = None
         self.start_controller()
+        self.client_token = self.admin().add_client("tests")["token"]
+        self._agent_token: str | None = None
 
     def start_controller(self) -> Proc:
         self.controller = start_controller(
             self.port,
             self.db_url,
             self.root / "blobs",
-            self.client_token,
-            self.agent_token,
+            self.admin_token,
             self.root / "controller.log",
             self.controller_args,
+            scheme=self.scheme,
+            verify=self.verify,
         )
         return self.controller
+
+    def admin(self):
+        from edgecompress.farm.admin import FarmAdmin
+
+        return FarmAdmin(self.url, self.admin_token)
+
+    def agent_token_for(self, agent_id: str, device_class: str) -> str:
+        """The token of agent `agent_id`, enrolled for `device_class` on first use."""
+        from edgecompress.farm.devices import EMULATED
+
+        if agent_id not in self.agent_tokens:
+            enrolled = self.admin().add_agent(agent_id, [device_class], emulated=device_class in EMULATED)
+            self.agent_tokens[agent_id] = enrolled["token"]
+        return self.agent_tokens[agent_id]
+
+    @property
+    def agent_token(self) -> str:
+        """A valid agent token (agent `a1`, enrolled for rpi4-emulated)."""
+        return self.agent_token_for("a1", "rpi4-emulated")
 
     def agent(self, device_class: str = "rpi4-emulated", *args: str, url: str | None = None) -> Proc:
         """An agent process `agent-<n>` (a later `--agent-id` in args overrides the name)."""
         n = len(self.agents)
+        agent_id = f"agent-{n}"
+        for i, arg in enumerate(args[:-1]):
+            if arg == "--agent-id":
+                agent_id = args[i + 1]
         proc = start_agent(
             url or self.url,
             device_class,
-            self.agent_token,
+            self.agent_token_for(agent_id, device_class),
             self.root / f"agent-{n}.log",
             emulate=None,
-            extra_args=["--agent-id", f"agent-{n}", "--poll-wait-s", "2", *args],
+            extra_args=["--agent-id", agent_id, "--poll-wait-s", "2", *args],
         )
         self.agents.append(proc)
         return proc
 
     def agent_headers(self, agent_id: str, device_class: str = "rpi4-emulated") -> dict[str, str]:
-        """Headers of a hand-driven agent, registered for `device_class`."""
-        headers = self.headers("agent")
+        """Headers of a hand-driven agent, enrolled and registered for `device_class`."""
+        headers = {"Authorization": f"Bearer {self.agent_token_for(agent_id, device_class)}"}
         body = {"agent_id": agent_id, "device_class": device_class, "hostname": "test"}
-        r = requests.post(f"{self.url}/v1/agents/register", json=body, headers=headers, timeout=10)
+        r = requests.post(f"{self.url}/v1/agents/register", json=body, headers=headers, timeout=10,
+                          verify=self.verify)  # fmt: skip
         assert r.status_code == 200, r.text
         return headers
 
@@ -96,6 +130,11 @@ class Farm:
         from edgecompress.farm.client import FarmClient
 
         return FarmClient(self.url, self.client_token)
+
+    def client_for(self, token: str):
+        from edgecompress.farm.client import FarmClient
+
+        return FarmClient(self.url, token)
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -110,7 +149,7 @@ class Farm:
         )
 
     def healthy(self) -> bool:
-        return requests.get(f"{self.url}/healthz", timeout=5).status_code == 200
+        return requests.get(f"{self.url}/healthz", timeout=5, verify=self.verify).status_code == 200
 
     def close(self) -> None:
         for a in self.agents:

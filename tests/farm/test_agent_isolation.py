@@ -13,10 +13,7 @@ import requests
 
 from tests.farm.conftest import TINY, alive, descendants, nested_if_onnx, peak_rss_mb
 
-ISSUE = "issue 15: fails on the code before agents that never die or leak"
 
-
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 def test_the_benchmark_child_dies_with_a_killed_agent(farm_factory, tiny_model: Path) -> None:
     """Row: 'kill -9 an agent mid-benchmark: the forked benchmark child keeps running (55 % CPU 40 s
     later, past the job's timeout)'."""
@@ -37,7 +34,6 @@ def test_the_benchmark_child_dies_with_a_killed_agent(farm_factory, tiny_model: 
     assert not [p for p in below if alive(p)], "processes outlived their agent"
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 def test_nan_or_infinity_inside_settings_is_a_422(farm_factory, tiny_model: Path) -> None:
     """Row: 'NaN/Infinity inside settings: 500 with a traceback (top-level NaN is 422)'."""
     farm = farm_factory()
@@ -56,7 +52,6 @@ def test_nan_or_infinity_inside_settings_is_a_422(farm_factory, tiny_model: Path
     assert farm.healthy()
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 def test_onnx_checks_run_inside_the_limited_child(farm_factory, tiny_model: Path, tmp_path: Path) -> None:
     """Row: '30 MB nested-If ONNX model: the agent process peaks at 1.37 GB: check_onnx runs outside
     the memory-limited child'. The agent's own peak memory must not grow with the model."""
@@ -77,7 +72,6 @@ def test_onnx_checks_run_inside_the_limited_child(farm_factory, tiny_model: Path
     assert agent.alive() and farm.healthy()
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 def test_threads_beyond_the_class_cores_are_a_422(farm_factory, tiny_model: Path) -> None:
     """Row: 'threads=100000 on a non-emulated agent: accepted; benchmark child segfaults after 12 s'."""
     from edgecompress.errors import BenchmarkError

@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 ISSUE = "issue 15: fails on the code before the PostgreSQL store"
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 def test_a_held_sqlite_write_lock_does_not_stall_the_controller(farm_factory, tiny_model: Path) -> None:
     """Row: 'another process holds the SQLite write lock for 6 s: /healthz takes 4.6 s: store calls
     block the event loop'."""

@@ -10,8 +10,6 @@ import requests
 
 from tests.farm.conftest import TINY
 
-ISSUE = "issue 15: fails on the code before identity"
-
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
@@ -32,7 +30,6 @@ def farm(farm_factory):
     return farm_factory("--lease-s", "5")
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 def test_an_agent_acts_only_as_itself_for_its_own_classes(farm, tiny_model: Path) -> None:
     """Row: 'agent claims a class it never registered; unregistered agent id claims: 200 both; a
     fabricated result (p50 0.0001, emulated: false) stored as done'."""
@@ -86,7 +83,6 @@ def test_an_agent_acts_only_as_itself_for_its_own_classes(farm, tiny_model: Path
     assert stored["result"]["device_class"] == "manual-class"
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 def test_a_client_sees_and_cancels_only_its_own_jobs_and_docs_need_a_token(farm, tiny_model: Path) -> None:
     """Row: 'any client token lists, reads and cancels every job of every client; /docs and
     /openapi.json open without a token'."""
