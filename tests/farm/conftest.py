@@ -15,6 +15,8 @@ import pytest
 import requests
 
 from edgecompress.farm.local import Proc, free_port, start_agent, start_controller
+from edgecompress.farm.pgserver import PostgresServer
+from tests.conftest import skip_or_fail_in_ci
 
 TINY = {"min_runs": 5, "warmup_runs": 1, "min_duration_s": 0.0}
 
@@ -47,12 +49,15 @@ class Farm:
     client (`tests`), and each agent enrolled under its own id for its class (emulated when the class
     is an emulated one)."""
 
-    def __init__(self, root: Path, controller_args: list[str], db_url: str | None = None) -> None:
+    def __init__(
+        self, root: Path, controller_args: list[str], db_url: str | None = None, verify: bool | str = True
+    ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.scheme = "https" if "--tls-cert" in controller_args else "http"
-        self.verify: bool | str = True
+        self.verify = verify  # a CA bundle's path for a controller serving HTTPS
+        self.ca_bundle = verify if isinstance(verify, str) else None
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"
         self.admin_token = secrets.token_urlsafe(32)
         self.db_url = db_url or f"sqlite:///{root / 'farm.db'}"
@@ -80,7 +85,7 @@ class Farm:
     def admin(self):
         from edgecompress.farm.admin import FarmAdmin
 
-        return FarmAdmin(self.url, self.admin_token)
+        return FarmAdmin(self.url, self.admin_token, ca_bundle=self.ca_bundle)
 
     def agent_token_for(self, agent_id: str, device_class: str) -> str:
         """The token of agent `agent_id`, enrolled for `device_class` on first use."""
@@ -129,12 +134,12 @@ class Farm:
     def client(self):
         from edgecompress.farm.client import FarmClient
 
-        return FarmClient(self.url, self.client_token)
+        return FarmClient(self.url, self.client_token, ca_bundle=self.ca_bundle)
 
     def client_for(self, token: str):
         from edgecompress.farm.client import FarmClient
 
-        return FarmClient(self.url, token)
+        return FarmClient(self.url, token, ca_bundle=self.ca_bundle)
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -158,18 +163,61 @@ class Farm:
             self.controller.kill()
 
 
-@pytest.fixture
-def farm_factory(tmp_path: Path) -> Iterator[Callable[..., Farm]]:
-    farms: list[Farm] = []
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server per test session (per xdist worker); each test gets its own
+    database. Missing PostgreSQL skips, and with CI=true fails (scripts/system-deps.sh installs it)."""
+    from edgecompress.farm.pgserver import PostgresUnavailable, temporary_postgres
 
-    def make(*controller_args: str) -> Farm:
-        farm = Farm(tmp_path / f"farm{len(farms)}", list(controller_args))
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(temporary_postgres(durable=False))
+        except PostgresUnavailable as exc:
+            skip_or_fail_in_ci(str(exc))
+        yield server
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store behind a test's controllers: every store and controller test runs on both."""
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of the test's backend."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'farm.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.new_database()
+    yield url
+    server.drop_database(url)
+
+
+@pytest.fixture
+def farm_factory(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Farm]]:
+    farms: list[Farm] = []
+    server = request.getfixturevalue("postgres_server") if backend == "postgresql" else None
+
+    def make(*controller_args: str, db_url: str | None = None, verify: bool | str = True) -> Farm:
+        if db_url is None and server is not None:
+            db_url = server.new_database()
+        farm = Farm(tmp_path / f"farm{len(farms)}", list(controller_args), db_url=db_url, verify=verify)
         farms.append(farm)
         return farm
 
     yield make
     for farm in farms:
         farm.close()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.drop_database(farm.db_url)
 
 
 @pytest.fixture(scope="session")
@@ -349,3 +397,51 @@ def executions(farm: Farm) -> dict[int, int]:
         for m in re.findall(r"job (\d+): .* \(attempt \d+\)", a.log_path.read_text(errors="replace")):
             counts[int(m)] = counts.get(int(m), 0) + 1
     return counts
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("edgecompress test CA")).issuer_name(name("edgecompress test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,133 @@ def test_a_client_sees_and_cancels_only_its_own_jobs_and_docs_need_a_token(farm,
     assert {j["id"] for j in everything} == {mine["id"], theirs["id"]}  # admin sees all
     for path in ("/docs", "/openapi.json", "/redoc"):
         assert requests.get(url + path, timeout=10).status_code in (401, 404), path
+
+
+def test_rotation_and_revocation_apply_without_a_restart(farm, tiny_model: Path, tmp_path: Path) -> None:
+    from edgecompress.errors import BenchmarkError
+    from edgecompress.farm.local import start_agent
+
+    admin = farm.admin()
+    old = admin.add_client("team-c")["token"]
+    client = farm.client_for(old)
+    ref = client.upload(tiny_model)
+    new = admin.rotate("client", "team-c")["token"]
+    with pytest.raises(BenchmarkError, match="401"):
+        client.jobs()
+    client = farm.client_for(new)
+    assert client.jobs() == []
+    # an agent whose token file is rewritten after a rotation carries on, without a restart
+    token_file = tmp_path / "agent-token"
+    token_file.write_text(admin.add_agent("rotating", ["rpi4-emulated"], emulated=True)["token"])
+    agent = start_agent(farm.url, "rpi4-emulated", "", tmp_path / "rotating.log",
+                        extra_args=["--token-file", str(token_file), "--poll-wait-s", "1"])  # fmt: skip
+    farm.agents.append(agent)
+    first = client.submit(ref, "rpi4-emulated", TINY, timeout_s=60)
+    assert client.wait([first["id"]], 60)[first["id"]]["state"] == "done"
+    token_file.write_text(admin.rotate("agent", "rotating")["token"] + "\n")
+    second = client.submit(ref, "rpi4-emulated", TINY, timeout_s=60)
+    done = client.wait([second["id"]], 60)[second["id"]]
+    assert done["state"] == "done" and done["agent_id"] == "rotating", done
+    assert "token changed" in agent.log()
+    # revoked: the agent can no longer claim; the client can no longer read
+    admin.revoke("agent", "rotating")
+    farm.wait_for(lambda: "claim refused (401)" in agent.log(), 30, "the revoked agent to be refused")
+    third = client.submit(ref, "rpi4-emulated", TINY, timeout_s=60)
+    time.sleep(3)
+    assert client.job(third["id"])["state"] == "queued" and agent.alive()
+    admin.revoke("client", "team-c")
+    with pytest.raises(BenchmarkError, match="401"):
+        client.jobs()
+    listed = {(i["kind"], i["name"]): i for i in admin.identities()}
+    assert listed[("agent", "rotating")]["active"] is False and listed[("client", "tests")]["active"] is True
+    assert all("token" not in k for i in listed.values() for k in i)  # never a token or its hash
+
+
+def test_agents_enrol_themselves_with_an_enrolment_token(farm, tiny_model: Path, tmp_path: Path) -> None:
+    """A DaemonSet's way: one enrolment token per class; each agent exchanges it for its own."""
+    from edgecompress.farm.local import start_agent
+
+    admin = farm.admin()
+    enrolment = admin.add_enrolment_token("rpi-fleet", ["rpi4-emulated"], emulated=True)["token"]
+    agent = start_agent(farm.url, "rpi4-emulated", "", tmp_path / "node-1.log",
+                        extra_args=["--agent-id", "node-1-rpi4", "--poll-wait-s", "1"],
+                        enrolment_token=enrolment)  # fmt: skip
+    farm.agents.append(agent)
+    client = farm.client()
+    job = client.submit(client.upload(tiny_model), "rpi4-emulated", TINY, timeout_s=60)
+    done = client.wait([job["id"]], 90)[job["id"]]
+    assert done["state"] == "done" and done["agent_id"] == "node-1-rpi4", (done, agent.log())
+    assert done["result"]["emulated"] is True
+    url, h = farm.url, bearer(enrolment)
+    other = requests.post(f"{url}/v1/agents/enrol", json={"agent_id": "n2", "device_class": "jetson"}, headers=h,
+                          timeout=10)  # fmt: skip
+    assert other.status_code == 403  # not a class the enrolment token covers
+    admin.add_agent("admin-made", ["rpi4-emulated"])
+    hijack = requests.post(f"{url}/v1/agents/enrol", json={"agent_id": "admin-made", "device_class": "rpi4-emulated"},
+                           headers=h, timeout=10)  # fmt: skip
+    assert hijack.status_code == 409  # an enrolment token cannot take over an admin-enrolled agent
+    # an enrolment token only enrols: it cannot claim, submit or read
+    assert requests.get(f"{url}/v1/jobs", headers=h, timeout=10).status_code == 403
+    admin.revoke("enrolment", "rpi-fleet")
+    again = requests.post(f"{url}/v1/agents/enrol", json={"agent_id": "n3", "device_class": "rpi4-emulated"},
+                          headers=h, timeout=10)  # fmt: skip
+    assert again.status_code == 401
+    second = client.submit(client.upload(tiny_model), "rpi4-emulated", TINY, timeout_s=60)
+    assert client.wait([second["id"]], 60)[second["id"]]["state"] == "done"  # enrolled agents keep working
+
+
+def test_tls_controller_and_agent_with_a_private_ca(farm_factory, tiny_model: Path, tmp_path: Path) -> None:
+    from edgecompress.errors import BenchmarkError
+    from edgecompress.farm.client import FarmClient
+    from tests.farm.conftest import make_tls
+
+    ca, cert, key = make_tls(tmp_path / "tls")
+    farm = farm_factory("--tls-cert", str(cert), "--tls-key", str(key), verify=str(ca))
+    assert farm.url.startswith("https://")
+    agent = farm.agent("rpi4-emulated", "--ca-bundle", str(ca))
+    client = farm.client()
+    job = client.submit(client.upload(tiny_model), "rpi4-emulated", TINY, timeout_s=60)
+    assert client.wait([job["id"]], 90)[job["id"]]["state"] == "done", agent.log()
+    with pytest.raises(BenchmarkError, match="SSL|certificate"):  # the system CAs do not know this one
+        FarmClient(farm.url, farm.client_token).jobs()
+    with pytest.raises(requests.RequestException):
+        requests.get(farm.url.replace("https", "http") + "/healthz", timeout=5)
+
+
+def test_docs_when_enabled_need_a_token(farm_factory) -> None:
+    farm = farm_factory("--docs")
+    for path in ("/docs", "/openapi.json"):
+        assert requests.get(farm.url + path, timeout=10).status_code == 401
+        assert requests.get(farm.url + path, headers=farm.headers(), timeout=10).status_code == 200
+    schema = requests.get(farm.url + "/openapi.json", headers=farm.headers(), timeout=10).json()
+    assert "/v1/jobs" in schema["paths"] and "/v1/admin/clients" in schema["paths"]
+
+
+def test_cli_admin_enrols_lists_rotates_and_revokes(farm) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EDGECOMPRESS_FARM_URL": farm.url, "EDGECOMPRESS_FARM_ADMIN_TOKEN": farm.admin_token}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgecompress.farm", "admin", *args], capture_output=True,
+                              text=True, env=env, timeout=120)  # fmt: skip
+
+    added = cli("add-agent", "pi-7", "--device-classes", "rpi4")
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    who = requests.get(f"{farm.url}/v1/whoami", headers=bearer(token), timeout=10).json()
+    assert who == {"role": "agent", "name": "pi-7", "device_classes": ["rpi4"], "emulated": False}
+    listed = cli("list")
+    assert listed.returncode == 0 and "pi-7" in listed.stdout and "active" in listed.stdout
+    assert token not in listed.stdout
+    rotated = cli("rotate", "agent", "pi-7").stdout.strip()
+    assert rotated and rotated != token
+    assert requests.get(f"{farm.url}/v1/whoami", headers=bearer(token), timeout=10).status_code == 401
+    assert cli("revoke", "agent", "pi-7").returncode == 0
+    assert requests.get(f"{farm.url}/v1/whoami", headers=bearer(rotated), timeout=10).status_code == 401
+    refused = subprocess.run([sys.executable, "-m", "edgecompress.farm", "admin", "list"], capture_output=True,
+                             text=True, env={**env, "EDGECOMPRESS_FARM_ADMIN_TOKEN": farm.client_token},
+                             timeout=120)  # fmt: skip
+    assert refused.returncode == 2 and "403" in refused.stderr

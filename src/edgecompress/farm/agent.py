@@ -107,10 +107,9 @@ class Agent:
         self.emulated = False
         self._token = config.token
         self._verify: Any = str(config.ca_bundle) if config.ca_bundle else True
+        # `verify` goes with every request: requests lets REQUESTS_CA_BUNDLE override a session's.
         self._session = requests.Session()
-        self._session.verify = self._verify
         self._beats = requests.Session()  # the heartbeat thread's own connection
-        self._beats.verify = self._verify
         self._set_token(config.token)
         self._lease_lock = threading.Lock()
         self._leases: list[dict[str, Any]] = []  # the lease this process holds (at most one)
@@ -157,7 +156,9 @@ class Agent:
         delay = 0.2
         while True:
             try:
-                resp = session.request(method, self.url + path, timeout=timeout, **kwargs)
+                resp = session.request(
+                    method, self.url + path, timeout=timeout, verify=self._verify, **kwargs
+                )
                 if resp.status_code == 401 and self._reload_token():
                     continue
                 if resp.status_code < 500 or not retry:
@@ -182,7 +183,6 @@ class Agent:
         headers = {"Authorization": f"Bearer {self.config.enrolment_token}"}
         body = {"agent_id": self.agent_id, "device_class": self.config.device_class}
         with requests.Session() as s:
-            s.verify = self._verify
             resp = self._call("POST", "/v1/agents/enrol", session=s, json=body, headers=headers)
         if resp.status_code != 201:
             raise ConfigError(f"the controller refused enrolment ({resp.status_code}): {resp.text[:300]}")
@@ -236,6 +236,7 @@ class Agent:
                     f"{self.url}/v1/agents/{self.agent_id}/heartbeat",
                     json={"leases": self._held()},
                     timeout=10,
+                    verify=self._verify,
                 )
                 if resp.status_code == 401:
                     self._reload_token()
@@ -410,9 +411,16 @@ class Agent:
         read_timeout = max(5.0, min(60.0, deadline - time.monotonic()))
         try:
             if own:
-                resp = self._session.get(self.url + url, stream=True, timeout=(10, read_timeout))
-            else:  # a presigned URL: no controller token to third parties
-                resp = requests.get(url, stream=True, timeout=(10, read_timeout), verify=self._verify)
+                resp = self._session.get(
+                    self.url + url, stream=True, timeout=(10, read_timeout), verify=self._verify
+                )
+                if resp.status_code == 401 and self._reload_token():  # rotated since the claim
+                    resp.close()
+                    resp = self._session.get(
+                        self.url + url, stream=True, timeout=(10, read_timeout), verify=self._verify
+                    )
+            else:  # a presigned URL (the system's CAs): no controller token to third parties
+                resp = requests.get(url, stream=True, timeout=(10, read_timeout))
             with resp:
                 if resp.status_code >= 500:
                     raise TransientError(f"model download failed ({resp.status_code}): {resp.text[:200]}")

@@ -59,8 +59,8 @@ class FarmClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {self._token(token)}"
         bundle = ca_bundle or os.environ.get(CA_BUNDLE_ENV)
-        if bundle:
-            self.session.verify = str(bundle)
+        # Passed with every request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self.verify: bool | str = str(bundle) if bundle else True
 
     def _token(self, token: str | None) -> str:
         return client_token(token)
@@ -70,7 +70,11 @@ class FarmClient:
 
         try:
             resp = self.session.request(
-                method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+                method,
+                self.url + path,
+                timeout=kwargs.pop("timeout", self.timeout),
+                verify=self.verify,
+                **kwargs,
             )
         except requests.RequestException as exc:
             raise BenchmarkError(f"cannot reach the farm controller at {self.url}: {exc}") from exc

@@ -223,12 +223,14 @@ def create_app(config: ControllerConfig) -> Any:
     waker = _Waker()  # work arrived: wake long-polling claims
     finished = _Waker()  # a job finished: wake long-polling readers
 
+    def bearer(request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
     def role(*allowed: str):
         async def check(request: Request) -> Principal:
-            header = request.headers.get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            token = token.strip()
-            if scheme.lower() != "bearer" or not token:
+            token = bearer(request)
+            if not token:
                 raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
             who = auth.cached(token)
             if who is False:
@@ -650,13 +652,20 @@ def create_app(config: ControllerConfig) -> Any:
         agent_id: Annotated[str, FPath(pattern=NAME_RE)],
         device_class: Annotated[str, Query(pattern=NAME_RE)],
         who: AsAgent,
+        request: Request,
         body: Annotated[ClaimRequest | None, Body()] = None,
     ) -> Any:
         """Lease the next job for `device_class`, waiting up to `wait_s` for one (long poll); 204 if none."""
         as_agent(who, agent_id, device_class)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (body.wait_s if body else 0.0)
+        first = True
         while True:
+            if not first and await db(auth.resolve, bearer(request)) != who:  # revoked or rotated meanwhile
+                raise HTTPException(
+                    401, "this token was revoked or rotated", headers={"WWW-Authenticate": "Bearer"}
+                )
+            first = False
             job = await db(store.claim, agent_id, device_class)
             if job is not None:
                 job["model_url"] = model_url(job)

@@ -138,12 +138,15 @@ def start_agent(
     log_path: Path,
     emulate: str | None = None,
     extra_args: list[str] | None = None,
+    enrolment_token: str = "",
 ) -> Proc:
-    """An agent process with its own (enrolled) token."""
+    """An agent process with its own (enrolled) token, or (`agent_token=""`) one that exchanges an
+    enrolment token for its own at start."""
     args = ["agent", "--controller", url, "--device-class", device_class, *(extra_args or [])]
     if emulate:
         args += ["--emulate", emulate]
-    return _spawn(args, log_path, {"EDGECOMPRESS_FARM_AGENT_TOKEN": agent_token})
+    env = {"EDGECOMPRESS_FARM_AGENT_TOKEN": agent_token, "EDGECOMPRESS_FARM_ENROLMENT_TOKEN": enrolment_token}
+    return _spawn(args, log_path, env)
 
 
 def wait_healthy(url: str, proc: Proc | None = None, wait_s: float = 60.0, verify: bool | str = True) -> None:
