@@ -14,7 +14,10 @@ schema-checked (`results.py`) and stamped with the enrolment's `emulated`. `/doc
 
 Leases always end (`store.py`); a controller that just started waits one lease period
 (`restart_grace_s`) before it requeues expired leases, so agents that finished while it was down can
-report. Store calls run in a thread pool, never on the event loop: a database that stalls (a held
+report. Several controllers may share a PostgreSQL database: claims stay exactly-once
+(`FOR UPDATE SKIP LOCKED`) and LISTEN/NOTIFY (`notify.py`) wakes one controller's long polls when
+another one queued or finished a job. Store calls run in a thread pool, never on the event loop: a
+database that stalls (a held
 SQLite write lock, a slow PostgreSQL) does not stall /healthz or the other requests. Bodies over the
 limit get 413 (models: `max_model_bytes`; everything else: `max_json_bytes`). With `tls_cert` and
 `tls_key` it serves HTTPS.
@@ -109,7 +112,9 @@ def read_token(value: str | None, file: Path | None, env: str) -> str:
 
 
 class _Waker:
-    """Wakes long-polling claims when work arrives (new job, requeued job)."""
+    """Wakes long polls when something happened (work arrived; a job finished). A poller arms it
+    *before* it looks at the database and then waits on what it armed: a notify that lands between the
+    look and the wait is not lost (it sets the armed event)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -118,9 +123,13 @@ class _Waker:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, timeout: float) -> None:
+    def arm(self) -> asyncio.Event:
+        return self._event
+
+    @staticmethod
+    async def wait(armed: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(armed.wait(), timeout)
 
 
 class BodyLimit:
@@ -286,8 +295,21 @@ def create_app(config: ControllerConfig) -> Any:
                 await asyncio.sleep(config.sweep_interval_s)
 
         task = asyncio.create_task(sweeper())
+        listener = None
+        if not store.sqlite:  # other controllers on this database queue and finish jobs too
+            from edgecompress.farm.notify import Listener
+
+            loop = asyncio.get_running_loop()
+            listener = Listener(
+                store.url,
+                on_work=lambda: loop.call_soon_threadsafe(waker.notify),
+                on_done=lambda: loop.call_soon_threadsafe(finished.notify),
+            )
+            listener.start()
         yield
         task.cancel()
+        if listener is not None:
+            listener.stop()
         store.close()
 
     app = FastAPI(
@@ -598,11 +620,12 @@ def create_app(config: ControllerConfig) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
+            armed = finished.arm()
             job = await db(store.get, job_id, visible_to(who))
             remaining = deadline - loop.time()
             if job["state"] in ("done", "failed") or remaining <= 0:
                 return JSONResponse(job)
-            await finished.wait(min(remaining, 1.0))
+            await finished.wait(armed, min(remaining, 1.0))
 
     @app.post("/v1/jobs/{job_id}/cancel")
     async def cancel(job_id: Annotated[int, FPath(ge=0, le=2**62)], who: AsClient) -> Any:
@@ -666,6 +689,7 @@ def create_app(config: ControllerConfig) -> Any:
                     401, "this token was revoked or rotated", headers={"WWW-Authenticate": "Bearer"}
                 )
             first = False
+            armed = waker.arm()
             job = await db(store.claim, agent_id, device_class)
             if job is not None:
                 job["model_url"] = model_url(job)
@@ -673,7 +697,7 @@ def create_app(config: ControllerConfig) -> Any:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return Response(status_code=204)
-            await waker.wait(min(remaining, 1.0))
+            await waker.wait(armed, min(remaining, 1.0))
 
     def model_url(job: dict[str, Any]) -> str:
         if not job["model_uri"]:

@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from edgecompress.farm.identity import IdentityStore
+from edgecompress.farm.notify import DONE, WORK
 from edgecompress.farm.results import stamp
 from edgecompress.farm.tables import agents, create_schema, jobs
 
@@ -238,6 +239,7 @@ class JobStore:
         }  # fmt: skip
         with self._write_lock, self.engine.begin() as conn:
             job_id = conn.execute(self._insert, values).inserted_primary_key[0]
+            self._notify(conn, WORK)
         return {"id": job_id, **values, "settings": settings}
 
     def get(self, job_id: int, client: str | None = None) -> dict[str, Any]:
@@ -278,6 +280,7 @@ class JobStore:
                 .where(jobs.c.id == job_id, jobs.c.state.in_(("queued", "leased")))
                 .values(state="failed", error=reason, finished_at=time.time(), lease_id=None)
             )
+            self._notify(conn, DONE)
         return self.get(job_id, client)
 
     def queue_depth(self) -> dict[str, dict[str, int]]:
@@ -414,6 +417,7 @@ class JobStore:
                  "b_now": time.time(), "b_result": payload, "b_error": error},
             )  # fmt: skip
             if won == 1:
+                tx.notify(DONE)
                 return {"id": job_id, "state": state, "duplicate": False}
         if row["state"] in ("done", "failed") and row["lease_id"] == lease_id and row["agent_id"] == agent_id:
             return {"id": job_id, "state": row["state"], "duplicate": True}
@@ -467,6 +471,7 @@ class JobStore:
                     error=f"{reason}; no attempts left ({row.attempts} of {row.max_attempts} used)",
                 )
             )
+            self._notify(conn, DONE)
             return "failed"
         wait = min(self.config.backoff_s * 2 ** max(0, row.attempts - 1), MAX_BACKOFF_S) if backoff else 0.0
         conn.execute(
@@ -475,6 +480,7 @@ class JobStore:
             .values(state="queued", agent_id=None, lease_id=None, lease_expires_at=None, deadline_at=None,
                     available_at=now + wait if wait else None, error=f"{reason}; requeued")
         )  # fmt: skip
+        self._notify(conn, WORK)
         return "queued"
 
     # --- housekeeping -------------------------------------------------------------------------
@@ -502,7 +508,7 @@ class JobStore:
                     else:
                         reason = f"lease of agent {r.agent_id} expired"
                     requeued += self._end_lease(conn, r, now, reason) == "queued"
-            conn.execute(
+            expired_in_queue = conn.execute(
                 jobs.update()
                 .where(jobs.c.state == "queued", jobs.c.expires_at.is_not(None), jobs.c.expires_at < now)
                 .values(
@@ -510,7 +516,9 @@ class JobStore:
                     finished_at=now,
                     error="no live agent of this device class claimed the job before it expired",
                 )
-            )
+            ).rowcount
+            if expired_in_queue:
+                self._notify(conn, DONE)
         return requeued
 
     def holds_model(self, agent_id: str, sha256: str) -> bool:
@@ -534,6 +542,11 @@ class JobStore:
             rows = conn.execute(sa.select(jobs.c.model_sha256).where(jobs.c.model_uri.is_(None)).distinct())
             return {r[0] for r in rows}
 
+    def _notify(self, conn: Any, channel: str) -> None:
+        """Tell the other controllers on this database (delivered when the transaction commits)."""
+        if not self.sqlite:
+            conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": channel})
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -550,6 +563,9 @@ class _CoreTx:
 
     def rowcount(self, stmt: Any, params: dict[str, Any]) -> int:
         return self.conn.execute(stmt, params).rowcount
+
+    def notify(self, channel: str) -> None:
+        self.conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
 
 class _RawTx:
@@ -581,6 +597,9 @@ class _RawTx:
             return cur.rowcount
         finally:
             cur.close()
+
+    def notify(self, channel: str) -> None:
+        """SQLite: one controller, nobody else to tell."""
 
 
 class _NullLock:
