@@ -3,11 +3,13 @@
 #   dataset-fashion-mnist  the real benchmark's data set (read from /usr/share/datasets)
 #   podman runc conmon containernetworking-plugins uidmap  run and build the images (tests/containers)
 #   debootstrap            bootstraps the Debian base image when no registry is reachable (docker/base)
+#   postgresql             the farm's store on PostgreSQL: tests start their own server with initdb/pg_ctl
+#                          in a temporary folder (src/edgecompress/farm/pgserver.py); no service is used
 # Extra packages can be asked for by name: scripts/system-deps.sh NAME...
 # It also writes /etc/containers/containers.conf (runc, no default ulimits) when that file is absent:
 # what podman needs to run containers on machines like CI's (see DESIGN.md, "Containers and Kubernetes").
 set -euo pipefail
-wanted=(dataset-fashion-mnist podman runc conmon containernetworking-plugins uidmap debootstrap "$@")
+wanted=(dataset-fashion-mnist podman runc conmon containernetworking-plugins uidmap debootstrap postgresql "$@")
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

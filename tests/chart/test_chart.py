@@ -100,10 +100,13 @@ def test_default_controller_sqlite_on_a_volume_with_probes():
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
     env = {e["name"]: e for e in c["env"]}
-    assert env["EDGECOMPRESS_FARM_CLIENT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+    # The controller holds only the admin token; clients and agents are enrolled into the database.
+    assert env["EDGECOMPRESS_FARM_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "edgecompress-farm-tokens",
-        "key": "client-token",
+        "key": "admin-token",
     }
+    assert not {"EDGECOMPRESS_FARM_CLIENT_TOKEN", "EDGECOMPRESS_FARM_AGENT_TOKEN"} & set(env)
+    assert "--retention-days=30" in c["args"] and not any(a.startswith("--tls") for a in c["args"])
     (pvc,) = by_kind(docs, "PersistentVolumeClaim")
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
@@ -151,8 +154,56 @@ def test_one_agent_daemonset_per_device_class():
         "--providers=TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider"
         in jetson["containers"][0]["args"]
     )
+    assert "--agent-id=$(NODE_NAME)-rpi4" in c["args"]
     env = {e["name"]: e for e in c["env"]}
-    assert env["EDGECOMPRESS_FARM_AGENT_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "agent-token"
+    # each agent pod enrols itself with its class's enrolment token and gets its own token
+    assert env["EDGECOMPRESS_FARM_ENROLMENT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "edgecompress-farm-enrolment",
+        "key": "enrolment-token-rpi4",
+    }
+    assert "EDGECOMPRESS_FARM_AGENT_TOKEN" not in env and env["NODE_NAME"]["valueFrom"]
+
+
+def test_tls_certificate_mounted_probes_https_and_agents_verify_with_the_ca():
+    values = values_of("values-devices.yaml")
+    values["controller"] = {**values_of("values-postgres.yaml")["controller"]}
+    values["agents"]["caBundle"] = {"configMap": "edgecompress-farm-ca", "key": "ca.crt"}
+    docs = render(values)
+    (dep,) = by_kind(docs, "Deployment")
+    spec = dep["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert (
+        "--tls-cert=/etc/edgecompress/tls/tls.crt" in c["args"]
+        and "--tls-key=/etc/edgecompress/tls/tls.key" in c["args"]
+    )
+    assert {"name": "tls", "mountPath": "/etc/edgecompress/tls", "readOnly": True} in c["volumeMounts"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "edgecompress-farm-tls"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
+    for ds in by_kind(docs, "DaemonSet"):
+        (a,) = ds["spec"]["template"]["spec"]["containers"]
+        assert a["args"][0] == "--controller=https://ec-edgecompress-controller.farm.svc:8080"
+        assert "--ca-bundle=/etc/edgecompress/ca/ca.crt" in a["args"]
+        ca = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}["ca"]
+        assert ca == {"name": "ca", "configMap": {"name": "edgecompress-farm-ca"}}
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_enrolment_token_key_per_class_can_be_set():
+    values = values_of("values-devices.yaml")
+    values["agents"]["deviceClasses"][0]["enrolmentTokenKey"] = "pi-fleet"
+    values["agents"]["enrolment"] = {"existingSecret": "fleet-secrets"}
+    agents = {
+        d["metadata"]["labels"]["edgecompress.io/device-class"]: d
+        for d in by_kind(render(values), "DaemonSet")
+    }
+    env = {e["name"]: e for e in agents["rpi4"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["EDGECOMPRESS_FARM_ENROLMENT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fleet-secrets",
+        "key": "pi-fleet",
+    }
 
 
 def test_drift_cronjob_command_is_configurable():
@@ -215,6 +266,17 @@ def test_network_policy_admits_only_agents_and_farm_clients():
         ({"driftCheck": {"schedule": "nightly"}}, "at '/driftCheck/schedule'"),
         ({"controler": {}}, "additional properties 'controler' not allowed"),
         ({"controller": {"tokens": {"existingSecret": ""}}}, "at '/controller/tokens/existingSecret'"),
+        (
+            {"controller": {"tokens": {"clientTokenKey": "x"}}},
+            "additional properties 'clientTokenKey' not allowed",
+        ),
+        ({"controller": {"tls": {"existingSecret": "Not A Name"}}}, "at '/controller/tls/existingSecret'"),
+        ({"controller": {"retentionDays": -1}}, "at '/controller/retentionDays'"),
+        ({"agents": {"enrolment": {"existingSecret": ""}}}, "at '/agents/enrolment/existingSecret'"),
+        (
+            {"agents": {"deviceClasses": [{"name": "rpi4", "enrolmentTokenKey": "a b"}]}},
+            "at '/agents/deviceClasses/0/enrolmentTokenKey'",
+        ),
     ],
 )
 def test_invalid_values_rejected_by_schema(values, message):

@@ -32,7 +32,7 @@ def farm_image(component_image):
 def test_controller_and_agent_containers_run_a_benchmark_job(farm_image, trained_model, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    client_token, agent_token = secrets.token_hex(16), secrets.token_hex(16)
+    admin_token = secrets.token_hex(16)
     data = tmp_path / "data"
     data.mkdir()
     data.chmod(0o777)  # written by the image's user (uid 10001)
@@ -42,8 +42,7 @@ def test_controller_and_agent_containers_run_a_benchmark_job(farm_image, trained
               "--security-opt=no-new-privileges"]  # fmt: skip
     try:
         started = _podman(*common, "--name", names["controller"], "-v", f"{data}:/data",
-                          "-e", f"EDGECOMPRESS_FARM_CLIENT_TOKEN={client_token}",
-                          "-e", f"EDGECOMPRESS_FARM_AGENT_TOKEN={agent_token}",
+                          "-e", f"EDGECOMPRESS_FARM_ADMIN_TOKEN={admin_token}",
                           farm_image, "edgecompress", "farm", "controller", "--host", "127.0.0.1", "--port", str(port),
                           "--db-url", "sqlite:////data/farm.db", "--blob-dir", "/data/blobs")  # fmt: skip
         assert started.returncode == 0, started.stderr
@@ -57,6 +56,11 @@ def test_controller_and_agent_containers_run_a_benchmark_job(farm_image, trained
                 pass
             assert time.monotonic() < deadline, _podman("logs", names["controller"]).stderr[-3000:]
             time.sleep(0.5)
+        from edgecompress.farm.admin import FarmAdmin
+
+        admin = FarmAdmin(url, admin_token)  # enrol a client and the agent, as an operator does
+        client_token = admin.add_client("ci")["token"]
+        agent_token = admin.add_agent("container-agent", ["rpi4-emulated"], emulated=True)["token"]
         started = _podman(*common, "--name", names["agent"], "-e", f"EDGECOMPRESS_FARM_AGENT_TOKEN={agent_token}",
                           farm_image, "edgecompress", "farm", "agent", "--controller", url,
                           "--device-class", "rpi4-emulated", "--emulate", "rpi4-emulated")  # fmt: skip

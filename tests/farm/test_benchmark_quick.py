@@ -1,4 +1,5 @@
-"""The farm benchmark's --quick mode writes results in the issue's shape (slow: about 1.5 min)."""
+"""The farm benchmark's --quick mode writes results in the issues' shape (slow: about 3 min): fidelity,
+overhead, SQLite and PostgreSQL rows (1 and 2 controller processes) and the chaos section."""
 
 from __future__ import annotations
 
@@ -29,5 +30,14 @@ def test_farm_benchmark_quick(tmp_path: Path) -> None:
     assert results["agents"] == 8 and results["cycles_per_s"] > 0 and results["overhead_p50_ms"] > 0
     for row in results["fidelity"]:
         assert {"model", "threads", "agent_p50_ms", "bare_p50_ms"} <= set(row) and row["agent_p50_ms"] > 0
-    assert (tmp_path / "results.md").read_text().startswith("# Device farm benchmark")
+    stores = {(r["store"], r["controllers"]): r for r in results["stores"]}
+    assert set(stores) == {("sqlite", 1), ("postgresql", 1), ("postgresql", 2)}
+    assert all(r["cycles_per_s"] > 0 and r["overhead_p50_ms"] > 0 for r in stores.values())
+    chaos = {(r["store"], r["controllers"]): r for r in results["chaos"]}
+    assert set(chaos) == {("sqlite", 1), ("postgresql", 2)}
+    for r in chaos.values():  # the issue's targets: nothing lost, nothing accepted twice, all done
+        assert r["lost"] == 0 and r["results_accepted_twice"] == 0 and r["done"] == r["jobs"], r
+        assert r["agent_kills"] >= 1 and r["controller_restarts"] == 1
+    report = (tmp_path / "results.md").read_text()
+    assert report.startswith("# Device farm benchmark") and "## Chaos" in report and "PostgreSQL" in report
     assert (tmp_path / "farm.png").stat().st_size > 1000

@@ -178,19 +178,13 @@ def test_hostile_models_fail_with_clear_reasons_and_agent_survives(
 
 
 def test_results_are_accepted_once_from_the_lease_holder(farm, tiny_model: Path) -> None:
-    url, _h, ha = farm.url, farm.headers(), farm.headers("agent")
+    from tests.farm.test_identity import valid_result
+
+    url = farm.url
     client = farm.client()
     ref = client.upload(tiny_model)
     job = client.submit(ref, "manual-class", TINY)
-    assert (
-        requests.post(
-            f"{url}/v1/agents/register",
-            json={"agent_id": "m1", "device_class": "manual-class", "hostname": "h"},
-            headers=ha,
-            timeout=10,
-        ).status_code
-        == 200
-    )
+    ha = farm.agent_headers("m1", "manual-class")  # enrolled (not emulated) and registered
     claimed = requests.post(
         f"{url}/v1/agents/m1/claim", params={"device_class": "manual-class"}, headers=ha, timeout=10
     ).json()
@@ -205,7 +199,7 @@ def test_results_are_accepted_once_from_the_lease_holder(farm, tiny_model: Path)
         "agent_id": "m1",
         "lease_id": claimed["lease_id"],
         "status": "done",
-        "result": {"latency_ms": {"p50": 1.0}},
+        "result": valid_result(p50=1.0),
     }
     first = requests.post(f"{url}/v1/jobs/{job['id']}/result", json=body, headers=ha, timeout=10)
     again = requests.post(f"{url}/v1/jobs/{job['id']}/result", json=body, headers=ha, timeout=10)
@@ -225,7 +219,8 @@ def test_results_are_accepted_once_from_the_lease_holder(farm, tiny_model: Path)
         timeout=10,
     )
     assert nan.status_code in (200, 409, 422)  # never a 500, and the stored job is intact
-    assert client.job(job["id"])["result"] == {"latency_ms": {"p50": 1.0}}
+    stamped = {**valid_result(p50=1.0), "agent_id": "m1", "device_class": "manual-class", "emulated": False}
+    assert client.job(job["id"])["result"] == stamped
 
 
 def test_class_without_live_agent_fails_clearly_after_timeout(farm, tiny_model: Path) -> None:

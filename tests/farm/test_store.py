@@ -1,4 +1,5 @@
-"""The job store's claim stays atomic across store instances (as across controller processes)."""
+"""The job store's claim stays atomic across store instances (as across controller processes), on
+SQLite and on PostgreSQL (the `db_url` fixture runs each test on both)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 from edgecompress.farm.store import Conflict, JobStore
 
 
-def test_concurrent_claims_from_separate_stores_take_each_job_exactly_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'farm.db'}"
-    stores = [JobStore(url) for _ in range(4)]
+def test_concurrent_claims_from_separate_stores_take_each_job_exactly_once(db_url: str) -> None:
+    """On SQLite and on PostgreSQL (FOR UPDATE SKIP LOCKED): 4 stores, 8 claimers, 120 jobs."""
+    stores = [JobStore(db_url) for _ in range(4)]
     jobs = 120
     for _ in range(jobs):
         stores[0].submit(device_class="c", model_name="m", model_sha256="0" * 64, model_uri=None,
@@ -86,11 +87,11 @@ def test_claim_reads_the_next_job_from_the_index_without_sorting_the_queue(tmp_p
 
 
 def test_a_claim_that_fails_midway_leaves_the_job_queued(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edgecompress.farm import store as store_module
 
-    store = JobStore(f"sqlite:///{tmp_path / 'farm.db'}")
+    store = JobStore(db_url)
     store.submit(device_class="c", model_name="m", model_sha256="0" * 64, model_uri=None, model_bytes=1,
                  settings={}, timeout_s=60)  # fmt: skip
 

@@ -41,7 +41,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "edgecompress.controllerURL" -}}
-{{- printf "http://%s-controller.%s.svc:%v" (include "edgecompress.fullname" .) .Release.Namespace .Values.controller.service.port -}}
+{{- $scheme := ternary "https" "http" (ne .Values.controller.tls.existingSecret "") -}}
+{{- printf "%s://%s-controller.%s.svc:%v" $scheme (include "edgecompress.fullname" .) .Release.Namespace .Values.controller.service.port -}}
 {{- end }}
 
 {{/* Pod-level settings every pod of the chart shares. */}}

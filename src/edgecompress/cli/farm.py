@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "controller",
         help="serve the farm controller (HTTP API + job store)",
-        description="Serve the controller. Tokens: $EDGECOMPRESS_FARM_CLIENT_TOKEN and "
-        "$EDGECOMPRESS_FARM_AGENT_TOKEN, or --client-token-file/--agent-token-file.",
+        description="Serve the controller. The admin token ($EDGECOMPRESS_FARM_ADMIN_TOKEN or "
+        "--admin-token-file) enrols clients and agents (`edgecompress farm admin …`); their tokens live "
+        "hashed in the database.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -35,11 +36,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--blob-dir", type=Path, default=Path("farm-blobs"), help="where uploaded models are stored"
     )
-    p.add_argument("--client-token-file", type=Path, help="file holding the client bearer token")
-    p.add_argument("--agent-token-file", type=Path, help="file holding the agent bearer token")
+    p.add_argument("--admin-token-file", type=Path, help="file holding the admin bearer token")
     p.add_argument(
         "--lease-s", type=float, default=30.0, help="lease length; heartbeats renew it (default 30)"
     )
+    p.add_argument(
+        "--deadline-grace-s", type=float, default=30.0,
+        help="a lease never outlives claim + the job's timeout_s + this (default 30)",
+    )  # fmt: skip
+    p.add_argument(
+        "--restart-grace-s", type=float,
+        help="after start-up, expired leases wait this long for their agents to report (default: --lease-s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--backoff-s",
+        type=float,
+        default=1.0,
+        help="a released job's first wait before a new claim (doubles)",
+    )
+    p.add_argument(
+        "--retention-days", type=float, default=30.0,
+        help="delete finished jobs and unreferenced model blobs older than this (0 keeps them; default 30)",
+    )  # fmt: skip
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM, chain first)")
+    p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (token required)")
     p.add_argument("--max-attempts", type=int, default=3, help="leases per job before it fails (default 3)")
     p.add_argument("--live-after-s", type=float, default=30.0, help="an agent is live if it beat within this")
     p.add_argument("--max-model-mb", type=float, default=256, help="model upload limit in MiB (default 256)")
@@ -63,8 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--emulate", help="emulate a device class on this machine (rpi4-emulated, jetson-orin-nano-emulated)"
     )
-    p.add_argument("--agent-id", help="stable agent id (default: hostname-class-random)")
-    p.add_argument("--token-file", type=Path, help="file holding the agent bearer token")
+    p.add_argument(
+        "--agent-id", help="agent id (default: the one its token is bound to; hostname-class to enrol)"
+    )
+    p.add_argument(
+        "--token-file", type=Path, help="file holding the agent's own token (re-read when it is rotated)"
+    )
+    p.add_argument(
+        "--enrolment-token-file", type=Path,
+        help="file holding an enrolment token, exchanged at start for the agent's own token "
+        "(default $EDGECOMPRESS_FARM_ENROLMENT_TOKEN; used when no agent token is given)",
+    )  # fmt: skip
+    p.add_argument("--ca-bundle", type=Path, help="CA certificates that verify an HTTPS controller")
     p.add_argument("--poll-wait-s", type=float, default=10.0, help="long-poll wait per claim (default 10)")
     p.add_argument(
         "--memory-limit-mb", type=float, default=4096, help="benchmark child's address-space limit"
@@ -114,6 +145,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dir", type=Path, default=Path("edgecompress-farm"), help="database, blobs and logs")
     p.set_defaults(func=cmd_up)
 
+    _admin_parsers(fsub)
+
+
+def _admin_parsers(fsub: argparse._SubParsersAction) -> None:
+    admin = fsub.add_parser(
+        "admin",
+        help="enrol clients and agents, rotate and revoke tokens",
+        description="Admin calls (token: $EDGECOMPRESS_FARM_ADMIN_TOKEN or --token-file). A token is "
+        "printed once, when it is issued or rotated; the controller keeps only its hash. Rotation and "
+        "revocation apply without a restart.",
+    )
+    asub = admin.add_subparsers(dest="admin_command", metavar="ADMIN_COMMAND", required=True)
+    p = asub.add_parser("add-client", help="enrol a client (a team, a pipeline): prints its token")
+    p.add_argument("name")
+    _client_args(p)
+    p.set_defaults(func=cmd_admin, action="add-client")
+    p = asub.add_parser("add-agent", help="enrol an agent for device classes: prints its token")
+    p.add_argument("agent_id")
+    p.add_argument("--device-classes", required=True, help="comma-separated classes it may serve")
+    p.add_argument("--emulated", action="store_true", help="its results are labelled emulated")
+    _client_args(p)
+    p.set_defaults(func=cmd_admin, action="add-agent")
+    p = asub.add_parser(
+        "add-enrolment-token", help="a token agents exchange for their own (a DaemonSet's Secret)"
+    )
+    p.add_argument("name")
+    p.add_argument("--device-classes", required=True, help="comma-separated classes its agents may serve")
+    p.add_argument("--emulated", action="store_true", help="its agents' results are labelled emulated")
+    p.add_argument("--expires-in-s", type=float, help="stop accepting it after this many seconds")
+    _client_args(p)
+    p.set_defaults(func=cmd_admin, action="add-enrolment-token")
+    for action, what in (("rotate", "issue a new token (the old one stops working)"), ("revoke", "revoke")):
+        p = asub.add_parser(action, help=what)
+        p.add_argument("kind", choices=["client", "agent", "enrolment"])
+        p.add_argument("name")
+        _client_args(p)
+        p.set_defaults(func=cmd_admin, action=action)
+    p = asub.add_parser("list", help="enrolled identities (never their tokens)")
+    _client_args(p)
+    p.set_defaults(func=cmd_admin, action="list")
+
 
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -124,7 +196,13 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--token-file",
         type=Path,
-        help="file holding the client token (default $EDGECOMPRESS_FARM_CLIENT_TOKEN)",
+        help="file holding the token (default $EDGECOMPRESS_FARM_CLIENT_TOKEN, for admin commands "
+        "$EDGECOMPRESS_FARM_ADMIN_TOKEN)",
+    )
+    p.add_argument(
+        "--ca-bundle",
+        type=Path,
+        help="CA certificates that verify an HTTPS controller ($EDGECOMPRESS_FARM_CA_BUNDLE)",
     )
 
 
@@ -132,25 +210,20 @@ def _client(args: argparse.Namespace):
     from edgecompress.farm.client import FarmClient
     from edgecompress.farm.controller import CLIENT_TOKEN_ENV, read_token
 
-    return FarmClient(args.farm_url, read_token(None, args.token_file, CLIENT_TOKEN_ENV) or None)
+    token = read_token(None, args.token_file, CLIENT_TOKEN_ENV) or None
+    return FarmClient(args.farm_url, token, ca_bundle=args.ca_bundle)
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
-    from edgecompress.farm.controller import (
-        AGENT_TOKEN_ENV,
-        CLIENT_TOKEN_ENV,
-        ControllerConfig,
-        read_token,
-        serve,
-    )
+    from edgecompress.farm.controller import ADMIN_TOKEN_ENV, ControllerConfig, read_token, serve
 
     config = ControllerConfig(
-        db_url=args.db_url, blob_dir=args.blob_dir,
-        client_token=read_token(None, args.client_token_file, CLIENT_TOKEN_ENV),
-        agent_token=read_token(None, args.agent_token_file, AGENT_TOKEN_ENV),
+        db_url=args.db_url, blob_dir=args.blob_dir, admin_token=read_token(None, args.admin_token_file, ADMIN_TOKEN_ENV),
         lease_s=args.lease_s, max_attempts=args.max_attempts, live_after_s=args.live_after_s,
+        deadline_grace_s=args.deadline_grace_s, restart_grace_s=args.restart_grace_s, backoff_s=args.backoff_s,
         max_model_bytes=int(args.max_model_mb * 1024 * 1024), max_json_bytes=int(args.max_json_mb * 1024 * 1024),
-        sweep_interval_s=args.sweep_interval_s,
+        sweep_interval_s=args.sweep_interval_s, retention_s=args.retention_days * 86_400.0,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, docs=args.docs,
     )  # fmt: skip
     config.validate()
     serve(config, args.host, args.port, args.log_level)
@@ -158,14 +231,23 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from edgecompress.farm.agent import AGENT_TOKEN_ENV, AgentConfig, run_agent
+    from edgecompress.farm.agent import (
+        AGENT_TOKEN_ENV,
+        CA_BUNDLE_ENV,
+        ENROLMENT_TOKEN_ENV,
+        AgentConfig,
+        run_agent,
+    )
     from edgecompress.farm.controller import read_token
 
+    token = read_token(None, args.token_file, AGENT_TOKEN_ENV)
+    enrolment = "" if token else read_token(None, args.enrolment_token_file, ENROLMENT_TOKEN_ENV)
+    ca_bundle = args.ca_bundle or (Path(os.environ[CA_BUNDLE_ENV]) if os.environ.get(CA_BUNDLE_ENV) else None)
     config = AgentConfig(
-        controller=args.controller, token=read_token(None, args.token_file, AGENT_TOKEN_ENV),
-        device_class=args.device_class, emulate=args.emulate, agent_id=args.agent_id, poll_wait_s=args.poll_wait_s,
-        memory_limit_bytes=int(args.memory_limit_mb * 1024 * 1024), max_model_bytes=int(args.max_model_mb * 1024 * 1024),
-        work_dir=args.work_dir, max_jobs=args.max_jobs,
+        controller=args.controller, token=token, enrolment_token=enrolment, token_file=args.token_file,
+        ca_bundle=ca_bundle, device_class=args.device_class, emulate=args.emulate, agent_id=args.agent_id,
+        poll_wait_s=args.poll_wait_s, memory_limit_bytes=int(args.memory_limit_mb * 1024 * 1024),
+        max_model_bytes=int(args.max_model_mb * 1024 * 1024), work_dir=args.work_dir, max_jobs=args.max_jobs,
     )  # fmt: skip
     n = run_agent(config)
     print(f"agent stopped after {n} job(s)")
@@ -193,6 +275,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
         token=read_token(None, args.token_file, CLIENT_TOKEN_ENV) or None,
         priority=args.priority,
+        ca_bundle=args.ca_bundle,
     )
     for cls, r in results.items():
         lat = r["latency_ms"]
@@ -252,10 +335,45 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"farm controller: {farm.url}  (agents: {', '.join(classes)}; emulated)")
         print(f"export EDGECOMPRESS_FARM_URL={farm.url}")
         print(f"export EDGECOMPRESS_FARM_CLIENT_TOKEN={farm.client_token}")
+        print(f"export EDGECOMPRESS_FARM_ADMIN_TOKEN={farm.admin_token}   # enrol more clients and agents")
         print(f"logs and database: {args.dir}   Ctrl-C stops the farm", flush=True)
         try:
             while farm.controller.alive():
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from edgecompress.farm.admin import ADMIN_TOKEN_ENV, FarmAdmin
+    from edgecompress.farm.controller import read_token
+    from edgecompress.farm.devices import parse_device_classes
+
+    admin = FarmAdmin(
+        args.farm_url, read_token(None, args.token_file, ADMIN_TOKEN_ENV) or None, ca_bundle=args.ca_bundle
+    )
+    if args.action == "list":
+        for i in admin.identities():
+            state = "active" if i["active"] else "revoked" if i["revoked_at"] else "expired"
+            classes = ",".join(i["device_classes"])
+            print(
+                f"{i['kind']:10} {i['name']:40} {state:8} {classes}" + ("  emulated" if i["emulated"] else "")
+            )
+        return 0
+    if args.action == "add-client":
+        out = admin.add_client(args.name)
+    elif args.action == "add-agent":
+        out = admin.add_agent(args.agent_id, parse_device_classes(args.device_classes), args.emulated)
+    elif args.action == "add-enrolment-token":
+        out = admin.add_enrolment_token(
+            args.name, parse_device_classes(args.device_classes), args.emulated, args.expires_in_s
+        )
+    elif args.action == "rotate":
+        out = admin.rotate(args.kind, args.name)
+    else:
+        admin.revoke(args.kind, args.name)
+        print(f"revoked {args.kind} {args.name}")
+        return 0
+    print(out["token"])  # the only time it is shown
     return 0

@@ -1,8 +1,11 @@
 """Client of the farm controller: upload a model, submit one job per device class, wait for results.
 
-The client token comes from the argument, else EDGECOMPRESS_FARM_CLIENT_TOKEN, else the file named
-by EDGECOMPRESS_FARM_CLIENT_TOKEN_FILE. A class with no live agent fails clearly once the timeout
-has passed (the job expires in the controller too, so nothing waits forever).
+The client token (issued by the farm's admin: `edgecompress farm admin add-client NAME`) comes from
+the argument, else EDGECOMPRESS_FARM_CLIENT_TOKEN, else the file named by
+EDGECOMPRESS_FARM_CLIENT_TOKEN_FILE. A client sees and cancels only its own jobs. Over HTTPS the
+controller's certificate is verified against the system's CAs, or EDGECOMPRESS_FARM_CA_BUNDLE (a
+private CA). A class with no live agent fails clearly once the timeout has passed (the job expires in
+the controller too, so nothing waits forever).
 """
 
 from __future__ import annotations
@@ -16,25 +19,37 @@ from edgecompress.errors import BenchmarkError, ConfigError
 from edgecompress.io import sha256_file
 
 CLIENT_TOKEN_ENV = "EDGECOMPRESS_FARM_CLIENT_TOKEN"
+CA_BUNDLE_ENV = "EDGECOMPRESS_FARM_CA_BUNDLE"
 TERMINAL = ("done", "failed")
 
 
-def client_token(token: str | None = None) -> str:
+def token_from_env(token: str | None, env: str, what: str) -> str:
+    """The token given, else $env, else the file named by $env_FILE."""
     if token:
         return token
-    if os.environ.get(CLIENT_TOKEN_ENV):
-        return os.environ[CLIENT_TOKEN_ENV].strip()
-    file = os.environ.get(f"{CLIENT_TOKEN_ENV}_FILE")
+    if os.environ.get(env):
+        return os.environ[env].strip()
+    file = os.environ.get(f"{env}_FILE")
     if file:
         try:
             return Path(file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read the farm client token from {file}: {exc}") from exc
-    raise ConfigError(f"no farm client token: set {CLIENT_TOKEN_ENV} (or {CLIENT_TOKEN_ENV}_FILE)")
+            raise ConfigError(f"cannot read the farm {what} token from {file}: {exc}") from exc
+    raise ConfigError(f"no farm {what} token: set {env} (or {env}_FILE)")
+
+
+def client_token(token: str | None = None) -> str:
+    return token_from_env(token, CLIENT_TOKEN_ENV, "client")
 
 
 class FarmClient:
-    def __init__(self, url: str, token: str | None = None, request_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        request_timeout_s: float = 30.0,
+        ca_bundle: str | Path | None = None,
+    ) -> None:
         import requests
 
         if not url.startswith(("http://", "https://")):
@@ -42,14 +57,24 @@ class FarmClient:
         self.url = url.rstrip("/")
         self.timeout = request_timeout_s
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {client_token(token)}"
+        self.session.headers["Authorization"] = f"Bearer {self._token(token)}"
+        bundle = ca_bundle or os.environ.get(CA_BUNDLE_ENV)
+        # Passed with every request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self.verify: bool | str = str(bundle) if bundle else True
+
+    def _token(self, token: str | None) -> str:
+        return client_token(token)
 
     def _request(self, method: str, path: str, ok: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
         import requests
 
         try:
             resp = self.session.request(
-                method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+                method,
+                self.url + path,
+                timeout=kwargs.pop("timeout", self.timeout),
+                verify=self.verify,
+                **kwargs,
             )
         except requests.RequestException as exc:
             raise BenchmarkError(f"cannot reach the farm controller at {self.url}: {exc}") from exc
@@ -158,10 +183,11 @@ def benchmark_on_farm(
     timeout_s: float = 600.0,
     token: str | None = None,
     priority: int = 0,
+    ca_bundle: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Benchmark one model on each device class through the farm; one result per class, in the
     runner's schema plus device_class, emulated, device facts, job id and agent id."""
-    client = FarmClient(farm_url, token)
+    client = FarmClient(farm_url, token, ca_bundle=ca_bundle)
     model = client.upload(Path(model_path))
     jobs = {
         cls: client.submit(

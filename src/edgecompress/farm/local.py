@@ -2,9 +2,11 @@
 
 `local_farm(classes)` is what `edgecompress run` and `edge_benchmark` (without a farm URL) use, and
 `edgecompress farm up --local` serves one until interrupted. Each class gets an agent emulating it
-(thread cap + CPU affinity); results stay labelled `emulated`. Random tokens are generated per farm.
-The helpers that start one controller or one agent process are also what the tests and the farm
-benchmark use, so they exercise real processes on real sockets.
+(thread cap + CPU affinity); results stay labelled `emulated`. A random admin token is generated per
+farm; with it the farm enrols one client (`local`, whose token it hands out) and each emulated agent
+(its own token, bound to its class, enrolled as emulated), as an operator would. The helpers that
+start one controller or one agent process are also what the tests and the farm benchmark use, so
+they exercise real processes on real sockets.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgecompress.errors import BenchmarkError
+from edgecompress.farm.admin import FarmAdmin
 
 SRC = Path(__file__).resolve().parents[2]
 
@@ -99,13 +103,14 @@ def start_controller(
     port: int,
     db_url: str,
     blob_dir: Path,
-    client_token: str,
-    agent_token: str,
+    admin_token: str,
     log_path: Path,
     extra_args: list[str] | None = None,
     wait_s: float = 60.0,
+    scheme: str = "http",
+    verify: bool | str = True,
 ) -> Proc:
-    env = {"EDGECOMPRESS_FARM_CLIENT_TOKEN": client_token, "EDGECOMPRESS_FARM_AGENT_TOKEN": agent_token}
+    env = {"EDGECOMPRESS_FARM_ADMIN_TOKEN": admin_token}
     proc = _spawn(
         [
             "controller",
@@ -122,7 +127,7 @@ def start_controller(
         log_path,
         env,
     )
-    wait_healthy(f"http://127.0.0.1:{port}", proc, wait_s)
+    wait_healthy(f"{scheme}://127.0.0.1:{port}", proc, wait_s, verify=verify)
     return proc
 
 
@@ -133,14 +138,18 @@ def start_agent(
     log_path: Path,
     emulate: str | None = None,
     extra_args: list[str] | None = None,
+    enrolment_token: str = "",
 ) -> Proc:
+    """An agent process with its own (enrolled) token, or (`agent_token=""`) one that exchanges an
+    enrolment token for its own at start."""
     args = ["agent", "--controller", url, "--device-class", device_class, *(extra_args or [])]
     if emulate:
         args += ["--emulate", emulate]
-    return _spawn(args, log_path, {"EDGECOMPRESS_FARM_AGENT_TOKEN": agent_token})
+    env = {"EDGECOMPRESS_FARM_AGENT_TOKEN": agent_token, "EDGECOMPRESS_FARM_ENROLMENT_TOKEN": enrolment_token}
+    return _spawn(args, log_path, env)
 
 
-def wait_healthy(url: str, proc: Proc | None = None, wait_s: float = 60.0) -> None:
+def wait_healthy(url: str, proc: Proc | None = None, wait_s: float = 60.0, verify: bool | str = True) -> None:
     import requests
 
     deadline = time.monotonic() + wait_s
@@ -148,10 +157,21 @@ def wait_healthy(url: str, proc: Proc | None = None, wait_s: float = 60.0) -> No
         if proc is not None and not proc.alive():
             raise BenchmarkError(f"the farm controller exited ({proc.popen.returncode}): {proc.log()}")
         with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+            if requests.get(f"{url}/healthz", timeout=2, verify=verify).status_code == 200:
                 return
         time.sleep(0.1)
     raise BenchmarkError(f"the farm controller at {url} was not healthy within {wait_s:.0f} s")
+
+
+def enrol(admin: FarmAdmin, kind: str, name: str, *args: Any) -> str:
+    """Enrol `name` and return its token; an identity left from an earlier run gets a new token."""
+    add = {"client": admin.add_client, "agent": admin.add_agent}[kind]
+    try:
+        return add(name, *args)["token"]
+    except BenchmarkError as exc:
+        if "answered 409" not in str(exc):
+            raise
+        return admin.rotate(kind, name)["token"]
 
 
 def wait_devices(
@@ -177,10 +197,17 @@ def wait_devices(
 class LocalFarm:
     url: str
     client_token: str
-    agent_token: str
+    admin_token: str
     controller: Proc
     agents: list[Proc]
     directory: Path
+
+    def admin(self) -> FarmAdmin:
+        return FarmAdmin(self.url, self.admin_token)
+
+    def enrol_agent(self, agent_id: str, device_classes: list[str], emulated: bool = True) -> str:
+        """A token for a new agent identity (benchmarks drive agents by hand with it)."""
+        return enrol(self.admin(), "agent", agent_id, device_classes, emulated)
 
     def stop(self) -> None:
         for a in self.agents:
@@ -202,24 +229,28 @@ def local_farm(
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgecompress-farm-")))
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        client_token, agent_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        admin_token = secrets.token_urlsafe(32)
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         controller = start_controller(
             port,
             f"sqlite:///{directory / 'farm.db'}",
             directory / "blobs",
-            client_token,
-            agent_token,
+            admin_token,
             directory / "controller.log",
         )
         agents: list[Proc] = []
-        farm = LocalFarm(url, client_token, agent_token, controller, agents, directory)
+        admin = FarmAdmin(url, admin_token)
+        farm = LocalFarm(url, "", admin_token, controller, agents, directory)
         stack.callback(farm.stop)
+        farm.client_token = enrol(admin, "client", "local")
         for name in classes:
             for i in range(agents_per_class):
+                agent_id = f"local-{name}-{i}"
+                token = enrol(admin, "agent", agent_id, [name], True)
                 agents.append(
-                    start_agent(url, name, agent_token, directory / f"agent-{name}-{i}.log", emulate=name)
-                )
-        wait_devices(url, client_token, classes, agents)
+                    start_agent(url, name, token, directory / f"agent-{name}-{i}.log", emulate=name,
+                                extra_args=["--agent-id", agent_id])
+                )  # fmt: skip
+        wait_devices(url, farm.client_token, classes, agents)
         yield farm

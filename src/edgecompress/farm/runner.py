@@ -12,8 +12,11 @@ Run directly: `python -m edgecompress.farm.runner --model m.onnx --settings '{"t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -36,6 +39,18 @@ SCHEMA = "edgecompress.benchmark/v1"
 MAX_SAMPLES_KEPT = 20_000
 
 
+# Bounds of every setting: the one definition, checked wherever settings arrive (controller → 422,
+# agent, local runs). Beyond them a benchmark is not a measurement but a way to hurt the device.
+INT_BOUNDS = {
+    "threads": (1, 256), "batch_size": (1, 4096), "warmup_runs": (0, 100_000), "min_runs": (1, 10_000_000),
+    "max_runs": (1, 10**9), "seed": (0, 2**32 - 1),
+}  # fmt: skip
+FLOAT_BOUNDS = {"min_duration_s": (0.0, 3600.0)}
+GRAPH_OPTIMIZATIONS = ("all", "extended", "basic", "disabled")
+PROVIDER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,47}ExecutionProvider$")
+MAX_PROVIDERS = 8
+
+
 @dataclass
 class BenchmarkSettings:
     threads: int = 1
@@ -50,19 +65,57 @@ class BenchmarkSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchmarkSettings:
+        """Settings from JSON-like data: unknown names, wrong types (a bool is not a number, a string
+        is not an int), NaN/Infinity and values out of bounds are refused with the reason."""
+        if not isinstance(data, dict):
+            raise BenchmarkError(f"benchmark settings must be an object, got {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
             raise BenchmarkError(f"unknown benchmark settings {sorted(unknown)}; known: {sorted(known)}")
-        settings = cls(**data)
+        for name, value in data.items():
+            _check_type(name, value)
+        settings = cls(**{k: (float(v) if k in FLOAT_BOUNDS else v) for k, v in data.items()})
         settings.validate()
         return settings
 
-    def validate(self) -> None:
-        if self.threads < 1 or self.batch_size < 1 or self.min_runs < 1 or self.warmup_runs < 0:
-            raise BenchmarkError(f"benchmark settings out of range: {asdict(self)}")
-        if self.min_duration_s < 0 or self.max_runs < self.min_runs:
-            raise BenchmarkError(f"benchmark settings out of range: {asdict(self)}")
+    def validate(self, max_threads: int | None = None) -> None:
+        """Raise BenchmarkError unless every setting is within its bounds (and `threads` within
+        `max_threads`, the cores of the device class, when known)."""
+        for name, (low, high) in {**INT_BOUNDS, **FLOAT_BOUNDS}.items():
+            value = getattr(self, name)
+            _check_type(name, value)
+            if not low <= value <= high:
+                raise BenchmarkError(f"benchmark setting {name}={value} is out of range [{low}, {high}]")
+        if self.max_runs < self.min_runs:
+            raise BenchmarkError(
+                f"benchmark setting max_runs={self.max_runs} is below min_runs={self.min_runs}"
+            )
+        if max_threads is not None and self.threads > max_threads:
+            raise BenchmarkError(
+                f"benchmark setting threads={self.threads} exceeds the {max_threads} cores of the device class"
+            )
+
+
+def _check_type(name: str, value: Any) -> None:
+    if name in INT_BOUNDS:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BenchmarkError(f"benchmark setting {name} must be an integer, got {value!r}")
+    elif name in FLOAT_BOUNDS:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise BenchmarkError(f"benchmark setting {name} must be a finite number, got {value!r}")
+    elif name == "providers":
+        if (
+            not isinstance(value, list)
+            or not 1 <= len(value) <= MAX_PROVIDERS
+            or not all(isinstance(p, str) and PROVIDER_RE.match(p) for p in value)
+        ):
+            raise BenchmarkError(
+                f"benchmark setting providers must be 1 to {MAX_PROVIDERS} ONNX Runtime execution provider "
+                f"names (e.g. CPUExecutionProvider), got {str(value)[:200]}"
+            )
+    elif name == "graph_optimization" and value not in GRAPH_OPTIMIZATIONS:
+        raise BenchmarkError(f"benchmark setting graph_optimization must be one of {GRAPH_OPTIMIZATIONS}")
 
 
 def _percentile(sorted_ms: list[float], q: float) -> float:
@@ -179,13 +232,20 @@ def _forked_child(
     out: str,
     memory_limit_bytes: int | None,
     cpu_affinity: list[int] | None,
+    check_model: bool = True,
 ) -> None:
-    """Body of a forkserver child: limits first, then the benchmark; errors go to the result file."""
+    """Body of a forkserver child: limits first, then the model check and the benchmark; errors go to
+    the result file. Checking here, under the memory limit, keeps a hostile model's parse out of the
+    agent's own process."""
     if memory_limit_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
     if cpu_affinity:
         os.sched_setaffinity(0, cpu_affinity)
     try:
+        if check_model:
+            from edgecompress.farm.modelcheck import check_onnx
+
+            check_onnx(Path(model_path))
         result: dict[str, Any] = benchmark(Path(model_path), BenchmarkSettings(**settings))
     except BenchmarkError as exc:
         result = {"error": str(exc)}
@@ -193,6 +253,32 @@ def _forked_child(
         result = {"error": f"out of memory (limit {memory_limit_bytes} bytes)"}
     Path(out).write_text(json.dumps(result))
     os._exit(0)  # skip interpreter teardown (ONNX Runtime's unload alone costs tens of ms)
+
+
+def _die_with_parent() -> None:
+    """Own process group (the agent kills the whole group at the deadline: the child and anything
+    it started) and SIGKILL when the parent dies (Linux PR_SET_PDEATHSIG). The parent is the
+    forkserver, which exits when the agent does, so a kill -9'd agent takes its benchmark along."""
+    parent = os.getppid()
+    os.setpgid(0, 0)
+    # A forkserver child holds the forkserver's "alive" pipe, which keeps the forkserver running
+    # while the child lives; let go of it, so that the forkserver exits with the agent (and the
+    # parent-death signal below then reaches this child).
+    from multiprocessing import forkserver
+
+    alive_fd = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+        forkserver._forkserver._forkserver_alive_fd = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 _FORKSERVER: Any = None
@@ -214,6 +300,7 @@ def _forkserver_context() -> Any:
 
 def _warm_child(conn: Any) -> None:
     """A child forked ahead of time; it waits for one job, runs it and exits."""
+    _die_with_parent()
     try:
         args = conn.recv()
     except (EOFError, OSError):  # the parent went away: nothing to do
@@ -240,6 +327,7 @@ def _run_forked(
     timeout_s: float,
     memory_limit_bytes: int | None,
     cpu_affinity: list[int] | None,
+    check_model: bool,
 ) -> dict[str, Any]:
     ctx = _forkserver_context()
     if _PREFORKING:
@@ -250,13 +338,16 @@ def _run_forked(
     proc, conn = _NEXT_CHILD.pop()
     with tempfile.TemporaryDirectory(prefix="edgecompress-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        conn.send((str(model_path), asdict(settings), str(out), memory_limit_bytes, cpu_affinity))
+        conn.send(
+            (str(model_path), asdict(settings), str(out), memory_limit_bytes, cpu_affinity, check_model)
+        )
         conn.close()
-        proc.join(timeout_s)
+        proc.join(max(0.0, timeout_s))
         # Fork the next job's child in the background, off this job's path to its result.
         _PREFORKING.append(threading.Thread(target=_prefork, args=(ctx,), daemon=True))
         _PREFORKING[0].start()
         if proc.is_alive():
+            _kill_group(proc.pid)  # the child's own group: it and anything it started
             proc.kill()
             proc.join(5)
             raise BenchmarkError(
@@ -274,6 +365,13 @@ def _run_forked(
     return result
 
 
+def _kill_group(pgid: int) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def run_isolated(
     model_path: Path,
     settings: BenchmarkSettings,
@@ -281,14 +379,18 @@ def run_isolated(
     memory_limit_bytes: int | None = None,
     cpu_affinity: list[int] | None = None,
     start_method: str = "spawn",
+    check_model: bool | None = None,
 ) -> dict[str, Any]:
     """Run `benchmark` in a child process; raise BenchmarkError on timeout, crash or bad output.
 
     `start_method="spawn"` starts a fresh interpreter per run; "forkserver" forks the child from a
-    preloaded server process (what farm agents use: same isolation, ~1 s less per job)."""
+    preloaded server process (what farm agents use: same isolation, ~1 s less per job), in its own
+    process group, killed with its parent. `check_model` verifies an untrusted model inside the
+    limited child (`modelcheck.check_onnx`); by default on the agents' path (forkserver) only."""
     settings.validate()
+    check = start_method == "forkserver" if check_model is None else check_model
     if start_method == "forkserver":
-        return _run_forked(Path(model_path), settings, timeout_s, memory_limit_bytes, cpu_affinity)
+        return _run_forked(Path(model_path), settings, timeout_s, memory_limit_bytes, cpu_affinity, check)
 
     def limit_child() -> None:  # runs in the child before exec
         if memory_limit_bytes:
@@ -308,6 +410,7 @@ def run_isolated(
             json.dumps(asdict(settings)),
             "--output",
             str(out),
+            *(["--check-model"] if check else []),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(settings.threads)}
         try:
@@ -336,8 +439,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, type=Path, help="ONNX model to benchmark")
     parser.add_argument("--settings", default="{}", help="BenchmarkSettings as JSON")
     parser.add_argument("--output", type=Path, help="write the result JSON here (default: stdout)")
+    parser.add_argument("--check-model", action="store_true", help="verify the ONNX model first (untrusted)")
     args = parser.parse_args(argv)
     try:
+        if args.check_model:
+            from edgecompress.farm.modelcheck import check_onnx
+
+            check_onnx(args.model)
         result = benchmark(args.model, BenchmarkSettings.from_dict(json.loads(args.settings)))
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)

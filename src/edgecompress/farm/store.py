@@ -3,10 +3,19 @@
 Jobs move queued → leased → done | failed. A claim is atomic: the candidate row is picked (with
 `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL) and taken by an `UPDATE … WHERE state='queued'`
 whose row count says whether this caller won, so two agents (or two controller processes on one
-database) can never lease the same job. An agent's heartbeat extends its leases; a lease that runs
-out puts the job back in the queue until `max_attempts` is spent, then fails it with the reason.
-A result is accepted only from the holder of the current lease, and accepting the same result twice
-is a no-op (idempotent), so a retried upload cannot complete a job twice.
+database) can never lease the same job.
+
+Leases always end. A lease belongs to one job and one agent; it never runs past the job's deadline
+(`timeout_s` plus `deadline_grace_s` from the claim). A heartbeat renews only the leases the agent
+lists (a restarted agent process lists none, so its predecessor's lease runs out), and an agent that
+registers afresh gets its other leases taken back at once. A lease that runs out puts the job back in
+the queue until `max_attempts` is spent, then fails it with the reason; an agent that cannot finish a
+job (a transient download error, a refused result) releases it, and it is queued again after a
+backoff. A result is accepted only from the holder of the current lease, and accepting the same
+result twice is a no-op (idempotent), so a retried upload cannot complete a job twice.
+
+Visibility: every job records the client that submitted it; the client-facing reads take that name
+and see only its jobs (the admin passes none and sees all).
 """
 
 from __future__ import annotations
@@ -22,51 +31,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from edgecompress.farm.identity import IdentityStore
+from edgecompress.farm.notify import DONE, WORK
+from edgecompress.farm.results import stamp
+from edgecompress.farm.tables import agents, create_schema, jobs
+
 STATES = ("queued", "leased", "done", "failed")
-
-metadata = sa.MetaData()
-
-jobs = sa.Table(
-    "farm_jobs", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("device_class", sa.String(128), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("priority", sa.Integer, nullable=False, default=0),
-    sa.Column("model_name", sa.String(256), nullable=False),
-    sa.Column("model_sha256", sa.String(64), nullable=False),
-    sa.Column("model_uri", sa.Text, nullable=True),  # s3://… or NULL for a controller blob
-    sa.Column("model_bytes", sa.BigInteger, nullable=True),
-    sa.Column("settings", sa.Text, nullable=False),
-    sa.Column("timeout_s", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=True),  # a queued job not claimed by then fails
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("leased_at", sa.Float, nullable=True),
-    sa.Column("finished_at", sa.Float, nullable=True),
-    sa.Column("agent_id", sa.String(256), nullable=True),
-    sa.Column("lease_id", sa.String(64), nullable=True),
-    sa.Column("lease_expires_at", sa.Float, nullable=True),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("max_attempts", sa.Integer, nullable=False),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("result", sa.Text, nullable=True),
-)  # fmt: skip
-# In the claim's order (priority DESC, id), so the next job is the index's first entry. An index on
-# (…, priority, id) made SQLite sort every queued job of the class for each claim ("USE TEMP B-TREE
-# FOR RIGHT PART OF ORDER BY"): claims slowed linearly with the queue's depth.
-sa.Index("ix_farm_jobs_claim_order", jobs.c.state, jobs.c.device_class, jobs.c.priority.desc(), jobs.c.id)
-LEGACY_INDEXES = ("ix_farm_jobs_claim",)  # dropped at startup: one index less to update per write
-
-agents = sa.Table(
-    "farm_agents", metadata,
-    sa.Column("id", sa.String(256), primary_key=True),
-    sa.Column("device_class", sa.String(128), nullable=False),
-    sa.Column("hostname", sa.String(256), nullable=False),
-    sa.Column("facts", sa.Text, nullable=False),
-    sa.Column("registered_at", sa.Float, nullable=False),
-    sa.Column("last_heartbeat", sa.Float, nullable=False),
-)  # fmt: skip
-
 LIST_COLUMNS = [c for c in jobs.c if c.name != "result"]
+MAX_BACKOFF_S = 60.0
 
 
 class Conflict(Exception):
@@ -96,17 +68,32 @@ class StoreConfig:
     lease_s: float = 30.0
     max_attempts: int = 3
     live_after_s: float = 30.0  # an agent without a heartbeat for this long is not live
+    deadline_grace_s: float = 30.0  # a lease never runs past claim + timeout_s + this
+    backoff_s: float = 1.0  # a released job waits backoff_s * 2^(attempts-1) (≤ 60 s) before a new claim
+
+
+def database_url(url: str) -> str:
+    """A bare `postgresql://` URL means the pinned driver (psycopg 3), not SQLAlchemy's psycopg2 default."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url[len(bare) :]
+    return url
 
 
 class JobStore:
+    """The queue. Every method is a short blocking database call: the controller runs them in a
+    thread pool, never on its event loop."""
+
     def __init__(self, url: str, config: StoreConfig | None = None) -> None:
-        self.url = url
+        self.url = database_url(url)
         self.config = config or StoreConfig()
-        self.sqlite = url.startswith("sqlite")
+        self.sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.engine = sa.create_engine(url, **kwargs)
+        else:  # the controller's thread pool shares these; a restarted database is reconnected
+            kwargs.update(pool_size=16, max_overflow=16, pool_pre_ping=True)
+        self.engine = sa.create_engine(self.url, **kwargs)
         if self.sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         # One writer at a time inside this process (SQLite has one writer anyway); the guarded
@@ -114,10 +101,8 @@ class JobStore:
         self._write_lock = threading.Lock() if self.sqlite else _NullLock()
         self._raw: Any = None  # SQLite: the DBAPI connection for the per-cycle writes (see _cycle)
         self._compiled: dict[int, Any] = {}
-        metadata.create_all(self.engine)
-        with self._write_lock, self.engine.begin() as conn:
-            for name in LEGACY_INDEXES:
-                conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
+        create_schema(self.engine)
+        self.identities = IdentityStore(self.engine, self._write_lock)
         self._prepare()
 
     def _prepare(self) -> None:
@@ -125,47 +110,68 @@ class JobStore:
         compiled form. Building them per call (operator coercion, cache-key generation) cost more
         than running them: about 1 ms of a 1.4 ms claim + complete on SQLite."""
         b = sa.bindparam
+        c = jobs.c
         pick = (
-            sa.select(jobs.c.id)
-            .where(jobs.c.state == "queued", jobs.c.device_class == b("b_device_class"))
-            .order_by(jobs.c.priority.desc(), jobs.c.id)
+            sa.select(c.id)
+            .where(
+                c.state == "queued",
+                c.device_class == b("b_device_class"),
+                sa.or_(c.available_at.is_(None), c.available_at <= b("b_now")),
+            )
+            .order_by(c.priority.desc(), c.id)
             .limit(1)
         )
         if not self.sqlite:
             pick = pick.with_for_update(skip_locked=True)
         self._pick = pick
+        grace = self.config.deadline_grace_s
+        lease = self.config.lease_s
         self._take = (
             jobs.update()
-            .where(jobs.c.id == pick.scalar_subquery(), jobs.c.state == "queued")
+            .where(c.id == pick.scalar_subquery(), c.state == "queued")
             .values(
                 state="leased",
                 agent_id=b("b_agent_id"),
                 lease_id=b("b_lease_id"),
                 leased_at=b("b_now"),
-                lease_expires_at=b("b_lease_expires_at"),
-                attempts=jobs.c.attempts + 1,
+                deadline_at=b("b_now") + c.timeout_s + grace,
+                lease_expires_at=sa.case(
+                    (c.timeout_s + grace < lease, b("b_now") + c.timeout_s + grace), else_=b("b_now") + lease
+                ),
+                attempts=c.attempts + 1,
+                available_at=None,
             )
             .returning(*jobs.c)
         )
         self._finish = (
             jobs.update()
             .where(
-                jobs.c.id == b("b_id"),
-                jobs.c.state == "leased",
-                jobs.c.lease_id == b("b_lease_id"),
-                jobs.c.agent_id == b("b_agent_id"),
+                c.id == b("b_id"),
+                c.state == "leased",
+                c.lease_id == b("b_lease_id"),
+                c.agent_id == b("b_agent_id"),
             )
             .values(state=b("b_state"), finished_at=b("b_now"), result=b("b_result"), error=b("b_error"))
         )
-        self._finished_row = sa.select(jobs.c.state, jobs.c.lease_id, jobs.c.agent_id).where(
-            jobs.c.id == b("b_id")
-        )
+        self._job_row = sa.select(c.state, c.lease_id, c.agent_id, c.device_class).where(c.id == b("b_id"))
         self._insert = jobs.insert()
-        self._get = sa.select(jobs).where(jobs.c.id == b("b_id"))
+        self._get = sa.select(jobs).where(c.id == b("b_id"))
         self._beat = agents.update().where(agents.c.id == b("b_agent_id")).values(last_heartbeat=b("b_now"))
-        held = jobs.c.agent_id == b("b_agent_id"), jobs.c.state == "leased"
-        self._extend = jobs.update().where(*held).values(lease_expires_at=b("b_lease_expires_at"))
-        self._held = sa.select(jobs.c.id).where(*held)
+        renewed = b("b_now") + lease
+        self._renew = (
+            jobs.update()
+            .where(
+                c.id == b("b_id"),
+                c.lease_id == b("b_lease_id"),
+                c.agent_id == b("b_agent_id"),
+                c.state == "leased",
+            )
+            .values(
+                lease_expires_at=sa.case(
+                    (c.deadline_at.is_not(None) & (c.deadline_at < renewed), c.deadline_at), else_=renewed
+                )
+            )
+        )
 
     def close(self) -> None:
         with self._write_lock:
@@ -221,6 +227,7 @@ class JobStore:
         timeout_s: float,
         priority: int = 0,
         expires_in_s: float | None = None,
+        client: str | None = None,
     ) -> dict[str, Any]:
         now = time.time()
         values = {
@@ -228,16 +235,18 @@ class JobStore:
             "model_sha256": model_sha256, "model_uri": model_uri, "model_bytes": model_bytes,
             "settings": dumps(settings), "timeout_s": timeout_s,
             "expires_at": now + expires_in_s if expires_in_s else None, "created_at": now, "attempts": 0,
-            "max_attempts": self.config.max_attempts,
+            "max_attempts": self.config.max_attempts, "client": client,
         }  # fmt: skip
         with self._write_lock, self.engine.begin() as conn:
             job_id = conn.execute(self._insert, values).inserted_primary_key[0]
+            self._notify(conn, WORK)
         return {"id": job_id, **values, "settings": settings}
 
-    def get(self, job_id: int) -> dict[str, Any]:
+    def get(self, job_id: int, client: str | None = None) -> dict[str, Any]:
+        """The job; with `client`, only if that client submitted it (else it does not exist for them)."""
         with self.engine.connect() as conn:
             row = conn.execute(self._get, {"b_id": job_id}).first()
-        if row is None:
+        if row is None or (client is not None and row.client != client):
             raise NotFound(f"job {job_id} does not exist")
         return job_dict(row)
 
@@ -247,8 +256,11 @@ class JobStore:
         device_class: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        client: str | None = None,
     ) -> list[dict[str, Any]]:
         q = sa.select(*LIST_COLUMNS).order_by(jobs.c.id.desc()).limit(limit)
+        if client is not None:
+            q = q.where(jobs.c.client == client)
         if state:
             q = q.where(jobs.c.state == state)
         if device_class:
@@ -258,14 +270,18 @@ class JobStore:
         with self.engine.connect() as conn:
             return [job_dict(r, with_result=False) for r in conn.execute(q)]
 
-    def cancel(self, job_id: int, reason: str = "cancelled by the client") -> dict[str, Any]:
+    def cancel(
+        self, job_id: int, reason: str = "cancelled by the client", client: str | None = None
+    ) -> dict[str, Any]:
+        self.get(job_id, client)  # NotFound for someone else's job
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.state.in_(("queued", "leased")))
                 .values(state="failed", error=reason, finished_at=time.time(), lease_id=None)
             )
-        return self.get(job_id)
+            self._notify(conn, DONE)
+        return self.get(job_id, client)
 
     def queue_depth(self) -> dict[str, dict[str, int]]:
         q = sa.select(jobs.c.device_class, jobs.c.state, sa.func.count()).group_by(
@@ -295,9 +311,27 @@ class JobStore:
             out.append(d)
         return out
 
+    def class_cores(self, device_class: str) -> int | None:
+        """The most cores any registered agent of this class reports (None: no agent yet)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(agents.c.facts).where(agents.c.device_class == device_class)).all()
+        cores = [json.loads(r.facts).get("cpus_usable") for r in rows]
+        cores = [c for c in cores if isinstance(c, int) and not isinstance(c, bool) and c > 0]
+        return max(cores) if cores else None
+
     # --- agents -------------------------------------------------------------------------------
 
-    def register(self, agent_id: str, device_class: str, hostname: str, facts: dict[str, Any]) -> None:
+    def register(
+        self,
+        agent_id: str,
+        device_class: str,
+        hostname: str,
+        facts: dict[str, Any],
+        held: list[tuple[int, str]] | None = None,
+    ) -> list[int]:
+        """Record the agent's facts. A registering process holds only the leases it names in `held`
+        (a fresh process: none): its other leases, a predecessor's, go back to the queue at once.
+        Returns the jobs taken back."""
         now = time.time()
         values = {
             "device_class": device_class,
@@ -308,17 +342,33 @@ class JobStore:
         with self._write_lock, self.engine.begin() as conn:
             if conn.execute(agents.update().where(agents.c.id == agent_id).values(**values)).rowcount == 0:
                 conn.execute(agents.insert().values(id=agent_id, registered_at=now, **values))
+            keep = {lease for _, lease in (held or [])}
+            stale = conn.execute(
+                sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.attempts, jobs.c.max_attempts).where(
+                    jobs.c.agent_id == agent_id, jobs.c.state == "leased"
+                )
+            ).all()
+            taken = []
+            for r in stale:
+                if r.lease_id not in keep:
+                    self._end_lease(conn, r, now, f"agent {agent_id} restarted without it")
+                    taken.append(r.id)
+        return taken
 
-    def heartbeat(self, agent_id: str) -> list[int]:
-        """Record the heartbeat, extend this agent's leases; return the jobs it still holds."""
+    def heartbeat(self, agent_id: str, leases: list[tuple[int, str]]) -> list[dict[str, Any]]:
+        """Record the heartbeat and renew the listed leases of this agent (never past their job's
+        deadline). Returns the leases it still holds: one missing from the answer was lost
+        (cancelled, taken back): the agent should stop working on it."""
         now = time.time()
+        held = []
         with self._write_lock, self.engine.begin() as conn:
             if conn.execute(self._beat, {"b_agent_id": agent_id, "b_now": now}).rowcount == 0:
                 raise NotFound(f"agent {agent_id!r} is not registered")
-            conn.execute(
-                self._extend, {"b_agent_id": agent_id, "b_lease_expires_at": now + self.config.lease_s}
-            )
-            return [r.id for r in conn.execute(self._held, {"b_agent_id": agent_id})]
+            for job_id, lease_id in leases:
+                params = {"b_id": job_id, "b_lease_id": lease_id, "b_agent_id": agent_id, "b_now": now}
+                if conn.execute(self._renew, params).rowcount:
+                    held.append({"job_id": job_id, "lease_id": lease_id})
+        return held
 
     def claim(self, agent_id: str, device_class: str) -> dict[str, Any] | None:
         """Lease the next queued job for this class to this agent, or None. One guarded
@@ -330,13 +380,12 @@ class JobStore:
                 "b_agent_id": agent_id,
                 "b_lease_id": uuid.uuid4().hex,
                 "b_now": now,
-                "b_lease_expires_at": now + self.config.lease_s,
             }
             with self._cycle() as tx:
                 rows = tx.rows(self._take, params)
                 if rows:
                     return job_dict(rows[0])
-                if not tx.rows(self._pick, {"b_device_class": device_class}):
+                if not tx.rows(self._pick, {"b_device_class": device_class, "b_now": now}):
                     return None
         return None
 
@@ -348,22 +397,28 @@ class JobStore:
         ok: bool,
         result: dict[str, Any] | None,
         error: str | None,
+        emulated: bool | None = None,
     ) -> dict[str, Any]:
-        """Store a result from the lease holder. Repeating an accepted submission is a no-op."""
+        """Store a result from the lease holder. With `emulated` (the controller passes the agent's
+        enrolment), the result is stamped with who ran it: agent id, the job's device class and that
+        flag, whatever the payload said. Repeating an accepted submission is a no-op."""
         state = "done" if ok else "failed"
-        payload = dumps(result) if result is not None else None
         with self._cycle() as tx:
+            rows = tx.rows(self._job_row, {"b_id": job_id})
+            if not rows:
+                raise NotFound(f"job {job_id} does not exist")
+            row = rows[0]
+            if result is not None and emulated is not None:
+                result = stamp(result, agent_id, row["device_class"], emulated)
+            payload = dumps(result) if result is not None else None
             won = tx.rowcount(
                 self._finish,
                 {"b_id": job_id, "b_lease_id": lease_id, "b_agent_id": agent_id, "b_state": state,
                  "b_now": time.time(), "b_result": payload, "b_error": error},
             )  # fmt: skip
             if won == 1:
+                tx.notify(DONE)
                 return {"id": job_id, "state": state, "duplicate": False}
-            rows = tx.rows(self._finished_row, {"b_id": job_id})
-        if not rows:
-            raise NotFound(f"job {job_id} does not exist")
-        row = rows[0]
         if row["state"] in ("done", "failed") and row["lease_id"] == lease_id and row["agent_id"] == agent_id:
             return {"id": job_id, "state": row["state"], "duplicate": True}
         raise Conflict(
@@ -372,37 +427,88 @@ class JobStore:
             + "; this result was not accepted"
         )
 
+    def release(self, job_id: int, agent_id: str, lease_id: str, reason: str) -> dict[str, Any]:
+        """The lease holder gives the job back (it could not finish it: a transient error, a refused
+        result). Queued again after a backoff, or failed with the reason once its attempts are spent."""
+        now = time.time()
+        with self._write_lock, self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(
+                    jobs.c.id, jobs.c.lease_id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.state
+                ).where(jobs.c.id == job_id, jobs.c.agent_id == agent_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"job {job_id} is not leased to agent {agent_id}")
+            if row.state != "leased" or row.lease_id != lease_id:
+                raise Conflict(f"job {job_id} is {row.state}; the lease {lease_id} is no longer current")
+            state = self._end_lease(conn, row, now, f"released by agent {agent_id}: {reason}", backoff=True)
+        return {"id": job_id, "state": state}
+
+    def release_agent(self, agent_id: str, reason: str) -> list[int]:
+        """Take back every lease of an agent (its identity was revoked)."""
+        now = time.time()
+        with self._write_lock, self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.attempts, jobs.c.max_attempts).where(
+                    jobs.c.agent_id == agent_id, jobs.c.state == "leased"
+                )
+            ).all()
+            for r in rows:
+                self._end_lease(conn, r, now, reason)
+        return [r.id for r in rows]
+
+    def _end_lease(self, conn: Any, row: Any, now: float, reason: str, backoff: bool = False) -> str:
+        """Requeue a leased job (after a backoff if asked), or fail it when its attempts are spent."""
+        guard = (jobs.c.id == row.id, jobs.c.state == "leased", jobs.c.lease_id == row.lease_id)
+        if row.attempts >= row.max_attempts:
+            conn.execute(
+                jobs.update()
+                .where(*guard)
+                .values(
+                    state="failed",
+                    finished_at=now,
+                    lease_id=None,
+                    error=f"{reason}; no attempts left ({row.attempts} of {row.max_attempts} used)",
+                )
+            )
+            self._notify(conn, DONE)
+            return "failed"
+        wait = min(self.config.backoff_s * 2 ** max(0, row.attempts - 1), MAX_BACKOFF_S) if backoff else 0.0
+        conn.execute(
+            jobs.update()
+            .where(*guard)
+            .values(state="queued", agent_id=None, lease_id=None, lease_expires_at=None, deadline_at=None,
+                    available_at=now + wait if wait else None, error=f"{reason}; requeued")
+        )  # fmt: skip
+        self._notify(conn, WORK)
+        return "queued"
+
     # --- housekeeping -------------------------------------------------------------------------
 
-    def sweep(self) -> int:
+    def sweep(self, requeue_expired: bool = True) -> int:
         """Requeue jobs whose lease ran out (or fail them after max_attempts); fail queued jobs past
-        their expiry. Returns how many jobs went back to the queue."""
+        their expiry. `requeue_expired=False` leaves expired leases alone (a controller that just
+        started gives agents one lease period to report first). Returns how many jobs were requeued."""
         now = time.time()
         requeued = 0
         with self._write_lock, self.engine.begin() as conn:
-            expired = conn.execute(
-                sa.select(
-                    jobs.c.id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.agent_id, jobs.c.lease_id
-                ).where(jobs.c.state == "leased", jobs.c.lease_expires_at < now)
-            ).all()
-            for r in expired:
-                guard = (jobs.c.id == r.id, jobs.c.state == "leased", jobs.c.lease_id == r.lease_id)
-                if r.attempts >= r.max_attempts:
-                    conn.execute(
-                        jobs.update()
-                        .where(*guard)
-                        .values(
-                            state="failed",
-                            finished_at=now,
-                            lease_id=None,
-                            error=f"lease expired {r.attempts} times (last agent {r.agent_id}); no attempts left",
+            if requeue_expired:
+                expired = conn.execute(
+                    sa.select(
+                        jobs.c.id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.agent_id, jobs.c.lease_id,
+                        jobs.c.deadline_at, jobs.c.timeout_s,
+                    ).where(jobs.c.state == "leased", jobs.c.lease_expires_at < now)
+                ).all()  # fmt: skip
+                for r in expired:
+                    if r.deadline_at is not None and r.deadline_at <= now:
+                        reason = (
+                            f"agent {r.agent_id} passed the job's deadline ({r.timeout_s:g} s timeout + "
+                            f"{self.config.deadline_grace_s:g} s grace) without a result"
                         )
-                    )
-                else:
-                    requeued += conn.execute(jobs.update().where(*guard).values(
-                        state="queued", agent_id=None, lease_id=None, lease_expires_at=None,
-                        error=f"lease of agent {r.agent_id} expired; requeued")).rowcount  # fmt: skip
-            conn.execute(
+                    else:
+                        reason = f"lease of agent {r.agent_id} expired"
+                    requeued += self._end_lease(conn, r, now, reason) == "queued"
+            expired_in_queue = conn.execute(
                 jobs.update()
                 .where(jobs.c.state == "queued", jobs.c.expires_at.is_not(None), jobs.c.expires_at < now)
                 .values(
@@ -410,8 +516,36 @@ class JobStore:
                     finished_at=now,
                     error="no live agent of this device class claimed the job before it expired",
                 )
-            )
+            ).rowcount
+            if expired_in_queue:
+                self._notify(conn, DONE)
         return requeued
+
+    def holds_model(self, agent_id: str, sha256: str) -> bool:
+        """Whether the agent holds a lease on a job for this model (it may download only those)."""
+        q = sa.select(jobs.c.id).where(
+            jobs.c.agent_id == agent_id, jobs.c.state == "leased", jobs.c.model_sha256 == sha256
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(q.limit(1)).first() is not None
+
+    def delete_finished(self, before: float) -> int:
+        """Retention: delete done and failed jobs that finished before `before` (a timestamp)."""
+        with self._write_lock, self.engine.begin() as conn:
+            return conn.execute(
+                jobs.delete().where(jobs.c.state.in_(("done", "failed")), jobs.c.finished_at < before)
+            ).rowcount
+
+    def blob_references(self) -> set[str]:
+        """The sha256 of every controller blob a job still names."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.model_sha256).where(jobs.c.model_uri.is_(None)).distinct())
+            return {r[0] for r in rows}
+
+    def _notify(self, conn: Any, channel: str) -> None:
+        """Tell the other controllers on this database (delivered when the transaction commits)."""
+        if not self.sqlite:
+            conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -429,6 +563,9 @@ class _CoreTx:
 
     def rowcount(self, stmt: Any, params: dict[str, Any]) -> int:
         return self.conn.execute(stmt, params).rowcount
+
+    def notify(self, channel: str) -> None:
+        self.conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
 
 class _RawTx:
@@ -460,6 +597,9 @@ class _RawTx:
             return cur.rowcount
         finally:
             cur.close()
+
+    def notify(self, channel: str) -> None:
+        """SQLite: one controller, nobody else to tell."""
 
 
 class _NullLock:
