@@ -83,18 +83,14 @@ def test_pipeline_against_server_has_the_embedded_lineage_and_s3_artifacts(
     assert out.returncode == 0 and "static-int8" in out.stdout and "registry: digits-small v1" in out.stdout
 
 
+def _train_one_epoch(dataset, output) -> list[str]:
+    return ["train", "--dataset", str(dataset), "--model", SMALL, "--epochs", "1", "--output", str(output)]
+
+
 def test_server_failing_mid_task_keeps_the_tasks_artifacts(failing_proxy, digits_artifact, run_cli, tmp_path):
     out = tmp_path / "model"
     res = run_cli(
-        "train",
-        "--dataset",
-        str(digits_artifact),
-        "--model",
-        SMALL,
-        "--epochs",
-        "1",
-        "--output",
-        str(out),
+        *_train_one_epoch(digits_artifact, out),
         env={
             "MLFLOW_TRACKING_URI": failing_proxy,
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -112,15 +108,7 @@ def test_server_failing_mid_task_keeps_the_tasks_artifacts(failing_proxy, digits
 def test_server_down_fails_fast_and_writes_nothing(dead_uri, digits_artifact, run_cli, tmp_path):
     out = tmp_path / "model"
     res = run_cli(
-        "train",
-        "--dataset",
-        str(digits_artifact),
-        "--model",
-        SMALL,
-        "--epochs",
-        "1",
-        "--output",
-        str(out),
+        *_train_one_epoch(digits_artifact, out),
         env={"MLFLOW_TRACKING_URI": dead_uri},
         timeout=120,
     )
