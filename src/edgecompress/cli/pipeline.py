@@ -152,10 +152,11 @@ def print_summary(result) -> None:
     table.add_row("technique", p["technique"], c["technique"], "")
     acc = gate["accuracy"]
     table.add_row(
-        f"{gate['decision_split']} accuracy drop (paired, {gate['confidence']:.0%} CI)",
+        f"{gate['decision_split']} accuracy change (paired, {gate['confidence']:.0%} CI)",
         "",
         "",
-        f"{-acc['drop'] * 100:+.2f} pt [{-acc['ci_high'] * 100:+.2f}, {-acc['ci_low'] * 100:+.2f}]",
+        # + 0.0: a zero change prints as +0.00, not -0.00
+        f"{-acc['drop'] * 100 + 0.0:+.2f} pt [{-acc['ci_high'] * 100 + 0.0:+.2f}, {-acc['ci_low'] * 100 + 0.0:+.2f}]",
     )
     table.add_row(
         "test accuracy",
