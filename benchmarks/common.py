@@ -2,8 +2,9 @@
 
 The baseline CNN is trained once and cached under benchmarks/.cache (ignored by git), keyed by its
 configuration, so that the compression, quantization and NAS benchmarks start from the same
-float model. A clean clone trains it first: 10 epochs on 55k images, about 3 min per epoch on 2 idle
-cores (30 min), 55 min when it shared the cores with other work (measured 2026-11-28; val 93.52 %).
+float model. A clean clone trains it first: 10 epochs on 55k images (about 30 min on 2 idle cores,
+55 min sharing them with other work, measured 2026-11-28); its accuracy is in each benchmark's
+results.json, not here.
 """
 
 from __future__ import annotations

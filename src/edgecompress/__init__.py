@@ -1,4 +1,4 @@
-"""edgecompress: compress PyTorch models for edge devices, prove it on real hardware."""
+"""edgecompress: compress PyTorch models for edge devices and measure the result on device benchmarks."""
 
 from importlib.metadata import PackageNotFoundError, version
 
