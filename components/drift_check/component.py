@@ -45,10 +45,16 @@ drift_check = technique_component(
 )
 
 
-@dsl.component(base_image=component_image(), install_kfp_package=False)
 def drift_retrain_field(result: dsl.Input[dsl.Artifact], field: str) -> str:
     """One field of drift_check's `retrain` plan (source, model_spec, registered_model_name), as a
     parameter for the retraining pipeline (kfp.local cannot pass NamedTuple outputs into dsl.If)."""
     from edgecompress.drift import retrain_plan_field
 
     return retrain_plan_field(result.path, field)
+
+
+# Inside a running task KFP loads only its runtime (no decorator); the task imports this module for `run`.
+if hasattr(dsl, "component"):
+    drift_retrain_field = dsl.component(base_image=component_image(), install_kfp_package=False)(
+        drift_retrain_field
+    )

@@ -23,7 +23,9 @@ def test_the_benchmark_child_dies_with_a_killed_agent(farm_factory, tiny_model: 
     job = client.submit(client.upload(tiny_model), "rpi4-emulated",
                         {**TINY, "min_duration_s": 60.0, "max_runs": 10**9}, timeout_s=120)  # fmt: skip
     farm.wait_for(lambda: client.job(job["id"])["state"] == "leased", 60, "the job to be leased")
-    time.sleep(2.0)  # the benchmark child is busy
+    # the benchmark child is busy once the forkserver and the child exist (a loaded machine may take a while)
+    farm.wait_for(lambda: len(descendants(agent.popen.pid)) >= 2, 60, "the agent's benchmark child")
+    time.sleep(1.0)
     below = descendants(agent.popen.pid)
     assert len(below) >= 2, below  # the forkserver and the benchmark child (at least)
     os.kill(agent.popen.pid, signal.SIGKILL)  # the agent alone, as `kill -9 <agent pid>` does

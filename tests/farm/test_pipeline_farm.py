@@ -17,8 +17,11 @@ def test_edge_benchmark_step_runs_through_a_local_farm(tiny_model: Path, tmp_pat
 
     config = EdgeBenchmarkConfig(
         DEFAULT_DEVICE_CLASSES,
-        Measurement(bench_min_runs=TINY["min_runs"], bench_min_duration_s=TINY["min_duration_s"]),
-        bench_warmup_runs=TINY["warmup_runs"],
+        Measurement(
+            bench_min_runs=TINY["min_runs"],
+            bench_min_duration_s=TINY["min_duration_s"],
+            bench_warmup_runs=TINY["warmup_runs"],
+        ),
         timeout_s=120,
     )
     out = edge_benchmark_step(

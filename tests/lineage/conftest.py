@@ -152,7 +152,14 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
         progress=False,
     )
     quantize_step(
-        workdir / "parent", digits_artifact, workdir / "child", StaticQuantConfig(calibration_samples=64), ctx
+        workdir / "parent",
+        digits_artifact,
+        workdir / "child",
+        StaticQuantConfig(calibration_samples=64),
+        ctx,
+        Measurement(
+            bench_min_runs=20, bench_min_duration_s=0.05
+        ),  # as the pipeline's quantize task checks latency
     )
     bench = EdgeBenchmarkConfig(["rpi4-emulated"], Measurement(bench_min_runs=20, bench_min_duration_s=0.05))
     for role in ("parent", "child"):

@@ -55,7 +55,7 @@ def test_pipeline_against_server_has_the_embedded_lineage_and_s3_artifacts(
         "--param",
         "min_speedup=0.0",
         "--param",
-        "calibration_samples=64",
+        "quantize_calibration_samples=64",
         "--output-dir",
         str(tmp_path),
         env={"MLFLOW_TRACKING_URI": server_env.uri},
