@@ -87,3 +87,47 @@ def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None 
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+
+
+def mean_interval(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean over seeds with its Student-t interval: a headline figure is never one run.
+
+    With one value the interval is the point itself and `n` says so; a reader must see how many
+    runs stand behind a mean before trusting its width."""
+    from scipy import stats
+
+    data = [float(v) for v in values]
+    if not data:
+        raise ValueError("mean_interval needs at least one value")
+    mean = sum(data) / len(data)
+    if len(data) == 1:
+        return {"mean": mean, "low": mean, "high": mean, "n": 1, "values": data, "confidence": confidence}
+    sem = stats.sem(data)
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(data) - 1) * sem) if sem > 0 else 0.0
+    return {
+        "mean": mean, "low": mean - half, "high": mean + half, "n": len(data), "values": data,
+        "confidence": confidence,
+    }  # fmt: skip
+
+
+def verdict(interval: dict[str, Any], threshold: float, higher_is_better: bool) -> str:
+    """A target's verdict from the mean (the rule), with the interval saying how sure it is.
+
+    "met" / "missed" when the whole interval is on one side of the threshold; "met (interval
+    crosses threshold)" / "missed (within interval)" when the mean decides but the interval does not."""
+
+    def ok(value: float) -> bool:
+        return value >= threshold if higher_is_better else value <= threshold
+
+    mean_ok, low_ok, high_ok = ok(interval["mean"]), ok(interval["low"]), ok(interval["high"])
+    if mean_ok:
+        return "met" if low_ok and high_ok else "met (interval crosses threshold)"
+    return "missed" if not (low_ok or high_ok) else "missed (within interval)"
+
+
+def format_interval(interval: dict[str, Any], scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+    """`mean [low, high]` as a report cell, e.g. `-0.32 [-0.55, -0.09] pt (n=3)`."""
+    f = f"{{:.{digits}f}}"
+    cell = f"{f.format(interval['mean'] * scale)} [{f.format(interval['low'] * scale)}, "
+    cell += f"{f.format(interval['high'] * scale)}]"
+    return f"{cell}{unit} (n={interval['n']})"
