@@ -36,8 +36,9 @@ import onnx
 
 HERE = Path(__file__).resolve().parent
 DEVICE = "rpi4-emulated"  # where latency is measured, and the target the models are quantized for
-MAX_DROP_PT = 0.3  # largest accuracy drop (test, points) a recovery or the auto-tuner pick may have
-MIN_SPEEDUP, MIN_SIZE_RATIO = 1.8, 3.5  # the auto-tuner pick on the baseline CNN
+# the targets (stored in results.json with the settings, so a report is rendered with its own thresholds):
+# largest accuracy drop (test, points) of a recovery or the auto-tuner pick; the pick's speed and size
+THRESHOLDS = {"max_drop_pt": 0.3, "min_speedup": 1.8, "min_size_ratio": 3.5}
 MLP_SPEC = {"family": "mlp", "kwargs": {"hidden": [512, 256]}}
 QUICK_SPECS = {
     "cnn": {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}},
@@ -78,7 +79,7 @@ def variants(settings: dict[str, Any], float_val: float) -> list[tuple[str, str,
                      replace(base, reduce_range=False)))  # fmt: skip
     # the repair keeps S8S8 and leaves nodes in float until the probe (validation) reaches the float
     # model's validation accuracy minus the allowed drop
-    target = max(0.0, float_val - MAX_DROP_PT / 100)
+    target = max(0.0, float_val - settings["max_drop_pt"] / 100)
     return rows + [
         ("static per-tensor S8S8 minmax", "peer", "s8s8", s8),
         ("fp16 (weights)", "ours", "other", replace(base, method="fp16")),
@@ -231,7 +232,7 @@ def bench_model(
     for seed in settings["seeds"]:
         t0 = time.monotonic()
         log.info("%s: auto-tuner, seed %d", name, seed)
-        cfg = AutotuneConfig(Criterion(MAX_DROP_PT / 100), "latency", measurement, seed=seed,
+        cfg = AutotuneConfig(Criterion(settings["max_drop_pt"] / 100), "latency", measurement, seed=seed,
                              calibration_samples=settings["calibration_samples"], qat_epochs=settings["qat_epochs"],
                              qat_max_train_samples=settings["qat_max_train_samples"],
                              probe_samples=settings["probe_samples"])  # fmt: skip
@@ -265,7 +266,7 @@ def bench_model(
                         "n": len(rounds["float"]), "confidence": 0.95, "method": "bootstrap over rounds"},
         }  # fmt: skip
     machine["load_average_at_end"] = list(os.getloadavg())
-    return {"machine": machine, "seconds": time.monotonic() - start, "rows": rows,
+    return {"machine": machine, "settings": settings, "seconds": time.monotonic() - start, "rows": rows,
             "float": {"val_accuracy": f["val_accuracy"], "test_accuracy": f["test_accuracy"],
                       "onnx_bytes": f["onnx_bytes"]}}  # fmt: skip
 
@@ -300,23 +301,30 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "verdict": verdict(interval, threshold, higher_is_better=True)})  # fmt: skip
 
     for name, model in results["models"].items():
+        limits = model["settings"]
         for role in ("repair", "alternative"):
             row = _row(model, role)
             if row is not None:
                 add(name, f"{ROLE_TEXT[role]}: test accuracy change vs float", row["summary"]["test_change_pt"],
-                    -MAX_DROP_PT, " pt")  # fmt: skip
+                    -limits["max_drop_pt"], " pt")  # fmt: skip
         pick = _row(model, "autotune")
         if name == "cnn" and pick is not None:
             add(
                 name,
                 "auto-tuner pick: speed-up over float (p50)",
                 pick["latency"]["speedup"],
-                MIN_SPEEDUP,
+                limits["min_speedup"],
                 "×",
             )
-            add(name, "auto-tuner pick: size ratio", pick["summary"]["size_ratio"], MIN_SIZE_RATIO, "×")
+            add(
+                name,
+                "auto-tuner pick: size ratio",
+                pick["summary"]["size_ratio"],
+                limits["min_size_ratio"],
+                "×",
+            )
             add(name, "auto-tuner pick: test accuracy change vs float", pick["summary"]["test_change_pt"],
-                -MAX_DROP_PT, " pt")  # fmt: skip
+                -limits["max_drop_pt"], " pt")  # fmt: skip
     return out
 
 
@@ -347,23 +355,23 @@ def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
     from edgecompress.reports import markdown_table
 
-    s, t = results["settings"], results["target"]
+    t = results["target"]
     lines = ["# Quantization benchmark", ""]
     if results["quick"]:
         lines += ["**Quick smoke run (digits, small models) — not the committed figures.**", ""]
     lines += [
         f"Reproduce: `python -m benchmarks.quantization.run{' --quick' if results['quick'] else ''}`. "
-        f"Seeds {', '.join(map(str, s['seeds']))} (the calibration draw and QAT) for the rows the targets read "
-        f"(S8S8, its repair, QAT, the auto-tuner); the rest of the PTQ grid ran seed(s) "
-        f"{', '.join(map(str, s['grid_seeds']))} (time budget of this shared machine) and deterministic rows (no "
-        "calibration draw) ran once: the `seeds` column says which, and n=1 cells have no interval. Intervals "
-        "are 95 % (Student t over seeds; for speed-ups, bootstrap over interleaved rounds).", "",
+        "The rows the targets read (S8S8, its repair, QAT, the auto-tuner) ran every seed (the seed draws the "
+        "calibration sample and drives QAT); the rest of the PTQ grid ran the grid seeds (time budget of this "
+        "shared machine) and deterministic rows (no calibration draw) ran once: the `seeds` column says which, "
+        "and n=1 cells have no interval. Intervals are 95 % (Student t over seeds; for speed-ups, bootstrap over "
+        "interleaved rounds).", "",
         f"Quantized for device class `{t['device_class']}`, which stands in for `{t['quantization_target']}` "
         f"({t['target_isa']}, INT8 dot product: {t['target_int8_dot_product']}): its profile sets "
         f"reduce_range **{'on' if t['reduce_range'] else 'off'}** (7-bit weights only for x86 targets without "
         "VNNI). Latency: batch 1 on that class, "
         f"{'**emulated** (ONNX Runtime on this x86 machine, ' if t['emulated'] else '('}{t['threads']} thread(s)), "
-        f"{s['latency_rounds']} rounds in which every row is measured once, order rotating; ratios come from the "
+        "in rounds in which every row is measured once, order rotating; ratios come from the "
         "same rounds. Accuracy: validation (where settings are selected) and test (reported).", "",
         "## Targets", "",
         markdown_table(["model", "target", "threshold", "measured mean [95 % interval]", "verdict"],
@@ -375,7 +383,7 @@ def render(results: dict[str, Any]) -> str:
         "read from its graph), so it is an alternative to S8S8, not a repair of it.", "",
     ]  # fmt: skip
     for name, model in results["models"].items():
-        m, fl = model["machine"], model["float"]
+        m, fl, s = model["machine"], model["float"], model["settings"]
         lines += [
             f"## {name}", "",
             f"Float model: val {fl['val_accuracy'] * 100:.2f} %, test {fl['test_accuracy'] * 100:.2f} %, "
@@ -384,6 +392,12 @@ def render(results: dict[str, Any]) -> str:
             f"start, {m['load_average_at_end'][0]:.1f} at end), commit {m['git_commit']}, {m['date']}, "
             f"onnxruntime {m['onnxruntime']}, torch {m['torch']}; this host's INT8 kernels "
             f"{'saturate (no VNNI): accuracy here is not the target board' if m['int8_reduce_range_needed'] else 'have VNNI (no u8×s8 saturation)'}.",
+            f"Settings: seeds {', '.join(map(str, s['seeds']))} (grid: {', '.join(map(str, s['grid_seeds']))}); "
+            f"{s['calibration_samples']} calibration images from the training split; mixed precision probes "
+            f"{s['probe_samples']} validation images and stops at the float validation accuracy minus "
+            f"{s['max_drop_pt']:g} pt; QAT {s['qat_epochs']} epoch(s) on at most {s['qat_max_train_samples']} "
+            f"training images, lr {s['qat_lr']:g}; latency {s['latency_rounds']} rounds, each measurement at least "
+            f"{s['min_runs']} runs and {s['min_duration_s']:g} s.",
             "", model_table(model), "",
         ]  # fmt: skip
         for r in model["rows"]:
@@ -395,8 +409,7 @@ def render(results: dict[str, Any]) -> str:
             if r["role"] == "alternative":
                 lines.append(f"- `{r['name']}`: torch vs ONNX top-1 agreement per seed " + ", ".join(
                     f"{p['details'].get('torch_vs_onnx_top1_agreement', float('nan')):.4f}" for p in r["per_seed"])
-                    + f"; configuration {r['config']['qat_epochs']} epoch(s) on at most "
-                    f"{r['config']['qat_max_train_samples']} training images, lr {r['config']['qat_lr']:g}.")  # fmt: skip
+                    + ".")  # fmt: skip
             if r["role"] == "autotune":
                 for p in r["per_seed"]:
                     trials = r["autotune_trials"][str(p["seed"])]
@@ -444,11 +457,11 @@ def plot(results: dict[str, Any]) -> bytes:
                 textcoords="offset points",
             )
         ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-        ax.axhline(-MAX_DROP_PT, color="grey", lw=0.8, ls="--")
+        ax.axhline(-model["settings"]["max_drop_pt"], color="grey", lw=0.8, ls="--")
         ax.set_yscale("symlog", linthresh=1.0)
         ax.set_xlabel(f"speed-up over float, p50 on {results['target']['device_class']} (interleaved)")
         ax.set_ylabel("test accuracy change, points (symlog)")
-        ax.set_title(f"{name}: blue = ONNX Runtime PTQ options, orange = ours, ★ = auto-tuner")
+        ax.set_title(f"{name} (blue: ONNX Runtime PTQ options, orange: ours, ★: auto-tuner)", fontsize=9)
     return figure_png(fig)
 
 
@@ -520,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step
 
-    settings = dict(QUICK if args.quick else FULL)
+    settings = {**(QUICK if args.quick else FULL), **THRESHOLDS}
     models: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
         work = Path(tmp)
@@ -543,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 package = cached_model(data, MLP_SPEC, TrainConfig(epochs=3, batch_size=128), "mlp")
             models[name] = bench_model(name, package, data, settings, work)
-        results = {"benchmark": "quantization", "quick": args.quick, "settings": settings,
+        results = {"benchmark": "quantization", "quick": args.quick,
                    "target": target_settings(), "selection_split": "validation", "models": models}  # fmt: skip
         if args.merge:
             old = json.loads((args.out / "results.json").read_text())
