@@ -54,7 +54,7 @@ SHIFT_TEXT = {
     "rotation": "rotation by ± the given degrees (random sign per image, bilinear)",
     "class_prior": "class prior: classes 0–4 and 5–9 in the ratio w : 1 within each batch",
 }
-FULL = {"batch_sizes": [25, 50, 100, 200, 500], "clean_cap": 400, "shift_cap": 20,
+FULL = {"batch_sizes": [25, 50, 100, 200, 500], "clean_cap": 200, "shift_cap": 20,
         "reference_samples": 1000, "permutations": 100, "severities": list(SEVERITIES)}  # fmt: skip
 QUICK = {"batch_sizes": [25, 100], "clean_cap": 8, "shift_cap": 3,
          "reference_samples": 300, "permutations": 50, "severities": ["moderate"]}  # fmt: skip
