@@ -414,6 +414,7 @@ def render(results: dict[str, Any]) -> str:
             f"start, {m['load_average_at_end'][0]:.1f} at end), commit {m['git_commit']}, {m['date']}, "
             f"onnxruntime {m['onnxruntime']}, torch {m['torch']}; this host's INT8 kernels "
             f"{'saturate (no VNNI): accuracy here is not the target board' if m['int8_reduce_range_needed'] else 'have VNNI (no u8×s8 saturation)'}.",
+            "",
             f"Settings: seeds {', '.join(map(str, s['seeds']))} (grid: {', '.join(map(str, s['grid_seeds']))}); "
             f"{s['calibration_samples']} calibration images from the training split; mixed precision probes "
             f"{s['probe_samples']} validation images and stops at the float validation accuracy minus "
