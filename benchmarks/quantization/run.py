@@ -533,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite results.md/.png from results.json"
     )
+    parser.add_argument(
+        "--combine", type=Path, help="take the models of another run's results.json into --out's, then render"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("onnxruntime", "edgecompress.farm"):
@@ -541,6 +544,18 @@ def main(argv: list[str] | None = None) -> int:
     if (args.render_only or args.merge) and not (args.out / "results.json").exists():
         print(f"error: {args.out / 'results.json'} does not exist (--render-only / --merge)", file=sys.stderr)
         return 2
+    if args.combine is not None:
+        if not args.combine.is_file() or not (args.out / "results.json").exists():
+            print(f"error: --combine needs {args.combine} and {args.out / 'results.json'}", file=sys.stderr)
+            return 2
+        results, other = (json.loads(p.read_text()) for p in (args.out / "results.json", args.combine))
+        merged = {
+            **results["models"],
+            **other["models"],
+        }  # each model keeps its own machine, commit, settings
+        results["models"] = {k: merged[k] for k in ("cnn", "mlp") if k in merged}
+        write(results, args.out)
+        return 0
     if args.render_only:
         write(json.loads((args.out / "results.json").read_text()), args.out)
         return 0
