@@ -195,9 +195,15 @@ def interleaved_latency(paths: dict[str, Path], settings: dict[str, Any]) -> dic
 
 
 def bench_model(
-    name: str, package_dir: Path, data_path: Path, settings: dict[str, Any], work: Path
+    name: str,
+    package_dir: Path,
+    data_path: Path,
+    settings: dict[str, Any],
+    work: Path,
+    machine: dict[str, Any],
 ) -> dict[str, Any]:
-    from benchmarks.common import machine_info, mean_interval
+    """`machine` is read when the run starts (its commit is the code that ran, not a later checkout)."""
+    from benchmarks.common import mean_interval
     from edgecompress.data import load_dataset
     from edgecompress.export import load_model_package
     from edgecompress.gate import speedup_interval
@@ -205,7 +211,7 @@ def bench_model(
     from edgecompress.quantize import quantize_model
     from edgecompress.quantize.autotune import AutotuneConfig, Criterion, autotune
 
-    machine = machine_info()
+    machine = dict(machine)
     start = time.monotonic()
     data = load_dataset(data_path)
     if settings[
@@ -567,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from benchmarks.common import baseline_cached, fashion_mnist_dataset_artifact
+    from benchmarks.common import baseline_cached, fashion_mnist_dataset_artifact, machine_info
     from edgecompress.data import load_digits, save_dataset
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step
@@ -575,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     def settings(name: str) -> dict[str, Any]:
         return {**(QUICK if args.quick else {**FULL, **FULL_BY_MODEL.get(name, {})}), **THRESHOLDS}
 
+    machine = machine_info()
     models: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
         work = Path(tmp)
@@ -596,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
             else:
                 package = cached_model(data, MLP_SPEC, TrainConfig(epochs=3, batch_size=128), "mlp")
-            models[name] = bench_model(name, package, data, settings(name), work)
+            models[name] = bench_model(name, package, data, settings(name), work, machine)
         results = {"benchmark": "quantization", "quick": args.quick,
                    "target": target_settings(), "selection_split": "validation", "models": models}  # fmt: skip
         if args.merge:
