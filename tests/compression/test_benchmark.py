@@ -51,6 +51,11 @@ def test_targets_missed():
     assert out[2]["verdict"] == "missed"  # the chain loses 1.1 pt on every seed
 
 
+def test_a_gap_equal_to_the_spread_is_not_more_than_the_spread():
+    out = bench.targets(_results(kd_student=(0.80, 0.81, 0.80)))  # KD = scratch on every seed
+    assert out[0]["verdict"] == "missed"
+
+
 def test_targets_missed_within_interval():
     out = bench.targets(_results(chain_test=(0.918, 0.925, 0.929)))  # mean drop 0.60 pt, wide interval
     assert out[2]["verdict"] == "missed (within interval)"
