@@ -298,14 +298,21 @@ def distill(
         p.requires_grad_(False)
     check_compatible(teacher, student, input_shape, num_classes)
     pairs = list(config.feature_pairs) if config.feature_weight > 0 else []
+    skipped = "no feature pairs given"
     if pairs == [("auto", "auto")]:
-        pairs = auto_feature_pairs(student, teacher, input_shape, config.feature_loss)
+        try:
+            pairs = auto_feature_pairs(student, teacher, input_shape, config.feature_loss)
+        except ConfigError as exc:  # e.g. an MLP: 'auto' then means logit KD alone, said in the details
+            log.warning("no feature term: %s", exc)
+            pairs, skipped = [], str(exc)
     hint = config.feature_loss == "hint"
     s_shapes = _feature_shapes(student, [s for s, _ in pairs], input_shape)
     t_shapes = _feature_shapes(teacher, [t for _, t in pairs], input_shape)
     torch.manual_seed(config.train.seed)  # the projections' initialisation is part of the seeded run
     projections = nn.ModuleList()
     details: dict[str, Any] = {"feature_loss": config.feature_loss if pairs else "none", "feature_pairs": []}
+    if config.feature_weight > 0 and not pairs:
+        details["feature_loss_skipped"] = skipped
     for s_name, t_name in pairs:
         ss, ts = s_shapes[s_name], t_shapes[t_name]
         if len(ss) != 4 or len(ts) != 4 or ss[2:] != ts[2:]:

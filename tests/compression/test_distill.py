@@ -250,3 +250,17 @@ def test_bad_feature_settings_exit_2(
         code = exc.code
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_auto_attention_without_stages_falls_back_to_logit_kd(digits_artifact: Path):
+    """An MLP has no spatial stages: 'auto' then distils logits alone and says so (the default must not
+    make distilling an MLP fail)."""
+    dataset = load_dataset(digits_artifact)
+    teacher = build_model("mlp", dataset.input_shape, dataset.num_classes, seed=1)
+    student = build_model("mlp", dataset.input_shape, dataset.num_classes, seed=2)
+    config = DistillConfig(
+        feature_loss="attention", feature_weight=10.0, train=TrainConfig(epochs=1, batch_size=64)
+    )
+    _, history, details = distill(teacher, student, dataset, config, False)
+    assert details["feature_loss"] == "none" and "none in common" in details["feature_loss_skipped"]
+    assert len(history.epochs) == 1
