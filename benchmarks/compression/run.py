@@ -69,9 +69,11 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
     from edgecompress.train import TrainConfig, accuracy
     from edgecompress.zoo import build_model
 
+    import torch
+
     s = QUICK if quick else FULL
     started = time.perf_counter()
-    machine = machine_info()
+    machine = {**machine_info(), "torch_threads": torch.get_num_threads()}
     work = Path(work or tempfile.mkdtemp(prefix="edgecompress-bench-compression-"))
     work.mkdir(parents=True, exist_ok=True)
     off = Lineage(enabled=False)
@@ -513,7 +515,8 @@ def render(results: dict[str, Any]) -> str:
         f"Took {results['seconds'] / 60:.1f} min. Per part (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds_per_part"].items()) + ".", "",
         f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, {m['os']}, Python {m['python']}, torch {m['torch']}, "
-        f"onnxruntime {m['onnxruntime']}, commit {m['git_commit']}, {m['date']}. Load average at start "
+        f"onnxruntime {m['onnxruntime']}, torch threads {m.get('torch_threads', '?')}, commit {m['git_commit']}, "
+        f"{m['date']}. Load average at start "
         f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}, at end "
         f"{', '.join(f'{x:.1f}' for x in m['load_average_at_end'])} (a shared machine: compare the interleaved "
         "ratios, not absolute times).", "",
