@@ -59,6 +59,8 @@ def _train_cfg(s: dict[str, Any], seed: int, extra_epochs: int = 0):
 
 
 def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[str, Any]:
+    import torch
+
     from benchmarks.common import baseline_model, fashion_mnist_dataset_artifact, machine_info
     from edgecompress.data import load_dataset, load_digits, save_dataset
     from edgecompress.distill import DistillConfig, distill, train_scratch
@@ -68,8 +70,6 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
     from edgecompress.step import Lineage, save_torch_child
     from edgecompress.train import TrainConfig, accuracy
     from edgecompress.zoo import build_model
-
-    import torch
 
     s = QUICK if quick else FULL
     started = time.perf_counter()
