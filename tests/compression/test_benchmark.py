@@ -79,6 +79,9 @@ def test_the_best_chain_is_chosen_on_validation_not_test():
 
 
 def test_committed_report_is_rendered_from_committed_json():
+    assert (HERE / "results.json").exists(), (
+        "run `python -m benchmarks.compression.run` and commit its outputs"
+    )
     results = json.loads((HERE / "results.json").read_text())
     assert results["selection_split"] == "validation"
     assert (HERE / "results.md").read_text() == bench.render(results)
