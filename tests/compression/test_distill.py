@@ -264,3 +264,22 @@ def test_auto_attention_without_stages_falls_back_to_logit_kd(digits_artifact: P
     _, history, details = distill(teacher, student, dataset, config, False)
     assert details["feature_loss"] == "none" and "none in common" in details["feature_loss_skipped"]
     assert len(history.epochs) == 1
+
+
+def test_defaults_are_the_compression_benchmarks_winner_on_validation():
+    """Issue 17 item 5: the KD settings `edgecompress distill` and `run --chain …,distill` use by
+    default are the ones the committed benchmark chose on validation (not on test)."""
+    import json
+
+    results = json.loads((Path(__file__).parents[2] / "benchmarks/compression/results.json").read_text())
+    selection = results["kd_selection"]
+    assert selection["split"] == "validation"
+    winner = selection["winner_settings"]
+    defaults = DistillConfig()
+    assert (defaults.temperature, defaults.alpha) == (winner["temperature"], winner["alpha"])
+    assert (defaults.feature_weight > 0) == (winner.get("feature_weight", 0.0) > 0)
+    if defaults.feature_weight > 0:
+        assert (defaults.feature_loss, defaults.feature_weight) == (
+            winner["feature_loss"],
+            winner["feature_weight"],
+        )
