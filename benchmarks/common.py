@@ -127,12 +127,15 @@ def verdict(interval: dict[str, Any], threshold: float, higher_is_better: bool) 
     """A target's verdict from the mean (the rule), with the interval saying how sure it is.
 
     "met" / "missed" when the whole interval is on one side of the threshold; "met (interval
-    crosses threshold)" / "missed (within interval)" when the mean decides but the interval does not."""
+    crosses threshold)" / "missed (within interval)" when the mean decides but the interval does not;
+    "… (one run: no interval)" when a single run stands behind the figure."""
 
     def ok(value: float) -> bool:
         return value >= threshold if higher_is_better else value <= threshold
 
     mean_ok, low_ok, high_ok = ok(interval["mean"]), ok(interval["low"]), ok(interval["high"])
+    if interval.get("n", 2) < 2:  # one run: its "interval" is a point, it cannot say how sure it is
+        return f"{'met' if mean_ok else 'missed'} (one run: no interval)"
     if mean_ok:
         return "met" if low_ok and high_ok else "met (interval crosses threshold)"
     return "missed" if not (low_ok or high_ok) else "missed (within interval)"
