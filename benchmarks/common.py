@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +101,27 @@ def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None 
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+
+
+def write_report(
+    results: dict[str, Any],
+    out: Path,
+    render: Callable[[dict], str],
+    plot: Callable[[dict], bytes],
+    plot_name: str,
+) -> None:
+    """results.json, then results.md and the plot rendered from what was written (never from the
+    in-memory dict: the committed report must be what its JSON renders to)."""
+    from edgecompress.io import atomic_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "results.json") as tmp:
+        write_json(tmp, results)
+    stored = json.loads((out / "results.json").read_text())
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(render(stored))
+    with atomic_path(out / plot_name) as tmp:
+        tmp.write_bytes(plot(stored))
 
 
 def mean_interval(values: list[float], confidence: float = 0.95) -> dict[str, Any]:

@@ -374,18 +374,9 @@ def plot(results: dict[str, Any]) -> bytes:
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    """results.json, then results.md and detection.png rendered from what was written."""
-    from benchmarks.common import write_json
-    from edgecompress.io import atomic_path
+    from benchmarks.common import write_report
 
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "results.json") as tmp:
-        write_json(tmp, results)
-    stored = json.loads((out / "results.json").read_text())
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(render(stored))
-    with atomic_path(out / "detection.png") as tmp:
-        tmp.write_bytes(plot(stored))
+    write_report(results, out, render, plot, "detection.png")
 
 
 def main(argv: list[str] | None = None) -> int:
