@@ -91,7 +91,8 @@ def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
 
 def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | None = None) -> onnx.ModelProto:
     """Return the calibrated INT8 model (the caller decides where it goes, atomically). Attention
-    MatMuls are quantized unless `attention_matmuls` is "float" (`quantize_static_measured` decides
+    MatMuls are quantized unless `attention_matmuls` is "float" (then they are excluded: no int8 output,
+    though neighbours may still quantize their inputs) (`quantize_static_measured` decides
     "auto" by measurement; here it quantizes them, ONNX Runtime's default)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
