@@ -6,6 +6,7 @@ import onnxruntime as ort
 import pytest
 
 from edgecompress.data import load_dataset
+from edgecompress.errors import ConfigError
 from edgecompress.export import load_model_package, onnx_logits
 from edgecompress.measure import Measurement
 from edgecompress.profiles import needs_reduce_range
@@ -133,3 +134,20 @@ def test_reduce_range_default_follows_the_target_profile_not_this_cpu():
     shows two build CPUs giving the same model), no longer by the CPU that quantizes."""
     assert QuantConfig().reduce_range is None
     assert QuantConfig().resolved().reduce_range == needs_reduce_range(QuantConfig().target)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"per_channel": False},
+        {"activation_type": "int8"},
+        {"weight_type": "uint8"},
+        {"quant_format": "qoperator"},
+    ],
+)
+def test_qat_refuses_settings_its_fixed_scheme_would_ignore(setting):
+    """QAT's fake-quant modules fix the scheme; a config asking for another one is an error, not a
+    silently different model (e.g. the S8S8 benchmark row's settings handed to QAT)."""
+    with pytest.raises(ConfigError, match="QAT exports"):
+        QuantConfig(method="qat", **setting).validate()
+    QuantConfig(method="qat").validate()  # the scheme it does export

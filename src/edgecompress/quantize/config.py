@@ -138,6 +138,19 @@ class QuantConfig:
             )
         if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
             raise ConfigError(f"target_accuracy must be in [0, 1], got {self.target_accuracy}")
+        if self.method == "qat":
+            # QAT's scheme is fixed by its fake-quant modules (qat.py): refuse settings it would ignore
+            scheme = {
+                "per_channel": True,
+                "activation_type": "uint8",
+                "weight_type": "int8",
+                "quant_format": "qdq",
+            }
+            ignored = {k: getattr(self, k) for k, want in scheme.items() if getattr(self, k) != want}
+            if ignored:
+                raise ConfigError(
+                    f"QAT exports per-channel INT8 weights, UINT8 activations, QDQ; it cannot honour {ignored}"
+                )
         if self.qat_epochs < 1 or not self.qat_lr > 0 or not 0 <= self.qat_distill <= 1:
             raise ConfigError(
                 f"QAT needs epochs ≥ 1, lr > 0 and distill in [0, 1]; got {self.qat_epochs}, {self.qat_lr}, {self.qat_distill}"
