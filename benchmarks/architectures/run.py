@@ -4,8 +4,8 @@ vs static INT8 vs pruned + INT8: parameters, MACs, ONNX and gzip bytes, and p50 
 emulated device classes (interleaved rounds; latency does not depend on the weight values).
 Accuracy is not reported: the weights are random.
 
-    python -m benchmarks.architectures.run            # the committed report (3 rounds, 2 classes)
-    python -m benchmarks.architectures.run --quick    # one model, one round, one class (CI smoke)
+    python -m benchmarks.architectures.run            # the committed report (3x224x224, 5 rounds, 2 classes)
+    python -m benchmarks.architectures.run --quick    # one model at 3x32x32, one round, one class (smoke)
 
 results.json holds every measurement; results.md is `render(results.json)`; results.png the plot.
 """
@@ -40,14 +40,24 @@ MODELS = ("resnet18", "mobilenet_v3_small", "vit_tiny", "convnext_atto")
 VARIANTS = ("float", "pruned", "int8", "pruned+int8")
 DEVICE_CLASSES = ("rpi4-emulated", "jetson-orin-nano-emulated")
 SETTINGS = {
-    "input_shape": [3, 32, 32],
+    "input_shape": [3, 224, 224],
+    # timm's vit_tiny_patch16_224 as published (its factory defaults to 32x32 with 8x8 patches)
+    "model_kwargs": {"vit_tiny": {"img_size": 224, "patch_size": 16}},
     "prune_ratio": 0.5,
     "calibration_samples": 32,
-    "rounds": 3,
+    "rounds": 5,
     "min_runs": 20,
-    "min_duration_s": 0.3,
+    "min_duration_s": 0.5,
 }
-QUICK = {**SETTINGS, "rounds": 1, "min_runs": 5, "min_duration_s": 0.05, "calibration_samples": 8}
+QUICK = {
+    **SETTINGS,
+    "input_shape": [3, 32, 32],
+    "model_kwargs": {},
+    "rounds": 1,
+    "min_runs": 5,
+    "min_duration_s": 0.05,
+    "calibration_samples": 8,
+}
 # the targets: what a user may expect from the defaults on every one of these architectures
 MIN_MACS_REDUCTION = 2.0  # structured pruning at ratio 0.5
 MIN_SPEEDUP = 1.0  # pruned + INT8 faster than float, on every emulated class
@@ -70,7 +80,8 @@ def digits_rgb(size: int = 32, limit: int | None = None) -> Dataset:
 def build_variants(name: str, settings: dict[str, Any], dataset: Dataset, out: Path) -> dict[str, Any]:
     """The four ONNX files of one architecture and what each transform reported."""
     shape = tuple(settings["input_shape"])
-    model = build_model(f"edgecompress.architectures:{name}", shape, dataset.num_classes, seed=0)
+    spec = {"factory": f"edgecompress.architectures:{name}", "kwargs": settings["model_kwargs"].get(name, {})}
+    model = build_model(spec, shape, dataset.num_classes, seed=0)
     start = time.perf_counter()
     pruned, report = prune_structured(
         model, shape, dataset.num_classes, StructuredConfig(ratio=settings["prune_ratio"]), progress=False
@@ -116,7 +127,8 @@ def measure(paths: dict[str, dict[str, Path]], settings: dict[str, Any], devices
 def run(models: list[str], devices: list[str], settings: dict[str, Any]) -> dict[str, Any]:
     info = machine_info()
     started = time.perf_counter()
-    dataset = digits_rgb(settings["input_shape"][1])
+    # calibration images only: 64 per split keeps 3x224x224 float32 in memory small (~40 MB a split)
+    dataset = digits_rgb(settings["input_shape"][1], limit=64)
     results: dict[str, Any] = {"machine": info, "settings": settings, "devices": devices, "models": {}}
     with tempfile.TemporaryDirectory(prefix="edgecompress-arch-") as tmp:
         paths = {}
@@ -199,10 +211,11 @@ def notes(results: dict[str, Any]) -> list[str]:
 def render(results: dict[str, Any]) -> str:
     m, s = results["machine"], results["settings"]
     shape = "x".join(map(str, s["input_shape"]))
+    patch = s.get("model_kwargs", {}).get("vit_tiny", {}).get("patch_size", 8)
     lines = [
         "# Architectures: what pruning and INT8 buy on real models (random weights)",
         "",
-        f"torchvision ResNet-18 and MobileNetV3-small, timm ViT-Tiny (8x8 patches) and ConvNeXt-Atto at "
+        f"torchvision ResNet-18 and MobileNetV3-small, timm ViT-Tiny ({patch}x{patch} patches) and ConvNeXt-Atto at "
         f"{shape}, built with random weights (`edgecompress.architectures`). Float vs structured pruning "
         f"(ratio {s['prune_ratio']}, no fine-tuning) vs static INT8 (QDQ per-channel, "
         f"{s['calibration_samples']} calibration images of sklearn digits at {shape}) vs both. "

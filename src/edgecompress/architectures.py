@@ -10,44 +10,11 @@ embedding depends on it), the convolutional ones accept any resolution.
 from __future__ import annotations
 
 import importlib
-import sys
 from types import ModuleType
 
 from torch import nn
 
-# torchvision ops registered by its compiled extension that its Python code also registers a fake
-# (meta) kernel for without checking that the extension loaded.
-_UNGUARDED_OPS = {
-    "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-}
-_fallback_library = None
-
-
-def import_torchvision() -> ModuleType:
-    """`import torchvision`, also where its compiled extension cannot load.
-
-    PyPI's torchvision 0.28.0 (the release for torch 2.13.0) is built against CUDA torch; with the
-    CPU torch build its extension (`torchvision._C`: nms, roi_align …) does not load, which
-    torchvision tolerates except for two fake-kernel registrations that then fail the import
-    ("operator torchvision::nms does not exist"). Declaring those two schemas lets the pure-Python
-    part (models, transforms) import; the detection ops stay unavailable, as they would be anyway.
-    """
-    try:
-        return importlib.import_module("torchvision")
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-    global _fallback_library
-    import torch
-
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    if _fallback_library is None:
-        _fallback_library = torch.library.Library("torchvision", "FRAGMENT")
-        for schema in _UNGUARDED_OPS.values():
-            _fallback_library.define(schema)
-    return importlib.import_module("torchvision")
+from edgecompress.zoo import import_torchvision
 
 
 def import_timm() -> ModuleType:

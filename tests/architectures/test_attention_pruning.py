@@ -167,3 +167,9 @@ def test_the_issues_tiny_vit_through_the_cli(digits_artifact, tmp_path, run_cli)
                 "--ratio", "0.5", "--sensitivity-ratios", "", "--finetune-epochs-after", "1", "--no-track")  # fmt: skip
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert model_stats(tmp_path / "pruned" / "model.onnx").macs < 0.5 * model_stats(model / "model.onnx").macs
+    # the head settings reach the library from the command line: a bad name is refused, nothing written
+    r = run_cli("prune", *io_args(model, digits_artifact, tmp_path / "named"), "--method", "structured",
+                "--no-prune-heads", "--attention-heads", "blocks.9.attn=4", "--sensitivity-ratios", "",
+                "--finetune-epochs-after", "0", "--no-track")  # fmt: skip
+    assert r.returncode == 2 and "error: " in r.stderr and "'blocks.9.attn'" in r.stderr, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "named").exists()

@@ -91,9 +91,10 @@ def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
 
 def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | None = None) -> onnx.ModelProto:
     """Return the calibrated INT8 model (the caller decides where it goes, atomically). Attention
-    MatMuls are quantized unless `attention_matmuls` is "float" (then they are excluded: no int8 output,
-    though neighbours may still quantize their inputs) (`quantize_static_measured` decides
-    "auto" by measurement; here it quantizes them, ONNX Runtime's default)."""
+    MatMuls are quantized unless `attention_matmuls` is "float" (then they are excluded and their
+    outputs are left unquantized, so ONNX Runtime cannot fuse them into QLinearMatMul)
+    (`quantize_static_measured` decides "auto" by measurement; here it quantizes them, ONNX Runtime's
+    default)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
@@ -111,8 +112,8 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
         pre = preprocess(Path(onnx_path), Path(tmp) / "pre.onnx")
         out = Path(tmp) / "int8.onnx"
         exclude = list(config.nodes_to_exclude)
-        if config.attention_matmuls == "float":
-            exclude += [n for n in activation_matmuls(onnx.load(str(pre))) if n not in exclude]
+        kept_float = activation_matmuls(onnx.load(str(pre))) if config.attention_matmuls == "float" else []
+        exclude += [n for n in kept_float if n not in exclude]
         try:
             ort_quantize_static(
                 str(pre),
@@ -131,7 +132,42 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
             raise ModelError(
                 f"ONNX Runtime static quantization of {onnx_path} failed: {str(exc)[:400]}"
             ) from exc
-        return onnx.load(str(out))
+        return _unquantize_outputs(onnx.load(str(out)), kept_float)
+
+
+def _unquantize_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """Drop the QuantizeLinear -> DequantizeLinear pairs on the outputs of the named nodes.
+
+    Excluding a node from ONNX Runtime's QDQ quantizer keeps its own weights float, but a quantized
+    consumer (Transpose, Softmax …) still puts a Q/DQ pair on its output, and with DQ inputs too the
+    runtime fuses the pattern into an int8 QLinearMatMul anyway: the node would not stay float.
+    """
+    graph = proto.graph
+    outputs = {n.output[0]: n.name for n in graph.node if n.name in set(names)}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    drop: list[onnx.NodeProto] = []
+    for tensor in outputs:
+        for q in [n for n in consumers.get(tensor, []) if n.op_type == "QuantizeLinear"]:
+            dqs = consumers.get(q.output[0], [])
+            if q.output[0] in graph_outputs or not all(d.op_type == "DequantizeLinear" for d in dqs):
+                continue
+            for dq in dqs:
+                if dq.output[0] in graph_outputs:
+                    break
+            else:
+                for dq in dqs:
+                    for user in consumers.get(dq.output[0], []):
+                        for k, name in enumerate(user.input):
+                            if name == dq.output[0]:
+                                user.input[k] = tensor
+                drop += [q, *dqs]
+    for node in drop:
+        graph.node.remove(node)
+    return proto
 
 
 # the auto choice measures both variants this often on the target's emulated class (interleaved)
