@@ -40,5 +40,7 @@ prune = technique_component(
     `keep_layers`: comma-separated names never pruned. `steps` > 1 prunes iteratively with
     `finetune_epochs_between` epochs between steps and `finetune_epochs_after` after the last.
     `sensitivity_ratios` (empty to skip) adds the per-layer sensitivity table and plot to the report;
-    `sensitivity_max_drop` > 0 sets per-layer ratios from it. `sparsity`/`scope` are for unstructured.""",
+    `sensitivity_max_drop` > 0 sets per-layer ratios from it. Transformers: whole attention heads go
+    (`prune_heads`), found by their head-count attribute or named in `attention_heads` (`name=4,…`);
+    a layer whose removal breaks the forward is skipped and named. `sparsity`/`scope` are for unstructured.""",
 )

@@ -136,6 +136,10 @@ class ModelPackage:
             raise ModelError(
                 f"model {self.directory} has no torch module (it is ONNX-only, e.g. already quantized)"
             )
+        from edgecompress.zoo import pickled_modules, prepare_import
+
+        if {"torchvision", "timm"} & pickled_modules(self.directory / MODULE_FILE):
+            prepare_import("torchvision")  # its classes are unpickled next
         try:
             module = torch.load(self.directory / MODULE_FILE, map_location="cpu", weights_only=False)
         except Exception as exc:

@@ -8,11 +8,15 @@ say exactly which architecture it holds: `{"family": "cnn", "kwargs": {...}}` fo
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import pickletools
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -237,14 +241,77 @@ def parse_spec(text: str | dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+# torchvision ops registered by its compiled extension that its Python code also registers a fake
+# (meta) kernel for without checking that the extension loaded.
+_UNGUARDED_OPS = {
+    "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+}
+_fallback_library = None
+
+
+def import_torchvision() -> ModuleType:
+    """`import torchvision`, also where its compiled extension cannot load.
+
+    PyPI's torchvision 0.28.0 (the release for torch 2.13.0) is built against CUDA torch; with the
+    CPU torch build its extension (`torchvision._C`: nms, roi_align …) does not load, which
+    torchvision tolerates except for two fake-kernel registrations that then fail the import
+    ("operator torchvision::nms does not exist"). Declaring those two schemas lets the pure-Python
+    part (models, transforms) import; the detection ops stay unavailable, as they would be anyway.
+    """
+    try:
+        return importlib.import_module("torchvision")
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+    global _fallback_library
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    if _fallback_library is None:
+        _fallback_library = torch.library.Library("torchvision", "FRAGMENT")
+        for schema in _UNGUARDED_OPS.values():
+            _fallback_library.define(schema)
+    return importlib.import_module("torchvision")
+
+
+def prepare_import(module_name: str) -> None:
+    """Import torchvision through `import_torchvision` first where `module_name` is torchvision or
+    timm, so that its broken extension does not fail the import that follows."""
+    if module_name.partition(".")[0] not in ("torchvision", "timm") or "torchvision" in sys.modules:
+        return
+    if importlib.util.find_spec("torchvision") is not None:
+        import_torchvision()
+
+
+def pickled_modules(path: Path) -> set[str]:
+    """Top-level module names a `torch.save`d file's pickle refers to (its classes' modules)."""
+    names: set[str] = set()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for entry in [e for e in archive.namelist() if e.endswith(".pkl")]:
+                for _, arg, _ in pickletools.genops(archive.read(entry)):
+                    if isinstance(arg, str):  # GLOBAL's "module name", or STACK_GLOBAL's pushed module
+                        names.add(arg.split(" ")[0].partition(".")[0])
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return set()
+    return names
+
+
 def _import_factory(path: str) -> Callable[..., nn.Module]:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"model factory {path!r} must look like 'package.module:function'")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # let users point at a module in their working directory
+    prepare_import(module_name)  # torchvision.models:resnet18 where torchvision's extension fails to load
     try:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except RuntimeError as exc:  # a user's module that imports torchvision or timm
+            if "torchvision::" not in str(exc):
+                raise
+            prepare_import("torchvision")
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"cannot import model factory module {module_name!r}: {exc}") from exc
     except Exception as exc:  # the module's own code failed: SyntaxError, an error at import time …

@@ -87,9 +87,19 @@ class Convs(nn.Module):
 
 
 def reference_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """torch's own count. `scaled_dot_product_attention` runs on its math backend and
+    `nn.MultiheadAttention` off its fast path: their fused CPU kernels are not in FlopCounterMode's
+    table, so timm's attention and MultiheadAttention would count 0 MACs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(torch.zeros(1, *shape))
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            model.eval()(torch.zeros(1, *shape))
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return counter.get_total_flops() // 2
 
 

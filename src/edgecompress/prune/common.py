@@ -67,6 +67,19 @@ def parse_layer_ratios(text: str | dict[str, float]) -> dict[str, float]:
     return out
 
 
+def parse_attention_heads(text: str | dict[str, int]) -> dict[str, int]:
+    """`{"blocks.0.attn": 4}` (JSON), `blocks.0.attn=4,blocks.1.attn=4`, or empty: whole head counts."""
+    try:
+        parsed = parse_layer_ratios(text)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("layer_ratios", "attention_heads").replace("0.3", "4")) from exc
+    out = {name: int(heads) for name, heads in parsed.items()}
+    bad = {name: parsed[name] for name in out if out[name] != parsed[name]}
+    if bad:
+        raise ConfigError(f"attention_heads must be whole head counts, got {bad}")
+    return out
+
+
 def parse_names(text: str | Sequence[str]) -> tuple[str, ...]:
     items = text.split(",") if isinstance(text, str) else list(text)
     return tuple(n.strip() for n in items if n.strip())

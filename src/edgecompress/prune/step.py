@@ -21,6 +21,7 @@ from edgecompress.prune.common import (
     SCOPES,
     _check_ratio,
     _modules_by_name,
+    parse_attention_heads,
     parse_layer_ratios,
     parse_names,
     parse_ratios,
@@ -43,6 +44,9 @@ def _layer_ratios_flat(ratios: dict[str, float]) -> str:
 
 
 LAYER_RATIOS = Codec(str, parse_layer_ratios, _layer_ratios_flat)
+ATTENTION_HEADS = Codec(
+    str, parse_attention_heads, lambda heads: ",".join(f"{n}={h}" for n, h in heads.items())
+)
 
 
 @dataclass
@@ -93,6 +97,18 @@ class PruneConfig:
     sensitivity_max_drop: float = field(
         default=0.0, metadata={"help": "> 0: per-layer ratios = the largest tested ratio within this drop"}
     )
+    prune_heads: bool = field(
+        default=True,
+        metadata={"help": "structured: remove whole attention heads (else q/k/v keep their width)"},
+    )
+    attention_heads: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "codec": ATTENTION_HEADS,
+            "help": "structured: head counts of attention modules that keep theirs in no known attribute: "
+            "name=4,… or JSON",
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of fine-tuning"})
 
     def finetune(self, epochs: int) -> TrainConfig | None:
@@ -118,6 +134,8 @@ class PruneConfig:
             finetune_between=self.finetune(self.finetune_epochs_between),
             finetune_after=self.finetune(self.finetune_epochs_after),
             seed=self.seed,
+            prune_heads=self.prune_heads,
+            attention_heads=parse_attention_heads(self.attention_heads),
         )
 
     def unstructured(self) -> UnstructuredConfig:

@@ -20,6 +20,12 @@ from torch import nn
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, ModelError
 from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
+from edgecompress.prune.attention import (
+    AttentionLayout,
+    find_attention,
+    unsafe_groups,
+    unwrapped_parameters,
+)
 from edgecompress.prune.common import (
     _PRUNABLE,
     BUDGET_METRICS,
@@ -52,6 +58,9 @@ class StructuredConfig:
     finetune_after: TrainConfig | None = None  # fine-tuning after the last step
     round_to: int | None = None  # keep channel counts multiples of this (SIMD-friendly)
     seed: int = 0
+    prune_heads: bool = True  # remove whole attention heads (else attention projections keep their width)
+    # attention modules whose head count is in no attribute the pruner knows (`prune.attention`): name -> heads
+    attention_heads: dict[str, int] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.importance not in IMPORTANCES:
@@ -74,6 +83,9 @@ class StructuredConfig:
             _check_ratio(f"layer_ratios[{name!r}]", r)
         if self.steps < 1:
             raise ConfigError(f"steps must be ≥ 1, got {self.steps}")
+        for name, heads in self.attention_heads.items():
+            if int(heads) < 1:
+                raise ConfigError(f"attention_heads[{name!r}] must be ≥ 1, got {heads}")
         for cfg in (self.finetune_between, self.finetune_after):
             if cfg:
                 cfg.validate()
@@ -81,6 +93,7 @@ class StructuredConfig:
     def as_params(self) -> dict[str, Any]:
         d = asdict(self)
         d["layer_ratios"] = dict(self.layer_ratios)
+        d["attention_heads"] = dict(self.attention_heads)
         d["keep_layers"] = ",".join(self.keep_layers)
         d["finetune_between"] = self.finetune_between.epochs if self.finetune_between else 0
         d["finetune_after"] = self.finetune_after.epochs if self.finetune_after else 0
@@ -104,14 +117,23 @@ def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
 
     example = torch.zeros(1, *input_shape)
     try:
-        graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+        graph = tp.DependencyGraph().build_dependency(
+            model.eval(),
+            example_inputs=example,
+            unwrapped_parameters=list(unwrapped_parameters(model).items()),
+        )
     except Exception as exc:
         raise ModelError(
             f"torch-pruning cannot trace the model ({type(model).__name__}): "
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
+    inside_mha = {
+        id(m) for mha in model.modules() if isinstance(mha, nn.MultiheadAttention) for m in mha.modules()
+    }
     unreached = [
-        n for n, m in model.named_modules() if isinstance(m, _PRUNABLE) and m not in graph.module2node
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, _PRUNABLE) and m not in graph.module2node and id(m) not in inside_mha
     ]
     if unreached:
         raise ModelError(
@@ -130,6 +152,19 @@ def _check_importance_fits(model: nn.Module, importance: str) -> None:
         )
 
 
+class _Pruner:
+    """Torch-Pruning's MetaPruner plus what it leaves to the caller: after each step, the attention
+    modules' head counts (and inner widths) are set to what is left."""
+
+    def __init__(self, meta, layouts: list[AttentionLayout], skipped: list[str]) -> None:
+        self.meta, self.layouts, self.skipped = meta, layouts, skipped
+
+    def step(self) -> None:
+        self.meta.step()
+        for layout in self.layouts:
+            layout.set_heads(self.meta.num_heads[layout.projections[0]])
+
+
 def _pruner(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -137,32 +172,52 @@ def _pruner(
     config: StructuredConfig,
     ratio: float,
     steps: int,
-):
+) -> _Pruner:
     import torch_pruning as tp
 
     keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
+    _modules_by_name(model, list(config.attention_heads), "attention_heads")
     layer_ratios = {
         m: config.layer_ratios[n]
         for n, m in _modules_by_name(model, list(config.layer_ratios), "layer_ratios").items()
     }
+    example = torch.zeros(1, *input_shape)
     try:
-        return tp.pruner.MetaPruner(
+        layouts, mha = find_attention(model, config.attention_heads)
+        if not config.prune_heads:
+            keep += [p for layout in layouts for p in layout.projections] + mha
+            layouts = []
+        # nn.MultiheadAttention's width must stay a multiple of its heads: one slice per head
+        slices = {m: m.num_heads for m in mha}
+        unwrapped = unwrapped_parameters(model)
+        ignored = keep + output_layers(model, num_classes)
+        unsafe = unsafe_groups(model, example, num_classes, ignored, layouts, slices, unwrapped)
+        ignored += list(unsafe)
+        meta = tp.pruner.MetaPruner(
             model,
-            torch.zeros(1, *input_shape),
+            example,
             importance=_importance(config.importance),
             global_pruning=config.global_pruning,
             pruning_ratio=ratio,
             pruning_ratio_dict=layer_ratios or None,
             max_pruning_ratio=max(config.max_ratio, ratio, *layer_ratios.values()),
             iterative_steps=steps,
-            ignored_layers=keep + output_layers(model, num_classes),
+            ignored_layers=ignored,
             round_to=config.round_to,
+            num_heads={p: layout.heads for layout in layouts for p in layout.projections},
+            prune_num_heads=True,
+            prune_head_dims=False,
+            head_pruning_ratio=ratio,
+            in_channel_groups=dict(slices),
+            out_channel_groups=dict(slices),
+            unwrapped_parameters=list(unwrapped.items()),
         )
     except Exception as exc:
         raise ModelError(
             f"torch-pruning cannot trace the model ({type(model).__name__}): "
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
+    return _Pruner(meta, layouts, list(unsafe.values()))
 
 
 def _taylor_gradients(
@@ -180,7 +235,9 @@ def _taylor_gradients(
     model.eval()
 
 
-def _pruner_step(pruner, model: nn.Module, dataset: Dataset | None, config: StructuredConfig) -> None:
+def _pruner_step(
+    pruner: _Pruner, model: nn.Module, dataset: Dataset | None, config: StructuredConfig
+) -> None:
     if config.importance == "taylor":
         if dataset is None:
             raise ConfigError("Taylor importance needs a dataset (it uses loss gradients)")
@@ -206,7 +263,13 @@ def model_cost(
     if metric == "macs":
         import torch_pruning as tp
 
-        macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_shape))
+        try:
+            macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_shape))
+        except Exception as exc:  # a pruned model whose forward no longer runs: named, not a traceback
+            raise ModelError(
+                f"the pruned {type(model).__name__} no longer runs on inputs of shape {tuple(input_shape)}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
         return float(macs)
     from edgecompress.measure import Measurement
 
@@ -312,6 +375,8 @@ def prune_structured(
         "schedule": schedule,
         "budget_trace": trace,
         "channels": channel_counts(model),
+        "attention_heads": {layout.name: layout.heads for layout in pruner.layouts},
+        "skipped": pruner.skipped,
     }
     if config.budget_metric:
         achieved = model_cost(model, input_shape, config.budget_metric, config.device_class)

@@ -14,6 +14,7 @@ METHODS = ("static", "dynamic", "fp16", "mixed", "qat")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANT_FORMATS = ("qdq", "qoperator")
 QUANT_TYPES = ("int8", "uint8")
+ATTENTION_MATMULS = ("auto", "int8", "float")
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 MIN_OPSET = 10  # ONNX Runtime's quantizer; per-channel QDQ needs 13
 TECHNIQUES = {
@@ -83,6 +84,14 @@ class QuantConfig:
     nodes_to_exclude: tuple[str, ...] = field(
         default=(), metadata={"help": "comma-separated node names kept in float"}
     )
+    attention_matmuls: str = field(
+        default="auto",
+        metadata={
+            "help": "static: MatMuls of two activations (attention scores, weights x values) in int8, in "
+            "float, or auto: both measured on the target's emulated class, the faster kept",
+            "choices": ATTENTION_MATMULS,
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the calibration draw and of QAT"})
     # mixed precision: keep this many of the most sensitive nodes in float (0: as many as needed to
     # reach `target_accuracy` on the probe set; at least one node stays quantized)
@@ -116,6 +125,8 @@ class QuantConfig:
             raise ConfigError(f"calibration_samples must be ≥ 1, got {self.calibration_samples}")
         if self.calibration_method not in CALIBRATION_METHODS:
             raise ConfigError(f"calibration_method {self.calibration_method!r} not in {CALIBRATION_METHODS}")
+        if self.attention_matmuls not in ATTENTION_MATMULS:
+            raise ConfigError(f"attention_matmuls {self.attention_matmuls!r} not in {ATTENTION_MATMULS}")
         if self.quant_format not in QUANT_FORMATS:
             raise ConfigError(f"quant_format {self.quant_format!r} not in {QUANT_FORMATS}")
         for t in (self.activation_type, self.weight_type):

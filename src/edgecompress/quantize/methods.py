@@ -29,7 +29,7 @@ from edgecompress.errors import ModelError
 from edgecompress.export import check_onnx_fits, validate_onnx
 from edgecompress.quantize.config import QuantConfig
 from edgecompress.quantize.mixed import quantize_mixed
-from edgecompress.quantize.ptq import convert_fp16, quantize_dynamic, quantize_static
+from edgecompress.quantize.ptq import convert_fp16, quantize_dynamic, quantize_static_measured
 
 
 def quantize_model(
@@ -42,7 +42,7 @@ def quantize_model(
     config.validate()
     config = config.resolved()
     if config.method == "static":
-        return quantize_static(onnx_path, dataset, config), {}
+        return quantize_static_measured(onnx_path, dataset, config)
     if config.method == "dynamic":
         return quantize_dynamic(onnx_path, config, dataset), {}
     if config.method == "fp16":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -73,8 +75,26 @@ def quantizable_nodes(onnx_path: Path) -> list[tuple[str, str]]:
     return [(n.name, n.op_type) for n in proto.graph.node if n.op_type in QUANTIZABLE_OPS]
 
 
+def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
+    """MatMul nodes whose inputs are both activations (attention: q x k^T and weights x v), not a
+    weight (an initializer, a Constant, or either of those through Transpose/DequantizeLinear)."""
+    constant = {i.name for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" or (
+            node.op_type in ("Transpose", "DequantizeLinear", "Cast") and node.input[0] in constant
+        ):
+            constant.update(node.output)
+    return [
+        n.name for n in proto.graph.node if n.op_type == "MatMul" and not any(i in constant for i in n.input)
+    ]
+
+
 def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | None = None) -> onnx.ModelProto:
-    """Return the calibrated INT8 model (the caller decides where it goes, atomically)."""
+    """Return the calibrated INT8 model (the caller decides where it goes, atomically). Attention
+    MatMuls are quantized unless `attention_matmuls` is "float" (then they are excluded and their
+    outputs are left unquantized, so ONNX Runtime cannot fuse them into QLinearMatMul)
+    (`quantize_static_measured` decides "auto" by measurement; here it quantizes them, ONNX Runtime's
+    default)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
@@ -91,6 +111,9 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
     with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:
         pre = preprocess(Path(onnx_path), Path(tmp) / "pre.onnx")
         out = Path(tmp) / "int8.onnx"
+        exclude = list(config.nodes_to_exclude)
+        kept_float = activation_matmuls(onnx.load(str(pre))) if config.attention_matmuls == "float" else []
+        exclude += [n for n in kept_float if n not in exclude]
         try:
             ort_quantize_static(
                 str(pre),
@@ -102,14 +125,102 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
                 activation_type=qtype[config.activation_type],
                 weight_type=qtype[config.weight_type],
                 calibrate_method=method,
-                nodes_to_exclude=list(config.nodes_to_exclude) or None,
+                nodes_to_exclude=exclude or None,
                 extra_options={"CalibTensorRangeSymmetric": config.activation_type == "int8"},
             )
         except Exception as exc:
             raise ModelError(
                 f"ONNX Runtime static quantization of {onnx_path} failed: {str(exc)[:400]}"
             ) from exc
-        return onnx.load(str(out))
+        return _unquantize_outputs(onnx.load(str(out)), kept_float)
+
+
+def _unquantize_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """Drop the QuantizeLinear -> DequantizeLinear pairs on the outputs of the named nodes.
+
+    Excluding a node from ONNX Runtime's QDQ quantizer keeps its own weights float, but a quantized
+    consumer (Transpose, Softmax …) still puts a Q/DQ pair on its output, and with DQ inputs too the
+    runtime fuses the pattern into an int8 QLinearMatMul anyway: the node would not stay float.
+    """
+    graph = proto.graph
+    outputs = {n.output[0]: n.name for n in graph.node if n.name in set(names)}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    drop: list[onnx.NodeProto] = []
+    for tensor in outputs:
+        for q in [n for n in consumers.get(tensor, []) if n.op_type == "QuantizeLinear"]:
+            dqs = consumers.get(q.output[0], [])
+            if q.output[0] in graph_outputs or not all(d.op_type == "DequantizeLinear" for d in dqs):
+                continue
+            for dq in dqs:
+                if dq.output[0] in graph_outputs:
+                    break
+            else:
+                for dq in dqs:
+                    for user in consumers.get(dq.output[0], []):
+                        for k, name in enumerate(user.input):
+                            if name == dq.output[0]:
+                                user.input[k] = tensor
+                drop += [q, *dqs]
+    for node in drop:
+        graph.node.remove(node)
+    return proto
+
+
+# the auto choice measures both variants this often on the target's emulated class (interleaved)
+ATTENTION_BENCH_ROUNDS, ATTENTION_BENCH_MIN_RUNS, ATTENTION_BENCH_MIN_DURATION_S = 3, 30, 0.3
+
+
+def quantize_static_measured(
+    onnx_path: Path, dataset: Dataset, config: QuantConfig
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Static INT8 where attention MatMuls are quantized only if that is faster: with
+    `attention_matmuls="auto"` and MatMuls of two activations in the graph, both variants are built
+    and timed in interleaved rounds on the target's emulated device class, and the one with the lower
+    median per-round ratio is kept. The measurement is returned as the method's details. On x86 without
+    VNNI, ONNX Runtime's u8 x s8 activation MatMul is slower than float more often than not (measured
+    in benchmarks/architectures); on a board with dot-product instructions it can win."""
+    from edgecompress.farm.devices import emulated_classes
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:
+        names = activation_matmuls(onnx.load(str(preprocess(Path(onnx_path), Path(tmp) / "pre.onnx"))))
+    if config.attention_matmuls != "auto" or not names:
+        return quantize_static(onnx_path, dataset, config), {}
+    details: dict[str, Any] = {"nodes": len(names), "device_class": config.target}
+    if config.target not in emulated_classes():
+        log.info("attention MatMuls quantized: target %s cannot be emulated here to compare", config.target)
+        return quantize_static(onnx_path, dataset, config), {
+            "attention_matmuls": {**details, "chosen": "int8"}
+        }
+    from edgecompress.measure import Measurement
+
+    variants = {
+        v: quantize_static(onnx_path, dataset, replace(config, attention_matmuls=v))
+        for v in ("int8", "float")
+    }
+    meter = Measurement(config.target, None, ATTENTION_BENCH_MIN_RUNS, ATTENTION_BENCH_MIN_DURATION_S)
+    with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:
+        paths = {v: Path(tmp) / f"{v}.onnx" for v in variants}
+        for v, proto in variants.items():
+            onnx.save(proto, str(paths[v]))
+        rounds = meter.interleaved(paths["float"], paths["int8"], ATTENTION_BENCH_ROUNDS)
+    ratios = [f / i for f, i in zip(rounds["parent_ms"], rounds["child_ms"], strict=True)]
+    chosen = "int8" if float(np.median(ratios)) > 1.0 else "float"
+    details.update(
+        float_p50_ms=rounds["parent_ms"], int8_p50_ms=rounds["child_ms"], speedup=float(np.median(ratios)),
+        emulated=rounds["emulated"], chosen=chosen,
+    )  # fmt: skip
+    log.info(
+        "attention MatMuls (%d) in %s: median speed-up of int8 %.2fx on %s",
+        len(names),
+        chosen,
+        details["speedup"],
+        config.target,
+    )
+    return variants[chosen], {"attention_matmuls": details}
 
 
 def quantize_dynamic(

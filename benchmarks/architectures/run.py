@@ -1,0 +1,295 @@
+"""What each technique buys on real architectures, before any training: torchvision ResNet-18 and
+MobileNetV3-small, timm ViT-Tiny and ConvNeXt-Atto, with random weights, float vs structured-pruned
+vs static INT8 vs pruned + INT8: parameters, MACs, ONNX and gzip bytes, and p50 latency on the
+emulated device classes (interleaved rounds; latency does not depend on the weight values).
+Accuracy is not reported: the weights are random.
+
+    python -m benchmarks.architectures.run            # the committed report (3x224x224, 5 rounds, 2 classes)
+    python -m benchmarks.architectures.run --quick    # one model at 3x32x32, one round, one class (smoke)
+
+results.json holds every measurement; results.md is `render(results.json)`; results.png the plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from benchmarks.common import format_interval, machine_info, mean_interval, verdict, write_json
+from edgecompress.data import Dataset, load_digits
+from edgecompress.evaluate import model_stats
+from edgecompress.export import export_onnx
+from edgecompress.measure import Measurement
+from edgecompress.prune import StructuredConfig, prune_structured
+from edgecompress.quantize.config import QuantConfig
+from edgecompress.quantize.ptq import quantize_static_measured
+from edgecompress.reports import figure_png, markdown_table
+from edgecompress.zoo import build_model
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
+
+MODELS = ("resnet18", "mobilenet_v3_small", "vit_tiny", "convnext_atto")
+VARIANTS = ("float", "pruned", "int8", "pruned+int8")
+DEVICE_CLASSES = ("rpi4-emulated", "jetson-orin-nano-emulated")
+SETTINGS = {
+    "input_shape": [3, 224, 224],
+    # timm's vit_tiny_patch16_224 as published (its factory defaults to 32x32 with 8x8 patches)
+    "model_kwargs": {"vit_tiny": {"img_size": 224, "patch_size": 16}},
+    "prune_ratio": 0.5,
+    "calibration_samples": 32,
+    "rounds": 5,
+    "min_runs": 20,
+    "min_duration_s": 0.5,
+}
+QUICK = {
+    **SETTINGS,
+    "input_shape": [3, 32, 32],
+    "model_kwargs": {},
+    "rounds": 1,
+    "min_runs": 5,
+    "min_duration_s": 0.05,
+    "calibration_samples": 8,
+}
+# the targets: what a user may expect from the defaults on every one of these architectures
+MIN_MACS_REDUCTION = 2.0  # structured pruning at ratio 0.5
+MIN_SPEEDUP = 1.0  # pruned + INT8 faster than float, on every emulated class
+
+
+def digits_rgb(size: int = 32, limit: int | None = None) -> Dataset:
+    """sklearn digits (real images) at `size` x `size` with three channels (pixels repeated): the
+    calibration data for 3-channel models; `limit` samples per split at most."""
+    digits = load_digits()
+    factor = size // 8
+    arrays = {}
+    for key, value in digits.arrays.items():
+        value = value[:limit] if limit else value
+        if key.startswith("x_"):
+            value = np.repeat(np.repeat(np.repeat(value, 3, axis=1), factor, axis=2), factor, axis=3)
+        arrays[key] = value
+    return Dataset(f"digits-rgb{size}", "digits", arrays, digits.class_names)
+
+
+def build_variants(name: str, settings: dict[str, Any], dataset: Dataset, out: Path) -> dict[str, Any]:
+    """The four ONNX files of one architecture and what each transform reported."""
+    shape = tuple(settings["input_shape"])
+    spec = {"factory": f"edgecompress.architectures:{name}", "kwargs": settings["model_kwargs"].get(name, {})}
+    model = build_model(spec, shape, dataset.num_classes, seed=0)
+    start = time.perf_counter()
+    pruned, report = prune_structured(
+        model, shape, dataset.num_classes, StructuredConfig(ratio=settings["prune_ratio"]), progress=False
+    )
+    prune_s = time.perf_counter() - start
+    paths = {v: out / f"{name}-{v.replace('+', '-')}.onnx" for v in VARIANTS}
+    export_onnx(model, shape, paths["float"])
+    export_onnx(pruned, shape, paths["pruned"])
+    quant: dict[str, Any] = {}
+    config = QuantConfig(calibration_samples=settings["calibration_samples"])
+    for source, target in (("float", "int8"), ("pruned", "pruned+int8")):
+        proto, details = quantize_static_measured(paths[source], dataset, config)
+        onnx.save(proto, str(paths[target]))
+        quant[target] = details.get("attention_matmuls")
+    return {
+        "paths": paths,
+        "prune": {
+            "seconds": prune_s,
+            "skipped": report["skipped"],
+            "attention_heads": report["attention_heads"],
+        },
+        "attention_matmuls": quant,
+    }
+
+
+def measure(paths: dict[str, dict[str, Path]], settings: dict[str, Any], devices: list[str]) -> dict:
+    """p50 per round of every file on every class; each round runs them in a rotated order."""
+    files = [(m, v) for m in paths for v in VARIANTS]
+    out: dict[str, Any] = {d: {m: {v: [] for v in VARIANTS} for m in paths} for d in devices}
+    emulated = {}
+    for device in devices:
+        meter = Measurement(device, None, settings["min_runs"], settings["min_duration_s"])
+        for r in range(settings["rounds"]):
+            shift = r % len(files)
+            for m, v in files[shift:] + files[:shift]:
+                result = meter.latency(paths[m][v])
+                out[device][m][v].append(result["p50_ms"])
+                emulated[device] = result["emulated"]
+            log.info("%s round %d/%d done", device, r + 1, settings["rounds"])
+    return {"p50_ms": out, "emulated": emulated}
+
+
+def run(models: list[str], devices: list[str], settings: dict[str, Any]) -> dict[str, Any]:
+    info = machine_info()
+    started = time.perf_counter()
+    # calibration images only: 64 per split keeps 3x224x224 float32 in memory small (~40 MB a split)
+    dataset = digits_rgb(settings["input_shape"][1], limit=64)
+    results: dict[str, Any] = {"machine": info, "settings": settings, "devices": devices, "models": {}}
+    with tempfile.TemporaryDirectory(prefix="edgecompress-arch-") as tmp:
+        paths = {}
+        for name in models:
+            built = build_variants(name, settings, dataset, Path(tmp))
+            paths[name] = built.pop("paths")
+            stats = {v: model_stats(p).as_dict() for v, p in paths[name].items()}
+            results["models"][name] = {"stats": stats, **built}
+            log.info("%s built: %s", name, {v: s["macs"] for v, s in stats.items()})
+        latency = measure(paths, settings, devices)
+    for name in models:
+        results["models"][name]["p50_ms"] = {d: latency["p50_ms"][d][name] for d in devices}
+    results["emulated"] = latency["emulated"]
+    results["seconds"] = time.perf_counter() - started
+    return results
+
+
+def speedup(model: dict[str, Any], device: str, variant: str) -> dict[str, Any]:
+    """float p50 / variant p50, paired per round: mean with its interval over the rounds."""
+    rounds = model["p50_ms"][device]
+    return mean_interval([f / v for f, v in zip(rounds["float"], rounds[variant], strict=True)])
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, model in results["models"].items():
+        stats = model["stats"]
+        reduction = stats["float"]["macs"] / max(1, stats["pruned"]["macs"])
+        state = "met" if reduction >= MIN_MACS_REDUCTION else "missed"
+        lines.append(
+            f"{name}: structured ratio {results['settings']['prune_ratio']} removes ≥ {MIN_MACS_REDUCTION:g}x "
+            f"MACs: {reduction:.2f}x — {state}"
+        )
+        for device in results["devices"]:
+            interval = speedup(model, device, "pruned+int8")
+            lines.append(
+                f"{name}: pruned + INT8 faster than float on {device} (emulated) (> {MIN_SPEEDUP:g}x): "
+                f"{format_interval(interval, unit='x')} — {verdict(interval, MIN_SPEEDUP, True)}"
+            )
+    return lines
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.2f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    devices = results["devices"]
+    header = ["model", "variant", "params (M)", "MACs (M)", "ONNX (MB)", "gzip (MB)"]
+    header += [f"p50 ms {d}" for d in devices] + [f"speed-up vs float {d}" for d in devices]
+    rows = []
+    for name, model in results["models"].items():
+        for v in VARIANTS:
+            s = model["stats"][v]
+            row = [name, v, _mb(s["params"]), _mb(s["macs"]), _mb(s["onnx_bytes"]), _mb(s["gzip_bytes"])]
+            row += [f"{np.median(model['p50_ms'][d][v]):.2f}" for d in devices]
+            row += ["1" if v == "float" else format_interval(speedup(model, d, v), unit="x") for d in devices]
+            rows.append(row)
+    return markdown_table(header, rows)
+
+
+def notes(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, model in results["models"].items():
+        heads = model["prune"]["attention_heads"]
+        if heads:
+            lines.append(f"{name}: attention heads after pruning: {heads}")
+        for message in model["prune"]["skipped"]:
+            lines.append(f"{name}: {message}")
+        for variant, choice in model["attention_matmuls"].items():
+            if choice:
+                lines.append(
+                    f"{name} {variant}: {choice['nodes']} attention MatMuls kept in **{choice['chosen']}** "
+                    f"(int8 measured {choice.get('speedup', float('nan')):.2f}x vs float MatMuls on "
+                    f"{choice['device_class']}, median of {len(choice.get('int8_p50_ms', []))} rounds)"
+                )
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    m, s = results["machine"], results["settings"]
+    shape = "x".join(map(str, s["input_shape"]))
+    patch = s.get("model_kwargs", {}).get("vit_tiny", {}).get("patch_size", 8)
+    lines = [
+        "# Architectures: what pruning and INT8 buy on real models (random weights)",
+        "",
+        f"torchvision ResNet-18 and MobileNetV3-small, timm ViT-Tiny ({patch}x{patch} patches) and ConvNeXt-Atto at "
+        f"{shape}, built with random weights (`edgecompress.architectures`). Float vs structured pruning "
+        f"(ratio {s['prune_ratio']}, no fine-tuning) vs static INT8 (QDQ per-channel, "
+        f"{s['calibration_samples']} calibration images of sklearn digits at {shape}) vs both. "
+        "**Accuracy is not reported: the weights are random**; sizes, MACs and latency do not depend on "
+        "the weight values.",
+        "",
+        f"Latency: p50 per round (median of ≥ {s['min_runs']} runs, ≥ {s['min_duration_s']} s) on the "
+        f"**emulated** device classes {', '.join(results['devices'])} (thread caps on this machine, not "
+        f"board figures), {s['rounds']} interleaved rounds (the order rotates every round); the p50 column is "
+        "the median over rounds, the speed-up the mean of the per-round ratios with its 95 % interval.",
+        "",
+        table(results),
+        "",
+        "## Targets",
+        "",
+        *[f"- {t}" for t in targets(results)],
+        "",
+        "## Notes",
+        "",
+        *[f"- {n}" for n in notes(results)],
+        "",
+        f"Machine: {m['cpu_model']} ({m['cpu_count']} CPUs, load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}), torch {m['torch']}, onnxruntime "
+        f"{m['onnxruntime']}, commit {m['git_commit']}, {m['date']}; the run took {results['seconds']:.0f} s.",
+        "",
+        "![p50 latency per variant](results.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    devices = results["devices"]
+    fig, axes = plt.subplots(1, len(devices), figsize=(6 * len(devices), 4), squeeze=False)
+    names = list(results["models"])
+    width = 0.8 / len(VARIANTS)
+    for ax, device in zip(axes[0], devices, strict=True):
+        for i, v in enumerate(VARIANTS):
+            values = [float(np.median(results["models"][n]["p50_ms"][device][v])) for n in names]
+            ax.bar(np.arange(len(names)) + i * width, values, width, label=v)
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, fontsize=8)
+        ax.set_ylabel("p50 latency (ms, batch 1)")
+        ax.set_title(f"{device} (emulated)")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    return figure_png(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="one model, one round, one device class")
+    parser.add_argument("--models", default="", help="comma-separated subset of " + ",".join(MODELS))
+    parser.add_argument("--output", type=Path, default=HERE, help="folder for results.json/.md/.png")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    models = [m for m in args.models.split(",") if m] or (
+        ["mobilenet_v3_small"] if args.quick else list(MODELS)
+    )
+    devices = list(DEVICE_CLASSES[:1] if args.quick else DEVICE_CLASSES)
+    results = run(models, devices, QUICK if args.quick else SETTINGS)
+    args.output.mkdir(parents=True, exist_ok=True)
+    write_json(args.output / "results.json", results)
+    (args.output / "results.md").write_text(render(results))
+    (args.output / "results.png").write_bytes(plot(results))
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
