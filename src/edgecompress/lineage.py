@@ -217,6 +217,13 @@ def log_dataset_artifact(path: Path, meta: dict[str, Any]) -> str:
     run = mlflow.active_run()
     if run is None:
         raise TrackingError("log_dataset_artifact needs an active MLflow run")
+    if Path(path).is_dir():  # a sharded dataset: its directory, file by file
+        target = f"{meta['name']}-{meta['sha256'][:12]}"
+        try:
+            mlflow.log_artifacts(str(path), artifact_path=f"datasets/{target}")
+        except Exception as exc:
+            raise TrackingError(f"MLflow could not store dataset {path}: {exc}") from exc
+        return f"runs:/{run.info.run_id}/datasets/{target}"
     target = f"{meta['name']}-{meta['sha256'][:12]}.npz"
     with tempfile.TemporaryDirectory(prefix="edgecompress-ds-") as tmp:
         link = Path(tmp) / target
