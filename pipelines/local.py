@@ -46,7 +46,8 @@ def validate_arguments(arguments: dict[str, Any]) -> None:
         )
     if source not in BUILTIN_DATASETS and not source.startswith("s3://") and not Path(source).exists():
         raise ConfigError(
-            f"dataset {source!r} is neither one of {BUILTIN_DATASETS}, an existing .npz file, nor an s3:// URI"
+            f"dataset {source!r} is neither one of {BUILTIN_DATASETS}, an existing .npz file or folder (of "
+            "images or .npz shards), nor an s3:// URI"
         )
     parse_spec(arguments.get("model", "cnn"))
     _check_device_classes(arguments)

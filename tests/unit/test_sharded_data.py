@@ -253,3 +253,25 @@ def test_cli_dataset_help_names_the_folder_options():
     for option in ("--image-size", "--image-channels", "--image-mean", "--image-std", "--class-names",
                    "--val-fraction", "--test-fraction", "--shard-samples", "image folder"):  # fmt: skip
         assert option in proc.stdout, option
+
+
+def test_a_drift_batch_of_images_is_decoded_with_the_training_data_transform(tmp_path, digits_folder):
+    from edgecompress.drift.reference import check_batch, load_batch
+
+    write_dataset(
+        DatasetSource(str(digits_folder), image_size="10x10", image_channels=3), tmp_path / "d", False
+    )
+    ds = load_dataset(tmp_path / "d")
+    batch_dir = tmp_path / "new"
+    for cls in ("3", "7"):
+        (batch_dir / cls).mkdir(parents=True)
+        for f in sorted((digits_folder / cls).glob("*.png"))[:5]:
+            (batch_dir / cls / f.name).write_bytes(f.read_bytes())
+    checked = check_batch(load_batch(batch_dir), ds)
+    assert checked.x.shape == (10, 3, 10, 10) and checked.y.tolist() == [3] * 5 + [7] * 5
+    np.testing.assert_allclose(
+        checked.x[0:1], load_image(next(iter(sorted((batch_dir / "3").glob("*")))), ds.transform)
+    )
+    (batch_dir / "cow").mkdir()
+    with pytest.raises(DatasetError, match=r"class folders \['cow'\] are not classes of the training data"):
+        check_batch(load_batch(batch_dir), ds)

@@ -29,6 +29,7 @@ from edgecompress.data.folders import (
     ImageTransform,
     is_image_folder,
     load_image,
+    read_image_batch,
     write_image_folder,
     write_npz_shards,
 )
@@ -38,7 +39,7 @@ from edgecompress.io import atomic_path
 __all__ = [
     "BUILTIN_DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "SPLITS", "Dataset", "DatasetSource",
     "ImageTransform", "ShardedDataset", "_stratified_split", "content_digest", "load_dataset", "load_digits",
-    "load_fashion_mnist", "load_image", "load_source", "load_user_npz", "save_dataset", "to_model_input",
+    "load_fashion_mnist", "load_image", "read_image_batch", "load_source", "load_user_npz", "save_dataset", "to_model_input",
     "write_dataset",
 ]  # fmt: skip
 

@@ -133,6 +133,29 @@ def load_image(path: Path, transform: dict[str, Any]) -> np.ndarray:
     return to_model_input(decode_image(Path(path).read_bytes(), str(path), t)[None], transform)
 
 
+def read_image_batch(
+    root: Path, transform: dict[str, Any], class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A folder of new images (a drift batch) as stored samples under a dataset's recorded transform:
+    `root/<image>` (unlabelled) or `root/<class>/<image>` with the dataset's class names (labelled)."""
+    root, t = Path(root), ImageTransform.from_dict(transform)
+    classes = _subdirs(root)
+    unknown = sorted(set(classes) - set(class_names))
+    if unknown:
+        raise DatasetError(
+            f"image batch {root}: class folders {unknown} are not classes of the training data"
+        )
+    files = (
+        [(f, class_names.index(c)) for c in classes for f in _images_under(root / c)]
+        if classes
+        else [(f, -1) for f in _images_under(root)]
+    )
+    if not files:
+        raise DatasetError(f"image batch {root} holds no images")
+    x = np.stack([decode_image(f.read_bytes(), str(f), t) for f, _ in files])
+    return x, (np.array([lab for _, lab in files], dtype=np.int64) if classes else None)
+
+
 def _rule(key: str, seed: int, val_fraction: float, test_fraction: float) -> str:
     u = int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:8], "big") / 2.0**64
     return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"

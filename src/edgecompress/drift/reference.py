@@ -1,6 +1,6 @@
 """The two sides of a drift check: the new batch, and the model with the data it was trained on.
 
-A `Batch` comes from an `.npz` file (`load_batch`) and must match the reference data before any
+A `Batch` comes from an `.npz` file or a folder of images (`load_batch`) and must match the reference data before any
 test (`check_batch`): same sample shape and feature names, images in the training data's scale,
 finite values, labels in range. The `Reference` is found through MLflow lineage
 (`resolve_reference`): the dataset logged with the model's training run, verified by digest. Every
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress.data import SPLITS, Dataset, load_dataset
+from edgecompress.data import SPLITS, Dataset, load_dataset, read_image_batch
 from edgecompress.errors import DatasetError
 
 
@@ -27,6 +27,7 @@ class Batch:
     y: np.ndarray | None = None
     feature_names: list[str] | None = None
     source: str = ""
+    images: Path | None = None  # a folder of images: decoded by `check_batch` with the data's transform
 
 
 @dataclass
@@ -51,6 +52,8 @@ def load_batch(path: Path | str) -> Batch:
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"batch file {source} does not exist")
+    if path.is_dir():
+        return Batch(np.zeros((0,), np.uint8), source=source, images=path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -80,7 +83,13 @@ def feature_names_of(dataset: Dataset) -> list[str]:
 
 
 def check_batch(batch: Batch, dataset: Dataset) -> Batch:
-    """The batch must look like the reference data: same sample shape, same feature names."""
+    """The batch must look like the reference data: same sample shape, same feature names. A folder
+    of images is decoded by the training data's recorded transform (resize, channels, normalisation)."""
+    if batch.images is not None:
+        if not dataset.transform:
+            raise DatasetError(f"batch {batch.source} is a folder of images, but the training data was not")
+        x, y = read_image_batch(batch.images, dataset.transform, dataset.class_names)
+        batch = Batch(x, y, None, batch.source)
     shape = tuple(dataset.input_shape)
     if tuple(batch.x.shape[1:]) != shape:
         raise DatasetError(
