@@ -2,7 +2,7 @@
 (issue 19, item 4): no task holds the dataset, measured in every task process.
 
 The images are stored as 28x28 grayscale PNG files and turned into 3x64x64 model inputs by the
-dataset's recorded transform, so the decoded dataset (196 MB as uint8, 786 MB as the float32 the
+dataset's recorded transform, so the decoded dataset (188 MiB as uint8, 750 MiB as the float32 the
 model takes) dwarfs what a task needs for a shard and a batch. A `sitecustomize` on the tasks'
 PYTHONPATH runs tracemalloc in each KFP task process (numpy arrays are traced) and writes at exit its
 peak traced memory, its traced memory at exit and its peak RSS. Modules imported stay loaded until
@@ -118,4 +118,7 @@ def test_no_task_holds_the_dataset_in_memory(image_run):
         )
     print("\n" + "\n".join(lines))
     worst = max(t["traced_peak"] - t["traced_at_exit"] for t in tasks)
-    assert worst < decoded_uint8 / 4, "\n".join(lines)
+    # A task holds a shard, a batch and a few hundred samples at most (the parity check's and the
+    # validation accuracy's 512 float32 inputs are 24 MiB here): half the uint8 size is far above
+    # that and far below any task holding the data (750 MiB as the float32 a model takes).
+    assert worst < decoded_uint8 / 2, "\n".join(lines)
