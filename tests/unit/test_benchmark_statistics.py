@@ -41,6 +41,12 @@ def test_verdict_for_a_lower_is_better_target():
     assert verdict({"mean": 0.07, "low": 0.06, "high": 0.08}, 0.05, higher_is_better=False) == "missed"
 
 
+def test_one_run_is_never_a_plain_met_or_missed():
+    """A single seed gives a point, not an interval: the verdict says the figure is unqualified."""
+    assert verdict(mean_interval([-0.3]), -0.5, higher_is_better=True) == "met (one run: no interval)"
+    assert verdict(mean_interval([-0.9]), -0.5, higher_is_better=True) == "missed (one run: no interval)"
+
+
 def test_format_interval_scales_to_points():
     cell = format_interval({"mean": -0.0032, "low": -0.0055, "high": -0.0009, "n": 3}, scale=100, unit=" pt")
     assert cell == "-0.32 [-0.55, -0.09] pt (n=3)"
