@@ -195,21 +195,31 @@ def to_model_input(x: np.ndarray, transform: dict[str, Any] | None = None) -> np
     """uint8 images become [0, 1] floats; float data is taken as already scaled. A transform's
     per-channel mean/std then normalise channel axis 1 (recorded with the data, so training,
     evaluation, drift checks and inference apply the same)."""
-    out = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+    normalise = bool(transform and (transform.get("mean") or transform.get("std")))
+    # Float data is used as it is, copied only if the normalisation would change it.
+    out = x.astype(np.float32, copy=x.dtype == np.uint8 or normalise)
+    return scale_in_place(out, x.dtype, transform)
+
+
+def scale_in_place(out: np.ndarray, stored: np.dtype, transform: dict[str, Any] | None) -> np.ndarray:
+    """`to_model_input` on `out`, float32 samples cast from `stored` ones, without a second array."""
+    if stored == np.uint8:
+        np.divide(out, np.float32(255.0), out=out)
     if transform and (transform.get("mean") or transform.get("std")):
         shape = (1, -1) + (1,) * (out.ndim - 2)
-        mean = np.asarray(transform.get("mean") or [0.0], dtype=np.float32).reshape(shape)
-        std = np.asarray(transform.get("std") or [1.0], dtype=np.float32).reshape(shape)
-        out = (out - mean) / std
+        out -= np.asarray(transform.get("mean") or [0.0], dtype=np.float32).reshape(shape)
+        out /= np.asarray(transform.get("std") or [1.0], dtype=np.float32).reshape(shape)
     return out
 
 
 def content_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over each array's name, dtype, shape and C-order bytes; a contiguous array is hashed
+    through its buffer, not copied (`tobytes` would double a shard's memory while it is checked)."""
     h = hashlib.sha256()
     for key in sorted(arrays):
         arr = np.ascontiguousarray(arrays[key])
         h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
-        h.update(arr.tobytes())
+        h.update(arr.reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 

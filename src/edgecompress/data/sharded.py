@@ -32,6 +32,7 @@ from edgecompress.data.base import (
     _check_split,
     check_class_coverage,
     content_digest,
+    scale_in_place,
 )
 from edgecompress.errors import DatasetError
 
@@ -58,8 +59,8 @@ def manifest_digest(
 
 
 class ShardWriter:
-    """Buffers samples per split and writes a shard whenever one is full; checks what it is given
-    (one sample shape and dtype, finite inputs, whole-number labels) as it goes."""
+    """Fills one preallocated shard buffer per split and writes it whenever it is full; checks what it
+    is given (one sample shape and dtype, finite inputs, whole-number labels) as it goes."""
 
     def __init__(self, root: Path, where: str, shard_samples: int = 0) -> None:
         self.root, self.where, self.shard_samples = Path(root), where, shard_samples
@@ -67,7 +68,9 @@ class ShardWriter:
         self.sample_shape: tuple[int, ...] | None = None
         self.dtype: np.dtype | None = None
         self.present: set[int] = set()
-        self._buffers: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {s: [] for s in SPLITS}
+        # Allocated on a split's first sample and reused: no per-sample arrays, no concatenation.
+        self._x: dict[str, np.ndarray] = {}
+        self._y: dict[str, np.ndarray] = {}
         self._counts = dict.fromkeys(SPLITS, 0)
         self._index = dict.fromkeys(SPLITS, 0)
 
@@ -93,23 +96,29 @@ class ShardWriter:
         _check_finite(x, "x", origin)
         _check_labels(y, "y", origin)
         self.present.update(int(v) for v in np.unique(y))
-        self._buffers[split].append((x, y.astype(np.int64)))
-        self._counts[split] += len(x)
-        while self._counts[split] >= self.shard_samples:
-            self._flush(split, self.shard_samples)
+        if split not in self._x:
+            self._x[split] = np.empty((self.shard_samples, *self.sample_shape), dtype=self.dtype)
+            self._y[split] = np.empty(self.shard_samples, dtype=np.int64)
+        done = 0
+        while done < len(x):
+            at = self._counts[split]
+            n = min(len(x) - done, self.shard_samples - at)
+            self._x[split][at : at + n] = x[done : done + n]
+            self._y[split][at : at + n] = y[done : done + n]
+            self._counts[split] += n
+            done += n
+            if self._counts[split] == self.shard_samples:
+                self._flush(split)
 
-    def _flush(self, split: str, n: int) -> None:
-        x = np.concatenate([b[0] for b in self._buffers[split]])
-        y = np.concatenate([b[1] for b in self._buffers[split]])
-        rest = (x[n:], y[n:])
-        x, y = x[:n], y[:n]
+    def _flush(self, split: str) -> None:
+        n = self._counts[split]
+        x, y = self._x[split][:n], self._y[split][:n]
         name = f"{split}-{self._index[split]:05d}.npz"
         with open(self.root / name, "wb") as f:
             np.savez_compressed(f, x=x, y=y)
         self.shards.append({"split": split, "file": name, "samples": int(n), "sha256": shard_digest(x, y)})
         self._index[split] += 1
-        self._buffers[split] = [rest] if len(rest[0]) else []
-        self._counts[split] -= n
+        self._counts[split] = 0
 
     def finish(
         self,
@@ -125,7 +134,8 @@ class ShardWriter:
         the explicit `class_names`). Returns the metadata."""
         for split in SPLITS:
             if self._counts[split]:
-                self._flush(split, self._counts[split])
+                self._flush(split)
+        self._x.clear(), self._y.clear()
         sizes = {s: sum(sh["samples"] for sh in self.shards if sh["split"] == s) for s in SPLITS}
         for split, n in sizes.items():
             if n == 0:
@@ -232,47 +242,69 @@ class ShardedDataset(Dataset):
         self, name: str, batch_size: int, limit: int | None = None, shuffle: bool = False, seed: int = 0
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Model-ready batches of the first `limit` samples; `shuffle`: shards in a seeded order,
-        samples permuted within each (the writer already mixed the classes across shards)."""
+        samples permuted within each (the writer already mixed the classes across shards). Holds one
+        shard and the batch being made: a batch is gathered from the shard by index, and only the
+        fewer than `batch_size` samples left at a shard's end are copied to start the next batch."""
         parts = self._covering(name, limit)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(parts)) if shuffle else range(len(parts))
-        carry_x, carry_y = None, None
+        held: list[tuple[np.ndarray, np.ndarray]] = []  # samples left from earlier shards, < batch_size
         for k in order:
             shard, n = parts[int(k)]
             x, y = self.read_shard(shard)
-            x, y = x[:n], y[:n]
-            if shuffle:
-                p = rng.permutation(n)
-                x, y = x[p], y[p]
-            if carry_x is not None:
-                x, y = np.concatenate([carry_x, x]), np.concatenate([carry_y, y])
-            full = len(x) // batch_size * batch_size
-            for i in range(0, full, batch_size):
-                yield self.model_input(x[i : i + batch_size]), y[i : i + batch_size].astype(np.int64)
-            carry_x, carry_y = x[full:], y[full:]
-        if carry_x is not None and len(carry_x):
-            yield self.model_input(carry_x), carry_y.astype(np.int64)
+            index: np.ndarray | None = rng.permutation(n) if shuffle else None
+            at = 0
+            while n - at >= batch_size - sum(len(h[1]) for h in held):
+                pick = at + batch_size - sum(len(h[1]) for h in held)
+                part = slice(at, pick) if index is None else index[at:pick]
+                batch = self._assemble([*held, (x[part], y[part])])  # its pieces are freed here
+                held, at = [], pick
+                yield batch
+                del batch  # before the next batch is made
+            if at < n:
+                # a copy (fancy indexing copies too), so the shard itself is not kept
+                part = slice(at, n) if index is None else index[at:n]
+                held.append((np.array(x[part]), np.array(y[part])))
+            del x, y
+        if held:
+            yield self._assemble(held)
+
+    def _assemble(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """One model-ready batch from pieces of stored samples, cast into its float32 array directly."""
+        out = np.empty((sum(len(y) for _, y in pieces), *self.input_shape), np.float32)
+        at = 0
+        for x, y in pieces:
+            out[at : at + len(y)] = x
+            at += len(y)
+        labels = np.concatenate([y for _, y in pieces]).astype(np.int64, copy=False)
+        return scale_in_place(out, self.dtype, self.transform), labels
 
     def split(self, name: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for shard, n in self._covering(name, limit):
+        parts = self._covering(name, limit)
+        out = np.empty((sum(n for _, n in parts), *self.input_shape), np.float32)
+        ys, at = [], 0
+        for shard, n in parts:
             x, y = self.read_shard(shard)
-            xs.append(self.model_input(x[:n]))
+            out[at : at + n] = x[:n]
             ys.append(y[:n].astype(np.int64))
-        if not xs:
-            return np.zeros((0, *self.input_shape), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(xs), np.concatenate(ys)
+            at += n
+        labels = np.concatenate(ys) if ys else np.zeros(0, np.int64)
+        return scale_in_place(out, self.dtype, self.transform), labels
 
     def take(self, name: str, indices: np.ndarray) -> np.ndarray:
         indices = np.sort(np.asarray(indices, dtype=np.int64))
-        out, start = [], 0
+        out = np.empty((len(indices), *self.input_shape), np.float32)  # filled shard by shard
+        start, at = 0, 0
         for shard in self._shards(name):
             end = start + int(shard["samples"])
             mine = indices[(indices >= start) & (indices < end)] - start
             if len(mine):
-                out.append(self.model_input(self.read_shard(shard)[0][mine]))
+                out[at : at + len(mine)] = self.read_shard(shard)[0][mine]
+                at += len(mine)
             start = end
-        return np.concatenate(out) if out else np.zeros((0, *self.input_shape), np.float32)
+        if at != len(indices):
+            raise DatasetError(f"split {name!r} has {start} samples; indices up to {int(indices[-1])} asked")
+        return scale_in_place(out, self.dtype, self.transform)
 
 
 def load_sharded(root: Path) -> ShardedDataset:
