@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,8 @@ def validate_arguments(arguments: dict[str, Any]) -> None:
         )
     if source not in BUILTIN_DATASETS and not source.startswith("s3://") and not Path(source).exists():
         raise ConfigError(
-            f"dataset {source!r} is neither one of {BUILTIN_DATASETS}, an existing .npz file, nor an s3:// URI"
+            f"dataset {source!r} is neither one of {BUILTIN_DATASETS}, an existing .npz file or folder (of "
+            "images or .npz shards), nor an s3:// URI"
         )
     parse_spec(arguments.get("model", "cnn"))
     _check_device_classes(arguments)
@@ -84,6 +86,8 @@ def run_pipeline(
         if not arguments.get("farm_url"):
             farm = stack.enter_context(_local_farm(_check_device_classes(arguments), run_dir))
             arguments = {**arguments, "farm_url": farm}
+        if arguments.get("track", True):
+            stack.enter_context(_ended_parent_run())
         try:
             output = pipeline(**arguments)
         except RuntimeError as exc:
@@ -139,6 +143,28 @@ def run_retrain_on_drift(
         "retrain": retrain,
         "pipeline_root": str(run),
     }
+
+
+@contextlib.contextmanager
+def _ended_parent_run() -> Iterator[None]:
+    """The pipeline's MLflow parent run ends with the command, FINISHED or FAILED (its tasks find it
+    by a tag this run gives them through the environment)."""
+    previous = os.environ.get(lineage.LOCAL_RUN_ENV)
+    local_run = uuid.uuid4().hex
+    os.environ[lineage.LOCAL_RUN_ENV] = local_run
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    finally:
+        if previous is None:
+            os.environ.pop(lineage.LOCAL_RUN_ENV, None)
+        else:
+            os.environ[lineage.LOCAL_RUN_ENV] = previous
+        try:
+            lineage.end_local_pipeline_runs(local_run, status)
+        except Exception as exc:  # the pipeline's own outcome (or error) is what the user needs
+            log.warning("could not end the pipeline's MLflow parent run: %s", exc)
 
 
 @contextlib.contextmanager

@@ -14,8 +14,7 @@ SURFACES = (
 
 
 def run(dataset, **settings) -> None:
-    src = build(DatasetSource, settings)
-    meta = load_dataset_step(src.source, dataset.path, src.seed, build(Lineage, settings))
+    meta = load_dataset_step(build(DatasetSource, settings), dataset.path, build(Lineage, settings))
     dataset.metadata.update(
         {k: meta[k] for k in ("name", "source", "input_shape", "num_classes", "splits", "sha256")}
     )
@@ -26,5 +25,6 @@ load_dataset = technique_component(
     run,
     outputs={"dataset": "Dataset"},
     surfaces=SURFACES,
-    doc="""Load `digits`, `fashion-mnist`, a `.npz` path or an `s3://` URI into a Dataset artifact.""",
+    doc="""Load `digits`, `fashion-mnist`, a `.npz` path or an `s3://` URI into a Dataset artifact, or
+stream an image folder or a folder of `.npz` shards into a sharded one (a directory).""",
 )

@@ -19,7 +19,7 @@ from onnx import numpy_helper, shape_inference
 from edgecompress import lineage
 from edgecompress.data import Dataset, load_dataset
 from edgecompress.errors import ModelError
-from edgecompress.export import ModelPackage, check_onnx_fits, load_model_package, onnx_logits, validate_onnx
+from edgecompress.export import ModelPackage, check_onnx_fits, load_model_package, split_logits, validate_onnx
 from edgecompress.farm.runner import BenchmarkSettings, run_isolated
 from edgecompress.io import write_json, write_text
 from edgecompress.reports import confusion_matrix_png, html_page, html_table, png_img_tag
@@ -241,8 +241,7 @@ def evaluate_onnx(
     """Accuracy, confusion matrix and logits on one split."""
     proto = validate_onnx(onnx_path)
     check_onnx_fits(proto, dataset.input_shape, str(onnx_path))
-    x, y = dataset.split(split, limit)
-    logits = onnx_logits(onnx_path, x)
+    logits, y = split_logits(onnx_path, dataset, split, limit)
     if logits.ndim != 2 or logits.shape[1] != dataset.num_classes:
         raise ModelError(
             f"model {onnx_path} outputs shape {logits.shape}; the dataset has {dataset.num_classes} classes"

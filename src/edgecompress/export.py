@@ -18,6 +18,7 @@ import onnx
 import torch
 from torch import nn
 
+from edgecompress.data import Dataset
 from edgecompress.errors import ExportError, ModelError
 from edgecompress.io import atomic_path, sha256_file
 
@@ -58,16 +59,36 @@ def export_onnx(
         raise ExportError(f"ONNX export failed: {exc}") from exc
 
 
-def onnx_logits(onnx_path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 0) -> np.ndarray:
+def onnx_session(onnx_path: Path, threads: int = 0):
+    """A quiet CPU ONNX Runtime session (`threads` 0: ONNX Runtime's default)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(onnx_path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 0) -> np.ndarray:
+    session = onnx_session(onnx_path, threads)
     name = session.get_inputs()[0].name
     outs = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def split_logits(
+    onnx_path: Path, dataset: Dataset, split: str, limit: int | None = None, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """ONNX Runtime logits and labels of a split read batch by batch (only the logits are kept)."""
+    session = onnx_session(onnx_path)
+    name = session.get_inputs()[0].name
+    outs, labels = [], []
+    for xb, yb in dataset.batches(split, batch_size, limit):
+        outs.append(session.run(None, {name: xb})[0])
+        labels.append(yb)
+    if not outs:
+        return np.zeros((0, dataset.num_classes), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(outs), np.concatenate(labels)
 
 
 def check_parity(model: nn.Module, onnx_path: Path, x: np.ndarray, atol: float = 1e-3) -> Parity:

@@ -214,12 +214,12 @@ def gate_step(
     config.validate()
     ctx = lineage_ctx or Lineage()
     dataset = load_dataset(Path(dataset_path))
-    if len(dataset.split(config.decision_split)[1]) == 0:
+    if dataset.size(config.decision_split) == 0:
         raise ConfigError(f"the dataset {dataset.name!r} has no {config.decision_split!r} split to decide on")
     parent, child = load_model_package(Path(parent_dir)), load_model_package(Path(child_dir))
     ctx.check()
     p_eval, c_eval = (json.loads(Path(p).read_text()) for p in (parent_eval_path, child_eval_path))
-    _, y = dataset.split(config.decision_split)
+    y = dataset.labels(config.decision_split)
     correct = {}
     for role, package in (("parent", parent), ("child", child)):
         _, _, logits = evaluate_onnx(package.onnx_path, dataset, config.decision_split)

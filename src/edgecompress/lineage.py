@@ -33,6 +33,9 @@ TAG = "edgecompress."
 DEFAULT_EXPERIMENT = "edgecompress"
 DEFAULT_STORE_DIR = Path("edgecompress-runs")
 IMAGE_ENV = "EDGECOMPRESS_IMAGE"
+# Set by a local pipeline run (`edgecompress run`) for its tasks: the parent run they create is tagged
+# with it, so the command can end that run when the pipeline returns (kfp.local's job id is random).
+LOCAL_RUN_ENV = "EDGECOMPRESS_LOCAL_RUN"
 
 
 def default_tracking_uri(store_dir: Path = DEFAULT_STORE_DIR) -> str:
@@ -147,11 +150,28 @@ def get_or_create_pipeline_run(
             f"{TAG}pipeline": pipeline_name,
             f"{TAG}role": "pipeline-run",
             f"{TAG}package_version": __version__,
+            **({f"{TAG}local_run": os.environ[LOCAL_RUN_ENV]} if os.environ.get(LOCAL_RUN_ENV) else {}),
         },
     )
     for key, value in (params or {}).items():
         client.log_param(run.info.run_id, key, str(value)[:6000])
     return run.info.run_id
+
+
+def end_local_pipeline_runs(local_run: str, status: str) -> int:
+    """End (FINISHED or FAILED) the parent runs still RUNNING that tasks of the local pipeline run
+    `local_run` created: nothing else ends them, since one task ending must not end its pipeline's
+    parent. Returns how many were ended."""
+    mlflow = _mlflow()
+    found = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{TAG}local_run` = '{local_run}' and attributes.status = 'RUNNING'",
+        output_format="list",
+    )
+    client = mlflow.MlflowClient()
+    for run in found:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(found)
 
 
 def parent_run_name(pipeline_name: str, pipeline_run_id: str) -> str:
@@ -217,6 +237,13 @@ def log_dataset_artifact(path: Path, meta: dict[str, Any]) -> str:
     run = mlflow.active_run()
     if run is None:
         raise TrackingError("log_dataset_artifact needs an active MLflow run")
+    if Path(path).is_dir():  # a sharded dataset: its directory, file by file
+        target = f"{meta['name']}-{meta['sha256'][:12]}"
+        try:
+            mlflow.log_artifacts(str(path), artifact_path=f"datasets/{target}")
+        except Exception as exc:
+            raise TrackingError(f"MLflow could not store dataset {path}: {exc}") from exc
+        return f"runs:/{run.info.run_id}/datasets/{target}"
     target = f"{meta['name']}-{meta['sha256'][:12]}.npz"
     with tempfile.TemporaryDirectory(prefix="edgecompress-ds-") as tmp:
         link = Path(tmp) / target

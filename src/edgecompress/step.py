@@ -100,8 +100,8 @@ def save_torch_child(model, dataset: Dataset, output_dir: Path, info: dict[str, 
     with tempfile.TemporaryDirectory(prefix="edgecompress-child-") as tmp:
         onnx_file = Path(tmp) / "model.onnx"
         export_onnx(model, dataset.input_shape, onnx_file)
-        x_val, _ = dataset.split("val")
-        parity = check_parity(model, onnx_file, x_val[:512])
+        x_val, _ = dataset.split("val", 512)
+        parity = check_parity(model, onnx_file, x_val)
         info = {
             **info,
             "params": count_parameters(model),

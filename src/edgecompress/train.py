@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgecompress import lineage
-from edgecompress.data import Dataset, load_dataset, load_source, save_dataset
+from edgecompress.data import Dataset, DatasetSource, load_dataset, write_dataset
 from edgecompress.errors import ConfigError
 from edgecompress.progress import progress_bar
 from edgecompress.step import Lineage, log_child, save_torch_child
@@ -97,6 +97,46 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 5
     return correct / max(1, len(x))
 
 
+@torch.no_grad()
+def split_accuracy(
+    model: nn.Module, dataset: Dataset, split: str, limit: int | None = None, batch_size: int = 512
+) -> float:
+    """`accuracy` on a dataset split read batch by batch (the same batches as on an in-memory split)."""
+    model.eval()
+    correct = seen = 0
+    for xb, yb in dataset.batches(split, batch_size, limit):
+        correct += int((model(torch.from_numpy(xb)).argmax(1).numpy() == yb).sum())
+        seen += len(yb)
+    return correct / max(1, seen)
+
+
+def _train_batches(
+    dataset: Dataset, config: TrainConfig, generator: torch.Generator
+) -> tuple[int, Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]]:
+    """(samples per epoch, epoch -> its shuffled batches). In memory: a permutation of the split per
+    epoch from `generator`; streamed: shards in a seeded order, each permuted (`Dataset.batches`)."""
+    if dataset.streamed:
+        limit = config.max_train_samples or None
+        n = min(dataset.size("train"), limit or dataset.size("train"))
+
+        def streamed(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            seed = config.seed * 100_003 + epoch
+            for xb, yb in dataset.batches("train", config.batch_size, limit, shuffle=True, seed=seed):
+                yield torch.from_numpy(xb), torch.from_numpy(yb)
+
+        return n, streamed
+    x_train, y_train = dataset.split("train", config.max_train_samples)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+
+    def in_memory(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(xt), generator=generator)
+        for i in range(0, len(xt), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            yield xt[idx], yt[idx]
+
+    return len(xt), in_memory
+
+
 def fit(
     model: nn.Module,
     dataset: Dataset,
@@ -111,27 +151,22 @@ def fit(
     `on_epoch_end(epoch, val_accuracy)` may raise to stop training early (NAS's successive halving)."""
     config.validate()
     seed_everything(config.seed)
-    x_train, y_train = dataset.split("train", config.max_train_samples)
-    x_val, y_val = dataset.split("val")
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    generator = torch.Generator().manual_seed(config.seed)
+    n_train, epoch_batches = _train_batches(dataset, config, generator)
     loss_fn = loss_fn or cross_entropy_loss(config.label_smoothing)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = (len(xt) + config.batch_size - 1) // config.batch_size
+    steps_per_epoch = (n_train + config.batch_size - 1) // config.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
     )
-    generator = torch.Generator().manual_seed(config.seed)
     history = TrainHistory()
     with progress_bar(enabled=progress) as bar:
         task = bar.add_task(description, total=config.epochs * steps_per_epoch)
         for epoch in range(config.epochs):
             model.train()
-            order = torch.randperm(len(xt), generator=generator)
             total_loss, seen = 0.0, 0
-            for i in range(0, len(xt), config.batch_size):
-                idx = order[i : i + config.batch_size]
-                xb, yb = xt[idx], yt[idx]
+            for xb, yb in epoch_batches(epoch):
                 if config.augment:
                     xb = _augment(xb, generator)
                 optimizer.zero_grad(set_to_none=True)
@@ -139,10 +174,10 @@ def fit(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                total_loss += float(loss.detach()) * len(idx)
-                seen += len(idx)
+                total_loss += float(loss.detach()) * len(yb)
+                seen += len(yb)
                 bar.advance(task)
-            val_acc = accuracy(model, x_val, y_val)
+            val_acc = split_accuracy(model, dataset, "val")
             history.epochs.append(
                 {"epoch": epoch + 1, "train_loss": total_loss / seen, "val_accuracy": val_acc}
             )
@@ -167,13 +202,15 @@ def fit(
 
 
 def load_dataset_step(
-    source: str, output_path: Path, seed: int = 0, lineage_ctx: Lineage | None = None
+    source: DatasetSource, output_path: Path, lineage_ctx: Lineage | None = None, progress: bool = True
 ) -> dict[str, Any]:
     ctx = lineage_ctx or Lineage()
+    source.validate()
     ctx.check()
-    dataset = load_source(source, seed=seed)
-    meta = save_dataset(dataset, Path(output_path))
-    with ctx.task("load-dataset", {"source": source, "seed": seed}):
+    meta = write_dataset(source, Path(output_path), progress)
+    with ctx.task(
+        "load-dataset", {k: v for k, v in asdict(source).items() if v not in ("", 0) or k == "seed"}
+    ):
         if ctx.enabled:
             lineage.log_dataset(meta, context="source")
     return meta
@@ -202,6 +239,7 @@ def train_step(
             "input_shape": list(dataset.input_shape),
             "num_classes": dataset.num_classes,
             "class_names": dataset.class_names,
+            "input_transform": dataset.transform,
             "dataset_sha256": dataset.digest,
             "dataset_name": dataset.name,
             "parent_model_id": None,

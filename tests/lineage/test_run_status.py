@@ -73,3 +73,25 @@ def test_library_steps_end_the_parent_they_own_but_not_a_pipeline_s(tracking_uri
     status = {p.info.run_name: p.info.status for p in parents}
     assert sorted(status.values()) == ["FAILED", "FINISHED", "RUNNING"]
     assert status["compress-0123456789ab"] == "RUNNING"
+
+
+def test_a_local_pipeline_run_ends_the_parent_its_tasks_created(tracking_uri, monkeypatch):
+    """`edgecompress run`: kfp.local's job id is random, so the command tags the parent run its tasks
+    create (through the environment) and ends exactly that one when the pipeline returns;
+    tests/pipeline/test_image_folder_run.py checks the same through a whole `edgecompress run`."""
+    from edgecompress.lineage import LOCAL_RUN_ENV, end_local_pipeline_runs
+
+    other = Lineage(pipeline_run_id="11111111", pipeline_name="edge-compression")
+    with other.task("train"):  # another pipeline's, still running
+        pass
+    monkeypatch.setenv(LOCAL_RUN_ENV, "a" * 32)
+    mine = Lineage(pipeline_run_id="22222222", pipeline_name="edge-compression")
+    for task in ("load-dataset", "train"):
+        with mine.task(task):
+            pass
+    assert end_local_pipeline_runs("a" * 32, "FAILED") == 1
+    parents, tasks = _runs(tracking_uri)
+    status = {p.info.run_name: p.info.status for p in parents}
+    assert status == {"edge-compression-11111111": "RUNNING", "edge-compression-22222222": "FAILED"}
+    assert {t.info.status for t in tasks} == {"FINISHED"}
+    assert end_local_pipeline_runs("a" * 32, "FINISHED") == 0  # an ended run is left as it ended

@@ -77,7 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "data and promotes the result.",
     )
     p.add_argument(
-        "batch", type=Path, help=".npz with `x` (and `y` for --retrain; `feature_names` for tabular)"
+        "batch",
+        type=Path,
+        help=".npz with `x` (and `y` for --retrain; `feature_names` for tabular), or a folder of images "
+        "(<image> or <class>/<image>) when the model was trained on an image folder",
     )
     p.add_argument("--model", required=True, help=MODEL_HELP + ", or a local Model artifact directory")
     add_options(p, DriftConfig)

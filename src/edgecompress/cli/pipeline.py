@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "then print parent vs child with the gate's verdict.",
     )
     run.add_argument(
-        "--dataset", default="digits", help="digits (default), fashion-mnist, a .npz path or s3:// URI"
+        "--dataset",
+        default="digits",
+        help="digits (default), fashion-mnist, a .npz path, an s3:// URI, an image folder or a folder of "
+        ".npz shards (streamed; image options as --param image_size=64x64 …)",
     )
     run.add_argument(
         "--model",

@@ -65,10 +65,15 @@ def step_command(
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dataset",
-        help="write a Dataset artifact (.npz) from a source",
-        description="Resolve digits, fashion-mnist, a .npz path or an s3:// URI into a Dataset artifact.",
+        help="write a Dataset artifact from a source (built-in, .npz, image folder, .npz shards)",
+        description="Resolve digits, fashion-mnist, a .npz path or an s3:// URI into a Dataset artifact "
+        "(.npz), or stream an image folder (<class>/<image> or train|val|test/<class>/<image>) or a "
+        "folder of .npz shards into a sharded artifact directory, checking every sample on the way.",
     )
-    p.add_argument("source", help="digits, fashion-mnist, a .npz path or an s3:// URI")
+    p.add_argument(
+        "source",
+        help="digits, fashion-mnist, a .npz path, an s3:// URI, an image folder or a folder of .npz shards",
+    )
     add_options(p, DatasetSource, exclude=("source",))
     p.add_argument("--output", type=Path, required=True)
     _common(p)
@@ -116,8 +121,7 @@ def _print(data) -> int:
 def cmd_dataset(a: argparse.Namespace) -> int:
     from edgecompress.train import load_dataset_step
 
-    src = from_args(DatasetSource, a)
-    return _print(load_dataset_step(src.source, a.output, src.seed, _lineage(a)))
+    return _print(load_dataset_step(from_args(DatasetSource, a), a.output, _lineage(a)))
 
 
 def cmd_train(a: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """The two sides of a drift check: the new batch, and the model with the data it was trained on.
 
-A `Batch` comes from an `.npz` file (`load_batch`) and must match the reference data before any
+A `Batch` comes from an `.npz` file or a folder of images (`load_batch`) and must match the reference data before any
 test (`check_batch`): same sample shape and feature names, images in the training data's scale,
 finite values, labels in range. The `Reference` is found through MLflow lineage
 (`resolve_reference`): the dataset logged with the model's training run, verified by digest. Every
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress.data import SPLITS, Dataset, load_dataset, to_model_input
+from edgecompress.data import SPLITS, Dataset, load_dataset, read_image_batch
 from edgecompress.errors import DatasetError
 
 
@@ -27,6 +27,7 @@ class Batch:
     y: np.ndarray | None = None
     feature_names: list[str] | None = None
     source: str = ""
+    images: Path | None = None  # a folder of images: decoded by `check_batch` with the data's transform
 
 
 @dataclass
@@ -51,6 +52,8 @@ def load_batch(path: Path | str) -> Batch:
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"batch file {source} does not exist")
+    if path.is_dir():
+        return Batch(np.zeros((0,), np.uint8), source=source, images=path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -80,27 +83,30 @@ def feature_names_of(dataset: Dataset) -> list[str]:
 
 
 def check_batch(batch: Batch, dataset: Dataset) -> Batch:
-    """The batch must look like the reference data: same sample shape, same feature names."""
+    """The batch must look like the reference data: same sample shape, same feature names. A folder
+    of images is decoded by the training data's recorded transform (resize, channels, normalisation)."""
+    if batch.images is not None:
+        if not dataset.transform:
+            raise DatasetError(f"batch {batch.source} is a folder of images, but the training data was not")
+        x, y = read_image_batch(batch.images, dataset.transform, dataset.class_names)
+        batch = Batch(x, y, None, batch.source)
     shape = tuple(dataset.input_shape)
     if tuple(batch.x.shape[1:]) != shape:
         raise DatasetError(
             f"batch {batch.source}: samples have shape {tuple(batch.x.shape[1:])}, but the model's "
             f"training data {dataset.name!r} has samples of shape {shape}"
         )
-    x = (
-        to_model_input(batch.x)
-        if dataset.arrays["x_train"].dtype == np.uint8 and batch.x.dtype == np.uint8
-        else batch.x.astype(np.float32)
-    )
-    if (
-        dataset.arrays["x_train"].dtype == np.uint8
-        and batch.x.dtype != np.uint8
-        and float(np.nanmax(x)) > 1.0 + 1e-6
-    ):
+    if dataset.dtype == np.uint8 and batch.x.dtype != np.uint8 and float(np.nanmax(batch.x)) > 1.0 + 1e-6:
         raise DatasetError(
             f"batch {batch.source}: float images must be scaled to [0, 1] like the training data "
-            f"(max is {float(np.nanmax(x)):.3g}); or pass uint8 pixels"
+            f"(max is {float(np.nanmax(batch.x)):.3g}); or pass uint8 pixels"
         )
+    # The training data's recorded scaling and normalisation; uint8 values of float data stay as they are.
+    x = (
+        dataset.model_input(batch.x)
+        if dataset.dtype == np.uint8 or batch.x.dtype != np.uint8
+        else batch.x.astype(np.float32)
+    )
     if not np.all(np.isfinite(x)):
         raise DatasetError(f"batch {batch.source}: 'x' contains NaN or infinite values")
     if len(shape) == 1 and batch.feature_names is not None:
@@ -174,16 +180,30 @@ def resolve_reference(model: str | Path, workdir: Path) -> Reference:
 def reference_sample(dataset: Dataset, n: int, seed: int, held_out: bool) -> np.ndarray:
     """Held-out splits (val + test) for model-output tests; every split for raw-feature tests."""
     splits = ("val", "test") if held_out else SPLITS
-    x = np.concatenate([dataset.split(s)[0] for s in splits])
-    if len(x) > n:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
-    return x
+    sizes = [dataset.size(s) for s in splits]
+    total = sum(sizes)
+    idx = (
+        np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
+        if total > n
+        else np.arange(total)
+    )
+    parts, start = [], 0
+    for split, size in zip(splits, sizes, strict=True):  # only the drawn samples are read
+        mine = idx[(idx >= start) & (idx < start + size)] - start
+        parts.append(dataset.take(split, mine))
+        start += size
+    return np.concatenate(parts)
 
 
 def merge_for_retrain(reference: Dataset, batch: Batch, seed: int = 0) -> Dataset:
     """Reference data plus the labelled new batch, the batch split 70/15/15 into train/val/test."""
     if batch.y is None:
         raise DatasetError(f"batch {batch.source} has no labels 'y': retraining needs labelled new data")
+    if reference.streamed:
+        raise DatasetError(
+            f"retraining on a sharded dataset ({reference.source}) is not supported yet: add the new "
+            "images to its folder and run `edgecompress dataset` and `train` on it"
+        )
     x_new = batch.x
     if reference.arrays["x_train"].dtype == np.uint8:
         x_new = np.clip(np.round(x_new * 255.0), 0, 255).astype(np.uint8)

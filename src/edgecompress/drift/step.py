@@ -75,7 +75,7 @@ def retrain_arguments(batch_path: Path | str, model: str | Path, config: DriftCo
     with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
         batch = load_batch(batch_path)
         reference = resolve_reference(model, Path(tmp))
-        check_batch(batch, reference.dataset)
+        batch = check_batch(batch, reference.dataset)
         if batch.y is None:  # fail before any work: no retrain can follow
             raise DatasetError(f"batch {batch_path} has no labels 'y': --retrain needs labelled new data")
     model_ref = str(model) if not Path(str(model)).exists() else f"models:/{reference.model_id}"

@@ -172,8 +172,7 @@ def autotune(
     workdir = Path(workdir or tempfile.mkdtemp(prefix="edgecompress-autotune-"))
     workdir.mkdir(parents=True, exist_ok=True)
     parent_latency = config.measurement.latency(Path(parent_onnx))
-    x_val, _ = dataset.split("val")
-    parent_accuracy = probe_accuracy(Path(parent_onnx), dataset, len(x_val))
+    parent_accuracy = probe_accuracy(Path(parent_onnx), dataset, dataset.size("val"))
     allowed = config.criterion.allowed_drop(parent_accuracy)
     plan = config.plan(module is not None, parent_accuracy - allowed)
     trials: list[dict[str, Any]] = []

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError
-from edgecompress.export import onnx_logits
+from edgecompress.export import split_logits
 from edgecompress.measure import Measurement
 
 
@@ -23,14 +23,16 @@ def check_against_parent(
     parent_latency: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, output agreement, size and (with a device class) latency of a child next to its parent."""
-    x, y = dataset.split(split)
-    if len(x) == 0:
+    if dataset.size(split) == 0:
         raise ConfigError(f"the dataset's {split} split is empty: nothing to check the quantized model on")
-    a, b = onnx_logits(Path(parent_onnx), x), onnx_logits(Path(child_onnx), x)
+    (a, y), (b, _) = (
+        split_logits(Path(parent_onnx), dataset, split),
+        split_logits(Path(child_onnx), dataset, split),
+    )
     parent_bytes, child_bytes = Path(parent_onnx).stat().st_size, Path(child_onnx).stat().st_size
     check: dict[str, Any] = {
         "split": split,
-        "samples": int(len(x)),
+        "samples": int(len(y)),
         "parent_accuracy": float(np.mean(a.argmax(1) == y)),
         "accuracy": float(np.mean(b.argmax(1) == y)),
         "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),

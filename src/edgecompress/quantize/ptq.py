@@ -22,11 +22,9 @@ log = logging.getLogger(__name__)
 
 def calibration_sample(dataset: Dataset, n: int, seed: int) -> np.ndarray:
     """A seeded draw from the training split (never from validation or test)."""
-    x, _ = dataset.split("train")
-    if len(x) == 0:
+    if dataset.size("train") == 0:
         raise ConfigError("the calibration set is empty: the dataset's training split has no samples")
-    idx = np.sort(np.random.default_rng(seed).choice(len(x), size=min(n, len(x)), replace=False))
-    return x[idx]
+    return dataset.sample("train", n, seed)
 
 
 class _Reader:

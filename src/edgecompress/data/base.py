@@ -1,6 +1,7 @@
-"""Datasets and the Dataset artifact format.
+"""In-memory datasets and the single-file Dataset artifact.
 
-A dataset artifact is one `.npz` file holding `x_train, y_train, x_val, y_val, x_test, y_test` and a
+A dataset artifact is either a directory of shards (`edgecompress.data.sharded`, streamed) or one
+`.npz` file holding `x_train, y_train, x_val, y_val, x_test, y_test` and a
 `meta` JSON string (name, source, input shape, classes, per-split sizes, content digest). The digest
 is a sha256 over the arrays themselves, so it identifies the data whatever the zip container's
 timestamps, and a corrupt or edited file is caught when it is loaded.
@@ -12,13 +13,14 @@ import gzip
 import hashlib
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgecompress.errors import DatasetError
+from edgecompress.errors import ConfigError, DatasetError
 from edgecompress.io import atomic_path
 
 SPLITS = ("train", "val", "test")
@@ -35,9 +37,58 @@ class DatasetSource:
     """Where a Dataset artifact comes from, and the seed of its train/val/test split."""
 
     source: str = field(
-        default="digits", metadata={"help": "digits, fashion-mnist, a .npz path or an s3:// URI"}
+        default="digits",
+        metadata={
+            "help": "digits, fashion-mnist, a .npz path, an s3:// URI, an image folder (one folder per "
+            "class) or a folder of .npz shards"
+        },
     )
     seed: int = field(default=0, metadata={"help": "seed of the stratified train/val/test split"})
+    image_size: str = field(
+        default="",
+        metadata={
+            "help": "image folders: resize every image to HEIGHTxWIDTH (e.g. 32x32); empty: keep the "
+            "size, which all images must then share"
+        },
+    )
+    image_channels: int = field(
+        default=0,
+        metadata={"help": "image folders: 1 (grayscale) or 3 (RGB); 0: as the first image, all must match"},
+    )
+    image_mean: str = field(
+        default="", metadata={"help": "per-channel mean subtracted after scaling to [0, 1] (e.g. 0.5)"}
+    )
+    image_std: str = field(default="", metadata={"help": "per-channel std divided by after the mean"})
+    class_names: str = field(
+        default="",
+        metadata={
+            "help": "explicit comma-separated class list (label i is the i-th name): a folder or label "
+            "not in it is an error, a class may be empty; empty: the sorted class folders, or labels "
+            "0..C-1 with every class present"
+        },
+    )
+    val_fraction: float = field(
+        default=0.15,
+        metadata={"help": "image folders / shards without a val split: share of samples put in val"},
+    )
+    test_fraction: float = field(
+        default=0.15,
+        metadata={"help": "image folders / shards without a test split: share of samples put in test"},
+    )
+    shard_samples: int = field(
+        default=0, metadata={"help": "samples per written shard; 0: about 4 MiB of pixels each"}
+    )
+
+    def validate(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("val_fraction + test_fraction must leave samples for training")
+        if self.image_channels not in (0, 1, 3):
+            raise ConfigError(f"image_channels must be 0, 1 or 3, got {self.image_channels}")
+        if self.shard_samples < 0:
+            raise ConfigError(f"shard_samples must be ≥ 0, got {self.shard_samples}")
 
 
 @dataclass
@@ -58,18 +109,68 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    # An in-memory dataset; `ShardedDataset` streams from disk and sets this True.
+    streamed = False
+
+    @property
+    def transform(self) -> dict[str, Any] | None:
+        """The recorded input transform (image size, channels, mean/std), None for plain [0, 1] scaling."""
+        return self.extra.get("transform")
+
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """Stored samples as the model takes them: [0, 1] floats, normalised by the recorded transform."""
+        return to_model_input(x, self.transform)
+
     def split(self, name: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Model-ready (float32 inputs, int64 labels) for one split."""
-        if name not in SPLITS:
-            raise DatasetError(f"unknown split {name!r}; expected one of {SPLITS}")
+        """Model-ready (float32 inputs, int64 labels) for one split, all in memory: for bounded use
+        (a `limit`) or small data; `batches` streams."""
+        _check_split(name)
         x, y = self.arrays[f"x_{name}"], self.arrays[f"y_{name}"]
         if limit is not None:
             x, y = x[:limit], y[:limit]
-        return to_model_input(x), y.astype(np.int64)
+        return self.model_input(x), y.astype(np.int64)
+
+    def size(self, name: str) -> int:
+        _check_split(name)
+        return int(len(self.arrays[f"y_{name}"]))
+
+    def labels(self, name: str, limit: int | None = None) -> np.ndarray:
+        """The labels of a split (small next to the inputs, so always in memory)."""
+        _check_split(name)
+        return self.arrays[f"y_{name}"][:limit].astype(np.int64)
+
+    def batches(
+        self, name: str, batch_size: int, limit: int | None = None, shuffle: bool = False, seed: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Model-ready (x, y) batches of the first `limit` samples of a split, in stored order or
+        (`shuffle`) a seeded permutation."""
+        _check_split(name)
+        n = self.size(name) if limit is None else min(limit, self.size(name))
+        x, y = self.arrays[f"x_{name}"], self.arrays[f"y_{name}"]
+        order = np.random.default_rng(seed).permutation(n) if shuffle else None
+        for i in range(0, n, batch_size):
+            idx = slice(i, min(n, i + batch_size)) if order is None else order[i : i + batch_size]
+            yield self.model_input(x[idx]), y[idx].astype(np.int64)
+
+    def take(self, name: str, indices: np.ndarray) -> np.ndarray:
+        """Model-ready inputs of the samples at sorted `indices` of a split."""
+        _check_split(name)
+        return self.model_input(self.arrays[f"x_{name}"][np.asarray(indices, dtype=np.int64)])
+
+    def sample(self, name: str, n: int, seed: int) -> np.ndarray:
+        """A seeded draw of at most `n` inputs of a split, without replacement, in stored order."""
+        size = self.size(name)
+        idx = np.sort(np.random.default_rng(seed).choice(size, size=min(n, size), replace=False))
+        return self.take(name, idx)
 
     @property
     def digest(self) -> str:
         return content_digest(self.arrays)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """How inputs are stored (uint8 images, or floats taken as they are)."""
+        return self.arrays["x_train"].dtype
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -78,26 +179,47 @@ class Dataset:
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "class_names": self.class_names,
-            "splits": {s: int(len(self.arrays[f"y_{s}"])) for s in SPLITS},
-            "dtype": str(self.arrays["x_train"].dtype),
+            "splits": {s: self.size(s) for s in SPLITS},
+            "dtype": str(self.dtype),
             "sha256": self.digest,
             **self.extra,
         }
 
 
-def to_model_input(x: np.ndarray) -> np.ndarray:
-    """uint8 images become [0, 1] floats; float data is taken as already scaled."""
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
-    return x.astype(np.float32, copy=False)
+def _check_split(name: str) -> None:
+    if name not in SPLITS:
+        raise DatasetError(f"unknown split {name!r}; expected one of {SPLITS}")
+
+
+def to_model_input(x: np.ndarray, transform: dict[str, Any] | None = None) -> np.ndarray:
+    """uint8 images become [0, 1] floats; float data is taken as already scaled. A transform's
+    per-channel mean/std then normalise channel axis 1 (recorded with the data, so training,
+    evaluation, drift checks and inference apply the same)."""
+    normalise = bool(transform and (transform.get("mean") or transform.get("std")))
+    # Float data is used as it is, copied only if the normalisation would change it.
+    out = x.astype(np.float32, copy=x.dtype == np.uint8 or normalise)
+    return scale_in_place(out, x.dtype, transform)
+
+
+def scale_in_place(out: np.ndarray, stored: np.dtype, transform: dict[str, Any] | None) -> np.ndarray:
+    """`to_model_input` on `out`, float32 samples cast from `stored` ones, without a second array."""
+    if stored == np.uint8:
+        np.divide(out, np.float32(255.0), out=out)
+    if transform and (transform.get("mean") or transform.get("std")):
+        shape = (1, -1) + (1,) * (out.ndim - 2)
+        out -= np.asarray(transform.get("mean") or [0.0], dtype=np.float32).reshape(shape)
+        out /= np.asarray(transform.get("std") or [1.0], dtype=np.float32).reshape(shape)
+    return out
 
 
 def content_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over each array's name, dtype, shape and C-order bytes; a contiguous array is hashed
+    through its buffer, not copied (`tobytes` would double a shard's memory while it is checked)."""
     h = hashlib.sha256()
     for key in sorted(arrays):
         arr = np.ascontiguousarray(arrays[key])
         h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
-        h.update(arr.tobytes())
+        h.update(arr.reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 
@@ -221,6 +343,17 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: str, class_names: list[s
         _check_finite(arrays[f"x_{s}"], f"x_{s}", where)
         _check_labels(arrays[f"y_{s}"], f"y_{s}", where)
     present = np.unique(np.concatenate([np.unique(arrays[f"y_{s}"]) for s in SPLITS])).astype(np.int64)
+    check_class_coverage(present, where, class_names)
+
+
+def check_class_coverage(
+    present: np.ndarray,
+    where: str,
+    class_names: list[str] | None,
+    hint: str = "as 'class_names' in the file's 'meta' JSON",
+) -> None:
+    """`present`: the sorted distinct labels of every split. With a class list any label below its
+    length is allowed; without one the labels must be 0..C-1 with none missing."""
     if class_names is not None:
         if present.max() >= len(class_names):
             raise DatasetError(
@@ -234,7 +367,7 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: str, class_names: list[s
         raise DatasetError(
             f"dataset {where}: labels {_label_set(present)} are not 0..C-1 with every class present "
             f"(no sample has label {shown}); relabel them 0..{len(present) - 1}, or give the class list "
-            "as 'class_names' in the file's 'meta' JSON"
+            + hint
         )
 
 
@@ -289,16 +422,16 @@ def load_source(source: str, seed: int = 0, fashion_mnist_dir: Path = FASHION_MN
     )
 
 
-def save_dataset(dataset: Dataset, path: Path) -> dict[str, Any]:
-    """Write the artifact atomically and return its metadata."""
+def save_npz_artifact(dataset: Dataset, path: Path) -> dict[str, Any]:
+    """Write the single-file artifact atomically and return its metadata."""
     meta = dataset.metadata()
     with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, meta=np.array(json.dumps(meta)), **dataset.arrays)
     return meta
 
 
-def load_dataset(path: Path) -> Dataset:
-    """Read a dataset artifact and verify its digest."""
+def load_npz_artifact(path: Path) -> Dataset:
+    """Read a single-file dataset artifact and verify its digest."""
     path = Path(path)
     arrays = _read_npz(path)
     if "meta" not in arrays:
