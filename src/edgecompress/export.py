@@ -59,15 +59,9 @@ def export_onnx(
 
 
 def onnx_logits(onnx_path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 0) -> np.ndarray:
-    import onnxruntime as ort
+    from edgecompress.isa_runner import model_logits
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs) if outs else np.zeros((0,))
+    return model_logits(onnx_path, x, threads, batch_size)
 
 
 def check_parity(model: nn.Module, onnx_path: Path, x: np.ndarray, atol: float = 1e-3) -> Parity:

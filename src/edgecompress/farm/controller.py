@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from edgecompress.errors import ConfigError
+from edgecompress.farm import profilecheck
+from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Authenticator, IdentityError, Principal
 from edgecompress.farm.store import Conflict, JobStore, NotFound, StoreConfig
 
@@ -51,7 +53,6 @@ ADMIN_TOKEN_ENV = "EDGECOMPRESS_FARM_ADMIN_TOKEN"
 CLIENT_TOKEN_ENV = "EDGECOMPRESS_FARM_CLIENT_TOKEN"
 AGENT_TOKEN_ENV = "EDGECOMPRESS_FARM_AGENT_TOKEN"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # device classes, agent and client names: no paths, no spaces
 ADMIN_KINDS = {"clients": "client", "agents": "agent", "enrolment-tokens": "enrolment"}
 
 
@@ -647,6 +648,11 @@ def create_app(config: ControllerConfig) -> Any:
     async def register(info: AgentInfo, who: AsAgent) -> dict[str, Any]:
         as_agent(who, info.agent_id, info.device_class)
         facts = {**info.facts, "emulated": who.emulated}  # the enrolment says, not the agent
+        # Flag, not refuse, an agent whose CPU disagrees with its class's profile (profilecheck).
+        facts["profile_check"] = profilecheck.check(info.device_class, info.facts.get("cpu"))
+        if not facts["profile_check"]["agrees"]:
+            log.warning("agent %s disagrees with the %s profile: %s", info.agent_id, info.device_class,
+                        "; ".join(facts["profile_check"]["mismatches"]))  # fmt: skip
         held = [(lease.job_id, lease.lease_id) for lease in info.leases]
         taken = await db(store.register, info.agent_id, info.device_class, info.hostname, facts, held)
         if taken:
@@ -657,6 +663,7 @@ def create_app(config: ControllerConfig) -> Any:
             "heartbeat_s": max(0.2, config.lease_s / 3),
             "emulated": who.emulated,
             "released_jobs": taken,
+            "profile_check": facts["profile_check"],
         }
 
     @app.post("/v1/agents/{agent_id}/heartbeat")
