@@ -178,7 +178,7 @@ def timed_check(
 def bench_network(name: str, parent: Path, dataset_path: Path, quick: bool, image: str, every: int,
                   workdir: Path) -> dict[str, Any]:  # fmt: skip
     from edgecompress.data import load_dataset
-    from edgecompress.isa_runner import model_logits
+    from edgecompress.farm.logits import model_logits
 
     rows = variants(quick, qat_samples=2000 if quick else 10000)
     files = build_models(parent, dataset_path, rows, workdir / name)

@@ -59,7 +59,7 @@ def export_onnx(
 
 
 def onnx_logits(onnx_path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 0) -> np.ndarray:
-    from edgecompress.isa_runner import model_logits
+    from edgecompress.farm.logits import model_logits
 
     return model_logits(onnx_path, x, threads, batch_size)
 

@@ -132,9 +132,9 @@ def _plan(classes: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run_on_isa(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str = "") -> dict[str, Any]:
-    """Run the job in `job_dir` (see `isa_runner`) natively or in the arm64 agent image under QEMU."""
+    """Run the job in `job_dir` (see `farm.logits`) natively or in the arm64 agent image under QEMU."""
     if runner == "native":
-        from edgecompress.isa_runner import run_job
+        from edgecompress.farm.logits import run_job
 
         return run_job(job_dir)
     image = config.isa_image or default_agent_image()
@@ -151,7 +151,7 @@ def run_on_isa(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str
     os.chmod(job_dir, 0o777)  # the image runs as uid 10001 and writes the logits here
     cmd = [
         "podman", "run", "--rm", "--platform", "linux/arm64", "--network", "none", "-e", f"QEMU_CPU={qemu_cpu}",
-        "-v", f"{job_dir}:/job:z", "--entrypoint", "python3", image, "-m", "edgecompress.isa_runner", "/job",
+        "-v", f"{job_dir}:/job:z", "--entrypoint", "python3", image, "-m", "edgecompress.farm.logits", "/job",
     ]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=config.isa_timeout_s)
@@ -186,7 +186,7 @@ def isa_check(
     split_size: int | None = None,
 ) -> dict[str, Any]:
     """The check on inputs `x` with labels `y` (already the decision split, maybe subsampled)."""
-    from edgecompress.isa_runner import model_logits
+    from edgecompress.farm.logits import model_logits
 
     config.validate()
     g = config.gate

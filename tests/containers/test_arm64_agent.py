@@ -69,7 +69,7 @@ def test_agent_image_is_arm64_non_root_without_torch_and_labelled_like_the_compo
     assert labels["org.opencontainers.image.version"] == __version__
     assert len(labels["org.opencontainers.image.revision"].split("-")[0]) == 40
     assert labels["io.edgecompress.torch-variant"] == "none"
-    out = _podman("run", "--rm", "--network=none", "--entrypoint", "sh", agent_image, "-c",
+    out = _podman("run", "--rm", "--network=none", "--platform", "linux/arm64", "--entrypoint", "sh", agent_image, "-c",
                   "id -u; uname -m; python3 -c 'import torch' 2>&1 | tail -n 1; ls /wheels 2>&1 || true")  # fmt: skip
     lines = out.stdout.splitlines()
     assert lines[0] == "10001" and lines[1] == "aarch64", out.stdout + out.stderr
@@ -77,7 +77,7 @@ def test_agent_image_is_arm64_non_root_without_torch_and_labelled_like_the_compo
 
 
 def _cpu_under(image: str, qemu_cpu: str) -> dict:
-    out = _podman("run", "--rm", "--network=none", "-e", f"QEMU_CPU={qemu_cpu}", "--entrypoint", "python3", image,
+    out = _podman("run", "--rm", "--network=none", "--platform", "linux/arm64", "-e", f"QEMU_CPU={qemu_cpu}", "--entrypoint", "python3", image,
                   "-c", "import json; from edgecompress.farm.device import cpu_features; print(json.dumps(cpu_features()))")  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -41,7 +41,7 @@ def _config(*classes: str, **gate) -> IsaCheckConfig:
 
 def _stand_in(break_weights: bool):
     """A target that runs the job with this machine's ONNX Runtime and reports a Pi 4's CPU."""
-    from edgecompress.isa_runner import run_job
+    from edgecompress.farm.logits import run_job
 
     def run(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str = "") -> dict:
         assert (runner, qemu_cpu) == ("qemu", "cortex-a72")
@@ -49,8 +49,9 @@ def _stand_in(break_weights: bool):
             model = onnx.load(str(job_dir / "child.onnx"))
             for init in model.graph.initializer:
                 arr = numpy_helper.to_array(init)
-                if arr.dtype == np.float32 and arr.ndim > 1:
-                    init.CopyFrom(numpy_helper.from_array(-arr, init.name))
+                if arr.ndim > 1 and arr.dtype in (np.float32, np.int8):  # float or INT8 (QDQ) weights
+                    flipped = np.clip(-arr.astype(np.float32), -127, 127).astype(arr.dtype)
+                    init.CopyFrom(numpy_helper.from_array(flipped, init.name))
             onnx.save(model, str(job_dir / "child.onnx"))
         info = run_job(job_dir)
         return {**info, "machine": "aarch64", "cpu": PI4_CPU}

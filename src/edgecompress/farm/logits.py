@@ -1,8 +1,9 @@
 """Logits of ONNX models on this machine's ONNX Runtime build: the part of `isa-check` that runs on the
-target ISA (natively, or in the arm64 agent image under QEMU). Needs ONNX Runtime and numpy only, so
-the agent images, which have no torch, can run it.
+target ISA (natively, or in the arm64 agent image under QEMU). Contract: needs ONNX Runtime and numpy
+only (the agent images have no torch); the CPU execution provider, batches of `batch_size`; logits are
+written as float32 whatever the model's output type.
 
-    python -m edgecompress.isa_runner JOB_DIR
+    python -m edgecompress.farm.logits JOB_DIR
 
 JOB_DIR holds `job.json` ({"models": {name: file}, "inputs": file.npy, "threads": n, "batch_size": b})
 and the files it names; the runner writes `logits-<name>.npy` for each model and `info.json` (the
@@ -65,7 +66,7 @@ def run_job(job_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not (Path(args[0]) / "job.json").is_file():
-        print("usage: python -m edgecompress.isa_runner JOB_DIR (with JOB_DIR/job.json)", file=sys.stderr)
+        print("usage: python -m edgecompress.farm.logits JOB_DIR (with JOB_DIR/job.json)", file=sys.stderr)
         return 2
     run_job(Path(args[0]))
     return 0
