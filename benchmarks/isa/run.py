@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 log = logging.getLogger("benchmarks.isa")
 MOBILENET_SPEC = {"family": "mobilenet", "kwargs": {}}
 # MobileNet-style zoo model trained here for this benchmark (the numerics, not its accuracy, matter).
-MOBILENET_TRAIN = {"epochs": 3, "batch_size": 128, "lr": 3e-3, "max_train_samples": 20000, "seed": 0}
+MOBILENET_TRAIN = {"epochs": 2, "batch_size": 128, "lr": 3e-3, "max_train_samples": 10000, "seed": 0}
 QUICK_SPEC = {"family": "cnn", "kwargs": {"widths": [16, 32], "depths": [1, 1]}}
 TARGETS = {
     "aarch64 Pi 4 (cortex-a72, no dotprod)": "rpi4-qemu",

@@ -131,6 +131,16 @@ def _plan(classes: list[str]) -> dict[str, dict[str, Any]]:
     return plan
 
 
+def qemu_podman_args(qemu_cpu: str, folder: Path) -> list[str]:
+    """`podman run` options that run the arm64 image as `qemu_cpu`: QEMU_CPU, and an aarch64
+    /proc/cpuinfo (written into `folder`), without which ONNX Runtime's import segfaults under QEMU."""
+    from edgecompress.farm.device import emulated_cpuinfo
+
+    cpuinfo = Path(folder) / f"cpuinfo-{qemu_cpu}"
+    cpuinfo.write_text(emulated_cpuinfo(qemu_cpu))
+    return ["--platform", "linux/arm64", "-e", f"QEMU_CPU={qemu_cpu}", "-v", f"{cpuinfo}:/proc/cpuinfo:ro"]
+
+
 def run_on_isa(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str = "") -> dict[str, Any]:
     """Run the job in `job_dir` (see `farm.logits`) natively or in the arm64 agent image under QEMU."""
     if runner == "native":
@@ -150,7 +160,7 @@ def run_on_isa(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str
         )
     os.chmod(job_dir, 0o777)  # the image runs as uid 10001 and writes the logits here
     cmd = [
-        "podman", "run", "--rm", "--platform", "linux/arm64", "--network", "none", "-e", f"QEMU_CPU={qemu_cpu}",
+        "podman", "run", "--rm", "--network", "none", *qemu_podman_args(qemu_cpu, job_dir),
         "-v", f"{job_dir}:/job:z", "--entrypoint", "python3", image, "-m", "edgecompress.farm.logits", "/job",
     ]  # fmt: skip
     try:

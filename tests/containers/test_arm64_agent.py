@@ -76,9 +76,12 @@ def test_agent_image_is_arm64_non_root_without_torch_and_labelled_like_the_compo
     assert "No module named 'torch'" in lines[2] and "No such file" in out.stdout
 
 
-def _cpu_under(image: str, qemu_cpu: str) -> dict:
-    out = _podman("run", "--rm", "--network=none", "--platform", "linux/arm64", "-e", f"QEMU_CPU={qemu_cpu}", "--entrypoint", "python3", image,
-                  "-c", "import json; from edgecompress.farm.device import cpu_features; print(json.dumps(cpu_features()))")  # fmt: skip
+def _cpu_under(image: str, qemu_cpu: str, folder: Path) -> dict:
+    from edgecompress.isa import qemu_podman_args
+
+    code = "import json, onnxruntime; from edgecompress.farm.device import cpu_features; print(json.dumps(cpu_features()))"
+    out = _podman("run", "--rm", "--network=none", *qemu_podman_args(qemu_cpu, folder), "--entrypoint", "python3",
+                  image, "-c", code)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -89,6 +92,7 @@ def test_aarch64_agent_under_qemu_returns_a_job_submitted_through_the_controller
     from edgecompress.farm.admin import FarmAdmin
     from edgecompress.farm.client import FarmClient
     from edgecompress.farm.local import free_port, start_controller
+    from edgecompress.isa import qemu_podman_args
 
     port = free_port()
     url, admin_token = f"http://127.0.0.1:{port}", uuid.uuid4().hex * 2
@@ -99,8 +103,8 @@ def test_aarch64_agent_under_qemu_returns_a_job_submitted_through_the_controller
         admin = FarmAdmin(url, admin_token)
         client_token = admin.add_client("ci")["token"]
         agent_token = admin.add_agent("qemu-pi4", ["rpi4-qemu"], emulated=True)["token"]
-        started = _podman("run", "-d", "--name", name, "--network=host", "--platform", "linux/arm64",
-                          "-e", "QEMU_CPU=cortex-a72", "-e", f"EDGECOMPRESS_FARM_AGENT_TOKEN={agent_token}",
+        started = _podman("run", "-d", "--name", name, "--network=host", *qemu_podman_args("cortex-a72", tmp_path),
+                          "-e", f"EDGECOMPRESS_FARM_AGENT_TOKEN={agent_token}",
                           agent_image, "--controller", url, "--device-class", "rpi4-qemu", "--agent-id", "qemu-pi4",
                           "--poll-wait-s", "5", "--memory-limit-mb", "16384")  # fmt: skip
         assert started.returncode == 0, started.stderr
@@ -127,7 +131,7 @@ def test_aarch64_agent_under_qemu_returns_a_job_submitted_through_the_controller
         _podman("rm", "-f", "-t", "5", name)
         controller.kill()
     # The same image on a dot-product CPU reports it, and the Pi 4 profile disagrees with that.
-    a76 = _cpu_under(agent_image, "cortex-a76")
+    a76 = _cpu_under(agent_image, "cortex-a76", tmp_path)
     assert a76["int8_dot_product"] == "dotprod" and "asimddp" in a76["features"]
     assert "profile says none" in profilecheck.mismatches("rpi4-qemu", a76)[0]
     assert profilecheck.mismatches("rpi5-qemu", a76) == []

@@ -128,6 +128,30 @@ def cpu_features() -> dict[str, Any]:
     return {"isa": isa, "int8_dot_product": dot if source else None, "features": features, "source": source}
 
 
+# /proc/cpuinfo of the Arm CPUs QEMU emulates for the *-qemu classes (MIDR part, Linux feature names).
+_QEMU_ARM_CPUS = {
+    "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
+                            "lrcpc dcpop asimddp"),
+}  # fmt: skip
+
+
+def emulated_cpuinfo(qemu_cpu: str, cpus: int | None = None) -> str:
+    """An aarch64 /proc/cpuinfo for a container under QEMU user mode. QEMU 7.2 passes the host's x86
+    file through, which ONNX Runtime's cpuinfo library cannot parse on aarch64: its import then
+    segfaults (measured here). Mounted over /proc/cpuinfo, this one names the emulated core; the
+    features ONNX Runtime's kernels select on still come from the auxiliary vector (QEMU_CPU)."""
+    if qemu_cpu not in _QEMU_ARM_CPUS:
+        raise ValueError(f"no /proc/cpuinfo known for QEMU CPU {qemu_cpu!r}; known: {sorted(_QEMU_ARM_CPUS)}")
+    part, features = _QEMU_ARM_CPUS[qemu_cpu]
+    n = cpus or os.cpu_count() or 1
+    return "\n".join(
+        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+        f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n"
+        for i in range(n)
+    )
+
+
 def facts() -> dict[str, Any]:
     """What an auditor needs to know about the machine behind a latency figure."""
     import onnxruntime as ort
