@@ -259,7 +259,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{short} agree float",
                 f"{short} agree x86",
                 f"{short} Δacc pt",
-                f"{short} max |Δlogit|",
+                f"{short} max abs Δlogit",
             ]
         rows = []
         for r in net["rows"]:

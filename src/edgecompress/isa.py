@@ -321,5 +321,5 @@ def isa_markdown(result: dict[str, Any]) -> str:
                      f"{r['agreement_with_host'] * 100:.2f}", f"{r['max_abs_logit_diff_host']:.3g}"])  # fmt: skip
     lines.append(markdown_table(
         ["device class", "ISA", "verdict", "why", "target acc %", f"{result['host_isa']} acc %",
-         "top-1 agreement %", "max |Δlogit|"], rows))  # fmt: skip
+         "top-1 agreement %", "max abs Δlogit"], rows))  # fmt: skip
     return "\n".join(lines) + "\n"
