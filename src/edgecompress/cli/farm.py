@@ -238,7 +238,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         AgentConfig,
         run_agent,
     )
-    from edgecompress.farm.controller import read_token
+    from edgecompress.farm.tokens import read_token
 
     token = read_token(None, args.token_file, AGENT_TOKEN_ENV)
     enrolment = "" if token else read_token(None, args.enrolment_token_file, ENROLMENT_TOKEN_ENV)
@@ -354,8 +354,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_admin(args: argparse.Namespace) -> int:
     from edgecompress.farm.admin import ADMIN_TOKEN_ENV, FarmAdmin
-    from edgecompress.farm.controller import read_token
     from edgecompress.farm.devices import parse_device_classes
+    from edgecompress.farm.tokens import read_token
 
     admin = FarmAdmin(
         args.farm_url, read_token(None, args.token_file, ADMIN_TOKEN_ENV) or None, ca_bundle=args.ca_bundle

@@ -122,7 +122,7 @@ class Agent:
         """After a 401: a rotated token in --token-file replaces the old one (no restart)."""
         if self.config.token_file is None:
             return False
-        from edgecompress.farm.controller import read_token
+        from edgecompress.farm.tokens import read_token
 
         try:
             token = read_token(None, self.config.token_file, AGENT_TOKEN_ENV)

@@ -46,6 +46,7 @@ from edgecompress.farm import profilecheck
 from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Authenticator, IdentityError, Principal
 from edgecompress.farm.store import Conflict, JobStore, NotFound, StoreConfig
+from edgecompress.farm.tokens import read_token  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,6 @@ class ControllerConfig:
         for path in (self.tls_cert, self.tls_key):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"TLS file {path} does not exist")
-
-
-def read_token(value: str | None, file: Path | None, env: str) -> str:
-    """A token from a file (first line), else the given value, else the environment."""
-    if file is not None:
-        try:
-            return Path(file).read_text().strip().splitlines()[0].strip()
-        except (OSError, IndexError) as exc:
-            raise ConfigError(f"cannot read a token from {file}: {exc}") from exc
-    return (value or os.environ.get(env, "")).strip()
 
 
 class _Waker:
