@@ -71,15 +71,28 @@ def fashion_mnist_dataset_artifact() -> Path:
     return path
 
 
-def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None = None) -> Path:
-    """Model artifact directory of the float baseline CNN trained on Fashion-MNIST (cached)."""
-    from edgecompress.step import Lineage
-    from edgecompress.train import TrainConfig, train_step
+def _baseline_config(epochs: int, seed: int, spec: dict[str, Any] | None) -> tuple[dict[str, Any], Any, Path]:
+    from edgecompress.train import TrainConfig
 
     spec = spec or BASELINE_SPEC
     config = TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, augment=True, seed=seed)
     key = hashlib.sha256(json.dumps([spec, asdict(config)], sort_keys=True).encode()).hexdigest()[:12]
-    out = CACHE / f"baseline-{key}"
+    return spec, config, CACHE / f"baseline-{key}"
+
+
+def baseline_cached(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None = None) -> Path | None:
+    """The cached baseline's directory, or None where it has not been trained (a full benchmark run
+    then stops instead of silently training for an hour)."""
+    out = _baseline_config(epochs, seed, spec)[2]
+    return out if (out / "model.json").exists() else None
+
+
+def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None = None) -> Path:
+    """Model artifact directory of the float baseline CNN trained on Fashion-MNIST (cached)."""
+    from edgecompress.step import Lineage
+    from edgecompress.train import train_step
+
+    spec, config, out = _baseline_config(epochs, seed, spec)
     if not (out / "model.json").exists():
         train_step(fashion_mnist_dataset_artifact(), spec, out, config, Lineage(enabled=False))
     return out
@@ -131,3 +144,17 @@ def format_interval(interval: dict[str, Any], scale: float = 1.0, digits: int = 
     cell = f"{f.format(interval['mean'] * scale)} [{f.format(interval['low'] * scale)}, "
     cell += f"{f.format(interval['high'] * scale)}]"
     return f"{cell}{unit} (n={interval['n']})"
+
+
+def proportion_interval(successes: int, trials: int, confidence: float = 0.95) -> dict[str, Any]:
+    """A rate over independent trials with its exact (Clopper-Pearson) interval, in `mean_interval`'s
+    shape so that `verdict` and `format_interval` apply: 0 of 20 is not "a rate of 0", it is [0, 0.17]."""
+    from scipy.stats import binomtest
+
+    if trials < 1 or not 0 <= successes <= trials:
+        raise ValueError(f"a rate needs 0 ≤ successes ≤ trials and trials ≥ 1, got {successes}/{trials}")
+    ci = binomtest(successes, trials).proportion_ci(confidence, method="exact")
+    return {
+        "mean": successes / trials, "low": float(ci.low), "high": float(ci.high), "n": trials,
+        "successes": successes, "confidence": confidence,
+    }  # fmt: skip

@@ -1,73 +1,86 @@
-"""Pruning and distillation against the naive tools, on Fashion-MNIST (full 60k/10k split).
+"""Pruning, distillation and INT8 against Torch-Pruning and NNCF, on Fashion-MNIST.
 
-    python -m benchmarks.compression.run            # full run (writes results.json/.md and pareto.png here)
-    python -m benchmarks.compression.run --quick    # digits, tiny epochs (used by the tests)
+    python -m benchmarks.compression.run            # full run: writes results.json, results.md, pareto.png here
+    python -m benchmarks.compression.run --quick --out /tmp/q   # digits, tiny budgets (used by the tests)
+    python -m benchmarks.compression.run --render   # results.md and pareto.png again from results.json
 
-Every row is measured in this one run, on this machine: test accuracy on the ONNX file, size and MACs
-from the ONNX file, ONNX Runtime latency at 1 thread, batch 1 (median over interleaved rounds, so a
-burst of load on a shared machine hits every model alike).
+Rules (issue 14, item 3): every choice (the KD setting, the best chain) is made on the validation
+split; test accuracy is only reported. Trained rows are repeated over seeds and reported as mean with
+a 95 % t-interval; a target is met only when the mean meets it. Latency is measured in interleaved
+rounds on one device class (emulated on this machine, labelled so), and speed-ups are per-round ratios.
+results.md and pareto.png are rendered from results.json alone (`render`, `pareto_png`).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+BASELINE = "float baseline (CNN)"
 
-# Ours: the training budgets (epochs) per row; --quick divides them down.
+# Every setting of the run, fixed before it starts (never changed after looking at test results).
 FULL = {
-    "prune_ratio": 0.5, "prune_steps": 2, "prune_ft_between": 1, "recover_epochs": 12, "recover_lr": 3e-3,
-    "sparse_sparsity": 0.85, "sparse_ft_epochs": 1, "study_epochs": 3, "study_seeds": [0, 1, 2],
-    "study_student": {"family": "cnn", "kwargs": {"widths": [8, 16, 32], "depths": [1, 1, 1]}},
-    "temperature": 4.0, "alpha": 0.9, "latency_rounds": 2, "min_runs": 200, "min_duration_s": 0.5,
+    "seeds": [0, 1, 2],
+    # the recovery budget, equal for every trained row (ours and peers): epochs over the training split
+    # (None: all of it); 3 epochs as the distillation study of the previous report
+    "train_samples": None, "recover_epochs": 3, "recover_lr": 3e-3, "batch_size": 128, "augment": True,
+    "prune_ratio": 0.5, "prune_steps": 2, "prune_ft_between": 1, "deep_ratio": 0.7,
+    # the KD candidates, compared on validation (seed 0, the prune-50 % start); the winner is used everywhere
+    "kd_candidates": {
+        "logit T=4 α=0.9 (previous default)": {"temperature": 4.0, "alpha": 0.9, "feature_weight": 0.0},
+        "logit T=2 α=0.5": {"temperature": 2.0, "alpha": 0.5, "feature_weight": 0.0},
+        "logit T=2 α=0.5 + attention β=10": {"temperature": 2.0, "alpha": 0.5, "feature_loss": "attention",
+                                             "feature_weight": 10.0},
+    },
+    "study_student": {"family": "cnn", "kwargs": {"widths": [16, 32, 64], "depths": [1, 1, 1]}},
+    "device_class": "rpi4-emulated", "latency_rounds": 3, "min_runs": 100, "min_duration_s": 0.3,
+    "nncf_subset_size": 300, "nncf_max_drop": 0.01,
+    "targets": {"chain_gzip_x": 20.0, "chain_p50_x": 3.0, "chain_max_drop_pt": 0.5},
 }  # fmt: skip
 QUICK = {
-    **FULL, "prune_ft_between": 1, "recover_epochs": 1, "sparse_ft_epochs": 1, "study_epochs": 1,
-    "study_student": {"family": "cnn", "kwargs": {"widths": [4, 8], "depths": [1, 1]}}, "study_seeds": [0, 1],
-    "latency_rounds": 1, "min_runs": 10, "min_duration_s": 0.02,
+    **FULL, "seeds": [0, 1], "train_samples": None, "recover_epochs": 1, "batch_size": 64, "augment": False,
+    "study_student": {"family": "cnn", "kwargs": {"widths": [4, 8], "depths": [1, 1]}},
+    "latency_rounds": 2, "min_runs": 10, "min_duration_s": 0.02, "nncf_subset_size": 64,
 }  # fmt: skip
 QUICK_BASELINE = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
 
 
-def _train_cfg(epochs: int, lr: float, seed: int, quick: bool):
+def _train_cfg(s: dict[str, Any], seed: int, extra_epochs: int = 0):
     from edgecompress.train import TrainConfig
 
-    return TrainConfig(epochs=epochs, batch_size=64 if quick else 128, lr=lr, augment=not quick, seed=seed)
+    return TrainConfig(epochs=s["recover_epochs"] + extra_epochs, batch_size=s["batch_size"], lr=s["recover_lr"],
+                       augment=s["augment"], seed=seed, max_train_samples=s["train_samples"])  # fmt: skip
 
 
 def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[str, Any]:
+    import torch
+
     from benchmarks.common import baseline_model, fashion_mnist_dataset_artifact, machine_info
     from edgecompress.data import load_dataset, load_digits, save_dataset
-    from edgecompress.distill import DistillConfig, distill, distill_step, train_scratch
+    from edgecompress.distill import DistillConfig, distill, train_scratch
     from edgecompress.export import load_model_package
-    from edgecompress.prune import (
-        PruneConfig,
-        StructuredConfig,
-        UnstructuredConfig,
-        prune_step,
-        prune_structured,
-        prune_unstructured,
-    )
-    from edgecompress.quantize import StaticQuantConfig, quantize_step
+    from edgecompress.prune import StructuredConfig, prune_structured
+    from edgecompress.quantize import QuantConfig, quantize_step
     from edgecompress.step import Lineage, save_torch_child
     from edgecompress.train import TrainConfig, accuracy
+    from edgecompress.zoo import build_model
 
     s = QUICK if quick else FULL
     started = time.perf_counter()
-    machine = machine_info()
+    machine = {**machine_info(), "torch_threads": torch.get_num_threads()}
     work = Path(work or tempfile.mkdtemp(prefix="edgecompress-bench-compression-"))
     work.mkdir(parents=True, exist_ok=True)
     off = Lineage(enabled=False)
     timings: dict[str, float] = {}
 
-    def timed(name: str, fn, *args, **kwargs):
+    def timed(name: str, fn: Callable, *args, **kwargs):
         t0 = time.perf_counter()
         result = fn(*args, **kwargs)
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
@@ -75,12 +88,12 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
         return result
 
     if quick:
-        data_path = work / "digits.npz"
-        save_dataset(load_digits(), data_path)
         from edgecompress.train import train_step
 
+        data_path = work / "digits.npz"
+        save_dataset(load_digits(), data_path)
         base_dir = work / "baseline"
-        timed("baseline", train_step, data_path, QUICK_BASELINE, base_dir, TrainConfig(epochs=3, batch_size=64), off,
+        timed("baseline", train_step, data_path, QUICK_BASELINE, base_dir, TrainConfig(epochs=5, batch_size=64, lr=1e-2), off,
               progress=False)  # fmt: skip
     else:
         data_path = fashion_mnist_dataset_artifact()
@@ -89,269 +102,437 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
     base_pkg = load_model_package(base_dir)
     teacher = base_pkg.load_module()
     shape, classes = dataset.input_shape, dataset.num_classes
-    models: dict[str, tuple[str, Path]] = {"float baseline (CNN)": ("baseline", base_pkg.onnx_path)}
+    x_val, y_val = dataset.split("val")
+    # row name -> {"group", "what", "paths": {seed: model}, "seeds": [accuracy per seed]}
+    rows: dict[str, dict[str, Any]] = {}
 
-    def child(name: str, group: str, module, info_extra: dict[str, Any] | None = None) -> Path:
-        folder = work / name.replace(" ", "_").replace("/", "-").replace("%", "pct").replace("+", "and")
-        package = save_torch_child(module, dataset, folder, {**base_pkg.info, **(info_extra or {})})
-        models[name] = (group, package.onnx_path)
-        return folder
+    def add(name: str, group: str, what: str, seed: int, path: Path) -> Path:
+        row = rows.setdefault(name, {"group": group, "what": what, "paths": {}, "seeds": []})
+        row["paths"][seed] = path
+        row["seeds"].append(timed("evaluate (ONNX, val/test)", evaluate, path, group, seed, dataset))
+        return path
 
-    def int8(name: str, parent_dir: Path) -> None:
-        out = work / (parent_dir.name + "-int8")
-        quantize_step(parent_dir, data_path, out, StaticQuantConfig(), off)
-        models[name] = ("ours", load_model_package(out).onnx_path)
+    def save(name: str, group: str, what: str, seed: int, module) -> Path:
+        folder = work / f"{seed}-{''.join(c if c.isalnum() else '_' for c in name)[:60]}"
+        save_torch_child(module, dataset, folder, {**base_pkg.info})
+        return add(name, group, what, seed, folder)
 
-    # --- peers, default settings ------------------------------------------------------------------
-    from onnxruntime.quantization import quantize_dynamic
-
-    dyn = work / "ort-dynamic.onnx"
-    timed("peer: ORT quantize_dynamic", quantize_dynamic, str(base_pkg.onnx_path), str(dyn))
-    models["peer: ORT quantize_dynamic"] = ("peer", dyn)
-    timed(
-        "peer: ORT static QDQ",
-        quantize_step,
-        base_dir,
-        data_path,
-        work / "ort-static",
-        StaticQuantConfig(),
-        off,
-    )
-    models["peer: ORT static QDQ per-channel"] = ("peer", load_model_package(work / "ort-static").onnx_path)
-    naive_sparse = copy.deepcopy(teacher)
-    timed(
-        "peer: torch prune 50%",
-        prune_unstructured,
-        naive_sparse,
-        UnstructuredConfig(sparsity=0.5, scope="global"),
-    )
-    child("peer: torch.nn.utils.prune global 50% (no fine-tune)", "peer", naive_sparse)
-    naive_tp, _ = timed("peer: torch-pruning 50%", prune_structured, teacher, shape, classes,
-                        StructuredConfig(ratio=0.5, importance="l2"), dataset, progress=False)  # fmt: skip
-    child("peer: torch-pruning 50% channels (no fine-tune)", "peer", naive_tp)
-
-    # --- ours: structured prune (iterative) → fine-tune | distill → INT8 ------------------------------
-    lr = s["recover_lr"]
-    structured = PruneConfig(ratio=s["prune_ratio"], importance="l2", steps=s["prune_steps"],
-                                  finetune_epochs_between=s["prune_ft_between"], finetune_epochs_after=0, lr=lr,
-                                  batch_size=64 if quick else 128, augment=not quick).structured()  # fmt: skip
-    pruned_dir = work / "pruned-start"
-    pruned_info = timed("ours: iterative structured prune", prune_step, base_dir, data_path, pruned_dir, "structured",
-                        structured, None, (), 0.0, None, off, False)  # fmt: skip
-    pruned_start = load_model_package(pruned_dir).load_module()
-    recover = _train_cfg(s["recover_epochs"], lr, 0, quick)
-    finetuned, _ = timed("ours: prune + fine-tune", train_scratch, pruned_start, dataset, recover, False)
-    ft_dir = child("ours: structured prune 50% + fine-tune", "ours", finetuned)
-    kd = DistillConfig(temperature=s["temperature"], alpha=s["alpha"], train=recover)
-    kd_dir = work / "pruned-distilled"
-    timed("ours: prune + distill", distill_step, base_dir, data_path, str(pruned_dir), kd_dir, kd, False, None, off,
-          False)  # fmt: skip
-    models["ours: structured prune 50% + distill"] = ("ours", load_model_package(kd_dir).onnx_path)
-    timed("ours: prune + distill + INT8", int8, "ours: structured prune 50% + distill + INT8", kd_dir)
-    timed("ours: prune + fine-tune + INT8", int8, "ours: structured prune 50% + fine-tune + INT8", ft_dir)
-
-    # --- ours: unstructured 85 % + fine-tune (+ INT8): the smallest download ----------------------
-    unstructured = PruneConfig(sparsity=s["sparse_sparsity"], scope="global",
-                                    finetune_epochs_after=s["sparse_ft_epochs"], lr=1e-3,
-                                    batch_size=64 if quick else 128, augment=not quick).unstructured()  # fmt: skip
-    sparse_dir = work / "sparse"
-    timed("ours: unstructured + fine-tune", prune_step, base_dir, data_path, sparse_dir, "unstructured", None,
-          unstructured, (), 0.0, None, off, False)  # fmt: skip
-    pct = int(round(s["sparse_sparsity"] * 100))
-    models[f"ours: unstructured {pct}% + fine-tune"] = ("ours", load_model_package(sparse_dir).onnx_path)
-    timed("ours: unstructured + INT8", int8, f"ours: unstructured {pct}% + fine-tune + INT8", sparse_dir)
-
-    # --- distillation study: the same small student, scratch vs distilled, equal epochs ------------
-    from edgecompress.zoo import build_model
-
-    x_test, y_test = dataset.split("test")
-    study: dict[str, list[float]] = {"scratch": [], "distilled": []}
-    for seed in s["study_seeds"]:
-        student = build_model(s["study_student"], shape, classes, seed=seed)
-        cfg = _train_cfg(s["study_epochs"], 3e-3, seed, quick)
-        scratch, _ = timed("study: scratch", train_scratch, student, dataset, cfg, False)
-        distilled, _, _ = timed(
-            "study: distilled",
-            distill,
-            teacher,
-            student,
-            dataset,
-            DistillConfig(temperature=s["temperature"], alpha=s["alpha"], train=cfg),
-            False,
+    def int8(name: str, what: str, seed: int, parent: Path) -> None:
+        out = work / f"{parent.name}-int8"  # in the work folder, also for the cached baseline
+        timed(
+            "ours: INT8 (quantize_step)", quantize_step, parent, data_path, out, QuantConfig(seed=seed), off
         )
-        study["scratch"].append(accuracy(scratch, x_test, y_test))
-        study["distilled"].append(accuracy(distilled, x_test, y_test))
-        if seed == s["study_seeds"][0]:
-            child("ours: small student, scratch (seed 0)", "ours", scratch)
-            child("ours: small student, distilled (seed 0)", "ours", distilled)
+        add(name, "ours", what, seed, out)
 
-    # --- measure everything the same way ------------------------------------------------------------
-    rows = timed("measure", measure, models, dataset, s)
-    elapsed = time.perf_counter() - started
-    machine["load_average_at_end"] = os.getloadavg()
-    results = {
-        "machine": machine, "baseline": "float baseline (CNN)", "rows": rows,
-        "distillation": {**study, "student": s["study_student"], "epochs": s["study_epochs"],
-                         "seeds": s["study_seeds"], "temperature": s["temperature"], "alpha": s["alpha"]},
-        "settings": {k: v for k, v in s.items() if k != "study_student"}, "quick": quick,
-        "dataset": {"name": dataset.name, "train": len(dataset.split("train")[0]), "val": len(dataset.split("val")[0]),
-                    "test": len(x_test)},
-        "structured_pruning": {k: pruned_info["prune"][k] for k in ("channels", "schedule", "macs_reduction",
-                                                                   "params_reduction")},
-        "seconds": elapsed, "seconds_per_part": timings,
-    }  # fmt: skip
-    write_outputs(results, out_dir)
+    add(BASELINE, "baseline", "the teacher: benchmarks.common.baseline_model()", 0, base_dir)
+
+    # --- shared pruned starts (deterministic: seeds vary the recovery, not the pruning) --------------
+    ft_between = TrainConfig(epochs=s["prune_ft_between"], batch_size=s["batch_size"], lr=s["recover_lr"],
+                             augment=s["augment"], seed=0, max_train_samples=s["train_samples"])  # fmt: skip
+    start50, report50 = timed("ours: iterative structured prune 50 %", prune_structured, teacher, shape, classes,
+                              StructuredConfig(ratio=s["prune_ratio"], importance="l2", steps=s["prune_steps"],
+                                               finetune_between=ft_between), dataset, False)  # fmt: skip
+    # the deep start: the 50 % start pruned further, to `deep_ratio` of every layer's channels overall
+    further = 1 - (1 - s["deep_ratio"]) / (1 - s["prune_ratio"])
+    start70, report70 = timed("ours: structured prune deeper", prune_structured, start50, shape, classes,
+                              StructuredConfig(ratio=further, importance="l2"), dataset, False)  # fmt: skip
+    tp50, _ = timed("peer: torch-pruning 50 %", prune_structured, teacher, shape, classes,
+                    StructuredConfig(ratio=s["prune_ratio"], importance="l2"), dataset, False)  # fmt: skip
+    p50, p70 = int(s["prune_ratio"] * 100), int(s["deep_ratio"] * 100)
+
+    def kd_config(candidate: dict[str, Any], seed: int) -> DistillConfig:
+        return DistillConfig(**candidate, train=_train_cfg(s, seed))
+
+    # --- KD selection on validation (seed 0, prune-50 % start) ---------------------------------------
+    selection = []
+    kd_models: dict[str, Any] = {}
+    for label, candidate in s["kd_candidates"].items():
+        model, hist, details = timed("ours: prune + KD (selection)", distill, teacher, start50, dataset,
+                                     kd_config(candidate, 0), False)  # fmt: skip
+        kd_models[label] = model
+        selection.append({"candidate": label, **candidate, "val_accuracy": accuracy(model, x_val, y_val),
+                          "history": hist.as_dict()["epochs"], "feature_pairs": details["feature_pairs"]})  # fmt: skip
+    winner = max(selection, key=lambda r: r["val_accuracy"])["candidate"]
+    chosen = s["kd_candidates"][winner]
+    kd_name = f"ours: prune {p50}% + KD"
+    what_kd = f"iterative prune, then KD ({winner}) from the baseline"
+    nncf_info: dict[str, Any] = {}
+    latency: dict[str, Any] = {}
+    done: list[int] = []
+
+    def snapshot() -> dict[str, Any]:
+        machine["load_average_at_end"] = os.getloadavg()
+        results = {
+            "title": "Compression: prune, distill, INT8 vs Torch-Pruning and NNCF",
+            "selection_split": "validation", "report_split": "test", "quick": quick,
+            "seeds_completed": list(done), "partial": done != list(s["seeds"]),
+            "machine": machine, "baseline": BASELINE, "rows": table(rows, latency, s),
+            "kd_selection": {"split": "validation", "seed": 0, "start": f"prune {p50}% start",
+                             "candidates": selection, "winner": winner, "winner_settings": chosen},
+            "settings": s, "nncf": nncf_info,
+            "dataset": {"name": dataset.name, "train": len(dataset.split("train")[0]), "val": len(x_val),
+                        "test": len(dataset.split("test")[0])},
+            "pruning": {"start50": {k: report50[k] for k in ("channels", "schedule", "macs_reduction")},
+                        "start_deep": {k: report70[k] for k in ("channels", "macs_reduction")}},
+            "seconds": time.perf_counter() - started, "seconds_per_part": timings,
+        }  # fmt: skip
+        write_outputs(results, out_dir)
+        return results
+
+    # --- the seeded rows; after the first seed, the single-run rows and the latency; results after each seed
+    for seed in s["seeds"]:
+        cfg = _train_cfg(s, seed)
+        ft, _ = timed("ours: prune + fine-tune", train_scratch, start50, dataset, cfg, False)
+        save(
+            f"ours: prune {p50}% + fine-tune",
+            "ours",
+            "iterative prune, then hard-label fine-tuning",
+            seed,
+            ft,
+        )
+        kd = kd_models[winner] if seed == 0 else timed("ours: prune + KD", distill, teacher, start50, dataset,
+                                                        kd_config(chosen, seed), False)[0]  # fmt: skip
+        kd_dir = save(kd_name, "ours", what_kd, seed, kd)
+        int8(
+            f"{kd_name} + INT8", "the KD row, then static INT8 QDQ per-channel (quantize_step)", seed, kd_dir
+        )
+        deep, _, _ = timed("ours: deep prune + KD", distill, teacher, start70, dataset, kd_config(chosen, seed),
+                           False)  # fmt: skip
+        deep_dir = save(
+            f"ours: prune {p70}% + KD", "ours", f"the 50 % start pruned to {p70} %, then KD", seed, deep
+        )
+        int8(f"ours: prune {p70}% + KD + INT8", "the deep KD row, then static INT8", seed, deep_dir)
+        # the peer with the same budget: our total fine-tuning epochs (between steps + after)
+        peer_cfg = _train_cfg(s, seed, extra_epochs=s["prune_ft_between"])
+        m, _ = timed("peer: torch-pruning + fine-tune", train_scratch, tp50, dataset, peer_cfg, False)
+        save(f"Torch-Pruning {p50}% + fine-tune", "Torch-Pruning",
+             "MetaPruner, GroupMagnitudeImportance(p=2), one shot, then fine-tuning", seed, m)  # fmt: skip
+        # the distillation study: a fresh small student, scratch vs KD, equal epochs
+        student = build_model(s["study_student"], shape, classes, seed=seed)
+        scratch, _ = timed("study: scratch", train_scratch, student, dataset, cfg, False)
+        save("ours: small student, scratch", "study", "a fresh small CNN, hard labels", seed, scratch)
+        sk, _, _ = timed("study: KD", distill, teacher, student, dataset, kd_config(chosen, seed), False)
+        save("ours: small student + KD", "ours", f"the same fresh small CNN, KD ({winner})", seed, sk)
+        if seed == s["seeds"][0]:
+            int8("ours: INT8 only", "static INT8 QDQ per-channel of the baseline (quantize_step defaults)", seed,
+                 base_dir)  # fmt: skip
+            nncf_info.update(timed("peer: NNCF", nncf_rows, base_pkg.onnx_path, dataset, work, s, add))
+            latency.update(timed("latency (interleaved)", measure_latency, rows, s))
+        done.append(seed)
+        results = snapshot()
     return results
 
 
-def measure(models: dict[str, tuple[str, Path]], dataset, s: dict[str, Any]) -> list[dict[str, Any]]:
-    from edgecompress.evaluate import evaluate_onnx, model_stats
-    from edgecompress.farm.runner import BenchmarkSettings, run_isolated
+def evaluate(path: Path, group: str, seed: int, dataset) -> dict[str, Any]:
+    """Test accuracy on the ONNX file; validation too where a choice is made from it (ours, the baseline)."""
+    from edgecompress.evaluate import evaluate_onnx
 
-    settings = BenchmarkSettings(
-        threads=1, batch_size=1, min_runs=s["min_runs"], min_duration_s=s["min_duration_s"]
+    onnx = _onnx_of(path)
+    val = evaluate_onnx(onnx, dataset, "val")[0] if group in ("ours", "baseline") else None
+    return {"seed": seed, "val_accuracy": val, "test_accuracy": evaluate_onnx(onnx, dataset, "test")[0]}
+
+
+def nncf_rows(onnx_path: Path, dataset, work: Path, s: dict[str, Any], add: Callable) -> dict[str, Any]:
+    """NNCF's documented ONNX flow: `nncf.quantize` (defaults: preset performance, subset_size 300) and
+    `nncf.quantize_with_accuracy_control` (max_drop 0.01 absolute) on the float ONNX model, calibrated on
+    train images and controlled on the validation split."""
+    try:
+        import nncf
+        import onnx
+    except ImportError as exc:  # not installed: the report says so instead of a row
+        return {"installed": False, "error": str(exc)}
+    import numpy as np
+
+    from edgecompress.evaluate import onnx_logits
+
+    model = onnx.load(str(onnx_path))
+    name = model.graph.input[0].name
+    x_train, _ = dataset.split("train")
+    rng = np.random.default_rng(0)
+    calib = x_train[rng.choice(len(x_train), size=min(len(x_train), s["nncf_subset_size"]), replace=False)]
+    x_val, y_val = dataset.split("val")
+    calibration = nncf.Dataset(list(calib), lambda x: {name: x[None]})
+    validation = nncf.Dataset(list(range(len(x_val))), lambda i: {name: x_val[i : i + 1]})
+
+    def validate(candidate, _items) -> tuple[float, list[float]]:
+        path = work / "nncf-validate.onnx"
+        onnx.save(candidate, str(path))
+        correct = (onnx_logits(path, x_val).argmax(1) == y_val).astype(float)
+        return float(correct.mean()), correct.tolist()
+
+    info: dict[str, Any] = {"installed": True, "version": nncf.__version__}
+    ptq = work / "nncf-ptq.onnx"
+    onnx.save(nncf.quantize(model, calibration, subset_size=s["nncf_subset_size"]), str(ptq))
+    add("NNCF PTQ INT8", "NNCF", f"nncf.quantize, defaults, subset_size {s['nncf_subset_size']}", 0, ptq)
+    ac = work / "nncf-ac.onnx"
+    quantized = nncf.quantize_with_accuracy_control(
+        model,
+        calibration,
+        validation,
+        validate,
+        max_drop=s["nncf_max_drop"],
+        subset_size=s["nncf_subset_size"],
     )
-    lat: dict[str, list[dict[str, float]]] = {name: [] for name in models}
-    for _ in range(s["latency_rounds"]):  # interleaved rounds: load bursts hit every model alike
-        for name, (_, path) in models.items():
-            lat[name].append(run_isolated(path, settings)["latency_ms"])
-    rows = []
-    for name, (group, path) in models.items():
-        acc, _, _ = evaluate_onnx(path, dataset, "test")
-        st = model_stats(path)
-        rows.append({
-            "name": name, "group": group, "accuracy": acc, "params": st.params, "nonzero_params": st.nonzero_params,
-            "macs": st.macs, "onnx_bytes": st.onnx_bytes, "gzip_bytes": st.gzip_bytes,
-            "p50_ms": statistics.median(r["p50"] for r in lat[name]),
-            "p90_ms": statistics.median(r["p90"] for r in lat[name]),
-            "p50_ms_per_round": [r["p50"] for r in lat[name]],
-        })  # fmt: skip
-    return rows
+    onnx.save(quantized, str(ac))
+    add("NNCF accuracy-control INT8", "NNCF", f"nncf.quantize_with_accuracy_control, max_drop {s['nncf_max_drop']}"
+        " (validation split)", 0, ac)  # fmt: skip
+    return info
 
 
-# --- reports ------------------------------------------------------------------------------------------
+def _onnx_of(path: Path) -> Path:
+    from edgecompress.export import load_model_package
+
+    return Path(path) if Path(path).suffix == ".onnx" else load_model_package(Path(path)).onnx_path
 
 
-def ratios(row: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
-    return {
-        "accuracy_change_pt": (row["accuracy"] - base["accuracy"]) * 100,
-        "params_x": base["params"] / row["params"], "macs_x": base["macs"] / row["macs"],
-        "onnx_x": base["onnx_bytes"] / row["onnx_bytes"], "gzip_x": base["gzip_bytes"] / row["gzip_bytes"],
-        "p50_x": base["p50_ms"] / row["p50_ms"], "p90_x": base["p90_ms"] / row["p90_ms"],
-    }  # fmt: skip
+def measure_latency(rows: dict[str, dict[str, Any]], s: dict[str, Any]) -> dict[str, Any]:
+    """p50 of each row's first-seed model (seeds share the architecture) in interleaved rounds, the order
+    rotated every round, so load on a shared machine hits every row alike."""
+    from edgecompress.measure import Measurement
+
+    meter = Measurement(s["device_class"], None, s["min_runs"], s["min_duration_s"])
+    names = list(rows)
+    out: dict[str, Any] = {n: [] for n in names}
+    emulated = None
+    for r in range(s["latency_rounds"]):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            result = meter.latency(_onnx_of(rows[name]["paths"][min(rows[name]["paths"])]))
+            out[name].append(result["p50_ms"])
+            emulated = result["emulated"]
+    return {"p50_ms_per_round": out, "emulated": emulated}
 
 
-def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
-    rows = {r["name"]: r for r in results["rows"]}
-    base = rows[results["baseline"]]
+def table(
+    rows: dict[str, dict[str, Any]], latency: dict[str, Any], s: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The rows of results.json: accuracy per seed, size from the ONNX file, the interleaved p50s."""
+    from edgecompress.evaluate import model_stats
+
     out = []
-    chains = [r for r in results["rows"] if r["group"] == "ours"]
-    full = [(r, ratios(r, base)) for r in chains]
-    meets = [
-        (r, q) for r, q in full if q["gzip_x"] >= 10 and q["p50_x"] >= 3 and q["accuracy_change_pt"] >= -0.5
-    ]
-    best = max(
-        full,
-        key=lambda rq: min(rq[1]["gzip_x"] / 10, rq[1]["p50_x"] / 3, 1 + (rq[1]["accuracy_change_pt"] + 0.5)),
-    )
-    show = meets[0] if meets else best
-    r, q = show
-    out.append(
-        (
-            "best chain ≥ 10× smaller gzip, ≥ 3× lower p50, ≤ 0.5 pt drop",
-            bool(meets),
-            f"{r['name']}: {q['gzip_x']:.1f}× gzip, {q['p50_x']:.2f}× p50, {q['accuracy_change_pt']:+.2f} pt",
-        )
-    )
-    d = results["distillation"]
-    sc, di = d["scratch"], d["distilled"]
-    gap = statistics.mean(di) - statistics.mean(sc)
-    spread = max(statistics.pstdev(sc), statistics.pstdev(di), (max(sc) - min(sc)), (max(di) - min(di)))
-    out.append(
-        (
-            "distilled student beats scratch by more than the seed spread",
-            gap > spread,
-            f"gap {gap * 100:+.2f} pt vs spread (largest of std and range over seeds) {spread * 100:.2f} pt; "
-            f"worst distilled {min(di):.4f} vs best scratch {max(sc):.4f}",
-        )
-    )
-    for name in ("ours: structured prune 50% + fine-tune", "peer: torch-pruning 50% channels (no fine-tune)"):
-        q = ratios(rows[name], base)
-        out.append(
-            (
-                f"structured latency gain tracks MAC reduction ({name})",
-                q["p50_x"] >= 0.6 * q["macs_x"],
-                f"MACs {q['macs_x']:.2f}× fewer, p50 {q['p50_x']:.2f}× lower "
-                f"({q['p50_x'] / q['macs_x']:.0%} of the MAC reduction realised)",
-            )
-        )
+    for name, row in rows.items():
+        st = model_stats(_onnx_of(row["paths"][min(row["paths"])]))
+        out.append({
+            "name": name, "group": row["group"], "what": row["what"], "seeds": row["seeds"],
+            "params": st.params, "nonzero_params": st.nonzero_params, "macs": st.macs,
+            "onnx_bytes": st.onnx_bytes, "gzip_bytes": st.gzip_bytes,
+            "p50_ms_per_round": latency["p50_ms_per_round"][name], "device_class": s["device_class"],
+            "emulated": latency["emulated"],
+        })  # fmt: skip
     return out
 
 
-def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
-    from benchmarks.common import write_json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "results.json", results)
-    (out_dir / "results.md").write_text(markdown(results))
-    (out_dir / "pareto.png").write_bytes(pareto_png(results))
+# --- statistics and targets (from results.json alone) ------------------------------------------------
 
 
-def markdown(results: dict[str, Any]) -> str:
+def _by_name(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in results["rows"]}
+
+
+def accuracy_interval(row: dict[str, Any], split: str = "test") -> dict[str, Any]:
+    from benchmarks.common import mean_interval
+
+    return mean_interval([x[f"{split}_accuracy"] for x in row["seeds"]])
+
+
+def drop_interval(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Test accuracy change vs the baseline, in points, over the row's seeds (the baseline is one model)."""
+    from benchmarks.common import mean_interval
+
+    b = base["seeds"][0]["test_accuracy"]
+    return mean_interval([(x["test_accuracy"] - b) * 100 for x in row["seeds"]])
+
+
+def speedup_interval(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Baseline p50 ÷ row p50 per interleaved round (paired by round), mean with its interval."""
+    from benchmarks.common import mean_interval
+
+    return mean_interval(
+        [b / r for b, r in zip(base["p50_ms_per_round"], row["p50_ms_per_round"], strict=True)]
+    )
+
+
+def paired_gap(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Test accuracy of `a` minus `b` in points, paired by seed."""
+    from benchmarks.common import mean_interval
+
+    tb = {x["seed"]: x["test_accuracy"] for x in b["seeds"]}
+    return mean_interval([(x["test_accuracy"] - tb[x["seed"]]) * 100 for x in a["seeds"] if x["seed"] in tb])
+
+
+def choose_chain(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The best chain, chosen on validation: among our rows whose size and speed meet the targets (these do
+    not depend on the test split), the highest mean validation accuracy; None when no row qualifies."""
+    rows, t = _by_name(results), results["settings"]["targets"]
+    base = rows[results["baseline"]]
+    ok = [
+        r for r in results["rows"]
+        if r["group"] == "ours" and base["gzip_bytes"] / r["gzip_bytes"] >= t["chain_gzip_x"]
+        and speedup_interval(r, base)["mean"] >= t["chain_p50_x"]
+    ]  # fmt: skip
+    return max(ok, key=lambda r: accuracy_interval(r, "val")["mean"]) if ok else None
+
+
+def strictly_above(interval: dict[str, Any], threshold: float) -> str:
+    """`verdict` for "beats by more than": a mean equal to the threshold is a miss."""
+    from benchmarks.common import verdict
+
+    v = verdict(interval, threshold, True)
+    if interval["mean"] <= threshold and v.startswith("met"):
+        return "missed (within interval)" if interval["high"] > threshold else "missed"
+    return v
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target: its rule, the threshold, the measured mean with its interval, and the verdict
+    (benchmarks.common.verdict: decided by the mean, qualified by the interval)."""
+    import statistics as st
+
+    from benchmarks.common import format_interval, verdict
+
+    rows, t = _by_name(results), results["settings"]["targets"]
+    base = rows[results["baseline"]]
+    out = []
+    scratch, kd = rows["ours: small student, scratch"], rows["ours: small student + KD"]
+    gap = paired_gap(kd, scratch)
+    if min(len(kd["seeds"]), len(scratch["seeds"])) < 2:
+        spread, rule, decided = float("nan"), "gap > seed spread (needs ≥ 2 seeds)", "undecided (one seed)"
+    else:
+        spread = max(st.stdev([x["test_accuracy"] for x in r["seeds"]]) * 100 for r in (kd, scratch))
+        rule, decided = f"gap > {spread:.2f} pt (larger seed std of the two)", strictly_above(gap, spread)
+    out.append({"target": "KD student beats the same student from scratch by more than the seed spread",
+                "threshold": rule, "measured": format_interval(gap, unit=" pt"), "verdict": decided})  # fmt: skip
+    p50 = int(results["settings"]["prune_ratio"] * 100)
+    gap = paired_gap(rows[f"ours: prune {p50}% + KD"], rows[f"ours: prune {p50}% + fine-tune"])
+    out.append({"target": f"prune {p50}% + KD beats prune {p50}% + fine-tune at the same budget",
+                "threshold": "gap > 0 pt", "measured": format_interval(gap, unit=" pt"),
+                "verdict": strictly_above(gap, 0.0)})  # fmt: skip
+    chain = choose_chain(results)
+    rule = (f"chain ≥ {t['chain_gzip_x']:g}× smaller gzip, ≥ {t['chain_p50_x']:g}× lower p50, ≤ "
+            f"{t['chain_max_drop_pt']:g} pt drop (chosen on validation)")  # fmt: skip
+    if chain is None:
+        out.append({"target": rule, "threshold": "size and speed first", "measured": "no row of ours reaches both "
+                    "the size and the speed-up", "verdict": "missed"})  # fmt: skip
+    else:
+        drop, speed = drop_interval(chain, base), speedup_interval(chain, base)
+        gz = base["gzip_bytes"] / chain["gzip_bytes"]
+        out.append({"target": rule, "threshold": f"drop ≥ −{t['chain_max_drop_pt']:g} pt",
+                    "measured": f"{chain['name']}: {gz:.1f}× gzip, p50 {format_interval(speed, unit='×')}, "
+                                f"change {format_interval(drop, unit=' pt')}",
+                    "verdict": verdict(drop, -t["chain_max_drop_pt"], True)})  # fmt: skip
+    not_dominated = dominance(results)
+    out.append({"target": "ours dominates or equals every peer front point (test mean, gzip, p50)",
+                "threshold": "each peer point has a row of ours at least as accurate, as small and as fast",
+                "measured": "all dominated" if not not_dominated else "not dominated: " + "; ".join(not_dominated),
+                "verdict": "met" if not not_dominated else "missed"})  # fmt: skip
+    return out
+
+
+def dominance(results: dict[str, Any]) -> list[str]:
+    """Peer rows that no row of ours dominates (mean test accuracy ≥, gzip bytes ≤, mean p50 ≤)."""
+    ours = [r for r in results["rows"] if r["group"] == "ours"]
+    missing = []
+    for p in results["rows"]:
+        if p["group"] in ("baseline", "ours", "study"):
+            continue
+        acc, p50 = accuracy_interval(p)["mean"], statistics.mean(p["p50_ms_per_round"])
+        if not any(
+            accuracy_interval(o)["mean"] >= acc and o["gzip_bytes"] <= p["gzip_bytes"]
+            and statistics.mean(o["p50_ms_per_round"]) <= p50 for o in ours
+        ):  # fmt: skip
+            missing.append(p["name"])
+    return missing
+
+
+# --- rendering (results.json -> results.md, pareto.png) ----------------------------------------------
+
+
+def render(results: dict[str, Any]) -> str:
+    from benchmarks.common import format_interval
     from edgecompress.reports import markdown_table
 
-    rows = {r["name"]: r for r in results["rows"]}
+    rows, s, m, d = _by_name(results), results["settings"], results["machine"], results["dataset"]
     base = rows[results["baseline"]]
+    emulated = any(r.get("emulated") for r in results["rows"])
     table = []
     for r in results["rows"]:
-        q = ratios(r, base)
-        table.append([r["name"], r["group"], f"{r['accuracy']:.4f}", f"{q['accuracy_change_pt']:+.2f}", r["params"],
-                      r["macs"], r["onnx_bytes"], r["gzip_bytes"], f"{r['p50_ms'] * 1000:.1f}",
-                      f"{r['p90_ms'] * 1000:.1f}", f"{q['params_x']:.2f}×", f"{q['macs_x']:.2f}×",
-                      f"{q['onnx_x']:.2f}×", f"{q['gzip_x']:.2f}×", f"{q['p50_x']:.2f}×", f"{q['p90_x']:.2f}×"])  # fmt: skip
-    headers = ["row", "group", "test acc", "Δ pt", "params", "MACs", "ONNX B", "gzip B", "p50 µs", "p90 µs",
-               "params ÷", "MACs ÷", "ONNX ÷", "gzip ÷", "p50 ÷", "p90 ÷"]  # fmt: skip
-    d = results["distillation"]
-    study = [[kind, ", ".join(f"{a:.4f}" for a in d[kind]), f"{statistics.mean(d[kind]):.4f}",
-              f"{statistics.pstdev(d[kind]):.4f}"] for kind in ("scratch", "distilled")]  # fmt: skip
-    m = results["machine"]
+        sp = speedup_interval(r, base)
+        table.append([
+            r["name"], r["group"], len(r["seeds"]),
+            f"{accuracy_interval(r, 'val')['mean']:.4f}" if r["seeds"][0]["val_accuracy"] is not None else "—",
+            format_interval(accuracy_interval(r), scale=100), format_interval(drop_interval(r, base)),
+            r["params"], r["macs"], r["gzip_bytes"], f"{base['gzip_bytes'] / r['gzip_bytes']:.1f}×",
+            f"{statistics.median(r['p50_ms_per_round']) * 1000:.1f}", format_interval(sp, unit="×"),
+        ])  # fmt: skip
+    sel = results["kd_selection"]
+    budget = (f"{s['recover_epochs']} epochs over {s['train_samples'] or 'all'} training images (batch "
+              f"{s['batch_size']}, peak lr {s['recover_lr']}, augmentation {'on' if s['augment'] else 'off'})")  # fmt: skip
+    seeds_table = [[r["name"]] + [f"{x['val_accuracy'] or float('nan'):.4f} / {x['test_accuracy']:.4f}"
+                                  for x in r["seeds"]]
+                   for r in results["rows"] if len(r["seeds"]) > 1]  # fmt: skip
+    nncf = results["nncf"]
     lines = [
-        "# Compression benchmark: pruning and distillation vs the naive tools", "",
-        f"Dataset: {results['dataset']['name']} ({results['dataset']['train']} train / {results['dataset']['val']} "
-        f"val / {results['dataset']['test']} test){' — QUICK MODE, not a result' if results['quick'] else ''}. "
-        "Accuracy on the test split, measured on the ONNX file. Latency: ONNX Runtime CPU, 1 thread, batch 1, "
-        f"median over {results['settings']['latency_rounds']} interleaved rounds of ≥ {results['settings']['min_runs']} "
-        "runs. `÷` columns: baseline ÷ row (higher is better).", "",
-        markdown_table(headers, table), "",
+        f"# {results['title']}", "",
+        f"Dataset: {d['name']} ({d['train']} train / {d['val']} val / {d['test']} test)"
+        f"{' — QUICK MODE, not a result' if results['quick'] else ''}. Seeds completed: "
+        f"{results['seeds_completed']} of the planned {s['seeds']}"
+        f"{' — **PARTIAL RUN**: the remaining seeds did not run' if results['partial'] else ''}. Selection split: "
+        f"**{results['selection_split']}** (the KD setting and the best chain); reported split: "
+        f"{results['report_split']}. Every trained row runs once per seed; cells are mean [95 % t-interval] "
+        "(n = runs). Recovery budget, equal for every trained row: " + budget + f"; our pruned starts add "
+        f"{s['prune_ft_between']} epoch between the {s['prune_steps']} pruning steps, so the Torch-Pruning rows "
+        f"get {s['recover_epochs'] + s['prune_ft_between']} fine-tuning epochs. Latency: device class "
+        f"`{s['device_class']}`{' (emulated on this machine)' if emulated else ''}, ONNX Runtime, batch 1, "
+        f"{s['latency_rounds']} interleaved rounds of ≥ {s['min_runs']} runs; `p50 ÷` is the per-round ratio "
+        "baseline ÷ row.", "",
         "## Targets", "",
-        markdown_table(["target", "met", "measured"], [[t, "yes" if ok else "**MISSED**", why] for t, ok, why in targets(results)]),
-        "",
-        f"## Distillation study: the same student ({d['student']['kwargs']}), {d['epochs']} epochs each, "
-        f"T={d['temperature']}, α={d['alpha']}", "",
-        markdown_table(["student", "test accuracy per seed " + str(d["seeds"]), "mean", "std"], study), "",
-        "## Structured pruning schedule (iterative, fine-tuning between steps)", "",
-        markdown_table(["step", "ratio", "params", "MACs", "val acc pruned", "val acc after fine-tune"],
-                       [[e["step"], e["ratio"], e["params"], e["macs"], e.get("val_accuracy_pruned", ""),
-                         e.get("val_accuracy_finetuned", "")] for e in results["structured_pruning"]["schedule"]]),
-        "", f"Channels after pruning: {results['structured_pruning']['channels']}", "",
+        markdown_table(["target", "threshold", "measured", "verdict"],
+                       [[x["target"], x["threshold"], x["measured"], x["verdict"]] for x in targets(results)]), "",
+        "## All rows", "",
+        markdown_table(["row", "group", "n", "val acc", "test acc %", "Δ test pt vs baseline", "params", "MACs",
+                        "gzip B", "gzip ÷", "p50 µs (median)", "p50 ÷"], table), "",
+        "Fronts: `pareto.png` (accuracy vs gzip bytes, accuracy vs p50; each group's Pareto front).", "",
+        "## KD setting, chosen on validation", "",
+        f"Seed {sel['seed']}, from the {sel['start']}, same budget; the winner (highest validation accuracy) is "
+        "used for every KD row.", "",
+        markdown_table(["candidate", "T", "α", "feature loss", "β", "val acc", "chosen"],
+                       [[c["candidate"], c["temperature"], c["alpha"], c.get("feature_loss", "none")
+                         if c["feature_weight"] else "none", c["feature_weight"], f"{c['val_accuracy']:.4f}",
+                         "yes" if c["candidate"] == sel["winner"] else ""] for c in sel["candidates"]]), "",
+        "## Per seed (val / test accuracy)", "",
+        markdown_table(["row"] + [f"seed {x}" for x in s["seeds"]], seeds_table), "",
+        "## Peers", "",
+        "NNCF: " + (f"version {nncf['version']}, on the float ONNX model." if nncf.get("installed")
+                    else f"not installed ({nncf.get('error')}); no NNCF rows.") + " Intel Neural Compressor: not "
+        "run (its ONNX package, onnx-neural-compressor 1.0, would downgrade the pinned numpy to 1.26.4).", "",
+        "## Pruned starts", "",
+        f"50 % start channels: {results['pruning']['start50']['channels']} "
+        f"({results['pruning']['start50']['macs_reduction']:.2f}× fewer MACs); deep start channels: "
+        f"{results['pruning']['start_deep']['channels']} ({results['pruning']['start_deep']['macs_reduction']:.2f}× "
+        "fewer MACs than the 50 % start).", "",
         "## Reproduce", "",
-        "```", "python -m benchmarks.compression.run   # full: 15 min on 2 quiet cores, ~50 min under load (baseline cached); --quick: ~2 min on digits",
-        "```", "",
+        "```", "python -m benchmarks.compression.run            # full run (baseline cached)",
+        "python -m benchmarks.compression.run --render   # this file and pareto.png from results.json", "```", "",
         f"Took {results['seconds'] / 60:.1f} min. Per part (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds_per_part"].items()) + ".", "",
         f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, {m['os']}, Python {m['python']}, torch {m['torch']}, "
-        f"onnxruntime {m['onnxruntime']}, commit {m['git_commit']}, {m['date']}. Load average at start "
+        f"onnxruntime {m['onnxruntime']}, torch threads {m.get('torch_threads', '?')}, commit {m['git_commit']}, "
+        f"{m['date']}. Load average at start "
         f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}, at end "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_end'])}: the machine is shared by several agents, so "
-        "absolute timings are noisy; compare the ratios, which were measured side by side in interleaved rounds.", "",
-        "## Notes", "",
-        "- Unstructured sparsity keeps dense tensor shapes: no speed-up on ONNX Runtime's dense kernels (see its p50); "
-        "it only shrinks the gzip artifact (what is shipped over the air).",
-        "- `ORT quantize_dynamic` with defaults quantizes convolutions dynamically, which is slower than float on x86.",
-        "- The float baseline is the teacher for every distillation row (benchmarks.common.baseline_model()).",
-        "- See benchmarks/compression/README.md for observations and what was tried.", "",
+        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_end'])} (a shared machine: compare the interleaved "
+        "ratios, not absolute times).", "",
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Pareto front of (cost, accuracy) points: lower cost, higher accuracy."""
+    best, out = float("-inf"), []
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            out.append((cost, acc))
+            best = acc
+    return out
 
 
 def pareto_png(results: dict[str, Any]) -> bytes:
@@ -362,57 +543,79 @@ def pareto_png(results: dict[str, Any]) -> bytes:
 
     from edgecompress.reports import figure_png
 
-    fig, ax = plt.subplots(figsize=(9, 6))
-    colors = {"baseline": "black", "peer": "tab:red", "ours": "tab:blue"}
-    biggest = max(r["gzip_bytes"] for r in results["rows"])
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in results["rows"]:
-        size = 30 + 900 * r["gzip_bytes"] / biggest
-        ax.scatter(
-            r["p50_ms"] * 1000,
-            r["accuracy"] * 100,
-            s=size,
-            alpha=0.55,
-            color=colors[r["group"]],
-            edgecolors="k",
-            linewidths=0.5,
-        )
-        ax.annotate(
-            r["name"].split(": ", 1)[-1],
-            (r["p50_ms"] * 1000, r["accuracy"] * 100),
-            fontsize=6.5,
-            xytext=(4, 3),
-            textcoords="offset points",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("ONNX Runtime p50 latency, 1 thread, batch 1 (µs, log)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("accuracy vs latency; marker area ∝ gzip bytes (black baseline, red peers, blue ours)")
-    ax.grid(alpha=0.3, which="both")
-    accs = sorted(r["accuracy"] * 100 for r in results["rows"])
-    ax.set_ylim(max(accs[0] - 1, accs[len(accs) // 3] - 8), accs[-1] + 0.8)
+        groups.setdefault(r["group"], []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    costs: list[tuple[str, Callable[[dict[str, Any]], float]]] = [
+        ("gzip bytes (log)", lambda r: r["gzip_bytes"]),
+        ("p50 µs, median of rounds (log)", lambda r: statistics.median(r["p50_ms_per_round"]) * 1000),
+    ]
+    for ax, (label, cost) in zip(axes, costs, strict=True):
+        for group, members in groups.items():
+            pts = [(cost(r), accuracy_interval(r)["mean"] * 100) for r in members]
+            errs = [(accuracy_interval(r)["high"] - accuracy_interval(r)["low"]) * 50 for r in members]
+            handle = ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=errs, fmt="o", label=group,
+                                 capsize=3, alpha=0.8)  # fmt: skip
+            f = front(pts)
+            ax.step(
+                [p[0] for p in f], [p[1] for p in f], where="post", color=handle[0].get_color(), alpha=0.6
+            )
+            for r, p in zip(members, pts, strict=True):
+                ax.annotate(
+                    r["name"].split(": ", 1)[-1], p, fontsize=6, xytext=(3, 3), textcoords="offset points"
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy % (mean over seeds, 95 % interval)")
+        ax.grid(alpha=0.3, which="both")
+        accs = sorted(accuracy_interval(r)["mean"] * 100 for r in results["rows"])
+        ax.set_ylim(max(accs[0] - 1, accs[-1] - 12), accs[-1] + 1)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{results['dataset']['name']}: accuracy vs size and latency (device class "
+                 f"{results['settings']['device_class']}), fronts per group")  # fmt: skip
     return figure_png(fig)
 
 
+def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
+    from benchmarks.common import write_json
+    from edgecompress.io import atomic_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "results.json", results)
+    for name, data in (("results.md", render(results).encode()), ("pareto.png", pareto_png(results))):
+        with atomic_path(out_dir / name) as tmp:
+            Path(tmp).write_bytes(data)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import json
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="digits and tiny epochs (a smoke test, not a result)"
+        "--quick", action="store_true", help="digits and tiny budgets (a smoke test, not a result)"
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: this folder; --quick: required)"
+        "--out", type=Path, default=None, help="output folder (default: here; --quick: required)"
     )
     parser.add_argument(
-        "--work", type=Path, default=None, help="folder for intermediate models (default: a temp dir)"
+        "--work", type=Path, default=None, help="folder for intermediate models (default: temp)"
     )
+    parser.add_argument("--render", action="store_true", help="only re-render results.md and pareto.png")
     args = parser.parse_args(argv)
     os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
-    if args.quick and args.out is None:
-        parser.error("--quick needs --out (quick results must not overwrite the committed ones)")
-    results = run(args.out or HERE, args.quick, args.work)
-    print((args.out or HERE) / "results.md")
-    print("\n".join(f"{'ok    ' if ok else 'MISSED'} {t}: {why}" for t, ok, why in targets(results)))
+    out = args.out or HERE
+    if args.render:
+        results = json.loads((out / "results.json").read_text())
+        write_outputs(results, out)
+    else:
+        if args.quick and args.out is None:
+            parser.error("--quick needs --out (quick results must not overwrite the committed ones)")
+        results = run(out, args.quick, args.work)
+    print(out / "results.md")
+    print("\n".join(f"{t['verdict']:<34} {t['target']}: {t['measured']}" for t in targets(results)))
     return 0
 
 

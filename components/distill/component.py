@@ -1,4 +1,4 @@
-"""KFP component: knowledge distillation (Hinton soft targets, optional 1×1-projected feature loss)."""
+"""KFP component: knowledge distillation (Hinton soft targets, optional hint or attention-transfer feature loss)."""
 
 from edgecompress.components import stamp_model
 from edgecompress.components.factory import technique_component
@@ -42,7 +42,9 @@ distill = technique_component(
     surfaces=SURFACES,
     doc="""The student is the `student` Model artifact (e.g. the pruned model: prune → distill) or, when
     none is connected, a fresh `student_spec` (zoo family, `module:factory` or JSON). Loss:
-    alpha·T²·KL(teacher‖student at temperature T) + (1−alpha)·CE, plus feature_weight·MSE between
-    1×1-projected student and teacher activations (`feature_pairs`: auto or `s.layer=t.layer;…`).
+    alpha·T²·KL(teacher‖student at temperature T) + (1−alpha)·CE, plus feature_weight times the
+    feature loss: `hint` (MSE between 1×1-projected student and teacher activations) or `attention`
+    (attention transfer at matched stages; no adapter, so it fits a pruned student) on `feature_pairs`
+    (auto or `s.layer=t.layer;…`).
     `compare_scratch` also trains the same student without the teacher (same epochs) for the report.""",
 )

@@ -2,10 +2,19 @@
 
 The student learns from the teacher's softened outputs (temperature T) and the hard labels:
 
-    loss = α · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α) · CE(s, y)  [+ β · MSE(proj(f_s), f_t)]
+    loss = α · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α) · CE(s, y)  [+ β · feature loss]
 
-where the optional feature term (FitNets-style) matches a student activation to a teacher activation
-of the same spatial size through a learned 1×1 convolution. Training reuses `train.fit` (its loss
+The optional feature term is one of
+- `hint` (FitNets, Romero et al. 2015): MSE between a student activation, mapped by a learned 1×1
+  convolution to the teacher's channels, and the teacher activation of the same spatial size;
+- `attention` (attention transfer, Zagoruyko & Komodakis 2017): squared distance between the
+  L2-normalised spatial attention maps (channel mean of squared activations) at matched stages,
+  summed over positions (so β does not depend on the map size). It needs no
+  adapter, so it serves any channel counts, e.g. prune → distill where the student is the pruned
+  teacher.
+
+The teacher is a frozen copy in eval mode (no dropout, BatchNorm running statistics, no gradients)
+and sees exactly the (augmented) batch the student sees. Training reuses `train.fit` (its loss
 hook), so data order, schedule and augmentation are identical to plain training: a distilled
 student and a scratch student trained with the same config differ only in the loss.
 """
@@ -39,6 +48,7 @@ def _feature_pairs_flat(pairs: Sequence[tuple[str, str]]) -> str:
 FEATURE_PAIRS = Codec(
     str, lambda v: parse_feature_pairs(v) if isinstance(v, str) else list(v), _feature_pairs_flat
 )
+FEATURE_LOSSES = ("hint", "attention")
 # The student when distillation starts a chain (no student artifact connected): a small CNN.
 DEFAULT_STUDENT_SPEC = '{"family": "cnn", "kwargs": {"widths": [16, 32, 64], "depths": [1, 1, 1]}}'
 
@@ -62,12 +72,20 @@ class DistillConfig:
     alpha: float = field(
         default=0.9, metadata={"help": "weight of the soft-target term; 1 - alpha weighs the hard labels"}
     )
-    feature_weight: float = field(default=0.0, metadata={"help": "weight of the feature loss (0: off)"})
+    feature_loss: str = field(
+        default="hint",
+        metadata={
+            "help": "feature term: hint (1×1-adapted MSE, FitNets) or attention (attention transfer)",
+            "choices": FEATURE_LOSSES,
+        },
+    )
+    feature_weight: float = field(default=0.0, metadata={"help": "weight β of the feature loss (0: off)"})
     feature_pairs: Sequence[tuple[str, str]] = field(
         default_factory=lambda: [("auto", "auto")],
         metadata={
             "codec": FEATURE_PAIRS,
-            "help": "auto (last conv/BN each), or 'student.layer=teacher.layer;…'",
+            "help": "auto (hint: last conv/BN each; attention: every stage end of equal size), "
+            "or 'student.layer=teacher.layer;…'",
         },
     )
     train: TrainConfig = field(
@@ -79,14 +97,17 @@ class DistillConfig:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.feature_weight < 0:
+        if not self.feature_weight >= 0:
             raise ConfigError(f"feature_weight must be ≥ 0, got {self.feature_weight}")
+        if self.feature_loss not in FEATURE_LOSSES:
+            raise ConfigError(f"feature_loss must be one of {FEATURE_LOSSES}, got {self.feature_loss!r}")
         self.train.validate()
 
     def as_params(self) -> dict[str, Any]:
         return {
             "temperature": self.temperature,
             "alpha": self.alpha,
+            "feature_loss": self.feature_loss if self.feature_weight > 0 else "none",
             "feature_weight": self.feature_weight,
             "feature_pairs": ";".join(f"{a}={b}" for a, b in self.feature_pairs)
             if self.feature_weight > 0
@@ -143,6 +164,64 @@ def _last_feature_module(model: nn.Module) -> str:
     return names[-1]
 
 
+def _probe(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """One eval-mode forward pass of a zero input (for hooks), leaving the model's mode as it was."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was)
+
+
+def _stage_ends(model: nn.Module, input_shape: Sequence[int]) -> dict[tuple[int, int], str]:
+    """The last leaf module producing each spatial size (a stage's output), keyed by (H, W); 1×1
+    outputs (global pooling) are not a stage."""
+    order: list[tuple[str, tuple[int, int]]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+
+            def hook(_m, _i, out, name=name):
+                if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
+                    order.append((name, (int(out.shape[2]), int(out.shape[3]))))
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        _probe(model, input_shape)
+    finally:
+        for h in handles:
+            h.remove()
+    ends: dict[tuple[int, int], str] = {}
+    for name, size in order:
+        ends.pop(size, None)  # keep the last producer of each size, in execution order
+        ends[size] = name
+    return ends
+
+
+def auto_feature_pairs(
+    student: nn.Module, teacher: nn.Module, input_shape: Sequence[int], feature_loss: str
+) -> list[tuple[str, str]]:
+    """`hint`: the last conv/BN of each (one hint layer, as FitNets); `attention`: every stage end
+    whose spatial size both networks have."""
+    if feature_loss == "hint":
+        return [(_last_feature_module(student), _last_feature_module(teacher))]
+    s_ends, t_ends = _stage_ends(student, input_shape), _stage_ends(teacher, input_shape)
+    pairs = [(s_ends[size], t_ends[size]) for size in s_ends if size in t_ends]
+    if not pairs:
+        raise ConfigError(
+            f"feature_pairs 'auto': the student's stage sizes {sorted(s_ends)} and the teacher's "
+            f"{sorted(t_ends)} have none in common; name the pairs"
+        )
+    return pairs
+
+
+def attention_map(features: torch.Tensor) -> torch.Tensor:
+    """Spatial attention of a (N, C, H, W) activation: channel mean of squares, L2-normalised per sample."""
+    return F.normalize(features.pow(2).mean(1).flatten(1), dim=1)
+
+
 class _Capture:
     """Forward hooks that keep the latest output of named modules."""
 
@@ -181,13 +260,9 @@ def _feature_shapes(
     model: nn.Module, names: Sequence[str], input_shape: Sequence[int]
 ) -> dict[str, torch.Size]:
     cap = _Capture(model, names, "model")
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+        _probe(model, input_shape)
     finally:
-        model.train(was)
         cap.remove()
     return {n: cap.outputs[n].shape for n in names}
 
@@ -223,21 +298,31 @@ def distill(
         p.requires_grad_(False)
     check_compatible(teacher, student, input_shape, num_classes)
     pairs = list(config.feature_pairs) if config.feature_weight > 0 else []
+    skipped = "no feature pairs given"
     if pairs == [("auto", "auto")]:
-        pairs = [(_last_feature_module(student), _last_feature_module(teacher))]
+        try:
+            pairs = auto_feature_pairs(student, teacher, input_shape, config.feature_loss)
+        except ConfigError as exc:  # e.g. an MLP: 'auto' then means logit KD alone, said in the details
+            log.warning("no feature term: %s", exc)
+            pairs, skipped = [], str(exc)
+    hint = config.feature_loss == "hint"
     s_shapes = _feature_shapes(student, [s for s, _ in pairs], input_shape)
     t_shapes = _feature_shapes(teacher, [t for _, t in pairs], input_shape)
     torch.manual_seed(config.train.seed)  # the projections' initialisation is part of the seeded run
     projections = nn.ModuleList()
-    details = {"feature_pairs": []}
+    details: dict[str, Any] = {"feature_loss": config.feature_loss if pairs else "none", "feature_pairs": []}
+    if config.feature_weight > 0 and not pairs:
+        details["feature_loss_skipped"] = skipped
     for s_name, t_name in pairs:
         ss, ts = s_shapes[s_name], t_shapes[t_name]
         if len(ss) != 4 or len(ts) != 4 or ss[2:] != ts[2:]:
+            how = "a 1×1 projection" if hint else "attention maps"
             raise ConfigError(
                 f"feature pair {s_name}={t_name}: shapes {tuple(ss)} and {tuple(ts)} cannot be matched "
-                "by a 1×1 projection (need 4-D activations with equal height and width)"
+                f"by {how} (need 4-D activations with equal height and width)"
             )
-        projections.append(nn.Conv2d(ss[1], ts[1], 1, bias=False))
+        if hint:
+            projections.append(nn.Conv2d(ss[1], ts[1], 1, bias=False))
         details["feature_pairs"].append(
             {"student": s_name, "teacher": t_name, "student_shape": list(ss), "teacher_shape": list(ts)}
         )
@@ -250,10 +335,14 @@ def distill(
             t_logits = teacher(x)
         s_logits = model(x)
         loss = kd_loss(s_logits, t_logits, y, config.temperature, config.alpha)
-        for proj, (s_name, t_name) in zip(projections, pairs, strict=True):
-            loss = loss + config.feature_weight * F.mse_loss(
-                proj(s_cap.outputs[s_name]), t_cap.outputs[t_name]
-            )
+        for i, (s_name, t_name) in enumerate(pairs):
+            fs, ft = s_cap.outputs[s_name], t_cap.outputs[t_name]
+            if hint:
+                term = F.mse_loss(projections[i](fs), ft)
+            else:
+                # squared L2 distance of the normalised maps per sample (in [0, 2]): independent of map size
+                term = (attention_map(fs) - attention_map(ft)).pow(2).sum(1).mean()
+            loss = loss + config.feature_weight * term
         return loss
 
     try:
@@ -393,11 +482,12 @@ def distill_report(d: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
     )
     cfg = d["config"]
     settings = html_table(
-        ["temperature", "alpha", "feature weight", "feature pairs", "epochs", "lr"],
+        ["temperature", "alpha", "feature loss", "feature weight", "feature pairs", "epochs", "lr"],
         [
             [
                 cfg["temperature"],
                 cfg["alpha"],
+                cfg.get("feature_loss", "none"),
                 cfg["feature_weight"],
                 cfg["feature_pairs"] or "none",
                 cfg["train.epochs"],

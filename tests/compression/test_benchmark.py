@@ -1,33 +1,116 @@
-"""The compression benchmark's --quick mode writes results in the shape the issue fixes."""
+"""The compression benchmark: its --quick run, its rendering from results.json, and its targets() logic
+on hand-made results (met, missed, missed within the interval)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
 
+from benchmarks.compression import run as bench
+
+HERE = Path(bench.__file__).parent
+
+
+def _row(name, group, test, val=None, gzip=1_000_000, p50=(1.0, 1.0, 1.0)):
+    val = val or test
+    return {
+        "name": name, "group": group, "what": "", "params": 1, "nonzero_params": 1, "macs": 1,
+        "onnx_bytes": gzip, "gzip_bytes": gzip, "p50_ms_per_round": list(p50),
+        "seeds": [{"seed": i, "val_accuracy": v, "test_accuracy": t} for i, (v, t) in enumerate(zip(val, test, strict=True))],
+    }  # fmt: skip
+
+
+def _results(chain_test=(0.929, 0.928, 0.929), chain_gzip=40_000, kd_student=(0.85, 0.86, 0.87)):
+    """Baseline 0.93 at 1 MB and 1 ms; a chain 25× smaller and 5× faster; peers that the chain dominates."""
+    rows = [
+        _row(bench.BASELINE, "baseline", [0.93]),
+        _row("ours: small student, scratch", "study", [0.80, 0.81, 0.80]),
+        _row("ours: small student + KD", "ours", list(kd_student), gzip=100_000, p50=(0.5, 0.5, 0.5)),
+        _row("ours: prune 50% + fine-tune", "ours", [0.925, 0.926, 0.924], gzip=270_000, p50=(0.3,) * 3),
+        _row("ours: prune 50% + KD", "ours", [0.928, 0.929, 0.927], gzip=270_000, p50=(0.3,) * 3),
+        _row("ours: chain", "ours", list(chain_test), gzip=chain_gzip, p50=(0.2, 0.2, 0.2)),
+        _row("Torch-Pruning 50% + fine-tune", "Torch-Pruning", [0.92, 0.921, 0.919], gzip=270_000, p50=(0.3,) * 3),
+        _row("NNCF PTQ INT8", "NNCF", [0.925], gzip=270_000, p50=(0.4,) * 3),
+    ]  # fmt: skip
+    return {"baseline": bench.BASELINE, "rows": rows, "settings": copy.deepcopy(bench.FULL), "partial": False}
+
+
+def test_targets_met():
+    out = bench.targets(_results())
+    assert [t["verdict"] for t in out] == ["met"] * 4, out
+    assert "ours: chain" in out[2]["measured"] and "25.0× gzip" in out[2]["measured"]
+    assert "[" in out[0]["measured"] and "(n=3)" in out[0]["measured"]  # the interval beside the threshold
+
+
+def test_targets_missed():
+    out = bench.targets(_results(chain_test=(0.918, 0.919, 0.920), kd_student=(0.79, 0.80, 0.79)))
+    assert out[0]["verdict"] == "missed"  # the KD student is below scratch
+    assert out[2]["verdict"] == "missed"  # the chain loses 1.1 pt on every seed
+
+
+def test_a_gap_equal_to_the_spread_is_not_more_than_the_spread():
+    out = bench.targets(_results(kd_student=(0.80, 0.81, 0.80)))  # KD = scratch on every seed
+    assert out[0]["verdict"] == "missed"
+
+
+def test_targets_missed_within_interval():
+    out = bench.targets(_results(chain_test=(0.918, 0.925, 0.929)))  # mean drop 0.60 pt, wide interval
+    assert out[2]["verdict"] == "missed (within interval)"
+    assert "-0.60" in out[2]["measured"]
+
+
+def test_no_chain_reaches_the_size_and_a_peer_not_dominated():
+    results = _results(chain_gzip=60_000)  # 16.7×: no row of ours is ≥ 20× smaller
+    results["rows"].append(_row("NNCF accuracy-control INT8", "NNCF", [0.94], gzip=30_000, p50=(0.1,) * 3))
+    out = bench.targets(results)
+    assert out[2]["verdict"] == "missed" and "no row of ours" in out[2]["measured"]
+    assert out[3]["verdict"] == "missed" and "NNCF accuracy-control INT8" in out[3]["measured"]
+
+
+def test_the_best_chain_is_chosen_on_validation_not_test():
+    results = _results()
+    # a second qualifying chain: better on test, worse on validation -> not chosen
+    results["rows"].append(_row("ours: test-lucky chain", "ours", [0.935] * 3, val=[0.90] * 3, gzip=40_000,
+                                p50=(0.2,) * 3))  # fmt: skip
+    assert bench.choose_chain(results)["name"] == "ours: chain"
+
+
+def test_committed_report_is_rendered_from_committed_json():
+    assert (HERE / "results.json").exists(), (
+        "run `python -m benchmarks.compression.run` and commit its outputs"
+    )
+    results = json.loads((HERE / "results.json").read_text())
+    assert results["selection_split"] == "validation"
+    assert (HERE / "results.md").read_text() == bench.render(results)
+    assert results["seeds_completed"] == results["settings"]["seeds"] and not results["partial"]
+    # every row with a training step runs over all seeds; "INT8 only" quantizes the baseline, no training
+    trained = [r for r in results["rows"]
+               if r["group"] in ("ours", "study", "Torch-Pruning") and r["name"] != "ours: INT8 only"]  # fmt: skip
+    assert trained and all(len(r["seeds"]) >= 3 for r in trained)
+
 
 @pytest.mark.slow
 def test_quick_benchmark_shape(tmp_path: Path):
-    from benchmarks.compression.run import main
-
-    assert main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]) == 0
+    assert bench.main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert {"machine", "baseline", "rows", "distillation"} <= set(results)
-    names = [r["name"] for r in results["rows"]]
-    assert results["baseline"] in names
-    keys = {"name", "group", "accuracy", "params", "macs", "onnx_bytes", "gzip_bytes", "p50_ms", "p90_ms"}
-    for row in results["rows"]:
-        assert keys <= set(row) and row["group"] in ("baseline", "peer", "ours")
-        assert 0 <= row["accuracy"] <= 1 and row["p50_ms"] > 0
-    groups = {r["group"] for r in results["rows"]}
-    assert groups == {"baseline", "peer", "ours"}
-    assert len(results["distillation"]["scratch"]) == len(results["distillation"]["distilled"]) >= 2
+    assert results["selection_split"] == "validation" and results["quick"] is True and not results["partial"]
     rows = {r["name"]: r for r in results["rows"]}
-    base = rows[results["baseline"]]
-    assert rows["peer: torch-pruning 50% channels (no fine-tune)"]["macs"] < base["macs"] / 2
-    assert rows["ours: unstructured 85% + fine-tune"]["gzip_bytes"] < base["gzip_bytes"]
+    assert results["baseline"] in rows
+    groups = {r["group"] for r in results["rows"]}
+    assert {"baseline", "ours", "study", "Torch-Pruning", "NNCF"} <= groups
+    for row in results["rows"]:
+        assert row["seeds"] and all(0 <= x["test_accuracy"] <= 1 for x in row["seeds"])
+        assert len(row["p50_ms_per_round"]) == results["settings"]["latency_rounds"]
+    assert len(rows["ours: prune 50% + KD"]["seeds"]) == len(results["settings"]["seeds"])
+    assert results["kd_selection"]["winner"] in results["settings"]["kd_candidates"]
+    assert (
+        rows["ours: prune 70% + KD"]["macs"]
+        < rows["ours: prune 50% + KD"]["macs"]
+        < rows[bench.BASELINE]["macs"]
+    )
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "## Targets" in md and "QUICK MODE" in md
+    assert md == bench.render(results) and "QUICK MODE" in md and "## Targets" in md
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:4] == b"\x89PNG"

@@ -178,3 +178,89 @@ def test_bad_distill_settings(kwargs, message, trained_model: Path, digits_artif
             progress=False,
         )
     assert not (tmp_path / "d").exists()
+
+
+# --- feature-level distillation --------------------------------------------------------------------
+
+
+def test_attention_transfer_into_the_pruned_teacher(trained_model: Path, digits_artifact: Path):
+    """prune → distill with attention transfer: the student is the pruned teacher (fewer channels at
+    every stage), so the stages are matched by spatial size and need no adapter."""
+    from edgecompress.distill import attention_map
+    from edgecompress.prune import StructuredConfig, prune_structured
+
+    dataset = load_dataset(digits_artifact)
+    teacher = load_model_package(trained_model).load_module()
+    pruned, _ = prune_structured(
+        teacher, dataset.input_shape, dataset.num_classes, StructuredConfig(ratio=0.5), dataset, False
+    )
+    x_val, y_val = dataset.split("val")
+    config = DistillConfig(
+        temperature=2.0,
+        alpha=0.5,
+        feature_loss="attention",
+        feature_weight=10.0,
+        train=TrainConfig(epochs=2, batch_size=64, lr=3e-3),
+    )
+    child, history, details = distill(teacher, pruned, dataset, config, False)
+    assert details["feature_loss"] == "attention"
+    pairs = details["feature_pairs"]
+    assert len(pairs) >= 2  # one per stage (8×8 and 4×4 on digits)
+    assert all(p["student"] == p["teacher"] for p in pairs)  # same layers, pruned channels
+    assert all(p["student_shape"][1] < p["teacher_shape"][1] for p in pairs)
+    assert all(p["student_shape"][2:] == p["teacher_shape"][2:] for p in pairs)
+    assert sum(p.numel() for p in child.parameters()) == sum(p.numel() for p in pruned.parameters())
+    from edgecompress.train import accuracy
+
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+    assert accuracy(child, x_val, y_val) > accuracy(pruned, x_val, y_val) + 0.05
+    a = attention_map(torch.randn(3, 5, 4, 4))
+    assert a.shape == (3, 16) and torch.allclose(a.norm(dim=1), torch.ones(3))
+
+
+def test_kd_leaves_the_teacher_untouched_and_in_eval_mode(trained_model: Path, digits_artifact: Path):
+    """The teacher's BatchNorm statistics and weights do not move, even when handed over in train mode."""
+    dataset = load_dataset(digits_artifact)
+    teacher = load_model_package(trained_model).load_module().train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = build_model(TINY, dataset.input_shape, dataset.num_classes, seed=0)
+    distill(teacher, student, dataset, DistillConfig(train=TrainConfig(epochs=1, batch_size=64)), False)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--feature-loss", "nope"], "invalid choice"),
+        (["--feature-weight", "-1"], "feature_weight must be"),
+        (["--feature-weight", "1", "--feature-loss", "attention", "--feature-pairs", "features.0=pool"],
+         "cannot be matched by attention maps"),
+    ],
+)  # fmt: skip
+def test_bad_feature_settings_exit_2(
+    args, message, trained_model: Path, digits_artifact: Path, tmp_path, capsys
+):
+    from edgecompress.cli import main
+
+    argv = ["distill", "--teacher", str(trained_model), "--student", TINY, "--dataset", str(digits_artifact),
+            "--output", str(tmp_path / "d"), "--epochs", "1", "--no-track", "--no-compare-scratch", *args]  # fmt: skip
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse rejects an unknown choice itself
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_auto_attention_without_stages_falls_back_to_logit_kd(digits_artifact: Path):
+    """An MLP has no spatial stages: 'auto' then distils logits alone and says so (the default must not
+    make distilling an MLP fail)."""
+    dataset = load_dataset(digits_artifact)
+    teacher = build_model("mlp", dataset.input_shape, dataset.num_classes, seed=1)
+    student = build_model("mlp", dataset.input_shape, dataset.num_classes, seed=2)
+    config = DistillConfig(
+        feature_loss="attention", feature_weight=10.0, train=TrainConfig(epochs=1, batch_size=64)
+    )
+    _, history, details = distill(teacher, student, dataset, config, False)
+    assert details["feature_loss"] == "none" and "none in common" in details["feature_loss_skipped"]
+    assert len(history.epochs) == 1

@@ -1,4 +1,4 @@
-"""benchmarks/drift/run.py --quick writes results in the issue's shape."""
+"""benchmarks/drift/run.py --quick: the smoke run writes the report's shape, rendered from its JSON."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ def test_drift_benchmark_quick(tmp_path):
         skip_or_fail_in_ci(
             "Fashion-MNIST not installed (scripts/system-deps.sh installs dataset-fashion-mnist)"
         )
+    from benchmarks.drift.run import FAMILIES, SHIFTS, render
+
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.drift.run", "--quick", "--output-dir", str(tmp_path)],
@@ -33,16 +35,28 @@ def test_drift_benchmark_quick(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results) == {"machine", "alpha", "batch_size", "clean", "shifts"}
-    assert set(results["clean"]) == {"batches", "false_positive_rate"} and results["batch_size"] == 500
-    assert {s["name"] for s in results["shifts"]} == {
-        "gaussian_noise",
-        "brightness_contrast",
-        "rotation",
-        "class_prior",
+    assert results["quick"] and results["machine"]["git_commit"] and results["machine"]["cpu_model"]
+    assert (
+        results["settings"]["reference_split"] == "val" and results["settings"]["production_split"] == "test"
+    )
+    sizes = results["settings"]["batch_sizes"]
+    assert [r["batch_size"] for r in results["clean"]] == sizes
+    assert {(s["name"], s["batch_size"]) for s in results["shifts"]} == {
+        (n, b) for n in SHIFTS for b in sizes
     }
-    for s in results["shifts"]:
-        assert set(s) == {"name", "severity", "batches", "detection_rate"} and 0 <= s["detection_rate"] <= 1
-    assert (tmp_path / "detection.png").stat().st_size > 0 and "Quick smoke run" in (
-        tmp_path / "results.md"
-    ).read_text()
+    for row in [*results["clean"], *results["shifts"]]:
+        for family in FAMILIES:
+            rate = row["rate"][family]
+            assert rate["n"] == row["batches"] > 0 and rate["low"] <= rate["mean"] <= rate["high"]
+    assert (tmp_path / "results.md").read_text() == render(results)
+    assert "Quick smoke run" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "detection.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_missing_baseline_is_an_error_not_an_hour_of_training(tmp_path, monkeypatch):
+    import benchmarks.common
+    from benchmarks.drift import run
+
+    monkeypatch.setattr(benchmarks.common, "CACHE", tmp_path)
+    assert run.main(["--output-dir", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()

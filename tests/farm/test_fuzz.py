@@ -93,3 +93,17 @@ def test_malformed_requests_never_break_the_controller(farm_factory, tiny_model:
     client = farm.client()
     job = client.submit(client.upload(tiny_model), "rpi4-emulated", TINY, timeout_s=60)
     assert client.wait([job["id"]], 60)[job["id"]]["state"] == "done"
+
+
+def test_ids_beyond_the_id_column_are_refused_not_a_server_error(farm_factory) -> None:
+    """PostgreSQL's `integer` ids end at 2**31 - 1; a larger id in a request is a 4xx (the fuzz above
+    once found a 500 for GET /v1/jobs/2147483648)."""
+    farm = farm_factory()
+    headers = {"Authorization": f"Bearer {farm.client_token}"}
+    largest = 2**31 - 1
+    assert requests.get(f"{farm.url}/v1/jobs/{largest}", headers=headers, timeout=30).status_code == 404
+    for method, path in [("GET", f"/v1/jobs/{largest + 1}"), ("POST", f"/v1/jobs/{largest + 1}/cancel"),
+                         ("GET", f"/v1/jobs?before_id={largest + 1}")]:  # fmt: skip
+        r = requests.request(method, farm.url + path, headers=headers, timeout=30)
+        assert r.status_code == 422, (method, path, r.status_code, r.text[:300])
+    assert farm.healthy()

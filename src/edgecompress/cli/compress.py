@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "distill",
         summary="knowledge distillation from a teacher Model artifact into a student",
-        description="Hinton soft-target distillation (temperature, alpha) with an optional 1×1-projected feature "
-        "loss. The student is a Model artifact (e.g. a pruned model) or a zoo/user spec.",
+        description="Hinton soft-target distillation (temperature, alpha) with an optional feature loss "
+        "(hint: 1×1-projected MSE; attention: attention transfer between matched stages). The student is a Model artifact (e.g. a pruned model) or a zoo/user spec.",
         func=cmd_distill,
         configs=(DistillConfig,),
         model=None,

@@ -173,10 +173,15 @@ class ImageDriftDetector:
         )
 
     def test(self, x: np.ndarray, seed: int | None = None) -> dict[str, Any]:
+        probs, emb = self.model(x)
+        return self.test_outputs(probs, emb, seed)
+
+    def test_outputs(self, probs: np.ndarray, emb: np.ndarray, seed: int | None = None) -> dict[str, Any]:
+        """The tests on a batch's model outputs (softmax probabilities, embeddings) already computed:
+        a benchmark that tests many batches of one pool runs the model over the pool once."""
         from scipy.stats import ks_2samp
 
         cfg = self.config
-        probs, emb = self.model(x)
         per_class = {}
         for j, name in enumerate(self.class_names):
             res = ks_2samp(self.ref_probs[:, j], probs[:, j])

@@ -46,6 +46,7 @@ from edgecompress.farm import profilecheck
 from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Authenticator, IdentityError, Principal
 from edgecompress.farm.store import Conflict, JobStore, NotFound, StoreConfig
+from edgecompress.farm.tables import ROW_ID_MAX
 from edgecompress.farm.tokens import read_token  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ def create_app(config: ControllerConfig) -> Any:
 
     class Lease(BaseModel):
         model_config = strict
-        job_id: int = Field(ge=0, le=2**62)
+        job_id: int = Field(ge=0, le=ROW_ID_MAX)
         lease_id: str = Field(pattern=r"^[0-9a-f]{32}$")
 
     class AgentInfo(BaseModel):
@@ -598,13 +599,13 @@ def create_app(config: ControllerConfig) -> Any:
         state: Literal["queued", "leased", "done", "failed"] | None = None,
         device_class: Annotated[str | None, Query(pattern=NAME_RE)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        before_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        before_id: Annotated[int | None, Query(ge=0, le=ROW_ID_MAX)] = None,
     ) -> list[dict[str, Any]]:
         return await db(store.list, state, device_class, limit, before_id, visible_to(who))
 
     @app.get("/v1/jobs/{job_id}")
     async def get_job(
-        job_id: Annotated[int, FPath(ge=0, le=2**62)],
+        job_id: Annotated[int, FPath(ge=0, le=ROW_ID_MAX)],
         who: AsClient,
         wait_s: Annotated[float, Query(ge=0, le=30)] = 0.0,
     ) -> Any:
@@ -620,7 +621,7 @@ def create_app(config: ControllerConfig) -> Any:
             await finished.wait(armed, min(remaining, 1.0))
 
     @app.post("/v1/jobs/{job_id}/cancel")
-    async def cancel(job_id: Annotated[int, FPath(ge=0, le=2**62)], who: AsClient) -> Any:
+    async def cancel(job_id: Annotated[int, FPath(ge=0, le=ROW_ID_MAX)], who: AsClient) -> Any:
         out = await db(store.cancel, job_id, f"cancelled by {who.role} {who.name}", visible_to(who))
         finished.notify()
         return out
@@ -711,7 +712,7 @@ def create_app(config: ControllerConfig) -> Any:
 
     @app.post("/v1/jobs/{job_id}/result")
     async def result(
-        job_id: Annotated[int, FPath(ge=0, le=2**62)], sub: ResultSubmission, who: AsAgent
+        job_id: Annotated[int, FPath(ge=0, le=ROW_ID_MAX)], sub: ResultSubmission, who: AsAgent
     ) -> Any:
         as_agent(who, sub.agent_id or who.name)
         if sub.status == "done":
@@ -734,7 +735,7 @@ def create_app(config: ControllerConfig) -> Any:
         return JSONResponse(out)
 
     @app.post("/v1/jobs/{job_id}/release")
-    async def release(job_id: Annotated[int, FPath(ge=0, le=2**62)], body: Release, who: AsAgent) -> Any:
+    async def release(job_id: Annotated[int, FPath(ge=0, le=ROW_ID_MAX)], body: Release, who: AsAgent) -> Any:
         """The lease holder gives the job back: queued again after a backoff (or failed with the
         reason once its attempts are spent)."""
         as_agent(who, body.agent_id or who.name)

@@ -13,6 +13,10 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+# The largest id the `id` columns hold on every backend: they are `integer` (32-bit) on PostgreSQL.
+# The controller refuses larger ids in requests (4xx), rather than letting the database raise (5xx).
+ROW_ID_MAX = 2**31 - 1
+
 jobs = sa.Table(
     "farm_jobs", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
