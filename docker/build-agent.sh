@@ -3,23 +3,25 @@
 #
 #   docker/build-agent.sh [--bootstrap-base | --base IMAGE] [--jetson] [--tag IMAGE]
 #
-#   --bootstrap-base  FROM a Debian bookworm arm64 base made by docker/base/bootstrap-base.sh (ARCH=arm64,
-#                     debootstrap's second stage under QEMU): for machines that reach no registry (CI here)
-#   --base IMAGE      FROM IMAGE (default python:3.11-slim, its arm64 variant); needs Python 3.11 and venv
+#   --bootstrap-base  FROM a Debian bookworm arm64 base made by docker/base/arm64-base.sh (mmdebstrap
+#                     --variant=extract on the host, no emulation): for machines that reach no registry
+#   --base IMAGE      FROM IMAGE (default python:3.11-slim, its arm64 variant); needs CPython 3.11 + venv
 #   --jetson          build docker/agent/Dockerfile.jetson instead, with --base as its L4T base (here: the
 #                     bootstrapped base and the CPU ONNX Runtime wheel; on a Jetson: NVIDIA's L4T image
 #                     and a JetPack GPU wheel, see docs/farm.md)
 #   --tag IMAGE       image name (default localhost/edgecompress-agent:<version>-arm64, -jetson)
 #
-# The build context (docker/.context-agent/, git-ignored) is a wheelhouse of aarch64 wheels for CPython
-# 3.11 (`pip download --platform manylinux_2_28_aarch64 --only-binary=:all:`, pins from
-# docker/agent/requirements.txt under requirements.lock's constraints) plus the project's own wheel
-# (pure Python). The wheelhouse is kept while those files are unchanged; the image builds with
-# --network=none. On x86 the arm64 build runs under QEMU: scripts/system-deps.sh installs
-# qemu-user-static and registers it with binfmt_misc. PYTHON=… the interpreter whose pip downloads the
-# wheels; EDGECOMPRESS_AGENT_BUILD_CONTEXT=DIR another context folder (one build at a time per folder);
-# ORT_PACKAGE=onnxruntime-gpu for --jetson with a JetPack wheel in the wheelhouse.
-# Prints the image name on its last line.
+# The aarch64 wheelhouse (docker/.context-agent/deps-aarch64, git-ignored: `pip download --platform
+# manylinux_2_28_aarch64 --only-binary=:all:`, pins from docker/agent/requirements.txt under
+# requirements.lock's constraints) is kept while those files are unchanged. For Dockerfile.arm64 the
+# virtual environment's site-packages is assembled on this machine (`pip install --target --platform`
+# unpacks wheels and runs no aarch64 code; byte-compiled by the host's CPython 3.11 when it has one), so
+# the build runs under QEMU only a venv shell, useradd and the smoke tests. The image builds with
+# --network=none. On x86 the arm64 steps run under QEMU: scripts/system-deps.sh installs
+# qemu-user-static and registers it with binfmt_misc. PYTHON=… the interpreter whose pip downloads and
+# unpacks the wheels; EDGECOMPRESS_AGENT_BUILD_CONTEXT=DIR another context folder (one build at a time
+# per folder); ORT_PACKAGE=onnxruntime-gpu for --jetson with a JetPack wheel in the wheelhouse.
+# Prints the image name on its last line; timings of its steps on stderr.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -33,7 +35,7 @@ while [ $# -gt 0 ]; do
     --base) base=$2; shift ;;
     --jetson) dockerfile=docker/agent/Dockerfile.jetson flavour=jetson ;;
     --tag) tag=$2; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see docker/build-agent.sh --help)" >&2; exit 2 ;;
   esac
   shift
@@ -81,15 +83,35 @@ if [ "$(cat "$deps.stamp" 2>/dev/null)" != "$stamp" ]; then
 else
   echo "reusing the aarch64 wheelhouse $deps" >&2
 fi
+step() { echo "[$(( $(date +%s) - start )) s] $*" >&2; }
+step "wheelhouse ready"
 if [ "$bootstrap" = 1 ]; then
-  base=$(ARCH=arm64 docker/base/bootstrap-base.sh | tail -n 1)
+  base=$(docker/base/arm64-base.sh | tail -n 1)
+  step "base $base ready"
+fi
+rm -rf "$ctx/site-packages"
+if [ "$flavour" = jetson ]; then
+  # Dockerfile.jetson installs in the image: on a Jetson its Python (3.10 on L4T r36) and GPU wheel differ.
+  cp -al "$deps" "$ctx/deps" 2>/dev/null || cp -a "$deps" "$ctx/deps"
+else
+  site="$ctx/site-packages"
+  quiet_pip install --quiet --no-index --no-deps --no-compile --only-binary=:all: --python-version 3.11 \
+    --implementation cp --abi cp311 --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 \
+    --platform manylinux2014_aarch64 --target "$site" "$deps"/*.whl "$ctx"/app/edgecompress-*.whl
+  rm -rf "$site/bin"  # console scripts with this machine's interpreter; the image uses python3 -m
+  if command -v python3.11 >/dev/null; then
+    python3.11 -m compileall -q -j 0 -s "$site" -p /opt/edgecompress/lib/python3.11/site-packages \
+      --invalidation-mode unchecked-hash "$site" >/dev/null 2>&1 || true
+    touch "$site/.compiled"
+  fi
+  step "site-packages assembled on the host ($(du -sm "$site" | cut -f1) MB)"
 fi
 echo "building $tag ($dockerfile, linux/arm64) FROM $base" >&2
-cp -al "$deps" "$ctx/deps" 2>/dev/null || cp -a "$deps" "$ctx/deps"
 podman build --platform linux/arm64 --network=none -f "$dockerfile" \
   --build-arg BASE_IMAGE="$base" --build-arg L4T_BASE="$base" --build-arg ORT_PACKAGE="${ORT_PACKAGE:-onnxruntime}" \
   --build-arg VERSION="$version" --build-arg REVISION="$revision" -t "$tag" "$ctx" >&2
-rm -rf "$ctx/deps"
+rm -rf "$ctx/deps" "$ctx/site-packages"
+step "image built"
 # ONNX Runtime imports and sees an aarch64 CPU (under QEMU: with an aarch64 /proc/cpuinfo mounted,
 # without which its import segfaults; see edgecompress.farm.device.emulated_cpuinfo).
 smoke=(podman run --rm --network=none --platform linux/arm64 --entrypoint python3)

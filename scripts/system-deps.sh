@@ -3,6 +3,7 @@
 #   dataset-fashion-mnist  the real benchmark's data set (read from /usr/share/datasets)
 #   podman runc conmon containernetworking-plugins uidmap  run and build the images (tests/containers)
 #   debootstrap            bootstraps the Debian base image when no registry is reachable (docker/base)
+#   mmdebstrap             the arm64 agent's base, unpacked on the host without emulation (docker/base/arm64-base.sh)
 #   qemu-user-static binfmt-support  run linux/arm64 images and binaries on x86 (the arm64 farm agent under
 #                          QEMU, `edgecompress isa-check`): binfmt_misc is mounted where it is not and
 #                          the qemu-aarch64 handler registered (fix-binary, so it works inside containers)
@@ -12,7 +13,7 @@
 # It also writes /etc/containers/containers.conf (runc, no default ulimits) when that file is absent:
 # what podman needs to run containers on machines like CI's (see DESIGN.md, "Containers and Kubernetes").
 set -euo pipefail
-wanted=(dataset-fashion-mnist podman runc conmon containernetworking-plugins uidmap debootstrap qemu-user-static binfmt-support postgresql "$@")
+wanted=(dataset-fashion-mnist podman runc conmon containernetworking-plugins uidmap debootstrap mmdebstrap qemu-user-static binfmt-support postgresql "$@")
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -5,9 +5,6 @@
 #
 #   docker/base/bootstrap-base.sh            build (or reuse) the base; prints its image name last
 #   DEBIAN_MIRROR=http://… SUITE=bookworm    where the packages come from (default: deb.debian.org)
-#   ARCH=arm64                               a foreign architecture (Debian's name): debootstrap runs its
-#                                            second stage through QEMU (scripts/system-deps.sh registers
-#                                            qemu-aarch64 with binfmt_misc); the image is linux/ARCH
 #
 # The image is tagged with a hash of this script, the suite, the mirror and the CA bundle, so a
 # second run on the same machine reuses it (`podman image exists`) in well under a second.
@@ -18,15 +15,11 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 PACKAGES=python3,python3-venv,python3-pip,ca-certificates
 REPO_NAME=${BASE_REPO:-localhost/edgecompress-base}
-HOST_ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-ARCH=${ARCH:-$HOST_ARCH}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-hash=$( { cat "$here/bootstrap-base.sh"; echo "$SUITE $DEBIAN_MIRROR $PACKAGES $ARCH"; cat "$CA_BUNDLE" 2>/dev/null || true; } \
+hash=$( { cat "$here/bootstrap-base.sh"; echo "$SUITE $DEBIAN_MIRROR $PACKAGES"; cat "$CA_BUNDLE" 2>/dev/null || true; } \
         | sha256sum | cut -c1-12)
-suffix=""
-[ "$ARCH" = "$HOST_ARCH" ] || suffix="-$ARCH"
-tag="$REPO_NAME:$SUITE$suffix-$hash"
+tag="$REPO_NAME:$SUITE-$hash"
 
 if podman image exists "$tag"; then
   echo "base image $tag already built (cached)" >&2
@@ -37,16 +30,12 @@ for tool in podman debootstrap; do
   command -v "$tool" >/dev/null || { echo "error: $tool not found; run scripts/system-deps.sh" >&2; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "error: debootstrap needs root" >&2; exit 1; }
-if [ "$ARCH" != "$HOST_ARCH" ] && [ "$ARCH" = arm64 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-  echo "error: ARCH=arm64 needs qemu-aarch64 registered with binfmt_misc; run scripts/system-deps.sh" >&2
-  exit 1
-fi
 
 start=$(date +%s)
 rootfs=$(mktemp -d /var/tmp/edgecompress-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
-echo "debootstrap $SUITE/$ARCH ($PACKAGES) from $DEBIAN_MIRROR into $rootfs" >&2
-debootstrap --arch="$ARCH" --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$DEBIAN_MIRROR" >"$rootfs.log" 2>&1 || {
+echo "debootstrap $SUITE ($PACKAGES) from $DEBIAN_MIRROR into $rootfs" >&2
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$DEBIAN_MIRROR" >"$rootfs.log" 2>&1 || {
   tail -n 30 "$rootfs.log" >&2; rm -f "$rootfs.log"; exit 1; }
 rm -f "$rootfs.log"
 # The host's CA bundle (it may carry a proxy's CA), pip usable in the image, nothing cached.
@@ -54,8 +43,8 @@ rm -f "$rootfs.log"
 rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
        "$rootfs"/var/log/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/tmp/*
-tar -C "$rootfs" --numeric-owner -c . | podman import --quiet --os linux --arch "$ARCH" \
+tar -C "$rootfs" --numeric-owner -c . | podman import --quiet \
   --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' \
-  --message "debootstrap --arch=$ARCH --variant=minbase $SUITE + $PACKAGES" - "$tag" >/dev/null
+  --message "debootstrap --variant=minbase $SUITE + $PACKAGES" - "$tag" >/dev/null
 echo "built base image $tag in $(( $(date +%s) - start )) s" >&2
 echo "$tag"

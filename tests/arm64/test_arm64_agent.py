@@ -1,10 +1,12 @@
 """The arm64 farm agent image on this x86 machine: built by docker/build-agent.sh --bootstrap-base (a
-debootstrapped bookworm arm64 base, an offline wheelhouse of aarch64 wheels, podman under QEMU), run as
+bookworm arm64 base unpacked on the host by mmdebstrap, site-packages assembled on the host from an
+offline wheelhouse of aarch64 wheels, podman running only the smoke tests under QEMU), run as
 a farm agent for the `rpi4-qemu` class (profile: isa aarch64, emulated qemu), serving a job submitted
 through the controller; and `edgecompress isa-check` running a digits model on aarch64 in it.
 
-Needs podman, root (debootstrap) and qemu-aarch64 registered with binfmt_misc: scripts/system-deps.sh
-installs and registers all of it, so with CI=true their absence fails instead of skipping.
+Needs podman, mmdebstrap, root and qemu-aarch64 registered with binfmt_misc: scripts/system-deps.sh
+installs and registers all of it, so with CI=true their absence fails instead of skipping. Its own
+directory, so `make test`'s two workers run it beside tests/containers rather than after it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +27,8 @@ from edgecompress.farm import profilecheck
 from tests.conftest import run_cli, skip_or_fail_in_ci
 from tests.containers.conftest import REPO, _need_podman
 
-BUILD_TIMEOUT_S = 3600
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+BUILD_TIMEOUT_S = 1800
 BUILD_TIME_FILE = "build-agent-seconds.txt"
 
 
@@ -38,6 +42,8 @@ def agent_image(tmp_path_factory) -> str:
     _need_podman()
     if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
         skip_or_fail_in_ci("qemu-aarch64 is not registered with binfmt_misc (scripts/system-deps.sh does it)")
+    if shutil.which("mmdebstrap") is None and not os.environ.get("EDGECOMPRESS_TEST_AGENT_IMAGE"):
+        skip_or_fail_in_ci("mmdebstrap not found (scripts/system-deps.sh installs it)")
     if os.environ.get("EDGECOMPRESS_TEST_AGENT_IMAGE"):
         return os.environ["EDGECOMPRESS_TEST_AGENT_IMAGE"]
     start = time.monotonic()
