@@ -215,6 +215,11 @@ def _pct(v: float) -> str:
     return f"{v * 100:.2f}"
 
 
+def _pt(v: float) -> str:
+    """A signed change in points; a zero prints as +0.00, never -0.00."""
+    return f"{v * 100 + 0.0:+.2f}"
+
+
 def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
     from edgecompress.reports import markdown_table
@@ -268,7 +273,7 @@ def render(results: dict[str, Any]) -> str:
                 t = r[label]
                 c = t["accuracy_change_vs_x86"]
                 row += [_pct(t["accuracy"]), _pct(t["agreement_with_float"]), _pct(t["agreement_with_x86"]),
-                        f"{c['drop'] * 100:+.2f} [{c['low'] * 100:+.2f}, {c['high'] * 100:+.2f}]",
+                        f"{_pt(c['drop'])} [{_pt(c['low'])}, {_pt(c['high'])}]",
                         f"{t['max_abs_logit_diff_x86']:.3g}"]  # fmt: skip
             rows.append(row)
         lines += [markdown_table(headers, rows), ""]
