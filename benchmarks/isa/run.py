@@ -405,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         results["check_timing"] = {"runs": [timed_check(first, child, data, image, args.timing_max_samples)
                                             for _ in range(args.timing_repeats)]}  # fmt: skip
     results["seconds"] = time.perf_counter() - start
-    results["command"] = "python -m benchmarks.isa.run" + (" --quick" if args.quick else "") + (
-        f" --every {args.every}" if args.every != 5 else "")  # fmt: skip
+    results["command"] = "python -m benchmarks.isa.run" + (" --quick" if args.quick else "") + "".join(
+        f" --{flag.replace('_', '-')} {getattr(args, flag)}" for flag, default in
+        (("every", 5), ("timing_repeats", 3), ("timing_max_samples", 0)) if getattr(args, flag) != default)  # fmt: skip
     write_json(args.out / "results.json", results)
     (args.out / "results.md").write_text(render(results))
     (args.out / "results.png").write_bytes(plot(results))
