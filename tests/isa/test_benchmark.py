@@ -1,11 +1,13 @@
 """benchmarks/isa: its target logic and its renderer on hand-made results (met, missed, missed within
-the interval). No full run is committed yet, so there is no committed results.md to compare."""
+the interval), and the committed report is what the renderer makes of the committed results.json."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from benchmarks.isa.run import render, targets
+from benchmarks.isa.run import HERE, render, targets
 
 
 def _timing(*walls: float) -> dict:
@@ -63,3 +65,11 @@ def test_render_labels_qemu_and_shows_every_row_and_the_target():
     )
     assert "(every 5th of the split)" in md and "| met |" in md
     assert "1 of 1 models predict differently from x86" in md
+
+
+def test_committed_report_is_rendered_from_committed_results():
+    results = json.loads((HERE / "results.json").read_text())
+    assert (HERE / "results.md").read_text() == render(results)
+    assert not results["quick"] and len(results["networks"]) == 2
+    assert all(net["subsample_step"] >= 1 and len(net["rows"]) == 11 for net in results["networks"])
+    assert (HERE / "results.png").read_bytes()[:4] == b"\x89PNG"
