@@ -1,5 +1,5 @@
 """The edge-compression pipeline: train → compress (a chain of steps) → evaluate parent and child →
-edge-benchmark both on each device class → accuracy gate (register or reject).
+edge-benchmark both on each device class → target-ISA check → accuracy gate (register or reject).
 
 The compression chain is a compile-time choice (`build_pipeline(chain=[...])`, `edgecompress run
 --chain …`, `edgecompress compile --chain …`): each step in it is its own task whose output model's
@@ -26,6 +26,7 @@ from edgecompress.components.autotune.component import autotune
 from edgecompress.components.distill.component import distill
 from edgecompress.components.edge_benchmark.component import edge_benchmark
 from edgecompress.components.evaluate.component import evaluate
+from edgecompress.components.isa_check.component import isa_check
 from edgecompress.components.load_dataset.component import load_dataset
 from edgecompress.components.nas.component import nas
 from edgecompress.components.prune.component import prune
@@ -100,6 +101,7 @@ FIXED_TASKS = {
     "train": train,
     "evaluate": evaluate,
     "edge_benchmark": edge_benchmark,
+    "isa_check": isa_check,
     "accuracy_gate": accuracy_gate,
 }
 
@@ -200,12 +202,18 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
             bench.set_caching_options(False)  # latency is a measurement, never a cached value
             evals[role] = ev
             benches.append(bench)
+        # The child's numerics on each target class's ISA (a no-op for classes of the build machine's).
+        isa = isa_check(
+            parent_model=parent, child_model=child, dataset=dataset, **_inputs("isa_check", params, chain)
+        )
+        isa.set_caching_options(False)
         gate = accuracy_gate(
             parent_model=parent,
             child_model=child,
             dataset=dataset,
             parent_evaluation=evals["parent"].outputs["results"],
             child_evaluation=evals["child"].outputs["results"],
+            isa_check=isa.outputs["results"],
             **_inputs("accuracy_gate", params, chain),
             **lineage,
         )
@@ -215,7 +223,7 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
         return gate.outputs["results"]
 
     edge_compression.__signature__ = signature
-    edge_compression.__doc__ = f"train → {' → '.join(chain)} → evaluate → edge-benchmark → gate"
+    edge_compression.__doc__ = f"train → {' → '.join(chain)} → evaluate → edge-benchmark → isa-check → gate"
     return dsl.pipeline(name=PIPELINE_NAME, description=edge_compression.__doc__)(edge_compression)
 
 

@@ -13,10 +13,19 @@ SURFACES = (
 
 
 def run(
-    parent_model, child_model, dataset, parent_evaluation, child_evaluation, results, report, **settings
+    parent_model,
+    child_model,
+    dataset,
+    parent_evaluation,
+    child_evaluation,
+    results,
+    report,
+    isa_check=None,
+    **settings,
 ) -> str:
     out = gate_step(parent_model.path, child_model.path, dataset.path, parent_evaluation.path, child_evaluation.path,
-                    build(GateConfig, settings), results.path, report.path, build(Lineage, settings))  # fmt: skip
+                    build(GateConfig, settings), results.path, report.path, build(Lineage, settings),
+                    isa_check.path if isa_check is not None else None)  # fmt: skip
     results.metadata["verdict"] = out["verdict"]
     return out["verdict"]
 
@@ -32,10 +41,12 @@ accuracy_gate = technique_component(
         "child_evaluation": "Artifact",
     },
     outputs={"results": "Artifact", "report": "Markdown"},
+    optional_inputs={"isa_check": "Artifact"},
     surfaces=SURFACES,
     returns="str",
     doc="""Decides on `decision_split` (validation): the paired accuracy drop with its interval, and per
     device class the interleaved speed-up's interval (parent and child in alternating rounds). Returns the
     verdict (`accepted` or `rejected`); a rejection is a result, not a task failure. The evaluations
-    (test split) are reported next to the decision.""",
+    (test split) are reported next to the decision. `isa_check` (the isa_check component's results):
+    the classes it rejected are withheld, with its reasons.""",
 )

@@ -74,6 +74,7 @@ def benchmarks_of(model) -> dict[str, dict[str, Any]]:
         row["emulated"] = tags.get(f"{TAG}bench.{cls}.emulated", "unknown") == "true"
         row["provider"] = tags.get(f"{TAG}bench.{cls}.provider", "")
         row["host"] = tags.get(f"{TAG}bench.{cls}.host", "")
+        row["timing"] = tags.get(f"{TAG}bench.{cls}.timing", "")  # set when timings are not meaningful
     return dict(sorted(out.items()))
 
 
@@ -174,6 +175,7 @@ def render_text(lin: Lineage) -> str:
             lines.append(f"{pad}metrics: " + ", ".join(f"{k}={_fmt(v)}" for k, v in s.metrics.items()))
         for cls, b in s.benchmarks.items():
             kind = "emulated" if b["emulated"] else "real device"
+            kind += f"; timing {b['timing']}" if b.get("timing") else ""
             lines.append(
                 f"{pad}bench {cls} ({kind}): p50 {_fmt(b.get('p50_ms'))} ms, p90 {_fmt(b.get('p90_ms'))} ms"
             )
@@ -216,7 +218,9 @@ def render_mermaid(lin: Lineage) -> str:
             lines.append(f"  {prev} --> {nid}")
         for cls, b in s.benchmarks.items():
             bid = node_id(f"{s.model_id}_{cls}")
-            kind = "emulated" if b["emulated"] else "real"
+            kind = ("emulated" if b["emulated"] else "real") + (
+                "; timing not meaningful" if b.get("timing") else ""
+            )
             lines.append(
                 f'  {bid}(["{q(cls)} ({kind})<br/>p50 {_fmt(b.get("p50_ms"))} ms, p90 {_fmt(b.get("p90_ms"))} ms"])'
             )

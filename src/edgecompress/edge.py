@@ -10,14 +10,13 @@ wall-clock timeout, a memory limit and CPU affinity) and returns the same result
 - `farm_url="node"`: this process already runs on the device (a pipeline task pinned to a
   Kubernetes node by label, see docs/farm.md); benchmark here, as a real device of that class.
 
-`benchmark_locally` (emulated: thread cap + CPU affinity) and `benchmark_on_this_device` (a real
-device: its own execution providers) are the agents' executors.
+The agents' executors (`benchmark_locally`, `benchmark_on_this_device`, `run_on_device`) live in
+`edgecompress.farm.executor`, importable without torch (the arm64 agent image has none).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,19 @@ from typing import Any
 from edgecompress import lineage
 from edgecompress.errors import BenchmarkError
 from edgecompress.export import load_model_package
-from edgecompress.farm import device as device_facts
 from edgecompress.farm.devices import (
     DEFAULT_DEVICE_CLASSES,
-    emulated_classes,
     emulated_device_class,
     parse_device_classes,
 )
-from edgecompress.farm.runner import BenchmarkSettings, run_isolated
+from edgecompress.farm.executor import (  # noqa: F401 (re-exported: edge is their public home)
+    DEFAULT_MEMORY_LIMIT_BYTES,
+    benchmark_locally,
+    benchmark_on_this_device,
+    default_providers,
+    is_jetson,
+    run_on_device,
+)
 from edgecompress.io import write_json, write_text
 from edgecompress.measure import Measurement
 from edgecompress.reports import html_page, html_table, latency_png, png_img_tag
@@ -41,7 +45,6 @@ from edgecompress.step import Lineage
 log = logging.getLogger(__name__)
 
 NODE_MODE = "node"
-DEFAULT_MEMORY_LIMIT_BYTES = 4 * 1024**3
 
 
 @dataclass
@@ -59,108 +62,6 @@ class EdgeBenchmarkConfig:
 
     def settings(self) -> dict[str, Any]:
         return self.measurement.settings()
-
-
-def benchmark_locally(
-    model_path: Path,
-    device_class: str,
-    settings: dict[str, Any] | None = None,
-    timeout_s: float = 600.0,
-    memory_limit_bytes: int | None = None,
-    start_method: str = "spawn",
-) -> dict[str, Any]:
-    """Benchmark on an emulated device class in a child process on this machine."""
-    cls = emulated_device_class(device_class)
-    opts = BenchmarkSettings.from_dict(
-        {**(settings or {}), "threads": cls.threads, "providers": cls.providers}
-    )
-    result = run_isolated(
-        Path(model_path),
-        opts,
-        timeout_s=timeout_s,
-        cpu_affinity=cls.cpu_affinity(),
-        memory_limit_bytes=memory_limit_bytes,
-        start_method=start_method,
-    )
-    result.update({
-        "device_class": cls.name, "emulated": cls.emulated, "device_description": cls.description,
-        "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()}, "backend": "local",
-    })  # fmt: skip
-    return result
-
-
-def is_jetson() -> bool:
-    return Path("/etc/nv_tegra_release").exists()
-
-
-def default_providers() -> list[str]:
-    """The execution providers to ask for on this device, best first. On a Jetson TensorRT and CUDA
-    are always requested, so a build without them falls back to CPU and the runner records it."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if is_jetson():
-        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "XnnpackExecutionProvider"]
-    return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
-
-
-def benchmark_on_this_device(
-    model_path: Path,
-    device_class: str,
-    settings: dict[str, Any] | None = None,
-    timeout_s: float = 600.0,
-    memory_limit_bytes: int | None = None,
-    backend: str = "node",
-    start_method: str = "spawn",
-) -> dict[str, Any]:
-    """Benchmark on the machine this runs on, as a real device of `device_class`."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    merged = {"threads": usable, "providers": default_providers(), **(settings or {})}
-    result = run_isolated(
-        Path(model_path),
-        BenchmarkSettings.from_dict(merged),
-        timeout_s=timeout_s,
-        memory_limit_bytes=memory_limit_bytes,
-        start_method=start_method,
-    )
-    result.update(
-        {
-            "device_class": device_class,
-            "emulated": False,
-            "device_description": f"{device_class} (real device)",
-            "device": device_facts.facts(),
-            "backend": backend,
-        }
-    )
-    return result
-
-
-def run_on_device(
-    model_path: Path,
-    device_class: str,
-    emulate: str | None,
-    settings: dict[str, Any] | None,
-    timeout_s: float,
-    memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
-) -> dict[str, Any]:
-    """The agent's executor: an emulated class (`emulate`, or a class named like one) or this device."""
-    profile = emulate or (device_class if device_class in emulated_classes() else None)
-    if profile:
-        result = benchmark_locally(
-            model_path, profile, settings, timeout_s, memory_limit_bytes, start_method="forkserver"
-        )
-        result.update({"device_class": device_class, "emulated_profile": profile})
-        return result
-    return benchmark_on_this_device(
-        model_path,
-        device_class,
-        settings,
-        timeout_s,
-        memory_limit_bytes,
-        backend="farm",
-        start_method="forkserver",
-    )
 
 
 def edge_benchmark(

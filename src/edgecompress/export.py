@@ -20,6 +20,7 @@ from torch import nn
 
 from edgecompress.data import Dataset
 from edgecompress.errors import ExportError, ModelError
+from edgecompress.farm.logits import onnx_session
 from edgecompress.io import atomic_path, sha256_file
 
 ONNX_FILE, MODULE_FILE, INFO_FILE = "model.onnx", "module.pt", "model.json"
@@ -59,21 +60,10 @@ def export_onnx(
         raise ExportError(f"ONNX export failed: {exc}") from exc
 
 
-def onnx_session(onnx_path: Path, threads: int = 0):
-    """A quiet CPU ONNX Runtime session (`threads` 0: ONNX Runtime's default)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-
-
 def onnx_logits(onnx_path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 0) -> np.ndarray:
-    session = onnx_session(onnx_path, threads)
-    name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs) if outs else np.zeros((0,))
+    from edgecompress.farm.logits import model_logits
+
+    return model_logits(onnx_path, x, threads, batch_size)
 
 
 def split_logits(

@@ -27,6 +27,7 @@ from edgecompress.errors import ConfigError
 from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES, parse_device_classes
 from edgecompress.io import write_json, write_text
 from edgecompress.measure import Measurement
+from edgecompress.profiles import timing_note
 from edgecompress.reports import markdown_table
 from edgecompress.step import Lineage
 
@@ -145,22 +146,27 @@ def accuracy_drop_interval(
     }  # fmt: skip
 
 
+def accuracy_breaks_rule(accuracy: dict[str, float], config: GateConfig) -> str | None:
+    """Why a paired accuracy drop (`accuracy_drop_interval`) breaks the gate's accuracy rule, or None.
+    The gate and the target-ISA check (`edgecompress.isa`) both decide with it."""
+    bound = accuracy["drop"] if config.accuracy_rule == "point" else accuracy["ci_high"]
+    if bound <= config.max_accuracy_drop + 1e-12:
+        return None
+    what = "drop" if config.accuracy_rule == "point" else f"upper {config.confidence:.0%} bound of the drop"
+    return (
+        f"accuracy {what} {bound * 100:.2f} points > allowed {config.max_accuracy_drop * 100:.2f} "
+        f"(drop {accuracy['drop'] * 100:.2f}, {config.confidence:.0%} CI "
+        f"[{accuracy['ci_low'] * 100:.2f}, {accuracy['ci_high'] * 100:.2f}] on {config.decision_split})"
+    )
+
+
 def decide(
     accuracy: dict[str, float], speed: dict[str, dict[str, float]], config: GateConfig
 ) -> dict[str, Any]:
     """The verdict from the measured intervals, and every reason a class did not pass."""
-    bound = accuracy["drop"] if config.accuracy_rule == "point" else accuracy["ci_high"]
-    accuracy_ok = bound <= config.max_accuracy_drop + 1e-12
-    reasons = []
-    if not accuracy_ok:
-        what = (
-            "drop" if config.accuracy_rule == "point" else f"upper {config.confidence:.0%} bound of the drop"
-        )
-        reasons.append(
-            f"accuracy {what} {bound * 100:.2f} points > allowed {config.max_accuracy_drop * 100:.2f} "
-            f"(drop {accuracy['drop'] * 100:.2f}, {config.confidence:.0%} CI "
-            f"[{accuracy['ci_low'] * 100:.2f}, {accuracy['ci_high'] * 100:.2f}] on {config.decision_split})"
-        )
+    accuracy_reason = accuracy_breaks_rule(accuracy, config)
+    accuracy_ok = accuracy_reason is None
+    reasons = [accuracy_reason] if accuracy_reason else []
     faster = {c: s["ci_low"] > config.min_speedup for c, s in speed.items()}
     slow = [c for c, ok in faster.items() if not ok]
     if slow:
@@ -203,10 +209,12 @@ def gate_step(
     results_path: Path,
     report_path: Path | None = None,
     lineage_ctx: Lineage | None = None,
+    isa_check_path: Path | None = None,
 ) -> dict[str, Any]:
     """Decide on the child, register it per device class it earned, tag it with the verdict, the rule
     and the intervals. The evaluations (test split) are reported next to the decision. A failed
-    gate is a result, not an error: the run completes and says so."""
+    gate is a result, not an error: the run completes and says so. With `isa_check_path` (the
+    target-ISA check's result, `edgecompress.isa`), a class the check rejected is not accepted."""
     from edgecompress.data import load_dataset
     from edgecompress.evaluate import evaluate_onnx
     from edgecompress.export import load_model_package
@@ -235,10 +243,20 @@ def gate_step(
         per_class[cls] = {
             "parent_p50_ms": float(np.median(rounds["parent_ms"])), "child_p50_ms": float(np.median(rounds["child_ms"])),
             **speed[cls], "rounds": rounds, "emulated": rounds["emulated"],
+            "timing_meaningful": timing_note(cls) is None,  # false under QEMU: numerics only
         }  # fmt: skip
     decision = decide(accuracy, speed, config)
     for cls, ok in decision["faster"].items():
         per_class[cls]["faster"] = ok
+    isa = json.loads(Path(isa_check_path).read_text()) if isa_check_path else None
+    if isa:
+        for cls in isa.get("rejected_device_classes", []):
+            if cls in per_class:
+                per_class[cls]["isa_check"] = "rejected"
+                decision["reasons"] += [f"isa-check {cls}: {r}" for r in isa["classes"][cls]["reasons"]]
+        decision["accepted_device_classes"] = [
+            c for c in decision["accepted_device_classes"] if c not in isa.get("rejected_device_classes", [])
+        ]
     verdict = "accepted" if decision["accepted_device_classes"] else "rejected"
     child_id = child.info.get("mlflow_model_id")
     result = {
@@ -248,6 +266,9 @@ def gate_step(
         "min_speedup": config.min_speedup, "confidence": config.confidence,
         "accepted_device_classes": decision["accepted_device_classes"], "device_classes": per_class,
         "parent": _summary_row(p_eval), "child": _summary_row(c_eval), "registered": None,
+        "isa_check": None if isa is None else {
+            "rejected_device_classes": isa.get("rejected_device_classes", []), "skipped": isa.get("skipped", False),
+            "checked": [c for c, r in isa.get("classes", {}).items() if r.get("checked")]},
     }  # fmt: skip
     with ctx.task("accuracy-gate", {"rule": result["rule"], "child_model_id": child_id}):
         if ctx.enabled and child_id:
@@ -317,7 +338,7 @@ def gate_markdown(result: dict[str, Any]) -> str:
         markdown_table(
             ["device class", "emulated", "parent p50 ms", "child p50 ms", "speed-up", "CI low", "CI high", "passes"],
             [
-                [k, v["emulated"], v["parent_p50_ms"], v["child_p50_ms"], v["speedup"], v["ci_low"], v["ci_high"],
+                [k, v["emulated"] if v.get("timing_meaningful", True) else "qemu: timing not meaningful", v["parent_p50_ms"], v["child_p50_ms"], v["speedup"], v["ci_low"], v["ci_high"],
                  v["faster"]]
                 for k, v in result["device_classes"].items()
             ],

@@ -344,6 +344,8 @@ def log_benchmarks(model_id: str, results: dict[str, dict[str, Any]]) -> None:
         metrics[f"bench.{device_class}.peak_rss_bytes"] = r["peak_rss_bytes"]
         metrics[f"bench.{device_class}.throughput_per_s"] = r["throughput_per_s"]
         tags[f"{TAG}bench.{device_class}.emulated"] = str(bool(r.get("emulated"))).lower()
+        if r.get("timing_meaningful") is False:  # the target ISA under QEMU: numerics only
+            tags[f"{TAG}bench.{device_class}.timing"] = r.get("timing_note", "not meaningful")
         tags[f"{TAG}bench.{device_class}.provider"] = r.get("provider_used", "")
         tags[f"{TAG}bench.{device_class}.host"] = (r.get("device") or {}).get("hostname", "")
     log_model_metrics(model_id, metrics)

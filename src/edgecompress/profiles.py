@@ -33,6 +33,7 @@ class DeviceProfile:
     emulated: bool | str
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     stands_in_for: str = ""
+    qemu_cpu: str = ""  # emulated: qemu — the CPU QEMU emulates (QEMU_CPU), e.g. cortex-a72 for a Pi 4
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -58,10 +59,14 @@ def _check(name: str, raw: Any, where: str) -> DeviceProfile:
     for key in ("cores", "threads"):
         if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 1:
             raise ConfigError(f"device profile {name!r} in {where}: {key} must be an integer ≥ 1")
-    known = {*REQUIRED, "providers", "stands_in_for"}
+    if raw["emulated"] == "qemu" and (raw["isa"] != "aarch64" or not raw.get("qemu_cpu")):
+        raise ConfigError(
+            f"device profile {name!r} in {where}: emulated: qemu needs isa: aarch64 and a qemu_cpu"
+        )
+    known = {*REQUIRED, "providers", "stands_in_for", "qemu_cpu"}
     return DeviceProfile(
         name=name, **{k: raw[k] for k in REQUIRED}, providers=tuple(raw.get("providers") or ("CPUExecutionProvider",)),
-        stands_in_for=raw.get("stands_in_for", ""), extra={k: v for k, v in raw.items() if k not in known},
+        stands_in_for=raw.get("stands_in_for", ""), qemu_cpu=str(raw.get("qemu_cpu", "")), extra={k: v for k, v in raw.items() if k not in known},
     )  # fmt: skip
 
 
@@ -116,3 +121,27 @@ def needs_reduce_range(name: str) -> bool:
     if target.int8_dot_product == "host":
         raise ConfigError(f"device class {name!r} has no fixed INT8 kernels (int8_dot_product: host)")
     return target.isa == "x86_64" and target.int8_dot_product == "none"
+
+
+QEMU_TIMING_NOTE = "not meaningful: the target ISA under QEMU (numerics are real, timings are not)"
+
+
+def timing_note(name: str) -> str | None:
+    """Why a latency measured for class `name` means nothing (None: it means what it says). Unknown
+    classes get None: the farm serves classes without profiles too."""
+    known = profiles()
+    return QEMU_TIMING_NOTE if name in known and known[name].emulated == "qemu" else None
+
+
+# QEMU CPU models with the INT8 features of each Arm dot-product kind (QEMU 7.2 has no A78).
+QEMU_CPUS = {"none": "cortex-a72", "dotprod": "cortex-a76"}
+
+
+def emulated_cpu(name: str) -> str:
+    """The QEMU CPU that runs class `name`'s ISA on another machine: its profile's `qemu_cpu`, else
+    the one with its board's INT8 dot-product kind (a real `rpi4` is checked as a cortex-a72)."""
+    p = profile(name)
+    target = quantization_target(name)
+    if target.isa != "aarch64":
+        raise ConfigError(f"device class {name!r} is {target.isa}: QEMU emulates aarch64 targets only here")
+    return p.qemu_cpu or target.qemu_cpu or QEMU_CPUS[target.int8_dot_product]

@@ -94,8 +94,19 @@ def test_gate_step_on_real_models(trained_model, digits_artifact, tmp_path):
         device_classes=["rpi4-emulated"], latency_rounds=4, max_accuracy_drop=0.05,
         measurement=Measurement(bench_min_runs=20, bench_min_duration_s=0.05, bench_warmup_runs=2),
     )  # fmt: skip
+    # The target-ISA check's result (its file format), rejecting the class: the gate must withhold it.
+    isa = {
+        "rejected_device_classes": ["rpi4-emulated"],
+        "skipped": False,
+        "classes": {"rpi4-emulated": {"checked": True, "reasons": ["on aarch64: accuracy drop 3.00 points"]}},
+    }
+    (tmp_path / "isa.json").write_text(json.dumps(isa))
     out = gate_step(trained_model, tmp_path / "child", digits_artifact, tmp_path / "parent.json",
-                    tmp_path / "child.json", config, tmp_path / "gate.json", tmp_path / "gate.md", off)  # fmt: skip
+                    tmp_path / "child.json", config, tmp_path / "gate.json", tmp_path / "gate.md", off,
+                    isa_check_path=tmp_path / "isa.json")  # fmt: skip
+    assert out["accepted_device_classes"] == [] and out["verdict"] == "rejected"
+    assert "isa-check rpi4-emulated: on aarch64: accuracy drop 3.00 points" in out["reasons"]
+    assert out["isa_check"]["rejected_device_classes"] == ["rpi4-emulated"]
     saved = json.loads((tmp_path / "gate.json").read_text())
     assert saved["decision_split"] == "val" and saved["accuracy"]["samples"] > 200
     cls = saved["device_classes"]["rpi4-emulated"]

@@ -238,7 +238,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         AgentConfig,
         run_agent,
     )
-    from edgecompress.farm.controller import read_token
+    from edgecompress.farm.tokens import read_token
 
     token = read_token(None, args.token_file, AGENT_TOKEN_ENV)
     enrolment = "" if token else read_token(None, args.enrolment_token_file, ENROLMENT_TOKEN_ENV)
@@ -280,6 +280,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for cls, r in results.items():
         lat = r["latency_ms"]
         label = " (emulated)" if r.get("emulated") else ""
+        label += " (QEMU: timing not meaningful)" if r.get("timing_meaningful") is False else ""
         print(
             f"{cls}{label}: p50 {lat['p50']:.4f} ms  p90 {lat['p90']:.4f} ms  p99 {lat['p99']:.4f} ms  "
             f"runs {r['runs']}  provider {r['provider_used']}  job {r['job_id']} on {r['agent_id']}"
@@ -292,17 +293,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
+    from edgecompress.farm.profilecheck import flagged_classes
+
     devices = _client(args).devices()
     if not devices:
         print("no agents registered")
     for d in devices:
         f = d["facts"]
+        cpu = f.get("cpu") or {}
         print(
             f"{'live' if d['live'] else 'DOWN':4}  {d['device_class']:28} {d['id']:40} last beat "
             f"{d['seconds_since_heartbeat']:.0f} s ago  {f.get('cpu_model', '?')} ×{f.get('cpu_count', '?')}  "
             f"ORT {f.get('onnxruntime_version', '?')} {','.join(f.get('execution_providers', []))}"
+            + f"  {cpu.get('isa', '?')}/{cpu.get('int8_dot_product') or '?'}"
             + ("  emulated" if f.get("emulated") else "")
         )
+    for cls, why in flagged_classes(devices).items():
+        print(f"FLAGGED {cls}: its agents disagree with its profile: " + "; ".join(why))
     return 0
 
 
@@ -347,8 +354,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_admin(args: argparse.Namespace) -> int:
     from edgecompress.farm.admin import ADMIN_TOKEN_ENV, FarmAdmin
-    from edgecompress.farm.controller import read_token
     from edgecompress.farm.devices import parse_device_classes
+    from edgecompress.farm.tokens import read_token
 
     admin = FarmAdmin(
         args.farm_url, read_token(None, args.token_file, ADMIN_TOKEN_ENV) or None, ca_bundle=args.ca_bundle

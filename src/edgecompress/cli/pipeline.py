@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="gate: allowed drop as a fraction (0.01 = 1 point)",
     )
     run.add_argument(
+        "--skip-isa-check",
+        action="store_true",
+        help="do not check the child on the ISA of device classes whose ISA differs from this machine's",
+    )
+    run.add_argument(
         "--registered-model-name", default=None, help="registry name (default: <dataset>-<model>)"
     )
     run.add_argument(
@@ -132,6 +137,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dataset == "fashion-mnist":
         arguments.setdefault("batch_size", 128)
         arguments.setdefault("augment", True)
+    if args.skip_isa_check:
+        arguments["skip_isa_check"] = True
     arguments.update(_parse_params(args.param, defaults))
     result = run_edge_compression(chain, arguments, args.output_dir)
     print_summary(result)
@@ -177,6 +184,7 @@ def print_summary(result) -> None:
         table.add_row(label, fmt(p[key]), fmt(c[key]), f"{ratio:.3f}×")
     for cls, v in gate["device_classes"].items():
         label = f"p50 ms {cls}" + (" (emulated)" if v["emulated"] else "")
+        label += " (QEMU: timing not meaningful)" if v.get("timing_meaningful") is False else ""
         verdict = "faster" if v["faster"] else "not faster"
         table.add_row(
             label,
@@ -186,6 +194,13 @@ def print_summary(result) -> None:
         )
     console.print(table)
     console.print(f"gate rule: {gate['rule']}")
+    isa = gate.get("isa_check") or {}
+    if isa:
+        checked = ", ".join(isa["checked"]) or "none (no device class of another ISA)"
+        rejected = ", ".join(isa["rejected_device_classes"]) or "none"
+        console.print(
+            "isa-check: skipped" if isa["skipped"] else f"isa-check on {checked}: rejected {rejected}"
+        )
     for reason in gate["reasons"]:
         console.print(f"[yellow]gate:[/] {reason}")
     if gate.get("registered"):

@@ -10,6 +10,7 @@ from pathlib import Path
 from edgecompress.data import DatasetSource
 from edgecompress.edge import EdgeBenchmarkConfig
 from edgecompress.evaluate import EvaluateConfig
+from edgecompress.isa import IsaCheckConfig
 from edgecompress.params import add_options, from_args
 from edgecompress.step import Lineage
 from edgecompress.train import TrainConfig
@@ -111,6 +112,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         output="results JSON",
         report="HTML report",
     )
+    p = step_command(
+        sub,
+        "isa-check",
+        summary="check a child's numerics on each target device class's ISA (aarch64 under QEMU on x86)",
+        description="Run the child and its float parent with the ONNX Runtime build of each device class "
+        "whose ISA differs from this machine's (aarch64: the arm64 agent image under QEMU) on the decision "
+        "split; compare accuracy, top-1 agreement and max |logit| difference with this machine and the "
+        "parent; reject the child for a class where its accuracy there breaks the gate's rule.",
+        func=cmd_isa_check,
+        configs=(IsaCheckConfig,),
+        model=None,
+        output="results JSON",
+        report="Markdown report",
+    )
+    p.add_argument("--parent", type=Path, required=True, help="the float parent's Model artifact directory")
+    p.add_argument(
+        "--child", type=Path, required=True, help="the compressed child's Model artifact directory"
+    )
 
 
 def _print(data) -> int:
@@ -149,3 +168,16 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     return _print(
         {c: {"emulated": r["emulated"], "latency_ms": r["latency_ms"]} for c, r in out["results"].items()}
     )
+
+
+def cmd_isa_check(a: argparse.Namespace) -> int:
+    from edgecompress.isa import isa_check_step
+
+    out = isa_check_step(a.parent, a.child, a.dataset, from_args(IsaCheckConfig, a), a.output, a.report)
+    keep = ("checked", "why_not", "isa", "qemu_cpu", "verdict", "reasons", "accuracy", "host_accuracy",
+            "agreement_with_host", "max_abs_logit_diff_host", "wall_s")  # fmt: skip
+    return _print({
+        "rejected_device_classes": out["rejected_device_classes"], "samples": out["samples"],
+        "subsample_step": out["subsample_step"], "wall_s": out["wall_s"],
+        "classes": {c: {k: r[k] for k in keep if k in r} for c, r in out["classes"].items()},
+    })  # fmt: skip

@@ -67,8 +67,7 @@ class AgentConfig:
     def validate(self) -> None:
         import re
 
-        from edgecompress.farm.controller import NAME_RE
-        from edgecompress.farm.devices import emulated_device_class
+        from edgecompress.farm.devices import NAME_RE, emulated_device_class
 
         if not self.controller.startswith(("http://", "https://")):
             raise ConfigError(f"--controller must be an http(s):// URL, got {self.controller!r}")
@@ -123,7 +122,7 @@ class Agent:
         """After a 401: a rotated token in --token-file replaces the old one (no restart)."""
         if self.config.token_file is None:
             return False
-        from edgecompress.farm.controller import read_token
+        from edgecompress.farm.tokens import read_token
 
         try:
             token = read_token(None, self.config.token_file, AGENT_TOKEN_ENV)
@@ -223,6 +222,10 @@ class Agent:
         answer = resp.json()
         self.heartbeat_s = float(answer["heartbeat_s"])
         self.emulated = bool(answer.get("emulated"))
+        check = answer.get("profile_check") or {}
+        if not check.get("agrees", True):
+            log.warning("the controller flagged this agent: it disagrees with the %s profile: %s",
+                        self.config.device_class, "; ".join(check.get("mismatches", [])))  # fmt: skip
         log.info("agent %s registered for %s at %s", self.agent_id, self.config.device_class, self.url)
 
     def _held(self) -> list[dict[str, Any]]:
@@ -352,8 +355,8 @@ class Agent:
             log.warning("release of job %s answered %s: %s", job["id"], resp.status_code, resp.text[:300])
 
     def execute(self, job: dict[str, Any], deadline: float, timing: dict[str, float]) -> dict[str, Any]:
-        from edgecompress.edge import run_on_device
         from edgecompress.farm.devices import emulated_classes
+        from edgecompress.farm.executor import run_on_device
         from edgecompress.farm.runner import BenchmarkSettings
 
         emulating = self.config.emulate or (

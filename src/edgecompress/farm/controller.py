@@ -42,9 +42,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from edgecompress.errors import ConfigError
+from edgecompress.farm import profilecheck
+from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Authenticator, IdentityError, Principal
 from edgecompress.farm.store import Conflict, JobStore, NotFound, StoreConfig
 from edgecompress.farm.tables import ROW_ID_MAX
+from edgecompress.farm.tokens import read_token  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,6 @@ ADMIN_TOKEN_ENV = "EDGECOMPRESS_FARM_ADMIN_TOKEN"
 CLIENT_TOKEN_ENV = "EDGECOMPRESS_FARM_CLIENT_TOKEN"
 AGENT_TOKEN_ENV = "EDGECOMPRESS_FARM_AGENT_TOKEN"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # device classes, agent and client names: no paths, no spaces
 ADMIN_KINDS = {"clients": "client", "agents": "agent", "enrolment-tokens": "enrolment"}
 
 
@@ -100,16 +102,6 @@ class ControllerConfig:
         for path in (self.tls_cert, self.tls_key):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"TLS file {path} does not exist")
-
-
-def read_token(value: str | None, file: Path | None, env: str) -> str:
-    """A token from a file (first line), else the given value, else the environment."""
-    if file is not None:
-        try:
-            return Path(file).read_text().strip().splitlines()[0].strip()
-        except (OSError, IndexError) as exc:
-            raise ConfigError(f"cannot read a token from {file}: {exc}") from exc
-    return (value or os.environ.get(env, "")).strip()
 
 
 class _Waker:
@@ -648,6 +640,11 @@ def create_app(config: ControllerConfig) -> Any:
     async def register(info: AgentInfo, who: AsAgent) -> dict[str, Any]:
         as_agent(who, info.agent_id, info.device_class)
         facts = {**info.facts, "emulated": who.emulated}  # the enrolment says, not the agent
+        # Flag, not refuse, an agent whose CPU disagrees with its class's profile (profilecheck).
+        facts["profile_check"] = profilecheck.check(info.device_class, info.facts.get("cpu"))
+        if not facts["profile_check"]["agrees"]:
+            log.warning("agent %s disagrees with the %s profile: %s", info.agent_id, info.device_class,
+                        "; ".join(facts["profile_check"]["mismatches"]))  # fmt: skip
         held = [(lease.job_id, lease.lease_id) for lease in info.leases]
         taken = await db(store.register, info.agent_id, info.device_class, info.hostname, facts, held)
         if taken:
@@ -658,6 +655,7 @@ def create_app(config: ControllerConfig) -> Any:
             "heartbeat_s": max(0.2, config.lease_s / 3),
             "emulated": who.emulated,
             "released_jobs": taken,
+            "profile_check": facts["profile_check"],
         }
 
     @app.post("/v1/agents/{agent_id}/heartbeat")

@@ -78,6 +78,80 @@ def _tegrastats_line(timeout_s: float = 3.0) -> str | None:
         proc.wait(timeout=5)
 
 
+# Linux auxiliary vector (AT_HWCAP/AT_HWCAP2) bits of arm64 features that select ONNX Runtime's INT8
+# kernels (asm/hwcap.h). Read from /proc/self/auxv, which QEMU user mode emulates for the CPU it
+# emulates (QEMU_CPU), unlike /proc/cpuinfo (QEMU 7.2 shows the host's there).
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+_ARM64_HWCAP = {"fp": 1 << 0, "asimd": 1 << 1, "asimdhp": 1 << 10, "asimddp": 1 << 20, "sve": 1 << 22}
+_ARM64_HWCAP2 = {"sve2": 1 << 1, "i8mm": 1 << 13, "bf16": 1 << 14}
+# x86 /proc/cpuinfo flags that decide the INT8 path (VNNI or the saturating AVX2 vpmaddubsw).
+_X86_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def normalize_isa(machine: str) -> str:
+    """`platform.machine()` spellings → the profiles' ISA names (x86_64, aarch64)."""
+    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
+
+
+def _auxv() -> dict[int, int]:
+    try:
+        raw = Path("/proc/self/auxv").read_bytes()
+    except OSError:
+        return {}
+    words = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw) - 7, 8)]
+    return dict(zip(words[::2], words[1::2], strict=False))
+
+
+def cpu_features() -> dict[str, Any]:
+    """The ISA and the INT8-relevant CPU features of this machine (as its processes see it, so under
+    QEMU the emulated CPU's), and the INT8 dot-product kind the profiles name: `vnni`, `dotprod` or
+    `none`. What an agent reports at registration and the farm checks against the class's profile."""
+    isa = normalize_isa(platform.machine())
+    features: list[str] = []
+    source = None
+    if isa == "aarch64":
+        aux = _auxv()
+        if _AT_HWCAP in aux:
+            source = "auxv"
+            features = [n for n, bit in _ARM64_HWCAP.items() if aux[_AT_HWCAP] & bit]
+            features += [n for n, bit in _ARM64_HWCAP2.items() if aux.get(_AT_HWCAP2, 0) & bit]
+        dot = "dotprod" if "asimddp" in features else "none"
+    else:
+        for line in (_read("/proc/cpuinfo") or "").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "flags":
+                source = "cpuinfo"
+                flags = set(value.split())
+                features = [f for f in _X86_FLAGS if f in flags]
+                break
+        dot = "vnni" if {"avx512_vnni", "avx_vnni"} & set(features) else "none"
+    return {"isa": isa, "int8_dot_product": dot if source else None, "features": features, "source": source}
+
+
+# /proc/cpuinfo of the Arm CPUs QEMU emulates for the *-qemu classes (MIDR part, Linux feature names).
+_QEMU_ARM_CPUS = {
+    "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
+                            "lrcpc dcpop asimddp"),
+}  # fmt: skip
+
+
+def emulated_cpuinfo(qemu_cpu: str, cpus: int | None = None) -> str:
+    """An aarch64 /proc/cpuinfo for a container under QEMU user mode. QEMU 7.2 passes the host's x86
+    file through, which ONNX Runtime's cpuinfo library cannot parse on aarch64: its import then
+    segfaults (measured here). Mounted over /proc/cpuinfo, this one names the emulated core; the
+    features ONNX Runtime's kernels select on still come from the auxiliary vector (QEMU_CPU)."""
+    if qemu_cpu not in _QEMU_ARM_CPUS:
+        raise ValueError(f"no /proc/cpuinfo known for QEMU CPU {qemu_cpu!r}; known: {sorted(_QEMU_ARM_CPUS)}")
+    part, features = _QEMU_ARM_CPUS[qemu_cpu]
+    n = cpus or os.cpu_count() or 1
+    return "\n".join(
+        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+        f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n"
+        for i in range(n)
+    )
+
+
 def facts() -> dict[str, Any]:
     """What an auditor needs to know about the machine behind a latency figure."""
     import onnxruntime as ort
@@ -96,4 +170,5 @@ def facts() -> dict[str, Any]:
         "onnxruntime_version": ort.__version__,
         "execution_providers": ort.get_available_providers(),
         "python": platform.python_version(),
+        "cpu": cpu_features(),
     }

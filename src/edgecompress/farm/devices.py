@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from edgecompress.errors import ConfigError
 
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # device classes, agent and client names: no paths, no spaces
+
 
 @dataclass(frozen=True)
 class DeviceClass:

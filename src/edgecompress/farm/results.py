@@ -82,5 +82,12 @@ def check_result(result: dict[str, Any]) -> None:
 
 
 def stamp(result: dict[str, Any], agent_id: str, device_class: str, emulated: bool) -> dict[str, Any]:
-    """The result as stored: who ran it comes from the enrolment and the job, not the payload."""
-    return {**result, "agent_id": agent_id, "device_class": device_class, "emulated": emulated}
+    """The result as stored: who ran it comes from the enrolment and the job, not the payload. A class
+    whose profile says `emulated: qemu` gets `emulation: qemu` and `timing_meaningful: false`."""
+    from edgecompress.profiles import timing_note
+
+    out = {**result, "agent_id": agent_id, "device_class": device_class, "emulated": emulated}
+    note = timing_note(device_class)
+    if note:
+        out.update({"emulation": "qemu", "timing_meaningful": False, "timing_note": note})
+    return out
