@@ -9,6 +9,7 @@ results.json, not here.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -97,6 +98,19 @@ def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None 
     if not (out / "model.json").exists():
         train_step(fashion_mnist_dataset_artifact(), spec, out, config, Lineage(enabled=False))
     return out
+
+
+def benchmark_parser(doc: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark has: `--quick` (a smoke test, never a result) and `--out`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"{quick_help} (a smoke test, not a result)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: this benchmark's folder; --quick: required)",
+    )
+    return parser
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from benchmarks.common import format_interval, machine_info, mean_interval, verdict, write_json
+from benchmarks.common import format_interval, machine_info, mean_interval, verdict, write_report
 from edgecompress.data import Dataset, load_digits
 from edgecompress.evaluate import model_stats
 from edgecompress.export import export_onnx
@@ -283,10 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     devices = list(DEVICE_CLASSES[:1] if args.quick else DEVICE_CLASSES)
     results = run(models, devices, QUICK if args.quick else SETTINGS)
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_json(args.output / "results.json", results)
-    (args.output / "results.md").write_text(render(results))
-    (args.output / "results.png").write_bytes(plot(results))
+    write_report(results, args.output, render, plot, "results.png")
     print(render(results))
     return 0
 

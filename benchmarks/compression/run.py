@@ -13,7 +13,6 @@ results.md and pareto.png are rendered from results.json alone (`render`, `paret
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -243,7 +242,7 @@ def nncf_rows(onnx_path: Path, dataset, work: Path, s: dict[str, Any], add: Call
         return {"installed": False, "error": str(exc)}
     import numpy as np
 
-    from edgecompress.evaluate import onnx_logits
+    from edgecompress.export import onnx_logits
 
     model = onnx.load(str(onnx_path))
     name = model.graph.input[0].name
@@ -591,15 +590,9 @@ def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     import json
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="digits and tiny budgets (a smoke test, not a result)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: here; --quick: required)"
-    )
+    from benchmarks.common import benchmark_parser
+
+    parser = benchmark_parser(__doc__, "digits and tiny budgets")
     parser.add_argument(
         "--work", type=Path, default=None, help="folder for intermediate models (default: temp)"
     )

@@ -30,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import CACHE, baseline_model, fashion_mnist_dataset_artifact, machine_info, write_json
+from benchmarks.common import (
+    CACHE,
+    baseline_model,
+    fashion_mnist_dataset_artifact,
+    machine_info,
+    write_report,
+)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("benchmarks.isa")
@@ -408,9 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = "python -m benchmarks.isa.run" + (" --quick" if args.quick else "") + "".join(
         f" --{flag.replace('_', '-')} {getattr(args, flag)}" for flag, default in
         (("every", 5), ("timing_repeats", 3), ("timing_max_samples", 0)) if getattr(args, flag) != default)  # fmt: skip
-    write_json(args.out / "results.json", results)
-    (args.out / "results.md").write_text(render(results))
-    (args.out / "results.png").write_bytes(plot(results))
+    write_report(results, args.out, render, plot, "results.png")
     print(render(results))
     return 0
 

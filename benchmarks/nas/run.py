@@ -20,7 +20,6 @@ pinned core, ONNX Runtime, batch 1). Emulated, and labelled so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -352,15 +351,9 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="digits, tiny space (a smoke test, not a result)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: this folder; --quick: required)"
-    )
+    from benchmarks.common import benchmark_parser
+
+    parser = benchmark_parser(__doc__, "digits, tiny space")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--trials", type=int, default=12, help="trials per run (default 12)")
     parser.add_argument("--timeout-s", type=float, default=150.0, help="wall-clock per run (default 150)")
