@@ -202,7 +202,7 @@ def add_options(
     """One CLI option per flat parameter, named after the field (`qat_lr` -> `--qat-lr`)."""
     group = parser.add_argument_group(f"{config.__name__} settings")
     for p in surface(config, prefix, exclude):
-        doc = f"{p.help} " if p.help else ""
+        doc = f"{p.help} ".replace("%", "%%") if p.help else ""  # argparse %-formats help strings
         if p.type is bool:
             group.add_argument(
                 option(p.name),
@@ -213,7 +213,7 @@ def add_options(
             )
         else:
             kind = (lambda v: list(csv_names(v))) if p.type is list else p.type
-            shown = ",".join(p.default) if p.type is list else repr(p.default)
+            shown = (",".join(p.default) if p.type is list else repr(p.default)).replace("%", "%%")
             group.add_argument(
                 option(p.name),
                 dest=p.name,
