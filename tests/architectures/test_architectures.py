@@ -1,14 +1,15 @@
 """Issue 19 item 3: torchvision ResNet-18 and MobileNetV3-small, timm ViT-Tiny and ConvNeXt-Atto
 (random weights, nothing downloaded) as a user's `module:factory` models through the CLI: train one
-batch (export + parity), `prune` structured with a one-batch fine-tune, `quantize` static INT8,
-`evaluate` and `autotune`, none with a traceback; the MACs of the float and pruned exports match
-torch's own count within 1 %. A few digits images at 3x32x32 (each model's forward accepts it)."""
+batch (export + parity), `prune` structured with a one-batch fine-tune, `quantize` static INT8 and
+QAT (which traces the model with torch.fx), `evaluate` and `autotune`, none with a traceback; the
+MACs of the float and pruned exports match torch's own count within 1 %. A few digits images at 3x32x32 (each model's forward accepts it)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 
 from benchmarks.architectures.run import digits_rgb
@@ -61,6 +62,15 @@ def test_architecture_through_every_command(name, rgb_digits, tmp_path, run_cli)
                 "--attention-matmuls", "int8", "--no-track")
     )  # fmt: skip
     assert model_stats(int8 / "model.onnx").macs == model_stats(pruned / "model.onnx").macs
+    # QAT traces the model with torch.fx: every architecture, not only when autotune gets that far
+    qat = tmp_path / "qat"
+    _ok(
+        run_cli("quantize", *io_args(pruned, rgb_digits, qat), "--method", "qat", "--qat-epochs", "1",
+                "--calibration-samples", "8", "--no-track")
+    )  # fmt: skip
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {
+        n.op_type for n in onnx.load(str(qat / "model.onnx")).graph.node
+    }
     _ok(run_cli("evaluate", *io_args(int8, rgb_digits, tmp_path / "eval.json"), "--no-track"))
     assert "accuracy" in json.loads((tmp_path / "eval.json").read_text())
     # mixed precision quantizes the model once per quantizable node (and again per node kept float):

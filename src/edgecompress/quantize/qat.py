@@ -103,6 +103,28 @@ def freeze_weight_scales(gm: nn.Module) -> None:
                     p.frozen = p.scale_of(plist.original).clone()
 
 
+def _bind_optional_inputs(gm: torch.fx.GraphModule) -> None:
+    """Replace every traced input after the first by its default (timm's ViT: `attn_mask=None`,
+    `is_causal=False`). Left as inputs, the ONNX exporter passes the defaults in and traces the
+    bool as a tensor, which `scaled_dot_product_attention` refuses; the edge model takes images only.
+    """
+    graph = gm.graph
+    optional = [n for n in graph.nodes if n.op == "placeholder"][1:]
+    for node in optional:
+        if not node.args:
+            raise ModelError(
+                f"QAT needs a model whose forward takes only the input; {node.target!r} has no default"
+            )
+    defaults = {node: node.args[0] for node in optional}
+    for user in {user for node in optional for user in node.users}:
+        user.args = torch.fx.node.map_arg(user.args, lambda n: defaults.get(n, n))
+        user.kwargs = torch.fx.node.map_arg(user.kwargs, lambda n: defaults.get(n, n))
+    for node in optional:
+        graph.erase_node(node)
+    graph.lint()
+    gm.recompile()
+
+
 def prepare_qat(model: nn.Module, reduce_range: bool = False) -> torch.fx.GraphModule:
     """Fold BatchNorm, then insert fake-quant modules (weights and activations) into a traced copy."""
     from torch.fx.experimental.optimization import fuse
@@ -113,6 +135,7 @@ def prepare_qat(model: nn.Module, reduce_range: bool = False) -> torch.fx.GraphM
         raise ModelError(
             f"QAT needs a torch.fx-traceable model: {type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
+    _bind_optional_inputs(gm)
     modules = dict(gm.named_modules())
     graph = gm.graph
     count = 0
