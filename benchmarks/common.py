@@ -73,13 +73,29 @@ def fashion_mnist_dataset_artifact() -> Path:
     return path
 
 
+def cache_key(*parts: Any) -> str:
+    """12 hex digits naming a cached trained model by what decides its weights. A TrainConfig's
+    `device` is left out where it is the CPU (the default, and what every cached model was trained
+    on), so that adding the setting kept the caches; a GPU-trained model gets a key of its own."""
+
+    def identity(part: Any) -> Any:
+        if hasattr(part, "__dataclass_fields__"):
+            fields = asdict(part)
+            if fields.get("device") == "cpu":
+                del fields["device"]
+            return fields
+        return part
+
+    text = json.dumps([identity(p) for p in parts], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _baseline_config(epochs: int, seed: int, spec: dict[str, Any] | None) -> tuple[dict[str, Any], Any, Path]:
     from edgecompress.train import TrainConfig
 
     spec = spec or BASELINE_SPEC
     config = TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, augment=True, seed=seed)
-    key = hashlib.sha256(json.dumps([spec, asdict(config)], sort_keys=True).encode()).hexdigest()[:12]
-    return spec, config, CACHE / f"baseline-{key}"
+    return spec, config, CACHE / f"baseline-{cache_key(spec, config)}"
 
 
 def baseline_cached(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None = None) -> Path | None:

@@ -18,13 +18,11 @@ QEMU timings are not meaningful: only the wall time of the check is reported, as
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import numpy as np
 from benchmarks.common import (
     CACHE,
     baseline_model,
+    cache_key,
     fashion_mnist_dataset_artifact,
     machine_info,
     write_report,
@@ -56,9 +55,7 @@ def trained(dataset_path: Path, spec: dict[str, Any], train: dict[str, Any], tag
     from edgecompress.train import TrainConfig, train_step
 
     config = TrainConfig(**train)
-    key = hashlib.sha256(
-        json.dumps([spec, asdict(config), dataset_path.name], sort_keys=True).encode()
-    ).hexdigest()[:12]
+    key = cache_key(spec, config, dataset_path.name)
     out = CACHE / f"isa-{tag}-{key}"
     if not (out / "model.json").exists():
         train_step(dataset_path, spec, out, config, Lineage(enabled=False), progress=False)

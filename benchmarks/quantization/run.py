@@ -19,7 +19,6 @@ Latency: batch 1 on an emulated device class, every row interleaved with the flo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -496,14 +495,12 @@ def plot(results: dict[str, Any]) -> bytes:
 
 
 def cached_model(dataset_path: Path, spec: dict[str, Any], config: Any, tag: str) -> Path:
-    from benchmarks.common import CACHE
+    from benchmarks.common import CACHE, cache_key
     from edgecompress.step import Lineage
     from edgecompress.train import train_step
 
-    key = hashlib.sha256(
-        json.dumps([spec, asdict(config), dataset_path.name], sort_keys=True).encode()
-    ).hexdigest()
-    out = CACHE / f"quant-{tag}-{key[:12]}"
+    key = cache_key(spec, config, dataset_path.name)
+    out = CACHE / f"quant-{tag}-{key}"
     if not (out / "model.json").exists():
         train_step(dataset_path, spec, out, config, Lineage(enabled=False), progress=False)
     return out

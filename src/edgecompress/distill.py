@@ -34,7 +34,7 @@ from torch import nn
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, ModelError
 from edgecompress.params import Codec
-from edgecompress.train import LossFn, TrainConfig, TrainHistory, fit
+from edgecompress.train import LossFn, TrainConfig, TrainHistory, fit, training_device
 
 log = logging.getLogger(__name__)
 
@@ -347,11 +347,13 @@ def distill(
             loss = loss + config.feature_weight * term
         return loss
 
+    teacher.to(training_device(config.train.device))
     try:
         history = fit(
             wrapper, dataset, config.train, loss_fn=loss_fn, description="distill", progress=progress
         )
     finally:
+        teacher.to("cpu")
         for cap in (s_cap, t_cap):
             if cap:
                 cap.remove()

@@ -1,5 +1,8 @@
 """Seeded, deterministic (on CPU) training and fine-tuning, shared by train, prune, distill and NAS.
 
+Training may run on a GPU (`device`); the model comes back on the CPU either way, since everything
+after training (export, parity, pruning, quantization) is CPU work for a CPU edge runtime.
+
 `fit` takes an optional loss hook so that distillation and quantization-aware training reuse the
 same loop (data order, schedule, progress bar, history) instead of each writing their own.
 """
@@ -46,6 +49,10 @@ class TrainConfig:
     max_train_samples: int | None = field(
         default=None, metadata={"help": "train on at most this many samples (0: all)"}
     )
+    device: str = field(
+        default="cpu",
+        metadata={"help": "torch device to train on: cpu, cuda or cuda:N (bit-deterministic on cpu only)"},
+    )
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -54,6 +61,30 @@ class TrainConfig:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        training_device(self.device)
+
+
+def training_device(name: str) -> torch.device:
+    """The torch device `name`, refused with a clear error where this torch cannot use it."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {name!r}") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; train with --device cpu"
+            )
+        if (device.index or 0) >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA GPU(s)")
+    return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @dataclass
@@ -90,10 +121,10 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
 @torch.no_grad()
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
     model.eval()
-    correct = 0
+    device, correct = model_device(model), 0
     for i in range(0, len(x), batch_size):
-        logits = model(torch.from_numpy(x[i : i + batch_size]))
-        correct += int((logits.argmax(1).numpy() == y[i : i + batch_size]).sum())
+        logits = model(torch.from_numpy(x[i : i + batch_size]).to(device))
+        correct += int((logits.argmax(1).cpu().numpy() == y[i : i + batch_size]).sum())
     return correct / max(1, len(x))
 
 
@@ -103,9 +134,9 @@ def split_accuracy(
 ) -> float:
     """`accuracy` on a dataset split read batch by batch (the same batches as on an in-memory split)."""
     model.eval()
-    correct = seen = 0
+    device, correct, seen = model_device(model), 0, 0
     for xb, yb in dataset.batches(split, batch_size, limit):
-        correct += int((model(torch.from_numpy(xb)).argmax(1).numpy() == yb).sum())
+        correct += int((model(torch.from_numpy(xb).to(device)).argmax(1).cpu().numpy() == yb).sum())
         seen += len(yb)
     return correct / max(1, seen)
 
@@ -148,8 +179,28 @@ def fit(
 ) -> TrainHistory:
     """AdamW with a one-cycle schedule; validation accuracy after every epoch.
 
-    `on_epoch_end(epoch, val_accuracy)` may raise to stop training early (NAS's successive halving)."""
+    `on_epoch_end(epoch, val_accuracy)` may raise to stop training early (NAS's successive halving).
+    On `config.device` the model (and whatever `loss_fn` holds, e.g. a teacher: the caller moves it)
+    trains there; it is back on the CPU when `fit` returns or raises."""
     config.validate()
+    device = training_device(config.device)
+    model.to(device)
+    try:
+        return _fit_on(model, dataset, config, device, loss_fn, description, progress, on_epoch_end)
+    finally:
+        model.to("cpu")
+
+
+def _fit_on(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    device: torch.device,
+    loss_fn: LossFn | None,
+    description: str,
+    progress: bool,
+    on_epoch_end: Callable[[int, float], None] | None,
+) -> TrainHistory:
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     n_train, epoch_batches = _train_batches(dataset, config, generator)
@@ -169,6 +220,7 @@ def fit(
             for xb, yb in epoch_batches(epoch):
                 if config.augment:
                     xb = _augment(xb, generator)
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model, xb, yb)
                 loss.backward()
