@@ -169,6 +169,8 @@ def test_isa_check_runs_a_digits_model_on_aarch64(agent_image, trained_model, di
         assert row["target"]["machine"] == "aarch64" and row["target"]["cpu"]["int8_dot_product"] == dot
         assert row["agreement_with_host"] >= 0.95 and row["max_abs_logit_diff_host"] < 1.0
         assert row["parent_on_target"]["agreement_with_host"] == 1.0  # float: same argmax on both ISAs
+        assert row["parent_on_target"]["samples"] == r["parent_on_target_samples"] <= 200 < r["samples"]
+        assert row["model_seconds"]["child"] > 0 and row["model_seconds"]["parent"] > 0
         drop_ok = row["accuracy_drop"]["drop"] <= 0.01 + 1e-12
         assert row["verdict"] == ("accepted" if drop_ok else "rejected"), row
     assert "| rpi4-qemu | aarch64 (QEMU cortex-a72) |" in report.read_text()

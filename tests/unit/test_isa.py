@@ -109,6 +109,33 @@ def test_a_target_cpu_that_disagrees_with_the_profile_proves_nothing(
     assert "the target CPU disagrees with the profile" in out["classes"]["rpi4-qemu"]["reasons"][-1]
 
 
+def test_the_float_parent_runs_on_the_target_only_on_its_subsample(
+    trained_model, child, digits_artifact, tmp_path, monkeypatch
+):
+    """The slow float parent confirms float agreement on a few images; the child, which the rule
+    judges, runs on every checked image."""
+    stand_in, rows = _stand_in(break_weights=False), {}
+
+    def counting(job_dir: Path, *args, **kwargs) -> dict:
+        info = stand_in(job_dir, *args, **kwargs)
+        rows.update({m: len(np.load(job_dir / f"logits-{m}.npy")) for m in ("child", "parent")})
+        return info
+
+    monkeypatch.setattr(isa, "run_on_isa", counting)
+    config = _config("rpi4-qemu")
+    config.isa_parent_max_samples = 50
+    out = isa_check_step(
+        trained_model, child, digits_artifact, config, tmp_path / "r.json", tmp_path / "r.md"
+    )
+    n = out["samples"]
+    assert n == out["split_size"] > 200 and rows["child"] == n
+    assert rows["parent"] == out["parent_on_target_samples"] == len(range(0, n, subsample(n, 50))) <= 50
+    parent = out["classes"]["rpi4-qemu"]["parent_on_target"]
+    assert parent["samples"] == rows["parent"] and parent["agreement_with_host"] == 1.0
+    assert out["classes"]["rpi4-qemu"]["accuracy_drop"]["samples"] == n  # the rule uses every image
+    assert f"on {rows['parent']} of these images" in (tmp_path / "r.md").read_text()
+
+
 def test_subsample_states_its_interval():
     assert subsample(10_000, 0) == 1 and subsample(5_000, 5_000) == 1
     assert subsample(10_000, 5_000) == 2 and subsample(10_001, 5_000) == 3
@@ -125,3 +152,6 @@ def test_bad_input_is_an_error_and_writes_nothing(trained_model, child, digits_a
     result = run_cli("isa-check", "--parent", str(trained_model), "--child", str(child), "--dataset",
                      str(digits_artifact), "--output", str(out), "--isa-max-samples", "-1")  # fmt: skip
     assert result.returncode == 2 and "isa_max_samples" in result.stderr and not out.exists()
+    result = run_cli("isa-check", "--parent", str(trained_model), "--child", str(child), "--dataset",
+                     str(digits_artifact), "--output", str(out), "--isa-parent-max-samples", "-1")  # fmt: skip
+    assert result.returncode == 2 and "isa_parent_max_samples" in result.stderr and not out.exists()

@@ -5,9 +5,11 @@ written as float32 whatever the model's output type.
 
     python -m edgecompress.farm.logits JOB_DIR
 
-JOB_DIR holds `job.json` ({"models": {name: file}, "inputs": file.npy, "threads": n, "batch_size": b})
-and the files it names; the runner writes `logits-<name>.npy` for each model and `info.json` (the
-machine, its CPU features, ONNX Runtime's version and providers, seconds per model) into JOB_DIR.
+JOB_DIR holds `job.json` ({"models": {name: file}, "inputs": file.npy or {name: file.npy},
+"threads": n, "batch_size": b}) and the files it names (one input file for all models, or one per
+model: a slow model can run on fewer images); the runner writes `logits-<name>.npy` for each model
+and `info.json` (the machine, its CPU features, ONNX Runtime's version and providers, images and
+seconds per model) into JOB_DIR.
 """
 
 from __future__ import annotations
@@ -48,12 +50,15 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     from edgecompress.farm.device import cpu_features
 
     job = json.loads((job_dir / "job.json").read_text())
-    x = np.load(job_dir / job["inputs"])
-    seconds = {}
+    inputs = job["inputs"]
+    per_model = inputs if isinstance(inputs, dict) else dict.fromkeys(job["models"], inputs)
+    arrays = {file: np.load(job_dir / file) for file in set(per_model.values())}
+    seconds, samples = {}, {}
     for name, file in job["models"].items():
+        x = arrays[per_model[name]]
         t0 = time.perf_counter()
         logits = model_logits(job_dir / file, x, int(job.get("threads", 1)), int(job.get("batch_size", 256)))
-        seconds[name] = time.perf_counter() - t0
+        seconds[name], samples[name] = time.perf_counter() - t0, int(len(x))
         np.save(job_dir / f"logits-{name}.npy", logits.astype(np.float32))
     info = {
         "machine": platform.machine(),
@@ -61,7 +66,7 @@ def run_job(job_dir: Path) -> dict[str, Any]:
         "onnxruntime_version": ort.__version__,
         "providers": ort.get_available_providers(),
         "python": platform.python_version(),
-        "samples": int(len(x)),
+        "samples": samples,
         "seconds": seconds,
     }
     (job_dir / "info.json").write_text(json.dumps(info, indent=2))

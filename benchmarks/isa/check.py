@@ -1,0 +1,179 @@
+"""The cost of `isa-check` on the whole validation split (a new, dated run beside `results.json`).
+
+The committed side-by-side run (results.json) timed the check on every 20th image only, because the
+float parent, run on the target under QEMU in software floating point, made the whole split take
+~1,200-1,500 s. The check now judges the child (which runs on every checked image) against the
+parent's predictions on this machine, and runs the parent on the target on a small subsample only,
+to confirm float agrees across ISAs. This run times that check as the pipeline runs it:
+
+    python -m benchmarks.isa.check [--out benchmarks/isa/check-YYYY-MM-DD] [--repeats 3]
+
+Network and child are results.json's timing pair (the Fashion-MNIST baseline CNN and its static QDQ
+per-channel INT8 child, reduce_range off) on `rpi4-qemu` (cortex-a72, no dot product); every setting
+is the check's default except `isa_max_samples` 0 (all 5,000 images). Target: ≤ 600 s, judged on
+the mean of the repeats with its 95 % interval. QEMU timings say nothing about the board: the wall
+time is the check's cost on this machine, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine_info, write_report
+from benchmarks.isa.run import CHECK_TARGET_S, build_models, qemu_version, targets, timed_check, variants
+
+HERE = Path(__file__).resolve().parent
+PLOT = "check.png"
+
+
+def run(repeats: int, image: str) -> dict[str, Any]:
+    from benchmarks.common import baseline_model, fashion_mnist_dataset_artifact
+    from edgecompress.isa import IsaCheckConfig
+
+    data, parent = fashion_mnist_dataset_artifact(), baseline_model()
+    child_row = variants(quick=False, qat_samples=10000)[1]  # static QDQ per-channel reduce_range off
+    defaults = IsaCheckConfig()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-isa-check-") as tmp:
+        child = build_models(parent, data, [("float", None), child_row], Path(tmp))[child_row[0]].parent
+        runs = []
+        for i in range(repeats):
+            runs.append(timed_check(parent, child, data, image, max_samples=0))
+            logging.info("run %d of %d: %.0f s", i + 1, repeats, runs[-1]["wall_s"])
+    return {
+        "machine": machine_info(),
+        "qemu_version": qemu_version(),
+        "image": image,
+        "network": "Fashion-MNIST baseline CNN",
+        "child": child_row[0],
+        "device_class": "rpi4-qemu",
+        "emulated": "qemu",
+        "settings": {"isa_max_samples": 0, "isa_parent_max_samples": defaults.isa_parent_max_samples},
+        "check_timing": {"runs": runs},
+        "seconds": time.perf_counter() - start,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.isa.check" + (f" --repeats {repeats}" if repeats != 3 else ""),
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    """results.md, every figure from results.json."""
+    from edgecompress.reports import markdown_table
+
+    m, runs = results["machine"], results["check_timing"]["runs"]
+    lines = [
+        f"# isa-check on the whole validation split ({results['device_class']}, QEMU)",
+        "",
+        f"Run on {m['cpu_model']} ({m['machine']}, {m['cpu_count']} CPUs) with the arm64 agent image "
+        f"`{results['image']}` under QEMU {results['qemu_version']}; commit {m['git_commit']}, {m['date']}. "
+        f"{results['network']} and its {results['child']} child; settings: "
+        + ", ".join(f"`{k}` {v}" for k, v in results["settings"].items())
+        + ".",
+        "",
+        "aarch64 is **emulated (QEMU user mode)**: only the wall time of the check is reported, as its cost on "
+        "this machine; it says nothing about the board's speed.",
+        "",
+        "## Target",
+        "",
+        markdown_table(
+            ["target", "measured (mean [95 % CI])", "threshold", "verdict"],
+            [[t["target"], t["measured"], t["threshold"], t["verdict"]] for t in targets(results)],
+        ),
+        "",
+        "## Runs",
+        "",
+        markdown_table(
+            [
+                "run",
+                "child images",
+                "parent images on target",
+                "wall s",
+                "child s on target",
+                "parent s on target",
+                "child agree x86 %",
+                "parent agree x86 %",
+                "verdict",
+            ],
+            [
+                [
+                    i + 1,
+                    r["samples"],
+                    r["parent_samples"],
+                    f"{r['wall_s']:.0f}",
+                    f"{r['model_seconds']['child']:.0f}",
+                    f"{r['model_seconds']['parent']:.0f}",
+                    f"{r['agreement_with_host'] * 100:.2f}",
+                    f"{r['parent_agreement_with_host'] * 100:.2f}",
+                    r["verdict"],
+                ]
+                for i, r in enumerate(runs)
+            ],
+        ),  # fmt: skip
+        "",
+        f"Command: `{results['command']}` ({results['seconds']:.0f} s in all, finished {results['finished']}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgecompress.reports import figure_png
+
+    runs = results["check_timing"]["runs"]
+    xs = range(1, len(runs) + 1)
+    child = [r["model_seconds"]["child"] for r in runs]
+    parent = [r["model_seconds"]["parent"] for r in runs]
+    rest = [r["wall_s"] - c - p for r, c, p in zip(runs, child, parent, strict=True)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(xs, child, label=f"child on target ({runs[0]['samples']} images)")
+    ax.bar(xs, parent, bottom=child, label=f"float parent on target ({runs[0]['parent_samples']} images)")
+    ax.bar(
+        xs,
+        rest,
+        bottom=[c + p for c, p in zip(child, parent, strict=True)],
+        label="host side, container start",
+    )
+    ax.axhline(CHECK_TARGET_S, color="k", linestyle="--", label=f"target {CHECK_TARGET_S:.0f} s")
+    ax.set_xticks(list(xs), [f"run {i}" for i in xs])
+    ax.set_ylabel("wall s (QEMU: cost here, not board speed)")
+    ax.set_title(f"isa-check, {results['device_class']} (emulated)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgecompress.isa import default_agent_image
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder (default: benchmarks/isa/check-<today>)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed checks (mean and interval)")
+    parser.add_argument(
+        "--image", default="", help="arm64 agent image (default: docker/build-agent.sh's tag)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = args.out or HERE / f"check-{datetime.now(UTC):%Y-%m-%d}"
+    results = run(args.repeats, args.image or default_agent_image())
+    write_report(results, out, render, plot, PLOT)
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""benchmarks/isa/check: the renderer and target on hand-made results, and every committed dated run
+is what the renderer makes of its results.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.isa.check import HERE, PLOT, render
+from benchmarks.isa.run import targets
+
+RUNS = sorted(HERE.glob("check-*/results.json"))
+
+
+def _results(*walls: float) -> dict:
+    runs = [{"wall_s": w, "samples": 5000, "split_size": 5000, "subsample_step": 1, "parent_samples": 200,
+             "model_seconds": {"child": w * 0.6, "parent": w * 0.2}, "verdict": "accepted",
+             "agreement_with_host": 1.0, "parent_agreement_with_host": 1.0} for w in walls]  # fmt: skip
+    return {
+        "machine": {"cpu_model": "x", "machine": "x86_64", "cpu_count": 2, "git_commit": "abc", "date": "2026-12-01"},
+        "qemu_version": "7.2", "image": "img", "network": "net", "child": "static QDQ", "device_class": "rpi4-qemu",
+        "emulated": "qemu", "settings": {"isa_max_samples": 0, "isa_parent_max_samples": 200},
+        "check_timing": {"runs": runs}, "seconds": sum(walls), "finished": "2026-12-01T03:00:00+00:00",
+        "command": "python -m benchmarks.isa.check",
+    }  # fmt: skip
+
+
+def test_the_target_names_the_parents_subsample_and_the_report_labels_qemu():
+    results = _results(300.0, 310.0, 305.0)
+    (t,) = targets(results)
+    assert (
+        t["target"]
+        == "isa-check wall time ≤ 600 s (5000 of 5000 validation images, child; float parent on 200 of them on rpi4-qemu)"
+    )
+    assert t["verdict"] == "met"
+    md = render(results)
+    assert (
+        "**emulated (QEMU user mode)**" in md
+        and "| 1 | 5,000 | 200 | 300 | 180 | 60 | 100.00 | 100.00 | accepted |" in md
+    )
+    assert "| missed |" in render(_results(900.0, 910.0, 905.0))
+
+
+def test_there_is_a_committed_run():
+    assert RUNS
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.parent.name)
+def test_committed_run_is_rendered_from_its_json_and_checks_the_whole_split(path):
+    results = json.loads(path.read_text())
+    assert (path.parent / "results.md").read_text() == render(results)
+    assert (path.parent / PLOT).read_bytes()[:4] == b"\x89PNG"
+    assert results["emulated"] == "qemu" and len(results["check_timing"]["runs"]) >= 3
+    for r in results["check_timing"]["runs"]:
+        assert r["samples"] == r["split_size"] and r["subsample_step"] == 1  # the whole split
+        assert r["parent_samples"] == results["settings"]["isa_parent_max_samples"] < r["samples"]
+        assert r["wall_s"] > r["model_seconds"]["child"] + r["model_seconds"]["parent"]
