@@ -42,10 +42,12 @@ def run(repeats: int, image: str) -> dict[str, Any]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgecompress-isa-check-") as tmp:
         child = build_models(parent, data, [("float", None), child_row], Path(tmp))[child_row[0]].parent
-        runs = []
-        for i in range(repeats):
+        runs, before = [], []
+        for i in range(repeats):  # alternating, so both see the same machine state
             runs.append(timed_check(parent, child, data, image, max_samples=0))
-            logging.info("run %d of %d: %.0f s", i + 1, repeats, runs[-1]["wall_s"])
+            before.append(timed_check(parent, child, data, image, max_samples=0, parent_max_samples=0))
+            logging.info("round %d of %d: %.0f s, parent on all %.0f s", i + 1, repeats, runs[-1]["wall_s"],
+                         before[-1]["wall_s"])  # fmt: skip
     return {
         "machine": machine_info(),
         "qemu_version": qemu_version(),
@@ -56,6 +58,7 @@ def run(repeats: int, image: str) -> dict[str, Any]:
         "emulated": "qemu",
         "settings": {"isa_max_samples": 0, "isa_parent_max_samples": defaults.isa_parent_max_samples},
         "check_timing": {"runs": runs},
+        "parent_on_all": {"runs": before},
         "seconds": time.perf_counter() - start,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.isa.check" + (f" --repeats {repeats}" if repeats != 3 else ""),
@@ -64,9 +67,12 @@ def run(repeats: int, image: str) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
+    from benchmarks.common import format_interval, mean_interval
     from edgecompress.reports import markdown_table
 
-    m, runs = results["machine"], results["check_timing"]["runs"]
+    m, runs, before = results["machine"], results["check_timing"]["runs"], results["parent_on_all"]["runs"]
+    now, old = mean_interval([r["wall_s"] for r in runs]), mean_interval([r["wall_s"] for r in before])
+    ratio = mean_interval([b["wall_s"] / r["wall_s"] for r, b in zip(runs, before, strict=True)])
     lines = [
         f"# isa-check on the whole validation split ({results['device_class']}, QEMU)",
         "",
@@ -116,10 +122,29 @@ def render(results: dict[str, Any]) -> str:
             ],
         ),  # fmt: skip
         "",
+        "## Against the parent on every image (the check before this change), same rounds",
+        "",
+        "Each round ran the check once as it is now and once with `isa_parent_max_samples` 0 (the float parent "
+        "on the target on every image, as before), one after the other.",
+        "",
+        markdown_table(
+            ["", "wall s (mean [95 % CI])", "parent s on target (mean)"],
+            [
+                ["now (parent on a subsample)", format_interval(now, digits=0), f"{_mean_parent(runs):.0f}"],
+                ["parent on every image", format_interval(old, digits=0), f"{_mean_parent(before):.0f}"],
+            ],
+        ),
+        "",
+        f"Per round, before / now: {format_interval(ratio, digits=2, unit='×')} faster.",
+        "",
         f"Command: `{results['command']}` ({results['seconds']:.0f} s in all, finished {results['finished']}).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _mean_parent(runs: list[dict[str, Any]]) -> float:
+    return sum(r["model_seconds"]["parent"] for r in runs) / len(runs)
 
 
 def plot(results: dict[str, Any]) -> bytes:
@@ -127,28 +152,35 @@ def plot(results: dict[str, Any]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from edgecompress.reports import figure_png
 
-    runs = results["check_timing"]["runs"]
-    xs = range(1, len(runs) + 1)
-    child = [r["model_seconds"]["child"] for r in runs]
-    parent = [r["model_seconds"]["parent"] for r in runs]
-    rest = [r["wall_s"] - c - p for r, c, p in zip(runs, child, parent, strict=True)]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(xs, child, label=f"child on target ({runs[0]['samples']} images)")
-    ax.bar(xs, parent, bottom=child, label=f"float parent on target ({runs[0]['parent_samples']} images)")
-    ax.bar(
-        xs,
-        rest,
-        bottom=[c + p for c, p in zip(child, parent, strict=True)],
-        label="host side, container start",
-    )
+    xs = np.arange(1, len(results["check_timing"]["runs"]) + 1)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for offset, key, name in ((-0.2, "check_timing", "now"), (0.2, "parent_on_all", "parent on all")):
+        runs = results[key]["runs"]
+        child = np.array([r["model_seconds"]["child"] for r in runs])
+        parent = np.array([r["model_seconds"]["parent"] for r in runs])
+        rest = np.array([r["wall_s"] for r in runs]) - child - parent
+        hatch = "" if key == "check_timing" else "//"
+        ax.bar(xs + offset, child, 0.38, color="C0", hatch=hatch, label=f"{name}: child on target")
+        ax.bar(xs + offset, parent, 0.38, bottom=child, color="C1", hatch=hatch,
+               label=f"{name}: float parent on target ({runs[0]['parent_samples']} images)")  # fmt: skip
+        ax.bar(
+            xs + offset,
+            rest,
+            0.38,
+            bottom=child + parent,
+            color="C2",
+            hatch=hatch,
+            label=f"{name}: host side",
+        )
     ax.axhline(CHECK_TARGET_S, color="k", linestyle="--", label=f"target {CHECK_TARGET_S:.0f} s")
-    ax.set_xticks(list(xs), [f"run {i}" for i in xs])
+    ax.set_xticks(xs, [f"round {i}" for i in xs])
     ax.set_ylabel("wall s (QEMU: cost here, not board speed)")
     ax.set_title(f"isa-check, {results['device_class']} (emulated)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return figure_png(fig)
 

@@ -7,21 +7,25 @@ import json
 
 import pytest
 
-from benchmarks.isa.check import HERE, PLOT, render
+from benchmarks.isa.check import HERE, PLOT, plot, render
 from benchmarks.isa.run import targets
 
 RUNS = sorted(HERE.glob("check-*/results.json"))
 
 
-def _results(*walls: float) -> dict:
-    runs = [{"wall_s": w, "samples": 5000, "split_size": 5000, "subsample_step": 1, "parent_samples": 200,
+def _runs(walls: tuple[float, ...], parent_samples: int) -> list[dict]:
+    return [{"wall_s": w, "samples": 5000, "split_size": 5000, "subsample_step": 1, "parent_samples": parent_samples,
              "model_seconds": {"child": w * 0.6, "parent": w * 0.2}, "verdict": "accepted",
              "agreement_with_host": 1.0, "parent_agreement_with_host": 1.0} for w in walls]  # fmt: skip
+
+
+def _results(*walls: float) -> dict:
+    runs = _runs(walls, 200)
     return {
         "machine": {"cpu_model": "x", "machine": "x86_64", "cpu_count": 2, "git_commit": "abc", "date": "2026-12-01"},
         "qemu_version": "7.2", "image": "img", "network": "net", "child": "static QDQ", "device_class": "rpi4-qemu",
         "emulated": "qemu", "settings": {"isa_max_samples": 0, "isa_parent_max_samples": 200},
-        "check_timing": {"runs": runs}, "seconds": sum(walls), "finished": "2026-12-01T03:00:00+00:00",
+        "check_timing": {"runs": runs}, "parent_on_all": {"runs": _runs(tuple(4 * w for w in walls), 5000)}, "seconds": sum(walls), "finished": "2026-12-01T03:00:00+00:00",
         "command": "python -m benchmarks.isa.check",
     }  # fmt: skip
 
@@ -40,6 +44,9 @@ def test_the_target_names_the_parents_subsample_and_the_report_labels_qemu():
         and "| 1 | 5,000 | 200 | 300 | 180 | 60 | 100.00 | 100.00 | accepted |" in md
     )
     assert "| missed |" in render(_results(900.0, 910.0, 905.0))
+    assert "| parent on every image | 1220 [1170, 1270] (n=3) | 244 |" in md
+    assert "Per round, before / now: 4.00 [4.00, 4.00]× (n=3) faster." in md
+    assert plot(results)[:4] == b"\x89PNG"
 
 
 def test_there_is_a_committed_run():
@@ -56,3 +63,6 @@ def test_committed_run_is_rendered_from_its_json_and_checks_the_whole_split(path
         assert r["samples"] == r["split_size"] and r["subsample_step"] == 1  # the whole split
         assert r["parent_samples"] == results["settings"]["isa_parent_max_samples"] < r["samples"]
         assert r["wall_s"] > r["model_seconds"]["child"] + r["model_seconds"]["parent"]
+    before = results["parent_on_all"]["runs"]
+    assert len(before) == len(results["check_timing"]["runs"])
+    assert all(r["parent_samples"] == r["samples"] == r["split_size"] for r in before)
