@@ -67,8 +67,8 @@ class IsaCheckConfig:
         metadata={"help": f"arm64 agent image for aarch64 targets on x86 (default: ${AGENT_IMAGE_ENV}, else "
                           "localhost/edgecompress-agent:<version>-arm64)"},
     )  # fmt: skip
-    # 1000: a float child (pruned, distilled, FP16) runs in software floating point under QEMU (~0.25 s
-    # per image here), so a whole split would take most of an hour; an INT8 child runs ~5x faster
+    # 1000: a float child (pruned, distilled, FP16) runs in software floating point under QEMU (~0.1 s
+    # per image for the baseline CNN here, benchmarks/isa/check-2026-12-01); an INT8 child ~8x faster
     isa_max_samples: int = field(
         default=1000,
         metadata={
