@@ -207,6 +207,19 @@ def count_macs(proto: onnx.ModelProto) -> int:
     return total
 
 
+def module_macs(model: Any, input_shape: tuple[int, ...]) -> int:
+    """MACs of a torch module counted as every report counts them: on its ONNX export (`count_macs`),
+    so that a pruning budget, a NAS constraint and the evaluation of the result agree."""
+    import tempfile
+
+    from edgecompress.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-macs-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model, tuple(input_shape), path)
+        return count_macs(onnx.load(str(path)))
+
+
 def count_onnx_parameters(proto: onnx.ModelProto) -> tuple[int, int]:
     """(parameters, non-zero parameters) of the weights in the graph.
 

@@ -99,6 +99,39 @@ def test_heads_can_be_kept_and_attention_names_are_checked(digits_artifact):
         _prune(tiny_vit(), digits_artifact, attention_heads={"blocks.9.attn": 4})
 
 
+@pytest.mark.parametrize(("ratio", "steps", "heads"), [(0.5, 1, 2), (0.5, 5, 2), (0.9, 18, 1)])
+def test_iterative_schedules_remove_heads_as_one_step_would_and_keep_one(
+    digits_artifact, ratio, steps, heads
+):
+    """Torch-Pruning alone compounds its per-step head ratio on the heads left (0.5 over 5 steps
+    removed all 4); the schedule ends where one step of that ratio would, never below one head."""
+    torch.manual_seed(0)
+    config = StructuredConfig(ratio=ratio, steps=steps)
+    pruned, report = prune_structured(
+        tiny_vit(), SHAPE, 10, config, load_dataset(digits_artifact), progress=False
+    )
+    assert set(report["attention_heads"].values()) == {heads}
+    assert all(b.attn.heads == heads for b in pruned.blocks)
+    assert pruned(torch.zeros(2, *SHAPE)).shape == (2, 10)
+
+
+def test_a_macs_budget_holds_as_the_evaluation_counts_macs(digits_artifact, tmp_path):
+    """Budget search and reports count MACs one way (the ONNX export's, attention MatMuls included),
+    so the evaluation of a child pruned to a MACs budget shows it within that budget."""
+    from edgecompress.evaluate import module_macs
+
+    torch.manual_seed(0)
+    model = tiny_vit()
+    base = module_macs(model, SHAPE)
+    budget = 0.5 * base
+    config = StructuredConfig(budget_metric="macs", budget=budget)
+    pruned, report = prune_structured(model, SHAPE, 10, config, load_dataset(digits_artifact), progress=False)
+    path = tmp_path / "pruned.onnx"
+    export_onnx(pruned, SHAPE, path)
+    assert report["before"]["macs"] == base
+    assert model_stats(path).macs == report["after"]["macs"] <= budget < report["budget_trace"][-2]["cost"]
+
+
 def _float_vit(digits_artifact, tmp_path) -> Path:
     torch.manual_seed(0)
     path = tmp_path / "vit.onnx"
@@ -138,6 +171,31 @@ def test_auto_measures_both_and_keeps_the_faster(digits_artifact, tmp_path):
     # a fixed choice measures nothing
     fixed = QuantConfig(calibration_samples=16, attention_matmuls="int8")
     assert quantize_static_measured(path, load_dataset(digits_artifact), fixed)[1] == {}
+
+
+def test_autotune_measures_the_attention_choice_once_and_reuses_it(digits_artifact, tmp_path):
+    """Whether int8 attention MatMuls pay is a property of the graph and the target: the first static
+    trial measures it, the later ones (other calibrations) use its answer and say where it came from."""
+    from edgecompress.measure import Measurement
+    from edgecompress.quantize.autotune import AutotuneConfig, autotune
+
+    path = _float_vit(digits_artifact, tmp_path)
+    quick = Measurement(bench_min_runs=20, bench_min_duration_s=0.05, bench_warmup_runs=2)
+    config = AutotuneConfig(  # no trial can pass a 1000x gain: every planned trial runs
+        min_gain=1000.0, calibration_samples=16, include_mixed=False, include_qat=False, measurement=quick
+    )
+    result = autotune(path, load_dataset(digits_artifact), config, workdir=tmp_path / "trials")
+    static = [t for t in result["trials"] if t["method"] == "static"]
+    assert len(static) == 4 and not result["passed"]
+    first, *later = static
+    measured = first["details"]["attention_matmuls"]
+    assert first["config"]["attention_matmuls"] == "auto" and len(measured["int8_p50_ms"]) == 3
+    for trial in later:
+        assert trial["config"]["attention_matmuls"] == measured["chosen"]
+        assert trial["details"]["attention_matmuls"] == {
+            "chosen": measured["chosen"],
+            "measured_in_trial": first["index"],
+        }
 
 
 def test_distillation_runs_with_vit_teacher_and_student(digits_artifact, tmp_path):

@@ -185,20 +185,13 @@ class LatencyMeter:
 
 def candidate_cost(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
     """Parameters and MACs of a spec (its ONNX export), or Infeasible when it does not fit the data."""
-    import onnx
-
-    from edgecompress.evaluate import count_macs
-    from edgecompress.export import export_onnx
+    from edgecompress.evaluate import module_macs
 
     try:
         model = build_model(spec, input_shape, num_classes)
     except (ModelError, ConfigError, RuntimeError) as exc:
         raise Infeasible(f"cannot be built for inputs {tuple(input_shape)}: {str(exc)[:200]}") from exc
-    with tempfile.TemporaryDirectory(prefix="edgecompress-nas-") as tmp:
-        path = Path(tmp) / "candidate.onnx"
-        export_onnx(model, tuple(input_shape), path)
-        macs = count_macs(onnx.load(str(path)))
-    return {"params": count_parameters(model), "macs": int(macs)}
+    return {"params": count_parameters(model), "macs": int(module_macs(model, tuple(input_shape)))}
 
 
 def check_satisfiable(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -153,16 +154,42 @@ def _check_importance_fits(model: nn.Module, importance: str) -> None:
 
 
 class _Pruner:
-    """Torch-Pruning's MetaPruner plus what it leaves to the caller: after each step, the attention
-    modules' head counts (and inner widths) are set to what is left."""
+    """Torch-Pruning's MetaPruner plus what it leaves to the caller: how many heads each step removes,
+    and, after each step, the attention modules' head counts (and inner widths) set to what is left.
+
+    Torch-Pruning's local head pruning removes ceil(cumulative ratio x *current* heads) per step, so
+    iterative schedules (and the budget search's many small steps) compound and end with no head at
+    all (4 heads: 3, 2, 1, 0 by ratio 0.2). Here each step's removal is set per attention module from
+    its *initial* heads, as a single step would prune them, and never below one head."""
 
     def __init__(self, meta, layouts: list[AttentionLayout], skipped: list[str]) -> None:
         self.meta, self.layouts, self.skipped = meta, layouts, skipped
+        self.initial_heads = {layout.name: layout.heads for layout in layouts}
+
+    def _schedule_heads(self) -> None:
+        ratio = self.meta.per_step_head_pruning_ratio[self.meta.current_step + 1]
+        for layout in self.layouts:
+            first, now = self.initial_heads[layout.name], self.meta.num_heads[layout.projections[0]]
+            keep = max(1, first - math.ceil(ratio * first - 1e-9))
+            remove = max(0, now - keep)
+            # Torch-Pruning removes ceil(r x now) heads: r = (remove - 1/2) / now removes exactly `remove`
+            step_ratio = (remove - 0.5) / now if remove else 0.0
+            for projection in layout.projections:
+                self.meta.head_pruning_ratio_dict[projection] = [step_ratio] * (self.meta.iterative_steps + 1)
 
     def step(self) -> None:
+        if not self.meta.global_pruning:
+            self._schedule_heads()
         self.meta.step()
         for layout in self.layouts:
-            layout.set_heads(self.meta.num_heads[layout.projections[0]])
+            heads = self.meta.num_heads[layout.projections[0]]
+            if heads < 1:  # global ranking can empty one module while keeping another's heads
+                raise ModelError(
+                    f"pruning removed every attention head of {layout.name!r} (global ranking at ratio "
+                    f"{self.meta.per_step_head_pruning_ratio[self.meta.current_step]:.2f}); use local pruning "
+                    "or a lower ratio"
+                )
+            layout.set_heads(heads)
 
 
 def _pruner(
@@ -260,17 +287,15 @@ def model_cost(
 ) -> float:
     if metric == "params":
         return float(count_parameters(model))
-    if metric == "macs":
-        import torch_pruning as tp
+    if metric == "macs":  # counted as the evaluation of the result counts them (attention MatMuls too)
+        from edgecompress.evaluate import module_macs
 
         try:
-            macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_shape))
-        except Exception as exc:  # a pruned model whose forward no longer runs: named, not a traceback
+            return float(module_macs(model, tuple(input_shape)))
+        except ModelError as exc:  # a pruned model whose forward no longer runs: named, not a traceback
             raise ModelError(
-                f"the pruned {type(model).__name__} no longer runs on inputs of shape {tuple(input_shape)}: "
-                f"{type(exc).__name__}: {str(exc)[:300]}"
+                f"the pruned {type(model).__name__} no longer runs on inputs of shape {tuple(input_shape)}: {exc}"
             ) from exc
-        return float(macs)
     from edgecompress.measure import Measurement
 
     meter = Measurement(device_class, None, BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S)

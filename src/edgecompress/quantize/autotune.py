@@ -177,7 +177,15 @@ def autotune(
     plan = config.plan(module is not None, parent_accuracy - allowed)
     trials: list[dict[str, Any]] = []
     pick: dict[str, Any] | None = None
+    # whether int8 attention MatMuls are faster is a property of the graph and the target, not of the
+    # calibration: the first trial that measures it decides for the later ones
+    attention: dict[str, Any] | None = None
     for i, qcfg in enumerate(plan):
+        reused = (
+            attention is not None and qcfg.attention_matmuls == "auto" and qcfg.method in ("static", "mixed")
+        )
+        if reused:
+            qcfg = replace(qcfg, attention_matmuls=attention["chosen"])
         start = time.monotonic()
         trial: dict[str, Any] = {
             "index": i,
@@ -204,6 +212,13 @@ def autotune(
                     "details": {k: v for k, v in details.items() if k != "history"},
                 }
             )
+            if attention is None and "attention_matmuls" in details:
+                attention = {**details["attention_matmuls"], "measured_in_trial": i}
+            elif reused:
+                trial["details"]["attention_matmuls"] = {
+                    "chosen": attention["chosen"],
+                    "measured_in_trial": attention["measured_in_trial"],
+                }
         except EdgeCompressError as exc:
             trial.update({"passed": False, "reasons": [f"error: {exc}"], "error": str(exc)})
         trial["seconds"] = time.monotonic() - start
