@@ -15,7 +15,7 @@ import torch
 
 from edgecompress.data import load_dataset
 from edgecompress.distill import DistillConfig, distill_step
-from edgecompress.errors import ConfigError
+from edgecompress.errors import ConfigError, ModelError
 from edgecompress.evaluate import model_stats
 from edgecompress.export import check_parity, export_onnx
 from edgecompress.prune import StructuredConfig, prune_structured
@@ -112,6 +112,22 @@ def test_iterative_schedules_remove_heads_as_one_step_would_and_keep_one(
     )
     assert set(report["attention_heads"].values()) == {heads}
     assert all(b.attn.heads == heads for b in pruned.blocks)
+    assert pruned(torch.zeros(2, *SHAPE)).shape == (2, 10)
+
+
+def test_a_global_ranking_that_empties_a_module_is_a_named_error(digits_artifact):
+    """Global head ranking at 0.9 keeps int(8 x 0.1) = 0 of the 8 heads: said, not a broken model."""
+    torch.manual_seed(0)
+    config = StructuredConfig(ratio=0.9, global_pruning=True)
+    with pytest.raises(
+        ModelError, match=r"^pruning removed every attention head of 'blocks\.0\.attn'.*local pruning"
+    ):
+        prune_structured(tiny_vit(), SHAPE, 10, config, load_dataset(digits_artifact), progress=False)
+    config = StructuredConfig(ratio=0.5, global_pruning=True)
+    pruned, report = prune_structured(
+        tiny_vit(), SHAPE, 10, config, load_dataset(digits_artifact), progress=False
+    )
+    assert all(heads >= 1 for heads in report["attention_heads"].values())
     assert pruned(torch.zeros(2, *SHAPE)).shape == (2, 10)
 
 

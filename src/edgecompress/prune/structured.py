@@ -271,6 +271,8 @@ def _pruner_step(
         _taylor_gradients(model, dataset, config.seed)
     try:
         pruner.step()
+    except ModelError:  # already says what went wrong, and where
+        raise
     except Exception as exc:
         raise ModelError(
             f"torch-pruning failed to prune {type(model).__name__}: {type(exc).__name__}: {str(exc)[:300]}"
