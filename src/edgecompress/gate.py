@@ -1,16 +1,19 @@
 """The accuracy gate: accept a compressed child only where it keeps accuracy and is faster than its
 parent, register it with an alias per device class it earned, and say why when it does not.
 
-The rule, with its uncertainty (the gate decides on the decision split, validation by default; the
-test split is measured and reported, never decides):
+The rule, with its uncertainty (the gate decides on the decision part of the decision split:
+validation past its selection part by default, `edgecompress.data.decision_range`; the test split is
+measured and reported, never decides):
 
-- Accuracy: the drop is paired (parent and child on the same images) with a bootstrap 95 % interval
-  and McNemar's exact test. Rule `point`: the drop itself is within `max_accuracy_drop`; rule
-  `upper` (stricter): the interval's upper bound is.
+- Accuracy: the drop is paired (parent and child on the same images), with Tango's score interval
+  (`edgecompress.stats`) and McNemar's exact test. Rule `upper` (the default): the interval's upper
+  bound is within `max_accuracy_drop`; rule `point` (opt-in, and reports say it ignores the
+  uncertainty): the drop itself is. A split too small for any child to pass the rule is refused.
 - Speed, per device class: parent and child are measured in alternating rounds on the same device
-  (interleaved, so drift in the machine's load hits both); the speed-up is the ratio of the rounds'
-  median p50s with a bootstrap interval over rounds. A class passes only if the interval's lower
-  bound exceeds `min_speedup`: a 1.02x "speed-up" inside the noise is not a speed-up.
+  (interleaved, so drift in the machine's load hits both); the speed-up is the geometric mean of the
+  per-round ratios with a t interval. A class passes only if the interval's lower bound exceeds
+  `min_speedup`: a 1.02x "speed-up" inside the noise is not a speed-up. A class whose timings mean
+  nothing (QEMU) never earns a speed verdict.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from edgecompress.io import write_json, write_text
 from edgecompress.measure import Measurement
 from edgecompress.profiles import timing_note
 from edgecompress.reports import markdown_table
+from edgecompress.stats import MIN_LATENCY_ROUNDS, min_decision_images, paired_difference_interval
+from edgecompress.stats import speedup_interval as _speedup_interval
 from edgecompress.step import Lineage
 
-ACCURACY_RULES = ("point", "upper")
+ACCURACY_RULES = ("upper", "point")
 
 
 @dataclass
@@ -42,16 +47,17 @@ class GateConfig:
         default=0.01, metadata={"help": "largest accuracy drop accepted, a fraction (0.01 = 1 point)"}
     )
     accuracy_rule: str = field(
-        default="point",
+        default="upper",
         metadata={
-            "help": "point: the paired drop is within max_accuracy_drop; upper: its 95 % upper bound is",
+            "help": "upper: the 95 % upper bound of the paired drop is within max_accuracy_drop; point: "
+            "the drop itself is (ignores the uncertainty; reports call it out)",
             "choices": ACCURACY_RULES,
         },
     )
     min_speedup: float = field(
         default=1.0,
-        metadata={"help": "a device class passes when the speed-up's 95 % lower bound exceeds this"},
-    )
+        metadata={"help": "a device class passes when the speed-up's 95 % lower bound exceeds this (0: speed not required)"},
+    )  # fmt: skip
     registered_model_name: str = field(
         default="edgecompress-model", metadata={"help": "MLflow registry name of an accepted child"}
     )
@@ -66,29 +72,36 @@ class GateConfig:
         default_factory=Measurement, metadata={"flatten": True, "exclude": ("device_class",)}
     )
     latency_rounds: int = field(
-        default=8, metadata={"help": "interleaved parent/child rounds per device class"}
+        default=MIN_LATENCY_ROUNDS,
+        metadata={"help": f"interleaved parent/child rounds per device class (≥ {MIN_LATENCY_ROUNDS})"},
     )
     confidence: float = field(default=0.95, metadata={"help": "level of the intervals"})
-    bootstrap_samples: int = field(default=2000, metadata={"help": "bootstrap resamples per interval"})
-    seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
 
-    def validate(self) -> None:
-        if not 0 <= self.max_accuracy_drop < 1:
-            raise ConfigError(f"max_accuracy_drop must be in [0, 1), got {self.max_accuracy_drop}")
-        if not self.min_speedup >= 0:
-            raise ConfigError(f"min_speedup must be ≥ 0 (0: speed is not required), got {self.min_speedup}")
+    def validate_rule(self) -> None:
+        """The accuracy rule's settings (the target-ISA check shares them)."""
+        if not 0 < self.max_accuracy_drop < 1:
+            raise ConfigError(
+                f"max_accuracy_drop must be in (0, 1) (an interval never shows a drop of exactly 0), "
+                f"got {self.max_accuracy_drop}"
+            )
         if self.decision_split not in ("val", "test"):
             raise ConfigError(
                 f"decision_split must be val or test (train is what the model fitted), got {self.decision_split!r}"
             )
         if self.accuracy_rule not in ACCURACY_RULES:
             raise ConfigError(f"accuracy_rule must be one of {ACCURACY_RULES}, got {self.accuracy_rule!r}")
-        if self.latency_rounds < 3:
+        if not 0.5 < self.confidence < 1:
+            raise ConfigError(f"confidence must be in (0.5, 1), got {self.confidence}")
+
+    def validate(self) -> None:
+        self.validate_rule()
+        if not self.min_speedup >= 0:
+            raise ConfigError(f"min_speedup must be ≥ 0 (0: speed is not required), got {self.min_speedup}")
+        if self.latency_rounds < MIN_LATENCY_ROUNDS:
             raise ConfigError(
-                f"latency_rounds must be ≥ 3 (an interval needs rounds), got {self.latency_rounds}"
+                f"latency_rounds must be ≥ {MIN_LATENCY_ROUNDS} (fewer interleaved rounds cannot resolve a "
+                f"speed-up), got {self.latency_rounds}"
             )
-        if not 0.5 < self.confidence < 1 or self.bootstrap_samples < 100:
-            raise ConfigError("confidence must be in (0.5, 1) and bootstrap_samples ≥ 100")
         for name in parse_device_classes(self.device_classes):
             Measurement(name, **{k: getattr(self.measurement, k) for k in _BENCH}).validate()
 
@@ -96,59 +109,54 @@ class GateConfig:
 _BENCH = ("farm_url", "bench_min_runs", "bench_min_duration_s", "bench_warmup_runs")
 
 
-def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    tail = (1 - confidence) / 2
-    lo, hi = np.quantile(samples, [tail, 1 - tail])
-    return float(lo), float(hi)
-
-
-def speedup_interval(
-    parent_ms: list[float],
-    child_ms: list[float],
-    confidence: float = 0.95,
-    samples: int = 2000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Speed-up = median parent round p50 / median child round p50, with a bootstrap interval over
-    paired rounds (round i measured parent then child, back to back)."""
-    parent, child = np.asarray(parent_ms, float), np.asarray(child_ms, float)
-    if len(parent) != len(child) or len(parent) < 2:
-        raise ValueError("paired rounds are needed: as many parent as child rounds, at least two")
-    idx = np.random.default_rng(seed).integers(0, len(parent), size=(samples, len(parent)))
-    ratios = np.median(parent[idx], axis=1) / np.median(child[idx], axis=1)
-    lo, hi = _interval(ratios, confidence)
-    return {"speedup": float(np.median(parent) / np.median(child)), "ci_low": lo, "ci_high": hi}
+def speedup_interval(parent_ms: list[float], child_ms: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """The speed-up of paired rounds (round i: parent and child back to back): `edgecompress.stats`."""
+    return _speedup_interval(parent_ms, child_ms, confidence)
 
 
 def accuracy_drop_interval(
-    parent_correct: np.ndarray,
-    child_correct: np.ndarray,
-    confidence: float = 0.95,
-    samples: int = 2000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """The paired drop (parent − child accuracy on the same images), its bootstrap interval over
-    images, and McNemar's exact p-value on the discordant pairs."""
+    parent_correct: np.ndarray, child_correct: np.ndarray, confidence: float = 0.95
+) -> dict[str, Any]:
+    """The paired drop (parent − child accuracy on the same images), Tango's score interval, and
+    McNemar's exact p-value on the discordant pairs."""
     from scipy.stats import binomtest
 
     p, c = np.asarray(parent_correct, bool), np.asarray(child_correct, bool)
     if len(p) != len(c) or len(p) == 0:
         raise ValueError("paired correctness on the same, non-empty set of images is needed")
-    diff = p.astype(float) - c.astype(float)
-    idx = np.random.default_rng(seed).integers(0, len(diff), size=(samples, len(diff)))
-    lo, hi = _interval(diff[idx].mean(axis=1), confidence)
     only_parent, only_child = int((p & ~c).sum()), int((~p & c).sum())
+    lo, hi = paired_difference_interval(only_parent, only_child, len(p), confidence)
     discordant = only_parent + only_child
     p_value = float(binomtest(only_parent, discordant, 0.5).pvalue) if discordant else 1.0
     return {
-        "drop": float(diff.mean()), "ci_low": lo, "ci_high": hi, "samples": int(len(diff)),
+        "drop": (only_parent - only_child) / len(p), "ci_low": lo, "ci_high": hi, "samples": int(len(p)),
         "parent_only_correct": only_parent, "child_only_correct": only_child, "mcnemar_p": p_value,
+        "method": "Tango score interval for paired proportions",
     }  # fmt: skip
+
+
+def check_decision_data(labels: np.ndarray, config: GateConfig, where: str) -> None:
+    """Refuse decision data on which the rule cannot be resolved: fewer than two classes, or fewer
+    images than it takes for even an identical child to pass (`stats.min_decision_images`)."""
+    config.validate_rule()
+    classes = len(np.unique(labels))
+    if classes < 2:
+        raise ConfigError(
+            f"{where}: the decision images hold {classes} class(es); an accuracy decision needs at least 2"
+        )
+    needed = min_decision_images(config.max_accuracy_drop, config.confidence)
+    if len(labels) < needed:
+        raise ConfigError(
+            f"{where}: {len(labels)} decision images cannot resolve a {config.max_accuracy_drop * 100:g}-point "
+            f"accuracy rule: even a child identical to its parent has a {config.confidence:.0%} upper bound "
+            f"above it. It needs at least {needed} images (a larger validation split, or a larger "
+            f"max_accuracy_drop)"
+        )
 
 
 def accuracy_breaks_rule(accuracy: dict[str, float], config: GateConfig) -> str | None:
     """Why a paired accuracy drop (`accuracy_drop_interval`) breaks the gate's accuracy rule, or None.
-    The gate and the target-ISA check (`edgecompress.isa`) both decide with it."""
+    The gate, the target-ISA check and promotion all decide with it."""
     bound = accuracy["drop"] if config.accuracy_rule == "point" else accuracy["ci_high"]
     if bound <= config.max_accuracy_drop + 1e-12:
         return None
@@ -160,15 +168,27 @@ def accuracy_breaks_rule(accuracy: dict[str, float], config: GateConfig) -> str 
     )
 
 
+def speed_passes(speed: dict[str, Any], min_speedup: float) -> bool:
+    """A class passes on speed when speed is not required, or when its timings mean something and the
+    speed-up's lower bound exceeds `min_speedup`."""
+    return min_speedup <= 0 or (speed.get("timing_meaningful", True) and speed["ci_low"] > min_speedup)
+
+
 def decide(
-    accuracy: dict[str, float], speed: dict[str, dict[str, float]], config: GateConfig
+    accuracy: dict[str, float], speed: dict[str, dict[str, Any]], config: GateConfig
 ) -> dict[str, Any]:
     """The verdict from the measured intervals, and every reason a class did not pass."""
     accuracy_reason = accuracy_breaks_rule(accuracy, config)
     accuracy_ok = accuracy_reason is None
     reasons = [accuracy_reason] if accuracy_reason else []
-    faster = {c: s["ci_low"] > config.min_speedup for c, s in speed.items()}
-    slow = [c for c, ok in faster.items() if not ok]
+    faster = {c: speed_passes(s, config.min_speedup) for c, s in speed.items()}
+    unmeaningful = [c for c, ok in faster.items() if not ok and not speed[c].get("timing_meaningful", True)]
+    slow = [c for c, ok in faster.items() if not ok and c not in unmeaningful]
+    if unmeaningful:
+        reasons.append(
+            "no speed verdict on " + ", ".join(unmeaningful) + ": its timings are not meaningful (QEMU); "
+            "such a class can pass only with min_speedup 0"
+        )
     if slow:
         reasons.append(
             f"not faster than {config.min_speedup:g}× with {config.confidence:.0%} confidence on "
@@ -188,15 +208,45 @@ def decide(
 
 def rule_text(config: GateConfig) -> str:
     accuracy = (
-        f"paired accuracy drop on {config.decision_split} ≤ {config.max_accuracy_drop * 100:g} points"
+        f"paired accuracy drop on {config.decision_split} ≤ {config.max_accuracy_drop * 100:g} points "
+        "(rule 'point': the point estimate decides, its uncertainty is ignored)"
         if config.accuracy_rule == "point"
         else f"upper {config.confidence:.0%} bound of the paired drop on {config.decision_split} "
         f"≤ {config.max_accuracy_drop * 100:g} points"
     )
-    return (
-        f"{accuracy}; per device class, the lower {config.confidence:.0%} bound of the interleaved "
-        f"speed-up > {config.min_speedup:g}×"
+    speed = (
+        "speed not required"
+        if config.min_speedup <= 0
+        else f"per device class, the lower {config.confidence:.0%} bound of the interleaved speed-up > "
+        f"{config.min_speedup:g}× (no speed verdict where timings are not meaningful, e.g. QEMU)"
     )
+    return f"{accuracy}; {speed}"
+
+
+def decision_correctness(
+    onnx_paths: dict[str, Path], dataset: Any, config: GateConfig, where: str = "gate"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per model, whether it is right on each decision image (the decision part of the decision
+    split), and which images those are. Refuses decision data too small for the rule."""
+    from edgecompress.data import decision_range
+    from edgecompress.evaluate import evaluate_onnx
+
+    split = config.decision_split
+    size = dataset.size(split)
+    if size == 0:
+        raise ConfigError(f"{where}: the dataset {dataset.name!r} has no {split!r} split to decide on")
+    part = decision_range(split, size)
+    y = dataset.labels(split)[part.start : part.stop]
+    check_decision_data(y, config, f"{where} on {dataset.name!r} {split}[{part.start}:{part.stop}]")
+    correct = {}
+    for role, path in onnx_paths.items():
+        _, _, logits = evaluate_onnx(Path(path), dataset, split)
+        correct[role] = logits[part.start : part.stop].argmax(1) == y
+    images = {"split": split, "start": part.start, "stop": part.stop, "images": len(y),
+              "selection_images": part.start,
+              "why": "validation's first part is where calibration and selection looked; decisions use the rest"
+              if part.start else "the whole split"}  # fmt: skip
+    return correct, images
 
 
 def gate_step(
@@ -216,34 +266,29 @@ def gate_step(
     gate is a result, not an error: the run completes and says so. With `isa_check_path` (the
     target-ISA check's result, `edgecompress.isa`), a class the check rejected is not accepted."""
     from edgecompress.data import load_dataset
-    from edgecompress.evaluate import evaluate_onnx
     from edgecompress.export import load_model_package
 
     config.validate()
     ctx = lineage_ctx or Lineage()
     dataset = load_dataset(Path(dataset_path))
-    if dataset.size(config.decision_split) == 0:
-        raise ConfigError(f"the dataset {dataset.name!r} has no {config.decision_split!r} split to decide on")
     parent, child = load_model_package(Path(parent_dir)), load_model_package(Path(child_dir))
     ctx.check()
     p_eval, c_eval = (json.loads(Path(p).read_text()) for p in (parent_eval_path, child_eval_path))
-    y = dataset.labels(config.decision_split)
-    correct = {}
-    for role, package in (("parent", parent), ("child", child)):
-        _, _, logits = evaluate_onnx(package.onnx_path, dataset, config.decision_split)
-        correct[role] = logits.argmax(1) == y
-    accuracy = accuracy_drop_interval(correct["parent"], correct["child"], config.confidence,
-                                      config.bootstrap_samples, config.seed)  # fmt: skip
+    correct, images = decision_correctness(
+        {"parent": parent.onnx_path, "child": child.onnx_path}, dataset, config
+    )
+    accuracy = accuracy_drop_interval(correct["parent"], correct["child"], config.confidence)
     per_class, speed = {}, {}
     for cls in parse_device_classes(config.device_classes):
         meter = Measurement(cls, **{k: getattr(config.measurement, k) for k in _BENCH})
         rounds = meter.interleaved(parent.onnx_path, child.onnx_path, config.latency_rounds)
-        speed[cls] = speedup_interval(rounds["parent_ms"], rounds["child_ms"], config.confidence,
-                                      config.bootstrap_samples, config.seed)  # fmt: skip
+        speed[cls] = {
+            **speedup_interval(rounds["parent_ms"], rounds["child_ms"], config.confidence),
+            "timing_meaningful": timing_note(cls) is None,  # false under QEMU: numerics only
+        }
         per_class[cls] = {
             "parent_p50_ms": float(np.median(rounds["parent_ms"])), "child_p50_ms": float(np.median(rounds["child_ms"])),
-            **speed[cls], "rounds": rounds, "emulated": rounds["emulated"],
-            "timing_meaningful": timing_note(cls) is None,  # false under QEMU: numerics only
+            **speed[cls], "latency_rounds": rounds, "emulated": rounds["emulated"],
         }  # fmt: skip
     decision = decide(accuracy, speed, config)
     for cls, ok in decision["faster"].items():
@@ -261,7 +306,7 @@ def gate_step(
     child_id = child.info.get("mlflow_model_id")
     result = {
         "verdict": verdict, "rule": rule_text(config), "reasons": decision["reasons"],
-        "decision_split": config.decision_split, "accuracy": accuracy, "accuracy_drop": accuracy["drop"],
+        "decision_split": config.decision_split, "decision_images": images, "accuracy": accuracy, "accuracy_drop": accuracy["drop"],
         "max_accuracy_drop": config.max_accuracy_drop, "accuracy_rule": config.accuracy_rule,
         "min_speedup": config.min_speedup, "confidence": config.confidence,
         "accepted_device_classes": decision["accepted_device_classes"], "device_classes": per_class,
@@ -316,6 +361,18 @@ def _summary_row(evaluation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _images_text(result: dict[str, Any]) -> str:
+    im = result.get("decision_images")
+    if not im:
+        return f"{result['decision_split']} ({result['accuracy']['samples']} images)"
+    return (
+        f"{im['split']} images {im['start']}–{im['stop'] - 1} ({im['images']} images; the first "
+        f"{im['selection_images']} are the selection part, never used to decide)"
+        if im["selection_images"]
+        else f"{im['split']} ({im['images']} images)"
+    )
+
+
 def gate_markdown(result: dict[str, Any]) -> str:
     p, c = result["parent"], result["child"]
     rows = [
@@ -327,9 +384,11 @@ def gate_markdown(result: dict[str, Any]) -> str:
     lines += [f"- {r}" for r in result["reasons"]] or ["- passed every check"]
     lines += [
         "",
-        f"Accuracy drop on {result['decision_split']} (paired, {acc['samples']} images): "
+        f"Accuracy drop on {_images_text(result)} (paired): "
         f"{acc['drop'] * 100:+.2f} points, {result['confidence']:.0%} CI "
-        f"[{acc['ci_low'] * 100:+.2f}, {acc['ci_high'] * 100:+.2f}], McNemar p = {acc['mcnemar_p']:.3g}.",
+        f"[{acc['ci_low'] * 100:+.2f}, {acc['ci_high'] * 100:+.2f}] ({acc.get('method', 'bootstrap')}), "
+        f"{acc['parent_only_correct']} images only the parent got right, {acc['child_only_correct']} only the "
+        f"child, McNemar p = {acc['mcnemar_p']:.3g}.",
         "",
         markdown_table(
             ["model", "technique", f"{p['split']} accuracy", "params", "MACs", "ONNX bytes", "gzip bytes"], rows

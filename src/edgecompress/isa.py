@@ -36,7 +36,7 @@ import numpy as np
 from edgecompress.errors import BenchmarkError, ConfigError
 from edgecompress.farm.device import normalize_isa
 from edgecompress.farm.devices import parse_device_classes
-from edgecompress.gate import GateConfig, accuracy_breaks_rule, accuracy_drop_interval
+from edgecompress.gate import GateConfig, accuracy_breaks_rule, accuracy_drop_interval, check_decision_data
 from edgecompress.io import write_json, write_text
 from edgecompress.reports import markdown_table
 
@@ -93,14 +93,7 @@ class IsaCheckConfig:
 
     def validate(self) -> None:
         g = self.gate
-        if not 0 <= g.max_accuracy_drop < 1:
-            raise ConfigError(f"max_accuracy_drop must be in [0, 1), got {g.max_accuracy_drop}")
-        if g.decision_split not in ("val", "test"):
-            raise ConfigError(f"decision_split must be val or test, got {g.decision_split!r}")
-        if g.accuracy_rule not in ("point", "upper"):
-            raise ConfigError(f"accuracy_rule must be point or upper, got {g.accuracy_rule!r}")
-        if not 0.5 < g.confidence < 1 or g.bootstrap_samples < 100:
-            raise ConfigError("confidence must be in (0.5, 1) and bootstrap_samples ≥ 100")
+        g.validate_rule()
         if (
             min(self.isa_max_samples, self.isa_parent_max_samples, self.isa_threads) < 0
             or not self.isa_timeout_s > 0
@@ -267,9 +260,7 @@ def isa_check(
         info, child_t, parent_t, seconds = runs[key]
         from edgecompress.farm.profilecheck import mismatches
 
-        drop = accuracy_drop_interval(
-            parent_correct, child_t.argmax(1) == y, g.confidence, g.bootstrap_samples, g.seed
-        )
+        drop = accuracy_drop_interval(parent_correct, child_t.argmax(1) == y, g.confidence)
         reason = accuracy_breaks_rule(drop, g)
         cpu_disagrees = mismatches(name, info.get("cpu"))
         row.update({
@@ -310,7 +301,7 @@ def isa_check_step(
     report_path: Path | None = None,
 ) -> dict[str, Any]:
     """The check on model packages and a dataset file; writes the result JSON (and a Markdown report)."""
-    from edgecompress.data import load_dataset
+    from edgecompress.data import decision_range, load_dataset
     from edgecompress.export import load_model_package
 
     config.validate()
@@ -319,12 +310,14 @@ def isa_check_step(
     n = dataset.size(split)
     if n == 0:
         raise ConfigError(f"the dataset {dataset.name!r} has no {split!r} split to check on")
-    step = subsample(n, config.isa_max_samples)
+    part = decision_range(split, n)  # the images the gate decides on, not the selection part
+    step = subsample(len(part), config.isa_max_samples)
     # only the every-k-th images are decoded (a streamed dataset is never read whole)
-    picked = np.arange(0, n, step)
+    picked = np.arange(part.start, n, step)
+    check_decision_data(dataset.labels(split)[picked], config.gate, f"isa-check on {split}[{part.start}::{step}]")
     x, y = dataset.take(split, picked), dataset.labels(split)[picked]
     parent, child = load_model_package(Path(parent_dir)), load_model_package(Path(child_dir))
-    result = isa_check(parent.onnx_path, child.onnx_path, x, y, config, split_size=n)
+    result = isa_check(parent.onnx_path, child.onnx_path, x, y, config, split_size=len(part))
     result["subsample_step"] = step
     result["dataset"] = dataset.name
     write_json(Path(results_path), result)

@@ -72,7 +72,7 @@ def component_chain() -> _Outputs:
         parent_model=trained.outputs["model"], child_model=quant.outputs["quantized_model"],
         dataset=data.outputs["dataset"], parent_evaluation=evals[0].outputs["results"],
         child_evaluation=evals[1].outputs["results"], max_accuracy_drop=0.05, min_speedup=1000.0,
-        registered_model_name="component-test", device_classes=["rpi4-emulated"], latency_rounds=3,
+        registered_model_name="component-test", device_classes=["rpi4-emulated"], latency_rounds=8,
         bench_min_runs=50, bench_min_duration_s=0.2, **lineage,
     )  # fmt: skip
     gate.after(*benches)

@@ -167,7 +167,7 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
         edge_benchmark_step(workdir / role, bench, workdir / f"{role}-bench.json", lineage_ctx=ctx)
     gate_config = GateConfig(
         max_accuracy_drop=0.5, min_speedup=0.0, registered_model_name="digits-small",
-        device_classes=["rpi4-emulated"], latency_rounds=3, measurement=bench.measurement,
+        device_classes=["rpi4-emulated"], latency_rounds=8, measurement=bench.measurement,
     )  # fmt: skip
     gate = gate_step(
         workdir / "parent", workdir / "child", digits_artifact, workdir / "parent-eval.json",

@@ -12,17 +12,20 @@ from edgecompress.data.base import (
     BUILTIN_DATASETS,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
+    SELECTION_FRACTION,
     SPLITS,
     Dataset,
     DatasetSource,
     _stratified_split,
     content_digest,
+    decision_range,
     load_digits,
     load_fashion_mnist,
     load_npz_artifact,
     load_source,
     load_user_npz,
     save_npz_artifact,
+    selection_size,
     to_model_input,
 )
 from edgecompress.data.folders import (
@@ -37,7 +40,8 @@ from edgecompress.data.sharded import MANIFEST, ShardedDataset, copy_sharded, lo
 from edgecompress.io import atomic_path
 
 __all__ = [
-    "BUILTIN_DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "SPLITS", "Dataset", "DatasetSource",
+    "BUILTIN_DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "SELECTION_FRACTION", "SPLITS", "Dataset",
+    "DatasetSource", "decision_range", "selection_size",
     "ImageTransform", "ShardedDataset", "_stratified_split", "content_digest", "load_dataset", "load_digits",
     "load_fashion_mnist", "load_image", "read_image_batch", "load_source", "load_user_npz", "save_dataset", "to_model_input",
     "write_dataset",

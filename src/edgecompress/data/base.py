@@ -30,6 +30,21 @@ FASHION_MNIST_CLASSES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
 BUILTIN_DATASETS = ("digits", "fashion-mnist")
+# Validation is used twice: to choose (calibration checks, autotune and mixed-precision trials, pruning
+# sensitivity and budgets, NAS ranking) and to decide (the gate, the target-ISA check, promotion). An
+# interval on images that also chose the child is optimistic, so the first SELECTION_FRACTION of the
+# validation split is the selection part and the gate decides on the rest (`decision_range`).
+SELECTION_FRACTION = 0.3
+
+
+def selection_size(val_size: int) -> int:
+    """How many leading validation images the choosing steps may look at."""
+    return int(val_size * SELECTION_FRACTION)
+
+
+def decision_range(split: str, size: int) -> range:
+    """The images of `split` a decision uses: validation past its selection part, or all of test."""
+    return range(selection_size(size) if split == "val" else 0, size)
 
 
 @dataclass
@@ -245,7 +260,9 @@ def load_digits(seed: int = 0) -> Dataset:
     bunch = sk_digits()
     x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
     y = bunch.target.astype(np.int64)
-    tr, va, te = _stratified_split(y, (0.15, 0.15), seed)
+    # 40/45/15: validation is large enough that its decision part (~566 images) can resolve the gate's
+    # default 1-point rule (at least `edgecompress.stats.min_decision_images(0.01)` = 381 images)
+    tr, va, te = _stratified_split(y, (0.45, 0.15), seed)
     arrays = {
         "x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va],
         "x_test": x[te], "y_test": y[te],
