@@ -30,7 +30,6 @@ from edgecompress.errors import ConfigError
 from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES, parse_device_classes
 from edgecompress.io import write_json, write_text
 from edgecompress.measure import Measurement
-from edgecompress.profiles import timing_note
 from edgecompress.reports import markdown_table
 from edgecompress.stats import MIN_LATENCY_ROUNDS, min_decision_images, paired_difference_interval
 from edgecompress.stats import speedup_interval as _speedup_interval
@@ -109,7 +108,9 @@ class GateConfig:
 _BENCH = ("farm_url", "bench_min_runs", "bench_min_duration_s", "bench_warmup_runs")
 
 
-def speedup_interval(parent_ms: list[float], child_ms: list[float], confidence: float = 0.95) -> dict[str, Any]:
+def speedup_interval(
+    parent_ms: list[float], child_ms: list[float], confidence: float = 0.95
+) -> dict[str, Any]:
     """The speed-up of paired rounds (round i: parent and child back to back): `edgecompress.stats`."""
     return _speedup_interval(parent_ms, child_ms, confidence)
 
@@ -281,15 +282,10 @@ def gate_step(
     per_class, speed = {}, {}
     for cls in parse_device_classes(config.device_classes):
         meter = Measurement(cls, **{k: getattr(config.measurement, k) for k in _BENCH})
-        rounds = meter.interleaved(parent.onnx_path, child.onnx_path, config.latency_rounds)
-        speed[cls] = {
-            **speedup_interval(rounds["parent_ms"], rounds["child_ms"], config.confidence),
-            "timing_meaningful": timing_note(cls) is None,  # false under QEMU: numerics only
-        }
-        per_class[cls] = {
-            "parent_p50_ms": float(np.median(rounds["parent_ms"])), "child_p50_ms": float(np.median(rounds["child_ms"])),
-            **speed[cls], "latency_rounds": rounds, "emulated": rounds["emulated"],
-        }  # fmt: skip
+        per_class[cls] = meter.compare(
+            parent.onnx_path, child.onnx_path, config.latency_rounds, config.confidence
+        )
+        speed[cls] = per_class[cls]
     decision = decide(accuracy, speed, config)
     for cls, ok in decision["faster"].items():
         per_class[cls]["faster"] = ok

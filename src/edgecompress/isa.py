@@ -314,7 +314,9 @@ def isa_check_step(
     step = subsample(len(part), config.isa_max_samples)
     # only the every-k-th images are decoded (a streamed dataset is never read whole)
     picked = np.arange(part.start, n, step)
-    check_decision_data(dataset.labels(split)[picked], config.gate, f"isa-check on {split}[{part.start}::{step}]")
+    check_decision_data(
+        dataset.labels(split)[picked], config.gate, f"isa-check on {split}[{part.start}::{step}]"
+    )
     x, y = dataset.take(split, picked), dataset.labels(split)[picked]
     parent, child = load_model_package(Path(parent_dir)), load_model_package(Path(child_dir))
     result = isa_check(parent.onnx_path, child.onnx_path, x, y, config, split_size=len(part))

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgecompress.errors import ConfigError
 from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS, emulated_device_class
 from edgecompress.farm.runner import BenchmarkSettings
+from edgecompress.stats import MIN_LATENCY_ROUNDS, speedup_interval
 
 
 @dataclass
@@ -94,6 +97,24 @@ class Measurement:
                 out[key].append(r["p50_ms"])
                 out["emulated"] = r["emulated"]
         return out
+
+    def compare(
+        self, parent: Path, child: Path, rounds: int = MIN_LATENCY_ROUNDS, confidence: float = 0.95
+    ) -> dict[str, Any]:
+        """Parent vs child in interleaved rounds, the one speed-up interval every decision uses
+        (`edgecompress.stats`), and whether this class's timings mean anything at all (not under QEMU)."""
+        from edgecompress.profiles import timing_note
+
+        r = self.interleaved(parent, child, rounds)
+        return {
+            **speedup_interval(r["parent_ms"], r["child_ms"], confidence),
+            "parent_p50_ms": float(np.median(r["parent_ms"])),
+            "child_p50_ms": float(np.median(r["child_ms"])),
+            "latency_rounds": r,
+            "emulated": r["emulated"],
+            "device_class": self.device_class,
+            "timing_meaningful": timing_note(self.device_class) is None,
+        }
 
     def module_latency(self, model: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
         """Latency of a torch module's ONNX export (batch 1): float latency does not depend on the

@@ -8,7 +8,7 @@ from edgecompress.cli import main
 from edgecompress.export import load_model_package
 from edgecompress.measure import Measurement
 from edgecompress.quantize import autotune_step
-from edgecompress.quantize.autotune import AutotuneConfig, Criterion
+from edgecompress.quantize.autotune import AutotuneConfig, Criterion, judge
 from edgecompress.step import Lineage
 from tests.conftest import io_args
 
@@ -39,6 +39,13 @@ def test_no_trial_faster_than_demanded_is_never_a_success(trained_model, digits_
     assert result["passed"] is False and out["autotune"]["passed"] is False
     assert len(result["trials"]) == 5  # every PTQ variant was tried
     assert all(any("not faster" in r for r in t["reasons"]) for t in result["trials"])
+    allowed = result["criterion"]["allowed_drop"]
+    for t in result["trials"]:  # every verdict is the rule applied to the numbers the trial records
+        c = t["check"]
+        assert c["latency_rounds"] >= 8 and c["speedup_ci_low"] <= c["speedup"] <= c["speedup_ci_high"]
+        rule = c["accuracy_drop"] <= allowed + 1e-12 and c["timing_meaningful"] and c["speedup_ci_low"] > 1000
+        assert t["passed"] == rule
+        assert c["split"].startswith("val[:") and c["samples"] < 808 * 0.3 + 1  # the selection part only
     md = (tmp_path / "r.md").read_text()
     assert "NOT PASSED" in md and "not faster than its parent" in md
     assert "<img" in (tmp_path / "r.html").read_text()
@@ -95,3 +102,28 @@ def test_cli_autotune_exits_1_when_nothing_passes(trained_model, digits_artifact
     )
     assert code == 1
     assert "NOT PASSED" in capsys.readouterr().out
+
+
+def _check(**kw):
+    """A trial's recorded check, as check_against_parent writes it."""
+    return {"accuracy_drop": 0.0, "timing_meaningful": True, "speedup": 1.022, "speedup_ci_low": 0.97,
+            "speedup_ci_high": 1.08, "latency_rounds": 8, "p50_ms": 0.305, "parent_p50_ms": 0.312,
+            "size_ratio": 3.8, "onnx_bytes": 1, "parent_onnx_bytes": 4, **kw}  # fmt: skip
+
+
+def test_a_1_02x_point_estimate_inside_the_noise_does_not_pass():
+    """d9a55b6 passed ShuffleNetV2's autotune child on one 1.022x point estimate (issue 30 item 7);
+    later paired measurements had it slower. Now the interval's lower bound decides, as in the gate."""
+    cfg = AutotuneConfig(Criterion(0.01), **FAST)
+    out = judge(_check(), 0.01, cfg)
+    assert out["passed"] is False and out["gain_ok"] is False and out["accuracy_ok"] is True
+    assert "1.02× [0.97, 1.08] over 8 interleaved rounds" in out["reasons"][0]
+    assert judge(_check(speedup_ci_low=1.01), 0.01, cfg)["passed"] is True
+
+
+def test_no_latency_verdict_where_timings_mean_nothing():
+    cfg = AutotuneConfig(Criterion(0.01), **FAST)
+    out = judge(_check(speedup=4.0, speedup_ci_low=3.5, timing_meaningful=False), 0.01, cfg)
+    assert out["passed"] is False and "not meaningful (QEMU)" in out["reasons"][0]
+    size = AutotuneConfig(Criterion(0.01), objective="size", **FAST)
+    assert judge(_check(timing_meaningful=False), 0.01, size)["passed"] is True  # size needs no timing

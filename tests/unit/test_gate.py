@@ -41,7 +41,12 @@ def _accuracy(parent_only: int, child_only: int, n: int = 600):
 
 
 def _speed(ci_low: float, meaningful: bool = True):
-    return {"speedup": ci_low + 0.2, "ci_low": ci_low, "ci_high": ci_low + 0.4, "timing_meaningful": meaningful}
+    return {
+        "speedup": ci_low + 0.2,
+        "ci_low": ci_low,
+        "ci_high": ci_low + 0.4,
+        "timing_meaningful": meaningful,
+    }
 
 
 def test_the_default_rule_rejects_what_the_point_rule_let_through():
@@ -50,7 +55,9 @@ def test_the_default_rule_rejects_what_the_point_rule_let_through():
     acc = _accuracy(parent_only=5, child_only=1)
     speed = {"rpi4-emulated": _speed(1.5)}
     assert GateConfig().accuracy_rule == "upper"
-    assert decide(acc, speed, GateConfig(accuracy_rule="point"))["accepted_device_classes"] == ["rpi4-emulated"]
+    assert decide(acc, speed, GateConfig(accuracy_rule="point"))["accepted_device_classes"] == [
+        "rpi4-emulated"
+    ]
     out = decide(acc, speed, GateConfig())
     assert out["accepted_device_classes"] == [] and "upper 95% bound of the drop" in out["reasons"][0]
 
@@ -191,7 +198,9 @@ def test_gate_step_accepts_a_child_that_keeps_accuracy(trained_model, digits_art
     out = _gate(trained_model, tmp_path / "child", digits_artifact, tmp_path, min_speedup=0)
     assert out["verdict"] == "accepted" and out["accepted_device_classes"] == ["rpi4-emulated"]
     im = out["decision_images"]
-    assert im["selection_images"] > 0 and im["images"] == out["accuracy"]["samples"] == im["stop"] - im["start"]
+    assert (
+        im["selection_images"] > 0 and im["images"] == out["accuracy"]["samples"] == im["stop"] - im["start"]
+    )
     assert out["accuracy"]["ci_high"] > 0  # no discordant pair, and still an honest interval
     assert "selection part" in (tmp_path / "gate.md").read_text()
 
@@ -209,7 +218,6 @@ def test_gate_step_rejects_a_child_no_faster_than_its_parent(trained_model, digi
 def test_gate_step_rejects_a_less_accurate_child(trained_model, digits_artifact, tmp_path):
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step
-
     from tests.conftest import SMALL_CNN
 
     worse = tmp_path / "worse"  # one short epoch: far below the 6-epoch parent

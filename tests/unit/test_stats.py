@@ -88,4 +88,6 @@ def test_a_real_speed_up_is_found_at_the_minimum_rounds():
     rng = np.random.default_rng(6)
     parent, child = _equal_rounds(rng, MIN_LATENCY_ROUNDS, False)
     out = speedup_interval(parent, child / 1.5)
-    assert 1.3 < out["ci_low"] <= out["speedup"] <= out["ci_high"] < 1.7 and out["rounds"] == MIN_LATENCY_ROUNDS
+    assert (
+        1.3 < out["ci_low"] <= out["speedup"] <= out["ci_high"] < 1.7 and out["rounds"] == MIN_LATENCY_ROUNDS
+    )

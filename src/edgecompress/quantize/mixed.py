@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgecompress.data import Dataset
+from edgecompress.data import Dataset, selection_size
 from edgecompress.errors import ModelError
 from edgecompress.export import onnx_logits
 from edgecompress.quantize.config import QUANTIZABLE_OPS, QuantConfig
@@ -19,8 +19,9 @@ from edgecompress.quantize.ptq import check_quantizable, quantizable_nodes, quan
 
 
 def probe_accuracy(proto_or_path: onnx.ModelProto | Path, dataset: Dataset, samples: int) -> float:
-    """Accuracy on the first `samples` of the validation split (selection, never the test split)."""
-    x, y = dataset.split("val", samples)
+    """Accuracy on at most `samples` images of validation's selection part (what chooses never sees
+    the images the gate decides on, nor the test split)."""
+    x, y = dataset.split("val", min(samples, selection_size(dataset.size("val"))))
     with tempfile.TemporaryDirectory(prefix="edgecompress-probe-") as tmp:
         path = proto_or_path
         if isinstance(proto_or_path, onnx.ModelProto):

@@ -168,8 +168,9 @@ def _unquantize_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelP
     return proto
 
 
-# the auto choice measures both variants this often on the target's emulated class (interleaved)
-ATTENTION_BENCH_ROUNDS, ATTENTION_BENCH_MIN_RUNS, ATTENTION_BENCH_MIN_DURATION_S = 3, 30, 0.3
+# the auto choice measures both variants on the target's emulated class in the decisions' minimum of
+# interleaved rounds (edgecompress.stats.MIN_LATENCY_ROUNDS), each this long
+ATTENTION_BENCH_MIN_RUNS, ATTENTION_BENCH_MIN_DURATION_S = 30, 0.3
 
 
 def quantize_static_measured(
@@ -177,8 +178,8 @@ def quantize_static_measured(
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Static INT8 where attention MatMuls are quantized only if that is faster: with
     `attention_matmuls="auto"` and MatMuls of two activations in the graph, both variants are built
-    and timed in interleaved rounds on the target's emulated device class, and the one with the lower
-    median per-round ratio is kept. The measurement is returned as the method's details. On x86 without
+    and timed in interleaved rounds on the target's emulated device class; int8 is kept only where its
+    speed-up's 95 % lower bound is above 1 (the decisions' rule, `edgecompress.stats`), float otherwise. The measurement is returned as the method's details. On x86 without
     VNNI, ONNX Runtime's u8 x s8 activation MatMul is slower than float more often than not (measured
     in benchmarks/architectures); on a board with dot-product instructions it can win."""
     from edgecompress.farm.devices import emulated_classes
@@ -204,15 +205,15 @@ def quantize_static_measured(
         paths = {v: Path(tmp) / f"{v}.onnx" for v in variants}
         for v, proto in variants.items():
             onnx.save(proto, str(paths[v]))
-        rounds = meter.interleaved(paths["float"], paths["int8"], ATTENTION_BENCH_ROUNDS)
-    ratios = [f / i for f, i in zip(rounds["parent_ms"], rounds["child_ms"], strict=True)]
-    chosen = "int8" if float(np.median(ratios)) > 1.0 else "float"
+        speed = meter.compare(paths["float"], paths["int8"])
+    chosen = "int8" if speed["timing_meaningful"] and speed["ci_low"] > 1.0 else "float"
     details.update(
-        float_p50_ms=rounds["parent_ms"], int8_p50_ms=rounds["child_ms"], speedup=float(np.median(ratios)),
-        emulated=rounds["emulated"], chosen=chosen,
+        float_p50_ms=speed["latency_rounds"]["parent_ms"], int8_p50_ms=speed["latency_rounds"]["child_ms"],
+        speedup=speed["speedup"], speedup_ci=[speed["ci_low"], speed["ci_high"]], emulated=speed["emulated"],
+        chosen=chosen,
     )  # fmt: skip
     log.info(
-        "attention MatMuls (%d) in %s: median speed-up of int8 %.2fx on %s",
+        "attention MatMuls (%d) in %s: int8 speed-up %.2fx on %s",
         len(names),
         chosen,
         details["speedup"],
