@@ -30,6 +30,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """With CI=true nothing is skipped or expected to fail, whatever form it takes (pytest.skip, a skip
+    or xfail mark, unittest's skip/skipTest, a parametrisation that collected nothing): it fails."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped:
+        why = getattr(report, "wasxfail", None) or (
+            report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        )
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a test may not skip or xfail ({why})"
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail  # else pytest counts the failure as expected and exits 0
+
+
 def skip_or_fail_in_ci(reason: str) -> None:
     """Skip for a missing prerequisite that `make test` installs; with CI=true, fail instead.
 
