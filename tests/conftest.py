@@ -164,3 +164,30 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         env=full_env,
         timeout=timeout,
     )
+
+
+def gate_classes_by_rule(gate: dict) -> list[str]:
+    """The device classes a recorded gate result should have accepted, worked out again from the
+    numbers it records (not through `edgecompress.gate`): a test of a real run asserts the verdict
+    follows its rule, whatever the verdict is."""
+    acc = gate["accuracy"]
+    bound = acc["drop"] if gate["accuracy_rule"] == "point" else acc["ci_high"]
+    if bound > gate["max_accuracy_drop"] + 1e-12:
+        return []
+    isa_rejected = set((gate.get("isa_check") or {}).get("rejected_device_classes", []))
+    return [
+        c
+        for c, s in gate["device_classes"].items()
+        if (gate["min_speedup"] <= 0 or (s["timing_meaningful"] and s["ci_low"] > gate["min_speedup"]))
+        and c not in isa_rejected
+    ]
+
+
+def assert_gate_follows_its_rule(gate: dict) -> None:
+    accepted = gate_classes_by_rule(gate)
+    assert gate["accepted_device_classes"] == accepted, (gate["accepted_device_classes"], accepted)
+    assert gate["verdict"] == ("accepted" if accepted else "rejected")
+    for s in gate["device_classes"].values():
+        assert s["ci_low"] <= s["speedup"] <= s["ci_high"] and s["rounds"] >= 8
+    acc = gate["accuracy"]
+    assert acc["ci_low"] <= acc["drop"] <= acc["ci_high"] and acc["ci_high"] > acc["ci_low"]

@@ -21,6 +21,7 @@ from edgecompress.gate import (
 )
 from edgecompress.measure import Measurement
 from edgecompress.stats import MIN_LATENCY_ROUNDS
+from tests.conftest import assert_gate_follows_its_rule
 
 RNG = np.random.default_rng(7)
 
@@ -187,8 +188,10 @@ def _gate(parent, child, dataset, tmp_path, **kwargs):
     from edgecompress.step import Lineage
 
     config = GateConfig(device_classes=["rpi4-emulated"], measurement=QUICK, **kwargs)
-    return gate_step(parent, child, dataset, tmp_path / "parent.json", tmp_path / "child.json", config,
-                     tmp_path / "gate.json", tmp_path / "gate.md", Lineage(enabled=False))  # fmt: skip
+    out = gate_step(parent, child, dataset, tmp_path / "parent.json", tmp_path / "child.json", config,
+                    tmp_path / "gate.json", tmp_path / "gate.md", Lineage(enabled=False))  # fmt: skip
+    assert_gate_follows_its_rule(json.loads((tmp_path / "gate.json").read_text()))
+    return out
 
 
 def test_gate_step_accepts_a_child_that_keeps_accuracy(trained_model, digits_artifact, tmp_path):
@@ -258,3 +261,4 @@ def test_gate_step_withholds_a_class_the_isa_check_rejected(trained_model, digit
     saved = json.loads((tmp_path / "gate.json").read_text())
     # the rule alone would accept it; the isa-check's veto withholds it
     assert _rule(saved, config) == ["rpi4-emulated"] and saved["accepted_device_classes"] == []
+    assert_gate_follows_its_rule(saved)
