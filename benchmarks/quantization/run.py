@@ -312,8 +312,8 @@ def _row(model: dict[str, Any], role: str) -> dict[str, Any] | None:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target with its threshold, the measured mean and interval, and the verdict (the mean
-    decides; the interval says whether the seeds or rounds could tell). Per model: the S8S8 repair and
+    """Each target with its threshold, the measured mean and interval, and the verdict
+    (benchmarks.common.verdict: the interval decides, met / missed / undecided). Per model: the S8S8 repair and
     QAT as an alternative, each on its own; on the baseline CNN: the auto-tuner pick's speed, size
     and accuracy."""
     from benchmarks.common import verdict
@@ -354,8 +354,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def cell(interval: dict[str, Any], digits: int = 2, unit: str = "") -> str:
     """`mean [low, high]`, or the bare value where one run stands behind it (deterministic rows)."""
+    from benchmarks.common import has_interval
+
     f = f"{{:.{digits}f}}"
-    if interval["n"] == 1:
+    if not has_interval(interval):
         return f"{f.format(interval['mean'])}{unit} (n=1)"
     return f"{f.format(interval['mean'])} [{f.format(interval['low'])}, {f.format(interval['high'])}]{unit}"
 
@@ -377,6 +379,7 @@ def model_table(model: dict[str, Any]) -> str:
 
 def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
+    from benchmarks.common import VERDICT_RULE
     from edgecompress.reports import markdown_table
 
     t = results["target"]
@@ -401,8 +404,7 @@ def render(results: dict[str, Any]) -> str:
         markdown_table(["model", "target", "threshold", "measured mean [95 % interval]", "verdict"],
                        [[x["model"], x["target"], f"≥ {x['threshold']:g}{x['unit']}", cell(x["interval"], 2, x["unit"]),
                          f"**{x['verdict']}**"] for x in targets(results)]),
-        "", "A target is met when the mean meets the threshold; \"crosses\" / \"within interval\" say the "
-        "interval reaches the other side. The S8S8 repair and QAT are separate rows with separate verdicts: "
+        "", f"Verdicts (benchmarks.common.verdict): {VERDICT_RULE} The S8S8 repair and QAT are separate rows with separate verdicts: "
         "the repair keeps the S8S8 configuration; QAT is a different configuration (its scheme column is "
         "read from its graph), so it is an alternative to S8S8, not a repair of it.", "",
     ]  # fmt: skip
