@@ -116,6 +116,25 @@ def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None 
     return out
 
 
+def onnx_sha256(model_dir: Path) -> str:
+    """sha256 of a Model artifact's ONNX file: the identity of "the baseline" a results.json compares with."""
+    from edgecompress.export import ONNX_FILE
+
+    return hashlib.sha256((Path(model_dir) / ONNX_FILE).read_bytes()).hexdigest()
+
+
+def baseline_record(model_dir: Path) -> dict[str, Any]:
+    """What a results.json records about the baseline it compares with: its ONNX sha256 and cache folder."""
+    return {"baseline_sha256": onnx_sha256(model_dir), "baseline_dir": Path(model_dir).name}
+
+
+def baseline_line(results: dict[str, Any]) -> str:
+    """The report's sentence naming the baseline a results.json compares with."""
+    if results.get("baseline_sha256"):
+        return f"Baseline: ONNX sha256 `{results['baseline_sha256']}`."
+    return f"Baseline ONNX sha256: not recorded ({results.get('baseline_sha256_note', 'no reason recorded')})"
+
+
 def benchmark_parser(doc: str | None, quick_help: str) -> argparse.ArgumentParser:
     """The options every benchmark has: `--quick` (a smoke test, never a result) and `--out`."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,6 +239,28 @@ def verdict(interval: dict[str, Any], threshold: float, higher_is_better: bool, 
     if not clears(best):
         return "missed"
     return "undecided"
+
+
+def all_of(verdicts: list[str]) -> str:
+    """A target made of parts: met when every part is met, missed when one is missed, else undecided."""
+    return "missed" if "missed" in verdicts else "met" if all(v == "met" for v in verdicts) else "undecided"
+
+
+def any_of(verdicts: list[str]) -> str:
+    """A target met in any of several ways: met when one is, missed when every one is, else undecided."""
+    return "met" if "met" in verdicts else "missed" if all(v == "missed" for v in verdicts) else "undecided"
+
+
+def rotating_rounds(names: list[str], rounds: int, measure: Callable[[str], float]) -> dict[str, list[float]]:
+    """Each name's figure per round; every round measures every name once, in an order that rotates and
+    flips from round to round, so that no model always runs first, or right after the same one, and
+    load on a shared machine hits all alike."""
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order if r % 2 == 0 else order[::-1]:
+            out[name].append(measure(name))
+    return out
 
 
 def format_interval(interval: dict[str, Any], scale: float = 1.0, digits: int = 2, unit: str = "") -> str:

@@ -62,7 +62,12 @@ def _train_cfg(s: dict[str, Any], seed: int, extra_epochs: int = 0):
 def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[str, Any]:
     import torch
 
-    from benchmarks.common import baseline_model, fashion_mnist_dataset_artifact, machine_info
+    from benchmarks.common import (
+        baseline_model,
+        baseline_record,
+        fashion_mnist_dataset_artifact,
+        machine_info,
+    )
     from edgecompress.data import load_dataset, load_digits, save_dataset
     from edgecompress.distill import DistillConfig, distill, train_scratch
     from edgecompress.export import load_model_package
@@ -166,7 +171,7 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
             "title": "Compression: prune, distill, INT8 vs Torch-Pruning and NNCF",
             "selection_split": "validation", "report_split": "test", "quick": quick,
             "seeds_completed": list(done), "partial": done != list(s["seeds"]),
-            "machine": machine, "baseline": BASELINE, "rows": table(rows, latency, s),
+            "machine": machine, "baseline": BASELINE, **baseline_record(base_dir), "rows": table(rows, latency, s),
             "kd_selection": {"split": "validation", "seed": 0, "start": f"prune {p50}% start",
                              "candidates": selection, "winner": winner, "winner_settings": chosen},
             "settings": s, "nncf": nncf_info,
@@ -378,7 +383,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     (benchmarks.common.verdict: met / missed / undecided, decided by the interval)."""
     import statistics as st
 
-    from benchmarks.common import VERDICTS, exact_value, format_interval, verdict
+    from benchmarks.common import VERDICTS, all_of, exact_value, format_interval, verdict
 
     rows, t = _by_name(results), results["settings"]["targets"]
     base = rows[results["baseline"]]
@@ -423,22 +428,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def all_of(verdicts: list[str]) -> str:
-    """A target made of parts: met when every part is met, missed when one is missed, else undecided."""
-    return "missed" if "missed" in verdicts else "met" if all(v == "met" for v in verdicts) else "undecided"
-
-
-def any_of(verdicts: list[str]) -> str:
-    """Met when one way is met, missed when every way is missed, else undecided."""
-    return "met" if "met" in verdicts else "missed" if all(v == "missed" for v in verdicts) else "undecided"
-
-
 def dominance(results: dict[str, Any]) -> dict[str, str]:
     """Per peer row (a fixed model): whether a row of ours is shown to dominate it ("met"), shown not to
     ("missed": every row of ours is larger, or its interval is wholly slower or less accurate), or
     neither ("undecided"). Size is exact; speed is ours' per-round p50 ratio (peer ÷ ours, ≥ 1);
     accuracy is ours' t-interval over seeds against the peer's test accuracy."""
-    from benchmarks.common import mean_interval, verdict
+    from benchmarks.common import all_of, any_of, mean_interval, verdict
 
     ours = [r for r in results["rows"] if r["group"] == "ours"]
     out = {}
@@ -463,7 +458,7 @@ def dominance(results: dict[str, Any]) -> dict[str, str]:
 
 
 def render(results: dict[str, Any]) -> str:
-    from benchmarks.common import VERDICT_RULE, format_interval
+    from benchmarks.common import VERDICT_RULE, baseline_line, format_interval
     from edgecompress.reports import markdown_table
 
     rows, s, m, d = _by_name(results), results["settings"], results["machine"], results["dataset"]
@@ -499,7 +494,7 @@ def render(results: dict[str, Any]) -> str:
         f"get {s['recover_epochs'] + s['prune_ft_between']} fine-tuning epochs. Latency: device class "
         f"`{s['device_class']}`{' (emulated on this machine)' if emulated else ''}, ONNX Runtime, batch 1, "
         f"{s['latency_rounds']} interleaved rounds of ≥ {s['min_runs']} runs; `p50 ÷` is the per-round ratio "
-        "baseline ÷ row.", "",
+        "baseline ÷ row.", "", baseline_line(results), "",
         "## Targets", "",
         markdown_table(["target", "threshold", "measured", "verdict"],
                        [[x["target"], x["threshold"], x["measured"], x["verdict"]] for x in targets(results)]), "",

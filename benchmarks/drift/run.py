@@ -140,7 +140,7 @@ def deployed_model(quick: bool) -> tuple[Path, str]:
 
 
 def run(quick: bool, alpha: float) -> dict[str, Any]:
-    from benchmarks.common import fashion_mnist_dataset_artifact, machine_info
+    from benchmarks.common import baseline_record, fashion_mnist_dataset_artifact, machine_info
     from edgecompress.data import load_dataset
     from edgecompress.drift import DriftConfig, ImageDriftDetector
     from edgecompress.export import load_model_package
@@ -205,7 +205,7 @@ def run(quick: bool, alpha: float) -> dict[str, Any]:
             log.info("%s %s done", name, severity)
     machine["load_average_at_end"] = list(os.getloadavg())
     return {
-        "benchmark": "drift", "quick": quick, "machine": machine,
+        "benchmark": "drift", "quick": quick, "machine": machine, **baseline_record(model_dir),
         "model": {"description": model_desc, "directory": model_dir.name,
                   "clean_test_accuracy": float(np.mean(clean_probs.argmax(1) == y_test))},
         "settings": {**settings, "alpha": alpha, "reference_split": "val", "reference_size": len(ref),
@@ -264,7 +264,7 @@ def onset(results: dict[str, Any], name: str, severity: str, family: str) -> str
 
 def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
-    from benchmarks.common import VERDICT_RULE
+    from benchmarks.common import VERDICT_RULE, baseline_line
     from edgecompress.reports import markdown_table
 
     s, m = results["settings"], results["machine"]
@@ -277,6 +277,7 @@ def render(results: dict[str, Any]) -> str:
         f"({results['seconds'] / 60:.1f} min on {m['cpu_model']}, {m['cpu_count']} cores shared with other jobs, "
         f"load average {', '.join(f'{v:.1f}' for v in m['load_average_at_start'])} at start; commit "
         f"{m['git_commit']}, {m['date']}; torch {m['torch']}, onnxruntime {m['onnxruntime']}).", "",
+        f"Deployed model: the benchmarks' baseline CNN. {baseline_line(results)}", "",
         "## Targets", "",
         markdown_table(["target", "threshold", "measured rate [95 % interval] (batches)", "verdict"],
                        [[t["target"], f"{t['direction']} {t['threshold']:g}",

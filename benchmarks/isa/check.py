@@ -34,7 +34,7 @@ PLOT = "check.png"
 
 
 def run(repeats: int, image: str) -> dict[str, Any]:
-    from benchmarks.common import baseline_model, fashion_mnist_dataset_artifact
+    from benchmarks.common import baseline_model, baseline_record, fashion_mnist_dataset_artifact
     from edgecompress.isa import IsaCheckConfig
 
     data, parent = fashion_mnist_dataset_artifact(), baseline_model()
@@ -51,6 +51,7 @@ def run(repeats: int, image: str) -> dict[str, Any]:
                          before[-1]["wall_s"])  # fmt: skip
     return {
         "machine": machine_info(),
+        **baseline_record(parent),
         "qemu_version": qemu_version(),
         "image": image,
         "network": "Fashion-MNIST baseline CNN",
@@ -68,7 +69,7 @@ def run(repeats: int, image: str) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
-    from benchmarks.common import VERDICT_RULE, format_interval, mean_interval
+    from benchmarks.common import VERDICT_RULE, baseline_line, format_interval, mean_interval
     from edgecompress.reports import markdown_table
 
     m, runs, before = results["machine"], results["check_timing"]["runs"], results["parent_on_all"]["runs"]
@@ -82,6 +83,8 @@ def render(results: dict[str, Any]) -> str:
         f"{results['network']} and its {results['child']} child; settings: "
         + ", ".join(f"`{k}` {v}" for k, v in results["settings"].items())
         + ".",
+        "",
+        f"The parent is the benchmarks' baseline CNN. {baseline_line(results)}",
         "",
         "aarch64 is **emulated (QEMU user mode)**: only the wall time of the check is reported, as its cost on "
         "this machine; it says nothing about the board's speed.",

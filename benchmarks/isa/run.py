@@ -31,6 +31,7 @@ import numpy as np
 from benchmarks.common import (
     CACHE,
     baseline_model,
+    baseline_record,
     cache_key,
     fashion_mnist_dataset_artifact,
     machine_info,
@@ -256,7 +257,7 @@ def _change_cell(side: dict[str, Any], samples: int) -> str:
 
 def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
-    from benchmarks.common import VERDICT_RULE
+    from benchmarks.common import VERDICT_RULE, baseline_line
     from edgecompress.reports import markdown_table
 
     m = results["machine"]
@@ -268,6 +269,8 @@ def render(results: dict[str, Any]) -> str:
         f"{results['networks'][0]['targets'][labels[0]]['onnxruntime_version']} (aarch64 wheel) in the arm64 agent image "
         f"under QEMU {results['qemu_version']}; commit {m['git_commit']}, {m['date']}."
         + (" **Quick run (digits): a smoke test, not the benchmark.**" if results.get("quick") else ""),
+        "",
+        f"The first network is the benchmarks' baseline CNN. {baseline_line(results)}",
         "",
         "aarch64 is **emulated (QEMU user mode)**: the numerics are the aarch64 build's (QEMU executes the same "
         "NEON / dot-product instructions a board's ONNX Runtime selects for the emulated CPU); **timings under QEMU "
@@ -433,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             networks = {"Fashion-MNIST baseline CNN": baseline_model(),
                         "Fashion-MNIST MobileNet-style": trained(data, MOBILENET_SPEC, MOBILENET_TRAIN, "mobilenet")}  # fmt: skip
         results: dict[str, Any] = {"machine": machine_info(), "qemu_version": qemu_version(), "quick": args.quick,
-                                   "image": image, "networks": []}  # fmt: skip
+                                   "image": image, "networks": [],
+                                   **baseline_record(next(iter(networks.values())))}  # fmt: skip
         for name, parent in networks.items():
             results["networks"].append(bench_network(name, parent, data, args.quick, image, args.every, work))
         first = next(iter(networks.values()))

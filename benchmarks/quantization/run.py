@@ -180,17 +180,13 @@ def evaluate(path: Path, data: Any, float_test_pred: np.ndarray | None) -> dict[
 def interleaved_latency(paths: dict[str, Path], settings: dict[str, Any]) -> dict[str, list[float]]:
     """Each row's p50 per round; every round measures every model once, in an order that rotates and
     flips from round to round, so load on the shared machine hits all rows alike."""
+    from benchmarks.common import rotating_rounds
     from edgecompress.measure import Measurement
 
     meter = Measurement(DEVICE, None, settings["min_runs"], settings["min_duration_s"])
-    names = list(paths)
-    rounds: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(settings["latency_rounds"]):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order if r % 2 == 0 else order[::-1]:
-            rounds[name].append(meter.latency(paths[name])["p50_ms"])
-        log.info("latency round %d of %d done", r + 1, settings["latency_rounds"])
-    return rounds
+    return rotating_rounds(
+        list(paths), settings["latency_rounds"], lambda n: meter.latency(paths[n])["p50_ms"]
+    )
 
 
 def bench_model(
@@ -379,7 +375,7 @@ def model_table(model: dict[str, Any]) -> str:
 
 def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
-    from benchmarks.common import VERDICT_RULE
+    from benchmarks.common import VERDICT_RULE, baseline_line
     from edgecompress.reports import markdown_table
 
     t = results["target"]
@@ -400,6 +396,7 @@ def render(results: dict[str, Any]) -> str:
         f"{'**emulated** (ONNX Runtime on this x86 machine, ' if t['emulated'] else '('}{t['threads']} thread(s)), "
         "in rounds in which every row is measured once, order rotating; ratios come from the "
         "same rounds. Accuracy: validation (where settings are selected) and test (reported).", "",
+        f"The cnn is the benchmarks' baseline CNN. {baseline_line(results)}", "",
         "## Targets", "",
         markdown_table(["model", "target", "threshold", "measured mean [95 % interval]", "verdict"],
                        [[x["model"], x["target"], f"≥ {x['threshold']:g}{x['unit']}", cell(x["interval"], 2, x["unit"]),
@@ -563,7 +560,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from benchmarks.common import baseline_cached, fashion_mnist_dataset_artifact, machine_info
+    from benchmarks.common import (
+        baseline_cached,
+        baseline_record,
+        fashion_mnist_dataset_artifact,
+        machine_info,
+    )
     from edgecompress.data import load_digits, save_dataset
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step
@@ -573,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info()
     models: dict[str, Any] = {}
+    baselines: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
         work = Path(tmp)
         if args.quick:
@@ -594,8 +597,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 package = cached_model(data, MLP_SPEC, TrainConfig(epochs=3, batch_size=128), "mlp")
             models[name] = bench_model(name, package, data, settings(name), work, machine)
+            baselines[name] = package
         results = {"benchmark": "quantization", "quick": args.quick,
                    "target": target_settings(), "selection_split": "validation", "models": models}  # fmt: skip
+        if "cnn" in models:  # the cnn row is the benchmarks' baseline; the mlp has its own float parent
+            results.update(baseline_record(baselines["cnn"]))
         if args.merge:
             old = json.loads((args.out / "results.json").read_text())
             results["models"] = {**{k: v for k, v in old["models"].items() if k not in models}, **models}
