@@ -80,3 +80,12 @@ def test_fidelity_is_decided_by_the_per_repetition_interval(agent, bare, expecte
     results = json.loads((BENCH / "results.json").read_text())
     results["fidelity"] = [{**results["fidelity"][0], "agent_p50s_ms": agent, "bare_p50s_ms": bare}]
     assert targets(results)["fidelity"][0]["verdict"] == expected
+
+
+def test_the_docstring_states_the_method_the_code_uses() -> None:
+    """run.py said 'the median over repetitions is reported' while the figure was each side's minimum."""
+    import benchmarks.farm.run as farm
+
+    doc = " ".join(farm.__doc__.split())
+    assert "the median over repetitions is reported" not in doc
+    assert "per-repetition ratios agent ÷ bare" in doc and "minimum and median" in doc
