@@ -396,7 +396,8 @@ def render(results: dict[str, Any]) -> str:
         f"{'**emulated** (ONNX Runtime on this x86 machine, ' if t['emulated'] else '('}{t['threads']} thread(s)), "
         "in rounds in which every row is measured once, order rotating; ratios come from the "
         "same rounds. Accuracy: validation (where settings are selected) and test (reported).", "",
-        f"The cnn is the benchmarks' baseline CNN. {baseline_line(results)}", "",
+        *([f"The cnn is the benchmarks' baseline CNN. {baseline_line(results)}", ""]
+          if "cnn" in results["models"] else []),
         "## Targets", "",
         markdown_table(["model", "target", "threshold", "measured mean [95 % interval]", "verdict"],
                        [[x["model"], x["target"], f"≥ {x['threshold']:g}{x['unit']}", cell(x["interval"], 2, x["unit"]),

@@ -119,7 +119,7 @@ def test_quick_benchmark_shape(tmp_path: Path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["selection_split"] == "validation" and results["quick"] is True and not results["partial"]
     rows = {r["name"]: r for r in results["rows"]}
-    assert results["baseline"] in rows
+    assert results["baseline"] in rows and len(results["baseline_sha256"]) == 64
     groups = {r["group"] for r in results["rows"]}
     assert {"baseline", "ours", "study", "Torch-Pruning", "NNCF"} <= groups
     for row in results["rows"]:

@@ -44,6 +44,9 @@ def test_quick_benchmark_writes_a_report_rendered_from_its_json(tmp_path):
             and speedup["n"] == model["settings"]["latency_rounds"]
         )
     assert (tmp_path / "results.md").read_text() == render(results)
+    assert (
+        "baseline_sha256" not in results and "Baseline" not in (tmp_path / "results.md").read_text()
+    )  # mlp only
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["--quick", "--models", "resnet", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
