@@ -272,8 +272,22 @@ def format_interval(interval: dict[str, Any], scale: float = 1.0, digits: int = 
         return f"{mean}{unit} (exact)"
     if not has_interval(interval):
         return f"{mean}{unit} (n={interval.get('n', 1)})"
+    narrow = narrower_than_shown(interval, scale, digits)
+    if narrow:
+        return f"{mean}{unit} ({narrow}, n={interval['n']})"
     cell = f"{mean} [{f.format(interval['low'] * scale)}, {f.format(interval['high'] * scale)}]"
     return f"{cell}{unit} (n={interval['n']})"
+
+
+def narrower_than_shown(interval: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
+    """Where an interval is narrower than the digits shown (`3.72 [3.72, 3.72]` would read as zero
+    width), what to print instead of the bounds; empty where the bounds differ at those digits."""
+    f = f"{{:.{digits}f}}"
+    if f.format(interval["low"] * scale) != f.format(interval["high"] * scale):
+        return ""
+    if interval["low"] == interval["high"]:
+        return "identical values"
+    return f"95 % interval within ±{0.5 * 10**-digits:.{digits + 1}f}"
 
 
 def proportion_interval(successes: int, trials: int, confidence: float = 0.95) -> dict[str, Any]:

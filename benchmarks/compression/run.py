@@ -472,7 +472,8 @@ def render(results: dict[str, Any]) -> str:
             f"{accuracy_interval(r, 'val')['mean']:.4f}" if r["seeds"][0]["val_accuracy"] is not None else "—",
             format_interval(accuracy_interval(r), scale=100), format_interval(drop_interval(r, base)),
             r["params"], r["macs"], r["gzip_bytes"], f"{base['gzip_bytes'] / r['gzip_bytes']:.1f}×",
-            f"{statistics.median(r['p50_ms_per_round']) * 1000:.1f}", format_interval(sp, unit="×"),
+            f"{statistics.median(r['p50_ms_per_round']) * 1000:.1f}",
+            "1× (itself)" if r is base else format_interval(sp, unit="×"),
         ])  # fmt: skip
     sel = results["kd_selection"]
     budget = (f"{s['recover_epochs']} epochs over {s['train_samples'] or 'all'} training images (batch "

@@ -349,12 +349,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cell(interval: dict[str, Any], digits: int = 2, unit: str = "") -> str:
-    """`mean [low, high]`, or the bare value where one run stands behind it (deterministic rows)."""
-    from benchmarks.common import has_interval
+    """`mean [low, high]`; the bare value where one run stands behind it (deterministic rows) or where
+    the interval is narrower than the digits shown (a size ratio hardly depends on the seed): never a
+    zero-width interval."""
+    from benchmarks.common import has_interval, narrower_than_shown
 
     f = f"{{:.{digits}f}}"
     if not has_interval(interval):
         return f"{f.format(interval['mean'])}{unit} (n=1)"
+    if narrow := narrower_than_shown(interval, digits=digits):
+        return f"{f.format(interval['mean'])}{unit} ({narrow}, n={interval['n']})"
     return f"{f.format(interval['mean'])} [{f.format(interval['low'])}, {f.format(interval['high'])}]{unit}"
 
 
@@ -367,7 +371,7 @@ def model_table(model: dict[str, Any]) -> str:
         schemes = sorted({scheme_text(p["scheme"]) for p in r["per_seed"]})
         rows.append([r["name"], r["group"], s["seeds"], cell(s["val_change_pt"]), cell(s["test_change_pt"]),
                      cell(s["top1_agreement"], 4), cell(s["size_ratio"]), f"{lat['p50_ms']:.4f}",
-                     cell(lat["speedup"]), "; ".join(schemes)])  # fmt: skip
+                     "1 (itself)" if r["role"] == "baseline" else cell(lat["speedup"]), "; ".join(schemes)])  # fmt: skip
     return markdown_table(["row", "group", "seeds", "val Δ pt", "test Δ pt", "top-1 agreement", "× smaller",
                            "p50 ms (median of rounds)", "× faster (p50, interleaved)",
                            "activations / weights / float layers (from the graph)"], rows)  # fmt: skip

@@ -45,7 +45,7 @@ def test_the_target_names_the_parents_subsample_and_the_report_labels_qemu():
     )
     assert "| missed |" in render(_results(900.0, 910.0, 905.0))
     assert "| parent on every image | 1220 [1170, 1270] (n=3) | 244 |" in md
-    assert "Per round, before / now: 4.00 [4.00, 4.00]× (n=3) faster." in md
+    assert "Per round, before / now: 4.00× (identical values, n=3) faster." in md  # no zero-width interval
     assert plot(results)[:4] == b"\x89PNG"
 
 

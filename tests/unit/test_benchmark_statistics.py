@@ -78,3 +78,25 @@ def test_every_verdict_is_one_of_three():
 def test_format_interval_scales_to_points():
     cell = format_interval({"mean": -0.0032, "low": -0.0055, "high": -0.0009, "n": 3}, scale=100, unit=" pt")
     assert cell == "-0.32 [-0.55, -0.09] pt (n=3)"
+
+
+def test_no_committed_report_prints_a_zero_width_interval():
+    """Issue 25: n=1 rows printed `93.04 [93.04, 93.04] (n=1)`; a figure without spread says why instead."""
+    import re
+    from pathlib import Path
+
+    reports = sorted((Path(__file__).resolve().parents[2] / "benchmarks").glob("**/results.md"))
+    assert len(reports) >= 9
+    zero_width = re.compile(r"([-+]?\d+\.\d+)[^\s\[|]* \[\+?\1, \+?\1\]")
+    for path in reports:
+        found = zero_width.findall(path.read_text())
+        assert not found, f"{path}: zero-width interval(s) {found[:3]}"
+
+
+def test_an_interval_narrower_than_the_digits_shown_says_so():
+    assert format_interval({"mean": 3.7218, "low": 3.72175, "high": 3.72179, "n": 3}, unit="x") == (
+        "3.72x (95 % interval within ±0.005, n=3)"
+    )
+    assert (
+        format_interval({"mean": 3.73, "low": 3.73, "high": 3.73, "n": 3}) == "3.73 (identical values, n=3)"
+    )
