@@ -14,8 +14,11 @@ reference CPU, interleaved with the baseline's:
 
 `train` writes one Model artifact per seed (DIR/seed-N) and DIR/train-N.json (seconds, device);
 `report` re-exports each student with this machine's torch, reads val and test accuracy through ONNX
-Runtime, measures p50 on the emulated device class next to the baseline in alternating rounds, and
-writes results.json, results.md and kd.png (rendered from the JSON).
+Runtime, measures p50 on the emulated device class next to the baseline in interleaved rounds whose
+order rotates every round (benchmarks.common.rotating_rounds; the 2026-11-30 run predates that and
+measured in one order, baseline first, as its report says), and writes results.json, results.md and
+kd.png (rendered from the JSON). Targets are decided by benchmarks.common.verdict on the t-interval
+over seeds; the JSON records the baseline's ONNX sha256.
 """
 
 from __future__ import annotations
