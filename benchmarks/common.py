@@ -241,6 +241,13 @@ def verdict(interval: dict[str, Any], threshold: float, higher_is_better: bool, 
     return "undecided"
 
 
+def error_bar(interval: dict[str, Any]) -> list[list[float]]:
+    """Matplotlib's asymmetric error ([[below], [above]]) of an interval; none (0) without one (n=1)."""
+    if not has_interval(interval):
+        return [[0.0], [0.0]]
+    return [[interval["mean"] - interval["low"]], [interval["high"] - interval["mean"]]]
+
+
 def all_of(verdicts: list[str]) -> str:
     """A target made of parts: met when every part is met, missed when one is missed, else undecided."""
     return "missed" if "missed" in verdicts else "met" if all(v == "met" for v in verdicts) else "undecided"

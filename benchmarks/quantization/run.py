@@ -471,6 +471,7 @@ def plot(results: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from benchmarks.common import error_bar
     from edgecompress.reports import figure_png
 
     models = results["models"]
@@ -479,8 +480,7 @@ def plot(results: dict[str, Any]) -> bytes:
     for ax, (name, model) in zip(axes[0], models.items(), strict=True):
         for r in model["rows"]:
             sp, ch = r["latency"]["speedup"], r["summary"]["test_change_pt"]
-            ax.errorbar(sp["mean"], ch["mean"], xerr=[[sp["mean"] - sp["low"]], [sp["high"] - sp["mean"]]],
-                        yerr=[[ch["mean"] - ch["low"]], [ch["high"] - ch["mean"]]], fmt="*" if r["role"] == "autotune" else "o",
+            ax.errorbar(sp["mean"], ch["mean"], xerr=error_bar(sp), yerr=error_bar(ch), fmt="*" if r["role"] == "autotune" else "o",
                         ms=10 if r["role"] == "autotune" else 4, color=colors[r["group"]], capsize=2)  # fmt: skip
             ax.annotate(
                 r["name"][:34],
