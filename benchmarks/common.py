@@ -116,6 +116,25 @@ def baseline_model(epochs: int = 10, seed: int = 0, spec: dict[str, Any] | None 
     return out
 
 
+def onnx_sha256(model_dir: Path) -> str:
+    """sha256 of a Model artifact's ONNX file: the identity of "the baseline" a results.json compares with."""
+    from edgecompress.export import ONNX_FILE
+
+    return hashlib.sha256((Path(model_dir) / ONNX_FILE).read_bytes()).hexdigest()
+
+
+def baseline_record(model_dir: Path) -> dict[str, Any]:
+    """What a results.json records about the baseline it compares with: its ONNX sha256 and cache folder."""
+    return {"baseline_sha256": onnx_sha256(model_dir), "baseline_dir": Path(model_dir).name}
+
+
+def baseline_line(results: dict[str, Any]) -> str:
+    """The report's sentence naming the baseline a results.json compares with."""
+    if results.get("baseline_sha256"):
+        return f"Baseline: ONNX sha256 `{results['baseline_sha256']}`."
+    return f"Baseline ONNX sha256: not recorded ({results.get('baseline_sha256_note', 'no reason recorded')})"
+
+
 def benchmark_parser(doc: str | None, quick_help: str) -> argparse.ArgumentParser:
     """The options every benchmark has: `--quick` (a smoke test, never a result) and `--out`."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,8 +176,8 @@ def write_report(
 def mean_interval(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean over seeds with its Student-t interval: a headline figure is never one run.
 
-    With one value the interval is the point itself and `n` says so; a reader must see how many
-    runs stand behind a mean before trusting its width."""
+    With one value there is no interval: `low` and `high` are None, `n` is 1, and `verdict` can only
+    say "undecided" (a zero-width "interval" would claim a certainty one run does not have)."""
     from scipy import stats
 
     data = [float(v) for v in values]
@@ -166,7 +185,7 @@ def mean_interval(values: list[float], confidence: float = 0.95) -> dict[str, An
         raise ValueError("mean_interval needs at least one value")
     mean = sum(data) / len(data)
     if len(data) == 1:
-        return {"mean": mean, "low": mean, "high": mean, "n": 1, "values": data, "confidence": confidence}
+        return {"mean": mean, "low": None, "high": None, "n": 1, "values": data, "confidence": confidence}
     sem = stats.sem(data)
     half = float(stats.t.ppf(0.5 + confidence / 2, len(data) - 1) * sem) if sem > 0 else 0.0
     return {
@@ -175,30 +194,107 @@ def mean_interval(values: list[float], confidence: float = 0.95) -> dict[str, An
     }  # fmt: skip
 
 
-def verdict(interval: dict[str, Any], threshold: float, higher_is_better: bool) -> str:
-    """A target's verdict from the mean (the rule), with the interval saying how sure it is.
+def exact_value(value: float) -> dict[str, Any]:
+    """A figure with no sampling noise (a MACs ratio counted from the graph, a count of lost jobs), in
+    `mean_interval`'s shape: its interval is the value itself, and `exact` says why that is honest."""
+    return {"mean": float(value), "low": float(value), "high": float(value), "n": None, "exact": True}
 
-    "met" / "missed" when the whole interval is on one side of the threshold; "met (interval
-    crosses threshold)" / "missed (within interval)" when the mean decides but the interval does not;
-    "… (one run: no interval)" when a single run stands behind the figure."""
 
-    def ok(value: float) -> bool:
-        return value >= threshold if higher_is_better else value <= threshold
+VERDICTS = ("met", "missed", "undecided")
 
-    mean_ok, low_ok, high_ok = ok(interval["mean"]), ok(interval["low"]), ok(interval["high"])
-    if interval.get("n", 2) < 2:  # one run: its "interval" is a point, it cannot say how sure it is
-        return f"{'met' if mean_ok else 'missed'} (one run: no interval)"
-    if mean_ok:
-        return "met" if low_ok and high_ok else "met (interval crosses threshold)"
-    return "missed" if not (low_ok or high_ok) else "missed (within interval)"
+VERDICT_RULE = (
+    "**met**: the whole 95 % interval clears the threshold; **missed**: the whole interval is on the wrong "
+    "side; **undecided**: the interval crosses the threshold, or there is none (n=1). Undecided is never "
+    "counted as met."
+)
+
+
+def has_interval(interval: dict[str, Any]) -> bool:
+    """Whether a figure has an interval to decide on: n ≥ 2 (a rate over ≥ 2 trials, a mean over ≥ 2
+    seeds or rounds) or an exact value. A committed n = 1 row stored `low == high == mean`: that is
+    read as no interval."""
+    if interval.get("exact"):
+        return True
+    n = interval.get("n")
+    return interval.get("low") is not None and interval.get("high") is not None and (n is None or n >= 2)
+
+
+def verdict(interval: dict[str, Any], threshold: float, higher_is_better: bool, strict: bool = False) -> str:
+    """The one verdict rule of every benchmark: "met" when the whole interval clears the threshold,
+    "missed" when the whole interval is on the wrong side, "undecided" when it crosses (or there is no
+    interval: n = 1). The mean never decides. `strict`: the target is "more than" / "less than" the
+    threshold, so a bound equal to it does not clear it."""
+    if not has_interval(interval):
+        return "undecided"
+    low, high = float(interval["low"]), float(interval["high"])
+
+    def clears(value: float) -> bool:
+        if higher_is_better:
+            return value > threshold if strict else value >= threshold
+        return value < threshold if strict else value <= threshold
+
+    worst, best = (low, high) if higher_is_better else (high, low)
+    if clears(worst):
+        return "met"
+    if not clears(best):
+        return "missed"
+    return "undecided"
+
+
+def error_bar(interval: dict[str, Any]) -> list[list[float]]:
+    """Matplotlib's asymmetric error ([[below], [above]]) of an interval; none (0) without one (n=1)."""
+    if not has_interval(interval):
+        return [[0.0], [0.0]]
+    return [[interval["mean"] - interval["low"]], [interval["high"] - interval["mean"]]]
+
+
+def all_of(verdicts: list[str]) -> str:
+    """A target made of parts: met when every part is met, missed when one is missed, else undecided."""
+    return "missed" if "missed" in verdicts else "met" if all(v == "met" for v in verdicts) else "undecided"
+
+
+def any_of(verdicts: list[str]) -> str:
+    """A target met in any of several ways: met when one is, missed when every one is, else undecided."""
+    return "met" if "met" in verdicts else "missed" if all(v == "missed" for v in verdicts) else "undecided"
+
+
+def rotating_rounds(names: list[str], rounds: int, measure: Callable[[str], float]) -> dict[str, list[float]]:
+    """Each name's figure per round; every round measures every name once, in an order that rotates and
+    flips from round to round, so that no model always runs first, or right after the same one, and
+    load on a shared machine hits all alike."""
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order if r % 2 == 0 else order[::-1]:
+            out[name].append(measure(name))
+    return out
 
 
 def format_interval(interval: dict[str, Any], scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
-    """`mean [low, high]` as a report cell, e.g. `-0.32 [-0.55, -0.09] pt (n=3)`."""
+    """`mean [low, high]` as a report cell, e.g. `-0.32 [-0.55, -0.09] pt (n=3)`; an n = 1 figure is
+    `mean unit (n=1)` with no interval, an exact one `value unit (exact)`."""
     f = f"{{:.{digits}f}}"
-    cell = f"{f.format(interval['mean'] * scale)} [{f.format(interval['low'] * scale)}, "
-    cell += f"{f.format(interval['high'] * scale)}]"
+    mean = f.format(interval["mean"] * scale)
+    if interval.get("exact"):
+        return f"{mean}{unit} (exact)"
+    if not has_interval(interval):
+        return f"{mean}{unit} (n={interval.get('n', 1)})"
+    narrow = narrower_than_shown(interval, scale, digits)
+    if narrow:
+        return f"{mean}{unit} ({narrow}, n={interval['n']})"
+    cell = f"{mean} [{f.format(interval['low'] * scale)}, {f.format(interval['high'] * scale)}]"
     return f"{cell}{unit} (n={interval['n']})"
+
+
+def narrower_than_shown(interval: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
+    """Where an interval is narrower than the digits shown (`3.72 [3.72, 3.72]` would read as zero
+    width), what to print instead of the bounds; empty where the bounds differ at those digits."""
+    f = f"{{:.{digits}f}}"
+    if f.format(interval["low"] * scale) != f.format(interval["high"] * scale):
+        return ""
+    if interval["low"] == interval["high"]:
+        return "identical values"
+    return f"95 % interval within ±{0.5 * 10**-digits:.{digits + 1}f}"
 
 
 def proportion_interval(successes: int, trials: int, confidence: float = 0.95) -> dict[str, Any]:

@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 import onnx
 
-from benchmarks.common import format_interval, machine_info, mean_interval, verdict, write_report
+from benchmarks.common import (
+    VERDICT_RULE,
+    exact_value,
+    format_interval,
+    machine_info,
+    mean_interval,
+    verdict,
+    write_report,
+)
 from edgecompress.data import Dataset, load_digits
 from edgecompress.evaluate import model_stats
 from edgecompress.export import export_onnx
@@ -156,17 +164,16 @@ def targets(results: dict[str, Any]) -> list[str]:
     lines = []
     for name, model in results["models"].items():
         stats = model["stats"]
-        reduction = stats["float"]["macs"] / max(1, stats["pruned"]["macs"])
-        state = "met" if reduction >= MIN_MACS_REDUCTION else "missed"
+        reduction = exact_value(stats["float"]["macs"] / max(1, stats["pruned"]["macs"]))
         lines.append(
             f"{name}: structured ratio {results['settings']['prune_ratio']} removes ≥ {MIN_MACS_REDUCTION:g}x "
-            f"MACs: {reduction:.2f}x — {state}"
+            f"MACs: {format_interval(reduction, unit='x')} — {verdict(reduction, MIN_MACS_REDUCTION, True)}"
         )
         for device in results["devices"]:
             interval = speedup(model, device, "pruned+int8")
             lines.append(
                 f"{name}: pruned + INT8 faster than float on {device} (emulated) (> {MIN_SPEEDUP:g}x): "
-                f"{format_interval(interval, unit='x')} — {verdict(interval, MIN_SPEEDUP, True)}"
+                f"{format_interval(interval, unit='x')} — {verdict(interval, MIN_SPEEDUP, True, strict=True)}"
             )
     return lines
 
@@ -232,6 +239,9 @@ def render(results: dict[str, Any]) -> str:
         "## Targets",
         "",
         *[f"- {t}" for t in targets(results)],
+        "",
+        f"Verdicts (benchmarks.common.verdict): {VERDICT_RULE} MACs are counted from the graph (exact); a "
+        "speed-up must be more than 1x, so an interval touching 1 is undecided.",
         "",
         "## Notes",
         "",

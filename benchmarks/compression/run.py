@@ -6,7 +6,8 @@
 
 Rules (issue 14, item 3): every choice (the KD setting, the best chain) is made on the validation
 split; test accuracy is only reported. Trained rows are repeated over seeds and reported as mean with
-a 95 % t-interval; a target is met only when the mean meets it. Latency is measured in interleaved
+a 95 % t-interval; a target is met only when the whole interval clears it, missed when the whole
+interval is on the wrong side, undecided otherwise (benchmarks.common.verdict). Latency is measured in interleaved
 rounds on one device class (emulated on this machine, labelled so), and speed-ups are per-round ratios.
 results.md and pareto.png are rendered from results.json alone (`render`, `pareto_png`).
 """
@@ -61,7 +62,12 @@ def _train_cfg(s: dict[str, Any], seed: int, extra_epochs: int = 0):
 def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[str, Any]:
     import torch
 
-    from benchmarks.common import baseline_model, fashion_mnist_dataset_artifact, machine_info
+    from benchmarks.common import (
+        baseline_model,
+        baseline_record,
+        fashion_mnist_dataset_artifact,
+        machine_info,
+    )
     from edgecompress.data import load_dataset, load_digits, save_dataset
     from edgecompress.distill import DistillConfig, distill, train_scratch
     from edgecompress.export import load_model_package
@@ -165,7 +171,7 @@ def run(out_dir: Path, quick: bool = False, work: Path | None = None) -> dict[st
             "title": "Compression: prune, distill, INT8 vs Torch-Pruning and NNCF",
             "selection_split": "validation", "report_split": "test", "quick": quick,
             "seeds_completed": list(done), "partial": done != list(s["seeds"]),
-            "machine": machine, "baseline": BASELINE, "rows": table(rows, latency, s),
+            "machine": machine, "baseline": BASELINE, **baseline_record(base_dir), "rows": table(rows, latency, s),
             "kd_selection": {"split": "validation", "seed": 0, "start": f"prune {p50}% start",
                              "candidates": selection, "winner": winner, "winner_settings": chosen},
             "settings": s, "nncf": nncf_info,
@@ -372,22 +378,12 @@ def choose_chain(results: dict[str, Any]) -> dict[str, Any] | None:
     return max(ok, key=lambda r: accuracy_interval(r, "val")["mean"]) if ok else None
 
 
-def strictly_above(interval: dict[str, Any], threshold: float) -> str:
-    """`verdict` for "beats by more than": a mean equal to the threshold is a miss."""
-    from benchmarks.common import verdict
-
-    v = verdict(interval, threshold, True)
-    if interval["mean"] <= threshold and v.startswith("met"):
-        return "missed (within interval)" if interval["high"] > threshold else "missed"
-    return v
-
-
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target: its rule, the threshold, the measured mean with its interval, and the verdict
-    (benchmarks.common.verdict: decided by the mean, qualified by the interval)."""
+    (benchmarks.common.verdict: met / missed / undecided, decided by the interval)."""
     import statistics as st
 
-    from benchmarks.common import format_interval, verdict
+    from benchmarks.common import VERDICTS, all_of, exact_value, format_interval, verdict
 
     rows, t = _by_name(results), results["settings"]["targets"]
     base = rows[results["baseline"]]
@@ -398,14 +394,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         spread, rule, decided = float("nan"), "gap > seed spread (needs ≥ 2 seeds)", "undecided (one seed)"
     else:
         spread = max(st.stdev([x["test_accuracy"] for x in r["seeds"]]) * 100 for r in (kd, scratch))
-        rule, decided = f"gap > {spread:.2f} pt (larger seed std of the two)", strictly_above(gap, spread)
+        rule = f"gap > {spread:.2f} pt (larger seed std of the two)"
+        decided = verdict(gap, spread, True, strict=True)
     out.append({"target": "KD student beats the same student from scratch by more than the seed spread",
                 "threshold": rule, "measured": format_interval(gap, unit=" pt"), "verdict": decided})  # fmt: skip
     p50 = int(results["settings"]["prune_ratio"] * 100)
     gap = paired_gap(rows[f"ours: prune {p50}% + KD"], rows[f"ours: prune {p50}% + fine-tune"])
     out.append({"target": f"prune {p50}% + KD beats prune {p50}% + fine-tune at the same budget",
                 "threshold": "gap > 0 pt", "measured": format_interval(gap, unit=" pt"),
-                "verdict": strictly_above(gap, 0.0)})  # fmt: skip
+                "verdict": verdict(gap, 0.0, True, strict=True)})  # fmt: skip
     chain = choose_chain(results)
     rule = (f"chain ≥ {t['chain_gzip_x']:g}× smaller gzip, ≥ {t['chain_p50_x']:g}× lower p50, ≤ "
             f"{t['chain_max_drop_pt']:g} pt drop (chosen on validation)")  # fmt: skip
@@ -418,36 +415,50 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"target": rule, "threshold": f"drop ≥ −{t['chain_max_drop_pt']:g} pt",
                     "measured": f"{chain['name']}: {gz:.1f}× gzip, p50 {format_interval(speed, unit='×')}, "
                                 f"change {format_interval(drop, unit=' pt')}",
-                    "verdict": verdict(drop, -t["chain_max_drop_pt"], True)})  # fmt: skip
-    not_dominated = dominance(results)
-    out.append({"target": "ours dominates or equals every peer front point (test mean, gzip, p50)",
-                "threshold": "each peer point has a row of ours at least as accurate, as small and as fast",
-                "measured": "all dominated" if not not_dominated else "not dominated: " + "; ".join(not_dominated),
-                "verdict": "met" if not not_dominated else "missed"})  # fmt: skip
+                    "verdict": all_of([verdict(exact_value(gz), t["chain_gzip_x"], True),
+                                       verdict(speed, t["chain_p50_x"], True),
+                                       verdict(drop, -t["chain_max_drop_pt"], True)])})  # fmt: skip
+    peers = dominance(results)
+    shown = {state: [name for name, v in peers.items() if v == state] for state in VERDICTS}
+    measured = "; ".join(f"{state}: {', '.join(names)}" for state, names in shown.items() if names)
+    out.append({"target": "ours dominates or equals every peer point (test accuracy, gzip, p50)",
+                "threshold": "each peer model has a row of ours at least as small (exact), at least as fast "
+                             "(per-round ratio interval ≥ 1) and at least as accurate (interval ≥ the peer's)",
+                "measured": measured or "no peer rows", "verdict": all_of(list(peers.values()))})  # fmt: skip
     return out
 
 
-def dominance(results: dict[str, Any]) -> list[str]:
-    """Peer rows that no row of ours dominates (mean test accuracy ≥, gzip bytes ≤, mean p50 ≤)."""
+def dominance(results: dict[str, Any]) -> dict[str, str]:
+    """Per peer row (a fixed model): whether a row of ours is shown to dominate it ("met"), shown not to
+    ("missed": every row of ours is larger, or its interval is wholly slower or less accurate), or
+    neither ("undecided"). Size is exact; speed is ours' per-round p50 ratio (peer ÷ ours, ≥ 1);
+    accuracy is ours' t-interval over seeds against the peer's test accuracy."""
+    from benchmarks.common import all_of, any_of, mean_interval, verdict
+
     ours = [r for r in results["rows"] if r["group"] == "ours"]
-    missing = []
+    out = {}
     for p in results["rows"]:
         if p["group"] in ("baseline", "ours", "study"):
             continue
-        acc, p50 = accuracy_interval(p)["mean"], statistics.mean(p["p50_ms_per_round"])
-        if not any(
-            accuracy_interval(o)["mean"] >= acc and o["gzip_bytes"] <= p["gzip_bytes"]
-            and statistics.mean(o["p50_ms_per_round"]) <= p50 for o in ours
-        ):  # fmt: skip
-            missing.append(p["name"])
-    return missing
+        peer_acc = accuracy_interval(p)["mean"]
+        ways = []
+        for o in ours:
+            if o["gzip_bytes"] > p["gzip_bytes"]:
+                ways.append("missed")
+                continue
+            ratio = mean_interval(
+                [a / b for a, b in zip(p["p50_ms_per_round"], o["p50_ms_per_round"], strict=True)]
+            )
+            ways.append(all_of([verdict(ratio, 1.0, True), verdict(accuracy_interval(o), peer_acc, True)]))
+        out[p["name"]] = any_of(ways)
+    return out
 
 
 # --- rendering (results.json -> results.md, pareto.png) ----------------------------------------------
 
 
 def render(results: dict[str, Any]) -> str:
-    from benchmarks.common import format_interval
+    from benchmarks.common import VERDICT_RULE, baseline_line, format_interval
     from edgecompress.reports import markdown_table
 
     rows, s, m, d = _by_name(results), results["settings"], results["machine"], results["dataset"]
@@ -461,7 +472,8 @@ def render(results: dict[str, Any]) -> str:
             f"{accuracy_interval(r, 'val')['mean']:.4f}" if r["seeds"][0]["val_accuracy"] is not None else "—",
             format_interval(accuracy_interval(r), scale=100), format_interval(drop_interval(r, base)),
             r["params"], r["macs"], r["gzip_bytes"], f"{base['gzip_bytes'] / r['gzip_bytes']:.1f}×",
-            f"{statistics.median(r['p50_ms_per_round']) * 1000:.1f}", format_interval(sp, unit="×"),
+            f"{statistics.median(r['p50_ms_per_round']) * 1000:.1f}",
+            "1× (itself)" if r is base else format_interval(sp, unit="×"),
         ])  # fmt: skip
     sel = results["kd_selection"]
     budget = (f"{s['recover_epochs']} epochs over {s['train_samples'] or 'all'} training images (batch "
@@ -483,10 +495,13 @@ def render(results: dict[str, Any]) -> str:
         f"get {s['recover_epochs'] + s['prune_ft_between']} fine-tuning epochs. Latency: device class "
         f"`{s['device_class']}`{' (emulated on this machine)' if emulated else ''}, ONNX Runtime, batch 1, "
         f"{s['latency_rounds']} interleaved rounds of ≥ {s['min_runs']} runs; `p50 ÷` is the per-round ratio "
-        "baseline ÷ row.", "",
+        "baseline ÷ row.", "", baseline_line(results), "",
         "## Targets", "",
         markdown_table(["target", "threshold", "measured", "verdict"],
                        [[x["target"], x["threshold"], x["measured"], x["verdict"]] for x in targets(results)]), "",
+        f"Verdicts (benchmarks.common.verdict): {VERDICT_RULE} A target of several parts is met when every "
+        "part is met and missed when one is. The baseline is one model (n=1): `Δ test` is each row's seeds "
+        "against its single test accuracy.", "",
         "## All rows", "",
         markdown_table(["row", "group", "n", "val acc", "test acc %", "Δ test pt vs baseline", "params", "MACs",
                         "gzip B", "gzip ÷", "p50 µs (median)", "p50 ÷"], table), "",
@@ -540,6 +555,7 @@ def pareto_png(results: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from benchmarks.common import has_interval
     from edgecompress.reports import figure_png
 
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -553,7 +569,10 @@ def pareto_png(results: dict[str, Any]) -> bytes:
     for ax, (label, cost) in zip(axes, costs, strict=True):
         for group, members in groups.items():
             pts = [(cost(r), accuracy_interval(r)["mean"] * 100) for r in members]
-            errs = [(accuracy_interval(r)["high"] - accuracy_interval(r)["low"]) * 50 for r in members]
+            errs = [
+                (iv["high"] - iv["low"]) * 50 if has_interval(iv) else 0.0
+                for iv in map(accuracy_interval, members)
+            ]  # n=1: a point, no bar
             handle = ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=errs, fmt="o", label=group,
                                  capsize=3, alpha=0.8)  # fmt: skip
             f = front(pts)
@@ -566,7 +585,7 @@ def pareto_png(results: dict[str, Any]) -> bytes:
                 )
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy % (mean over seeds, 95 % interval)")
+        ax.set_ylabel("test accuracy % (mean over seeds, 95 % interval; n=1: no bar)")
         ax.grid(alpha=0.3, which="both")
         accs = sorted(accuracy_interval(r)["mean"] * 100 for r in results["rows"])
         ax.set_ylim(max(accs[0] - 1, accs[-1] - 12), accs[-1] + 1)

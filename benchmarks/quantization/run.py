@@ -180,17 +180,13 @@ def evaluate(path: Path, data: Any, float_test_pred: np.ndarray | None) -> dict[
 def interleaved_latency(paths: dict[str, Path], settings: dict[str, Any]) -> dict[str, list[float]]:
     """Each row's p50 per round; every round measures every model once, in an order that rotates and
     flips from round to round, so load on the shared machine hits all rows alike."""
+    from benchmarks.common import rotating_rounds
     from edgecompress.measure import Measurement
 
     meter = Measurement(DEVICE, None, settings["min_runs"], settings["min_duration_s"])
-    names = list(paths)
-    rounds: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(settings["latency_rounds"]):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order if r % 2 == 0 else order[::-1]:
-            rounds[name].append(meter.latency(paths[name])["p50_ms"])
-        log.info("latency round %d of %d done", r + 1, settings["latency_rounds"])
-    return rounds
+    return rotating_rounds(
+        list(paths), settings["latency_rounds"], lambda n: meter.latency(paths[n])["p50_ms"]
+    )
 
 
 def bench_model(
@@ -312,8 +308,8 @@ def _row(model: dict[str, Any], role: str) -> dict[str, Any] | None:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target with its threshold, the measured mean and interval, and the verdict (the mean
-    decides; the interval says whether the seeds or rounds could tell). Per model: the S8S8 repair and
+    """Each target with its threshold, the measured mean and interval, and the verdict
+    (benchmarks.common.verdict: the interval decides, met / missed / undecided). Per model: the S8S8 repair and
     QAT as an alternative, each on its own; on the baseline CNN: the auto-tuner pick's speed, size
     and accuracy."""
     from benchmarks.common import verdict
@@ -353,10 +349,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cell(interval: dict[str, Any], digits: int = 2, unit: str = "") -> str:
-    """`mean [low, high]`, or the bare value where one run stands behind it (deterministic rows)."""
+    """`mean [low, high]`; the bare value where one run stands behind it (deterministic rows) or where
+    the interval is narrower than the digits shown (a size ratio hardly depends on the seed): never a
+    zero-width interval."""
+    from benchmarks.common import has_interval, narrower_than_shown
+
     f = f"{{:.{digits}f}}"
-    if interval["n"] == 1:
+    if not has_interval(interval):
         return f"{f.format(interval['mean'])}{unit} (n=1)"
+    if narrow := narrower_than_shown(interval, digits=digits):
+        return f"{f.format(interval['mean'])}{unit} ({narrow}, n={interval['n']})"
     return f"{f.format(interval['mean'])} [{f.format(interval['low'])}, {f.format(interval['high'])}]{unit}"
 
 
@@ -369,7 +371,7 @@ def model_table(model: dict[str, Any]) -> str:
         schemes = sorted({scheme_text(p["scheme"]) for p in r["per_seed"]})
         rows.append([r["name"], r["group"], s["seeds"], cell(s["val_change_pt"]), cell(s["test_change_pt"]),
                      cell(s["top1_agreement"], 4), cell(s["size_ratio"]), f"{lat['p50_ms']:.4f}",
-                     cell(lat["speedup"]), "; ".join(schemes)])  # fmt: skip
+                     "1 (itself)" if r["role"] == "baseline" else cell(lat["speedup"]), "; ".join(schemes)])  # fmt: skip
     return markdown_table(["row", "group", "seeds", "val Δ pt", "test Δ pt", "top-1 agreement", "× smaller",
                            "p50 ms (median of rounds)", "× faster (p50, interleaved)",
                            "activations / weights / float layers (from the graph)"], rows)  # fmt: skip
@@ -377,6 +379,7 @@ def model_table(model: dict[str, Any]) -> str:
 
 def render(results: dict[str, Any]) -> str:
     """results.md, every figure from results.json."""
+    from benchmarks.common import VERDICT_RULE, baseline_line
     from edgecompress.reports import markdown_table
 
     t = results["target"]
@@ -397,12 +400,13 @@ def render(results: dict[str, Any]) -> str:
         f"{'**emulated** (ONNX Runtime on this x86 machine, ' if t['emulated'] else '('}{t['threads']} thread(s)), "
         "in rounds in which every row is measured once, order rotating; ratios come from the "
         "same rounds. Accuracy: validation (where settings are selected) and test (reported).", "",
+        *([f"The cnn is the benchmarks' baseline CNN. {baseline_line(results)}", ""]
+          if "cnn" in results["models"] else []),
         "## Targets", "",
         markdown_table(["model", "target", "threshold", "measured mean [95 % interval]", "verdict"],
                        [[x["model"], x["target"], f"≥ {x['threshold']:g}{x['unit']}", cell(x["interval"], 2, x["unit"]),
                          f"**{x['verdict']}**"] for x in targets(results)]),
-        "", "A target is met when the mean meets the threshold; \"crosses\" / \"within interval\" say the "
-        "interval reaches the other side. The S8S8 repair and QAT are separate rows with separate verdicts: "
+        "", f"Verdicts (benchmarks.common.verdict): {VERDICT_RULE} The S8S8 repair and QAT are separate rows with separate verdicts: "
         "the repair keeps the S8S8 configuration; QAT is a different configuration (its scheme column is "
         "read from its graph), so it is an alternative to S8S8, not a repair of it.", "",
     ]  # fmt: skip
@@ -467,6 +471,7 @@ def plot(results: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from benchmarks.common import error_bar
     from edgecompress.reports import figure_png
 
     models = results["models"]
@@ -475,8 +480,7 @@ def plot(results: dict[str, Any]) -> bytes:
     for ax, (name, model) in zip(axes[0], models.items(), strict=True):
         for r in model["rows"]:
             sp, ch = r["latency"]["speedup"], r["summary"]["test_change_pt"]
-            ax.errorbar(sp["mean"], ch["mean"], xerr=[[sp["mean"] - sp["low"]], [sp["high"] - sp["mean"]]],
-                        yerr=[[ch["mean"] - ch["low"]], [ch["high"] - ch["mean"]]], fmt="*" if r["role"] == "autotune" else "o",
+            ax.errorbar(sp["mean"], ch["mean"], xerr=error_bar(sp), yerr=error_bar(ch), fmt="*" if r["role"] == "autotune" else "o",
                         ms=10 if r["role"] == "autotune" else 4, color=colors[r["group"]], capsize=2)  # fmt: skip
             ax.annotate(
                 r["name"][:34],
@@ -561,7 +565,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from benchmarks.common import baseline_cached, fashion_mnist_dataset_artifact, machine_info
+    from benchmarks.common import (
+        baseline_cached,
+        baseline_record,
+        fashion_mnist_dataset_artifact,
+        machine_info,
+    )
     from edgecompress.data import load_digits, save_dataset
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step
@@ -571,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info()
     models: dict[str, Any] = {}
+    baselines: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
         work = Path(tmp)
         if args.quick:
@@ -592,8 +602,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 package = cached_model(data, MLP_SPEC, TrainConfig(epochs=3, batch_size=128), "mlp")
             models[name] = bench_model(name, package, data, settings(name), work, machine)
+            baselines[name] = package
         results = {"benchmark": "quantization", "quick": args.quick,
                    "target": target_settings(), "selection_split": "validation", "models": models}  # fmt: skip
+        if "cnn" in models:  # the cnn row is the benchmarks' baseline; the mlp has its own float parent
+            results.update(baseline_record(baselines["cnn"]))
         if args.merge:
             old = json.loads((args.out / "results.json").read_text())
             results["models"] = {**{k: v for k, v in old["models"].items() if k not in models}, **models}

@@ -36,6 +36,7 @@ def test_drift_benchmark_quick(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["quick"] and results["machine"]["git_commit"] and results["machine"]["cpu_model"]
+    assert len(results["baseline_sha256"]) == 64  # the deployed model, named (issue 25)
     assert (
         results["settings"]["reference_split"] == "val" and results["settings"]["production_split"] == "test"
     )

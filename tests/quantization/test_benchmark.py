@@ -44,6 +44,9 @@ def test_quick_benchmark_writes_a_report_rendered_from_its_json(tmp_path):
             and speedup["n"] == model["settings"]["latency_rounds"]
         )
     assert (tmp_path / "results.md").read_text() == render(results)
+    assert (
+        "baseline_sha256" not in results and "Baseline" not in (tmp_path / "results.md").read_text()
+    )  # mlp only
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["--quick", "--models", "resnet", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
@@ -82,7 +85,8 @@ def _results(repair: dict, alternative: dict, speedup: dict) -> dict:
         (_iv(-0.1, -0.2, 0.0), _iv(0.1, 0.0, 0.2), _iv(2.5, 2.3, 2.7), ["met", "met", "met"]),
         (_iv(-15.5, -17.0, -14.0), _iv(-0.5, -0.8, -0.4), _iv(1.2, 1.1, 1.3), ["missed", "missed", "missed"]),
         (_iv(-0.4, -0.9, 0.1), _iv(-0.2, -0.7, 0.3), _iv(1.7, 1.5, 1.9),
-         ["missed (within interval)", "met (interval crosses threshold)", "missed (within interval)"]),
+         ["undecided", "undecided", "undecided"]),  # each interval crosses its threshold
+        (_iv(-0.1, -0.2, 0.0, n=1), _iv(0.1, 0.0, 0.2), _iv(2.5, 2.3, 2.7), ["undecided", "met", "met"]),  # n=1
     ],
 )  # fmt: skip
 def test_targets_on_hand_made_results(repair, alternative, speedup, expected):
