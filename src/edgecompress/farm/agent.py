@@ -17,7 +17,10 @@ Per job, every error becomes a failed or released job and the agent keeps servin
   2xx is logged and the job released (409: the lease is gone, nothing to release).
 
 Heartbeats list the one lease the agent holds, so a lease can only outlive its job by a heartbeat,
-never past the job's deadline; a restarted agent process holds none.
+never past the job's deadline; a restarted agent process holds none. The answer lists the leases it
+still holds: when its job's lease is missing (the job was cancelled, the lease taken back), the agent
+kills the benchmark child (or stops the download) at once and reports nothing, so a cancelled job
+keeps the device busy for at most one heartbeat period.
 
 Run: `edgecompress farm agent --controller URL --device-class NAME [--emulate rpi4-emulated]`.
 """
@@ -36,6 +39,7 @@ from typing import Any
 
 from edgecompress.errors import BenchmarkError, ConfigError
 from edgecompress.farm.modelcheck import ModelRejected
+from edgecompress.farm.runner import Cancelled
 from edgecompress.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -112,6 +116,7 @@ class Agent:
         self._set_token(config.token)
         self._lease_lock = threading.Lock()
         self._leases: list[dict[str, Any]] = []  # the lease this process holds (at most one)
+        self._lost = threading.Event()  # set when the controller no longer lists that lease as ours
 
     def _set_token(self, token: str) -> None:
         self._token = token
@@ -235,9 +240,10 @@ class Agent:
     def _heartbeats(self) -> None:
         while not self.stop.wait(self.heartbeat_s):
             try:
+                sent = self._held()
                 resp = self._beats.post(
                     f"{self.url}/v1/agents/{self.agent_id}/heartbeat",
-                    json={"leases": self._held()},
+                    json={"leases": sent},
                     timeout=10,
                     verify=self._verify,
                 )
@@ -245,8 +251,23 @@ class Agent:
                     self._reload_token()
                 elif resp.status_code == 404:  # a fresh database: register again
                     self.register()
+                elif resp.status_code == 200:
+                    self._check_leases(sent, resp.json().get("leases"))
             except Exception as exc:  # keep beating through controller restarts
                 log.debug("heartbeat failed: %s", exc)
+
+    def _check_leases(self, sent: list[dict[str, Any]], held: Any) -> None:
+        """The heartbeat's answer lists the leases this agent still holds: a lease it sent that is
+        missing was lost (the job cancelled, the lease taken back): stop that job's work now."""
+        if not isinstance(held, list):
+            return
+        still = {(h.get("job_id"), h.get("lease_id")) for h in held if isinstance(h, dict)}
+        with self._lease_lock:
+            for lease in sent:
+                if lease in self._leases and (lease["job_id"], lease["lease_id"]) not in still:
+                    log.warning("job %s: the controller no longer lists its lease (cancelled or taken "
+                                "back): stopping its work", lease["job_id"])  # fmt: skip
+                    self._lost.set()
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -295,11 +316,16 @@ class Agent:
                  job["attempts"])  # fmt: skip
         with self._lease_lock:
             self._leases = [lease]
+            self._lost = threading.Event()
         try:
             timing: dict[str, float] = {}
             try:
                 result = self.execute(job, deadline, timing)
                 body: dict[str, Any] = {"status": "done", "result": result}
+            except Cancelled as exc:
+                log.warning("job %s: %s after %.1f s; nothing to report", job["id"], exc,
+                            time.monotonic() - claimed)  # fmt: skip
+                return
             except TransientError as exc:
                 log.warning("releasing job %s for another try: %s", job["id"], exc)
                 self.release(job, str(exc))
@@ -314,6 +340,9 @@ class Agent:
             if body["status"] == "done":
                 body["result"]["farm_timing"] = timing
             body.update({"agent_id": self.agent_id, "lease_id": job["lease_id"]})
+            if self._lost.is_set():
+                log.warning("job %s: its lease is gone; not reporting its outcome", job["id"])
+                return
             self.report(job, body)
         finally:
             with self._lease_lock:
@@ -391,6 +420,7 @@ class Agent:
                 job["settings"],
                 timeout_s=remaining,
                 memory_limit_bytes=self.config.memory_limit_bytes,
+                cancel=self._lost,
             )
             timing["benchmark_wall_ms"] = (time.perf_counter() - t1) * 1e3
         result.update(
@@ -435,6 +465,8 @@ class Agent:
                         if size > limit:
                             raise ModelRejected(f"model exceeds the agent's limit of {limit} bytes")
                         f.write(chunk)
+                        if self._lost.is_set():
+                            raise Cancelled("download stopped: its job's lease is gone")
                         if time.monotonic() > deadline:
                             raise BenchmarkError("the job's timeout passed during the model download")
         except requests.RequestException as exc:
