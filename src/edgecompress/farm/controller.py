@@ -9,16 +9,19 @@ enrolled by the admin and stored hashed, so rotation and revocation need no rest
 unknown token gets 401; a token of the wrong role, or an agent acting for another id, a class it is
 not enrolled for, or a lease it does not hold, gets 403 (or 409 for a lease that moved on). A client
 sees and cancels only its own jobs (another client's are 404); the admin sees all. Results are
-schema-checked (`results.py`) and stamped with the enrolment's `emulated`. `/docs` and
+schema-checked (`results.py`) and every provenance field (agent, class, job, backend, `emulated`,
+description, `timing_meaningful`) is set from the enrolment, the job and the class's profile
+(`results.stamp`). A client may HEAD and use only the blobs it uploaded. `/docs` and
 `/openapi.json` are off unless `docs=True`, and then need a token.
 
 Leases always end (`store.py`); a controller that just started waits one lease period
 (`restart_grace_s`) before it requeues expired leases, so agents that finished while it was down can
 report. Several controllers may share a PostgreSQL database: claims stay exactly-once
 (`FOR UPDATE SKIP LOCKED`) and LISTEN/NOTIFY (`notify.py`) wakes one controller's long polls when
-another one queued or finished a job. Store calls run in a thread pool, never on the event loop: a
-database that stalls (a held
-SQLite write lock, a slow PostgreSQL) does not stall /healthz or the other requests. Bodies over the
+another one queued or finished a job. Store calls run in thread pools, never on the event loop, with
+separate limiters for calls that write and calls that only read (job reads, token look-ups that miss
+the cache): a database that stalls writes (a held SQLite write lock, a slow PostgreSQL, writes queued
+behind it) does not stall reads, /healthz or the other requests. Bodies over the
 limit get 413 (models: `max_model_bytes`; everything else: `max_json_bytes`). With `tls_cert` and
 `tls_key` it serves HTTPS.
 
