@@ -261,6 +261,7 @@ def test_an_agent_stops_a_job_whose_lease_is_gone(farm: Farm, model: Path) -> No
     busy = time.monotonic() - t0
     print(f"\n[{farm.backend}] cancel of a 12 s benchmark -> next job done after {busy:.2f} s")  # type: ignore[attr-defined]
     assert done["state"] == "done", done
+    assert done["result"]["emulated"] is True and "agent_reported" not in done["result"]  # an honest agent
     assert busy < 5.0, (busy, agent.log()[-2000:])
     assert "stopping its work" in agent.log() and agent.alive()
     assert client.job(long["id"])["state"] == "failed"  # cancelled, and nothing reported over it

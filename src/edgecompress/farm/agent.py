@@ -429,8 +429,12 @@ class Agent:
                 "job_id": job["id"],
                 "agent_id": self.agent_id,
                 "model_name": job["model_name"],
+                "emulated": bool(result.get("emulated")) or self.emulated,  # as enrolled, at least
             }
         )
+        # The controller describes the device from the class's profile (results.stamp); this
+        # executor's own wording would only show up as a disagreement under `agent_reported`.
+        result.pop("device_description", None)
         return result
 
     def download(self, url: str, target: Path, deadline: float) -> None:
