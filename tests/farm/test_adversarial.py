@@ -29,7 +29,7 @@ def farm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     server = request.getfixturevalue("postgres_server") if request.param == "postgresql" else None
     db_url = server.new_database() if server is not None else None
     root = tmp_path_factory.mktemp(f"adversarial-{request.param}")
-    farm = Farm(root, ["--lease-s", "3", "--sweep-interval-s", "0.2"], db_url=db_url)
+    farm = Farm(root, ["--sweep-interval-s", "0.2"], db_url=db_url)  # the default 30 s lease
     farm.backend = request.param  # type: ignore[attr-defined]
     yield farm
     farm.close()
@@ -243,7 +243,8 @@ def test_reads_never_wait_on_writes(farm: Farm, model: Path) -> None:
 
 def test_an_agent_stops_a_job_whose_lease_is_gone(farm: Farm, model: Path) -> None:
     """Issue 29 (also seen): a cancelled job kept the device busy ~9.5 s (the agent ignored the
-    heartbeat's list of the leases it still holds). Now it stops within a heartbeat (lease_s/3 = 1 s)."""
+    heartbeat's list of the leases it still holds). Now it stops within 2 s, with the default 30 s
+    lease (idle heartbeats every 10 s): while a job runs, the agent heartbeats at least every 2 s."""
     agent = farm.agent("rpi4-emulated", "--agent-id", "busy-agent")
     client = farm.client()
     ref = client.upload(model)

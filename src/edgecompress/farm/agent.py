@@ -19,8 +19,9 @@ Per job, every error becomes a failed or released job and the agent keeps servin
 Heartbeats list the one lease the agent holds, so a lease can only outlive its job by a heartbeat,
 never past the job's deadline; a restarted agent process holds none. The answer lists the leases it
 still holds: when its job's lease is missing (the job was cancelled, the lease taken back), the agent
-kills the benchmark child (or stops the download) at once and reports nothing, so a cancelled job
-keeps the device busy for at most one heartbeat period.
+kills the benchmark child (or stops the download) at once and reports nothing. While a job runs it
+heartbeats at least every `lease_check_s` (2 s), so a cancelled job keeps the device busy at most
+that long, whatever the lease length (idle, every lease/3).
 
 Run: `edgecompress farm agent --controller URL --device-class NAME [--emulate rpi4-emulated]`.
 """
@@ -67,6 +68,7 @@ class AgentConfig:
     enrolment_token: str = ""  # exchanged once for the agent's own token when `token` is empty
     ca_bundle: Path | None = None  # CA certificates to verify an HTTPS controller with
     result_retry_s: float = 600.0  # keep posting a result this long while the controller is away
+    lease_check_s: float = 2.0  # while a job runs, heartbeat (and learn of a lost lease) at least this often
 
     def validate(self) -> None:
         import re
@@ -237,8 +239,20 @@ class Agent:
         with self._lease_lock:
             return list(self._leases)
 
+    def _beat_due(self, last: float) -> bool:
+        """Every `heartbeat_s` (the controller's lease/3); while a job runs, at least every
+        `lease_check_s`, so that a cancelled job's work stops promptly whatever the lease length."""
+        period = self.heartbeat_s
+        if self._held():
+            period = min(period, self.config.lease_check_s)
+        return time.monotonic() - last >= period
+
     def _heartbeats(self) -> None:
-        while not self.stop.wait(self.heartbeat_s):
+        last = time.monotonic()
+        while not self.stop.wait(0.1):
+            if not self._beat_due(last):
+                continue
+            last = time.monotonic()
             try:
                 sent = self._held()
                 resp = self._beats.post(
