@@ -119,6 +119,7 @@ class Agent:
         self._lease_lock = threading.Lock()
         self._leases: list[dict[str, Any]] = []  # the lease this process holds (at most one)
         self._lost = threading.Event()  # set when the controller no longer lists that lease as ours
+        self._reporting = False  # the job's outcome is being posted (its lease may end any moment)
 
     def _set_token(self, token: str) -> None:
         self._token = token
@@ -277,10 +278,12 @@ class Agent:
             return
         still = {(h.get("job_id"), h.get("lease_id")) for h in held if isinstance(h, dict)}
         with self._lease_lock:
+            if self._reporting:  # our own result may have just ended the lease: not a loss
+                return
             for lease in sent:
                 if lease in self._leases and (lease["job_id"], lease["lease_id"]) not in still:
-                    log.warning("job %s: the controller no longer lists its lease (cancelled or taken "
-                                "back): stopping its work", lease["job_id"])  # fmt: skip
+                    log.warning("lease of job %s lost (the job was cancelled or its lease taken back): "
+                                "stopping its work", lease["job_id"])  # fmt: skip
                     self._lost.set()
 
     # --- the loop -----------------------------------------------------------------------------
@@ -331,17 +334,20 @@ class Agent:
         with self._lease_lock:
             self._leases = [lease]
             self._lost = threading.Event()
+            self._reporting = False
         try:
             timing: dict[str, float] = {}
             try:
                 result = self.execute(job, deadline, timing)
                 body: dict[str, Any] = {"status": "done", "result": result}
             except Cancelled as exc:
-                log.warning("job %s: %s after %.1f s; nothing to report", job["id"], exc,
+                log.warning("stopped job %s (%s) after %.1f s; nothing to report", job["id"], exc,
                             time.monotonic() - claimed)  # fmt: skip
                 return
             except TransientError as exc:
                 log.warning("releasing job %s for another try: %s", job["id"], exc)
+                with self._lease_lock:
+                    self._reporting = True  # the release ends the lease: not a loss
                 self.release(job, str(exc))
                 return
             except BenchmarkError as exc:
@@ -354,8 +360,10 @@ class Agent:
             if body["status"] == "done":
                 body["result"]["farm_timing"] = timing
             body.update({"agent_id": self.agent_id, "lease_id": job["lease_id"]})
+            with self._lease_lock:
+                self._reporting = True
             if self._lost.is_set():
-                log.warning("job %s: its lease is gone; not reporting its outcome", job["id"])
+                log.warning("lease of job %s is gone: not reporting its outcome", job["id"])
                 return
             self.report(job, body)
         finally:
