@@ -230,6 +230,9 @@ def test_cli_admin_enrols_lists_rotates_and_revokes(farm) -> None:
     assert requests.get(f"{farm.url}/v1/whoami", headers=bearer(token), timeout=10).status_code == 401
     assert cli("revoke", "agent", "pi-7").returncode == 0
     assert requests.get(f"{farm.url}/v1/whoami", headers=bearer(rotated), timeout=10).status_code == 401
+    readmitted = cli("readmit", "agent", "pi-7")  # issue 29: it may enrol again, through an enrolment token
+    assert readmitted.returncode == 0 and "re-admitted agent pi-7" in readmitted.stdout, readmitted.stderr
+    assert "awaiting-enrolment" in next(line for line in cli("list").stdout.splitlines() if "pi-7" in line)
     refused = subprocess.run([sys.executable, "-m", "edgecompress.farm", "admin", "list"], capture_output=True,
                              text=True, env={**env, "EDGECOMPRESS_FARM_ADMIN_TOKEN": farm.client_token},
                              timeout=120)  # fmt: skip

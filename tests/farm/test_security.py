@@ -219,7 +219,16 @@ def test_results_are_accepted_once_from_the_lease_holder(farm, tiny_model: Path)
         timeout=10,
     )
     assert nan.status_code in (200, 409, 422)  # never a 500, and the stored job is intact
-    stamped = {**valid_result(p50=1.0), "agent_id": "m1", "device_class": "manual-class", "emulated": False}
+    stamped = {
+        **valid_result(p50=1.0),
+        "agent_id": "m1",
+        "device_class": "manual-class",
+        "emulated": False,
+        "job_id": job["id"],
+        "backend": "farm",
+        "device_description": "manual-class (no device profile)",
+        "timing_meaningful": True,
+    }  # provenance set by the controller (issue 29)
     assert client.job(job["id"])["result"] == stamped
 
 

@@ -50,7 +50,10 @@ def test_concurrent_claims_from_separate_stores_take_each_job_exactly_once(db_ur
     # A repeated submission is a no-op; another agent's or a stale lease is refused.
     job = taken[0][0] if taken[0] else next(per[0] for per in taken if per)
     agent = job["agent_id"]
-    assert stores[2].complete(job["id"], agent, job["lease_id"], True, {}, None)["duplicate"] is True
+    same = {"i": int(agent.removeprefix("agent-"))}  # what that worker sent
+    assert stores[2].complete(job["id"], agent, job["lease_id"], True, same, None)["duplicate"] is True
+    with pytest.raises(Conflict, match="different outcome"):  # a different one on that lease: 409 (issue 29)
+        stores[2].complete(job["id"], agent, job["lease_id"], True, {}, None)
     with pytest.raises(Conflict):
         stores[2].complete(job["id"], agent, "0" * 32, True, {}, None)
     with pytest.raises(Conflict):

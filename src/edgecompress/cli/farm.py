@@ -176,7 +176,11 @@ def _admin_parsers(fsub: argparse._SubParsersAction) -> None:
     p.add_argument("--expires-in-s", type=float, help="stop accepting it after this many seconds")
     _client_args(p)
     p.set_defaults(func=cmd_admin, action="add-enrolment-token")
-    for action, what in (("rotate", "issue a new token (the old one stops working)"), ("revoke", "revoke")):
+    for action, what in (
+        ("rotate", "issue a new token (the old one stops working)"),
+        ("revoke", "revoke"),
+        ("readmit", "lift a revocation: the identity may enrol again through an enrolment token"),
+    ):
         p = asub.add_parser(action, help=what)
         p.add_argument("kind", choices=["client", "agent", "enrolment"])
         p.add_argument("name")
@@ -362,7 +366,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
     )
     if args.action == "list":
         for i in admin.identities():
-            state = "active" if i["active"] else "revoked" if i["revoked_at"] else "expired"
+            state = (
+                "active" if i["active"] else "revoked" if i["revoked_at"]
+                else "awaiting-enrolment" if i.get("awaiting_enrolment") else "expired"
+            )  # fmt: skip
             classes = ",".join(i["device_classes"])
             print(
                 f"{i['kind']:10} {i['name']:40} {state:8} {classes}" + ("  emulated" if i["emulated"] else "")
@@ -378,6 +385,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
         )
     elif args.action == "rotate":
         out = admin.rotate(args.kind, args.name)
+    elif args.action == "readmit":
+        out = admin.readmit(args.kind, args.name)
+        print(f"re-admitted {args.kind} {args.name}: it may enrol again with {out['enrol_with']}")
+        return 0
     else:
         admin.revoke(args.kind, args.name)
         print(f"revoked {args.kind} {args.name}")

@@ -44,5 +44,9 @@ class FarmAdmin(FarmClient):
         """Revoke `name`'s token; a revoked agent's leased jobs go back to the queue."""
         return self._request("DELETE", f"/v1/admin/{KINDS[kind]}/{name}").json()
 
+    def readmit(self, kind: str, name: str) -> dict[str, Any]:
+        """Lift the revocation of `name` so that it may enrol again through an enrolment token."""
+        return self._request("POST", f"/v1/admin/{KINDS[kind]}/{name}/readmit").json()
+
     def identities(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/admin/identities").json()

@@ -17,7 +17,11 @@ Per job, every error becomes a failed or released job and the agent keeps servin
   2xx is logged and the job released (409: the lease is gone, nothing to release).
 
 Heartbeats list the one lease the agent holds, so a lease can only outlive its job by a heartbeat,
-never past the job's deadline; a restarted agent process holds none.
+never past the job's deadline; a restarted agent process holds none. The answer lists the leases it
+still holds: when its job's lease is missing (the job was cancelled, the lease taken back), the agent
+kills the benchmark child (or stops the download) at once and reports nothing. While a job runs it
+heartbeats at least every `lease_check_s` (2 s), so a cancelled job keeps the device busy at most
+that long, whatever the lease length (idle, every lease/3).
 
 Run: `edgecompress farm agent --controller URL --device-class NAME [--emulate rpi4-emulated]`.
 """
@@ -36,6 +40,7 @@ from typing import Any
 
 from edgecompress.errors import BenchmarkError, ConfigError
 from edgecompress.farm.modelcheck import ModelRejected
+from edgecompress.farm.runner import Cancelled
 from edgecompress.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,7 @@ class AgentConfig:
     enrolment_token: str = ""  # exchanged once for the agent's own token when `token` is empty
     ca_bundle: Path | None = None  # CA certificates to verify an HTTPS controller with
     result_retry_s: float = 600.0  # keep posting a result this long while the controller is away
+    lease_check_s: float = 2.0  # while a job runs, heartbeat (and learn of a lost lease) at least this often
 
     def validate(self) -> None:
         import re
@@ -112,6 +118,8 @@ class Agent:
         self._set_token(config.token)
         self._lease_lock = threading.Lock()
         self._leases: list[dict[str, Any]] = []  # the lease this process holds (at most one)
+        self._lost = threading.Event()  # set when the controller no longer lists that lease as ours
+        self._reporting = False  # the job's outcome is being posted (its lease may end any moment)
 
     def _set_token(self, token: str) -> None:
         self._token = token
@@ -232,12 +240,25 @@ class Agent:
         with self._lease_lock:
             return list(self._leases)
 
+    def _beat_due(self, last: float) -> bool:
+        """Every `heartbeat_s` (the controller's lease/3); while a job runs, at least every
+        `lease_check_s`, so that a cancelled job's work stops promptly whatever the lease length."""
+        period = self.heartbeat_s
+        if self._held():
+            period = min(period, self.config.lease_check_s)
+        return time.monotonic() - last >= period
+
     def _heartbeats(self) -> None:
-        while not self.stop.wait(self.heartbeat_s):
+        last = time.monotonic()
+        while not self.stop.wait(0.1):
+            if not self._beat_due(last):
+                continue
+            last = time.monotonic()
             try:
+                sent = self._held()
                 resp = self._beats.post(
                     f"{self.url}/v1/agents/{self.agent_id}/heartbeat",
-                    json={"leases": self._held()},
+                    json={"leases": sent},
                     timeout=10,
                     verify=self._verify,
                 )
@@ -245,8 +266,25 @@ class Agent:
                     self._reload_token()
                 elif resp.status_code == 404:  # a fresh database: register again
                     self.register()
+                elif resp.status_code == 200:
+                    self._check_leases(sent, resp.json().get("leases"))
             except Exception as exc:  # keep beating through controller restarts
                 log.debug("heartbeat failed: %s", exc)
+
+    def _check_leases(self, sent: list[dict[str, Any]], held: Any) -> None:
+        """The heartbeat's answer lists the leases this agent still holds: a lease it sent that is
+        missing was lost (the job cancelled, the lease taken back): stop that job's work now."""
+        if not isinstance(held, list):
+            return
+        still = {(h.get("job_id"), h.get("lease_id")) for h in held if isinstance(h, dict)}
+        with self._lease_lock:
+            if self._reporting:  # our own result may have just ended the lease: not a loss
+                return
+            for lease in sent:
+                if lease in self._leases and (lease["job_id"], lease["lease_id"]) not in still:
+                    log.warning("lease of job %s lost (the job was cancelled or its lease taken back): "
+                                "stopping its work", lease["job_id"])  # fmt: skip
+                    self._lost.set()
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -295,13 +333,21 @@ class Agent:
                  job["attempts"])  # fmt: skip
         with self._lease_lock:
             self._leases = [lease]
+            self._lost = threading.Event()
+            self._reporting = False
         try:
             timing: dict[str, float] = {}
             try:
                 result = self.execute(job, deadline, timing)
                 body: dict[str, Any] = {"status": "done", "result": result}
+            except Cancelled as exc:
+                log.warning("stopped job %s (%s) after %.1f s; nothing to report", job["id"], exc,
+                            time.monotonic() - claimed)  # fmt: skip
+                return
             except TransientError as exc:
                 log.warning("releasing job %s for another try: %s", job["id"], exc)
+                with self._lease_lock:
+                    self._reporting = True  # the release ends the lease: not a loss
                 self.release(job, str(exc))
                 return
             except BenchmarkError as exc:
@@ -314,6 +360,11 @@ class Agent:
             if body["status"] == "done":
                 body["result"]["farm_timing"] = timing
             body.update({"agent_id": self.agent_id, "lease_id": job["lease_id"]})
+            with self._lease_lock:
+                self._reporting = True
+            if self._lost.is_set():
+                log.warning("lease of job %s is gone: not reporting its outcome", job["id"])
+                return
             self.report(job, body)
         finally:
             with self._lease_lock:
@@ -391,6 +442,7 @@ class Agent:
                 job["settings"],
                 timeout_s=remaining,
                 memory_limit_bytes=self.config.memory_limit_bytes,
+                cancel=self._lost,
             )
             timing["benchmark_wall_ms"] = (time.perf_counter() - t1) * 1e3
         result.update(
@@ -399,8 +451,12 @@ class Agent:
                 "job_id": job["id"],
                 "agent_id": self.agent_id,
                 "model_name": job["model_name"],
+                "emulated": bool(result.get("emulated")) or self.emulated,  # as enrolled, at least
             }
         )
+        # The controller describes the device from the class's profile (results.stamp); this
+        # executor's own wording would only show up as a disagreement under `agent_reported`.
+        result.pop("device_description", None)
         return result
 
     def download(self, url: str, target: Path, deadline: float) -> None:
@@ -435,6 +491,8 @@ class Agent:
                         if size > limit:
                             raise ModelRejected(f"model exceeds the agent's limit of {limit} bytes")
                         f.write(chunk)
+                        if self._lost.is_set():
+                            raise Cancelled("download stopped: its job's lease is gone")
                         if time.monotonic() > deadline:
                             raise BenchmarkError("the job's timeout passed during the model download")
         except requests.RequestException as exc:

@@ -9,16 +9,19 @@ enrolled by the admin and stored hashed, so rotation and revocation need no rest
 unknown token gets 401; a token of the wrong role, or an agent acting for another id, a class it is
 not enrolled for, or a lease it does not hold, gets 403 (or 409 for a lease that moved on). A client
 sees and cancels only its own jobs (another client's are 404); the admin sees all. Results are
-schema-checked (`results.py`) and stamped with the enrolment's `emulated`. `/docs` and
+schema-checked (`results.py`) and every provenance field (agent, class, job, backend, `emulated`,
+description, `timing_meaningful`) is set from the enrolment, the job and the class's profile
+(`results.stamp`). A client may HEAD and use only the blobs it uploaded. `/docs` and
 `/openapi.json` are off unless `docs=True`, and then need a token.
 
 Leases always end (`store.py`); a controller that just started waits one lease period
 (`restart_grace_s`) before it requeues expired leases, so agents that finished while it was down can
 report. Several controllers may share a PostgreSQL database: claims stay exactly-once
 (`FOR UPDATE SKIP LOCKED`) and LISTEN/NOTIFY (`notify.py`) wakes one controller's long polls when
-another one queued or finished a job. Store calls run in a thread pool, never on the event loop: a
-database that stalls (a held
-SQLite write lock, a slow PostgreSQL) does not stall /healthz or the other requests. Bodies over the
+another one queued or finished a job. Store calls run in thread pools, never on the event loop, with
+separate limiters for calls that write and calls that only read (job reads, token look-ups that miss
+the cache): a database that stalls writes (a held SQLite write lock, a slow PostgreSQL, writes queued
+behind it) does not stall reads, /healthz or the other requests. Bodies over the
 limit get 413 (models: `max_model_bytes`; everything else: `max_json_bytes`). With `tls_cert` and
 `tls_key` it serves HTTPS.
 
@@ -56,6 +59,8 @@ CLIENT_TOKEN_ENV = "EDGECOMPRESS_FARM_CLIENT_TOKEN"
 AGENT_TOKEN_ENV = "EDGECOMPRESS_FARM_AGENT_TOKEN"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 ADMIN_KINDS = {"clients": "client", "agents": "agent", "enrolment-tokens": "enrolment"}
+WRITE_THREADS = 16  # store calls that write (they may wait for the database's write lock)
+READ_THREADS = 16  # store calls that only read: their own threads, never queued behind writes
 
 
 @dataclass
@@ -173,6 +178,25 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+
+
+def parse_failure(cause: BaseException) -> str:
+    """Why a request body could not be parsed as JSON, for the 400 answer."""
+    if isinstance(cause, RecursionError):
+        return (
+            "the JSON body is nested too deeply to parse (keep it to a few levels, as the API's bodies are)"
+        )
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the JSON body is not valid UTF-8 ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return (
+            f"the JSON body holds an integer too long to parse ({cause}); no field of this API takes "
+            "a number of more than a few digits"
+        )
+    return f"the JSON body cannot be parsed ({type(cause).__name__}: {str(cause)[:200]})"
+
+
 async def _plain(send: Any, status: int, detail: str) -> None:
     import json
 
@@ -196,12 +220,13 @@ def create_app(config: ControllerConfig) -> Any:
     import anyio
     from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
     from fastapi import Path as FPath
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from edgecompress.errors import BenchmarkError
-    from edgecompress.farm.devices import emulated_classes
     from edgecompress.farm.results import ResultRejected, check_result
     from edgecompress.farm.retention import apply_retention, clean_uploads
     from edgecompress.farm.runner import BenchmarkSettings
@@ -215,12 +240,21 @@ def create_app(config: ControllerConfig) -> Any:
                     config.backoff_s),
     )  # fmt: skip
     auth = Authenticator(store.identities, config.admin_token, config.auth_cache_s)
-    store_limiter = anyio.CapacityLimiter(32)
+    # Reads and writes have their own threads: a write waits for the database's write lock (SQLite:
+    # up to its 30 s busy timeout) while holding its thread, and must never make a read (a job, a
+    # token look-up) queue behind it. Reads never take the write lock; on SQLite (WAL) they do not
+    # wait for a writer either.
+    write_limiter = anyio.CapacityLimiter(WRITE_THREADS)
+    read_limiter = anyio.CapacityLimiter(READ_THREADS)
     health_limiter = anyio.CapacityLimiter(4)  # its own threads: /healthz never queues behind the store
 
     async def db(fn, *args, **kwargs):
-        """A blocking store call, in the thread pool: never on the event loop."""
-        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=store_limiter)
+        """A blocking store call that writes, in the writers' threads: never on the event loop."""
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=write_limiter)
+
+    async def read(fn, *args, **kwargs):
+        """A blocking store call that only reads, in the readers' threads (never behind a write)."""
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=read_limiter)
 
     waker = _Waker()  # work arrived: wake long-polling claims
     finished = _Waker()  # a job finished: wake long-polling readers
@@ -236,7 +270,7 @@ def create_app(config: ControllerConfig) -> Any:
                 raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
             who = auth.cached(token)
             if who is False:
-                who = await db(auth.resolve, token)
+                who = await read(auth.resolve, token)
             if who is None:
                 raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
             if who.role not in allowed and not (who.role == "admin" and "client" in allowed):
@@ -318,6 +352,14 @@ def create_app(config: ControllerConfig) -> Any:
             {k: str(v) if k == "ctx" else v for k, v in e.items() if k != "input"} for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        """FastAPI answers a body its JSON parser gave up on with a bare "There was an error parsing
+        the body"; say why (an integer past Python's digit limit, nesting past its recursion limit)."""
+        if exc.status_code == 400 and exc.__cause__ is not None and exc.detail == FASTAPI_PARSE_ERROR:
+            return JSONResponse({"detail": parse_failure(exc.__cause__)}, status_code=400)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -411,17 +453,27 @@ def create_app(config: ControllerConfig) -> Any:
 
     async def checked_settings(device_class: str, settings: dict[str, Any]) -> dict[str, Any]:
         """Bounds from BenchmarkSettings (the one definition), and threads within the class's cores:
-        an emulated profile's, else the most any registered agent of the class reports."""
+        its device profile's (an emulated stand-in's: its thread cap), never what an agent reports
+        about itself. Only a class without a profile falls back to the most any registered agent
+        reports (the controller knows nothing else about it; each agent re-checks its own cores)."""
         from dataclasses import asdict
 
         try:
             parsed = BenchmarkSettings.from_dict(settings)
-            profile = emulated_classes().get(device_class)
-            cores = profile.threads if profile else await db(store.class_cores, device_class)
+            cores = class_threads(device_class) or await read(store.class_cores, device_class)
             parsed.validate(max_threads=cores)
         except BenchmarkError as exc:
             raise HTTPException(422, f"invalid benchmark settings: {str(exc)[:500]}") from exc
         return {k: v for k, v in asdict(parsed).items() if k in settings}
+
+    def class_threads(device_class: str) -> int | None:
+        """The most threads a benchmark of this class may use, from its device profile (None: none)."""
+        from edgecompress.profiles import profiles
+
+        profile = profiles().get(device_class)
+        if profile is None:
+            return None
+        return profile.threads if profile.emulated is True else profile.cores
 
     def blob_path(sha256: str) -> Path:
         if not SHA256_RE.match(sha256):
@@ -496,9 +548,14 @@ def create_app(config: ControllerConfig) -> Any:
             waker.notify()
         return {"kind": admin_kind(kind), "name": name, "revoked": True, "released_jobs": released}
 
+    @app.post("/v1/admin/{kind}/{name}/readmit", dependencies=[role("admin")])
+    async def readmit(kind: str, name: Annotated[str, FPath(pattern=NAME_RE)]) -> dict[str, Any]:
+        """Lift a revocation so that the identity may enrol again through an enrolment token."""
+        return await db(store.identities.readmit, admin_kind(kind), name)
+
     @app.get("/v1/admin/identities", dependencies=[role("admin")])
     async def list_identities() -> list[dict[str, Any]]:
-        return await db(store.identities.list)
+        return await read(store.identities.list)
 
     @app.post("/v1/agents/enrol", status_code=201)
     async def enrol(spec: Enrol, who: AsEnrolment) -> dict[str, Any]:
@@ -507,18 +564,21 @@ def create_app(config: ControllerConfig) -> Any:
             raise HTTPException(
                 403, f"enrolment token {who.name!r} does not cover device class {spec.device_class!r}"
             )
-        return await db(
+        out = await db(
             store.identities.add, "agent", spec.agent_id, [spec.device_class], who.emulated, None,
             f"enrolment:{who.name}", True,
         )  # fmt: skip
+        auth.forget()  # a re-enrolment rotated the agent's token: the earlier one stops working here now
+        return out
 
     # --- blobs --------------------------------------------------------------------------------
 
-    @app.put("/v1/blobs/{sha256}", dependencies=[role("client")], status_code=201)
-    async def put_blob(sha256: str, request: Request) -> dict[str, Any]:
+    @app.put("/v1/blobs/{sha256}", status_code=201)
+    async def put_blob(sha256: str, request: Request, who: AsClient) -> dict[str, Any]:
         """Upload a model; the body must hash to the sha256 in the path. Content-addressed: an
         existing blob is kept (and its time refreshed: retention counts from the last use). A body
-        that is cut short or too large leaves nothing behind."""
+        that is cut short or too large leaves nothing behind. The uploader is recorded: only it may
+        HEAD the blob or submit jobs against it (the same bytes uploaded by two clients: both)."""
         from starlette.requests import ClientDisconnect
 
         target = blob_path(sha256)
@@ -545,11 +605,24 @@ def create_app(config: ControllerConfig) -> Any:
             raise HTTPException(400, "the upload was cut short") from exc
         finally:
             tmp.unlink(missing_ok=True)
+        await db(store.add_blob_owner, sha256, who.name)
         return {"sha256": sha256, "bytes": size}
 
-    @app.head("/v1/blobs/{sha256}", dependencies=[role("client", "agent")])
-    def head_blob(sha256: str) -> Response:
+    async def may_see_blob(who: Principal, sha256: str) -> bool:
+        """A client sees the blobs it uploaded (the admin: all), an agent those of jobs it holds."""
+        if who.role == "agent":
+            return await read(store.holds_model, who.name, sha256)
+        return await read(store.owns_blob, visible_to(who), sha256)
+
+    @app.head("/v1/blobs/{sha256}")
+    async def head_blob(sha256: str, who: AsAnyone) -> Response:
+        """Whether the caller may use this blob: 404 alike for a blob that does not exist and one
+        that another client uploaded (its existence is not the caller's business)."""
+        if who.role == "enrolment":
+            raise HTTPException(403, "an enrolment token may not do this (needs: client or agent)")
         path = blob_path(sha256)
+        if not await may_see_blob(who, sha256):
+            raise HTTPException(404, f"no blob {sha256}")
         try:
             os.utime(path)  # in use: retention counts from now
             size = path.stat().st_size
@@ -563,7 +636,7 @@ def create_app(config: ControllerConfig) -> Any:
         from fastapi.responses import FileResponse
 
         path = blob_path(sha256)
-        if not await db(store.holds_model, who.name, sha256) or not path.exists():
+        if not await read(store.holds_model, who.name, sha256) or not path.exists():
             raise HTTPException(404, f"no blob {sha256} for a job leased to agent {who.name}")
         return FileResponse(path, media_type="application/octet-stream")
 
@@ -574,7 +647,7 @@ def create_app(config: ControllerConfig) -> Any:
         settings = await checked_settings(spec.device_class, spec.settings)
         if spec.model.uri is None:
             path = blob_path(spec.model.sha256)
-            if not path.exists():
+            if not path.exists() or not await read(store.owns_blob, visible_to(who), spec.model.sha256):
                 raise HTTPException(
                     422, f"no uploaded model with sha256 {spec.model.sha256}: PUT /v1/blobs/<sha256> first"
                 )
@@ -601,7 +674,7 @@ def create_app(config: ControllerConfig) -> Any:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         before_id: Annotated[int | None, Query(ge=0, le=ROW_ID_MAX)] = None,
     ) -> list[dict[str, Any]]:
-        return await db(store.list, state, device_class, limit, before_id, visible_to(who))
+        return await read(store.list, state, device_class, limit, before_id, visible_to(who))
 
     @app.get("/v1/jobs/{job_id}")
     async def get_job(
@@ -614,7 +687,7 @@ def create_app(config: ControllerConfig) -> Any:
         deadline = loop.time() + wait_s
         while True:
             armed = finished.arm()
-            job = await db(store.get, job_id, visible_to(who))
+            job = await read(store.get, job_id, visible_to(who))
             remaining = deadline - loop.time()
             if job["state"] in ("done", "failed") or remaining <= 0:
                 return JSONResponse(job)
@@ -628,11 +701,11 @@ def create_app(config: ControllerConfig) -> Any:
 
     @app.get("/v1/devices", dependencies=[role("client")])
     async def devices() -> list[dict[str, Any]]:
-        return await db(store.devices)
+        return await read(store.devices)
 
     @app.get("/v1/queue", dependencies=[role("client")])
     async def queue() -> dict[str, Any]:
-        return {"depth": await db(store.queue_depth)}
+        return {"depth": await read(store.queue_depth)}
 
     # --- agents -------------------------------------------------------------------------------
 
@@ -683,7 +756,7 @@ def create_app(config: ControllerConfig) -> Any:
         deadline = loop.time() + (body.wait_s if body else 0.0)
         first = True
         while True:
-            if not first and await db(auth.resolve, bearer(request)) != who:  # revoked or rotated meanwhile
+            if not first and await read(auth.resolve, bearer(request)) != who:  # revoked or rotated meanwhile
                 raise HTTPException(
                     401, "this token was revoked or rotated", headers={"WWW-Authenticate": "Bearer"}
                 )

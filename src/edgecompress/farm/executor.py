@@ -8,6 +8,7 @@ result schema plus `device_class`, `emulated`, `device` (facts) and `backend`.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ def benchmark_locally(
     timeout_s: float = 600.0,
     memory_limit_bytes: int | None = None,
     start_method: str = "spawn",
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Benchmark on an emulated device class in a child process on this machine."""
     cls = emulated_device_class(device_class)
@@ -38,6 +40,7 @@ def benchmark_locally(
         cpu_affinity=cls.cpu_affinity(),
         memory_limit_bytes=memory_limit_bytes,
         start_method=start_method,
+        cancel=cancel,
     )
     result.update({
         "device_class": cls.name, "emulated": cls.emulated, "device_description": cls.description,
@@ -70,6 +73,7 @@ def benchmark_on_this_device(
     memory_limit_bytes: int | None = None,
     backend: str = "node",
     start_method: str = "spawn",
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Benchmark on the machine this runs on, as a real device of `device_class`."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -80,6 +84,7 @@ def benchmark_on_this_device(
         timeout_s=timeout_s,
         memory_limit_bytes=memory_limit_bytes,
         start_method=start_method,
+        cancel=cancel,
     )
     result.update(
         {
@@ -100,12 +105,20 @@ def run_on_device(
     settings: dict[str, Any] | None,
     timeout_s: float,
     memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """The agent's executor: an emulated class (`emulate`, or a class named like one) or this device."""
+    """The agent's executor: an emulated class (`emulate`, or a class named like one) or this device.
+    `cancel` stops the benchmark child (runner.Cancelled) when set."""
     profile = emulate or (device_class if device_class in emulated_classes() else None)
     if profile:
         result = benchmark_locally(
-            model_path, profile, settings, timeout_s, memory_limit_bytes, start_method="forkserver"
+            model_path,
+            profile,
+            settings,
+            timeout_s,
+            memory_limit_bytes,
+            start_method="forkserver",
+            cancel=cancel,
         )
         result.update({"device_class": device_class, "emulated_profile": profile})
         return result
@@ -117,4 +130,5 @@ def run_on_device(
         memory_limit_bytes,
         backend="farm",
         start_method="forkserver",
+        cancel=cancel,
     )

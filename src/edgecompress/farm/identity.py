@@ -8,7 +8,12 @@ revocation take effect without a restart, on every controller that shares the da
 - an **agent** is bound to its agent id and to the device classes it may serve, and to whether it
   is emulated: the controller stamps `emulated` on its results from here, never from the payload;
 - an **enrolment token** lets a fleet of agents (a DaemonSet) enrol themselves for its device classes:
-  each agent exchanges it once for its own agent token (re-enrolling an id replaces its token).
+  each agent exchanges it for its own agent token. Exchanging it again for the same agent id
+  **rotates** that agent's token (the earlier one stops working at once: one id never holds two
+  working tokens; a restarted DaemonSet pod re-enrols this way). A revoked agent cannot come back
+  through an enrolment token until the admin re-admits it (`readmit`, or enrols it directly), and an
+  enrolment token never takes over an id enrolled by the admin or by another enrolment token,
+  revoked or not.
 
 Tokens are 256-bit random strings shown once; only their sha256 is stored (a fast hash is enough for
 random secrets: there is nothing to brute-force). A token is looked up by its hash; the admin token is
@@ -98,8 +103,16 @@ class IdentityStore:
         enrolled_by: str = "admin",
         replace: bool = False,
     ) -> dict[str, Any]:
-        """Enrol `name`; returns its record with the token (the only time the token is shown). An
-        active identity of that name is a conflict unless `replace` (its token is then replaced)."""
+        """Enrol `name`; returns its record with the token (the only time the token is shown).
+
+        - By the admin (`replace=False`): a new name, or a revoked one (that is the admin re-admitting
+          it); an active identity of that name is a conflict (rotate its token instead).
+        - By an enrolment token (`replace=True`, `enrolled_by="enrolment:<name>"`): a new name, an
+          agent that token enrolled before (its token is **rotated**: the previous one stops working
+          at once, so one enrolment token and agent id never hold two working tokens), or an agent
+          the admin re-admitted for enrolment (`readmit`). Never a revoked agent (409 until the admin
+          re-admits it) nor one enrolled by the admin or another enrolment token (409), whether that
+          row is active or revoked."""
         assert kind in KINDS
         token, now = new_token(), time.time()
         values = {
@@ -115,18 +128,41 @@ class IdentityStore:
         key = (identities.c.kind == kind, identities.c.name == name)
         with self._write_lock, self.engine.begin() as conn:
             row = conn.execute(sa.select(identities).where(*key)).first()
+            if row is not None:
+                _may_enrol(row, kind, name, enrolled_by, replace)
+                if row.token_hash is not None:  # a re-enrolment rotates: a rotation, not a creation
+                    values.update(created_at=row.created_at, rotated_at=now)
             if row is None:
                 conn.execute(identities.insert().values(kind=kind, name=name, **values))
-            elif row.revoked_at is None and not replace:
-                raise IdentityError(409, f"{kind} {name!r} is already enrolled (rotate its token instead)")
-            elif row.revoked_at is None and row.enrolled_by != enrolled_by:
-                raise IdentityError(
-                    409, f"{kind} {name!r} was enrolled by {row.enrolled_by}, not by {enrolled_by}"
-                )
             else:
                 conn.execute(identities.update().where(*key).values(**values))
         return {"kind": kind, "name": name, "token": token, "device_classes": sorted(set(device_classes or [])),
                 "emulated": emulated}  # fmt: skip
+
+    def readmit(self, kind: str, name: str) -> dict[str, Any]:
+        """Lift a revocation so that the enrolment token that enrolled `name` (or, when the admin
+        enrolled it, any enrolment token covering its class) may enrol it again. No token is issued
+        here: until it enrols, the identity has none and nothing authenticates as it."""
+        with self._write_lock, self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(identities.c.revoked_at, identities.c.enrolled_by).where(
+                    identities.c.kind == kind, identities.c.name == name
+                )
+            ).first()
+            if row is None or row.revoked_at is None:
+                raise IdentityError(404, f"no revoked {kind} {name!r} to re-admit")
+            enrolled_by = row.enrolled_by if (row.enrolled_by or "").startswith("enrolment:") else None
+            conn.execute(
+                identities.update()
+                .where(identities.c.kind == kind, identities.c.name == name)
+                .values(revoked_at=None, token_hash=None, enrolled_by=enrolled_by, rotated_at=time.time())
+            )
+        return {
+            "kind": kind,
+            "name": name,
+            "readmitted": True,
+            "enrol_with": enrolled_by or "any enrolment token",
+        }
 
     def rotate(self, kind: str, name: str) -> dict[str, Any]:
         """A new token for an active identity; the old one stops working at once."""
@@ -157,17 +193,37 @@ class IdentityStore:
 
     def list(self) -> list[dict[str, Any]]:
         cols = [c for c in identities.c if c.name not in ("id", "token_hash")]
+        cols.append(identities.c.token_hash.is_not(None).label("has_token"))
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(*cols).order_by(identities.c.kind, identities.c.name)).all()
         out = []
         for r in rows:
             d = dict(r._mapping)
             d["device_classes"] = json.loads(d["device_classes"]) if d["device_classes"] else []
-            d["active"] = d["revoked_at"] is None and (
-                d["expires_at"] is None or d["expires_at"] > time.time()
+            has_token = bool(d.pop("has_token"))
+            d["active"] = (
+                has_token
+                and d["revoked_at"] is None
+                and (d["expires_at"] is None or d["expires_at"] > time.time())
             )
+            d["awaiting_enrolment"] = not has_token and d["revoked_at"] is None  # re-admitted
             out.append(d)
         return out
+
+
+def _may_enrol(row: Any, kind: str, name: str, enrolled_by: str, replace: bool) -> None:
+    """Raise IdentityError unless `enrolled_by` may (re-)enrol the existing identity `row`."""
+    if not replace:  # the admin
+        if row.revoked_at is None:
+            raise IdentityError(409, f"{kind} {name!r} is already enrolled (rotate its token instead)")
+        return  # the admin re-admits a revoked identity
+    if row.revoked_at is not None:
+        raise IdentityError(
+            409, f"{kind} {name!r} was revoked; it cannot enrol again until the admin re-admits it "
+            f"(POST /v1/admin/agents/{name}/readmit, or enrols it: POST /v1/admin/agents)",
+        )  # fmt: skip
+    if row.enrolled_by is not None and row.enrolled_by != enrolled_by:
+        raise IdentityError(409, f"{kind} {name!r} was enrolled by {row.enrolled_by}, not by {enrolled_by}")
 
 
 class Authenticator:

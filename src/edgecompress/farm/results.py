@@ -5,7 +5,9 @@ measurement: the runner's schema tag, a positive run count, finite positive late
 (min ≤ p50 ≤ p90 ≤ p99 ≤ max, mean within [min, max]), raw samples whose count matches the run
 count (capped at the runner's MAX_SAMPLES_KEPT, with `samples_truncated` saying so), each finite and
 positive, and no NaN or Infinity anywhere. Who ran it (agent id, device class, `emulated`) is not
-taken from the payload: `stamp` overwrites it from the enrolment and the job.
+taken from the payload: `stamp` sets every provenance field (`PROVENANCE`) from the enrolment, the
+job and the class's device profile, and keeps what the agent claimed, where it disagrees, under
+`agent_reported`.
 """
 
 from __future__ import annotations
@@ -81,13 +83,70 @@ def check_result(result: dict[str, Any]) -> None:
         raise ResultRejected("result.duration_s must be positive")
 
 
-def stamp(result: dict[str, Any], agent_id: str, device_class: str, emulated: bool) -> dict[str, Any]:
-    """The result as stored: who ran it comes from the enrolment and the job, not the payload. A class
-    whose profile says `emulated: qemu` gets `emulation: qemu` and `timing_meaningful: false`."""
-    from edgecompress.profiles import timing_note
+# The fields of a stored result that say where and how it was measured. The controller sets every one
+# of them (`stamp`); the payload's own values, where they disagree, are kept only under
+# `agent_reported` (docs/farm.md, "Provenance of a stored result").
+PROVENANCE = ("job_id", "agent_id", "device_class", "backend", "emulated", "device_description",
+              "timing_meaningful", "emulation", "timing_note")  # fmt: skip
 
-    out = {**result, "agent_id": agent_id, "device_class": device_class, "emulated": emulated}
+
+def provenance(
+    job_id: int, agent_id: str, device_class: str, enrolled_emulated: bool, agent_says_emulated: bool = False
+) -> dict[str, Any]:
+    """The provenance fields of a result of job `job_id`, from the controller's own knowledge: the
+    job (id, class), the agent's enrolment (id, `emulated`) and the class's device profile.
+
+    `emulated` is true when the enrolment says so, when the class's profile is emulated or QEMU
+    (whatever the enrolment says), or when the agent itself says so: a result can be labelled
+    emulated by anyone, but presented as a real board only when the enrolment, the profile and the
+    agent all agree. `timing_meaningful` is false for a QEMU class. `device_description` is the
+    profile's (a class without a profile says so)."""
+    from edgecompress.profiles import profiles, timing_note
+
+    profile = profiles().get(device_class)
+    emulated = bool(enrolled_emulated or agent_says_emulated or (profile is not None and profile.emulated))
     note = timing_note(device_class)
+    out: dict[str, Any] = {
+        "job_id": job_id,
+        "agent_id": agent_id,
+        "device_class": device_class,
+        "backend": "farm",
+        "emulated": emulated,
+        "device_description": profile.description if profile else f"{device_class} (no device profile)",
+        "timing_meaningful": note is None,
+    }
     if note:
-        out.update({"emulation": "qemu", "timing_meaningful": False, "timing_note": note})
+        out.update({"emulation": "qemu", "timing_note": note})
+    return out
+
+
+def stamp(
+    result: dict[str, Any], agent_id: str, device_class: str, emulated: bool, job_id: int | None = None
+) -> dict[str, Any]:
+    """The result as stored: every provenance field comes from `provenance` (the enrolment, the job,
+    the class's profile), never from the payload. Payload values that disagree move to
+    `agent_reported` (`device.emulated` as `agent_reported["device.emulated"]`); the payload's own
+    `agent_reported` is dropped (only the controller writes it)."""
+    payload = {k: v for k, v in result.items() if k != "agent_reported"}
+    device = payload.get("device") if isinstance(payload.get("device"), dict) else None
+    says_emulated = (
+        payload.get("emulated") is True
+        or bool(payload.get("emulated_profile"))
+        or (device is not None and device.get("emulated") is True)
+    )
+    known = provenance(
+        job_id if job_id is not None else payload.get("job_id"),
+        agent_id,
+        device_class,
+        emulated,
+        says_emulated,
+    )
+    reported = {k: payload.pop(k) for k in PROVENANCE if k in payload and payload[k] != known.get(k)}
+    out = {**payload, **known}
+    if device is not None:
+        if "emulated" in device and device["emulated"] != known["emulated"]:
+            reported["device.emulated"] = device["emulated"]
+        out["device"] = {**device, "emulated": known["emulated"]}
+    if reported:
+        out["agent_reported"] = reported
     return out

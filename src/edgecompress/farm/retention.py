@@ -58,6 +58,7 @@ def apply_retention(store: JobStore, blob_dir: Path, max_age_s: float, stale_upl
             with contextlib.suppress(FileNotFoundError):
                 if path.stat().st_mtime < now - max_age_s:
                     path.unlink()
+                    store.forget_blob(path.name)
                     swept.blobs += 1
     if swept.jobs or swept.blobs or swept.uploads:
         log.info(

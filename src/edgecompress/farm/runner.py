@@ -328,6 +328,7 @@ def _run_forked(
     memory_limit_bytes: int | None,
     cpu_affinity: list[int] | None,
     check_model: bool,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     ctx = _forkserver_context()
     if _PREFORKING:
@@ -342,10 +343,20 @@ def _run_forked(
             (str(model_path), asdict(settings), str(out), memory_limit_bytes, cpu_affinity, check_model)
         )
         conn.close()
-        proc.join(max(0.0, timeout_s))
+        end = time.monotonic() + max(0.0, timeout_s)
+        while proc.is_alive() and not (cancel is not None and cancel.is_set()):
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            proc.join(left if cancel is None else min(0.1, left))  # with `cancel`: look every 0.1 s
         # Fork the next job's child in the background, off this job's path to its result.
         _PREFORKING.append(threading.Thread(target=_prefork, args=(ctx,), daemon=True))
         _PREFORKING[0].start()
+        if proc.is_alive() and cancel is not None and cancel.is_set():
+            _kill_group(proc.pid)
+            proc.kill()
+            proc.join(5)
+            raise Cancelled(f"benchmark of {Path(model_path).name} stopped: its job's lease is gone")
         if proc.is_alive():
             _kill_group(proc.pid)  # the child's own group: it and anything it started
             proc.kill()
@@ -365,6 +376,10 @@ def _run_forked(
     return result
 
 
+class Cancelled(BenchmarkError):
+    """The benchmark was stopped on purpose (its job's lease was revoked or the job cancelled)."""
+
+
 def _kill_group(pgid: int) -> None:
     import signal
 
@@ -380,17 +395,22 @@ def run_isolated(
     cpu_affinity: list[int] | None = None,
     start_method: str = "spawn",
     check_model: bool | None = None,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run `benchmark` in a child process; raise BenchmarkError on timeout, crash or bad output.
 
     `start_method="spawn"` starts a fresh interpreter per run; "forkserver" forks the child from a
     preloaded server process (what farm agents use: same isolation, ~1 s less per job), in its own
     process group, killed with its parent. `check_model` verifies an untrusted model inside the
-    limited child (`modelcheck.check_onnx`); by default on the agents' path (forkserver) only."""
+    limited child (`modelcheck.check_onnx`); by default on the agents' path (forkserver) only.
+    `cancel` (forkserver only): when set, the child's group is killed within 0.1 s and `Cancelled` is
+    raised (the agent's job lost its lease: nobody wants the result)."""
     settings.validate()
     check = start_method == "forkserver" if check_model is None else check_model
     if start_method == "forkserver":
-        return _run_forked(Path(model_path), settings, timeout_s, memory_limit_bytes, cpu_affinity, check)
+        return _run_forked(
+            Path(model_path), settings, timeout_s, memory_limit_bytes, cpu_affinity, check, cancel
+        )
 
     def limit_child() -> None:  # runs in the child before exec
         if memory_limit_bytes:

@@ -12,7 +12,8 @@ registers afresh gets its other leases taken back at once. A lease that runs out
 the queue until `max_attempts` is spent, then fails it with the reason; an agent that cannot finish a
 job (a transient download error, a refused result) releases it, and it is queued again after a
 backoff. A result is accepted only from the holder of the current lease, and accepting the same
-result twice is a no-op (idempotent), so a retried upload cannot complete a job twice.
+result twice is a no-op (idempotent), so a retried upload cannot complete a job twice; a *different*
+outcome sent on an accepted lease is a conflict (409), never a silent `duplicate`.
 
 Visibility: every job records the client that submitted it; the client-facing reads take that name
 and see only its jobs (the admin passes none and sees all).
@@ -34,7 +35,7 @@ import sqlalchemy as sa
 from edgecompress.farm.identity import IdentityStore
 from edgecompress.farm.notify import DONE, WORK
 from edgecompress.farm.results import stamp
-from edgecompress.farm.tables import agents, create_schema, jobs
+from edgecompress.farm.tables import agents, blob_owners, create_schema, jobs
 
 STATES = ("queued", "leased", "done", "failed")
 LIST_COLUMNS = [c for c in jobs.c if c.name != "result"]
@@ -154,6 +155,7 @@ class JobStore:
             .values(state=b("b_state"), finished_at=b("b_now"), result=b("b_result"), error=b("b_error"))
         )
         self._job_row = sa.select(c.state, c.lease_id, c.agent_id, c.device_class).where(c.id == b("b_id"))
+        self._outcome = sa.select(c.state, c.error, c.result).where(c.id == b("b_id"))
         self._insert = jobs.insert()
         self._get = sa.select(jobs).where(c.id == b("b_id"))
         self._beat = agents.update().where(agents.c.id == b("b_agent_id")).values(last_heartbeat=b("b_now"))
@@ -409,7 +411,7 @@ class JobStore:
                 raise NotFound(f"job {job_id} does not exist")
             row = rows[0]
             if result is not None and emulated is not None:
-                result = stamp(result, agent_id, row["device_class"], emulated)
+                result = stamp(result, agent_id, row["device_class"], emulated, job_id)
             payload = dumps(result) if result is not None else None
             won = tx.rowcount(
                 self._finish,
@@ -419,8 +421,20 @@ class JobStore:
             if won == 1:
                 tx.notify(DONE)
                 return {"id": job_id, "state": state, "duplicate": False}
-        if row["state"] in ("done", "failed") and row["lease_id"] == lease_id and row["agent_id"] == agent_id:
-            return {"id": job_id, "state": row["state"], "duplicate": True}
+            same_lease = row["lease_id"] == lease_id and row["agent_id"] == agent_id
+            stored = tx.rows(self._outcome, {"b_id": job_id})[0] if same_lease else None
+        if row["state"] in ("done", "failed") and stored is not None:
+            accepted = (
+                stored["state"],
+                stored["error"],
+                json.loads(stored["result"]) if stored["result"] else None,
+            )
+            if accepted == (state, error, result):
+                return {"id": job_id, "state": row["state"], "duplicate": True}
+            raise Conflict(
+                f"job {job_id} is already {row['state']} with a different outcome from this lease; "
+                "only an identical resubmission is accepted (idempotent)"
+            )
         raise Conflict(
             f"job {job_id} is {row['state']}"
             + (f" under another lease (agent {row['agent_id']})" if row["state"] == "leased" else "")
@@ -528,6 +542,33 @@ class JobStore:
         )
         with self.engine.connect() as conn:
             return conn.execute(q.limit(1)).first() is not None
+
+    def add_blob_owner(self, sha256: str, client: str) -> None:
+        """Record that `client` uploaded blob `sha256` (again: its time is refreshed)."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        now = time.time()
+        insert = (sqlite.insert if self.sqlite else postgresql.insert)(blob_owners)
+        upsert = insert.values(sha256=sha256, client=client, uploaded_at=now).on_conflict_do_update(
+            index_elements=[blob_owners.c.sha256, blob_owners.c.client], set_={"uploaded_at": now}
+        )
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(upsert)
+
+    def owns_blob(self, client: str | None, sha256: str) -> bool:
+        """Whether `client` uploaded blob `sha256` (None, the admin: every blob)."""
+        if client is None:
+            return True
+        q = sa.select(blob_owners.c.sha256).where(
+            blob_owners.c.sha256 == sha256, blob_owners.c.client == client
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(q).first() is not None
+
+    def forget_blob(self, sha256: str) -> None:
+        """Retention deleted blob `sha256`: nobody owns it any more."""
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(blob_owners.delete().where(blob_owners.c.sha256 == sha256))
 
     def delete_finished(self, before: float) -> int:
         """Retention: delete done and failed jobs that finished before `before` (a timestamp)."""

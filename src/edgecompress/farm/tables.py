@@ -81,6 +81,16 @@ identities = sa.Table(
     sa.UniqueConstraint("kind", "name", name="uq_farm_identities_kind_name"),
 )  # fmt: skip
 
+# Who uploaded which controller blob (issue 29): a client may HEAD, and submit jobs against, only the
+# blobs it uploaded itself; to anyone else a blob does not exist (404), so nobody learns whether
+# another client uploaded a model. An upload of content that is already there adds its uploader.
+blob_owners = sa.Table(
+    "farm_blob_owners", metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(128), primary_key=True),
+    sa.Column("uploaded_at", sa.Float, nullable=False),
+)  # fmt: skip
+
 ADVISORY_LOCK_ID = 0x65636661726D  # "ecfarm": one DDL pass at a time across controller processes
 
 
