@@ -172,7 +172,7 @@ def unsafe_groups(
     unwrapped: dict[nn.Parameter, int],
 ) -> dict[nn.Module, str]:
     """Root layers of the channel groups that break the model when pruned (each tried alone on a
-    copy), with the message naming the layers and the error (also logged)."""
+    copy), with the message naming the layers and the error (the caller logs it, once per prune)."""
     import torch_pruning as tp
     from torch_pruning import _helpers
 
@@ -233,6 +233,5 @@ def unsafe_groups(
                 f"it: {', '.join(layers[:12]) + (' …' if len(layers) > 12 else '')}): removing its channels "
                 f"breaks the model's forward ({error})"
             )
-            log.warning("%s", message)
-            unsafe[root] = message
+            unsafe[root] = message  # the caller says it, once
     return unsafe

@@ -162,8 +162,9 @@ class _Pruner:
     all (4 heads: 3, 2, 1, 0 by ratio 0.2). Here each step's removal is set per attention module from
     its *initial* heads, as a single step would prune them, and never below one head."""
 
-    def __init__(self, meta, layouts: list[AttentionLayout], skipped: list[str]) -> None:
-        self.meta, self.layouts, self.skipped = meta, layouts, skipped
+    def __init__(self, meta, layouts: list[AttentionLayout], unsafe: dict[str, str]) -> None:
+        self.meta, self.layouts, self.unsafe = meta, layouts, unsafe
+        self.skipped = list(unsafe.values())
         self.initial_heads = {layout.name: layout.heads for layout in layouts}
 
     def _schedule_heads(self) -> None:
@@ -199,7 +200,11 @@ def _pruner(
     config: StructuredConfig,
     ratio: float,
     steps: int,
+    known_unsafe: dict[str, str] | None = None,
 ) -> _Pruner:
+    """The pruner of `model` at `ratio` in `steps`. The safety probe (`unsafe_groups`: one pruned copy
+    and forward per channel group) runs unless `known_unsafe` (layer name -> message, from a pruner
+    of the same model and config, e.g. the previous sensitivity trial) says its answer already."""
     import torch_pruning as tp
 
     keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
@@ -218,7 +223,11 @@ def _pruner(
         slices = {m: m.num_heads for m in mha}
         unwrapped = unwrapped_parameters(model)
         ignored = keep + output_layers(model, num_classes)
-        unsafe = unsafe_groups(model, example, num_classes, ignored, layouts, slices, unwrapped)
+        if known_unsafe is None:
+            unsafe = unsafe_groups(model, example, num_classes, ignored, layouts, slices, unwrapped)
+        else:
+            modules = dict(model.named_modules())
+            unsafe = {modules[name]: message for name, message in known_unsafe.items()}
         ignored += list(unsafe)
         meta = tp.pruner.MetaPruner(
             model,
@@ -244,7 +253,8 @@ def _pruner(
             f"torch-pruning cannot trace the model ({type(model).__name__}): "
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
-    return _Pruner(meta, layouts, list(unsafe.values()))
+    names = {id(m): n for n, m in model.named_modules()}
+    return _Pruner(meta, layouts, {names[id(m)]: message for m, message in unsafe.items()})
 
 
 def _taylor_gradients(
@@ -311,6 +321,7 @@ def ratio_for_budget(
     config: StructuredConfig,
     dataset: Dataset | None = None,
     increment: float = 0.05,
+    known_unsafe: dict[str, str] | None = None,
 ) -> tuple[float, list[dict[str, float]]]:
     """Smallest ratio (in `increment` steps, up to `max_ratio`) whose pruned copy meets the budget."""
     trace = []
@@ -323,7 +334,7 @@ def ratio_for_budget(
         )
     steps = max(1, int(round(config.max_ratio / increment)))
     trial = copy.deepcopy(model)
-    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps)
+    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps, known_unsafe)
     for i in range(1, steps + 1):
         _pruner_step(pruner, trial, dataset, config)
         ratio = config.max_ratio * i / steps
@@ -360,8 +371,14 @@ def prune_structured(
     trace: list[dict[str, float]] = []
     ratio = config.ratio
     if config.budget_metric:
-        ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset)
-    pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps)
+        # the safety probe runs once: the budget search and the schedule prune the same model and config
+        unsafe = _pruner(copy.deepcopy(model), input_shape, num_classes, config, ratio, 1).unsafe
+        ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset, known_unsafe=unsafe)
+        pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps, unsafe)
+    else:
+        pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps)
+    for message in pruner.unsafe.values():  # each skipped layer said once, not once per pruner built
+        log.warning("%s", message)
     x_val, y_val = dataset.split("val") if dataset is not None else (None, None)
     schedule = []
     for step in range(1, config.steps + 1):
