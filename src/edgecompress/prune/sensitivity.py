@@ -70,7 +70,7 @@ def sensitivity(
         total,
         len(x),
     )
-    unsafe = None  # the safety probe's answer is the same for every trial: found once, then reused
+    probe = None  # the safety probe's answer is the same for every trial: found once, then reused
     with progress_bar(enabled=progress) as bar:
         task = bar.add_task("sensitivity", total=total)
         for name in names:
@@ -81,10 +81,10 @@ def sensitivity(
                     ratio=r, importance=importance, layer_ratios={name: r}, max_ratio=max(ratios)
                 )
                 # every other layer at ratio 0: only `name` (and what must follow it) loses channels
-                pruner = _pruner(trial, input_shape, num_classes, cfg, 0.0, 1, unsafe)
-                if unsafe is None:
-                    unsafe = pruner.unsafe
-                    for message in unsafe.values():
+                pruner = _pruner(trial, input_shape, num_classes, cfg, 0.0, 1, probe)
+                if probe is None:
+                    probe = pruner.probe
+                    for message in pruner.skipped:
                         log.warning("%s", message)
                 _pruner_step(pruner, trial, dataset, cfg)
                 table[name][str(r)] = accuracy(trial, x, y)
@@ -104,7 +104,7 @@ def sensitivity(
         "samples": len(x),
         "importance": importance,
         "accuracy": table,
-        "skipped": list((unsafe or {}).values()),
+        "skipped": list(probe.unsafe.values()) if probe else [],
         "seconds": time.monotonic() - started,
     }
 

@@ -153,6 +153,15 @@ def _check_importance_fits(model: nn.Module, importance: str) -> None:
         )
 
 
+@dataclass
+class Probe:
+    """What the safety probe found for one model and config: the layers kept whole (name -> why) and
+    the width attributes found to follow each attention module's head count (name -> attributes)."""
+
+    unsafe: dict[str, str]
+    widths: dict[str, list[str]]
+
+
 class _Pruner:
     """Torch-Pruning's MetaPruner plus what it leaves to the caller: how many heads each step removes,
     and, after each step, the attention modules' head counts (and inner widths) set to what is left.
@@ -162,9 +171,9 @@ class _Pruner:
     all (4 heads: 3, 2, 1, 0 by ratio 0.2). Here each step's removal is set per attention module from
     its *initial* heads, as a single step would prune them, and never below one head."""
 
-    def __init__(self, meta, layouts: list[AttentionLayout], unsafe: dict[str, str]) -> None:
-        self.meta, self.layouts, self.unsafe = meta, layouts, unsafe
-        self.skipped = list(unsafe.values())
+    def __init__(self, meta, layouts: list[AttentionLayout], probe: Probe) -> None:
+        self.meta, self.layouts, self.probe = meta, layouts, probe
+        self.skipped = list(probe.unsafe.values())
         self.initial_heads = {layout.name: layout.heads for layout in layouts}
 
     def _schedule_heads(self) -> None:
@@ -200,11 +209,11 @@ def _pruner(
     config: StructuredConfig,
     ratio: float,
     steps: int,
-    known_unsafe: dict[str, str] | None = None,
+    probe: Probe | None = None,
 ) -> _Pruner:
     """The pruner of `model` at `ratio` in `steps`. The safety probe (`unsafe_groups`: one pruned copy
-    and forward per channel group) runs unless `known_unsafe` (layer name -> message, from a pruner
-    of the same model and config, e.g. the previous sensitivity trial) says its answer already."""
+    and forward per channel group) runs unless `probe` (from a pruner of the same model and config,
+    e.g. the previous sensitivity trial) gives its answer already."""
     import torch_pruning as tp
 
     keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
@@ -223,11 +232,13 @@ def _pruner(
         slices = {m: m.num_heads for m in mha}
         unwrapped = unwrapped_parameters(model)
         ignored = keep + output_layers(model, num_classes)
-        if known_unsafe is None:
+        if probe is None:
             unsafe = unsafe_groups(model, example, num_classes, ignored, layouts, slices, unwrapped)
         else:
             modules = dict(model.named_modules())
-            unsafe = {modules[name]: message for name, message in known_unsafe.items()}
+            unsafe = {modules[name]: message for name, message in probe.unsafe.items()}
+            for layout in layouts:
+                layout.width_attributes = list(probe.widths.get(layout.name, layout.width_attributes))
         ignored += list(unsafe)
         meta = tp.pruner.MetaPruner(
             model,
@@ -254,7 +265,11 @@ def _pruner(
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
     names = {id(m): n for n, m in model.named_modules()}
-    return _Pruner(meta, layouts, {names[id(m)]: message for m, message in unsafe.items()})
+    found = Probe(
+        {names[id(m)]: message for m, message in unsafe.items()},
+        {layout.name: list(layout.width_attributes) for layout in layouts},
+    )
+    return _Pruner(meta, layouts, found)
 
 
 def _taylor_gradients(
@@ -321,7 +336,7 @@ def ratio_for_budget(
     config: StructuredConfig,
     dataset: Dataset | None = None,
     increment: float = 0.05,
-    known_unsafe: dict[str, str] | None = None,
+    probe: Probe | None = None,
 ) -> tuple[float, list[dict[str, float]]]:
     """Smallest ratio (in `increment` steps, up to `max_ratio`) whose pruned copy meets the budget."""
     trace = []
@@ -334,7 +349,7 @@ def ratio_for_budget(
         )
     steps = max(1, int(round(config.max_ratio / increment)))
     trial = copy.deepcopy(model)
-    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps, known_unsafe)
+    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps, probe)
     for i in range(1, steps + 1):
         _pruner_step(pruner, trial, dataset, config)
         ratio = config.max_ratio * i / steps
@@ -372,12 +387,12 @@ def prune_structured(
     ratio = config.ratio
     if config.budget_metric:
         # the safety probe runs once: the budget search and the schedule prune the same model and config
-        unsafe = _pruner(copy.deepcopy(model), input_shape, num_classes, config, ratio, 1).unsafe
-        ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset, known_unsafe=unsafe)
-        pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps, unsafe)
+        probe = _pruner(copy.deepcopy(model), input_shape, num_classes, config, ratio, 1).probe
+        ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset, probe=probe)
+        pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps, probe)
     else:
         pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps)
-    for message in pruner.unsafe.values():  # each skipped layer said once, not once per pruner built
+    for message in pruner.skipped:  # each skipped layer said once, not once per pruner built
         log.warning("%s", message)
     x_val, y_val = dataset.split("val") if dataset is not None else (None, None)
     schedule = []
