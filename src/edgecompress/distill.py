@@ -476,7 +476,7 @@ def distill_step(
     from pathlib import Path
 
     from edgecompress.data import load_dataset
-    from edgecompress.evaluate import model_stats
+    from edgecompress.evaluate import model_stats, module_params
     from edgecompress.io import write_text
     from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
     from edgecompress.train import accuracy
@@ -509,7 +509,7 @@ def distill_step(
             name: {
                 "val_accuracy": accuracy(m, x_val, y_val),
                 "test_accuracy": accuracy(m, x_test, y_test),
-                "params": sum(p.numel() for p in m.parameters()),
+                "params": module_params(m, dataset.input_shape),  # the deployed count, as evaluate's
             }
             for name, m in rows.items()
         }

@@ -332,7 +332,7 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
                     [
                         "step",
                         "ratio",
-                        "torch params",
+                        "params (ONNX)",
                         "MACs",
                         "val acc (pruned)",
                         "val acc (after fine-tune)",

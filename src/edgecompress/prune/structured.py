@@ -36,7 +36,7 @@ from edgecompress.prune.common import (
     output_layers,
 )
 from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
-from edgecompress.zoo import check_model_fits, count_parameters
+from edgecompress.zoo import check_model_fits
 
 log = logging.getLogger(__name__)
 
@@ -312,13 +312,13 @@ BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S = 100, 0.3
 def model_cost(
     model: nn.Module, input_shape: Sequence[int], metric: str, device_class: str = DEFAULT_DEVICE_CLASS
 ) -> float:
-    if metric == "params":
-        return float(count_parameters(model))
-    if metric == "macs":  # counted as the evaluation of the result counts them (attention MatMuls too)
-        from edgecompress.evaluate import module_macs
+    if metric in ("params", "macs"):  # counted as the evaluation counts them: on the ONNX export
+        # (MACs: attention MatMuls too; parameters: after BatchNorm folding, what is deployed)
+        from edgecompress.evaluate import module_macs, module_params
 
+        count = module_params if metric == "params" else module_macs
         try:
-            return float(module_macs(model, tuple(input_shape)))
+            return float(count(model, tuple(input_shape)))
         except ModelError as exc:  # a pruned model whose forward no longer runs: named, not a traceback
             raise ModelError(
                 f"the pruned {type(model).__name__} no longer runs on inputs of shape {tuple(input_shape)}: {exc}"
@@ -401,7 +401,7 @@ def prune_structured(
         entry: dict[str, Any] = {
             "step": step,
             "ratio": ratio * step / config.steps,
-            "params": count_parameters(model),
+            "params": model_cost(model, input_shape, "params"),
             "macs": model_cost(model, input_shape, "macs"),
         }
         if x_val is not None:
