@@ -124,10 +124,7 @@ def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
             unwrapped_parameters=list(unwrapped_parameters(model).items()),
         )
     except Exception as exc:
-        raise ModelError(
-            f"torch-pruning cannot trace the model ({type(model).__name__}): "
-            f"{type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
+        raise _untraceable(model, exc) from exc
     inside_mha = {
         id(m) for mha in model.modules() if isinstance(mha, nn.MultiheadAttention) for m in mha.modules()
     }
@@ -142,6 +139,25 @@ def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
             "reached from its output through autograd (detach, numpy or in-place tricks in forward?); "
             "channel pruning would leave them inconsistent"
         )
+
+
+def _untraceable(model: nn.Module, exc: Exception) -> ModelError:
+    """The error for a model Torch-Pruning cannot trace, naming the cause where it is known."""
+    import traceback
+
+    where = {frame.name for frame in traceback.extract_tb(exc.__traceback__)}
+    said = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if "update_reshape_index_mapping" in where:
+        # ShuffleNet's channel_shuffle: view (N, groups, C/groups, H, W), transpose, view back
+        return ModelError(
+            f"torch-pruning cannot trace the model ({type(model).__name__}): a view/reshape in its forward "
+            "regroups the channel axis (a channel shuffle, as ShuffleNet's: view to (N, groups, C/groups, H, "
+            "W), transpose, view back), and Torch-Pruning 1.6.1 cannot map channel indices through it "
+            f"({said}); removing channels would misalign the layers after it. Use --method unstructured "
+            "(weights zeroed, shapes kept), or distil into a narrower model of the same family (e.g. "
+            "--student torchvision.models:shufflenet_v2_x0_5)"
+        )
+    return ModelError(f"torch-pruning cannot trace the model ({type(model).__name__}): {said}")
 
 
 def _check_importance_fits(model: nn.Module, importance: str) -> None:
@@ -260,10 +276,7 @@ def _pruner(
             unwrapped_parameters=list(unwrapped.items()),
         )
     except Exception as exc:
-        raise ModelError(
-            f"torch-pruning cannot trace the model ({type(model).__name__}): "
-            f"{type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
+        raise _untraceable(model, exc) from exc
     names = {id(m): n for n, m in model.named_modules()}
     found = Probe(
         {names[id(m)]: message for m, message in unsafe.items()},
