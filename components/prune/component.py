@@ -39,8 +39,9 @@ prune = technique_component(
     `device_class`). `importance`: l1 | l2 | bn | taylor. `layer_ratios`: `name=0.3,…` or JSON;
     `keep_layers`: comma-separated names never pruned. `steps` > 1 prunes iteratively with
     `finetune_epochs_between` epochs between steps and `finetune_epochs_after` after the last.
-    `sensitivity_ratios` (empty to skip) adds the per-layer sensitivity table and plot to the report;
-    `sensitivity_max_drop` > 0 sets per-layer ratios from it. Transformers: whole attention heads go
+    `sensitivity` (off by default: layers x `sensitivity_ratios` pruned copies, often several times the
+    prune) adds the per-layer sensitivity table and plot to the report; `sensitivity_max_drop` > 0 runs
+    it and sets per-layer ratios from it. Transformers: whole attention heads go
     (`prune_heads`), found by their head-count attribute or named in `attention_heads` (`name=4,…`);
     a layer whose removal breaks the forward is skipped and named. `sparsity`/`scope` are for unstructured.""",
 )

@@ -287,9 +287,14 @@ def models_from_dataset(digest: str, client=None) -> list[dict[str, Any]]:
 
 
 def unbenchmarked_versions(device_class: str, client=None) -> list[dict[str, Any]]:
-    """Registered versions whose model has no benchmark on a device class."""
+    """Registered versions whose model has no benchmark on a device class. A class that is neither a
+    device profile nor benchmarked on any registered model is a ConfigError naming the known classes
+    (a typo would otherwise list every version as unbenchmarked, and exit 0)."""
+    from edgecompress.profiles import profiles
+
     client = client or lineage.connect()
     rows = []
+    known = set(profiles())
     for model_id, versions in registry_index(client).items():
         try:
             model = lineage.get_model(model_id)
@@ -298,10 +303,17 @@ def unbenchmarked_versions(device_class: str, client=None) -> list[dict[str, Any
                 {**v, "model_id": model_id, "reason": "the logged model no longer exists"} for v in versions
             ]
             continue
-        if device_class not in benchmarks_of(model):
+        benchmarked = benchmarks_of(model)
+        known |= set(benchmarked)
+        if device_class not in benchmarked:
             rows += [
                 {**v, "model_id": model_id, "reason": f"no benchmark on {device_class}"} for v in versions
             ]
+    if device_class not in known:
+        raise ConfigError(
+            f"unknown device class {device_class!r}: neither a device profile nor benchmarked on any "
+            f"registered model; known classes: {', '.join(sorted(known))}"
+        )
     return sorted(rows, key=lambda r: (r["name"], r["version"]))
 
 

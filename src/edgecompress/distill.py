@@ -13,6 +13,11 @@ The optional feature term is one of
   adapter, so it serves any channel counts, e.g. prune → distill where the student is the pruned
   teacher.
 
+A sparse student (unstructured pruning: zero weights) keeps its zeros by default: it is fine-tuned
+under its zero mask (`torch.nn.utils.prune.custom_from_mask`, as the pruning step's own masked
+fine-tune), so the weights that were zero stay zero; the sparsity before and after is in the result and
+the report. With `keep_sparsity` off the zeros may fill in, and a warning gives the numbers.
+
 The teacher is a frozen copy in eval mode (no dropout, BatchNorm running statistics, no gradients)
 and sees exactly the (augmented) batch the student sees. Training reuses `train.fit` (its loss
 hook), so data order, schedule and augmentation are identical to plain training: a distilled
@@ -21,9 +26,10 @@ student and a scratch student trained with the same config differ only in the lo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,6 +88,13 @@ class DistillConfig:
         },
     )
     feature_weight: float = field(default=0.0, metadata={"help": "weight β of the feature loss (0: off)"})
+    keep_sparsity: bool = field(
+        default=True,
+        metadata={
+            "help": "fine-tune under the student's zero mask: weights that are zero (unstructured pruning) "
+            "stay zero; off: they may fill in (a warning gives the sparsity before and after)"
+        },
+    )
     feature_pairs: Sequence[tuple[str, str]] = field(
         default_factory=lambda: [("auto", "auto")],
         metadata={
@@ -111,6 +124,7 @@ class DistillConfig:
             "alpha": self.alpha,
             "feature_loss": self.feature_loss if self.feature_weight > 0 else "none",
             "feature_weight": self.feature_weight,
+            "keep_sparsity": self.keep_sparsity,
             "feature_pairs": ";".join(f"{a}={b}" for a, b in self.feature_pairs)
             if self.feature_weight > 0
             else "",
@@ -269,6 +283,52 @@ def _feature_shapes(
     return {n: cap.outputs[n].shape for n in names}
 
 
+_MASKABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)  # the layers unstructured pruning zeroes
+
+
+def weight_sparsity(model: nn.Module) -> dict[str, Any]:
+    """Zero weights of the Conv/Linear layers (what unstructured pruning zeroes): count, total, fraction."""
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, _MASKABLE)]
+    total = sum(int(w.numel()) for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return {"weights": total, "zeros": zeros, "sparsity": zeros / max(1, total)}
+
+
+@contextlib.contextmanager
+def keeping_zeros(model: nn.Module, keep: bool = True) -> Iterator[nn.Module]:
+    """While the block runs (training), every zero weight of a Conv/Linear layer stays zero: the
+    layer's weight is `weight_orig * mask` (torch's pruning re-parametrisation); afterwards the product
+    is made permanent and the layer is plain again."""
+    from torch.nn.utils import prune as torch_prune
+
+    masked = []
+    if keep:
+        for module in model.modules():
+            if isinstance(module, _MASKABLE) and bool((module.weight == 0).any()):
+                torch_prune.custom_from_mask(module, "weight", module.weight.detach() != 0)
+                masked.append(module)
+    try:
+        yield model
+    finally:
+        for module in masked:
+            torch_prune.remove(module, "weight")
+
+
+def _sparsity_details(before: dict[str, Any], after: dict[str, Any], keep: bool) -> dict[str, Any]:
+    """The sparsity record of a run, warning where a sparse student lost zeros because it was asked to."""
+    if not keep and before["zeros"] and after["zeros"] < before["zeros"]:
+        log.warning(
+            "keep_sparsity is off: the student had %.1f %% zero weights (%d of %d) and has %.1f %% (%d) "
+            "after distillation; its unstructured sparsity (and the smaller gzip artifact) is gone",
+            100 * before["sparsity"],
+            before["zeros"],
+            before["weights"],
+            100 * after["sparsity"],
+            after["zeros"],
+        )
+    return {"kept": keep, "before": before, "after": after}
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -347,26 +407,36 @@ def distill(
             loss = loss + config.feature_weight * term
         return loss
 
+    before = weight_sparsity(student)
     teacher.to(training_device(config.train.device))
     try:
-        history = fit(
-            wrapper, dataset, config.train, loss_fn=loss_fn, description="distill", progress=progress
-        )
+        with keeping_zeros(student, config.keep_sparsity):
+            history = fit(
+                wrapper, dataset, config.train, loss_fn=loss_fn, description="distill", progress=progress
+            )
     finally:
         teacher.to("cpu")
         for cap in (s_cap, t_cap):
             if cap:
                 cap.remove()
+    details["sparsity"] = _sparsity_details(before, weight_sparsity(student), config.keep_sparsity)
     return student.eval(), history, details
 
 
 def train_scratch(
-    student: nn.Module, dataset: Dataset, train: TrainConfig, progress: bool = True
+    student: nn.Module,
+    dataset: Dataset,
+    train: TrainConfig,
+    progress: bool = True,
+    keep_sparsity: bool = True,
 ) -> tuple[nn.Module, TrainHistory]:
-    """The control: the same student, same data order and schedule, hard labels only."""
+    """The control: the same student, same data order and schedule (and zero mask), hard labels only."""
     student = copy.deepcopy(student)
     ce: LossFn = lambda model, x, y: F.cross_entropy(model(x), y)  # noqa: E731
-    history = fit(student, dataset, train, loss_fn=ce, description="student (no teacher)", progress=progress)
+    with keeping_zeros(student, keep_sparsity):
+        history = fit(
+            student, dataset, train, loss_fn=ce, description="student (no teacher)", progress=progress
+        )
     return student.eval(), history
 
 
@@ -406,7 +476,7 @@ def distill_step(
     from pathlib import Path
 
     from edgecompress.data import load_dataset
-    from edgecompress.evaluate import model_stats
+    from edgecompress.evaluate import model_stats, module_params
     from edgecompress.io import write_text
     from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
     from edgecompress.train import accuracy
@@ -432,14 +502,14 @@ def distill_step(
         rows = {"teacher": teacher, "student (start)": student_module}
         if compare_scratch:
             rows["student, hard labels only"], _ = train_scratch(
-                student_module, dataset, config.train, progress
+                student_module, dataset, config.train, progress, config.keep_sparsity
             )
         rows["student, distilled"] = child
         comparison = {
             name: {
                 "val_accuracy": accuracy(m, x_val, y_val),
                 "test_accuracy": accuracy(m, x_test, y_test),
-                "params": sum(p.numel() for p in m.parameters()),
+                "params": module_params(m, dataset.input_shape),  # the deployed count, as evaluate's
             }
             for name, m in rows.items()
         }
@@ -452,7 +522,8 @@ def distill_step(
             "distill": {
                 "config": config.as_params(),
                 "history": history.as_dict(),
-                "loss": details,
+                "loss": {k: v for k, v in details.items() if k != "sparsity"},
+                "sparsity": details["sparsity"],
                 "comparison": comparison,
                 "student_source": str(student),
             },
@@ -465,6 +536,7 @@ def distill_step(
             }
             write_text(Path(report_path), distill_report(info["distill"], stats))
         metrics = {
+            "weight_sparsity": details["sparsity"]["after"]["sparsity"],
             "val_accuracy": comparison["student, distilled"]["val_accuracy"],
             "teacher_val_accuracy": comparison["teacher"]["val_accuracy"],
         }
@@ -503,6 +575,17 @@ def distill_report(d: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
         ["", "params", "MACs", "ONNX bytes", "gzip bytes"],
         [[k, v["params"], v["macs"], v["onnx_bytes"], v["gzip_bytes"]] for k, v in stats.items()],
     )
+    sp = d.get("sparsity")
+    sparsity = ""
+    if sp:
+        sparsity = html_table(
+            ["", "zero weights", "Conv/Linear weights", "sparsity"],
+            [[k, sp[k]["zeros"], sp[k]["weights"], sp[k]["sparsity"]] for k in ("before", "after")],
+        ) + (
+            "<p>Fine-tuned under the student's zero mask: its zero weights stayed zero.</p>"
+            if sp["kept"]
+            else "<p><b>keep_sparsity was off:</b> the student's zero weights were free to change.</p>"
+        )
     hist = html_table(
         ["epoch", "train loss", "val accuracy"],
         [[e["epoch"], e["train_loss"], e["val_accuracy"]] for e in d["history"]["epochs"]],
@@ -516,6 +599,7 @@ def distill_report(d: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
             ),
             ("Settings", settings),
             ("Size (ONNX)", size),
+            *([("Student sparsity (Conv/Linear weights)", sparsity)] if sparsity else []),
             ("Distillation history", hist),
         ],
     )

@@ -14,18 +14,23 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import shape_inference
 
 from edgecompress import lineage
 from edgecompress.data import Dataset, load_dataset
 from edgecompress.errors import ModelError
-from edgecompress.export import ModelPackage, check_onnx_fits, load_model_package, split_logits, validate_onnx
+from edgecompress.export import (
+    ModelPackage,
+    check_onnx_fits,
+    count_onnx_parameters,
+    load_model_package,
+    split_logits,
+    validate_onnx,
+)
 from edgecompress.farm.runner import BenchmarkSettings, run_isolated
 from edgecompress.io import write_json, write_text
 from edgecompress.reports import confusion_matrix_png, html_page, html_table, png_img_tag
 from edgecompress.step import Lineage
-
-_QUANT_AUX = ("scale", "zero_point")
 
 
 @dataclass
@@ -89,10 +94,6 @@ class Evaluation:
             "stats": self.stats.as_dict(),
             "latency_ms": self.latency_ms,
         }
-
-
-def _is_weight(name: str, array: np.ndarray) -> bool:
-    return array.ndim >= 1 and not any(tag in name.lower() for tag in _QUANT_AUX) and array.dtype != np.int64
 
 
 # op -> (the input whose shape, with the weight's, gives the MACs: "out" or "in"; weight input index)
@@ -207,6 +208,19 @@ def count_macs(proto: onnx.ModelProto) -> int:
     return total
 
 
+def module_params(model: Any, input_shape: tuple[int, ...]) -> int:
+    """Parameters of a torch module counted as every report counts them: on its ONNX export, after
+    BatchNorm folding (what is deployed), so that train, prune, distill, evaluate and run agree."""
+    import tempfile
+
+    from edgecompress.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-params-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model, tuple(input_shape), path)
+        return count_onnx_parameters(onnx.load(str(path)))[0]
+
+
 def module_macs(model: Any, input_shape: tuple[int, ...]) -> int:
     """MACs of a torch module counted as every report counts them: on its ONNX export (`count_macs`),
     so that a pruning budget, a NAS constraint and the evaluation of the result agree."""
@@ -218,26 +232,6 @@ def module_macs(model: Any, input_shape: tuple[int, ...]) -> int:
         path = Path(tmp) / "model.onnx"
         export_onnx(model, tuple(input_shape), path)
         return count_macs(onnx.load(str(path)))
-
-
-def count_onnx_parameters(proto: onnx.ModelProto) -> tuple[int, int]:
-    """(parameters, non-zero parameters) of the weights in the graph.
-
-    The exporter merges initializers with equal values (the ones and zeros of freshly initialised
-    norms, the zero biases of folded BatchNorms) into one: an initializer is counted once per node
-    that reads it, so a layer's parameters do not vanish because another layer's are equal."""
-    uses: dict[str, int] = {}
-    for node in proto.graph.node:
-        for name in set(node.input):
-            uses[name] = uses.get(name, 0) + 1
-    params = nonzero = 0
-    for init in proto.graph.initializer:
-        array = numpy_helper.to_array(init)
-        if _is_weight(init.name, array):
-            n = max(1, uses.get(init.name, 0))
-            params += n * array.size
-            nonzero += n * int(np.count_nonzero(array))
-    return params, nonzero
 
 
 def model_stats(onnx_path: Path) -> ModelStats:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from edgecompress.data import Dataset
@@ -95,6 +96,33 @@ def check_parity(model: nn.Module, onnx_path: Path, x: np.ndarray, atol: float =
             f"ONNX output differs from torch: max |Δlogit| = {err:.2e} > {atol:.0e} (top-1 agreement {agree:.4f})"
         )
     return parity
+
+
+_QUANT_AUX = ("scale", "zero_point")
+
+
+def _is_weight(name: str, array: np.ndarray) -> bool:
+    return array.ndim >= 1 and not any(tag in name.lower() for tag in _QUANT_AUX) and array.dtype != np.int64
+
+
+def count_onnx_parameters(proto: onnx.ModelProto) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of the weights in the graph.
+
+    The exporter merges initializers with equal values (the ones and zeros of freshly initialised
+    norms, the zero biases of folded BatchNorms) into one: an initializer is counted once per node
+    that reads it, so a layer's parameters do not vanish because another layer's are equal."""
+    uses: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in set(node.input):
+            uses[name] = uses.get(name, 0) + 1
+    params = nonzero = 0
+    for init in proto.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if _is_weight(init.name, array):
+            n = max(1, uses.get(init.name, 0))
+            params += n * array.size
+            nonzero += n * int(np.count_nonzero(array))
+    return params, nonzero
 
 
 def validate_onnx(path: Path) -> onnx.ModelProto:

@@ -1,4 +1,6 @@
-"""Atomic writes: an output appears whole or not at all (no half-written artifacts)."""
+"""Atomic writes: an output appears whole or not at all (no half-written artifacts), with the
+permissions a plain `open`/`mkdir` would give it (the process umask), not the temp file's 0600/0700:
+a later KFP task under another uid, an MLflow server or a colleague must be able to read it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,26 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux says it (/proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path) -> None:
+    """Give a temp file or directory (mkstemp: 0600, mkdtemp: 0700) the mode `open`/`mkdir` would have
+    given it; files written into a temp directory already have theirs."""
+    mode = (0o777 if path.is_dir() else 0o666) & ~current_umask()
+    os.chmod(path, mode)
 
 
 @contextlib.contextmanager
@@ -25,6 +47,8 @@ def atomic_path(target: Path, directory: bool = False) -> Iterator[Path]:
         tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists() and not tmp.is_symlink():
+            _as_if_created(tmp)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         elif directory and target.exists():

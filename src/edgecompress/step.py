@@ -23,6 +23,7 @@ from edgecompress.errors import ConfigError, ModelError
 from edgecompress.export import (
     ModelPackage,
     check_parity,
+    count_onnx_parameters,
     export_onnx,
     load_model_package,
     save_model_package,
@@ -95,6 +96,8 @@ def load_parent(model_dir: Path, dataset: Dataset, role: str = "model"):
 def save_torch_child(model, dataset: Dataset, output_dir: Path, info: dict[str, Any]) -> ModelPackage:
     """Export a torch model to ONNX, check parity on validation data, and write the Model artifact
     (ONNX + module.pt, so the architecture round-trips) atomically."""
+    import onnx
+
     from edgecompress.zoo import count_parameters
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-child-") as tmp:
@@ -104,7 +107,10 @@ def save_torch_child(model, dataset: Dataset, output_dir: Path, info: dict[str, 
         parity = check_parity(model, onnx_file, x_val)
         info = {
             **info,
-            "params": count_parameters(model),
+            # one count everywhere: the deployed graph's (BatchNorm folded), as evaluate and run report;
+            # torch's own count (BatchNorm affine and running-stat-free) is kept, labelled
+            "params": count_onnx_parameters(onnx.load(str(onnx_file)))[0],
+            "torch_params": count_parameters(model),
             "export_parity": parity.as_dict(),
             "package_version": __version__,
         }

@@ -347,6 +347,9 @@ def build_model(
             raise ConfigError(f"model family {spec['family']!r}: bad arguments {kwargs}: {exc}") from exc
     else:
         factory = _import_factory(spec["factory"])
+        # a factory that imports torchvision or timm where it uses them (inside the function) meets
+        # torchvision's broken extension there: torchvision is imported the working way first
+        prepare_import("torchvision")
         try:
             model = factory(**kwargs)
         except EdgeCompressError:

@@ -18,7 +18,7 @@ def test_chain_prune_distill_quantize_records_lineage(tracking_uri: str, tmp_pat
     arguments = {
         "dataset": "digits", "model": SMALL, "epochs": 3, "batch_size": 64, "device_classes": ["rpi4-emulated"],
         "bench_min_runs": 20, "bench_min_duration_s": 0.05, "max_accuracy_drop": 0.5, "registered_model_name": "chain",
-        "prune_ratio": 0.5, "prune_finetune_epochs_after": 1, "prune_sensitivity_ratios": "0.5",
+        "prune_ratio": 0.5, "prune_finetune_epochs_after": 1, "prune_sensitivity": True, "prune_sensitivity_ratios": "0.5",
         "distill_epochs": 1, "distill_compare_scratch": False, "quantize_calibration_samples": 32,
     }  # fmt: skip
     result = run_edge_compression(["prune", "distill", "quantize"], arguments, tmp_path)

@@ -325,6 +325,7 @@ def load_user_npz(path: Path, seed: int = 0) -> Dataset:
     info = json.loads(str(meta)) if meta is not None else {}
     class_names = info.get("class_names")
     _check_arrays(arrays, str(path), class_names)
+    _check_channel_axis(arrays["x_train"].shape[1:], str(path), info.get("sample_layout"))
     if not class_names:
         n_classes = int(max(int(arrays[f"y_{s}"].max()) for s in SPLITS) + 1)
         class_names = [str(i) for i in range(n_classes)]
@@ -361,6 +362,26 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: str, class_names: list[s
         _check_labels(arrays[f"y_{s}"], f"y_{s}", where)
     present = np.unique(np.concatenate([np.unique(arrays[f"y_{s}"]) for s in SPLITS])).astype(np.int64)
     check_class_coverage(present, where, class_names)
+
+
+SAMPLE_LAYOUTS = ("CL",)  # what a 2-D sample may declare itself to be: channels x length (Conv1d)
+
+
+def _check_channel_axis(sample: tuple[int, ...], where: str, layout: str | None) -> None:
+    """A 2-D sample (N x H x W images) has no channel axis: every model reads the first sample axis as
+    channels, so it would fail later naming channels. Refused here, unless the file's `meta` says
+    `"sample_layout": "CL"` (channels x length, a Conv1d net's input)."""
+    if len(sample) != 2 or layout == "CL":
+        return
+    if layout is not None:
+        raise DatasetError(f"dataset {where}: meta sample_layout {layout!r} is not one of {SAMPLE_LAYOUTS}")
+    shape = ", ".join(map(str, sample))
+    raise DatasetError(
+        f"dataset {where}: x has samples of shape ({shape}) with no channel axis; models read the first "
+        f"sample axis as channels. Images must be N x C x H x W: for grayscale add one with x[:, None] "
+        f"(samples (1, {shape})). If the samples are channels x length for a Conv1d net, say so in the "
+        f'file: meta=json.dumps({{"sample_layout": "CL"}})'
+    )
 
 
 def check_class_coverage(

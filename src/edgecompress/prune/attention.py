@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 HEAD_ATTRIBUTES = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nhead")
 # attributes that hold the attention's inner width (heads x head width): updated with the head count
 WIDTH_ATTRIBUTES = ("attn_dim", "all_head_size", "inner_dim", "inner_size")
+# attributes that often hold the residual width but, in attention written with one width for both,
+# may be what the forward reshapes the heads' output to: updated only where the probe shows it must be
+INNER_WIDTH_CANDIDATES = ("dim", "embed_dim", "hidden_size", "d_model", "width", "all_head_dim")
 _FUSED = re.compile(r"^(qkv|in_proj|c_attn|query_key_value|wqkv|to_qkv)$")
 _SEPARATE = re.compile(r"^(to_)?(q|k|v|query|key|value)(_proj|_lin|_linear)?$")
 
@@ -141,6 +144,61 @@ def unwrapped_parameters(model: nn.Module) -> dict[nn.Parameter, int]:
     return out
 
 
+def _probe_error(
+    model: nn.Module,
+    sub,
+    names: dict[int, str],
+    layout: AttentionLayout | None,
+    extra_widths: list[str],
+    example: torch.Tensor,
+    num_classes: int,
+) -> str | None:
+    """Prune the group `sub` on a copy of `model` (and, for attention, lower its head count and the
+    width attributes), run it: the error its forward raises, or None."""
+    from torch_pruning import _helpers
+
+    trial = copy.deepcopy(model)
+    try:
+        for dep, dep_idxs in sub:
+            name = names.get(id(dep.target.module))
+            if name is None:  # one of Torch-Pruning's own op nodes (reshape, concat …): no weights
+                continue
+            dep.handler.__self__.pruning_dim = dep.target.pruning_dim  # as Dependency.__call__ does
+            if dep_idxs and isinstance(dep_idxs[0], _helpers._HybridIndex):
+                dep_idxs = _helpers.to_plain_idxs(dep_idxs)
+            pruned = dep.handler(_resolve(trial, name), dep_idxs)
+            if isinstance(dep.target.module, nn.Parameter):
+                parent, _, attr = name.rpartition(".")
+                setattr(_resolve(trial, parent), attr, pruned)
+        if layout is not None:
+            trial_layout = copy.copy(layout)
+            trial_layout.module = _resolve(trial, layout.name)
+            trial_layout.width_attributes = layout.width_attributes + extra_widths
+            trial_layout.set_heads(layout.heads - 1)
+        with torch.no_grad():
+            out = trial.eval()(example)
+        if tuple(out.shape) != (example.shape[0], num_classes):
+            return f"output shape {tuple(out.shape)}"
+    except Exception as exc:  # what the user's forward raises on the pruned copy
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def _attention_message(layout: AttentionLayout, names: dict[int, str], error: str) -> str:
+    """Why an attention module keeps its heads, said once for the module (not per projection)."""
+    projections = ", ".join(names.get(id(p), "?").rpartition(".")[2] for p in layout.projections)
+    updated = [a for a in (layout.heads_attribute, *layout.width_attributes) if a]
+    told = f"{', '.join(updated)} updated" if updated else "no head-count attribute to update"
+    return (
+        f"structured pruning keeps every head of attention {layout.name!r} ({projections} keep their "
+        f"width): with one head removed ({told}) its forward fails ({error}). Its forward reshapes the "
+        "heads' output to a width it does not read from those attributes, e.g. reshape(b, n, d) with d "
+        "taken from the input's shape, so no head can go while the input width stays. Reshape to "
+        "(b, n, -1) or (b, n, num_heads * head_dim) and its whole heads are pruned (as Torch-Pruning "
+        "does for Hugging Face models, whose all_head_size follows the head count)"
+    )
+
+
 def _named(model: nn.Module) -> dict[int, str]:
     names = {id(m): n for n, m in model.named_modules()}
     names.update({id(p): n for n, p in model.named_parameters()})
@@ -172,9 +230,8 @@ def unsafe_groups(
     unwrapped: dict[nn.Parameter, int],
 ) -> dict[nn.Module, str]:
     """Root layers of the channel groups that break the model when pruned (each tried alone on a
-    copy), with the message naming the layers and the error (also logged)."""
+    copy), with the message naming the layers and the error (the caller logs it, once per prune)."""
     import torch_pruning as tp
-    from torch_pruning import _helpers
 
     graph = tp.DependencyGraph().build_dependency(
         model, example_inputs=example, unwrapped_parameters=list(unwrapped.items())
@@ -201,38 +258,30 @@ def unsafe_groups(
             idxs = [i + t * thirds for t in range(3) for i in base] if layout.fused else base
         else:
             idxs = _probe_indices(channels, slices, None)
-        trial = copy.deepcopy(model)
-        error = None
-        try:
-            sub = graph.get_pruning_group(root, group[0].dep.handler, idxs)
-            for dep, dep_idxs in sub:
-                name = names.get(id(dep.target.module))
-                if name is None:  # one of Torch-Pruning's own op nodes (reshape, concat …): no weights
-                    continue
-                dep.handler.__self__.pruning_dim = dep.target.pruning_dim  # as Dependency.__call__ does
-                if dep_idxs and isinstance(dep_idxs[0], _helpers._HybridIndex):
-                    dep_idxs = _helpers.to_plain_idxs(dep_idxs)
-                pruned = dep.handler(_resolve(trial, name), dep_idxs)
-                if isinstance(dep.target.module, nn.Parameter):
-                    parent, _, attr = name.rpartition(".")
-                    setattr(_resolve(trial, parent), attr, pruned)
-            if layout is not None:
-                trial_layout = copy.copy(layout)
-                trial_layout.module = _resolve(trial, layout.name)
-                trial_layout.set_heads(layout.heads - 1)
-            with torch.no_grad():
-                out = trial.eval()(example)
-            if tuple(out.shape) != (example.shape[0], num_classes):
-                error = f"output shape {tuple(out.shape)}"
-        except Exception as exc:  # what the user's forward raises on the pruned copy
-            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        sub = graph.get_pruning_group(root, group[0].dep.handler, idxs)
+        error = _probe_error(model, sub, names, layout, [], example, num_classes)
+        if error and layout is not None:
+            # as Torch-Pruning's Hugging Face recipe updates `all_head_size` with the heads: a module
+            # attribute holding the inner width (e.g. `self.dim`) that the forward reshapes to
+            extra = [
+                a
+                for a in INNER_WIDTH_CANDIDATES
+                if a not in layout.width_attributes
+                and getattr(layout.module, a, None) == layout.heads * layout.head_width
+            ]
+            if extra and not _probe_error(model, sub, names, layout, extra, example, num_classes):
+                layout.width_attributes += extra
+                log.info("attention %r: %s follow its head count", layout.name, ", ".join(extra))
+                error = None
         if error:
             layers = sorted({names[id(m)] for m in members})
+            if layout is not None:
+                unsafe[root] = _attention_message(layout, names, error)
+                continue
             message = (
                 f"structured pruning skips layer {names.get(id(root), '?')!r} (and the layers pruned with "
                 f"it: {', '.join(layers[:12]) + (' …' if len(layers) > 12 else '')}): removing its channels "
                 f"breaks the model's forward ({error})"
             )
-            log.warning("%s", message)
-            unsafe[root] = message
+            unsafe[root] = message  # the caller says it, once
     return unsafe

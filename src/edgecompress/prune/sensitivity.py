@@ -6,6 +6,8 @@ passed in is never changed (every trial prunes a copy).
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +15,7 @@ from torch import nn
 
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError
+from edgecompress.progress import progress_bar
 from edgecompress.prune.common import IMPORTANCES, _check_ratio, _modules_by_name
 from edgecompress.prune.structured import (
     StructuredConfig,
@@ -24,6 +27,13 @@ from edgecompress.prune.structured import (
 )
 from edgecompress.train import accuracy
 
+log = logging.getLogger(__name__)
+
+
+def sensitivity_trials(model: nn.Module, num_classes: int, ratios: Sequence[float], keep_layers=()) -> int:
+    """How many prune-and-measure trials the analysis runs: prunable layers x ratios."""
+    return len(prunable_layers(model, num_classes, keep_layers)) * len(ratios)
+
 
 def sensitivity(
     model: nn.Module,
@@ -33,8 +43,12 @@ def sensitivity(
     layers: Sequence[str] | None = None,
     samples: int = 1000,
     keep_layers: Sequence[str] = (),
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Validation accuracy when one layer alone is pruned by each ratio (no fine-tuning)."""
+    """Validation accuracy when one layer alone is pruned by each ratio (no fine-tuning).
+
+    Cost: one model copy, one Torch-Pruning step and one pass over `samples` validation images per
+    layer and ratio. Progress (a bar on a terminal, log lines elsewhere) gives the estimated time left."""
     for r in ratios:
         _check_ratio("sensitivity ratio", r)
     if importance not in IMPORTANCES:
@@ -47,24 +61,56 @@ def sensitivity(
     x, y = dataset.split("val", samples)
     base = accuracy(model, x, y)
     table: dict[str, dict[str, float]] = {}
-    for name in names:
-        table[name] = {}
-        for r in ratios:
-            trial = copy.deepcopy(model)
-            cfg = StructuredConfig(
-                ratio=r, importance=importance, layer_ratios={name: r}, max_ratio=max(ratios)
+    total, done, started = len(names) * len(ratios), 0, time.monotonic()
+    log.info(
+        "sensitivity analysis: %d layers x %d ratios = %d trials (each prunes a copy and measures %d "
+        "validation images)",
+        len(names),
+        len(ratios),
+        total,
+        len(x),
+    )
+    probe = None  # the safety probe's answer is the same for every trial: found once, then reused
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task("sensitivity", total=total)
+        for name in names:
+            table[name] = {}
+            for r in ratios:
+                trial = copy.deepcopy(model)
+                cfg = StructuredConfig(
+                    ratio=r, importance=importance, layer_ratios={name: r}, max_ratio=max(ratios)
+                )
+                # every other layer at ratio 0: only `name` (and what must follow it) loses channels
+                pruner = _pruner(trial, input_shape, num_classes, cfg, 0.0, 1, probe)
+                if probe is None:
+                    probe = pruner.probe
+                    for message in pruner.skipped:
+                        log.warning("%s", message)
+                _pruner_step(pruner, trial, dataset, cfg)
+                table[name][str(r)] = accuracy(trial, x, y)
+                done += 1
+                left = (time.monotonic() - started) / done * (total - done)
+                bar.update(task, advance=1, description=f"sensitivity (~{_duration(left)} left)")
+            log.info(
+                "sensitivity %d/%d trials (%s), about %s left",
+                done,
+                total,
+                name,
+                _duration((time.monotonic() - started) / done * (total - done)),
             )
-            # every other layer at ratio 0: only `name` (and what must follow it) loses channels
-            pruner = _pruner(trial, input_shape, num_classes, cfg, 0.0, 1)
-            _pruner_step(pruner, trial, dataset, cfg)
-            table[name][str(r)] = accuracy(trial, x, y)
     return {
         "baseline_accuracy": base,
         "ratios": list(ratios),
         "samples": len(x),
         "importance": importance,
         "accuracy": table,
+        "skipped": list(probe.unsafe.values()) if probe else [],
+        "seconds": time.monotonic() - started,
     }
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def suggest_layer_ratios(result: dict[str, Any], max_drop: float) -> dict[str, float]:

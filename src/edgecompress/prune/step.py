@@ -90,12 +90,25 @@ class PruneConfig:
     lr: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate"})
     batch_size: int = field(default=128, metadata={"help": "fine-tuning batch size"})
     augment: bool = field(default=False, metadata={"help": "flips and shifts while fine-tuning"})
+    sensitivity: bool = field(
+        default=False,
+        metadata={
+            "help": "structured: run the per-layer sensitivity analysis first, for the report (always run "
+            "when sensitivity_max_drop > 0, which uses it). Cost: one pruned copy and one validation pass "
+            "per prunable layer and sensitivity ratio (40 layers x 3 ratios = 120 trials), often several "
+            "times the prune itself; progress shows the time left"
+        },
+    )
     sensitivity_ratios: tuple[float, ...] = field(
         default=(0.25, 0.5, 0.75),
-        metadata={"help": "structured: sensitivity analysis at these ratios first (empty: skip)"},
+        metadata={"help": "structured: the ratios the sensitivity analysis tries on each layer"},
     )
     sensitivity_max_drop: float = field(
-        default=0.0, metadata={"help": "> 0: per-layer ratios = the largest tested ratio within this drop"}
+        default=0.0,
+        metadata={
+            "help": "> 0: per-layer ratios = the largest tested ratio within this drop (runs the "
+            "sensitivity analysis)"
+        },
     )
     prune_heads: bool = field(
         default=True,
@@ -148,12 +161,12 @@ class PruneConfig:
 
     def step_arguments(self) -> dict[str, Any]:
         """The keyword arguments of `prune_step` that this config sets."""
-        structured = self.method == "structured"
+        analysis = self.method == "structured" and (self.sensitivity or self.sensitivity_max_drop > 0)
         return {
             "method": self.method,
             "structured": self.structured(),
             "unstructured": self.unstructured(),
-            "sensitivity_ratios": parse_ratios(self.sensitivity_ratios) if structured else (),
+            "sensitivity_ratios": parse_ratios(self.sensitivity_ratios) if analysis else (),
             "sensitivity_max_drop": self.sensitivity_max_drop,
         }
 
@@ -171,8 +184,9 @@ def prune_step(
     lineage_ctx=None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Prune a Model artifact. Structured: optional sensitivity analysis first (and, with
-    `sensitivity_max_drop` > 0, per-layer ratios from it), then the iterative schedule."""
+    """Prune a Model artifact. Structured: the sensitivity analysis first where `sensitivity_ratios`
+    are given (`PruneConfig.step_arguments` gives them when asked, or when `sensitivity_max_drop` > 0
+    sets per-layer ratios from it), then the iterative schedule."""
     from edgecompress.data import load_dataset
     from edgecompress.evaluate import model_stats
     from edgecompress.io import write_text
@@ -204,7 +218,14 @@ def prune_step(
     with ctx.task("prune", params):
         sens = None
         if method == "structured" and sensitivity_ratios:
-            sens = sensitivity(module, dataset, sensitivity_ratios, structured.importance, keep_layers=keep)
+            sens = sensitivity(
+                module,
+                dataset,
+                sensitivity_ratios,
+                structured.importance,
+                keep_layers=keep,
+                progress=progress,
+            )
             if sensitivity_max_drop > 0:
                 structured.layer_ratios = {
                     **suggest_layer_ratios(sens, sensitivity_max_drop),
@@ -311,7 +332,7 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
                     [
                         "step",
                         "ratio",
-                        "torch params",
+                        "params (ONNX)",
                         "MACs",
                         "val acc (pruned)",
                         "val acc (after fine-tune)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -36,7 +37,7 @@ from edgecompress.prune.common import (
     output_layers,
 )
 from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
-from edgecompress.zoo import check_model_fits, count_parameters
+from edgecompress.zoo import check_model_fits
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,7 @@ def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
             unwrapped_parameters=list(unwrapped_parameters(model).items()),
         )
     except Exception as exc:
-        raise ModelError(
-            f"torch-pruning cannot trace the model ({type(model).__name__}): "
-            f"{type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
+        raise _untraceable(model, exc) from exc
     inside_mha = {
         id(m) for mha in model.modules() if isinstance(mha, nn.MultiheadAttention) for m in mha.modules()
     }
@@ -144,6 +142,25 @@ def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
         )
 
 
+def _untraceable(model: nn.Module, exc: Exception) -> ModelError:
+    """The error for a model Torch-Pruning cannot trace, naming the cause where it is known."""
+    import traceback
+
+    where = {frame.name for frame in traceback.extract_tb(exc.__traceback__)}
+    said = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if "update_reshape_index_mapping" in where:
+        # ShuffleNet's channel_shuffle: view (N, groups, C/groups, H, W), transpose, view back
+        return ModelError(
+            f"torch-pruning cannot trace the model ({type(model).__name__}): a view/reshape in its forward "
+            "regroups the channel axis (a channel shuffle, as ShuffleNet's: view to (N, groups, C/groups, H, "
+            "W), transpose, view back), and Torch-Pruning 1.6.1 cannot map channel indices through it "
+            f"({said}); removing channels would misalign the layers after it. Use --method unstructured "
+            "(weights zeroed, shapes kept), or distil into a narrower model of the same family (e.g. "
+            "--student torchvision.models:shufflenet_v2_x0_5)"
+        )
+    return ModelError(f"torch-pruning cannot trace the model ({type(model).__name__}): {said}")
+
+
 def _check_importance_fits(model: nn.Module, importance: str) -> None:
     if importance == "bn" and not any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
@@ -151,6 +168,15 @@ def _check_importance_fits(model: nn.Module, importance: str) -> None:
         raise ConfigError(
             f"importance 'bn' needs BatchNorm layers; {type(model).__name__} has none (use l1, l2 or taylor)"
         )
+
+
+@dataclass
+class Probe:
+    """What the safety probe found for one model and config: the layers kept whole (name -> why) and
+    the width attributes found to follow each attention module's head count (name -> attributes)."""
+
+    unsafe: dict[str, str]
+    widths: dict[str, list[str]]
 
 
 class _Pruner:
@@ -162,8 +188,9 @@ class _Pruner:
     all (4 heads: 3, 2, 1, 0 by ratio 0.2). Here each step's removal is set per attention module from
     its *initial* heads, as a single step would prune them, and never below one head."""
 
-    def __init__(self, meta, layouts: list[AttentionLayout], skipped: list[str]) -> None:
-        self.meta, self.layouts, self.skipped = meta, layouts, skipped
+    def __init__(self, meta, layouts: list[AttentionLayout], probe: Probe) -> None:
+        self.meta, self.layouts, self.probe = meta, layouts, probe
+        self.skipped = list(probe.unsafe.values())
         self.initial_heads = {layout.name: layout.heads for layout in layouts}
 
     def _schedule_heads(self) -> None:
@@ -199,7 +226,11 @@ def _pruner(
     config: StructuredConfig,
     ratio: float,
     steps: int,
+    probe: Probe | None = None,
 ) -> _Pruner:
+    """The pruner of `model` at `ratio` in `steps`. The safety probe (`unsafe_groups`: one pruned copy
+    and forward per channel group) runs unless `probe` (from a pruner of the same model and config,
+    e.g. the previous sensitivity trial) gives its answer already."""
     import torch_pruning as tp
 
     keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
@@ -218,7 +249,20 @@ def _pruner(
         slices = {m: m.num_heads for m in mha}
         unwrapped = unwrapped_parameters(model)
         ignored = keep + output_layers(model, num_classes)
-        unsafe = unsafe_groups(model, example, num_classes, ignored, layouts, slices, unwrapped)
+        if probe is None:
+            started = time.monotonic()
+            unsafe = unsafe_groups(model, example, num_classes, ignored, layouts, slices, unwrapped)
+            log.info(
+                "safety probe (each non-convolutional channel group pruned on a copy and run): %.1f s, "
+                "%d group(s) kept whole",
+                time.monotonic() - started,
+                len(unsafe),
+            )
+        else:
+            modules = dict(model.named_modules())
+            unsafe = {modules[name]: message for name, message in probe.unsafe.items()}
+            for layout in layouts:
+                layout.width_attributes = list(probe.widths.get(layout.name, layout.width_attributes))
         ignored += list(unsafe)
         meta = tp.pruner.MetaPruner(
             model,
@@ -240,11 +284,13 @@ def _pruner(
             unwrapped_parameters=list(unwrapped.items()),
         )
     except Exception as exc:
-        raise ModelError(
-            f"torch-pruning cannot trace the model ({type(model).__name__}): "
-            f"{type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
-    return _Pruner(meta, layouts, list(unsafe.values()))
+        raise _untraceable(model, exc) from exc
+    names = {id(m): n for n, m in model.named_modules()}
+    found = Probe(
+        {names[id(m)]: message for m, message in unsafe.items()},
+        {layout.name: list(layout.width_attributes) for layout in layouts},
+    )
+    return _Pruner(meta, layouts, found)
 
 
 def _taylor_gradients(
@@ -287,13 +333,13 @@ BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S = 100, 0.3
 def model_cost(
     model: nn.Module, input_shape: Sequence[int], metric: str, device_class: str = DEFAULT_DEVICE_CLASS
 ) -> float:
-    if metric == "params":
-        return float(count_parameters(model))
-    if metric == "macs":  # counted as the evaluation of the result counts them (attention MatMuls too)
-        from edgecompress.evaluate import module_macs
+    if metric in ("params", "macs"):  # counted as the evaluation counts them: on the ONNX export
+        # (MACs: attention MatMuls too; parameters: after BatchNorm folding, what is deployed)
+        from edgecompress.evaluate import module_macs, module_params
 
+        count = module_params if metric == "params" else module_macs
         try:
-            return float(module_macs(model, tuple(input_shape)))
+            return float(count(model, tuple(input_shape)))
         except ModelError as exc:  # a pruned model whose forward no longer runs: named, not a traceback
             raise ModelError(
                 f"the pruned {type(model).__name__} no longer runs on inputs of shape {tuple(input_shape)}: {exc}"
@@ -311,6 +357,7 @@ def ratio_for_budget(
     config: StructuredConfig,
     dataset: Dataset | None = None,
     increment: float = 0.05,
+    probe: Probe | None = None,
 ) -> tuple[float, list[dict[str, float]]]:
     """Smallest ratio (in `increment` steps, up to `max_ratio`) whose pruned copy meets the budget."""
     trace = []
@@ -323,7 +370,7 @@ def ratio_for_budget(
         )
     steps = max(1, int(round(config.max_ratio / increment)))
     trial = copy.deepcopy(model)
-    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps)
+    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps, probe)
     for i in range(1, steps + 1):
         _pruner_step(pruner, trial, dataset, config)
         ratio = config.max_ratio * i / steps
@@ -360,8 +407,14 @@ def prune_structured(
     trace: list[dict[str, float]] = []
     ratio = config.ratio
     if config.budget_metric:
-        ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset)
-    pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps)
+        # the safety probe runs once: the budget search and the schedule prune the same model and config
+        probe = _pruner(copy.deepcopy(model), input_shape, num_classes, config, ratio, 1).probe
+        ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset, probe=probe)
+        pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps, probe)
+    else:
+        pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps)
+    for message in pruner.skipped:  # each skipped layer said once, not once per pruner built
+        log.warning("%s", message)
     x_val, y_val = dataset.split("val") if dataset is not None else (None, None)
     schedule = []
     for step in range(1, config.steps + 1):
@@ -369,7 +422,7 @@ def prune_structured(
         entry: dict[str, Any] = {
             "step": step,
             "ratio": ratio * step / config.steps,
-            "params": count_parameters(model),
+            "params": model_cost(model, input_shape, "params"),
             "macs": model_cost(model, input_shape, "macs"),
         }
         if x_val is not None:

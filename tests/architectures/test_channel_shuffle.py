@@ -1,0 +1,47 @@
+"""Issue 29, architectures users bring: ShuffleNetV2's channel shuffle (split, concat, then a view to
+(N, groups, C/groups, H, W), transpose and view back) ended structured pruning with
+`torch-pruning cannot trace the model (ShuffleNetV2): ZeroDivisionError: integer division or modulo
+by zero`. Torch-Pruning 1.6.1 cannot map channel indices through the shuffle (its reshape index
+mapping divides by the channels it infers after the 5-D view, 0), and removing channels without that
+mapping would misalign every layer after it. The error now names that cause and the workarounds, and
+the workaround named (unstructured pruning) works on the same model."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+from edgecompress.data import load_dataset
+from edgecompress.errors import ModelError
+from edgecompress.prune import StructuredConfig, UnstructuredConfig, prune_structured, prune_unstructured
+from tests.conftest import skip_or_fail_in_ci
+
+if importlib.util.find_spec("torchvision") is None:
+    skip_or_fail_in_ci("torchvision is not installed")
+
+
+def shufflenet() -> nn.Module:
+    """torchvision's ShuffleNetV2 0.5x for digits (one input channel, 10 classes)."""
+    from edgecompress.zoo import import_torchvision
+
+    torch.manual_seed(0)
+    model = import_torchvision().models.shufflenet_v2_x0_5(weights=None, num_classes=10)
+    model.conv1[0] = nn.Conv2d(1, 24, 3, 2, 1, bias=False)
+    return model
+
+
+def test_a_channel_shuffle_is_named_with_the_workarounds(digits_artifact):
+    dataset = load_dataset(digits_artifact)
+    torch.manual_seed(0)
+    with pytest.raises(ModelError) as caught:
+        prune_structured(shufflenet(), (1, 8, 8), 10, StructuredConfig(ratio=0.4), dataset, False)
+    message = str(caught.value)
+    assert message.startswith("torch-pruning cannot trace the model (ShuffleNetV2): ")
+    assert "channel shuffle" in message and "ZeroDivisionError" in message
+    assert "--method unstructured" in message and "shufflenet_v2_x0_5" in message
+    model = shufflenet()  # the workaround named works on the same model
+    report = prune_unstructured(model, UnstructuredConfig(sparsity=0.5))
+    assert report["weight_sparsity"] > 0.45 and model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
