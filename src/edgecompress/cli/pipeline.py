@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run the train→compress→evaluate→edge-benchmark pipeline locally",
         description="Run the edge-compression pipeline locally (kfp.local, this environment), "
-        "then print parent vs child with the gate's verdict.",
+        "then print parent vs child with the gate's verdict. The tasks' own logs go to "
+        "OUTPUT_DIR/pipeline.log (`edgecompress -v run …` streams them instead).",
     )
     run.add_argument(
         "--dataset",
@@ -140,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.skip_isa_check:
         arguments["skip_isa_check"] = True
     arguments.update(_parse_params(args.param, defaults))
-    result = run_edge_compression(chain, arguments, args.output_dir)
+    result = run_edge_compression(chain, arguments, args.output_dir, verbose=args.verbose)
     print_summary(result)
     return 0
 
@@ -213,6 +214,8 @@ def print_summary(result) -> None:
     console.print(f"pipeline took {result.seconds:.0f} s")
     console.print(f"artifacts:      {result.pipeline_root}")
     console.print(f"gate result:    {result.gate_path}")
+    if not result.tracked:  # --no-track: nothing was written to any MLflow store
+        return
     console.print(f"MLflow store:   {result.tracking_uri}")
     if result.tracking_uri.startswith("sqlite:///"):
         console.print(
