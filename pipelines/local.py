@@ -180,6 +180,8 @@ def run_pipeline(
     before = set(root.glob(f"{name}-*")) if root.exists() else set()
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
+        # the tasks' pipeline run (their MLflow parent), from the environment as on a cluster
+        stack.enter_context(_environ(lineage.PIPELINE_RUN_ENV, f"{name}-{uuid.uuid4().hex}"))
         if not arguments.get("farm_url"):
             farm = stack.enter_context(_local_farm(_check_device_classes(arguments), run_dir))
             arguments = {**arguments, "farm_url": farm}
@@ -244,6 +246,19 @@ def run_retrain_on_drift(
         "retrain": retrain,
         "pipeline_root": str(run),
     }
+
+
+@contextlib.contextmanager
+def _environ(var: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(var)
+    os.environ[var] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = previous
 
 
 @contextlib.contextmanager

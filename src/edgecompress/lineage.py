@@ -36,6 +36,10 @@ IMAGE_ENV = "EDGECOMPRESS_IMAGE"
 # Set by a local pipeline run (`edgecompress run`) for its tasks: the parent run they create is tagged
 # with it, so the command can end that run when the pipeline returns (kfp.local's job id is random).
 LOCAL_RUN_ENV = "EDGECOMPRESS_LOCAL_RUN"
+# The pipeline run a task belongs to, from its environment rather than an input parameter (an input
+# that changes every run changes KFP's cache key): on a cluster the pod's `pipeline/runid` label
+# (Kubernetes downward API, set by the platform config), locally the runner's own id.
+PIPELINE_RUN_ENV = "EDGECOMPRESS_PIPELINE_RUN_ID"
 
 
 def default_tracking_uri(store_dir: Path = DEFAULT_STORE_DIR) -> str:
@@ -166,6 +170,22 @@ def end_local_pipeline_runs(local_run: str, status: str) -> int:
     found = mlflow.search_runs(
         search_all_experiments=True,
         filter_string=f"tags.`{TAG}local_run` = '{local_run}' and attributes.status = 'RUNNING'",
+        output_format="list",
+    )
+    client = mlflow.MlflowClient()
+    for run in found:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(found)
+
+
+def end_pipeline_run(pipeline_run_id: str, status: str) -> int:
+    """End (FINISHED or FAILED) the parent run of `pipeline_run_id` if it is still RUNNING (a
+    cluster pipeline's exit handler). Returns how many runs were ended."""
+    mlflow = _mlflow()
+    found = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}' and tags.`{TAG}role` = 'pipeline-run' "
+        "and attributes.status = 'RUNNING'",
         output_format="list",
     )
     client = mlflow.MlflowClient()

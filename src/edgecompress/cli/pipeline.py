@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgecompress.cli.cluster import (
     add_platform_args,
+    build,
     compile_pipeline,
     pipeline_builders,
     platform_from_args,
@@ -234,13 +235,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     platform = platform_from_args(args)
     chain = [s.strip() for s in args.chain.split(",") if s.strip()]
     if args.all:
-        for name in sorted(pipeline_builders()):
-            out = compile_pipeline(
-                name,
-                args.output_dir / f"{name}.yaml",
-                platform,
-                chain if name == "edge-compression" else None,
-            )
+        from edgecompress.pipelines.platform import pipeline_components
+
+        # every pipeline that takes a chain gets it (retrain-on-drift's inner one too); a setting must
+        # meet a task in one of them at least (--cache promote=off has nothing to do in edge-compression)
+        built = {name: build(name, platform, chain, check=False) for name in sorted(pipeline_builders())}
+        platform.check_honoured("--all", set().union(*(pipeline_components(p) for p in built.values())))
+        for name, pipeline in built.items():
+            out = compile_pipeline(name, args.output_dir / f"{name}.yaml", platform, pipeline=pipeline)
             print(f"wrote {out}")
         return 0
     compile_pipeline("edge-compression", args.output, platform, chain)
