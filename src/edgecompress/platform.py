@@ -26,6 +26,9 @@ S3_SECRET_KEYS = {
     "secret-access-key": "AWS_SECRET_ACCESS_KEY",
     "endpoint-url": "MLFLOW_S3_ENDPOINT_URL",
 }
+# The same endpoint for edgecompress's own S3 reads (boto3 reads AWS_ENDPOINT_URL: `dataset=s3://…`,
+# drift batches on MinIO); one key maps to one variable per mapping, so it is a second mapping.
+S3_ENDPOINT_KEYS = {"endpoint-url": "AWS_ENDPOINT_URL"}
 FARM_SECRET_KEYS = {"client-token": "EDGECOMPRESS_FARM_CLIENT_TOKEN"}
 
 # Tasks that measure (latency, a device's numerics, drift on a new batch) or act (promotion) every
@@ -288,7 +291,11 @@ class PlatformConfig:
         """(Secret name, {key: env var}) pairs for one component (by its function name)."""
         out = []
         if component in self.tracked_components:
-            out += [(self.mlflow_secret, MLFLOW_SECRET_KEYS), (self.s3_secret, S3_SECRET_KEYS)]
+            out += [
+                (self.mlflow_secret, MLFLOW_SECRET_KEYS),
+                (self.s3_secret, S3_SECRET_KEYS),
+                (self.s3_secret, S3_ENDPOINT_KEYS),
+            ]
         if component in self.farm_components:
             out.append((self.farm_secret, FARM_SECRET_KEYS))
         return [(name, keys) for name, keys in out if name]

@@ -85,15 +85,18 @@ def test_credentials_come_from_secrets_never_inline(compiled):
     assert set(k8s) == set(executors(spec))  # every task has Kubernetes settings
     tracked = {"exec-" + c.replace("_", "-") for c in PlatformConfig().tracked_components}
     for name, cfg in k8s.items():
-        secrets = {
-            s["secretName"]: {m["secretKey"]: m["envVar"] for m in s["keyToEnv"]}
-            for s in cfg.get("secretAsEnv", [])
-        }
+        secrets = {}
+        for s in cfg.get("secretAsEnv", []):  # a Secret may come in several mappings
+            for m in s["keyToEnv"]:
+                secrets.setdefault(s["secretName"], {}).setdefault(m["secretKey"], set()).add(m["envVar"])
+        secrets = {name: {k: "+".join(sorted(v)) for k, v in keys.items()} for name, keys in secrets.items()}
         if name.rstrip("-0123456789") not in tracked:  # least privilege: e.g. isa-check logs nothing
             assert not secrets, name
             continue
         assert secrets["edgecompress-mlflow"]["tracking-uri"] == "MLFLOW_TRACKING_URI"
         assert secrets["edgecompress-s3"]["secret-access-key"] == "AWS_SECRET_ACCESS_KEY"
+        # MLflow's S3 client and edgecompress's own (boto3: AWS_ENDPOINT_URL) reach the same endpoint
+        assert secrets["edgecompress-s3"]["endpoint-url"] == "AWS_ENDPOINT_URL+MLFLOW_S3_ENDPOINT_URL"
         assert ("edgecompress-farm" in secrets) == name.startswith("exec-edge-benchmark"), name
         if "edgecompress-farm" in secrets:
             assert secrets["edgecompress-farm"] == {"client-token": "EDGECOMPRESS_FARM_CLIENT_TOKEN"}
