@@ -324,6 +324,7 @@ def log_model(
             tags[f"{TAG}dataset_uri"] = str(dataset_meta["uri"])
     if pipeline_run_id:
         tags[f"{TAG}pipeline_run_id"] = pipeline_run_id
+        tags.update(_reused_parent(parent_model_id, pipeline_run_id))
     if os.environ.get(IMAGE_ENV):
         tags[f"{TAG}image"] = os.environ[IMAGE_ENV]
     try:
@@ -338,6 +339,28 @@ def log_model(
     if metrics:
         log_model_metrics(info.model_id, metrics)
     return info.model_id
+
+
+def _reused_parent(parent_model_id: str | None, pipeline_run_id: str) -> dict[str, str]:
+    """A parent model made by another pipeline run (KFP reused a cached task's output: that task did
+    not run, so this run has no record of it) is recorded on both sides: the child model names the
+    run its parent came from, and this pipeline run's parent run is tagged
+    `edgecompress.reused_model.<model id>` = that run."""
+    if not parent_model_id:
+        return {}
+    mlflow = _mlflow()
+    try:
+        earlier = (get_model(parent_model_id).tags or {}).get(f"{TAG}pipeline_run_id")
+    except Exception as exc:  # the parent's own record is what matters; this link is extra
+        log.warning("could not read the parent model %s: %s", parent_model_id, exc)
+        return {}
+    if not earlier or earlier == pipeline_run_id:
+        return {}
+    active = mlflow.active_run()
+    parent_run = active.data.tags.get("mlflow.parentRunId") if active else None
+    if parent_run:
+        mlflow.MlflowClient().set_tag(parent_run, f"{TAG}reused_model.{parent_model_id}", earlier)
+    return {f"{TAG}parent_pipeline_run_id": earlier}
 
 
 def _ort_version() -> str:
