@@ -48,9 +48,10 @@ RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 # Per-component requests and limits. Memory request: the task's peak RSS (process tree) measured on
 # the default run (`edgecompress run`: digits, cnn, 10 epochs, quantize, MLflow on; psutil every
 # 0.1 s; d9a55b6+) rounded up: load_dataset 538 MiB, train 648, evaluate 606, quantize 561,
-# accuracy_gate 556, edge_benchmark 506, isa_check 332; limit: twice that. Components that run
-# torch training (prune, distill, nas, autotune) take train's; the others (drift_check, promote,
-# the exit task, the plan fields) the general one. Larger data sets and models need more:
+# accuracy_gate 556, edge_benchmark 506, isa_check 332; and with --chain prune,distill,autotune
+# (3 epochs): prune 685, distill 649, autotune 695. Limit: twice the request. The training components
+# (train, prune, distill, nas, autotune) share one size (nas not measured); the others (drift_check,
+# promote, the exit task, the plan fields: not measured) the general one. Larger data sets and models need more:
 # `--memory COMPONENT=REQUEST:LIMIT`, `--cpu …` (docs/kubernetes.md).
 _GENERAL = {"cpu_request": "500m", "cpu_limit": "2", "memory_request": "768Mi", "memory_limit": "1536Mi"}
 _TRAINING = {"cpu_request": "1", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "2Gi"}
