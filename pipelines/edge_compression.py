@@ -32,11 +32,13 @@ from edgecompress.components.nas.component import nas
 from edgecompress.components.prune.component import prune
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
-from edgecompress.pipelines.platform import apply_platform_config
+from edgecompress.pipelines.platform import on_platform
 
 PIPELINE_NAME = "edge-compression"
 DEFAULT_CHAIN = ("quantize",)
-# Set by the pipeline for every task, never a parameter of one task.
+# Set by the pipeline for every task, never a parameter of one task. `pipeline_run_id` is left empty:
+# tasks read the run from their environment (EDGECOMPRESS_PIPELINE_RUN_ID), since an input that
+# changes every run would change KFP's cache key of every cached task.
 LINEAGE_INPUTS = ("pipeline_run_id", "pipeline_name")
 # One pipeline parameter each, handed to every task that has an input of that name.
 SHARED = (
@@ -164,9 +166,10 @@ def _inputs(task: str, params: dict[str, Any], chain: Sequence[str]) -> dict[str
     }
 
 
-def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
+def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_handler: bool = True):
     """A pipeline function for one compression chain (its steps run in the order given). `platform`
-    (an `edgecompress.platform.PlatformConfig`) sets the Kubernetes options of its tasks."""
+    (an `edgecompress.platform.PlatformConfig`) sets the Kubernetes options of its tasks and, unless
+    `exit_handler=False` (nested in another pipeline), the exit task that ends the MLflow parent run."""
     unknown = [s for s in chain if s not in CHAIN_STEPS]
     if not chain or unknown:
         from edgecompress.errors import ConfigError
@@ -180,9 +183,11 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
 
     def edge_compression(*args):
         params = dict(zip(names, args, strict=True))
-        lineage = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "pipeline_name": PIPELINE_NAME}
+        lineage = {"pipeline_name": PIPELINE_NAME}
+        # Cached like train/evaluate: a data set is named by its source (a new batch under the same
+        # path needs a new path or --cache load_dataset=off), and a cache hit here keeps the
+        # artifact downstream tasks' cache keys are computed from.
         data = load_dataset(**_inputs("load_dataset", params, chain), **lineage)
-        data.set_caching_options(False)
         dataset = data.outputs["dataset"]
         trained = train(dataset=dataset, **_inputs("train", params, chain), **lineage)
         parent = child = trained.outputs["model"]
@@ -219,12 +224,13 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None):
         )
         gate.set_caching_options(False)
         gate.after(*benches)  # its interleaved rounds never share the devices with another benchmark
-        apply_platform_config(platform)
         return gate.outputs["results"]
 
     edge_compression.__signature__ = signature
     edge_compression.__doc__ = f"train → {' → '.join(chain)} → evaluate → edge-benchmark → isa-check → gate"
-    return dsl.pipeline(name=PIPELINE_NAME, description=edge_compression.__doc__)(edge_compression)
+    return dsl.pipeline(name=PIPELINE_NAME, description=edge_compression.__doc__)(
+        on_platform(edge_compression, platform, exit_handler)
+    )
 
 
 edge_compression = build_pipeline()

@@ -11,8 +11,11 @@ import contextlib
 import json
 import logging
 import os
+import re
+import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ class LocalRunResult:
     pipeline_root: Path
     tracking_uri: str
     seconds: float
+    tracked: bool = True
 
 
 def validate_arguments(arguments: dict[str, Any]) -> None:
@@ -65,15 +69,108 @@ def _check_device_classes(arguments: dict[str, Any]) -> list[str]:
     return classes
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The last line of a failing task's log that names its error: an `error: …` line, or the exception.
+TASK_ERROR = re.compile(r"^\s*(?:error|(?:[\w.]+\.)?(?:\w*Error|\w*Exception)): (.+)$")
+FAILED_TASK = re.compile(r"Inner task failed: '([^']+)'")
+TASK_START = re.compile(r"Executing task '([^']+)'")
+
+
+def _is_verbose(verbose: bool | None) -> bool:
+    """None: verbose when the root logger shows debug messages (`edgecompress -v`)."""
+    return logging.getLogger().isEnabledFor(logging.DEBUG) if verbose is None else verbose
+
+
+@contextlib.contextmanager
+def _task_output(log_path: Path, verbose: bool) -> Iterator[None]:
+    """kfp.local prints every task's executor input/output JSON and log (~1,300 lines a run) with ANSI
+    colours: all of it goes to `log_path`, and to stdout too only when verbose (warnings and log records
+    go to the log unless verbose); the colours only when verbose on a terminal."""
+    from kfp.local import logging_utils
+
+    colours = {k: v for k, v in vars(logging_utils.Color).items() if not k.startswith("_")}
+    plain = not (verbose and sys.stdout.isatty())
+    with contextlib.ExitStack() as stack:
+        if plain:
+            for key in colours:
+                setattr(logging_utils.Color, key, "")
+            stack.callback(lambda: [setattr(logging_utils.Color, k, v) for k, v in colours.items()])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = stack.enter_context(log_path.open("a", encoding="utf-8"))
+        stack.enter_context(contextlib.redirect_stdout(_Tee(out, sys.stdout) if verbose else out))
+        if not verbose:
+            stack.enter_context(warnings.catch_warnings())
+            warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: out.write(
+                warnings.formatwarning(msg, cat, fn, ln, line)
+            )
+            root = logging.getLogger()
+            handlers = root.handlers[:]
+            handler = logging.StreamHandler(out)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            root.handlers[:] = [handler]
+            stack.callback(lambda: root.handlers.__setitem__(slice(None), handlers))
+        yield
+
+
+class _Tee:
+    """stdout to the log file and the terminal (verbose runs keep the log too)."""
+
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def task_error(log_text: str, task: str) -> str | None:
+    """The failing task's own error line (`ConfigError: …` → its message) from kfp.local's log."""
+    lines = ANSI.sub("", log_text).splitlines()
+    starts = [
+        i for i, line in enumerate(lines) if TASK_START.search(line) and TASK_START.search(line)[1] == task
+    ]
+    if not starts:
+        return None
+    section = lines[starts[-1] + 1 :]
+    end = next((i for i, line in enumerate(section) if TASK_START.search(line)), len(section))
+    found = [m[1].strip() for m in map(TASK_ERROR.match, section[:end]) if m]
+    return found[-1] if found else None
+
+
+def _failure(name: str, exc: Exception, log_path: Path, verbose: bool) -> EdgeCompressError:
+    """One message naming the failing task and its own error line (no traceback, no colour)."""
+    message = ANSI.sub("", str(exc))
+    failed = FAILED_TASK.search(message)
+    where = f"above and in {log_path}" if verbose else str(log_path)
+    if failed is None:
+        return EdgeCompressError(f"the {name} pipeline failed: {message} (the log is {where})")
+    cause = task_error(log_path.read_text(errors="replace"), failed[1]) if log_path.exists() else None
+    return EdgeCompressError(
+        f"the {name} pipeline failed in task '{failed[1]}': {cause or 'see its log'} (the task's log: {where})"
+    )
+
+
 def run_pipeline(
-    pipeline: Callable[..., Any], arguments: dict[str, Any], run_dir: Path, name: str
+    pipeline: Callable[..., Any],
+    arguments: dict[str, Any],
+    run_dir: Path,
+    name: str,
+    verbose: bool | None = None,
 ) -> tuple[Any, Path, float]:
     """Run one pipeline with kfp.local under `run_dir` (MLflow there too unless MLFLOW_TRACKING_URI is
     set; a loopback farm unless `farm_url` is given). Returns the pipeline's output, the run's folder
-    and the seconds it took."""
+    and the seconds it took. The tasks' logs go to `run_dir/pipeline.log` unless `verbose` (default:
+    the root logger's debug level, `edgecompress -v`)."""
     from kfp import local
 
     run_dir = Path(run_dir).resolve()
+    verbose = _is_verbose(verbose)
+    log_path = run_dir / "pipeline.log"
     os.environ.setdefault("MLFLOW_TRACKING_URI", lineage.default_tracking_uri(run_dir))
     if arguments.get("track", True):
         lineage.check_reachable(os.environ["MLFLOW_TRACKING_URI"])
@@ -83,30 +180,35 @@ def run_pipeline(
     before = set(root.glob(f"{name}-*")) if root.exists() else set()
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
+        # the tasks' pipeline run (their MLflow parent), from the environment as on a cluster
+        stack.enter_context(_environ(lineage.PIPELINE_RUN_ENV, f"{name}-{uuid.uuid4().hex}"))
         if not arguments.get("farm_url"):
             farm = stack.enter_context(_local_farm(_check_device_classes(arguments), run_dir))
             arguments = {**arguments, "farm_url": farm}
         if arguments.get("track", True):
             stack.enter_context(_ended_parent_run())
+        if not verbose:
+            print(f"running the {name} pipeline locally; task logs: {log_path}", file=sys.stderr)
         try:
-            output = pipeline(**arguments)
+            with _task_output(log_path, verbose):
+                output = pipeline(**arguments)
         except RuntimeError as exc:
-            raise EdgeCompressError(
-                f"the {name} pipeline failed: {exc} (the failing task's log is above)"
-            ) from exc
+            raise _failure(name, exc, log_path, verbose) from None
     runs = sorted(set(root.glob(f"{name}-*")) - before)
     if not runs:
         raise EdgeCompressError(f"the {name} pipeline left no run under {root}")
     return output, runs[-1], time.perf_counter() - start
 
 
-def run_edge_compression(chain: Sequence[str], arguments: dict[str, Any], output_dir: Path) -> LocalRunResult:
+def run_edge_compression(
+    chain: Sequence[str], arguments: dict[str, Any], output_dir: Path, verbose: bool | None = None
+) -> LocalRunResult:
     """`edgecompress run`: train → chain → evaluate → edge-benchmark → gate, locally."""
     from edgecompress.pipelines.edge_compression import PIPELINE_NAME, build_pipeline
 
     pipeline = build_pipeline(chain)
     validate_arguments(arguments)
-    task, _, seconds = run_pipeline(pipeline, arguments, output_dir, PIPELINE_NAME)
+    task, _, seconds = run_pipeline(pipeline, arguments, output_dir, PIPELINE_NAME, verbose)
     gate_path = Path(task.output.path)
     return LocalRunResult(
         json.loads(gate_path.read_text()),
@@ -114,6 +216,7 @@ def run_edge_compression(chain: Sequence[str], arguments: dict[str, Any], output
         Path(output_dir).resolve() / "kfp",
         os.environ["MLFLOW_TRACKING_URI"],
         seconds,
+        bool(arguments.get("track", True)),
     )
 
 
@@ -143,6 +246,19 @@ def run_retrain_on_drift(
         "retrain": retrain,
         "pipeline_root": str(run),
     }
+
+
+@contextlib.contextmanager
+def _environ(var: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(var)
+    os.environ[var] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = previous
 
 
 @contextlib.contextmanager

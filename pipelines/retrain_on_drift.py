@@ -14,6 +14,7 @@ from kfp import dsl
 from edgecompress.components.drift_check.component import drift_check, drift_retrain_field
 from edgecompress.components.promote.component import promote
 from edgecompress.pipelines.edge_compression import component_parameters
+from edgecompress.pipelines.platform import on_platform
 
 PIPELINE_NAME = "retrain-on-drift"
 # Parameters of the inner edge-compression pipeline that come from drift_check's retrain plan.
@@ -22,12 +23,13 @@ FROM_PLAN = {"dataset": "source", "model": "model_spec", "registered_model_name"
 CHECK_FIXED = {"prepare_retrain": True}
 
 
-def build_pipeline(chain: Sequence[str] = ("quantize",)):
+def build_pipeline(chain: Sequence[str] = ("quantize",), platform=None):
     """The pipeline's parameters are drift_check's (batch, model, alpha, …) and the inner
-    edge-compression pipeline's (epochs, device_classes, max_accuracy_drop, …), never written twice."""
+    edge-compression pipeline's (epochs, device_classes, max_accuracy_drop, …), never written twice.
+    `platform` (an `edgecompress.platform.PlatformConfig`) applies to every task, the inner ones too."""
     from edgecompress.pipelines.edge_compression import build_pipeline as build_edge_compression
 
-    edge_compression = build_edge_compression(chain)
+    edge_compression = build_edge_compression(chain, platform, exit_handler=False)
     inner = [
         p
         for n, p in inspect.signature(edge_compression.pipeline_func).parameters.items()
@@ -61,7 +63,7 @@ def build_pipeline(chain: Sequence[str] = ("quantize",)):
     description = (
         f"drift check → if drifted: train → {' → '.join(chain)} → evaluate → edge-benchmark → gate → promote"
     )
-    return dsl.pipeline(name=PIPELINE_NAME, description=description)(retrain_on_drift)
+    return dsl.pipeline(name=PIPELINE_NAME, description=description)(on_platform(retrain_on_drift, platform))
 
 
 retrain_on_drift = build_pipeline()

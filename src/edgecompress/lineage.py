@@ -36,6 +36,10 @@ IMAGE_ENV = "EDGECOMPRESS_IMAGE"
 # Set by a local pipeline run (`edgecompress run`) for its tasks: the parent run they create is tagged
 # with it, so the command can end that run when the pipeline returns (kfp.local's job id is random).
 LOCAL_RUN_ENV = "EDGECOMPRESS_LOCAL_RUN"
+# The pipeline run a task belongs to, from its environment rather than an input parameter (an input
+# that changes every run changes KFP's cache key): on a cluster the pod's `pipeline/runid` label
+# (Kubernetes downward API, set by the platform config), locally the runner's own id.
+PIPELINE_RUN_ENV = "EDGECOMPRESS_PIPELINE_RUN_ID"
 
 
 def default_tracking_uri(store_dir: Path = DEFAULT_STORE_DIR) -> str:
@@ -174,6 +178,22 @@ def end_local_pipeline_runs(local_run: str, status: str) -> int:
     return len(found)
 
 
+def end_pipeline_run(pipeline_run_id: str, status: str) -> int:
+    """End (FINISHED or FAILED) the parent run of `pipeline_run_id` if it is still RUNNING (a
+    cluster pipeline's exit handler). Returns how many runs were ended."""
+    mlflow = _mlflow()
+    found = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}' and tags.`{TAG}role` = 'pipeline-run' "
+        "and attributes.status = 'RUNNING'",
+        output_format="list",
+    )
+    client = mlflow.MlflowClient()
+    for run in found:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(found)
+
+
 def parent_run_name(pipeline_name: str, pipeline_run_id: str) -> str:
     """`<pipeline>-<first 12 characters of the run id's unique part>`: an id that already starts with
     the pipeline's name (a standalone run's `standalone-<hex>`) is not cut down to that prefix."""
@@ -304,6 +324,7 @@ def log_model(
             tags[f"{TAG}dataset_uri"] = str(dataset_meta["uri"])
     if pipeline_run_id:
         tags[f"{TAG}pipeline_run_id"] = pipeline_run_id
+        tags.update(_reused_parent(parent_model_id, pipeline_run_id))
     if os.environ.get(IMAGE_ENV):
         tags[f"{TAG}image"] = os.environ[IMAGE_ENV]
     try:
@@ -318,6 +339,28 @@ def log_model(
     if metrics:
         log_model_metrics(info.model_id, metrics)
     return info.model_id
+
+
+def _reused_parent(parent_model_id: str | None, pipeline_run_id: str) -> dict[str, str]:
+    """A parent model made by another pipeline run (KFP reused a cached task's output: that task did
+    not run, so this run has no record of it) is recorded on both sides: the child model names the
+    run its parent came from, and this pipeline run's parent run is tagged
+    `edgecompress.reused_model.<model id>` = that run."""
+    if not parent_model_id:
+        return {}
+    mlflow = _mlflow()
+    try:
+        earlier = (get_model(parent_model_id).tags or {}).get(f"{TAG}pipeline_run_id")
+    except Exception as exc:  # the parent's own record is what matters; this link is extra
+        log.warning("could not read the parent model %s: %s", parent_model_id, exc)
+        return {}
+    if not earlier or earlier == pipeline_run_id:
+        return {}
+    active = mlflow.active_run()
+    parent_run = active.data.tags.get("mlflow.parentRunId") if active else None
+    if parent_run:
+        mlflow.MlflowClient().set_tag(parent_run, f"{TAG}reused_model.{parent_model_id}", earlier)
+    return {f"{TAG}parent_pipeline_run_id": earlier}
 
 
 def _ort_version() -> str:

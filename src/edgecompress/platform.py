@@ -26,7 +26,53 @@ S3_SECRET_KEYS = {
     "secret-access-key": "AWS_SECRET_ACCESS_KEY",
     "endpoint-url": "MLFLOW_S3_ENDPOINT_URL",
 }
+# The same endpoint for edgecompress's own S3 reads (boto3 reads AWS_ENDPOINT_URL: `dataset=s3://…`,
+# drift batches on MinIO); one key maps to one variable per mapping, so it is a second mapping.
+S3_ENDPOINT_KEYS = {"endpoint-url": "AWS_ENDPOINT_URL"}
 FARM_SECRET_KEYS = {"client-token": "EDGECOMPRESS_FARM_CLIENT_TOKEN"}
+
+# Tasks that measure (latency, a device's numerics, drift on a new batch) or act (promotion) every
+# run: never cached, whatever --cache says.
+NEVER_CACHED = (
+    "accuracy_gate",
+    "autotune",
+    "drift_check",
+    "edge_benchmark",
+    "end_pipeline_run",
+    "isa_check",
+    "nas",
+    "promote",
+    "quantize",
+)
+RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+# Per-component requests and limits. Memory request: the task's peak RSS (process tree) measured on
+# the default run (`edgecompress run`: digits, cnn, 10 epochs, quantize, MLflow on; psutil every
+# 0.1 s; d9a55b6+) rounded up: load_dataset 538 MiB, train 648, evaluate 606, quantize 561,
+# accuracy_gate 556, edge_benchmark 506, isa_check 332; and with --chain prune,distill,autotune
+# (3 epochs): prune 685, distill 649, autotune 695. Limit: twice the request. The training components
+# (train, prune, distill, nas, autotune) share one size (nas not measured); the others (drift_check,
+# promote, the exit task, the plan fields: not measured) the general one. Larger data sets and models need more:
+# `--memory COMPONENT=REQUEST:LIMIT`, `--cpu …` (docs/kubernetes.md).
+_GENERAL = {"cpu_request": "500m", "cpu_limit": "2", "memory_request": "768Mi", "memory_limit": "1536Mi"}
+_TRAINING = {"cpu_request": "1", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "2Gi"}
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    **dict.fromkeys(
+        (
+            "load_dataset",
+            "evaluate",
+            "quantize",
+            "accuracy_gate",
+            "edge_benchmark",
+            "drift_check",
+            "promote",
+            "drift_retrain_field",
+            "end_pipeline_run",
+        ),
+        _GENERAL,
+    ),
+    **dict.fromkeys(("train", "prune", "distill", "nas", "autotune"), _TRAINING),
+    "isa_check": {**_GENERAL, "memory_request": "512Mi", "memory_limit": "1Gi"},
+}
 
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_OPERATORS = ("Equal", "Exists")
@@ -45,6 +91,13 @@ class Toleration:
         body, _, effect = text.partition(":")
         key, sep, value = body.partition("=")
         return cls(key=key, value=value, effect=effect or "NoSchedule", operator="Equal" if sep else "Exists")
+
+
+def _resources(overrides: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    out = {name: dict(values) for name, values in DEFAULT_RESOURCES.items()}
+    for name, values in overrides.items():
+        out.setdefault(name, {}).update(values)
+    return out
 
 
 @dataclass
@@ -71,6 +124,9 @@ class PlatformConfig:
         "evaluate",
         "edge_benchmark",
         "accuracy_gate",
+        "drift_check",
+        "promote",
+        "end_pipeline_run",
     )
     farm_components: tuple[str, ...] = ("edge_benchmark",)
     # Pod label the chart's NetworkPolicy admits to the farm controller, set on the farm components.
@@ -84,8 +140,16 @@ class PlatformConfig:
     train_gpus: int = 0
     gpu_resource: str = "nvidia.com/gpu"
     gpu_node_selector: dict[str, str] = field(default_factory=dict)
-    # Caching per component (True/False); components not listed keep the pipeline's own choice.
+    # Caching per component (True/False); components not listed keep the pipeline's own choice; those
+    # in NEVER_CACHED cannot be switched on.
     caching: dict[str, bool] = field(default_factory=dict)
+    # CPU/memory requests and limits per component ({"train": {"memory_limit": "4Gi"}}), over the
+    # measured defaults (DEFAULT_RESOURCES); Kubernetes quantities.
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Retries for the network-bound tasks (the farm, the registry): count and first backoff.
+    retry_components: tuple[str, ...] = ("edge_benchmark", "isa_check", "promote")
+    retries: int = 3
+    retry_backoff_s: int = 30
     # Pod securityContext for the task containers (None: the cluster's defaults).
     run_as_user: int | None = None
 
@@ -93,7 +157,14 @@ class PlatformConfig:
         self.benchmark_tolerations = [
             t if isinstance(t, Toleration) else Toleration(**t) for t in self.benchmark_tolerations
         ]
-        for name in ("tracked_components", "farm_components", "benchmark_components", "training_components"):
+        self.resources = _resources(self.resources)
+        for name in (
+            "tracked_components",
+            "farm_components",
+            "benchmark_components",
+            "training_components",
+            "retry_components",
+        ):
             setattr(self, name, tuple(getattr(self, name)))
         self.validate()
 
@@ -123,6 +194,22 @@ class PlatformConfig:
         for name, value in self.caching.items():
             if not isinstance(value, bool):
                 raise ConfigError(f"platform config: caching[{name!r}] must be true or false, got {value!r}")
+            if value and name in NEVER_CACHED:
+                raise ConfigError(
+                    f"platform config: caching {name}=on refused: {name} measures or acts every run and is "
+                    f"never cached (never cached: {', '.join(NEVER_CACHED)})"
+                )
+        for name, values in self.resources.items():
+            unknown = sorted(set(values) - set(RESOURCE_KEYS))
+            if unknown or not all(isinstance(v, str) and v for v in values.values()):
+                raise ConfigError(
+                    f"platform config: resources[{name!r}] = {values!r}: keys {list(RESOURCE_KEYS)} with "
+                    "Kubernetes quantities as strings ('500m', '2Gi')"
+                )
+        for key in ("retries", "retry_backoff_s"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"platform config: {key} must be a non-negative integer, got {value!r}")
         for label in (self.benchmark_node_selector, self.gpu_node_selector):
             for k, v in label.items():
                 if not k or not isinstance(v, str):
@@ -157,11 +244,59 @@ class PlatformConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
+    def component_settings(self) -> dict[str, set[str]]:
+        """Setting -> the components it names (for the check that a pipeline honours every one)."""
+        out = {
+            "caching": set(self.caching),
+            "resources": {n for n, v in self.resources.items() if v != DEFAULT_RESOURCES.get(n)},
+            "retry_components": set(self.retry_components),
+        }
+        if self.benchmark_node_selector or self.benchmark_tolerations:
+            out["benchmark_node_selector/benchmark_tolerations"] = set(self.benchmark_components)
+        if self.train_gpus:
+            out["train_gpus"] = set(self.training_components)
+        return out
+
+    def check_known(self, known: set[str]) -> None:
+        """Every component named in caching, resources and the component lists exists."""
+        for setting in ("caching", "resources"):
+            unknown = sorted(set(getattr(self, setting)) - known)
+            if unknown:
+                raise ConfigError(
+                    f"platform config: {setting} names unknown components {unknown}; known: {sorted(known)}"
+                )
+        for setting in (
+            "tracked_components",
+            "farm_components",
+            "benchmark_components",
+            "training_components",
+            "retry_components",
+        ):
+            unknown = sorted(set(getattr(self, setting)) - known)
+            if unknown:
+                raise ConfigError(
+                    f"platform config: {setting} names unknown components {unknown}; known: {sorted(known)}"
+                )
+
+    def check_honoured(self, pipeline: str, components: set[str]) -> None:
+        """An option a pipeline cannot honour is an error, never silently dropped: each setting that
+        names components must meet at least one task of `pipeline`."""
+        for setting, names in self.component_settings().items():
+            if names and not names & components:
+                raise ConfigError(
+                    f"pipeline {pipeline!r} cannot honour {setting} for {sorted(names)}: no such task "
+                    f"(its components: {sorted(components)})"
+                )
+
     def secrets_for(self, component: str) -> list[tuple[str, dict[str, str]]]:
         """(Secret name, {key: env var}) pairs for one component (by its function name)."""
         out = []
         if component in self.tracked_components:
-            out += [(self.mlflow_secret, MLFLOW_SECRET_KEYS), (self.s3_secret, S3_SECRET_KEYS)]
+            out += [
+                (self.mlflow_secret, MLFLOW_SECRET_KEYS),
+                (self.s3_secret, S3_SECRET_KEYS),
+                (self.s3_secret, S3_ENDPOINT_KEYS),
+            ]
         if component in self.farm_components:
             out.append((self.farm_secret, FARM_SECRET_KEYS))
         return [(name, keys) for name, keys in out if name]

@@ -10,6 +10,7 @@ writing their own; components and CLI commands call the techniques' step functio
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -35,7 +36,8 @@ INHERITED_KEYS = ("spec", "input_shape", "num_classes", "class_names", "dataset_
 
 @dataclass
 class Lineage:
-    """Where a step records lineage. An empty `pipeline_run_id` makes a standalone run."""
+    """Where a step records lineage. An empty `pipeline_run_id` (and no EDGECOMPRESS_PIPELINE_RUN_ID in
+    the environment) makes a standalone run."""
 
     pipeline_run_id: str = field(default="", metadata={"help": "the pipeline run this step belongs to"})
     pipeline_name: str = field(default="standalone", metadata={"help": "the pipeline's name in MLflow"})
@@ -43,6 +45,8 @@ class Lineage:
     enabled: bool = field(default=True, metadata={"flat_name": "track", "help": "record lineage in MLflow"})
 
     def __post_init__(self) -> None:
+        # a pipeline task finds its run in its environment (an input would defeat KFP's cache)
+        self.pipeline_run_id = self.pipeline_run_id or os.environ.get(lineage.PIPELINE_RUN_ENV, "")
         # not a field: whether this step owns its parent run (and so ends it), not a setting
         self._standalone = not self.pipeline_run_id
         if not self.pipeline_run_id:

@@ -291,3 +291,99 @@ def test_sqlite_with_replicas_fails_with_a_clear_message():
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError) as err:
         chart.render({"controller": {"replicas": 2}}, name="ec", namespace="farm")
     assert "controller.replicas > 1 needs controller.database.type=postgresql" in str(err.value)
+
+
+def drift_command(values: dict) -> list[str]:
+    (cron,) = by_kind(render(values), "CronJob")
+    (c,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return [*c["command"], *c.get("args", [])]
+
+
+def test_documented_drift_cronjob_runs_a_command_that_exists():
+    """The nightly drift check of values-devices.yaml parses as a real `edgecompress` command (on
+    d9a55b6: `drift check --reference … --current …`, exit 2); tests/containers runs it in the image."""
+    from edgecompress.cli import build_parser
+    from edgecompress.cli.lineage import cmd_drift
+
+    command = drift_command(values_of("values-devices.yaml"))
+    assert command[0] == "edgecompress"
+    args = build_parser().parse_args(command[1:])
+    assert args.func is cmd_drift
+    assert args.batch.startswith("s3://") and args.model.startswith("models:/")  # kept as written
+    assert str(args.output_dir).startswith("/tmp/")  # the root filesystem is read-only
+
+
+def documented_secrets() -> set[tuple[str, str]]:
+    """(namespace, Secret) pairs docs/kubernetes.md tells the user to create."""
+    import re
+
+    text = (CHART.parents[1] / "docs" / "kubernetes.md").read_text()
+    return set(re.findall(r"kubectl -n (\S+) create secret (?:generic|tls) (\S+)", text))
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
+def test_every_secret_the_chart_reads_is_created_in_its_namespace_by_the_docs(values_file):
+    """A Pod reads Secrets of its own namespace only: each Secret the chart's pods reference must be
+    one docs/kubernetes.md creates in the release's namespace (`helm install … -n edgecompress`)."""
+    values = values_of(values_file)
+    if values_file is None:  # the default's optional drift job, enabled with its documented Secrets
+        values = {"driftCheck": {**values_of("values-devices.yaml")["driftCheck"]}}
+    docs, documented = render(values, namespace="edgecompress"), documented_secrets()
+    refs = set()
+    for spec in pod_specs(docs):
+        for c in spec["containers"]:
+            refs |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in c.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+        refs |= {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    assert refs, values_file
+    missing = sorted(r for r in refs if ("edgecompress", r) not in documented)
+    assert not missing, (
+        f"{values_file}: Secrets read in namespace edgecompress but created elsewhere: {missing}"
+    )
+
+
+def test_network_policy_admits_farm_clients_of_the_kfp_namespaces():
+    docs = render({})
+    (ctrl,) = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-controller")]
+    peers = ctrl["spec"]["ingress"][0]["from"]
+    assert {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["kubeflow"]}
+            ]
+        },
+        "podSelector": {"matchLabels": {"edgecompress.io/farm-client": "true"}},
+    } in peers  # one peer: both selectors must match (pipeline pods of KFP's namespace)
+    profiles = {"matchLabels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}
+    docs = render({"networkPolicy": {"clientNamespaceSelector": profiles}})
+    (ctrl,) = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-controller")]
+    assert {
+        "namespaceSelector": profiles,
+        "podSelector": {"matchLabels": {"edgecompress.io/farm-client": "true"}},
+    } in (ctrl["spec"]["ingress"][0]["from"])
+    docs = render({"networkPolicy": {"clientNamespaces": []}})
+    (ctrl,) = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-controller")]
+    assert not any("namespaceSelector" in peer for peer in ctrl["spec"]["ingress"][0]["from"])
+
+
+def test_agent_daemonsets_have_probes():
+    for ds in by_kind(render(values_of("values-devices.yaml")), "DaemonSet"):
+        (c,) = ds["spec"]["template"]["spec"]["containers"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            command = c[probe]["exec"]["command"]
+            assert command[:2] == ["python3", "-c"] and "/healthz" in command[2], (
+                ds["metadata"]["name"],
+                probe,
+            )
+            assert "ec-edgecompress-controller.farm.svc" in command[2]
+
+
+def test_two_replica_controller_gets_a_pod_disruption_budget():
+    (pdb,) = by_kind(render(values_of("values-postgres.yaml")), "PodDisruptionBudget")
+    (deploy,) = by_kind(render(values_of("values-postgres.yaml")), "Deployment")
+    assert deploy["spec"]["replicas"] == 2 and pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert not by_kind(render({}), "PodDisruptionBudget")  # one replica: a PDB would block every drain

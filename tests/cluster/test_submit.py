@@ -145,4 +145,6 @@ def test_platform_options_reach_the_uploaded_package(kfp_api, capsys):
     spec = uploaded_spec(stub, "/apis/v2beta1/pipelines/upload_version")
     k8s = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert k8s["exec-edge-benchmark"]["nodeSelector"]["labels"] == {"edgecompress.io/device-class": "jetson"}
-    assert json.dumps(k8s).count('"secretName": "edgecompress-mlflow"') == len(k8s)
+    # every tracked task (all but isa-check) reads the MLflow Secret
+    assert json.dumps(k8s).count('"secretName": "edgecompress-mlflow"') == len(k8s) - 1
+    assert "secretAsEnv" not in k8s["exec-isa-check"]

@@ -66,8 +66,18 @@ def add_platform_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="COMPONENT=on|off",
-        help="caching for one component's tasks, e.g. train=off (repeatable)",
+        help="caching for one component's tasks, e.g. train=off (repeatable); benchmarks, isa-check, "
+        "the gate, quantize/autotune/nas (they measure latency), drift checks and promotion are never cached",
     )
+    for option, what in (("cpu", "CPU, e.g. train=1:2"), ("memory", "memory, e.g. train=1Gi:2Gi")):
+        g.add_argument(
+            f"--{option}",
+            action="append",
+            default=[],
+            metavar="COMPONENT=REQUEST[:LIMIT]",
+            help=f"{what} for one component's tasks (repeatable; defaults sized from measured peaks)",
+        )
+    g.add_argument("--retries", type=int, help="retries of the network-bound tasks (default 3)")
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
@@ -92,7 +102,7 @@ def platform_from_args(args: argparse.Namespace) -> PlatformConfig:
 
         registry = (args.registry or os.environ.get("EDGECOMPRESS_REGISTRY", DEFAULT_REGISTRY)).rstrip("/")
         data["image"] = f"{registry}/components:{args.tag or __version__}"
-    for opt in ("image_pull_secret", "mlflow_secret", "s3_secret", "farm_secret", "train_gpus"):
+    for opt in ("image_pull_secret", "mlflow_secret", "s3_secret", "farm_secret", "train_gpus", "retries"):
         if getattr(args, opt) is not None:
             data[opt] = getattr(args, opt)
     if args.benchmark_node_selector:
@@ -105,7 +115,26 @@ def platform_from_args(args: argparse.Namespace) -> PlatformConfig:
             raise ConfigError(f"--cache {name}={value}: expected on or off")
         caching[name] = value == "on"
     data["caching"] = caching
-    return PlatformConfig.from_dict(data, where="command-line platform options")
+    resources = {k: dict(v) for k, v in data.get("resources", {}).items()}
+    for option in ("cpu", "memory"):
+        for name, value in _pairs(getattr(args, option), f"--{option}").items():
+            request, _, limit = value.partition(":")
+            if not request:
+                raise ConfigError(f"--{option} {name}={value}: expected COMPONENT=REQUEST[:LIMIT]")
+            resources.setdefault(name, {})[f"{option}_request"] = request
+            if limit:
+                resources[name][f"{option}_limit"] = limit
+    data["resources"] = resources
+    platform = PlatformConfig.from_dict(data, where="command-line platform options")
+    platform.check_known(known_components())
+    return platform
+
+
+def known_components() -> set[str]:
+    """Every component a pipeline of this project can run (components/ + the pipelines' own)."""
+    from edgecompress.components import component_names
+
+    return set(component_names()) | {"drift_retrain_field", "end_pipeline_run"}
 
 
 def pipeline_builders() -> dict[str, object]:
@@ -121,30 +150,41 @@ def pipeline_builders() -> dict[str, object]:
     return out
 
 
-def build(name: str, platform: PlatformConfig, chain: list[str] | None = None):
+def build(name: str, platform: PlatformConfig, chain: list[str] | None = None, check: bool = True):
+    """One pipeline built with the platform config on every task; an option it cannot honour (a
+    builder without `platform`, a chain it does not take, a setting naming none of its tasks) is an
+    error, never dropped (`check=False`: the caller checks, e.g. `compile --all` over all pipelines)."""
+    from edgecompress.pipelines.platform import pipeline_components
+
     builders = pipeline_builders()
     if name not in builders:
         raise ConfigError(f"pipeline {name!r}: unknown; available: {sorted(builders)}")
     builder = builders[name]
-    kwargs = {}
     accepted = inspect.signature(builder).parameters
-    if "platform" in accepted:
-        kwargs["platform"] = platform
+    if "platform" not in accepted:
+        raise ConfigError(
+            f"pipeline {name!r}: its builder takes no platform config, so it cannot run on a cluster"
+        )
+    kwargs = {"platform": platform}
     if chain and "chain" in accepted:
         kwargs["chain"] = chain
-    elif chain and name != "edge-compression":
+    elif chain:
         raise ConfigError(f"pipeline {name!r} takes no --chain")
-    return builder(**kwargs)
+    pipeline = builder(**kwargs)
+    if check:
+        platform.check_honoured(name, pipeline_components(pipeline))
+    return pipeline
 
 
 def compile_pipeline(
-    name: str, output: Path, platform: PlatformConfig, chain: list[str] | None = None
+    name: str, output: Path, platform: PlatformConfig, chain: list[str] | None = None, pipeline=None
 ) -> Path:
+    """Compile pipeline `name` (or the `pipeline` already built) to KFP IR YAML at `output`."""
     from kfp import compiler
 
     from edgecompress.io import atomic_path
 
-    pipeline = build(name, platform, chain)
+    pipeline = pipeline or build(name, platform, chain)
     with atomic_path(output) as tmp:
         yaml_tmp = tmp.with_suffix(".yaml")
         compiler.Compiler().compile(pipeline, str(yaml_tmp))

@@ -78,8 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "batch",
-        type=Path,
-        help=".npz with `x` (and `y` for --retrain; `feature_names` for tabular), or a folder of images "
+        type=str,  # not Path: Path("s3://b/k") is "s3:/b/k", and the chart's CronJob reads s3:// batches
+        help=".npz with `x` (and `y` for --retrain; `feature_names` for tabular), an s3:// URI, or a folder of images "
         "(<image> or <class>/<image>) when the model was trained on an image folder",
     )
     p.add_argument("--model", required=True, help=MODEL_HELP + ", or a local Model artifact directory")

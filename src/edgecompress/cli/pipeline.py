@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgecompress.cli.cluster import (
     add_platform_args,
+    build,
     compile_pipeline,
     pipeline_builders,
     platform_from_args,
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run the train→compress→evaluate→edge-benchmark pipeline locally",
         description="Run the edge-compression pipeline locally (kfp.local, this environment), "
-        "then print parent vs child with the gate's verdict.",
+        "then print parent vs child with the gate's verdict. The tasks' own logs go to "
+        "OUTPUT_DIR/pipeline.log (`edgecompress -v run …` streams them instead).",
     )
     run.add_argument(
         "--dataset",
@@ -140,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.skip_isa_check:
         arguments["skip_isa_check"] = True
     arguments.update(_parse_params(args.param, defaults))
-    result = run_edge_compression(chain, arguments, args.output_dir)
+    result = run_edge_compression(chain, arguments, args.output_dir, verbose=args.verbose)
     print_summary(result)
     return 0
 
@@ -213,6 +215,8 @@ def print_summary(result) -> None:
     console.print(f"pipeline took {result.seconds:.0f} s")
     console.print(f"artifacts:      {result.pipeline_root}")
     console.print(f"gate result:    {result.gate_path}")
+    if not result.tracked:  # --no-track: nothing was written to any MLflow store
+        return
     console.print(f"MLflow store:   {result.tracking_uri}")
     if result.tracking_uri.startswith("sqlite:///"):
         console.print(
@@ -231,13 +235,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     platform = platform_from_args(args)
     chain = [s.strip() for s in args.chain.split(",") if s.strip()]
     if args.all:
-        for name in sorted(pipeline_builders()):
-            out = compile_pipeline(
-                name,
-                args.output_dir / f"{name}.yaml",
-                platform,
-                chain if name == "edge-compression" else None,
-            )
+        from edgecompress.pipelines.platform import pipeline_components
+
+        # every pipeline that takes a chain gets it (retrain-on-drift's inner one too); a setting must
+        # meet a task in one of them at least (--cache promote=off has nothing to do in edge-compression)
+        built = {name: build(name, platform, chain, check=False) for name in sorted(pipeline_builders())}
+        platform.check_honoured("--all", set().union(*(pipeline_components(p) for p in built.values())))
+        for name, pipeline in built.items():
+            out = compile_pipeline(name, args.output_dir / f"{name}.yaml", platform, pipeline=pipeline)
             print(f"wrote {out}")
         return 0
     compile_pipeline("edge-compression", args.output, platform, chain)
