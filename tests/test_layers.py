@@ -11,10 +11,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "edgecompress"
 ADAPTERS = ("edgecompress.cli", "edgecompress.components", "edgecompress.pipelines")
 # The core: data in and out, models, artifacts, tracking, measurement (the device farm and the one
-# latency path), parameter surfaces, and the step mechanism built on them.
+# latency path, the device profiles and the decision statistics), parameter surfaces, and the step
+# mechanism built on them.
 CORE = {
     "errors", "io", "settings", "progress", "reports", "storage", "data", "zoo", "export", "lineage",
-    "step", "platform", "params", "measure", "farm", "edge",
+    "step", "platform", "params", "measure", "farm", "edge", "stats", "profiles",
 }  # fmt: skip
 
 
