@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecompress import lineage
 from edgecompress.data import save_dataset
 from edgecompress.drift.detectors import DriftConfig, detect
 from edgecompress.drift.reference import (
@@ -25,17 +26,10 @@ from edgecompress.drift.reference import (
     resolve_reference,
 )
 from edgecompress.drift.report import report_html, write_outputs
-from edgecompress.errors import DatasetError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
+from edgecompress.errors import DatasetError, TrackingError
+from edgecompress.gate import GateConfig
 from edgecompress.io import write_json, write_text
 from edgecompress.params import flat_values
-
-
-@dataclass
-class PromoteConfig:
-    device_classes: list[str] = field(
-        default_factory=lambda: [DEFAULT_DEVICE_CLASS], metadata={"help": "device classes to promote on"}
-    )
 
 
 @dataclass
@@ -145,30 +139,123 @@ def retrain_plan_field(result_path: Path | str, field: str) -> str:
     return str(json.loads(Path(result_path).read_text())["retrain"][field])
 
 
-def promote_gate_result(gate: dict[str, Any], device_classes: list[str]) -> dict[str, Any]:
-    """After a gate: point `<class>-production` at the registered child for each class it earned."""
+def promote_gate_result(
+    gate: dict[str, Any], config: GateConfig, dataset_path: Path | str | None = None
+) -> dict[str, Any]:
+    """After a gate: move `<class>-production` to the registered child on each class where it is not
+    worse than the model that alias points at now (`edgecompress.drift.champion`); where no model is
+    in production yet, on each class the gate accepted it for (today's rule). Refusals are recorded,
+    not raised; a refused class keeps its champion."""
     from edgecompress import audit
+    from edgecompress.drift import champion
+    from edgecompress.farm.devices import parse_device_classes
 
-    promoted, refused = [], []
+    config.validate()
+    out: dict[str, Any] = {
+        "gate": gate, "rule": champion.rule_text(config), "promoted": [], "refused": [], "classes": {},
+    }  # fmt: skip
     reg = gate.get("registered")
     if not reg:
-        refused.append(
+        out["refused"].append(
             f"the retrained model was not registered: gate {gate['verdict']} ({'; '.join(gate['reasons'])})"
         )
-        return {"gate": gate, "promoted": promoted, "refused": refused}
-    for cls in device_classes:
-        try:
-            out = audit.promote(f"models:/{reg['name']}/{reg['version']}", f"{cls}{audit.PRODUCTION_SUFFIX}")
-            promoted.append(out["alias"])
-        except audit.PromotionRefused as exc:
-            refused.append(str(exc))
-    return {"gate": gate, "promoted": promoted, "refused": refused}
+        return out
+    challenger_id = (gate.get("child") or {}).get("model_id")
+    ref = f"models:/{reg['name']}/{reg['version']}"
+    client = lineage.connect()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-promote-") as tmp:
+        compared = _Comparisons(Path(tmp), challenger_id, dataset_path, config)
+        for cls in parse_device_classes(config.device_classes):
+            alias = champion.production_alias(cls)
+            current = champion.current_champion(reg["name"], cls, client)
+            row: dict[str, Any] = {"alias": alias, "champion": current}
+            if current is not None and current["model_id"] == challenger_id:
+                row.update(promote=False, reasons=[f"{alias} already points at {ref}"])
+            elif current is None:
+                row["decided_by"] = "no production model yet: the gate's verdict against its own parent"
+            elif cls not in gate.get("accepted_device_classes", []):
+                row["decided_by"] = "the gate refused this class: no comparison with the champion"
+            else:
+                row.update(compared.on(current, cls), decided_by="challenger vs champion")
+            if row.get("promote", True):
+                try:
+                    audit.promote(ref, alias, client=client)
+                    row["promote"] = True
+                    out["promoted"].append(alias)
+                except audit.PromotionRefused as exc:
+                    row.update(promote=False, reasons=[str(exc)])
+            if not row["promote"]:
+                kept = (
+                    f"; {alias} stays on {current['name']} v{current['version']} ({current['model_id']})"
+                    if current
+                    else ""
+                )
+                out["refused"].append(f"{alias}: {'; '.join(row['reasons'])}{kept}")
+            out["classes"][cls] = row
+    if challenger_id:
+        _tag_challenger(challenger_id, out)
+    return out
 
 
-def promote_step(gate_path: Path | str, result_path: Path | str, device_classes: list[str]) -> dict[str, Any]:
-    """The promote component's work: promote on the gate result at `gate_path` and write
-    {promoted, refused} to `result_path`. A refusal is recorded, not raised. Returns
-    `promote_gate_result`'s dict plus `metadata` for the result artifact."""
-    out = promote_gate_result(json.loads(Path(gate_path).read_text()), list(device_classes))
-    write_json(Path(result_path), {"promoted": out["promoted"], "refused": out["refused"]})
+class _Comparisons:
+    """Challenger vs champion comparisons of one promotion: the models are downloaded and evaluated on
+    the decision split once each, whatever number of classes they are compared on."""
+
+    def __init__(self, workdir: Path, challenger_id: str | None, dataset_path, config: GateConfig) -> None:
+        self.workdir, self.challenger_id, self.config = workdir, challenger_id, config
+        self.dataset_path = dataset_path
+        self.onnx: dict[str, Path] = {}
+        self.correct: dict[str, Any] = {}
+        self._dataset = None
+
+    def _model(self, model_id: str) -> tuple[Path, Any]:
+        from edgecompress.data import load_dataset
+        from edgecompress.drift.champion import decision_correct
+
+        if self._dataset is None:
+            if not self.dataset_path:
+                raise DatasetError("a promotion against a production model needs the decision dataset")
+            self._dataset = load_dataset(Path(self.dataset_path))
+        if model_id not in self.onnx:
+            self.onnx[model_id] = lineage.download_model_onnx(model_id, self.workdir / model_id)
+            self.correct[model_id] = decision_correct(
+                self.onnx[model_id], self._dataset, self.config.decision_split
+            )
+        return self.onnx[model_id], self.correct[model_id]
+
+    def on(self, current: dict[str, Any], device_class: str) -> dict[str, Any]:
+        from edgecompress.drift.champion import compare
+
+        if not self.challenger_id:
+            raise TrackingError("the gate's result names no MLflow model id for the retrained model")
+        champion_onnx, champion_correct = self._model(current["model_id"])
+        challenger_onnx, challenger_correct = self._model(self.challenger_id)
+        return compare(
+            champion_onnx, challenger_onnx, self._dataset, device_class, self.config,
+            {"champion": champion_correct, "challenger": challenger_correct},
+        )  # fmt: skip
+
+
+def _tag_challenger(model_id: str, out: dict[str, Any]) -> None:
+    """The promotion's outcome on the challenger: per class, promoted or why not, and the model it
+    replaced (or was compared with)."""
+    tags = {f"{lineage.TAG}promotion_rule": out["rule"]}
+    for cls, row in out["classes"].items():
+        tags[f"{lineage.TAG}promotion.{cls}"] = (
+            "promoted" if row["promote"] else "; ".join(row["reasons"])[:4000]
+        )
+        if row.get("champion"):
+            tags[f"{lineage.TAG}champion.{cls}"] = row["champion"]["model_id"]
+    lineage.set_model_tags(model_id, tags)
+
+
+def promote_step(
+    gate_path: Path | str, result_path: Path | str, config: GateConfig, dataset_path: Path | str | None = None
+) -> dict[str, Any]:
+    """The promote component's work: promote on the gate result at `gate_path` (challenger vs champion
+    on the decision split of `dataset_path`) and write {rule, promoted, refused, classes} to
+    `result_path`. A refusal is recorded, not raised. Returns `promote_gate_result`'s dict plus
+    `metadata` for the result artifact."""
+    out = promote_gate_result(json.loads(Path(gate_path).read_text()), config, dataset_path)
+    write_json(Path(result_path), {k: out[k] for k in ("rule", "promoted", "refused", "classes")})
     return {**out, "metadata": {"promoted": ",".join(out["promoted"]), "refused": len(out["refused"])}}
