@@ -59,6 +59,7 @@ def build_pipeline(chain: Sequence[str] = ("quantize",)):
             promoted = promote(
                 gate=retrained.output,
                 dataset=check.outputs["retrain_dataset"],
+                drift=check.outputs["result"],
                 **{
                     n: plan[FROM_PLAN[n]] if n in FROM_PLAN else values[n]
                     for n in component_parameters(promote)

@@ -11,8 +11,10 @@ from edgecompress.params import build
 SURFACES = (GateConfig,)
 
 
-def run(gate, dataset, result, **settings) -> None:
-    out = promote_step(gate.path, result.path, build(GateConfig, settings), dataset.path)
+def run(gate, dataset, result, drift=None, **settings) -> None:
+    out = promote_step(
+        gate.path, result.path, build(GateConfig, settings), dataset.path, drift.path if drift else None
+    )
     result.metadata.update(out["metadata"])
 
 
@@ -21,6 +23,7 @@ promote = technique_component(
     run,
     inputs={"gate": "Artifact", "dataset": "Dataset"},
     outputs={"result": "Artifact"},
+    optional_inputs={"drift": "Artifact"},
     surfaces=SURFACES,
     doc="""Reads the accuracy gate's result. Per device class, where `<class>-production` points at a model
     already, the gated child (challenger) is compared with it (champion) on `dataset`'s decision split
@@ -28,5 +31,7 @@ promote = technique_component(
     speed-up's interval not wholly below 1×; QEMU classes: accuracy only); with no production model
     yet, the gate's verdict decides. `min_speedup` applies to the gate, not to this comparison.
     Refusals (worse or slower than the champion, failed gate, no benchmark on a class) are recorded
-    in `result` with the numbers, not raised: a refused promotion is an outcome, not a failure.""",
+    in `result` with the numbers, not raised: a refused promotion is an outcome, not a failure.
+    `drift` (drift_check's result): the retrained model's lineage names the drift check's MLflow run,
+    the batch digest and the model it replaces.""",
 )

@@ -157,8 +157,9 @@ def test_a_worse_and_larger_retrain_is_not_promoted(loop, monkeypatch):
 
 def test_b_a_better_retrain_is_promoted(loop, monkeypatch):
     """More epochs on reference + drifted data, the same chain as v1: better on the fresh decision
-    data and not slower, so it takes both production aliases; its lineage names v1."""
-    from edgecompress import audit
+    data and not slower, so it takes both production aliases; its lineage names v1, the drift run,
+    the batch and the commit, and `edgecompress lineage` shows them."""
+    from edgecompress import audit, lineage
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", loop["uri"])
     before = production(NAME)
@@ -174,10 +175,28 @@ def test_b_a_better_retrain_is_promoted(loop, monkeypatch):
         assert row["promote"] is True and row["speed"]["ci_high"] >= 1.0
         assert int(after[cls]) > int(before[cls])
     assert sorted(result["promoted"]) == sorted(f"{c}-production" for c in CLASSES)
+    # v2's lineage names v1 (the model it replaces), the drift run, the batch and the code
     v2 = audit.lineage_of(f"models:/{NAME}@rpi4-emulated-production")
-    assert [s.technique for s in v2.steps][-2:] == ["prune", "static-int8"]
-    tags = audit.lineage.get_model(v2.model_id).tags
-    assert tags["edgecompress.champion.rpi4-emulated"] == loop["v1"]
+    assert [st.technique for st in v2.steps][-2:] == ["prune", "static-int8"]
+    drift = json.loads((loop["tmp"] / "better" / "drift" / "result.json").read_text())
+    last = v2.steps[-1]
+    assert last.retrain["replaces_model_id"] == loop["v1"]
+    assert last.retrain["drift_run_id"] == drift["mlflow_run_id"]
+    assert last.retrain["drift_batch_digest"] == drift["batch_digest"]
+    assert last.retrain["champion.rpi4-emulated"] == loop["v1"]
+    assert last.retrain["promotion.rpi4-emulated"] == "promoted"
+    commit = lineage.code_version()["git_commit"]
+    assert commit != "unknown" and {st.code["git_commit"] for st in v2.steps} == {commit}
+    run = lineage.connect().get_run(drift["mlflow_run_id"])
+    assert run.data.tags["edgecompress.role"] == "drift-check"
+    assert run.data.tags["edgecompress.drift.model_id"] == loop["v1"]
+    shown = run_cli(
+        "lineage", f"models:/{NAME}@rpi4-emulated-production", env={"MLFLOW_TRACKING_URI": loop["uri"]}
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert f"replaces_model_id={loop['v1']}" in shown.stdout and drift["mlflow_run_id"] in shown.stdout
+    assert f"code: git {commit}" in shown.stdout
+    print(shown.stdout)
 
 
 def test_c_no_production_model_follows_todays_rule(loop, monkeypatch):

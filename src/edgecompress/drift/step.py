@@ -8,8 +8,12 @@ into artifact metadata.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,24 +43,78 @@ class DriftCheckOptions:
     )
 
 
+def batch_digest(batch: Batch) -> str:
+    """sha256 of a checked batch's content (shape, dtype and bytes of `x`, and of `y` when labelled):
+    the key that names the batch in lineage, whatever file or folder it came from."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name, array in (("x", batch.x), ("y", batch.y)):
+        if array is not None:
+            array = np.ascontiguousarray(array)
+            h.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+            h.update(array.tobytes())
+    return h.hexdigest()
+
+
 def check_drift(
     batch_path: Path | str, model: str | Path, output_dir: Path | None, config: DriftConfig, workdir: Path
 ) -> tuple[dict[str, Any], Reference, Batch]:
-    """Validate everything, then test; writes the outputs only when every input was good."""
+    """Validate everything, then test; writes the outputs only when every input was good. The check
+    is an MLflow run (`drift_run`) whose id the result carries."""
     config.validate()
     batch = load_batch(batch_path)
     reference = resolve_reference(model, workdir)
     batch = check_batch(batch, reference.dataset)
     result = detect(reference, batch, config)
+    result["batch_digest"] = batch_digest(batch)
     if output_dir is not None:
-        result["outputs"] = {k: str(v) for k, v in write_outputs(result, output_dir).items()}
+        with drift_run(result) as log:
+            result["outputs"] = {k: str(v) for k, v in write_outputs(result, output_dir).items()}
+            log(result)
     return result, reference, batch
+
+
+@contextlib.contextmanager
+def drift_run(result: dict[str, Any], experiment: str = lineage.DEFAULT_EXPERIMENT) -> Iterator[Any]:
+    """The drift check as an MLflow run: its settings (params), statistics (metrics), verdict, model,
+    reference and batch digests and code version (tags); its id goes into `result` as
+    `mlflow_run_id`. Call the yielded function with the final result to store it and its HTML report
+    as the run's artifacts (`drift/result.json`, `drift/report.html`)."""
+    mlflow = lineage._mlflow()
+    lineage.setup(experiment)
+    tags = {
+        f"{lineage.TAG}role": "drift-check",
+        f"{lineage.TAG}drift.verdict": "drifted" if result["drifted"] else "no drift",
+        f"{lineage.TAG}drift.batch_digest": result["batch_digest"],
+        f"{lineage.TAG}drift.batch": str(result.get("batch", ""))[:5000],
+        f"{lineage.TAG}drift.model_id": result.get("model_id") or "",
+        f"{lineage.TAG}dataset_digest": result["dataset"]["digest"],
+        f"{lineage.TAG}dataset_name": result["dataset"]["name"],
+        **lineage.code_tags(),
+    }
+    metrics = {"score": result["score"], "p_value": result["p_value"], "drifted": float(result["drifted"]),
+               "batch_size": result["batch_size"], "reference_size": result["reference_size"]}  # fmt: skip
+    for name, test in result["tests"].items():
+        key = re.sub(r"[^\w\-./ ]", "_", name)
+        metrics[f"test.{key}.p_value"] = test["p_value"]
+    with mlflow.start_run(run_name="drift-check", tags=tags) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in result["config"].items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        result["mlflow_run_id"] = run.info.run_id
+
+        def log(final: dict[str, Any]) -> None:
+            mlflow.log_text(json.dumps(final, indent=2, default=float), "drift/result.json")
+            mlflow.log_text(report_html(final), "drift/report.html")
+
+        yield log
 
 
 def check_and_report(
     batch_path: Path | str, model: str | Path, output_dir: Path, config: DriftConfig
 ) -> dict[str, Any]:
-    """`edgecompress drift` without --retrain: check and write the result and report."""
+    """`edgecompress drift` without --retrain: check and write the result and report (and the check's
+    MLflow run)."""
     with tempfile.TemporaryDirectory(prefix="edgecompress-drift-") as tmp:
         result, _, _ = check_drift(batch_path, model, output_dir, config, Path(tmp))
     return {"drift": result, "report": result["outputs"]["report"], "retrain": None}
@@ -107,17 +165,23 @@ def drift_check_step(
         if result["drifted"] and retrain_dataset_path is not None:
             merged = merge_for_retrain(reference.dataset, checked, config.seed)  # raises without labels
         spec = reference.model_spec or "cnn"
-        result["retrain"] = {
-            "source": artifact_source(retrain_dataset_uri, retrain_dataset_path)
-            if merged is not None
-            else "",
-            "model_spec": spec if isinstance(spec, str) else json.dumps(spec),
-            "registered_model_name": reference.registered_name or f"{reference.dataset.name}-retrained",
-        }
-        write_json(Path(result_path), result)
-        write_text(Path(report_path), report_html(result))
-        if merged is not None:
-            save_dataset(merged, Path(retrain_dataset_path))
+        with drift_run(result) as log:
+            result["retrain"] = {
+                "source": artifact_source(retrain_dataset_uri, retrain_dataset_path)
+                if merged is not None
+                else "",
+                "model_spec": spec if isinstance(spec, str) else json.dumps(spec),
+                "registered_model_name": reference.registered_name or f"{reference.dataset.name}-retrained",
+                # what the retrained model's lineage names: the check, the new data, the model it replaces
+                "drift_run_id": result["mlflow_run_id"],
+                "batch_digest": result["batch_digest"],
+                "replaces_model_id": reference.model_id or "",
+            }
+            write_json(Path(result_path), result)
+            write_text(Path(report_path), report_html(result))
+            if merged is not None:
+                save_dataset(merged, Path(retrain_dataset_path))
+            log(result)
     return {
         "drifted": result["drifted"],
         "result": result,
@@ -127,6 +191,8 @@ def drift_check_step(
             "p_value": result["p_value"],
             "kind": result["kind"],
             "model_id": result["model_id"] or "",
+            "batch_digest": result["batch_digest"],
+            "mlflow_run_id": result["mlflow_run_id"],
         },
         "retrain_dataset_metadata": (
             {"sha256": merged.digest, "name": result["dataset"]["name"]} if merged is not None else {}
@@ -140,7 +206,10 @@ def retrain_plan_field(result_path: Path | str, field: str) -> str:
 
 
 def promote_gate_result(
-    gate: dict[str, Any], config: GateConfig, dataset_path: Path | str | None = None
+    gate: dict[str, Any],
+    config: GateConfig,
+    dataset_path: Path | str | None = None,
+    drift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """After a gate: move `<class>-production` to the registered child on each class where it is not
     worse than the model that alias points at now (`edgecompress.drift.champion`); where no model is
@@ -154,13 +223,15 @@ def promote_gate_result(
     out: dict[str, Any] = {
         "gate": gate, "rule": champion.rule_text(config), "promoted": [], "refused": [], "classes": {},
     }  # fmt: skip
+    challenger_id = (gate.get("child") or {}).get("model_id")
+    if challenger_id and drift:
+        _tag_retrain(challenger_id, drift)
     reg = gate.get("registered")
     if not reg:
         out["refused"].append(
             f"the retrained model was not registered: gate {gate['verdict']} ({'; '.join(gate['reasons'])})"
         )
         return out
-    challenger_id = (gate.get("child") or {}).get("model_id")
     ref = f"models:/{reg['name']}/{reg['version']}"
     client = lineage.connect()
     with tempfile.TemporaryDirectory(prefix="edgecompress-promote-") as tmp:
@@ -236,6 +307,18 @@ class _Comparisons:
         )  # fmt: skip
 
 
+def _tag_retrain(model_id: str, drift: dict[str, Any]) -> None:
+    """The retrained model's lineage names what started it: the drift check's MLflow run, the new
+    batch's digest and the model it was trained to replace (the one the check ran on)."""
+    plan = drift.get("retrain") or {}
+    tags = {
+        "drift_run_id": plan.get("drift_run_id") or drift.get("mlflow_run_id", ""),
+        "drift_batch_digest": plan.get("batch_digest") or drift.get("batch_digest", ""),
+        "replaces_model_id": plan.get("replaces_model_id") or drift.get("model_id") or "",
+    }
+    lineage.set_model_tags(model_id, {f"{lineage.TAG}{k}": v for k, v in tags.items() if v})
+
+
 def _tag_challenger(model_id: str, out: dict[str, Any]) -> None:
     """The promotion's outcome on the challenger: per class, promoted or why not, and the model it
     replaced (or was compared with)."""
@@ -250,12 +333,18 @@ def _tag_challenger(model_id: str, out: dict[str, Any]) -> None:
 
 
 def promote_step(
-    gate_path: Path | str, result_path: Path | str, config: GateConfig, dataset_path: Path | str | None = None
+    gate_path: Path | str,
+    result_path: Path | str,
+    config: GateConfig,
+    dataset_path: Path | str | None = None,
+    drift_path: Path | str | None = None,
 ) -> dict[str, Any]:
     """The promote component's work: promote on the gate result at `gate_path` (challenger vs champion
     on the decision split of `dataset_path`) and write {rule, promoted, refused, classes} to
-    `result_path`. A refusal is recorded, not raised. Returns `promote_gate_result`'s dict plus
+    `result_path`; with `drift_path` (drift_check's result), the retrained model's lineage names the
+    drift run, the batch digest and the model it replaces. A refusal is recorded, not raised. Returns `promote_gate_result`'s dict plus
     `metadata` for the result artifact."""
-    out = promote_gate_result(json.loads(Path(gate_path).read_text()), config, dataset_path)
+    drift = json.loads(Path(drift_path).read_text()) if drift_path else None
+    out = promote_gate_result(json.loads(Path(gate_path).read_text()), config, dataset_path, drift)
     write_json(Path(result_path), {k: out[k] for k in ("rule", "promoted", "refused", "classes")})
     return {**out, "metadata": {"promoted": ",".join(out["promoted"]), "refused": len(out["refused"])}}
