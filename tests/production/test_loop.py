@@ -57,7 +57,7 @@ def loop(mlflow_server, digits_artifact: Path, tmp_path_factory: pytest.TempPath
             ctx,
             progress=False,
         )
-        prune_step(tmp / "train", digits_artifact, tmp / "prune", **PruneConfig(finetune_epochs_after=2, lr=2e-2).step_arguments(),
+        prune_step(tmp / "train", digits_artifact, tmp / "prune", **PruneConfig(ratio=0.4, finetune_epochs_after=2, lr=2e-2).step_arguments(),
                    lineage_ctx=ctx, progress=False)  # fmt: skip
         quantize_step(
             tmp / "prune", digits_artifact, tmp / "v1", StaticQuantConfig(calibration_samples=64), ctx
@@ -156,18 +156,24 @@ def test_a_worse_and_larger_retrain_is_not_promoted(loop, monkeypatch):
 
 
 def test_b_a_better_retrain_is_promoted(loop, monkeypatch):
-    """More epochs on reference + drifted data, the same chain as v1: better on the fresh decision
-    data and not slower, so it takes both production aliases; its lineage names v1, the drift run,
+    """More epochs on reference + drifted data, with v1's recorded chain and settings (no --chain):
+    better on the fresh decision data and not slower, so it takes both production aliases; its lineage names v1, the drift run,
     the batch and the commit, and `edgecompress lineage` shows them."""
     from edgecompress import audit, lineage
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", loop["uri"])
     before = production(NAME)
-    result, _ = retrain(
-        loop, "better", f"models:/{NAME}@rpi4-emulated-production", "--chain", "prune,quantize", "--epochs", "6",
+    result, stdout = retrain(
+        loop, "better", f"models:/{NAME}@rpi4-emulated-production", "--epochs", "6",
         "--param", "lr=0.01", "--param", "prune_finetune_epochs_after=2", "--param", "prune_lr=0.02",
     )  # fmt: skip
     after = production(NAME)
+    # no --chain: v1's recorded chain and settings (prune ratio 0.4, 64 calibration samples)
+    assert "retrain: the chain recorded for" in stdout and "(retrained as train → prune → quantize)" in stdout
+    assert (
+        "prune_ratio=0.4" in stdout
+        and "quantize_calibration_samples" not in stdout.split("reused:")[1].split("\n")[0]
+    )
     for cls in CLASSES:
         row = result["classes"][cls]
         assert row["decided_by"] == "challenger vs champion", row
@@ -177,7 +183,8 @@ def test_b_a_better_retrain_is_promoted(loop, monkeypatch):
     assert sorted(result["promoted"]) == sorted(f"{c}-production" for c in CLASSES)
     # v2's lineage names v1 (the model it replaces), the drift run, the batch and the code
     v2 = audit.lineage_of(f"models:/{NAME}@rpi4-emulated-production")
-    assert [st.technique for st in v2.steps][-2:] == ["prune", "static-int8"]
+    assert [st.technique for st in v2.steps] == ["train", "prune-structured", "static-int8"]
+    assert v2.steps[1].params["prune.ratio"] == "0.4" and v2.steps[0].params["train.epochs"] == "6"
     drift = json.loads((loop["tmp"] / "better" / "drift" / "result.json").read_text())
     last = v2.steps[-1]
     assert last.retrain["replaces_model_id"] == loop["v1"]
