@@ -256,6 +256,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if outcome.get("retrain"):
         rt = outcome["retrain"]
         print(f"retrain: gate {rt['gate']['verdict']}; promoted: {', '.join(rt['promoted']) or 'none'}")
+        if rt.get("rule"):
+            print(f"  promotion rule: {rt['rule']}")
         for why in rt.get("refused", []):
             print(f"  not promoted: {why}")
     return 1 if r["drifted"] and args.exit_code else 0
