@@ -55,6 +55,7 @@ def test_the_recorded_chain_and_settings(pruned_quantized, monkeypatch):
     assert args["prune_ratio"] == 0.4 and args["prune_finetune_epochs_after"] == 1
     assert args["quantize_calibration_samples"] == 64 and args["batch_size"] == 32
     assert "epochs" not in args  # told otherwise: what the user gave wins
+    assert "quantize_reduce_range" not in args  # computed for the target class again ("auto")
     assert all(type(v) is type(defaults[k]) for k, v in args.items())
 
 

@@ -175,8 +175,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def _recorded_arguments(recorded: dict, chain: list[str], defaults: dict, given: set[str]) -> dict:
     """The pipeline arguments of the settings recorded in a model's lineage (`recorded_chain`): a
     step's setting `name` is the pipeline's `<step>_name` (training's keep their names); one the user
-    gave, one the pipeline has no parameter for, or one that does not parse as the parameter's type
-    is left out."""
+    gave, one the pipeline has no parameter for, one whose default is computed (`auto`: the recorded
+    value is what it resolved to then, e.g. reduce_range for the target) or one that does not parse
+    as the parameter's type is left out."""
     from edgecompress.cli.pipeline import _parse_params
     from edgecompress.errors import ConfigError
 
@@ -187,6 +188,8 @@ def _recorded_arguments(recorded: dict, chain: list[str], defaults: dict, given:
         for name, raw in settings.items():
             param = name if step == "train" else f"{step}_{name}"
             if param not in defaults or param in given or raw in ("", "None", "{}", "[]"):
+                continue
+            if defaults[param] == "auto":  # computed for the target (e.g. reduce_range): computed again
                 continue
             if isinstance(defaults[param], bool):
                 if raw.lower() in ("true", "false"):
