@@ -194,6 +194,14 @@ def test_b_a_better_retrain_is_promoted(loop, monkeypatch):
     assert last.retrain["promotion.rpi4-emulated"] == "promoted"
     commit = lineage.code_version()["git_commit"]
     assert commit != "unknown" and {st.code["git_commit"] for st in v2.steps} == {commit}
+    # the decision, with its numbers, is an artifact of the run that made v2; the drift report of the drift run
+    import mlflow
+
+    report = mlflow.artifacts.load_text(
+        f"runs:/{lineage.get_model(v2.model_id).source_run_id}/promotion/report.md"
+    )
+    assert "challenger vs champion" in report and "| rpi4-emulated |" in report and "promoted" in report
+    assert "<img" in mlflow.artifacts.load_text(f"runs:/{drift['mlflow_run_id']}/drift/report.html")
     run = lineage.connect().get_run(drift["mlflow_run_id"])
     assert run.data.tags["edgecompress.role"] == "drift-check"
     assert run.data.tags["edgecompress.drift.model_id"] == loop["v1"]

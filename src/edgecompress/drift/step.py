@@ -265,6 +265,7 @@ def promote_gate_result(
             out["classes"][cls] = row
     if challenger_id:
         _tag_challenger(challenger_id, out)
+        _log_promotion_report(challenger_id, out)
     return out
 
 
@@ -330,6 +331,39 @@ def _tag_challenger(model_id: str, out: dict[str, Any]) -> None:
         if row.get("champion"):
             tags[f"{lineage.TAG}champion.{cls}"] = row["champion"]["model_id"]
     lineage.set_model_tags(model_id, tags)
+
+
+def promotion_markdown(out: dict[str, Any]) -> str:
+    """The promotion's decision per class, with its rule and numbers."""
+    from edgecompress.reports import markdown_table
+
+    rows = []
+    for cls, row in out["classes"].items():
+        acc, speed, champ = row.get("accuracy") or {}, row.get("speed") or {}, row.get("champion")
+        rows.append([
+            cls, f"{champ['name']} v{champ['version']}" if champ else "none",
+            "promoted" if row["promote"] else "refused", row.get("decided_by", ""),
+            f"{acc['drop'] * 100:+.2f} [{acc['ci_low'] * 100:+.2f}, {acc['ci_high'] * 100:+.2f}]" if acc else "",
+            f"{speed['speedup']:.3f} [{speed['ci_low']:.3f}, {speed['ci_high']:.3f}]" if speed else row.get("timing", ""),
+            "; ".join(row.get("reasons", [])),
+        ])  # fmt: skip
+    table = markdown_table(
+        ["device class", "champion", "outcome", "decided by", "accuracy drop pt (95% CI)",
+         "speed-up champion/challenger (95% CI)", "why not"], rows,
+    )  # fmt: skip
+    return f"# Promotion\n\nRule: {out['rule']}.\n\n{table}\n"
+
+
+def _log_promotion_report(model_id: str, out: dict[str, Any]) -> None:
+    """The decision as artifacts of the run that made the challenger (`promotion/result.json`,
+    `promotion/report.md`), next to its model in MLflow."""
+    run_id = lineage.get_model(model_id).source_run_id
+    if not run_id:
+        return
+    client = lineage._mlflow().MlflowClient()
+    record = {k: out[k] for k in ("rule", "promoted", "refused", "classes")}
+    client.log_text(run_id, json.dumps(record, indent=2, default=float), "promotion/result.json")
+    client.log_text(run_id, promotion_markdown(out), "promotion/report.md")
 
 
 def promote_step(
