@@ -56,7 +56,17 @@ def build_pipeline(chain: Sequence[str] = ("quantize",), platform=None):
                 **{name: plan[field] for name, field in FROM_PLAN.items()},
                 **{name: values[name] for name in inner_names},
             )
-            promoted = promote(gate=retrained.output, device_classes=values["device_classes"])
+            # challenger (the gated child) vs champion (the model <class>-production points at now),
+            # on the retrain's decision split (it holds part of the drifted batch), with the gate's settings
+            promoted = promote(
+                gate=retrained.output,
+                dataset=check.outputs["retrain_dataset"],
+                drift=check.outputs["result"],
+                **{
+                    n: plan[FROM_PLAN[n]] if n in FROM_PLAN else values[n]
+                    for n in component_parameters(promote)
+                },
+            )
             promoted.set_caching_options(False)
 
     retrain_on_drift.__signature__ = inspect.Signature(params)

@@ -21,6 +21,11 @@ BENCH_RE = re.compile(
     r"^bench\.(?P<cls>.+)\.(?P<stat>p50_ms|p90_ms|p99_ms|mean_ms|load_ms|peak_rss_bytes|throughput_per_s)$"
 )
 PRODUCTION_SUFFIX = "-production"
+CODE_TAGS = ("git_commit", "git_commit_source", "image_digest")
+RETRAIN_TAGS = tuple(
+    f"{TAG}{k}"
+    for k in ("drift_run_id", "drift_batch_digest", "replaces_model_id", "champion.", "promotion.")
+)
 
 
 @dataclass
@@ -41,6 +46,11 @@ class Step:
     package_version: str | None
     image: str | None
     registry: list[dict[str, Any]] = field(default_factory=list)
+    # the code: git commit (and where it came from), image digest
+    code: dict[str, str] = field(default_factory=dict)
+    # a retrained model: the drift run, the batch digest, the model it replaces; per class, the
+    # promotion's outcome against the champion
+    retrain: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +98,8 @@ def _step(model) -> Step:
         gate_reason=tags.get(f"{TAG}gate_reason"), source_run_id=model.source_run_id,
         pipeline_run_id=tags.get(f"{TAG}pipeline_run_id"), package_version=tags.get(f"{TAG}package_version"),
         image=tags.get(f"{TAG}image"),
+        code={k: tags[f"{TAG}{k}"] for k in CODE_TAGS if tags.get(f"{TAG}{k}")},
+        retrain={k[len(TAG):]: v for k, v in sorted(tags.items()) if k.startswith(RETRAIN_TAGS)},
     )  # fmt: skip
 
 
@@ -169,6 +181,13 @@ def render_text(lin: Lineage) -> str:
             f"{pad}run {s.source_run_id}  pipeline run {s.pipeline_run_id}  package {s.package_version}"
             + (f"  image {s.image}" if s.image else "")
         )
+        if s.code:
+            lines.append(
+                f"{pad}code: git {s.code.get('git_commit', 'unknown')} ({s.code.get('git_commit_source', '?')})"
+                + (f"  image digest {s.code['image_digest']}" if s.code.get("image_digest") else "")
+            )
+        if s.retrain:
+            lines.append(f"{pad}retrain: " + ", ".join(f"{k}={v}" for k, v in s.retrain.items()))
         if s.params:
             lines.append(f"{pad}params: " + ", ".join(f"{k}={v}" for k, v in sorted(s.params.items())))
         if s.metrics:

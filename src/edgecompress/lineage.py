@@ -2,7 +2,8 @@
 
 Lineage lives in MLflow itself (tags, inputs, model params and metrics), not in side files:
 - model tags: `edgecompress.parent_model_id`, `.technique`, `.dataset_digest`, `.dataset_name`,
-  `.dataset_source`, `.package_version`, `.image`, `.pipeline_run_id`, `.gate` (accepted/rejected);
+  `.dataset_source`, `.package_version`, `.git_commit` (and where it came from), `.image`,
+  `.image_digest`, `.pipeline_run_id`, `.gate` (accepted/rejected); runs carry the code tags too;
 - model params: the technique's parameters; model metrics: accuracy, sizes, and per device class
   `bench.<class>.p50_ms` etc., with `edgecompress.bench.<class>.emulated` tags;
 - datasets: `mlflow.log_input` with our content digest;
@@ -12,10 +13,13 @@ Lineage lives in MLflow itself (tags, inputs, model params and metrics), not in 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -33,6 +37,9 @@ TAG = "edgecompress."
 DEFAULT_EXPERIMENT = "edgecompress"
 DEFAULT_STORE_DIR = Path("edgecompress-runs")
 IMAGE_ENV = "EDGECOMPRESS_IMAGE"
+# Baked into the components image at build time (docker/build.sh → Dockerfile's REVISION build arg).
+GIT_COMMIT_ENV = "EDGECOMPRESS_GIT_COMMIT"
+IMAGE_DIGEST_ENV = "EDGECOMPRESS_IMAGE_DIGEST"  # set by whoever knows it (a deployment, CI)
 # Set by a local pipeline run (`edgecompress run`) for its tasks: the parent run they create is tagged
 # with it, so the command can end that run when the pipeline returns (kfp.local's job id is random).
 LOCAL_RUN_ENV = "EDGECOMPRESS_LOCAL_RUN"
@@ -40,6 +47,69 @@ LOCAL_RUN_ENV = "EDGECOMPRESS_LOCAL_RUN"
 # that changes every run changes KFP's cache key): on a cluster the pod's `pipeline/runid` label
 # (Kubernetes downward API, set by the platform config), locally the runner's own id.
 PIPELINE_RUN_ENV = "EDGECOMPRESS_PIPELINE_RUN_ID"
+
+
+def _git_commit(source: Path) -> str | None:
+    """HEAD of the git checkout that tracks the file `source`, with `-dirty` when tracked files differ
+    from it; None when `source` is not tracked by a checkout (an installed copy, even one inside a
+    checkout's ignored .venv, is not)."""
+    try:
+        run = functools.partial(subprocess.run, cwd=source.parent, capture_output=True, text=True, timeout=10)
+        if run(["git", "ls-files", "--error-unmatch", source.name]).returncode != 0:
+            return None
+        head = run(["git", "rev-parse", "HEAD"])
+        if head.returncode != 0:
+            return None
+        dirty = run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def _installed_commit() -> str | None:
+    """The commit pip recorded for a `pip install git+URL@…` (`direct_url.json`'s vcs_info)."""
+    try:
+        from importlib.metadata import distribution
+
+        direct = json.loads(distribution("edgecompress").read_text("direct_url.json") or "{}")
+    except Exception:  # not installed, or installed from an index or a wheel: no record of the source
+        return None
+    return (direct.get("vcs_info") or {}).get("commit_id") or None
+
+
+@functools.cache
+def code_version() -> dict[str, str]:
+    """The code that runs, as every run and model records it: `git_commit` and where it came from
+    (`git_commit_source`), the package version, and the image and its digest where known.
+
+    The one place that decides the commit, first found wins: $EDGECOMPRESS_GIT_COMMIT (baked into
+    the components image at build time by docker/build.sh); the git checkout this module is imported
+    from, where git tracks it (`-dirty` when tracked files were changed); the installed package's
+    metadata (pip's `direct_url.json` records the commit of a `pip install git+…`). None: `unknown`.
+    The image digest: $EDGECOMPRESS_IMAGE_DIGEST, or the digest in $EDGECOMPRESS_IMAGE (`…@sha256:…`)."""
+    out = {"package_version": __version__, "git_commit": "unknown", "git_commit_source": "none"}
+    baked = os.environ.get(GIT_COMMIT_ENV, "").strip()
+    for commit, source in (
+        (baked if baked != "unknown" else "", "image build"),
+        (lambda: _git_commit(Path(__file__).resolve()), "source checkout"),
+        (_installed_commit, "package metadata"),
+    ):
+        commit = commit() if callable(commit) else commit
+        if commit:
+            out.update(git_commit=commit, git_commit_source=source)
+            break
+    image = os.environ.get(IMAGE_ENV, "")
+    digest = os.environ.get(IMAGE_DIGEST_ENV, "") or (image.split("@", 1)[1] if "@sha256:" in image else "")
+    if image:
+        out["image"] = image
+    if digest:
+        out["image_digest"] = digest
+    return out
+
+
+def code_tags() -> dict[str, str]:
+    """`code_version()` as the `edgecompress.*` tags of a run or model."""
+    return {f"{TAG}{k}": v for k, v in code_version().items()}
 
 
 def default_tracking_uri(store_dir: Path = DEFAULT_STORE_DIR) -> str:
@@ -153,7 +223,7 @@ def get_or_create_pipeline_run(
             f"{TAG}pipeline_run_id": pipeline_run_id,
             f"{TAG}pipeline": pipeline_name,
             f"{TAG}role": "pipeline-run",
-            f"{TAG}package_version": __version__,
+            **code_tags(),
             **({f"{TAG}local_run": os.environ[LOCAL_RUN_ENV]} if os.environ.get(LOCAL_RUN_ENV) else {}),
         },
     )
@@ -221,10 +291,8 @@ def task_run(
         "mlflow.parentRunId": parent,
         f"{TAG}pipeline_run_id": pipeline_run_id,
         f"{TAG}task": task,
-        f"{TAG}package_version": __version__,
+        **code_tags(),
     }
-    if os.environ.get(IMAGE_ENV):
-        tags[f"{TAG}image"] = os.environ[IMAGE_ENV]
     status = "FAILED"
     try:
         with mlflow.start_run(run_name=task, tags=tags) as run:
@@ -309,7 +377,7 @@ def log_model(
 
     tags = {
         f"{TAG}technique": technique,
-        f"{TAG}package_version": __version__,
+        **code_tags(),
         f"{TAG}parent_model_id": parent_model_id or "",
     }
     if dataset_meta:
@@ -325,8 +393,6 @@ def log_model(
     if pipeline_run_id:
         tags[f"{TAG}pipeline_run_id"] = pipeline_run_id
         tags.update(_reused_parent(parent_model_id, pipeline_run_id))
-    if os.environ.get(IMAGE_ENV):
-        tags[f"{TAG}image"] = os.environ[IMAGE_ENV]
     try:
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)), name=re.sub(r"[^\w\-]", "-", name),

@@ -208,3 +208,43 @@ def test_retrain_source_is_the_s3_uri_where_there_is_one():
     assert artifact_source("s3://bucket/key", "/m/a") == "s3://bucket/key"
     assert artifact_source("gs://bucket/key", "/local/key") == "/local/key"
     assert artifact_source("", "/local/key") == "/local/key"
+
+
+def test_the_drift_check_is_an_mlflow_run(store, digits_batches, run_cli, tmp_path):
+    """Its statistics (metrics), settings (params), verdict, model, batch digest and code (tags), and
+    its result and report as artifacts; the batch digest is the content's, whatever the file's name."""
+    import shutil
+
+    import mlflow
+
+    from edgecompress import lineage
+
+    renamed = tmp_path / "same-content.npz"
+    shutil.copyfile(digits_batches["noisy"], renamed)
+    results = []
+    for batch in (digits_batches["noisy"], renamed):
+        out = tmp_path / batch.stem
+        res = _drift(run_cli, str(batch), "models:/digits-drift/1", str(out), "--permutations", "50")
+        assert res.returncode == 0, res.stderr[-2000:]
+        results.append(json.loads((out / "result.json").read_text()))
+    first, second = results
+    assert first["batch_digest"] == second["batch_digest"] and len(first["batch_digest"]) == 64
+    assert first["mlflow_run_id"] != second["mlflow_run_id"]
+    run = mlflow.MlflowClient().get_run(first["mlflow_run_id"])
+    tags = run.data.tags
+    assert run.info.status == "FINISHED" and run.info.run_name == "drift-check"
+    assert tags["edgecompress.role"] == "drift-check" and tags["edgecompress.drift.verdict"] == "drifted"
+    assert tags["edgecompress.drift.batch_digest"] == first["batch_digest"]
+    assert tags["edgecompress.drift.model_id"] == first["model_id"]
+    assert tags["edgecompress.git_commit"] == lineage.code_version()["git_commit"] != "unknown"
+    assert run.data.metrics["p_value"] == pytest.approx(first["p_value"])
+    assert run.data.metrics["score"] == pytest.approx(first["score"])
+    assert run.data.params["permutations"] == "50"
+    mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="drift", dst_path=str(tmp_path / "a")
+    )
+    assert (
+        json.loads((tmp_path / "a" / "drift" / "result.json").read_text())["batch_digest"]
+        == first["batch_digest"]
+    )
+    assert "<img" in (tmp_path / "a" / "drift" / "report.html").read_text()

@@ -91,7 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--retrain", action="store_true", help="on drift, retrain + compress + benchmark + promote"
     )
-    p.add_argument("--chain", default="quantize", help="compression chain for the retrain (default quantize)")
+    p.add_argument(
+        "--chain",
+        help="compression chain for the retrain (default: the chain recorded in the model's lineage, "
+        "with each step's recorded settings; --param/--epochs still override)",
+    )
     p.add_argument("--epochs", type=int, help="retrain epochs (default: the pipeline's)")
     p.add_argument(
         "--device-classes",
@@ -168,6 +172,42 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded_arguments(recorded: dict, chain: list[str], defaults: dict, given: set[str]) -> dict:
+    """The pipeline arguments of the settings recorded in a model's lineage (`recorded_chain`): a
+    step's setting `name` is the pipeline's `<step>_name` (training's keep their names); one the user
+    gave, one the pipeline has no parameter for, one whose default is computed (`auto`: the recorded
+    value is what it resolved to then, e.g. reduce_range for the target) or one that does not parse
+    as the parameter's type is left out."""
+    from edgecompress.cli.pipeline import _parse_params
+    from edgecompress.errors import ConfigError
+
+    out = {}
+    for step, settings in recorded["settings"].items():
+        if step != "train" and step not in chain:
+            continue
+        for name, raw in settings.items():
+            param = name if step == "train" else f"{step}_{name}"
+            if param not in defaults or param in given or raw in ("", "None", "{}", "[]"):
+                continue
+            if defaults[param] == "auto":  # computed for the target (e.g. reduce_range): computed again
+                continue
+            if isinstance(defaults[param], bool):
+                if raw.lower() in ("true", "false"):
+                    out[param] = raw.lower() == "true"
+                continue
+            try:
+                value = _parse_params([f"{param}={raw}"], defaults)[param]
+            except ConfigError:
+                continue
+            if isinstance(defaults[param], int) and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if type(value) is type(defaults[param]) or (
+                isinstance(defaults[param], float) and isinstance(value, int)
+            ):
+                out[param] = value
+    return out
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
     import inspect
 
@@ -176,7 +216,16 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from edgecompress.pipelines.retrain_on_drift import build_pipeline
 
     config = from_args(DriftConfig, args)
-    chain = [s.strip() for s in args.chain.split(",") if s.strip()]
+    recorded = None
+    if args.chain:
+        chain = [s.strip() for s in args.chain.split(",") if s.strip()]
+    elif args.retrain:
+        from edgecompress.drift.recorded import recorded_chain
+
+        recorded = recorded_chain(str(args.model))
+        chain = recorded["chain"] or ["quantize"]  # a trained model only: the default chain
+    else:
+        chain = ["quantize"]
     fn = build_pipeline(chain).pipeline_func
     defaults = {k: v.default for k, v in inspect.signature(fn).parameters.items()}
     arguments = {
@@ -187,6 +236,14 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if args.retrain:
         from edgecompress.pipelines.local import run_retrain_on_drift
 
+        if recorded is not None:
+            reused = _recorded_arguments(recorded, chain, defaults, set(arguments))
+            print(
+                f"retrain: the chain recorded for {args.model}: {' → '.join(recorded['techniques'])} "
+                f"(retrained as {' → '.join(['train', *chain])}); recorded "
+                "settings reused: " + (", ".join(f"{k}={v}" for k, v in sorted(reused.items())) or "none")
+            )
+            arguments = {**reused, **arguments}
         arguments = {**arguments, **retrain_arguments(args.batch, args.model, config)}
         outcome = run_retrain_on_drift(chain, arguments, args.run_dir, args.output_dir)
     else:
@@ -202,6 +259,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if outcome.get("retrain"):
         rt = outcome["retrain"]
         print(f"retrain: gate {rt['gate']['verdict']}; promoted: {', '.join(rt['promoted']) or 'none'}")
+        if rt.get("rule"):
+            print(f"  promotion rule: {rt['rule']}")
         for why in rt.get("refused", []):
             print(f"  not promoted: {why}")
     return 1 if r["drifted"] and args.exit_code else 0

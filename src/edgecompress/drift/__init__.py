@@ -17,7 +17,8 @@ unreachable tracking server) raises before anything is written, and never starts
 
 Modules: `statistics` (the two-sample tests), `reference` (the batch and the lineage-resolved
 reference data), `detectors` (DriftConfig and the tabular and image detectors), `report` (HTML
-report), `step` (the CLI's and components' entry points).
+report), `step` (the CLI's and components' entry points), `champion` (challenger vs the production
+model before `<class>-production` moves).
 """
 
 from edgecompress.drift.detectors import (
@@ -30,7 +31,6 @@ from edgecompress.drift.detectors import (
 from edgecompress.drift.statistics import bonferroni, mmd_permutation_test, psi
 from edgecompress.drift.step import (
     DriftCheckOptions,
-    PromoteConfig,
     check_and_report,
     drift_check_step,
     promote_step,
@@ -41,7 +41,6 @@ from edgecompress.drift.step import (
 __all__ = [
     "DriftCheckOptions",
     "DriftConfig",
-    "PromoteConfig",
     "EmbeddingModel",
     "ImageDriftDetector",
     "bonferroni",
