@@ -2,7 +2,8 @@
 the model that alias points at now.
 
 The challenger (the retrain's gated child) and the champion (the production model) are compared on
-the same fresh decision data (the retrain's decision split, which holds part of the drifted batch)
+the same fresh decision data (the gate's decision images of the retrain's dataset, which holds part
+of the drifted batch)
 and, per device class, in interleaved latency rounds on that class, with the gate's statistics
 (`edgecompress.gate`). The rule, stated in every result:
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from edgecompress import audit, lineage
 from edgecompress.errors import TrackingError
-from edgecompress.gate import GateConfig, accuracy_breaks_rule, accuracy_drop_interval, speedup_interval
+from edgecompress.gate import GateConfig, accuracy_breaks_rule, accuracy_drop_interval, decision_correctness
 from edgecompress.measure import Measurement
 from edgecompress.profiles import timing_note
 
@@ -74,12 +75,10 @@ def current_champion(registered_name: str, device_class: str, client=None) -> di
     }
 
 
-def decision_correct(onnx_path: Path, dataset, split: str) -> np.ndarray:
-    """Which images of the decision split a model classifies correctly."""
-    from edgecompress.evaluate import evaluate_onnx
-
-    _, _, logits = evaluate_onnx(Path(onnx_path), dataset, split)
-    return logits.argmax(1) == dataset.labels(split)
+def decision_correct(onnx_path: Path, dataset, config: GateConfig) -> np.ndarray:
+    """Which decision images (the gate's: past validation's selection part) a model gets right."""
+    correct, _ = decision_correctness({"model": Path(onnx_path)}, dataset, config, where="promotion")
+    return correct["model"]
 
 
 def compare(
@@ -96,12 +95,10 @@ def compare(
     split) may be passed in, to evaluate once for several classes."""
     if correct is None:
         correct = {
-            "champion": decision_correct(champion_onnx, dataset, config.decision_split),
-            "challenger": decision_correct(challenger_onnx, dataset, config.decision_split),
+            "champion": decision_correct(champion_onnx, dataset, config),
+            "challenger": decision_correct(challenger_onnx, dataset, config),
         }
-    accuracy = accuracy_drop_interval(
-        correct["champion"], correct["challenger"], config.confidence, config.bootstrap_samples, config.seed
-    )
+    accuracy = accuracy_drop_interval(correct["champion"], correct["challenger"], config.confidence)
     accuracy["champion_accuracy"] = float(np.mean(correct["champion"]))
     accuracy["challenger_accuracy"] = float(np.mean(correct["challenger"]))
     reasons = []
@@ -112,13 +109,14 @@ def compare(
     speed: dict[str, Any] | None = None
     if note is None:
         meter = Measurement(device_class, **{k: getattr(config.measurement, k) for k in BENCH_FIELDS})
-        rounds = meter.interleaved(Path(champion_onnx), Path(challenger_onnx), config.latency_rounds)
-        speed = speedup_interval(
-            rounds["parent_ms"], rounds["child_ms"], config.confidence, config.bootstrap_samples, config.seed
+        measured = meter.compare(
+            Path(champion_onnx), Path(challenger_onnx), config.latency_rounds, config.confidence
         )
+        rounds = measured["latency_rounds"]
+        speed = {k: measured[k] for k in ("speedup", "ci_low", "ci_high", "rounds", "method")}
         speed.update(
-            champion_p50_ms=float(np.median(rounds["parent_ms"])),
-            challenger_p50_ms=float(np.median(rounds["child_ms"])),
+            champion_p50_ms=measured["parent_p50_ms"],
+            challenger_p50_ms=measured["child_p50_ms"],
             champion_rounds_ms=list(rounds["parent_ms"]),
             challenger_rounds_ms=list(rounds["child_ms"]),
             emulated=bool(rounds["emulated"]),

@@ -290,9 +290,7 @@ class _Comparisons:
             self._dataset = load_dataset(Path(self.dataset_path))
         if model_id not in self.onnx:
             self.onnx[model_id] = lineage.download_model_onnx(model_id, self.workdir / model_id)
-            self.correct[model_id] = decision_correct(
-                self.onnx[model_id], self._dataset, self.config.decision_split
-            )
+            self.correct[model_id] = decision_correct(self.onnx[model_id], self._dataset, self.config)
         return self.onnx[model_id], self.correct[model_id]
 
     def on(self, current: dict[str, Any], device_class: str) -> dict[str, Any]:
