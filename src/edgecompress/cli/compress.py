@@ -128,6 +128,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
         {
             "technique": info["technique"],
             "comparison": info["distill"]["comparison"],
+            "sparsity": info["distill"]["sparsity"],
             "params": info["params"],
             "mlflow_model_id": info.get("mlflow_model_id"),
         }
