@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from edgecompress.data import Dataset
+from edgecompress.data import Dataset, selection_size
 from edgecompress.errors import ConfigError
 from edgecompress.progress import progress_bar
 from edgecompress.prune.common import IMPORTANCES, _check_ratio, _modules_by_name
@@ -58,7 +58,8 @@ def sensitivity(
     _check_importance_fits(model, importance)
     names = list(layers) if layers else prunable_layers(model, num_classes, keep_layers)
     _modules_by_name(model, names, "sensitivity layers")
-    x, y = dataset.split("val", samples)
+    # validation's selection part only: the gate decides on the rest (edgecompress.data.decision_range)
+    x, y = dataset.split("val", min(samples, selection_size(dataset.size("val"))))
     base = accuracy(model, x, y)
     table: dict[str, dict[str, float]] = {}
     total, done, started = len(names) * len(ratios), 0, time.monotonic()
