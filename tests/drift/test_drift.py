@@ -96,7 +96,10 @@ def test_drift_cli_on_images(store, digits_batches, run_cli, tmp_path):
         and not result["drifted"]
         and set(result["classes"]) == {str(i) for i in range(10)}
     )
-    assert result["dataset"]["name"] == "digits" and result["reference_size"] == 538
+    from edgecompress.data import load_digits
+
+    held_out = sum(load_digits().size(s) for s in ("val", "test"))  # the reference: every held-out image
+    assert result["dataset"]["name"] == "digits" and result["reference_size"] == held_out
     out = tmp_path / "noisy"
     res = _drift(
         run_cli,
