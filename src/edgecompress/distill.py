@@ -40,6 +40,7 @@ from torch import nn
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, ModelError
 from edgecompress.params import Codec
+from edgecompress.step import write_report
 from edgecompress.train import LossFn, TrainConfig, TrainHistory, fit, training_device
 
 log = logging.getLogger(__name__)
@@ -477,7 +478,6 @@ def distill_step(
 
     from edgecompress.data import load_dataset
     from edgecompress.evaluate import model_stats, module_params
-    from edgecompress.io import write_text
     from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
     from edgecompress.train import accuracy
 
@@ -534,7 +534,7 @@ def distill_step(
                 "teacher": model_stats(teacher_pkg.onnx_path).as_dict(),
                 "student": model_stats(package.onnx_path).as_dict(),
             }
-            write_text(Path(report_path), distill_report(info["distill"], stats))
+            write_report(report_path, distill_report(info["distill"], stats))
         metrics = {
             "weight_sparsity": details["sparsity"]["after"]["sparsity"],
             "val_accuracy": comparison["student, distilled"]["val_accuracy"],

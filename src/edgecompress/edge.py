@@ -37,10 +37,10 @@ from edgecompress.farm.executor import (  # noqa: F401 (re-exported: edge is the
     is_jetson,
     run_on_device,
 )
-from edgecompress.io import write_json, write_text
+from edgecompress.io import write_json
 from edgecompress.measure import Measurement
 from edgecompress.reports import html_page, html_table, latency_png, png_img_tag
-from edgecompress.step import Lineage
+from edgecompress.step import Lineage, write_report
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def edge_benchmark_step(
         results = edge_benchmark(package.onnx_path, classes, config.settings(), farm_url, config.timeout_s)
         out = {"model": package.info, "results": results}
         if report_path is not None:
-            write_text(Path(report_path), benchmark_report(out))
+            write_report(report_path, benchmark_report(out))
         write_json(Path(results_path), out)
         if ctx.enabled and model_id:
             lineage.log_benchmarks(model_id, results)

@@ -28,9 +28,9 @@ from edgecompress.export import (
     validate_onnx,
 )
 from edgecompress.farm.runner import BenchmarkSettings, run_isolated
-from edgecompress.io import write_json, write_text
+from edgecompress.io import write_json
 from edgecompress.reports import confusion_matrix_png, html_page, html_table, png_img_tag
-from edgecompress.step import Lineage
+from edgecompress.step import Lineage, write_report
 
 
 @dataclass
@@ -304,7 +304,7 @@ def evaluate_step(
         evaluation = evaluate_model(package, dataset, split)
         result = {"model": package.info, **evaluation.as_dict()}
         if report_path is not None:
-            write_text(Path(report_path), evaluation_report(result))
+            write_report(report_path, evaluation_report(result))
         write_json(Path(results_path), result)
         if ctx.enabled and model_id:
             stats = evaluation.stats.as_dict()

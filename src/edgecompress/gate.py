@@ -28,12 +28,12 @@ import numpy as np
 from edgecompress import lineage
 from edgecompress.errors import ConfigError
 from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES, parse_device_classes
-from edgecompress.io import write_json, write_text
+from edgecompress.io import write_json
 from edgecompress.measure import Measurement
 from edgecompress.reports import markdown_table
 from edgecompress.stats import MIN_LATENCY_ROUNDS, min_decision_images, paired_difference_interval
 from edgecompress.stats import speedup_interval as _speedup_interval
-from edgecompress.step import Lineage
+from edgecompress.step import Lineage, write_report
 
 ACCURACY_RULES = ("upper", "point")
 
@@ -316,7 +316,7 @@ def gate_step(
             _record(result, child_id, c_eval["model"].get("technique", ""), config.registered_model_name)
         write_json(Path(results_path), result)
         if report_path is not None:
-            write_text(Path(report_path), gate_markdown(result))
+            write_report(report_path, gate_markdown(result))
     return result
 
 

@@ -37,8 +37,9 @@ from edgecompress.errors import BenchmarkError, ConfigError
 from edgecompress.farm.device import normalize_isa
 from edgecompress.farm.devices import parse_device_classes
 from edgecompress.gate import GateConfig, accuracy_breaks_rule, accuracy_drop_interval, check_decision_data
-from edgecompress.io import write_json, write_text
+from edgecompress.io import write_json
 from edgecompress.reports import markdown_table
+from edgecompress.step import write_report
 
 AGENT_IMAGE_ENV = "EDGECOMPRESS_AGENT_IMAGE"
 # The gate's settings that are not the accuracy rule: the check shares the rest (one definition).
@@ -324,7 +325,7 @@ def isa_check_step(
     result["dataset"] = dataset.name
     write_json(Path(results_path), result)
     if report_path is not None:
-        write_text(Path(report_path), isa_markdown(result))
+        write_report(report_path, isa_markdown(result))
     return result
 
 

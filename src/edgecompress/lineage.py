@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -303,6 +304,17 @@ def task_run(
     finally:
         if end_parent:
             mlflow.MlflowClient().set_terminated(parent, status=status)
+
+
+def log_report(path: Path) -> None:
+    """A report a task wrote, as an artifact of the task's MLflow run (`reports/`), where one is active:
+    the HTML/Markdown a user opens in the UI next to the run's numbers."""
+    mlflow = sys.modules.get("mlflow")  # not imported: no run can be active
+    if mlflow is None or mlflow.active_run() is None:
+        return
+    with_retries(
+        f"logging the report {path.name}", lambda: mlflow.log_artifact(str(path), artifact_path="reports")
+    )
 
 
 def log_dataset(meta: dict[str, Any], context: str) -> None:

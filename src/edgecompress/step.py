@@ -29,6 +29,7 @@ from edgecompress.export import (
     load_model_package,
     save_model_package,
 )
+from edgecompress.io import write_text
 
 # What a child model inherits from its parent's model.json.
 INHERITED_KEYS = ("spec", "input_shape", "num_classes", "class_names", "dataset_sha256", "dataset_name")
@@ -67,6 +68,12 @@ class Lineage:
             params,
             end_parent=self._standalone,
         )
+
+
+def write_report(path: Path | str, text: str) -> None:
+    """Write a step's report (atomically) and, inside a tracked task, log it to the task's MLflow run."""
+    write_text(Path(path), text)
+    lineage.log_report(Path(path))
 
 
 def dataset_meta(dataset: Dataset) -> dict[str, Any]:

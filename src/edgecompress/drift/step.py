@@ -32,8 +32,9 @@ from edgecompress.drift.reference import (
 from edgecompress.drift.report import report_html, write_outputs
 from edgecompress.errors import DatasetError, TrackingError
 from edgecompress.gate import GateConfig
-from edgecompress.io import write_json, write_text
+from edgecompress.io import write_json
 from edgecompress.params import flat_values
+from edgecompress.step import write_report
 
 
 @dataclass
@@ -178,7 +179,7 @@ def drift_check_step(
                 "replaces_model_id": reference.model_id or "",
             }
             write_json(Path(result_path), result)
-            write_text(Path(report_path), report_html(result))
+            write_report(report_path, report_html(result))
             if merged is not None:
                 save_dataset(merged, Path(retrain_dataset_path))
             log(result)

@@ -34,6 +34,7 @@ from edgecompress.nas.search import (
     search_identity,
 )
 from edgecompress.nas.space import DEFAULT_SPACE, SearchSpace
+from edgecompress.step import write_report
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "nas-study.db"
@@ -139,7 +140,7 @@ def nas_step(
 ) -> dict[str, Any]:
     """Search, then retrain the pick. `storage` is an optuna storage URL; empty: a private SQLite
     file, copied into the Model artifact (nas-study.db) so the search can be inspected or resumed."""
-    from edgecompress.io import write_json, write_text
+    from edgecompress.io import write_json
     from edgecompress.step import Lineage, save_torch_child
 
     ctx = lineage_ctx or Lineage()
@@ -222,7 +223,7 @@ def nas_step(
             shutil.copytree(staged, out, dirs_exist_ok=True)
         write_json(Path(front_path), summary)
         if report_path is not None:
-            write_text(Path(report_path), html)
+            write_report(report_path, html)
     return {**load_model_package(output_dir).info, "nas_summary": summary}
 
 

@@ -34,6 +34,7 @@ from edgecompress.prune.structured import (
     prune_structured,
 )
 from edgecompress.prune.unstructured import UnstructuredConfig, prune_unstructured
+from edgecompress.step import write_report
 from edgecompress.train import TrainConfig, accuracy
 
 METHODS = ("structured", "unstructured")
@@ -189,7 +190,6 @@ def prune_step(
     sets per-layer ratios from it), then the iterative schedule."""
     from edgecompress.data import load_dataset
     from edgecompress.evaluate import model_stats
-    from edgecompress.io import write_text
     from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
 
     ctx = lineage_ctx or Lineage()
@@ -256,7 +256,7 @@ def prune_step(
             "child": model_stats(package.onnx_path).as_dict(),
         }
         if report_path is not None:
-            write_text(Path(report_path), prune_report(report, stats))
+            write_report(report_path, prune_report(report, stats))
         log_child(
             package,
             f"{dataset.name}-pruned",

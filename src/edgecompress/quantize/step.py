@@ -10,13 +10,13 @@ from typing import Any
 from edgecompress import __version__, lineage
 from edgecompress.data import load_dataset
 from edgecompress.export import load_model_package, save_model_package
-from edgecompress.io import write_json, write_text
+from edgecompress.io import write_json
 from edgecompress.measure import Measurement
 from edgecompress.quantize.autotune import AutotuneConfig
 from edgecompress.quantize.check import check_against_parent
 from edgecompress.quantize.config import QuantConfig
 from edgecompress.quantize.methods import quantize_model
-from edgecompress.step import Lineage, inherited_info, log_child
+from edgecompress.step import Lineage, inherited_info, log_child, write_report
 
 
 def quantize_step(
@@ -127,9 +127,9 @@ def autotune_step(
             t.pop("path", None)
         write_json(Path(results_path), result)
         if report_path is not None:
-            write_text(Path(report_path), report_html(result))
+            write_report(report_path, report_html(result))
         if markdown_path is not None:
-            write_text(Path(markdown_path), report_markdown(result))
+            write_report(markdown_path, report_markdown(result))
         model_id = log_child(
             package,
             f"{info['dataset_name']}-autotuned",
