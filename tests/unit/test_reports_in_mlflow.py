@@ -1,6 +1,8 @@
 """The reports a tracked task writes are artifacts of its MLflow run (issue 24: HTML/Markdown reports
 were written next to the artifacts and never reached MLflow)."""
 
+from pathlib import Path
+
 import mlflow
 
 from edgecompress.evaluate import evaluate_step
@@ -19,7 +21,7 @@ def test_a_tracked_task_logs_its_report(trained_model, digits_artifact, tmp_path
     local = mlflow.artifacts.download_artifacts(
         run_id=task[0].info.run_id, artifact_path="reports/report.html"
     )
-    assert open(local).read() == (tmp_path / "report.html").read_text()
+    assert Path(local).read_text() == (tmp_path / "report.html").read_text()
 
 
 def test_an_untracked_task_writes_its_report_only(trained_model, digits_artifact, tmp_path):
