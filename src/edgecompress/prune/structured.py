@@ -36,6 +36,7 @@ from edgecompress.prune.common import (
     _modules_by_name,
     output_layers,
 )
+from edgecompress.prune.internal import InternalWidthPruner, find_sandwiches
 from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
 from edgecompress.zoo import check_model_fits
 
@@ -142,6 +143,10 @@ def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
         )
 
 
+class ChannelShuffleError(ModelError):
+    """Torch-Pruning cannot trace a channel shuffle: `prune_structured` prunes internal widths instead."""
+
+
 def _untraceable(model: nn.Module, exc: Exception) -> ModelError:
     """The error for a model Torch-Pruning cannot trace, naming the cause where it is known."""
     import traceback
@@ -150,7 +155,7 @@ def _untraceable(model: nn.Module, exc: Exception) -> ModelError:
     said = f"{type(exc).__name__}: {str(exc)[:300]}"
     if "update_reshape_index_mapping" in where:
         # ShuffleNet's channel_shuffle: view (N, groups, C/groups, H, W), transpose, view back
-        return ModelError(
+        return ChannelShuffleError(
             f"torch-pruning cannot trace the model ({type(model).__name__}): a view/reshape in its forward "
             "regroups the channel axis (a channel shuffle, as ShuffleNet's: view to (N, groups, C/groups, H, "
             "W), transpose, view back), and Torch-Pruning 1.6.1 cannot map channel indices through it "
@@ -398,7 +403,11 @@ def prune_structured(
     seed_everything(config.seed)
     model = copy.deepcopy(model).eval()
     check_model_fits(model, input_shape, num_classes)
-    check_traceable(model, input_shape)
+    try:
+        check_traceable(model, input_shape)
+        shuffle = None
+    except ChannelShuffleError as exc:
+        shuffle = exc
     _check_importance_fits(model, config.importance)
     _modules_by_name(model, list(config.keep_layers) + list(config.layer_ratios), "layer names")
     if (config.finetune_between or config.finetune_after) and dataset is None:
@@ -406,7 +415,19 @@ def prune_structured(
     before = {m: model_cost(model, input_shape, m) for m in ("params", "macs")}
     trace: list[dict[str, float]] = []
     ratio = config.ratio
-    if config.budget_metric:
+    if shuffle is not None:
+        if config.budget_metric or config.layer_ratios or config.global_pruning:
+            raise ModelError(
+                f"{shuffle}. Internal-width pruning (what structured pruning does on such a model) takes a "
+                "uniform ratio only: no budget, layer_ratios or global ranking"
+            ) from shuffle
+        keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
+        pruner = InternalWidthPruner(
+            find_sandwiches(model, keep), ratio, config.steps, config.importance,
+            f"torch-pruning cannot trace {type(model).__name__} (a channel shuffle regroups the channel axis)",
+        )  # fmt: skip
+        log.warning("%s", pruner.note)
+    elif config.budget_metric:
         # the safety probe runs once: the budget search and the schedule prune the same model and config
         probe = _pruner(copy.deepcopy(model), input_shape, num_classes, config, ratio, 1).probe
         ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset, probe=probe)
@@ -458,6 +479,8 @@ def prune_structured(
         "attention_heads": {layout.name: layout.heads for layout in pruner.layouts},
         "skipped": pruner.skipped,
     }
+    if shuffle is not None:
+        report["internal_widths"] = {"why": pruner.note, "blocks": [x.name for x in pruner.sandwiches]}
     if config.budget_metric:
         achieved = model_cost(model, input_shape, config.budget_metric, config.device_class)
         report["budget"] = {
