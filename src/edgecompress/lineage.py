@@ -164,6 +164,9 @@ def _mlflow():  # imported lazily: mlflow takes ~2 s to import
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints "View run … at: URL" on stdout when a run on a server ends: our commands' stdout is
+    # their own result (the drift CronJob's first line is its verdict), and the run id is in our output
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return mlflow
 
 

@@ -77,7 +77,8 @@ def test_distilled_student_follows_teacher_more_closely(trained_model: Path, dig
     teacher = load_model_package(trained_model).load_module()
     torch.manual_seed(0)
     student = build_model(TINY, dataset.input_shape, dataset.num_classes)
-    train = TrainConfig(epochs=3, batch_size=64, lr=5e-3)
+    # 5 epochs of the 720-image digits train split: the ~57 optimizer steps 3 epochs of 1,257 gave
+    train = TrainConfig(epochs=5, batch_size=64, lr=5e-3)
     child, history, _ = distill(
         teacher, student, dataset, DistillConfig(alpha=1.0, temperature=2.0, train=train), False
     )
@@ -87,7 +88,7 @@ def test_distilled_student_follows_teacher_more_closely(trained_model: Path, dig
         before = (student.eval()(torch.from_numpy(x)).argmax(1) == t).float().mean()
         after = (child(torch.from_numpy(x)).argmax(1) == t).float().mean()
     assert after > before + 0.1
-    assert len(history.epochs) == 3
+    assert len(history.epochs) == 5
 
 
 def test_distill_spec_student_parent_is_teacher(trained_model: Path, digits_artifact: Path, tmp_path: Path):
