@@ -15,6 +15,9 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANT_FORMATS = ("qdq", "qoperator")
 QUANT_TYPES = ("int8", "uint8")
 ATTENTION_MATMULS = ("auto", "int8", "float")
+OBJECTIVES = ("latency", "size")
+WEIGHT_BITS = (8, 4)
+INT4_BLOCK_SIZES = (16, 32, 64, 128, 256)
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 MIN_OPSET = 10  # ONNX Runtime's quantizer; per-channel QDQ needs 13
 TECHNIQUES = {
@@ -92,6 +95,33 @@ class QuantConfig:
             "choices": ATTENTION_MATMULS,
         },
     )
+    objective: str = field(
+        default="latency",
+        metadata={
+            "help": "static: latency: each op group (conv, depthwise conv, MatMul/Gemm, attention MatMuls, "
+            "SE blocks, other) is quantized only where the target's emulated class measures it faster "
+            "(speed-up lower bound > 1, interleaved rounds) and its accuracy cost is within "
+            "per_op_max_drop, float elsewhere, and the child is kept only if faster than its parent; "
+            "size: every group quantized, speed not checked",
+            "choices": OBJECTIVES,
+        },
+    )
+    per_op_max_drop: float = field(
+        default=0.01,
+        metadata={
+            "help": "objective latency: largest accuracy drop (selection part) a quantized op group may cost"
+        },
+    )
+    weight_bits: int = field(
+        default=8,
+        metadata={
+            "help": "static/mixed: weight bits, 8 or 4 (4: MatMul/Gemm as MatMulNBits blocked int4, "
+            "convolutions as per-channel int4 QDQ weights)"
+        },
+    )
+    int4_block_size: int = field(
+        default=32, metadata={"help": "weight_bits 4: MatMulNBits block size along the input dimension"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the calibration draw and of QAT"})
     # mixed precision: keep this many of the most sensitive nodes in float (0: as many as needed to
     # reach `target_accuracy` on the probe set; at least one node stays quantized)
@@ -127,6 +157,21 @@ class QuantConfig:
             raise ConfigError(f"calibration_method {self.calibration_method!r} not in {CALIBRATION_METHODS}")
         if self.attention_matmuls not in ATTENTION_MATMULS:
             raise ConfigError(f"attention_matmuls {self.attention_matmuls!r} not in {ATTENTION_MATMULS}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective {self.objective!r} not in {OBJECTIVES}")
+        if not 0 <= self.per_op_max_drop < 1:
+            raise ConfigError(f"per_op_max_drop must be in [0, 1), got {self.per_op_max_drop}")
+        if self.weight_bits not in WEIGHT_BITS:
+            raise ConfigError(f"weight_bits must be one of {WEIGHT_BITS}, got {self.weight_bits}")
+        if self.int4_block_size not in INT4_BLOCK_SIZES:
+            raise ConfigError(
+                f"int4_block_size must be one of {INT4_BLOCK_SIZES}, got {self.int4_block_size}"
+            )
+        if self.weight_bits == 4 and (self.method not in ("static", "mixed") or self.quant_format != "qdq"):
+            raise ConfigError(
+                f"weight_bits=4 needs method static or mixed with quant_format qdq (ONNX Runtime runs int4 "
+                f"weights as MatMulNBits and int4 QDQ), got method {self.method!r}, {self.quant_format!r}"
+            )
         if self.quant_format not in QUANT_FORMATS:
             raise ConfigError(f"quant_format {self.quant_format!r} not in {QUANT_FORMATS}")
         for t in (self.activation_type, self.weight_type):
@@ -170,6 +215,8 @@ class QuantConfig:
         text = f"{self.method} {self.quant_format} {grain} {self.calibration_method}"
         if self.method == "mixed" and self.mixed_exclude:
             text += f" (-{self.mixed_exclude})"
+        if self.weight_bits == 4:
+            text += f" int4 weights (block {self.int4_block_size})"
         return text
 
     def resolved(self) -> QuantConfig:

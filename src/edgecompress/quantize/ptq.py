@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +111,14 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
         exclude = list(config.nodes_to_exclude)
         kept_float = activation_matmuls(onnx.load(str(pre))) if config.attention_matmuls == "float" else []
         exclude += [n for n in kept_float if n not in exclude]
+        int4_matmuls: list[str] = []
+        weight_qtype = qtype[config.weight_type]
+        if config.weight_bits == 4:
+            # MatMul/Gemm weights go to MatMulNBits after the static pass: keep them out of it
+            pre_proto, int4_matmuls = gemm_to_matmul(onnx.load(str(pre)), exclude)
+            onnx.save(pre_proto, str(pre))
+            exclude += int4_matmuls
+            weight_qtype = {"int8": QuantType.QInt4, "uint8": QuantType.QUInt4}[config.weight_type]
         try:
             ort_quantize_static(
                 str(pre),
@@ -121,7 +128,7 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
                 activation_type=qtype[config.activation_type],
-                weight_type=qtype[config.weight_type],
+                weight_type=weight_qtype,
                 calibrate_method=method,
                 nodes_to_exclude=exclude or None,
                 extra_options={"CalibTensorRangeSymmetric": config.activation_type == "int8"},
@@ -130,7 +137,62 @@ def quantize_static(onnx_path: Path, dataset: Dataset, config: QuantConfig | Non
             raise ModelError(
                 f"ONNX Runtime static quantization of {onnx_path} failed: {str(exc)[:400]}"
             ) from exc
-        return _unquantize_outputs(onnx.load(str(out)), kept_float)
+        proto = _unquantize_outputs(onnx.load(str(out)), kept_float)
+        return matmul_nbits(proto, int4_matmuls, config.int4_block_size) if int4_matmuls else proto
+
+
+def weight_matmuls(proto: onnx.ModelProto) -> list[str]:
+    """MatMul and Gemm nodes whose second input is a weight (an initializer)."""
+    weights = {i.name for i in proto.graph.initializer}
+    return [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+
+
+def gemm_to_matmul(proto: onnx.ModelProto, exclude: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """Rewrite each weight Gemm (alpha = beta = 1, no transposed input A) as MatMul (+ Add of its bias),
+    the form ONNX Runtime's MatMulNBits quantizer handles; returns the model and the names of every
+    weight MatMul not in `exclude` (the rewritten Gemms included)."""
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = (
+            attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        )
+        if node.op_type != "Gemm" or node.name in exclude or node.input[1] not in inits or not plain:
+            nodes.append(node)
+            continue
+        weight = inits[node.input[1]]
+        if attrs.get("transB", 0):
+            w = numpy_helper.to_array(weight).T.copy()
+            weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight.name], [mm_out], name=node.name))
+        if has_bias:
+            nodes.append(
+                helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=f"{node.name}_bias")
+            )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto, [n for n in weight_matmuls(proto) if n not in exclude]
+
+
+def matmul_nbits(proto: onnx.ModelProto, names: list[str], block_size: int) -> onnx.ModelProto:
+    """The named weight MatMuls as ONNX Runtime's MatMulNBits: 4-bit symmetric weights in blocks of
+    `block_size` along the input dimension, float activations (a weight-only kernel that ONNX
+    Runtime's CPU provider executes)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(
+        proto, bits=4, block_size=block_size, is_symmetric=True, nodes_to_include=list(names),
+        op_types_to_quantize=("MatMul",),
+    )  # fmt: skip
+    try:
+        quantizer.process()
+    except Exception as exc:
+        raise ModelError(f"ONNX Runtime's MatMulNBits quantization failed: {str(exc)[:400]}") from exc
+    return quantizer.model.model
 
 
 def _unquantize_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -168,58 +230,17 @@ def _unquantize_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelP
     return proto
 
 
-# the auto choice measures both variants on the target's emulated class in the decisions' minimum of
-# interleaved rounds (edgecompress.stats.MIN_LATENCY_ROUNDS), each this long
-ATTENTION_BENCH_MIN_RUNS, ATTENTION_BENCH_MIN_DURATION_S = 30, 0.3
-
-
 def quantize_static_measured(
     onnx_path: Path, dataset: Dataset, config: QuantConfig
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Static INT8 where attention MatMuls are quantized only if that is faster: with
-    `attention_matmuls="auto"` and MatMuls of two activations in the graph, both variants are built
-    and timed in interleaved rounds on the target's emulated device class; int8 is kept only where its
-    speed-up's 95 % lower bound is above 1 (the decisions' rule, `edgecompress.stats`), float otherwise. The measurement is returned as the method's details. On x86 without
-    VNNI, ONNX Runtime's u8 x s8 activation MatMul is slower than float more often than not (measured
-    in benchmarks/architectures); on a board with dot-product instructions it can win."""
-    from edgecompress.farm.devices import emulated_classes
-
-    with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:
-        names = activation_matmuls(onnx.load(str(preprocess(Path(onnx_path), Path(tmp) / "pre.onnx"))))
-    if config.attention_matmuls != "auto" or not names:
+    """Static quantization for `config.objective`: latency (the default) decides each op group's
+    precision by measurement on the target's emulated class (`edgecompress.quantize.precision`; the
+    attention-MatMul choice is one of those groups), size quantizes every group and measures nothing."""
+    if config.objective == "size":
         return quantize_static(onnx_path, dataset, config), {}
-    details: dict[str, Any] = {"nodes": len(names), "device_class": config.target}
-    if config.target not in emulated_classes():
-        log.info("attention MatMuls quantized: target %s cannot be emulated here to compare", config.target)
-        return quantize_static(onnx_path, dataset, config), {
-            "attention_matmuls": {**details, "chosen": "int8"}
-        }
-    from edgecompress.measure import Measurement
+    from edgecompress.quantize.precision import quantize_per_op
 
-    variants = {
-        v: quantize_static(onnx_path, dataset, replace(config, attention_matmuls=v))
-        for v in ("int8", "float")
-    }
-    meter = Measurement(config.target, None, ATTENTION_BENCH_MIN_RUNS, ATTENTION_BENCH_MIN_DURATION_S)
-    with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:
-        paths = {v: Path(tmp) / f"{v}.onnx" for v in variants}
-        for v, proto in variants.items():
-            onnx.save(proto, str(paths[v]))
-        speed = meter.compare(paths["float"], paths["int8"])
-    chosen = "int8" if speed["timing_meaningful"] and speed["ci_low"] > 1.0 else "float"
-    details.update(
-        float_p50_ms=speed["latency_rounds"]["parent_ms"], int8_p50_ms=speed["latency_rounds"]["child_ms"],
-        speedup=speed["speedup"], speedup_ci=[speed["ci_low"], speed["ci_high"]], emulated=speed["emulated"],
-        chosen=chosen,
-    )  # fmt: skip
-    log.info(
-        "attention MatMuls (%d) in %s: int8 speed-up %.2fx on %s",
-        len(names),
-        chosen,
-        details["speedup"],
-        config.target,
-    )
-    return variants[chosen], {"attention_matmuls": details}
+    return quantize_per_op(onnx_path, dataset, config)
 
 
 def quantize_dynamic(
