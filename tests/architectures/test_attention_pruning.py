@@ -186,8 +186,8 @@ def test_auto_measures_both_and_keeps_the_faster(digits_artifact, tmp_path):
     int8_matmuls = [n for n in proto.graph.node if n.op_type == "MatMul" and n.output[0] in quantized]
     names = set(activation_matmuls(onnx.load(str(path))))
     assert len([n for n in int8_matmuls if n.name in names]) == (4 if choice["chosen"] == "int8" else 0)
-    # a fixed choice measures nothing
-    fixed = QuantConfig(calibration_samples=16, attention_matmuls="int8")
+    # a fixed choice with objective size (no per-op-group measurement either) measures nothing
+    fixed = QuantConfig(calibration_samples=16, attention_matmuls="int8", objective="size")
     assert quantize_static_measured(path, load_dataset(digits_artifact), fixed)[1] == {}
 
 
@@ -204,7 +204,8 @@ def test_autotune_measures_the_attention_choice_once_and_reuses_it(digits_artifa
     )
     result = autotune(path, load_dataset(digits_artifact), config, workdir=tmp_path / "trials")
     static = [t for t in result["trials"] if t["method"] == "static"]
-    assert len(static) == 4 and not result["passed"]
+    assert len(static) == 5 and not result["passed"]  # 4 int8 calibrations and the int4 candidate
+    assert [t["config"]["weight_bits"] for t in static] == [8, 8, 8, 8, 4]
     first, *later = static
     measured = first["details"]["attention_matmuls"]
     assert (

@@ -111,6 +111,7 @@ class AutotuneConfig:
             replace(base, calibration_method="percentile"),
             replace(base, calibration_method="entropy"),
             replace(base, per_channel=False),
+            replace(base, weight_bits=4),  # int4 weights: MatMulNBits / int4 QDQ (a candidate, measured)
             replace(base, method="dynamic"),
         ]
         if self.objective == "size":
@@ -128,6 +129,15 @@ class AutotuneConfig:
                 )
             )
         return trials
+
+
+def reuse_per_op(qcfg: QuantConfig, decided: dict[str, Any]) -> QuantConfig:
+    """A later static trial with an earlier trial's op-group decisions: its float nodes excluded, no
+    new measurement (its own check against the parent still measures the result)."""
+    if decided["all_float"]:
+        return qcfg  # nothing paid on this class: the trial measures again (and is judged like any other)
+    floats = tuple(n for n in decided["float_nodes"] if n not in qcfg.nodes_to_exclude)
+    return replace(qcfg, objective="size", nodes_to_exclude=(*qcfg.nodes_to_exclude, *floats))
 
 
 def judge(check: dict[str, Any], allowed_drop: float, config: AutotuneConfig) -> dict[str, Any]:
@@ -198,12 +208,19 @@ def autotune(
     # whether int8 attention MatMuls are faster is a property of the graph and the target, not of the
     # calibration: the first trial that measures it decides for the later ones
     attention: dict[str, Any] | None = None
+    # so is each op group's precision (objective latency): measured once per weight width, reused
+    per_op: dict[int, dict[str, Any]] = {}
     for i, qcfg in enumerate(plan):
         reused = (
             attention is not None and qcfg.attention_matmuls == "auto" and qcfg.method in ("static", "mixed")
         )
         if reused:
             qcfg = replace(qcfg, attention_matmuls=attention["chosen"])
+        decided = (
+            per_op.get(qcfg.weight_bits) if qcfg.method == "static" and qcfg.objective == "latency" else None
+        )
+        if decided is not None:
+            qcfg = reuse_per_op(qcfg, decided)
         start = time.monotonic()
         trial: dict[str, Any] = {
             "index": i,
@@ -226,6 +243,14 @@ def autotune(
                     "details": {k: v for k, v in details.items() if k != "history"},
                 }
             )
+            if details.get("per_op", {}).get("measured") and qcfg.weight_bits not in per_op:
+                per_op[qcfg.weight_bits] = {**details["per_op"], "measured_in_trial": i}
+            elif decided is not None:
+                trial["details"]["per_op"] = {
+                    "quantized_groups": decided["final"]["quantized_groups"],
+                    "all_float": decided["all_float"],
+                    "measured_in_trial": decided["measured_in_trial"],
+                }
             if attention is None and "attention_matmuls" in details:
                 attention = {**details["attention_matmuls"], "measured_in_trial": i}
             elif reused:

@@ -37,6 +37,8 @@ class _Reader:
 
 
 def preprocess(onnx_path: Path, out_path: Path) -> Path:
+    """ONNX Runtime's pre-processing, and a name for every node (`nodes_to_exclude` and the per-op
+    precision choice address nodes by name; pre-processing can leave some unnamed)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
@@ -44,6 +46,17 @@ def preprocess(onnx_path: Path, out_path: Path) -> Path:
     except Exception as exc:
         log.warning("ONNX Runtime pre-processing failed (%s); quantizing the model as it is", exc)
         out_path.write_bytes(Path(onnx_path).read_bytes())
+    proto = onnx.load(str(out_path))
+    names = {n.name for n in proto.graph.node}
+    unnamed = [(i, n) for i, n in enumerate(proto.graph.node) if not n.name]
+    for i, node in unnamed:
+        name = f"{node.op_type}_{i}"
+        while name in names:
+            name += "_"
+        node.name = name
+        names.add(name)
+    if unnamed:
+        onnx.save(proto, str(out_path))
     return out_path
 
 
