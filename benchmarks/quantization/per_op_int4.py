@@ -31,11 +31,11 @@ import onnx
 from benchmarks.architectures.run import digits_rgb
 from benchmarks.common import machine_info, rotating_rounds, write_report
 from edgecompress.data import Dataset
+from edgecompress.edge import Measurement
 from edgecompress.evaluate import model_stats
 from edgecompress.export import export_onnx
-from edgecompress.measure import Measurement
 from edgecompress.quantize.config import QuantConfig
-from edgecompress.quantize.ptq import quantize_static_measured
+from edgecompress.quantize.precision import quantize_static_measured
 from edgecompress.reports import figure_png, markdown_table
 from edgecompress.stats import MIN_LATENCY_ROUNDS, speedup_interval
 from edgecompress.zoo import build_model

@@ -20,7 +20,8 @@ from edgecompress.evaluate import model_stats
 from edgecompress.export import check_parity, export_onnx
 from edgecompress.prune import StructuredConfig, prune_structured
 from edgecompress.quantize.config import QuantConfig
-from edgecompress.quantize.ptq import activation_matmuls, quantize_static, quantize_static_measured
+from edgecompress.quantize.precision import quantize_static_measured
+from edgecompress.quantize.ptq import activation_matmuls, quantize_static
 from edgecompress.stats import MIN_LATENCY_ROUNDS
 from edgecompress.step import Lineage
 from edgecompress.train import TrainConfig, train_step
@@ -194,7 +195,7 @@ def test_auto_measures_both_and_keeps_the_faster(digits_artifact, tmp_path):
 def test_autotune_measures_the_attention_choice_once_and_reuses_it(digits_artifact, tmp_path):
     """Whether int8 attention MatMuls pay is a property of the graph and the target: the first static
     trial measures it, the later ones (other calibrations) use its answer and say where it came from."""
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
     from edgecompress.quantize.autotune import AutotuneConfig, autotune
 
     path = _float_vit(digits_artifact, tmp_path)

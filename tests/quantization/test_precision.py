@@ -151,7 +151,7 @@ def test_a_child_slower_than_its_parent_is_never_returned(digits_artifact, tmp_p
 
 
 def test_objective_size_quantizes_every_group_and_measures_nothing(digits_artifact, tmp_path):
-    from edgecompress.quantize.ptq import quantize_static_measured
+    from edgecompress.quantize.precision import quantize_static_measured
 
     path = _export(mobile_block(), tmp_path / "m.onnx")
     proto, details = quantize_static_measured(

@@ -29,7 +29,8 @@ from edgecompress.errors import ModelError
 from edgecompress.export import check_onnx_fits, validate_onnx
 from edgecompress.quantize.config import QuantConfig
 from edgecompress.quantize.mixed import quantize_mixed
-from edgecompress.quantize.ptq import convert_fp16, quantize_dynamic, quantize_static_measured
+from edgecompress.quantize.precision import quantize_static_measured
+from edgecompress.quantize.ptq import convert_fp16, quantize_dynamic
 
 
 def quantize_model(

@@ -193,13 +193,24 @@ def _speed_row(speed: dict[str, Any]) -> dict[str, Any]:
 
 def default_compare(config: QuantConfig) -> Compare | None:
     """Interleaved rounds on the target's emulated class, or None where it cannot be emulated here."""
-    from edgecompress.farm.devices import emulated_classes
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
+    from edgecompress.runtime.devices import emulated_classes
 
     if config.target not in emulated_classes():
         return None
     meter = Measurement(config.target, None, BENCH_MIN_RUNS, BENCH_MIN_DURATION_S)
     return lambda parent, child: meter.compare(parent, child, MIN_LATENCY_ROUNDS)
+
+
+def quantize_static_measured(
+    onnx_path: Path, dataset: Dataset, config: QuantConfig
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Static quantization for `config.objective`: latency (the default) decides each op group's
+    precision by measurement on the target's emulated class (`quantize_per_op`; the attention-MatMul
+    choice is one of those groups), size quantizes every group and measures nothing."""
+    if config.objective == "size":
+        return quantize_static(onnx_path, dataset, config), {}
+    return quantize_per_op(onnx_path, dataset, config)
 
 
 def quantize_per_op(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -241,19 +240,6 @@ def _unquantize_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelP
     for node in drop:
         graph.node.remove(node)
     return proto
-
-
-def quantize_static_measured(
-    onnx_path: Path, dataset: Dataset, config: QuantConfig
-) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Static quantization for `config.objective`: latency (the default) decides each op group's
-    precision by measurement on the target's emulated class (`edgecompress.quantize.precision`; the
-    attention-MatMul choice is one of those groups), size quantizes every group and measures nothing."""
-    if config.objective == "size":
-        return quantize_static(onnx_path, dataset, config), {}
-    from edgecompress.quantize.precision import quantize_per_op
-
-    return quantize_per_op(onnx_path, dataset, config)
 
 
 def quantize_dynamic(
