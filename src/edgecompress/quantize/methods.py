@@ -3,7 +3,10 @@
 Methods (`QuantConfig.method`):
 - `static`: INT8 calibrated on a reproducible sample of the training split; QDQ or QOperator format,
   per-tensor or per-channel weights, MinMax / Entropy / Percentile calibration. On x86 and Arm CPUs it
-  is the variant that is actually faster than float.
+  is the variant that is actually faster than float — not everywhere: with `objective="latency"` (the
+  default) each op group stays INT8 only where the target's class measures it faster
+  (`edgecompress.quantize.precision`). `weight_bits=4`: MatMul/Gemm weights as MatMulNBits (blocked
+  int4, float activations), convolution weights as per-channel int4 QDQ.
 - `dynamic`: weights INT8, activations quantized at run time; meant for Linear/RNN-heavy models
   (dynamic quantization of convolutions is several times *slower* than float here, DESIGN.md).
 - `fp16`: weights stored as float16 (half the size); ONNX Runtime's CPU provider has no float16
