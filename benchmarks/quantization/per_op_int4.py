@@ -17,6 +17,7 @@ The machine is shared: the load average before and after is in the JSON.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import tempfile
@@ -186,9 +187,13 @@ def render(results: dict[str, Any]) -> str:
         rows = [[g["group"], g["nodes"], g["chosen"],
                  _iv({"speedup": g["speedup"], "ci_low": g["speedup_ci"][0], "ci_high": g["speedup_ci"][1]}),
                  f"{g['accuracy_drop'] * 100:+.2f} [{g['accuracy_drop_ci'][0] * 100:+.2f}, {g['accuracy_drop_ci'][1] * 100:+.2f}]",
-                 g["why"]] for g in p["groups"] if "speedup" in g]  # fmt: skip
+                 g["why"], "yes" if g.get("in_child") else "no"] for g in p["groups"] if "speedup" in g]  # fmt: skip
         lines += [markdown_table(["group", "nodes", "decision", "speed-up of quantizing it [95 % CI]",
-                                  "accuracy drop pt [95 % CI]", "why"], rows), ""]  # fmt: skip
+                                  "accuracy drop pt [95 % CI]", "why", "in the child"], rows), ""]  # fmt: skip
+        for c in final.get("candidates", []):
+            iv = {"speedup": c["speedup"], "ci_low": c["speedup_ci"][0], "ci_high": c["speedup_ci"][1]}
+            lines.append(f"- candidate '{c['name']}' ({', '.join(c['groups'])}) vs float: {_iv(iv)}")
+        lines.append("")
     lines += [f"Rule: {next(iter(results['per_op'].values()))['per_op']['rule']}.", ""]
     v = results["int4_vit"]
     lines += [f"## INT4 vs INT8 vs float weights: ViT-Tiny {v['shape']} on {cls}", ""]
@@ -196,11 +201,19 @@ def render(results: dict[str, Any]) -> str:
              ", ".join(o for o in v["ops"][k] if o in ("MatMulNBits", "DequantizeLinear", "MatMul", "Gemm", "Conv"))]
             for k in v["p50_ms"]]  # fmt: skip
     lines += [
-        markdown_table(["weights", "ONNX bytes", "gzip bytes", "p50 ms (median of rounds)", "kernels"], rows),
+        markdown_table(
+            ["weights", "ONNX bytes", "gzip bytes", "p50 ms (median of rounds)", "weight ops"], rows
+        ),
         "",
     ]
     rows = [[k, _iv(i), _slower(i)] for k, i in v["speedup"].items()]
     lines += [markdown_table(["pair (a/b: p50 of a over p50 of b)", "ratio [95 % CI]", "b is"], rows), ""]
+    size = v["stats"]["int4"]["onnx_bytes"] / v["stats"]["int8"]["onnx_bytes"]
+    lines.append(
+        f"INT4 weights are {size:.2f}x the INT8 file; on {cls} INT4 is {_slower(v['speedup']['int8/int4'])} than "
+        f"INT8 and {_slower(v['speedup']['float/int4'])} than float (the verdicts from the intervals above). "
+        "Op types listed are the saved graph's, before ONNX Runtime's optimizations."
+    )
     return "\n".join(lines)
 
 
@@ -250,7 +263,15 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small inputs, few runs (smoke test)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--render", action="store_true", help="re-render results.md and the plot from results.json"
+    )
     args = parser.parse_args()
+    if args.render:
+        out = args.out or OUT
+        results = json.loads((out / "results.json").read_text())
+        write_report(results, out, render, plot, "results.png")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("onnxruntime", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
