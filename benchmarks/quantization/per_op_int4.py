@@ -55,7 +55,7 @@ SETTINGS = {
     },
     "vit": {"spec": {"factory": "edgecompress.architectures:vit_tiny", "kwargs": {"img_size": 224, "patch_size": 16}},
             "shape": [3, 224, 224]},
-    "calibration_samples": 32, "rounds": MIN_LATENCY_ROUNDS, "min_runs": 20, "min_duration_s": 0.5,
+    "calibration_samples": 32, "rounds": MIN_LATENCY_ROUNDS, "min_runs": 10, "min_duration_s": 0.3,
     "int4_block_size": 32,
 }  # fmt: skip
 QUICK = {

@@ -119,7 +119,12 @@ def test_a_group_measured_slower_stays_float_and_a_faster_one_int8(digits_artifa
     assert not quantized & depthwise  # the depthwise convolution runs in float
     assert set(groups["pointwise_conv"]) <= quantized
     assert details["per_op"]["final"]["speedup_ci"] == [1.2, 1.3] and not details["per_op"]["all_float"]
-    assert len(calls) == len(rows) + 1  # one comparison per group, one of the child against its parent
+    # one comparison per group, then each distinct candidate child against the float parent
+    assert [c["name"] for c in details["per_op"]["final"]["candidates"]] == [
+        "each group faster",
+        "every group",
+    ]
+    assert len(calls) == len(rows) + 2
 
 
 def test_every_group_slower_returns_the_float_parent_and_says_so(digits_artifact, tmp_path):

@@ -13,9 +13,10 @@ each op group on the target's emulated device class with the decisions' rule (`e
   (`Measurement.compare`, ≥ 8 rounds); the group stays quantized only where the speed-up's 95 % lower
   bound is above 1 **and** its accuracy drop on validation's selection part is within
   `per_op_max_drop` (paired, Tango interval reported);
-- the child is compared with the float parent: the groups measured faster, and (where different)
-  every group not measured slower (small gains within the noise add up), each in interleaved rounds;
-  the faster one whose lower bound is above 1 is kept; otherwise the float parent is returned and the
+- the child is compared with the float parent: the groups measured faster, every group not measured
+  slower (small gains within the noise add up), and every group (group-by-group can mislead where
+  Q/DQ boundaries between groups cost more than kernels save), each distinct one in interleaved
+  rounds; the fastest whose lower bound is above 1 is kept; otherwise the float parent is returned and the
   details say so — never a slower "quantized" model.
 
 `objective="size"` quantizes every group and measures nothing (the user asked for size only).
@@ -54,9 +55,9 @@ RULE = (
     "per op group, the others as decided so far: int8 where the interleaved speed-up of quantizing it "
     "has a 95% lower bound > 1 on the target's class and its accuracy drop on validation's selection "
     "part is <= per_op_max_drop; float where that upper bound is < 1 or the drop too large; the child "
-    "(the groups measured faster, or every group not measured slower, attention MatMuls as decided) is "
-    "kept only where its speed-up over the float parent has a lower bound > 1, else the float parent "
-    "is returned"
+    "(the groups measured faster, every group not measured slower, or every group; attention MatMuls "
+    "as decided) with the largest speed-up over the float parent whose lower bound is > 1 is kept, "
+    "else the float parent is returned"
 )
 # each latency measurement of the comparison: at least this many runs and seconds
 BENCH_MIN_RUNS, BENCH_MIN_DURATION_S = 30, 0.3
@@ -247,19 +248,24 @@ def quantize_per_op(
 def _final_child(
     variants: _Variants, compare: Compare, rows: list[dict[str, Any]], state: dict[str, str]
 ) -> tuple[frozenset[str], dict[str, Any]]:
-    """The child against its float parent. Two candidates: the groups each measured faster
-    quantized (strict), and every group not measured slower nor too costly in accuracy (groups whose
-    gain alone is within the noise can still add up: a small model's INT8 is faster as a whole while
-    no single group's interval clears 1; the attention MatMuls keep their strict choice). Each is
-    compared with the parent in interleaved rounds; the faster one whose lower bound is above 1 is
-    returned, else the float parent."""
+    """The child against its float parent. Up to three candidates: the groups each measured faster
+    quantized (strict); every group not measured slower nor too costly in accuracy (gains within the
+    noise can add up); every group (one group at a time can mislead: on the digits CNN each group
+    measured slower quantized with the others as decided, while its whole INT8 child is faster; Q/DQ
+    boundaries between groups cost more than the kernels save). Attention MatMuls keep their own
+    choice. Each distinct candidate is compared with the parent in interleaved rounds; the fastest
+    whose lower bound is above 1 is returned, else the float parent."""
     strict = frozenset(g for g, v in state.items() if v == "int8")
     lenient = strict | frozenset(
         r["group"] for r in rows
         if r["group"] != "attention_matmul" and "speedup" in r and not r["measured_slower"] and r["accuracy_ok"]
     )  # fmt: skip
+    too_costly = {r["group"] for r in rows if "speedup" in r and not r["accuracy_ok"]}
+    every = frozenset(
+        g for g in state if (g != "attention_matmul" or state[g] == "int8") and g not in too_costly
+    )
     final: dict[str, Any] = {"candidates": []}
-    for name, groups in (("each group faster", strict), ("no group slower", lenient)):
+    for name, groups in (("each group faster", strict), ("no group slower", lenient), ("every group", every)):
         if not groups or any(set(c["groups"]) == groups for c in final["candidates"]):
             continue
         speed = compare(variants.onnx_path, variants.path(groups))
