@@ -34,7 +34,7 @@ def test_static_qdq_is_checked_against_parent_including_latency(trained_model, d
         trained_model,
         digits_artifact,
         tmp_path / "q",
-        QuantConfig(calibration_samples=64),
+        QuantConfig(calibration_samples=64, objective="size"),  # the format, not the per-op choice
         Lineage(enabled=False),
         FAST_BENCH,
     )
@@ -61,6 +61,7 @@ def test_static_qdq_is_checked_against_parent_including_latency(trained_model, d
                 per_channel=False,
                 calibration_method="entropy",
                 calibration_samples=32,
+                objective="size",  # these check formats: every group quantized, none measured
             ),
             {"QLinearConv"},
         ),
@@ -70,6 +71,7 @@ def test_static_qdq_is_checked_against_parent_including_latency(trained_model, d
                 calibration_method="percentile",
                 activation_type="int8",
                 calibration_samples=32,
+                objective="size",
             ),
             {"QuantizeLinear", "DequantizeLinear"},
         ),

@@ -14,7 +14,7 @@ def test_static_int8_is_qdq_smaller_and_agrees(trained_model, digits_artifact, t
         trained_model,
         digits_artifact,
         tmp_path / "q",
-        StaticQuantConfig(calibration_samples=64),
+        StaticQuantConfig(calibration_samples=64, objective="size"),  # the format, not the per-op choice
         Lineage(enabled=False),
     )
     proto = onnx.load(str(tmp_path / "q" / "model.onnx"))
