@@ -20,7 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on the devices that claim benchmark jobs for their device class.",
     )
     fsub = farm.add_subparsers(dest="farm_command", metavar="FARM_COMMAND", required=True)
+    _controller_parser(fsub)
+    _agent_parser(fsub)
+    _client_parsers(fsub)
+    _up_parser(fsub)
+    _admin_parsers(fsub)
 
+
+def _controller_parser(fsub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "controller",
         help="serve the farm controller (HTTP API + job store)",
@@ -73,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.set_defaults(func=cmd_controller)
 
+
+def _agent_parser(fsub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "agent",
         help="run a device agent that pulls benchmark jobs",
@@ -105,6 +114,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-jobs", type=int, help="exit after this many jobs")
     p.set_defaults(func=cmd_agent)
 
+
+def _client_parsers(fsub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "submit",
         help="benchmark a model on device classes through the farm",
@@ -132,6 +143,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _client_args(p)
     p.set_defaults(func=cmd_jobs)
 
+
+def _up_parser(fsub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "up",
         help="start a farm on this machine (controller + emulated agents)",
@@ -144,8 +157,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080, help="controller port (default 8080)")
     p.add_argument("--dir", type=Path, default=Path("edgecompress-farm"), help="database, blobs and logs")
     p.set_defaults(func=cmd_up)
-
-    _admin_parsers(fsub)
 
 
 def _admin_parsers(fsub: argparse._SubParsersAction) -> None:
