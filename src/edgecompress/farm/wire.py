@@ -208,14 +208,21 @@ class ClaimedJob:
 
 
 def body(message: Any) -> dict[str, Any]:
-    """The JSON body of a request: its fields, minus optional ones left at None (the controller's
-    defaults stand in for them)."""
-    out = dataclasses.asdict(message)
+    """The JSON body of a request: its fields (nested schemas too), minus optional ones left at None
+    (the controller's defaults stand in for them)."""
     return {
-        f.name: out[f.name]
+        f.name: _plain(getattr(message, f.name))
         for f in dataclasses.fields(message)
-        if not (out[f.name] is None and f.default is None)
+        if not (getattr(message, f.name) is None and f.default is None)
     }
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return body(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def load(cls: type[T], data: Any) -> T:
