@@ -36,12 +36,13 @@ def app_client(tmp_path: Path, admin_token: str = ADMIN):
 
 
 def test_an_agent_without_pydantic_or_fastapi_builds_and_reads_the_wire_schemas() -> None:
-    """The agent images install ONNX Runtime, numpy, requests and PyYAML only."""
+    """The agent images install ONNX Runtime, onnx, numpy, requests and PyYAML only."""
     code = """
 import importlib.abc, json, sys
+NOT_IN_AGENT_IMAGE = ("pydantic", "pydantic_core", "fastapi", "starlette", "anyio", "sqlalchemy", "uvicorn", "torch")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("pydantic", "pydantic_core", "fastapi", "starlette", "annotated_types"):
+        if name.split(".")[0] in NOT_IN_AGENT_IMAGE:
             raise ImportError(f"{name} is not installed on this agent")
 sys.meta_path.insert(0, Block())
 import edgecompress.farm.agent, edgecompress.farm.client, edgecompress.farm.admin

@@ -14,7 +14,7 @@ from edgecompress.farm import wire
 from edgecompress.farm.client import FarmClient, token_from_env
 
 ADMIN_TOKEN_ENV = "EDGECOMPRESS_FARM_ADMIN_TOKEN"
-KINDS = {"client": "clients", "agent": "agents", "enrolment": "enrolment-tokens"}
+KINDS = wire.ADMIN_PATHS
 
 
 class FarmAdmin(FarmClient):

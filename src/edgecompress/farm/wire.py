@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
 from edgecompress.farm.devices import NAME_RE
-from edgecompress.farm.tables import ROW_ID_MAX
 
+# The largest id the `id` columns hold on every backend: they are `integer` (32-bit) on PostgreSQL
+# (tables.py). The controller refuses larger ids in requests (4xx), rather than letting the database
+# raise (5xx).
+ROW_ID_MAX = 2**31 - 1
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 LEASE_ID_RE = r"^[0-9a-f]{32}$"
+# An identity kind -> its admin path (/v1/admin/<path>/...).
+ADMIN_PATHS = {"client": "clients", "agent": "agents", "enrolment": "enrolment-tokens"}
 STRICT = {"extra": "forbid", "allow_inf_nan": False}  # pydantic's ConfigDict, as a plain dict
 T = TypeVar("T")
 

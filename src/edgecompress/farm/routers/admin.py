@@ -6,18 +6,16 @@ other controllers sharing the database. A revoked agent's leased jobs go back to
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at runtime.
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from fastapi import Path as FPath
 
-from edgecompress.farm.devices import NAME_RE
+from edgecompress.farm.routers.deps import PathName as IdName
 from edgecompress.farm.routers.deps import State, role
-from edgecompress.farm.wire import AgentSpec, ClientSpec, EnrolmentSpec, Revoked
+from edgecompress.farm.wire import ADMIN_PATHS, AgentSpec, ClientSpec, EnrolmentSpec, Revoked
 
 router = APIRouter(prefix="/v1/admin", dependencies=[role("admin")])
-KINDS = {"clients": "client", "agents": "agent", "enrolment-tokens": "enrolment"}  # path -> kind
-IdName = Annotated[str, FPath(pattern=NAME_RE)]
+KINDS = {path: kind for kind, path in ADMIN_PATHS.items()}
 
 
 def kind_of(kind: str) -> str:

@@ -9,13 +9,12 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
-from fastapi import Path as FPath
 from fastapi.responses import JSONResponse
 
 from edgecompress.farm import profilecheck
 from edgecompress.farm.devices import NAME_RE
-from edgecompress.farm.routers.deps import AsAgent, AsEnrolment, State, as_agent, bearer, unauthorised
-from edgecompress.farm.tables import ROW_ID_MAX
+from edgecompress.farm.routers.deps import AsAgent, AsEnrolment, JobId, State, as_agent, bearer, unauthorised
+from edgecompress.farm.routers.deps import PathName as AgentId
 from edgecompress.farm.wire import (
     AgentInfo,
     ClaimRequest,
@@ -31,8 +30,6 @@ from edgecompress.farm.wire import (
 log = logging.getLogger("edgecompress.farm.controller")
 enrolment = APIRouter(prefix="/v1/agents")
 router = APIRouter(prefix="/v1")
-AgentId = Annotated[str, FPath(pattern=NAME_RE)]
-JobId = Annotated[int, FPath(ge=0, le=ROW_ID_MAX)]
 
 
 @enrolment.post("/enrol", status_code=201)

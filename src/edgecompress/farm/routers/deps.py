@@ -9,9 +9,12 @@ a class it is not enrolled for, gets 403. The admin may do everything a client d
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi import Path as FPath
 
 from edgecompress.farm.controller import FarmState
+from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Principal
+from edgecompress.farm.wire import ROW_ID_MAX
 
 
 def farm(request: Request) -> FarmState:
@@ -19,6 +22,8 @@ def farm(request: Request) -> FarmState:
 
 
 State = Annotated[FarmState, Depends(farm)]
+JobId = Annotated[int, FPath(ge=0, le=ROW_ID_MAX)]  # a path's {job_id}
+PathName = Annotated[str, FPath(pattern=NAME_RE)]  # a path's {agent_id} or {name}
 
 
 def bearer(request: Request) -> str:

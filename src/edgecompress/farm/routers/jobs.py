@@ -8,18 +8,15 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi import Path as FPath
 from fastapi.responses import JSONResponse
 
 from edgecompress.farm.controller import FarmState
 from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Principal
-from edgecompress.farm.routers.deps import AsClient, State, role, visible_to
-from edgecompress.farm.tables import ROW_ID_MAX
-from edgecompress.farm.wire import JobSpec, QueueDepth
+from edgecompress.farm.routers.deps import AsClient, JobId, State, role, visible_to
+from edgecompress.farm.wire import ROW_ID_MAX, JobSpec, QueueDepth
 
 router = APIRouter(prefix="/v1")
-JobId = Annotated[int, FPath(ge=0, le=ROW_ID_MAX)]
 
 
 async def model_size(spec: JobSpec, who: Principal, state: FarmState) -> int | None:
