@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
-from edgecompress.farm.devices import NAME_RE
+from edgecompress.runtime.devices import NAME_RE
 
 # The largest id the `id` columns hold on every backend: they are `integer` (32-bit) on PostgreSQL
 # (tables.py). The controller refuses larger ids in requests (4xx), rather than letting the database

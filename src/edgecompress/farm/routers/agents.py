@@ -11,8 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from edgecompress.farm import profilecheck
-from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.routers.deps import AsAgent, AsEnrolment, JobId, State, as_agent, bearer, unauthorised
 from edgecompress.farm.routers.deps import PathName as AgentId
 from edgecompress.farm.wire import (
@@ -26,6 +24,8 @@ from edgecompress.farm.wire import (
     Release,
     ResultSubmission,
 )
+from edgecompress.runtime import profilecheck
+from edgecompress.runtime.devices import NAME_RE
 
 log = logging.getLogger("edgecompress.farm.controller")
 enrolment = APIRouter(prefix="/v1/agents")

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as FPath
 
-from edgecompress.farm.controller import FarmState
-from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Principal
+from edgecompress.farm.state import FarmState
 from edgecompress.farm.wire import ROW_ID_MAX
+from edgecompress.runtime.devices import NAME_RE
 
 
 def farm(request: Request) -> FarmState:

@@ -11,9 +11,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgecompress.farm.controller import FASTAPI_PARSE_ERROR, parse_failure
 from edgecompress.farm.identity import IdentityError
 from edgecompress.farm.store import Conflict, NotFound
+
+FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+
+
+def parse_failure(cause: BaseException) -> str:
+    """Why a request body could not be parsed as JSON, for the 400 answer."""
+    if isinstance(cause, RecursionError):
+        return (
+            "the JSON body is nested too deeply to parse (keep it to a few levels, as the API's bodies are)"
+        )
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the JSON body is not valid UTF-8 ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return (
+            f"the JSON body holds an integer too long to parse ({cause}); no field of this API takes "
+            "a number of more than a few digits"
+        )
+    return f"the JSON body cannot be parsed ({type(cause).__name__}: {str(cause)[:200]})"
 
 
 async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

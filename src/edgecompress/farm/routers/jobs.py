@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from edgecompress.farm.controller import FarmState
-from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Principal
 from edgecompress.farm.routers.deps import AsClient, JobId, State, role, visible_to
+from edgecompress.farm.state import FarmState
 from edgecompress.farm.wire import ROW_ID_MAX, JobSpec, QueueDepth
+from edgecompress.runtime.devices import NAME_RE
 
 router = APIRouter(prefix="/v1")
 
