@@ -219,9 +219,12 @@ class Agent:
         facts = device_facts.facts()
         facts["emulate_profile"] = self.config.emulate
         info = wire.AgentInfo(
-            agent_id=self.agent_id, device_class=self.config.device_class, hostname=platform.node()[:256],
-            facts=facts, leases=self._held(),
-        )  # fmt: skip
+            agent_id=self.agent_id,
+            device_class=self.config.device_class,
+            hostname=platform.node()[:256],
+            facts=facts,
+            leases=self._held(),
+        )
         resp = self._call("POST", "/v1/agents/register", json=wire.body(info))
         if resp.status_code != 200:
             raise ConfigError(f"the controller refused registration ({resp.status_code}): {resp.text[:300]}")
@@ -230,8 +233,11 @@ class Agent:
         self.emulated = bool(answer.emulated)
         check = answer.profile_check or {}
         if not check.get("agrees", True):
-            log.warning("the controller flagged this agent: it disagrees with the %s profile: %s",
-                        self.config.device_class, "; ".join(check.get("mismatches", [])))  # fmt: skip
+            log.warning(
+                "the controller flagged this agent: it disagrees with the %s profile: %s",
+                self.config.device_class,
+                "; ".join(check.get("mismatches", [])),
+            )
         log.info("agent %s registered for %s at %s", self.agent_id, self.config.device_class, self.url)
 
     def _held(self) -> list[wire.Lease]:
@@ -280,8 +286,11 @@ class Agent:
                 return
             for lease in sent:
                 if lease in self._leases and (lease.job_id, lease.lease_id) not in still:
-                    log.warning("lease of job %s lost (the job was cancelled or its lease taken back): "
-                                "stopping its work", lease.job_id)  # fmt: skip
+                    log.warning(
+                        "lease of job %s lost (the job was cancelled or its lease taken back): "
+                        "stopping its work",
+                        lease.job_id,
+                    )
                     self._lost.set()
 
     # --- the loop -----------------------------------------------------------------------------
@@ -326,8 +335,9 @@ class Agent:
         """One job, start to end; whatever goes wrong, the agent carries on with the next."""
         claimed = time.monotonic()
         deadline = claimed + float(job.timeout_s)
-        log.info("job %s: %s on %s (attempt %s)", job.id, job.model_name, self.config.device_class,
-                 job.attempts)  # fmt: skip
+        log.info(
+            "job %s: %s on %s (attempt %s)", job.id, job.model_name, self.config.device_class, job.attempts
+        )
         with self._lease_lock:
             self._leases = [wire.Lease(job_id=job.id, lease_id=job.lease_id)]
             self._lost = threading.Event()
@@ -338,8 +348,12 @@ class Agent:
             try:
                 result = self.execute(job, deadline, timing)
             except Cancelled as exc:
-                log.warning("stopped job %s (%s) after %.1f s; nothing to report", job.id, exc,
-                            time.monotonic() - claimed)  # fmt: skip
+                log.warning(
+                    "stopped job %s (%s) after %.1f s; nothing to report",
+                    job.id,
+                    exc,
+                    time.monotonic() - claimed,
+                )
                 return
             except TransientError as exc:
                 log.warning("releasing job %s for another try: %s", job.id, exc)
@@ -357,9 +371,12 @@ class Agent:
             if result is not None:
                 result["farm_timing"] = timing
             outcome = wire.ResultSubmission(
-                agent_id=self.agent_id, lease_id=job.lease_id, status="failed" if result is None else "done",
-                result=result, error=error,
-            )  # fmt: skip
+                agent_id=self.agent_id,
+                lease_id=job.lease_id,
+                status="failed" if result is None else "done",
+                result=result,
+                error=error,
+            )
             with self._lease_lock:
                 self._reporting = True
             if self._lost.is_set():
@@ -374,9 +391,11 @@ class Agent:
     def report(self, job: wire.ClaimedJob, outcome: wire.ResultSubmission) -> None:
         try:
             resp = self._call(
-                "POST", f"/v1/jobs/{job.id}/result", json=wire.body(outcome),
+                "POST",
+                f"/v1/jobs/{job.id}/result",
+                json=wire.body(outcome),
                 give_up_after_s=self.config.result_retry_s,
-            )  # fmt: skip
+            )
         except BenchmarkError as exc:
             log.error("result of job %s not delivered (%s); its lease will run out", job.id, exc)
             return
@@ -398,8 +417,9 @@ class Agent:
         """Give the job back (queued again after a backoff, or failed once its attempts are spent)."""
         body = wire.body(wire.Release(lease_id=job.lease_id, reason=reason[:2000]))
         try:
-            resp = self._call("POST", f"/v1/jobs/{job.id}/release", json=body,
-                              give_up_after_s=self.config.result_retry_s)  # fmt: skip
+            resp = self._call(
+                "POST", f"/v1/jobs/{job.id}/release", json=body, give_up_after_s=self.config.result_retry_s
+            )
         except BenchmarkError as exc:
             log.error("release of job %s not delivered (%s); its lease will run out", job.id, exc)
             return

@@ -118,9 +118,13 @@ class FarmClient:
         expires_in_s: float | None = None,
     ) -> dict[str, Any]:
         spec = wire.JobSpec(
-            model=model_ref(model), device_class=device_class, settings=settings or {},
-            timeout_s=timeout_s, priority=priority, expires_in_s=expires_in_s,
-        )  # fmt: skip
+            model=model_ref(model),
+            device_class=device_class,
+            settings=settings or {},
+            timeout_s=timeout_s,
+            priority=priority,
+            expires_in_s=expires_in_s,
+        )
         return self._request("POST", "/v1/jobs", json=wire.body(spec)).json()
 
     def job(self, job_id: int) -> dict[str, Any]:

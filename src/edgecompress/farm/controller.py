@@ -132,8 +132,9 @@ async def sweep_forever(state: FarmState) -> None:
                 state.waker.notify()
             if time.monotonic() - last_retention >= config.retention_interval_s:
                 last_retention = time.monotonic()
-                await state.db(apply_retention, state.store, state.blob_dir, config.retention_s,
-                               config.stale_upload_s)  # fmt: skip
+                await state.db(
+                    apply_retention, state.store, state.blob_dir, config.retention_s, config.stale_upload_s
+                )
         except Exception:  # keep sweeping through transient database errors
             log.exception("sweep failed")
         await asyncio.sleep(config.sweep_interval_s)
@@ -175,9 +176,13 @@ def create_app(config: ControllerConfig) -> Any:
 
     state = FarmState.open(config)
     app = FastAPI(
-        title="edgecompress device farm", version="2", lifespan=lifespan, docs_url=None, redoc_url=None,
+        title="edgecompress device farm",
+        version="2",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         openapi_url=None,
-    )  # fmt: skip
+    )
     app.state.farm = state
     app.state.store = state.store
     errors.install(app)

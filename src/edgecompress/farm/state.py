@@ -116,14 +116,23 @@ class FarmState:
         blob_dir.mkdir(parents=True, exist_ok=True)
         store = JobStore(
             config.db_url,
-            StoreConfig(config.lease_s, config.max_attempts, config.live_after_s, config.deadline_grace_s,
-                        config.backoff_s),
-        )  # fmt: skip
+            StoreConfig(
+                config.lease_s,
+                config.max_attempts,
+                config.live_after_s,
+                config.deadline_grace_s,
+                config.backoff_s,
+            ),
+        )
         return cls(
-            config, store, Authenticator(store.identities, config.admin_token, config.auth_cache_s),
-            blob_dir, anyio.CapacityLimiter(WRITE_THREADS), anyio.CapacityLimiter(READ_THREADS),
+            config,
+            store,
+            Authenticator(store.identities, config.admin_token, config.auth_cache_s),
+            blob_dir,
+            anyio.CapacityLimiter(WRITE_THREADS),
+            anyio.CapacityLimiter(READ_THREADS),
             anyio.CapacityLimiter(4),
-        )  # fmt: skip
+        )
 
     async def db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """A blocking store call that writes, in the writers' threads: never on the event loop."""

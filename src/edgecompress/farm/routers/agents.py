@@ -40,9 +40,15 @@ async def enrol(spec: Enrol, who: AsEnrolment, state: State) -> dict[str, Any]:
             403, f"enrolment token {who.name!r} does not cover device class {spec.device_class!r}"
         )
     out = await state.db(
-        state.store.identities.add, "agent", spec.agent_id, [spec.device_class], who.emulated, None,
-        f"enrolment:{who.name}", True,
-    )  # fmt: skip
+        state.store.identities.add,
+        "agent",
+        spec.agent_id,
+        [spec.device_class],
+        who.emulated,
+        None,
+        f"enrolment:{who.name}",
+        True,
+    )
     state.auth.forget()  # a re-enrolment rotated the agent's token: the earlier one stops working here now
     return out
 
@@ -54,17 +60,25 @@ async def register(info: AgentInfo, who: AsAgent, state: State) -> Registered:
     # Flag, not refuse, an agent whose CPU disagrees with its class's profile (profilecheck).
     facts["profile_check"] = profilecheck.check(info.device_class, info.facts.get("cpu"))
     if not facts["profile_check"]["agrees"]:
-        log.warning("agent %s disagrees with the %s profile: %s", info.agent_id, info.device_class,
-                    "; ".join(facts["profile_check"]["mismatches"]))  # fmt: skip
+        log.warning(
+            "agent %s disagrees with the %s profile: %s",
+            info.agent_id,
+            info.device_class,
+            "; ".join(facts["profile_check"]["mismatches"]),
+        )
     held = [(lease.job_id, lease.lease_id) for lease in info.leases]
     taken = await state.db(state.store.register, info.agent_id, info.device_class, info.hostname, facts, held)
     if taken:
         state.waker.notify()
     lease_s = state.config.lease_s
     return Registered(
-        agent_id=info.agent_id, lease_s=lease_s, heartbeat_s=max(0.2, lease_s / 3), emulated=who.emulated,
-        released_jobs=taken, profile_check=facts["profile_check"],
-    )  # fmt: skip
+        agent_id=info.agent_id,
+        lease_s=lease_s,
+        heartbeat_s=max(0.2, lease_s / 3),
+        emulated=who.emulated,
+        released_jobs=taken,
+        profile_check=facts["profile_check"],
+    )
 
 
 @router.post("/agents/{agent_id}/heartbeat")
@@ -128,9 +142,15 @@ async def result(job_id: JobId, sub: ResultSubmission, who: AsAgent, state: Stat
     checked_submission(sub)
     try:
         out = await state.db(
-            state.store.complete, job_id, who.name, sub.lease_id, sub.status == "done",
-            sub.result if sub.status == "done" else None, sub.error, who.emulated,
-        )  # fmt: skip
+            state.store.complete,
+            job_id,
+            who.name,
+            sub.lease_id,
+            sub.status == "done",
+            sub.result if sub.status == "done" else None,
+            sub.error,
+            who.emulated,
+        )
     except ValueError as exc:  # NaN/Infinity in the result
         raise HTTPException(422, f"result is not valid JSON for storage: {exc}") from exc
     state.finished.notify()

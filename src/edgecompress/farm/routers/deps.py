@@ -66,9 +66,10 @@ def as_agent(who: Principal, agent_id: str, device_class: str | None = None) -> 
         raise HTTPException(403, f"this token belongs to agent {who.name!r}, not {agent_id!r}")
     if device_class is not None and not who.serves(device_class):
         raise HTTPException(
-            403, f"agent {who.name!r} is not enrolled for device class {device_class!r} "
-            f"(enrolled: {', '.join(who.device_classes) or 'none'})"
-        )  # fmt: skip
+            403,
+            f"agent {who.name!r} is not enrolled for device class {device_class!r} "
+            f"(enrolled: {', '.join(who.device_classes) or 'none'})",
+        )
 
 
 def visible_to(who: Principal) -> str | None:

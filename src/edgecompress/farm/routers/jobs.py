@@ -42,10 +42,18 @@ async def submit(spec: JobSpec, who: AsClient, state: State) -> Any:
     settings = await state.checked_settings(spec.device_class, spec.settings)
     size = await model_size(spec, who, state)
     job = await state.db(
-        state.store.submit, device_class=spec.device_class, model_name=spec.model.name,
-        model_sha256=spec.model.sha256, model_uri=spec.model.uri, model_bytes=size, settings=settings,
-        timeout_s=spec.timeout_s, priority=spec.priority, expires_in_s=spec.expires_in_s, client=who.name,
-    )  # fmt: skip
+        state.store.submit,
+        device_class=spec.device_class,
+        model_name=spec.model.name,
+        model_sha256=spec.model.sha256,
+        model_uri=spec.model.uri,
+        model_bytes=size,
+        settings=settings,
+        timeout_s=spec.timeout_s,
+        priority=spec.priority,
+        expires_in_s=spec.expires_in_s,
+        client=who.name,
+    )
     state.waker.notify()
     return JSONResponse(job, status_code=201)
 
