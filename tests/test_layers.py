@@ -31,11 +31,12 @@ LAYERS = {
         "edgecompress.progress", "edgecompress.reports", "edgecompress.storage", "edgecompress.data",
         "edgecompress.zoo", "edgecompress.export", "edgecompress.lineage", "edgecompress.platform",
         "edgecompress.params", "edgecompress.stats", "edgecompress.entry", "edgecompress.runtime",
+        "edgecompress.rules",
     ),
     # the step mechanism every technique's step goes through (validate, track, load, save, log)
     "step": ("edgecompress.step",),
-    # the farm's client side: dispatch jobs to a farm, or start a private loopback farm to dispatch to;
-    # and the wire schemas clients, agents and the controller exchange
+    # the farm's client side: dispatch jobs to a farm, or start a private loopback farm to dispatch to
+    # (and the wire schemas the client and the agent build their requests from)
     "farm-client": (
         "edgecompress.farm.client", "edgecompress.farm.local", "edgecompress.farm.admin", "edgecompress.farm.wire",
     ),
@@ -46,6 +47,7 @@ LAYERS = {
         "edgecompress.train", "edgecompress.evaluate", "edgecompress.prune", "edgecompress.quantize",
         "edgecompress.distill", "edgecompress.nas", "edgecompress.edge", "edgecompress.isa",
         "edgecompress.gate", "edgecompress.audit", "edgecompress.drift", "edgecompress.architectures",
+        "edgecompress.profile",
     ),
     # adapters: the terminal, Kubeflow components, pipelines
     "adapter": ("edgecompress.cli", "edgecompress.components", "edgecompress.pipelines"),
