@@ -15,10 +15,9 @@ from edgecompress.cli.cluster import (
     platform_from_args,
 )
 from edgecompress.errors import ConfigError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES
 from edgecompress.params import option, surface
-from edgecompress.profiles import PROFILES_ENV
 from edgecompress.rules import AccuracyRule
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, PROFILES_ENV
 
 
 def _pipeline_defaults(chain: list[str]) -> dict:
