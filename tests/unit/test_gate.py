@@ -204,7 +204,7 @@ def _evaluate(models: dict, dataset, tmp_path):
 QUICK = Measurement(bench_min_runs=20, bench_min_duration_s=0.02, bench_warmup_runs=2)
 
 
-def _gate(parent, child, dataset, tmp_path, **kwargs):
+def _gate(parent, child, dataset, tmp_path, isa_check_path=None, **kwargs):
     from edgecompress.step import Lineage
 
     config = GateConfig(device_classes=["rpi4-emulated"], measurement=QUICK, **kwargs)
@@ -218,6 +218,7 @@ def _gate(parent, child, dataset, tmp_path, **kwargs):
         tmp_path / "gate.json",
         tmp_path / "gate.md",
         Lineage(enabled=False),
+        isa_check_path=isa_check_path,
     )
     saved = json.loads((tmp_path / "gate.json").read_text())
     assert_gate_follows_its_rule(saved)
@@ -280,8 +281,6 @@ def test_gate_step_refuses_a_split_too_small(trained_model, digits_artifact, tmp
 
 
 def test_gate_step_withholds_a_class_the_isa_check_rejected(trained_model, digits_artifact, tmp_path):
-    from edgecompress.step import Lineage
-
     shutil.copytree(trained_model, tmp_path / "child")
     _evaluate({"parent": trained_model, "child": tmp_path / "child"}, digits_artifact, tmp_path)
     isa = {
@@ -290,23 +289,13 @@ def test_gate_step_withholds_a_class_the_isa_check_rejected(trained_model, digit
         "classes": {"rpi4-emulated": {"checked": True, "reasons": ["on aarch64: accuracy drop 3.00 points"]}},
     }
     (tmp_path / "isa.json").write_text(json.dumps(isa))
-    config = GateConfig(device_classes=["rpi4-emulated"], measurement=QUICK, min_speedup=0)
-    out = gate_step(
-        trained_model,
-        tmp_path / "child",
-        digits_artifact,
-        tmp_path / "parent.json",
-        tmp_path / "child.json",
-        config,
-        tmp_path / "gate.json",
-        tmp_path / "gate.md",
-        Lineage(enabled=False),
-        isa_check_path=tmp_path / "isa.json",
+    out = _gate(
+        trained_model, tmp_path / "child", digits_artifact, tmp_path, tmp_path / "isa.json", min_speedup=0
     )
     assert out["accepted_device_classes"] == [] and out["verdict"] == "rejected"
     assert "isa-check rpi4-emulated: on aarch64: accuracy drop 3.00 points" in out["reasons"]
     assert out["reason_codes"] == ["isa_check_rejected"]
     saved = json.loads((tmp_path / "gate.json").read_text())
     # the rule alone would accept it; the isa-check's veto withholds it
+    config = GateConfig(device_classes=["rpi4-emulated"], min_speedup=0)
     assert _rule(saved, config) == ["rpi4-emulated"] and saved["accepted_device_classes"] == []
-    assert_gate_follows_its_rule(saved)

@@ -154,46 +154,15 @@ def test_bad_input_is_an_error_and_writes_nothing(trained_model, child, digits_a
     with pytest.raises(ConfigError, match="unknown device class 'pi-zero'"):
         _config("pi-zero").validate()
     out = tmp_path / "r.json"
-    result = run_cli(
-        "isa-check",
-        "--parent",
-        str(trained_model),
-        "--child",
-        str(child),
-        "--dataset",
-        str(digits_artifact),
-        "--output",
-        str(out),
-        "--device-classes",
-        "rpi4-qemu,pi-zero",
-    )
+
+    def cli(*extra: str):
+        io = ("--parent", trained_model, "--child", child, "--dataset", digits_artifact, "--output", out)
+        return run_cli("isa-check", *map(str, io), *extra)
+
+    result = cli("--device-classes", "rpi4-qemu,pi-zero")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "pi-zero" in result.stderr
     assert not out.exists()
-    result = run_cli(
-        "isa-check",
-        "--parent",
-        str(trained_model),
-        "--child",
-        str(child),
-        "--dataset",
-        str(digits_artifact),
-        "--output",
-        str(out),
-        "--isa-max-samples",
-        "-1",
-    )
+    result = cli("--isa-max-samples", "-1")
     assert result.returncode == 2 and "isa_max_samples" in result.stderr and not out.exists()
-    result = run_cli(
-        "isa-check",
-        "--parent",
-        str(trained_model),
-        "--child",
-        str(child),
-        "--dataset",
-        str(digits_artifact),
-        "--output",
-        str(out),
-        "--isa-parent-max-samples",
-        "-1",
-    )
+    result = cli("--isa-parent-max-samples", "-1")
     assert result.returncode == 2 and "isa_parent_max_samples" in result.stderr and not out.exists()
