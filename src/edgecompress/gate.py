@@ -330,17 +330,7 @@ class IsaResult:
         for c in data.get("rejected_device_classes", []):  # the list decides where a class says nothing
             if c in classes and classes[c].verdict is None:
                 classes[c].verdict = "rejected"
-        known = {
-            "host_isa",
-            "decision_split",
-            "samples",
-            "split_size",
-            "rule",
-            "skipped",
-            "classes",
-            "rejected_device_classes",
-            "wall_s",
-        }
+        known = {f.name for f in fields(cls) if f.name != "extra"} | {"rejected_device_classes"}
         return cls(
             host_isa=data.get("host_isa", ""),
             decision_split=data.get("decision_split", ""),
