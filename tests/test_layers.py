@@ -24,8 +24,8 @@ SOURCES = {
 # The rules, in one table. A module belongs to the layer of its longest prefix listed here.
 LAYERS = {
     # core: data in and out, models, artifacts, tracking, parameter surfaces, decision statistics, the
-    # command-line runner, and the runtime (device vocabulary, benchmark runner, executors, logits,
-    # latency measurement on this machine)
+    # accuracy rule and reasons (rules), the command-line runner, and the runtime (device vocabulary,
+    # benchmark runner, executors, logits, latency measurement on this machine)
     "core": (
         "edgecompress", "edgecompress.errors", "edgecompress.io", "edgecompress.settings",
         "edgecompress.progress", "edgecompress.reports", "edgecompress.storage", "edgecompress.data",

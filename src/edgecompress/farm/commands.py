@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from edgecompress.errors import ConfigError
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, PROFILES_ENV
 
 CLIENT_HELP = "farm controller URL (default: $EDGECOMPRESS_FARM_URL or http://127.0.0.1:8080)"
 
@@ -97,7 +98,9 @@ def _agent_parser(fsub: argparse._SubParsersAction) -> None:
     p.add_argument("--controller", required=True, help="controller URL, e.g. http://farm:8080")
     p.add_argument("--device-class", required=True, help="the device class this agent serves, e.g. rpi4")
     p.add_argument(
-        "--emulate", help="emulate a device class on this machine (rpi4-emulated, jetson-orin-nano-emulated)"
+        "--emulate",
+        help=f"emulate a device class on this machine: an `emulated: true` class of the device profiles "
+        f"(device_profiles.yaml, ${PROFILES_ENV})",
     )
     p.add_argument(
         "--agent-id", help="agent id (default: the one its token is bound to; hostname-class to enrol)"
@@ -159,7 +162,9 @@ def _up_parser(fsub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--local", action="store_true", required=True, help="emulated agents on this machine")
     p.add_argument(
-        "--device-classes", default="rpi4-emulated,jetson-orin-nano-emulated", help="comma-separated"
+        "--device-classes",
+        default=",".join(DEFAULT_DEVICE_CLASSES),
+        help=f"comma-separated emulated classes of the device profiles (device_profiles.yaml, ${PROFILES_ENV})",
     )
     p.add_argument("--port", type=int, default=8080, help="controller port (default 8080)")
     p.add_argument("--dir", type=Path, default=Path("edgecompress-farm"), help="database, blobs and logs")
