@@ -51,7 +51,6 @@ SETTINGS = {
     "per_op": {
         "mobilenet_v3_small": {"spec": {"factory": "edgecompress.architectures:mobilenet_v3_small"},
                                "shape": [3, 224, 224]},
-        "cnn": {"spec": CNN, "shape": [1, 28, 28]},
     },
     "vit": {"spec": {"factory": "edgecompress.architectures:vit_tiny", "kwargs": {"img_size": 224, "patch_size": 16}},
             "shape": [3, 224, 224]},
