@@ -136,22 +136,27 @@ def pipeline_parameter_name(task: str, component_input: str) -> str:
     return component_input if task in FIXED_TASKS else f"{task}_{component_input}"
 
 
-def parameter_routes(chain: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-    """pipeline parameter -> the (task, component input) pairs it feeds."""
-    routes: dict[str, list[tuple[str, str]]] = {}
-    for task, component in _tasks(chain).items():
-        for name in component_parameters(component):
-            routes.setdefault(pipeline_parameter_name(task, name), []).append((task, name))
+Routes = dict[str, list[tuple[str, str]]]
+
+
+def routes_for(tasks: dict[str, Any], name: Callable[[str, str], str], fed=frozenset()) -> Routes:
+    """pipeline parameter (named by `name(task, component input)`) -> the (task, input) pairs it feeds;
+    `fed`: (task, input) pairs another task's output feeds (no pipeline parameter)."""
+    routes: Routes = {}
+    for task, component in tasks.items():
+        for component_input in component_parameters(component):
+            if (task, component_input) in fed:
+                continue
+            routes.setdefault(name(task, component_input), []).append((task, component_input))
     return routes
 
 
-def _signature(chain: Sequence[str]) -> inspect.Signature:
+def signature_for(tasks: dict[str, Any], routes: Routes) -> inspect.Signature:
     """The pipeline's parameters: each takes its type and default from the components it feeds, which
     must agree (one setting, one default)."""
-    tasks = _tasks(chain)
     params = []
-    for name, routes in parameter_routes(chain).items():
-        found = {(t, i): component_parameters(tasks[t])[i] for t, i in routes}
+    for name, pairs in routes.items():
+        found = {(t, i): component_parameters(tasks[t])[i] for t, i in pairs}
         kinds = {(p.annotation, repr(p.default)) for p in found.values()}
         if len(kinds) != 1:
             raise ValueError(f"pipeline parameter {name!r} feeds inputs that disagree: {found}")
@@ -159,11 +164,22 @@ def _signature(chain: Sequence[str]) -> inspect.Signature:
     return inspect.Signature(params, return_annotation=dsl.Artifact)
 
 
-def _inputs(task: str, params: dict[str, Any], chain: Sequence[str]) -> dict[str, Any]:
+def inputs_for(task: str, params: dict[str, Any], routes: Routes) -> dict[str, Any]:
     """The component inputs of one task, from the pipeline's parameters."""
-    return {
-        i: params[name] for name, routes in parameter_routes(chain).items() for t, i in routes if t == task
-    }
+    return {i: params[name] for name, pairs in routes.items() for t, i in pairs if t == task}
+
+
+def parameter_routes(chain: Sequence[str]) -> Routes:
+    """pipeline parameter -> the (task, component input) pairs it feeds."""
+    return routes_for(_tasks(chain), pipeline_parameter_name)
+
+
+def _signature(chain: Sequence[str]) -> inspect.Signature:
+    return signature_for(_tasks(chain), parameter_routes(chain))
+
+
+def _inputs(task: str, params: dict[str, Any], chain: Sequence[str]) -> dict[str, Any]:
+    return inputs_for(task, params, parameter_routes(chain))
 
 
 def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_handler: bool = True):
