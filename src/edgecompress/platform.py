@@ -67,6 +67,10 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
             "promote",
             "drift_retrain_field",
             "end_pipeline_run",
+            # the sensitivity fan-out (not measured; a unit task holds the model and prunes copies of it)
+            "sensitivity_units",
+            "sensitivity_unit",
+            "sensitivity_combine",
         ),
         _GENERAL,
     ),

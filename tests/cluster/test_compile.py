@@ -240,7 +240,7 @@ def every_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     result = run_cli("compile", "--all", "--output-dir", str(out), *NON_DEFAULT, timeout=300)
     assert result.returncode == 0, result.stderr
     specs = {p.stem: load(p) for p in sorted(out.glob("*.yaml"))}
-    assert set(specs) == {"edge-compression", "retrain-on-drift"}
+    assert set(specs) == {"edge-compression", "retrain-on-drift", "sensitivity"}
     return specs
 
 
@@ -301,6 +301,15 @@ def test_every_task_of_every_pipeline_gets_the_platform(every_pipeline):
             cached = task.get("cachingOptions", {}).get("enableCache", False)
             if comp in NEVER_CACHED or comp == "train":
                 assert not cached, where
+        if pipeline == "sensitivity":
+            assert {
+                "train",
+                "sensitivity_units",
+                "sensitivity_unit",
+                "sensitivity_combine",
+                "end_pipeline_run",
+            } <= seen
+            continue
         assert {"train", "evaluate", "edge_benchmark", "isa_check", "end_pipeline_run"} <= seen, pipeline
         if pipeline == "retrain-on-drift":
             assert {"drift_check", "promote"} <= seen
