@@ -1,6 +1,11 @@
 """The edge-compression pipeline: train → compress (a chain of steps) → evaluate parent and child →
 edge-benchmark both on each device class → target-ISA check → accuracy gate (register or reject).
 
+The benchmarks fan out: per model (parent, child) a `dsl.ParallelFor` over `device_classes` runs one
+edge-benchmark task per class (at most `benchmark_parallelism` at once; each its own farm class, and
+on a cluster its own node selector where the platform config sets `benchmark_class_label`); their
+JSON summaries reach the gate through `dsl.Collected`, which also orders the gate after every one.
+
 The compression chain is a compile-time choice (`build_pipeline(chain=[...])`, `edgecompress run
 --chain …`, `edgecompress compile --chain …`): each step in it is its own task whose output model's
 parent is the previous step's model.
@@ -18,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from edgecompress.components import KFP_TYPES
 from edgecompress.components.accuracy_gate.component import accuracy_gate
@@ -32,10 +37,14 @@ from edgecompress.components.nas.component import nas
 from edgecompress.components.prune.component import prune
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
-from edgecompress.pipelines.platform import on_platform
+from edgecompress.pipelines.platform import benchmark_node_selector, on_platform
 
 PIPELINE_NAME = "edge-compression"
 DEFAULT_CHAIN = ("quantize",)
+# At most this many edge-benchmark tasks of one model at once (KFP's ParallelFor parallelism).
+BENCHMARK_PARALLELISM = 2
+# Inputs another task's output feeds (the collected benchmarks): never pipeline parameters.
+FED = frozenset({("accuracy_gate", "parent_benchmarks"), ("accuracy_gate", "child_benchmarks")})
 # Set by the pipeline for every task, never a parameter of one task. `pipeline_run_id` is left empty:
 # tasks read the run from their environment (EDGECOMPRESS_PIPELINE_RUN_ID), since an input that
 # changes every run would change KFP's cache key of every cached task.
@@ -171,7 +180,7 @@ def inputs_for(task: str, params: dict[str, Any], routes: Routes) -> dict[str, A
 
 def parameter_routes(chain: Sequence[str]) -> Routes:
     """pipeline parameter -> the (task, component input) pairs it feeds."""
-    return routes_for(_tasks(chain), pipeline_parameter_name)
+    return routes_for(_tasks(chain), pipeline_parameter_name, FED)
 
 
 def _signature(chain: Sequence[str]) -> inspect.Signature:
@@ -182,10 +191,16 @@ def _inputs(task: str, params: dict[str, Any], chain: Sequence[str]) -> dict[str
     return inputs_for(task, params, parameter_routes(chain))
 
 
-def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_handler: bool = True):
+def build_pipeline(
+    chain: Sequence[str] = DEFAULT_CHAIN,
+    platform=None,
+    exit_handler: bool = True,
+    benchmark_parallelism: int = BENCHMARK_PARALLELISM,
+):
     """A pipeline function for one compression chain (its steps run in the order given). `platform`
     (an `edgecompress.platform.PlatformConfig`) sets the Kubernetes options of its tasks and, unless
-    `exit_handler=False` (nested in another pipeline), the exit task that ends the MLflow parent run."""
+    `exit_handler=False` (nested in another pipeline), the exit task that ends the MLflow parent run.
+    `benchmark_parallelism`: at most this many edge-benchmark tasks of one model at once (0: no limit)."""
     unknown = [s for s in chain if s not in CHAIN_STEPS]
     if not chain or unknown:
         from edgecompress.errors import ConfigError
@@ -193,6 +208,17 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_han
         raise ConfigError(
             f"compression chain {list(chain)}: unknown steps {unknown}; available: {sorted(CHAIN_STEPS)}"
         )
+    if (
+        isinstance(benchmark_parallelism, bool)
+        or not isinstance(benchmark_parallelism, int)
+        or benchmark_parallelism < 0
+    ):
+        from edgecompress.errors import ConfigError
+
+        raise ConfigError(
+            f"benchmark parallelism must be an integer ≥ 0 (0: no limit), got {benchmark_parallelism!r}"
+        )
+    class_label = platform.benchmark_class_label if platform is not None else ""
     chain = list(chain)
     signature = _signature(chain)
     names = list(signature.parameters)
@@ -214,15 +240,25 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_han
             task.set_display_name(step_name)
             task.set_caching_options(step.cache)
             child = task.outputs[step.output]
-        evals, benches = {}, []
+        evals, benches = {}, {}
+        bench_inputs = _inputs("edge_benchmark", params, chain)
         for role, model_out in (("parent", parent), ("child", child)):
             ev = evaluate(model=model_out, dataset=dataset, **_inputs("evaluate", params, chain), **lineage)
             ev.set_display_name(f"evaluate-{role}")
-            bench = edge_benchmark(model=model_out, **_inputs("edge_benchmark", params, chain), **lineage)
-            bench.set_display_name(f"edge-benchmark-{role}")
-            bench.set_caching_options(False)  # latency is a measurement, never a cached value
             evals[role] = ev
-            benches.append(bench)
+            # one task per device class (a class name feeds the task's device_classes, which takes a
+            # comma-separated string as well as a list)
+            classes = bench_inputs["device_classes"]
+            with dsl.ParallelFor(classes, parallelism=benchmark_parallelism, name=f"benchmark-{role}") as cls:
+                bench = edge_benchmark(model=model_out, **{**bench_inputs, "device_classes": cls}, **lineage)
+                bench.set_display_name(f"edge-benchmark-{role}")
+                bench.set_caching_options(False)  # latency is a measurement, never a cached value
+                if class_label:  # on-node mode: this class's task on the nodes labelled with it
+                    selector = benchmark_node_selector(
+                        device_class=cls, label=class_label, labels=platform.benchmark_node_selector
+                    ).set_display_name(f"node-selector-{role}")
+                    kubernetes.add_node_selector_json(bench, selector.output)
+            benches[role] = dsl.Collected(bench.outputs["Output"])
         # The child's numerics on each target class's ISA (a no-op for classes of the build machine's).
         isa = isa_check(
             parent_model=parent, child_model=child, dataset=dataset, **_inputs("isa_check", params, chain)
@@ -235,11 +271,14 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_han
             parent_evaluation=evals["parent"].outputs["results"],
             child_evaluation=evals["child"].outputs["results"],
             isa_check=isa.outputs["results"],
+            # the collected benchmarks also order the gate after every benchmark task: its interleaved
+            # rounds never share the devices with another benchmark
+            parent_benchmarks=benches["parent"],
+            child_benchmarks=benches["child"],
             **_inputs("accuracy_gate", params, chain),
             **lineage,
         )
         gate.set_caching_options(False)
-        gate.after(*benches)  # its interleaved rounds never share the devices with another benchmark
         return gate.outputs["results"]
 
     edge_compression.__signature__ = signature

@@ -19,6 +19,7 @@ measured and reported, never decides):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,11 +262,14 @@ def gate_step(
     report_path: Path | None = None,
     lineage_ctx: Lineage | None = None,
     isa_check_path: Path | None = None,
+    benchmarks: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Decide on the child, register it per device class it earned, tag it with the verdict, the rule
     and the intervals. The evaluations (test split) are reported next to the decision. A failed
     gate is a result, not an error: the run completes and says so. With `isa_check_path` (the
-    target-ISA check's result, `edgecompress.isa`), a class the check rejected is not accepted."""
+    target-ISA check's result, `edgecompress.isa`), a class the check rejected is not accepted.
+    `benchmarks` (`collected_benchmarks` per role: the edge-benchmark tasks' stand-alone results) are
+    reported next to the decision and never change it (the interleaved rounds decide)."""
     from edgecompress.data import load_dataset
     from edgecompress.export import load_model_package
 
@@ -310,6 +314,7 @@ def gate_step(
         "isa_check": None if isa is None else {
             "rejected_device_classes": isa.get("rejected_device_classes", []), "skipped": isa.get("skipped", False),
             "checked": [c for c, r in isa.get("classes", {}).items() if r.get("checked")]},
+        "benchmarks": benchmarks,
     }  # fmt: skip
     with ctx.task("accuracy-gate", {"rule": result["rule"], "child_model_id": child_id}):
         if ctx.enabled and child_id:
@@ -318,6 +323,25 @@ def gate_step(
         if report_path is not None:
             write_report(report_path, gate_markdown(result))
     return result
+
+
+def collected_benchmarks(parts: Sequence[str] | None, role: str) -> dict[str, dict[str, Any]]:
+    """The edge-benchmark tasks' JSON outputs (`dsl.Collected`: one JSON list of per-class summaries
+    per task) as one record per device class; a class measured twice or a part that is not such a
+    list is refused, naming it."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, part in enumerate(parts or []):
+        try:
+            rows = json.loads(part)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{role} benchmarks, part {i}: not JSON ({exc})") from exc
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "device_class" in r for r in rows):
+            raise ConfigError(f"{role} benchmarks, part {i}: expected a list of per-class summaries")
+        for row in rows:
+            if row["device_class"] in out:
+                raise ConfigError(f"{role} benchmarks: device class {row['device_class']!r} measured twice")
+            out[row["device_class"]] = row
+    return out
 
 
 def _record(result: dict[str, Any], child_id: str, technique: str, name: str) -> None:
@@ -399,6 +423,18 @@ def gate_markdown(result: dict[str, Any]) -> str:
             ],
         ),
     ]  # fmt: skip
+    bench = result.get("benchmarks") or {}
+    if bench:
+        classes = sorted({c for rows in bench.values() for c in rows})
+        lines += [
+            "",
+            "Stand-alone edge benchmarks (one task per device class; reported, not decided on):",
+            "",
+            markdown_table(
+                ["device class", *(f"{role} p50 ms" for role in bench)],
+                [[c, *(rows.get(c, {}).get("p50_ms", "—") for rows in bench.values())] for c in classes],
+            ),
+        ]
     if result.get("registered"):
         reg = result["registered"]
         lines += [

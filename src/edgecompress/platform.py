@@ -67,6 +67,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
             "promote",
             "drift_retrain_field",
             "end_pipeline_run",
+            "benchmark_node_selector",
             # the sensitivity fan-out (not measured; a unit task holds the model and prunes copies of it)
             "sensitivity_units",
             "sensitivity_unit",
@@ -138,6 +139,9 @@ class PlatformConfig:
     # On-node benchmark mode: pin the benchmark tasks to device nodes.
     benchmark_components: tuple[str, ...] = ("edge_benchmark",)
     benchmark_node_selector: dict[str, str] = field(default_factory=dict)
+    # On-node mode per device class: each class's benchmark task (one per class, a ParallelFor) also
+    # selects nodes whose label `benchmark_class_label` is the class's name ("" = off).
+    benchmark_class_label: str = ""
     benchmark_tolerations: list[Toleration] = field(default_factory=list)
     # Training on GPU nodes: accelerator limit (0 = CPU) for these components.
     training_components: tuple[str, ...] = ("train", "distill", "nas")
@@ -257,6 +261,8 @@ class PlatformConfig:
         }
         if self.benchmark_node_selector or self.benchmark_tolerations:
             out["benchmark_node_selector/benchmark_tolerations"] = set(self.benchmark_components)
+        if self.benchmark_class_label:
+            out["benchmark_class_label"] = {"edge_benchmark"}
         if self.train_gpus:
             out["train_gpus"] = set(self.training_components)
         return out

@@ -54,6 +54,12 @@ def add_platform_args(parser: argparse.ArgumentParser) -> None:
         help="on-node benchmark mode: run edge_benchmark on nodes with this label (repeatable)",
     )
     g.add_argument(
+        "--benchmark-class-label",
+        metavar="LABEL",
+        help="on-node benchmark mode per device class: each class's edge_benchmark task (one per class) also "
+        "selects nodes whose LABEL is the class's name, e.g. edgecompress.io/device-class",
+    )
+    g.add_argument(
         "--benchmark-toleration",
         action="append",
         default=[],
@@ -102,7 +108,15 @@ def platform_from_args(args: argparse.Namespace) -> PlatformConfig:
 
         registry = (args.registry or os.environ.get("EDGECOMPRESS_REGISTRY", DEFAULT_REGISTRY)).rstrip("/")
         data["image"] = f"{registry}/components:{args.tag or __version__}"
-    for opt in ("image_pull_secret", "mlflow_secret", "s3_secret", "farm_secret", "train_gpus", "retries"):
+    for opt in (
+        "image_pull_secret",
+        "mlflow_secret",
+        "s3_secret",
+        "farm_secret",
+        "train_gpus",
+        "retries",
+        "benchmark_class_label",
+    ):
         if getattr(args, opt) is not None:
             data[opt] = getattr(args, opt)
     if args.benchmark_node_selector:
@@ -134,7 +148,7 @@ def known_components() -> set[str]:
     """Every component a pipeline of this project can run (components/ + the pipelines' own)."""
     from edgecompress.components import component_names
 
-    return set(component_names()) | {"drift_retrain_field", "end_pipeline_run"}
+    return set(component_names()) | {"drift_retrain_field", "end_pipeline_run", "benchmark_node_selector"}
 
 
 def pipeline_builders() -> dict[str, object]:
