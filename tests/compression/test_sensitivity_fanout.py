@@ -91,3 +91,27 @@ def test_bad_settings_and_units_are_named(trained_model, digits_artifact):
     with pytest.raises(ConfigError, match="nope"):
         unit = json.dumps({"index": 0, "layers": ["nope"]})
         sensitivity_unit_step(trained_model, digits_artifact, unit, SensitivityConfig())
+
+
+def test_mixed_precision_node_units_measured_apart_combine_to_node_sensitivity(
+    trained_model, digits_artifact
+):
+    """quantize/mixed.py split the same way: units (quantizable nodes), one unit measured, combined."""
+    from edgecompress.export import load_model_package
+    from edgecompress.quantize.config import QuantConfig
+    from edgecompress.quantize.mixed import (
+        all_quantized_accuracy,
+        combine_nodes,
+        node_sensitivity,
+        node_unit,
+        node_units,
+    )
+
+    dataset = load_dataset(digits_artifact)
+    onnx_path = load_model_package(trained_model).onnx_path
+    config = QuantConfig(method="mixed", calibration_samples=64, probe_samples=200)
+    units = node_units(onnx_path)
+    assert len(units) >= 2
+    full = all_quantized_accuracy(onnx_path, dataset, config)
+    rows = {u: node_unit(onnx_path, dataset, config, u, full) for u in units[::-1]}  # measured in any order
+    assert combine_nodes([rows[u] for u in units]) == node_sensitivity(onnx_path, dataset, config)
