@@ -25,6 +25,7 @@ from edgecompress.data import Dataset, selection_size
 from edgecompress.errors import ConfigError
 from edgecompress.progress import progress_bar
 from edgecompress.prune.common import IMPORTANCES, _check_ratio, _modules_by_name, parse_names, parse_ratios
+from edgecompress.prune.importance import check_importance
 from edgecompress.prune.structured import (
     StructuredConfig,
     _check_importance_fits,
@@ -77,8 +78,7 @@ def sensitivity_unit(
     fine-tuning), with the baseline it is compared with. `combine_sensitivity` joins units."""
     for r in ratios:
         _check_ratio("sensitivity ratio", r)
-    if importance not in IMPORTANCES:
-        raise ConfigError(f"importance {importance!r} not in {IMPORTANCES}")
+    check_importance(importance)
     input_shape, num_classes = dataset.input_shape, dataset.num_classes
     check_traceable(model, input_shape)
     _check_importance_fits(model, importance)
@@ -220,8 +220,7 @@ class SensitivityConfig:
             _check_ratio("sensitivity ratio", r)
         if not parse_ratios(self.ratios):
             raise ConfigError("sensitivity ratios: give at least one ratio in (0, 1)")
-        if self.importance not in IMPORTANCES:
-            raise ConfigError(f"importance {self.importance!r} not in {IMPORTANCES}")
+        check_importance(self.importance)
         if self.samples < 1:
             raise ConfigError(f"sensitivity samples must be ≥ 1, got {self.samples}")
         if self.layers_per_unit < 1:
