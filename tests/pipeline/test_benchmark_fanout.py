@@ -118,6 +118,9 @@ def test_kfp_local_runs_one_benchmark_task_per_class_two_at_a_time_and_the_gate_
     assert set(gate["device_classes"]) == set(CLASSES)  # the decision: every class, interleaved rounds
     for role in ("parent", "child"):
         assert set(gate["benchmarks"][role]) == set(CLASSES), role
+    from edgecompress.gate import GateResult
+
+    assert GateResult.from_json(gate).to_json() == gate  # the typed result holds the collected benchmarks
     tasks = sorted(run.glob("for-loop-*-iteration-*/edge-benchmark*/results"))
     assert len(tasks) == 2 * len(CLASSES)  # one task per model and class
     seen = {}
