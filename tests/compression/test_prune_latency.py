@@ -111,6 +111,7 @@ def test_latency_target_is_met_on_the_digits_cnn(digits, tmp_path: Path) -> None
         full = section["table"]["layers"][name]["channels"]
         assert report["channels"][name] == round(full * (1 - r))
     assert abs(alloc["measured_ms"] - alloc["predicted_ms"]) <= 0.2 * alloc["predicted_ms"]
+    assert alloc["met"] == (alloc["measured_ms"] <= alloc["target_ms"])
     meter = Measurement("rpi4-emulated", None, 200, 0.3)
     from edgecompress.export import export_onnx
 
