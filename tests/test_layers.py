@@ -43,6 +43,7 @@ LAYERS = {
         "edgecompress.train", "edgecompress.evaluate", "edgecompress.prune", "edgecompress.quantize",
         "edgecompress.distill", "edgecompress.nas", "edgecompress.edge", "edgecompress.isa",
         "edgecompress.gate", "edgecompress.audit", "edgecompress.drift", "edgecompress.architectures",
+        "edgecompress.profile",
     ),
     # adapters: the terminal, Kubeflow components, pipelines
     "adapter": ("edgecompress.cli", "edgecompress.components", "edgecompress.pipelines"),

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import BenchmarkError, ConfigError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.stats import MIN_LATENCY_ROUNDS
 
 SCHEMA = "edgecompress.profile/v1"
@@ -79,7 +79,7 @@ class ProfileConfig:
     )
 
     def validate(self) -> None:
-        from edgecompress.profiles import profile as device_profile
+        from edgecompress.runtime.devices import profile as device_profile
 
         if self.rounds < MIN_LATENCY_ROUNDS:
             raise ConfigError(
@@ -154,7 +154,7 @@ def _profiled_child(model_path: str, threads: int, providers: list[str], affinit
     if affinity:
         os.sched_setaffinity(0, affinity)
     try:
-        from edgecompress.farm.runner import _ort_input
+        from edgecompress.runtime.runner import _ort_input
 
         with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
             session = _session(Path(model_path), threads, providers, str(Path(tmp) / "ort"))
@@ -174,7 +174,7 @@ def profiled_round(
     """One round of per-node timings of `model_path` on an emulated class, in a pinned child process."""
     import multiprocessing
 
-    from edgecompress.farm.devices import emulated_device_class
+    from edgecompress.runtime.devices import emulated_device_class
 
     cls = emulated_device_class(device_class)
     ctx = multiprocessing.get_context("spawn")
@@ -262,8 +262,8 @@ def _summarize(rounds: list[dict[str, Any]], floor_ms: float, config: ProfileCon
 def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, Any]:
     """Profile one or more ONNX models on `config.device_class`: rounds alternate between the models
     (and between whole and parts inside a round). Returns the result JSON (see the module's doc)."""
-    from edgecompress.measure import Measurement
-    from edgecompress.profiles import profile as device_profile
+    from edgecompress.edge import Measurement
+    from edgecompress.runtime.devices import profile as device_profile
 
     config.validate()
     if not paths:

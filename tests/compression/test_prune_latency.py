@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgecompress.errors import ConfigError
-from edgecompress.prune.latency import allocate, latency_table, model_fingerprint
+from edgecompress.prune.latency import allocate, latency_table, model_fingerprint, prune_for_latency
 from edgecompress.prune.structured import StructuredConfig, prune_structured
 
 
@@ -93,14 +93,14 @@ def test_allocation_prefers_measured_latency_per_importance() -> None:
 def test_latency_target_is_met_on_the_digits_cnn(digits, tmp_path: Path) -> None:
     """Measured: the allocation's child against its parent, interleaved rounds on rpi4-emulated; the
     speed-up interval's lower bound clears what the target asks (1 / latency_ratio) less 10 %."""
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
 
     ratio = 0.7
     model = _cnn(digits)
+    with pytest.raises(ConfigError, match="prune_for_latency"):  # the plain path does not guess
+        prune_structured(model, digits.input_shape, digits.num_classes, StructuredConfig(latency_ratio=ratio))
     config = StructuredConfig(latency_ratio=ratio, latency_points=(0.5, 0.25), latency_cache=str(tmp_path))
-    child, report = prune_structured(
-        model, digits.input_shape, digits.num_classes, config, None, progress=False
-    )
+    child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
     section = report["latency_aware"]
     alloc = section["allocation"]
     assert (

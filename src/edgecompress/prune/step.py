@@ -242,7 +242,10 @@ def prune_step(
                     **structured.layer_ratios,
                 }
         if method == "structured":
-            child, report = prune_structured(
+            from edgecompress.prune.latency import prune_for_latency
+
+            prune = prune_for_latency if structured.latency_target else prune_structured
+            child, report = prune(
                 module, dataset.input_shape, dataset.num_classes, structured, dataset, progress
             )
         else:

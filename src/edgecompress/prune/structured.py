@@ -121,7 +121,7 @@ class StructuredConfig:
             )
         for keep in self.latency_points:
             _check_ratio("latency_points (kept fractions)", keep)
-        from edgecompress.farm.devices import emulated_device_class
+        from edgecompress.runtime.devices import emulated_device_class
 
         emulated_device_class(self.device_class)
 
@@ -432,6 +432,11 @@ def prune_structured(
     """Remove channels from (a copy of) `model` by the config's target and schedule. Returns the
     pruned model and a report: cost before/after, per-step validation accuracy, budget trace."""
     config.validate()
+    if config.latency_target:
+        raise ConfigError(
+            "a latency target (target_latency_ms / latency_ratio) is met by prune.latency.prune_for_latency, "
+            "which measures the latency table and prunes with the per-layer ratios it allocates"
+        )
     seed_everything(config.seed)
     model = copy.deepcopy(model).eval()
     check_model_fits(model, input_shape, num_classes)
@@ -464,12 +469,6 @@ def prune_structured(
         probe = _pruner(copy.deepcopy(model), input_shape, num_classes, config, ratio, 1).probe
         ratio, trace = ratio_for_budget(model, input_shape, num_classes, config, dataset, probe=probe)
         pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps, probe)
-    elif config.latency_target:
-        from edgecompress.prune.latency import latency_aware_config
-
-        allocated, latency_section = latency_aware_config(model, input_shape, num_classes, config)
-        ratio = max(allocated.layer_ratios.values())
-        pruner = _pruner(model, input_shape, num_classes, allocated, ratio, config.steps)
     else:
         pruner = _pruner(model, input_shape, num_classes, config, ratio, config.steps)
     for message in pruner.skipped:  # each skipped layer said once, not once per pruner built
@@ -519,12 +518,6 @@ def prune_structured(
     }
     if shuffle is not None:
         report["internal_widths"] = {"why": pruner.note, "blocks": [x.name for x in pruner.sandwiches]}
-    if config.latency_target:
-        alloc = latency_section["allocation"]
-        alloc["measured_ms"] = model_cost(model, input_shape, "latency", config.device_class)
-        # one short measurement (the budget search's): a point, not a claim; the report shows both
-        alloc["met"] = alloc["measured_ms"] <= alloc["target_ms"]
-        report["latency_aware"] = latency_section
     if config.budget_metric:
         achieved = model_cost(model, input_shape, config.budget_metric, config.device_class)
         report["budget"] = {
