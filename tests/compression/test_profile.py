@@ -134,3 +134,23 @@ def test_summary_verdict_is_the_rule_and_markdown_shows_the_data() -> None:
     assert "| 1 | a | Conv | CPU | 0.6 | 60 |" in text and "| 3 | c |" not in text  # top 2 only
     assert "| Conv | 0.95 | 0.45 | 0.4737 |" in text
     assert "**emulated**" in text
+
+
+def test_a_tracked_profile_logs_its_report_json_and_headline(wide_cnn_onnx: Path, tmp_path: Path, tracking_uri) -> None:  # fmt: skip
+    import mlflow
+
+    from edgecompress.profile import HEADLINE, profile_step
+    from edgecompress.step import Lineage
+
+    config = ProfileConfig(rounds=8, runs=20, warmup_runs=5)
+    result = profile_step(wide_cnn_onnx, config, tmp_path / "profile.json", tmp_path / "profile.html",
+                          lineage_ctx=Lineage(experiment="profile-test"))  # fmt: skip
+    exp = mlflow.get_experiment_by_name("profile-test")
+    task = [r for r in mlflow.search_runs([exp.experiment_id], output_format="list")
+            if r.data.tags.get("edgecompress.task") == "profile"]  # fmt: skip
+    assert len(task) == 1
+    logged = sorted(a.path for a in mlflow.MlflowClient().list_artifacts(task[0].info.run_id, "reports"))
+    assert logged == ["reports/profile.html", "reports/profile.json"]
+    m = result["models"]["model"]
+    assert task[0].data.metrics == pytest.approx({f"profile.{k}": m[k] for k in HEADLINE})
+    assert task[0].data.params["device_class"] == "rpi4-emulated"
