@@ -13,6 +13,7 @@ results.json holds every measurement; results.md is rendered from it; results.pn
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import tempfile
@@ -89,7 +90,9 @@ def render(results: dict[str, Any]) -> str:
         f"{m['load_average_at_start'][0]:.2f} at start, {m['load_average_at_end'][0]:.2f} at end. Random weights, "
         f"inputs {results['inputs']}. Command: `{results['command']}`.\n\n"
     )
-    return head + profile_markdown(results, {label: "results.png" for label in results["models"]})
+    notes = "".join(f"- {n}\n" for n in results.get("notes", []))
+    notes = f"Reading (written after the run, from its numbers):\n\n{notes}\n" if notes else ""
+    return head + notes + profile_markdown(results, {label: "results.png" for label in results["models"]})
 
 
 def plot(results: dict[str, Any]) -> bytes:
@@ -123,8 +126,14 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--render", action="store_true", help="re-render results.md/png from results.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.render:
+        write_report(
+            json.loads((args.out / "results.json").read_text()), args.out, render, plot, "results.png"
+        )
+        return
     write_report(run(args.quick), args.out, render, plot, "results.png")
 
 

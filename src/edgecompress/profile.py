@@ -362,12 +362,14 @@ def _summary_rows(result: dict[str, Any]) -> list[list[Any]]:
 
 SUMMARY_HEADERS = ["model", "whole p50 ms", "Σ node p50 ms", "per-call floor ms", "gap ms", "gap %",
                    "gap − floor ms", "allowed ms", "parts add up", "nodes"]  # fmt: skip
-TOP_HEADERS = ["#", "node (ORT, optimised graph)", "op", "provider", "p50 ms", "share %", "rounds min–max ms"]
+TOP_HEADERS = ["#", "node (ORT, optimised graph)", "op", "provider", "p50 ms", "share %", "% of Σ nodes",
+               "rounds min–max ms"]  # fmt: skip
 
 
 def _top_rows(summary: dict[str, Any], top: int) -> list[list[Any]]:
     return [
         [i + 1, n["node"], n["op"], n["provider"], n["p50_ms"], 100 * n["share"],
+         100 * n["p50_ms"] / summary["sum_node_p50_ms"] if summary["sum_node_p50_ms"] > 0 else float("nan"),
          f"{n['round_min_ms']:.4f}–{n['round_max_ms']:.4f}"]
         for i, n in enumerate(summary["nodes"][:top])
     ]  # fmt: skip

@@ -131,7 +131,7 @@ def test_summary_verdict_is_the_rule_and_markdown_shows_the_data() -> None:
     conv = result["int8_vs_float"][0]["rows"][0]
     assert conv["op_family"] == "Conv" and conv["int8_over_float"] == pytest.approx(0.45 / 0.95)
     text = profile_markdown(result)
-    assert "| 1 | a | Conv | CPU | 0.6 | 60 |" in text and "| 3 | c |" not in text  # top 2 only
+    assert "| 1 | a | Conv | CPU | 0.6 | 60 | 63.1579 |" in text and "| 3 | c |" not in text  # top 2 only
     assert "| Conv | 0.95 | 0.45 | 0.4737 |" in text
     assert "**emulated**" in text
 
