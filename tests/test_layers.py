@@ -31,11 +31,15 @@ LAYERS = {
         "edgecompress.progress", "edgecompress.reports", "edgecompress.storage", "edgecompress.data",
         "edgecompress.zoo", "edgecompress.export", "edgecompress.lineage", "edgecompress.platform",
         "edgecompress.params", "edgecompress.stats", "edgecompress.entry", "edgecompress.runtime",
+        "edgecompress.rules",
     ),
     # the step mechanism every technique's step goes through (validate, track, load, save, log)
     "step": ("edgecompress.step",),
     # the farm's client side: dispatch jobs to a farm, or start a private loopback farm to dispatch to
-    "farm-client": ("edgecompress.farm.client", "edgecompress.farm.local", "edgecompress.farm.admin"),
+    # (and the wire schemas the client and the agent build their requests from)
+    "farm-client": (
+        "edgecompress.farm.client", "edgecompress.farm.local", "edgecompress.farm.admin", "edgecompress.farm.wire",
+    ),
     # the device farm, a service over the runtime (controller, store, agent, its own entry point)
     "service": ("edgecompress.farm",),
     # techniques (and the steps and checks built from them); edge benchmarks on farms
