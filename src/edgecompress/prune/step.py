@@ -86,6 +86,14 @@ class PruneConfig:
     device_class: str = field(
         default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class of a latency budget"}
     )
+    target_latency_ms: float = field(
+        default=0.0,
+        metadata={"help": "structured: latency-aware per-layer ratios until p50 on device_class ≤ this (ms)"},
+    )
+    latency_ratio: float = field(
+        default=0.0,
+        metadata={"help": "structured: latency-aware, to this fraction of the unpruned measured p50"},
+    )
     steps: int = field(default=1, metadata={"help": "iterative schedule: prune in this many steps"})
     finetune_epochs_between: int = field(default=0, metadata={"help": "fine-tuning epochs between steps"})
     finetune_epochs_after: int = field(default=2, metadata={"help": "fine-tuning epochs after the last step"})
@@ -149,6 +157,8 @@ class PruneConfig:
             budget_metric=self.budget_metric,
             budget=self.budget,
             device_class=self.device_class,
+            target_latency_ms=self.target_latency_ms,
+            latency_ratio=self.latency_ratio,
             steps=self.steps,
             finetune_between=self.finetune(self.finetune_epochs_between),
             finetune_after=self.finetune(self.finetune_epochs_after),
@@ -237,7 +247,10 @@ def prune_step(
                     **structured.layer_ratios,
                 }
         if method == "structured":
-            child, report = prune_structured(
+            from edgecompress.prune.latency import prune_for_latency
+
+            prune = prune_for_latency if structured.latency_target else prune_structured
+            child, report = prune(
                 module, dataset.input_shape, dataset.num_classes, structured, dataset, progress
             )
         else:
@@ -357,6 +370,10 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
                     ),
                 )
             )
+        if report.get("latency_aware"):
+            from edgecompress.prune.latency import latency_section_html
+
+            sections.append(("Latency-aware allocation", latency_section_html(report["latency_aware"])))
         sens = report.get("sensitivity")
         if sens:
             sections.append(sensitivity_section(sens))
