@@ -1,0 +1,304 @@
+"""NAS fanned out over many workers: one optuna study in an RDB storage (PostgreSQL on a cluster, a
+local PostgreSQL or SQLite file on one machine), many processes asking it for trials.
+
+Three plain functions, what the pipeline's tasks and the one-process CLI call:
+
+- `create_study` opens the study (idempotent: `load_if_exists`; a resumed study must be the same
+  search), records its identity and the MLflow search run the trials nest under, and returns its name.
+- `run_worker` asks the shared study for trials until it holds `n_trials` finished trials
+  (COMPLETE, PRUNED, or FAIL and not retried): N workers split them, none runs a trial twice. A
+  worker does not start a trial when the ones running would reach the budget; it waits for them, so
+  a study overshoots by at most workers − 1 trials only when workers ask at the same instant.
+- `finish_study` re-measures the front, picks, retrains the pick: what the one-process `nas` step
+  does after its search (it is that step, on a study that already holds its trials).
+
+Worker death: the storage has a heartbeat (`FanoutConfig.heartbeat_interval_s`); a RUNNING trial
+whose heartbeat is older than `grace_period_s` becomes FAIL when any worker (or `finish_study`)
+next looks, and `RetryFailedTrialCallback` enqueues it again with the same parameters (up to
+`max_retry` times), so the budget still ends with that many results. Successive halving reads every
+worker's rung results from the study, never from process memory. Every trial is an MLflow child run
+of the search run that `create_study` opened.
+
+The storage URL comes from the `storage` setting or, where it is empty, from
+$EDGECOMPRESS_NAS_STORAGE (on a cluster: a Kubernetes Secret, see docs/kubernetes.md). Put the
+PostgreSQL password in $PGPASSWORD (the Secret's second key), not in the URL: URLs end up in reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import BenchmarkError, ConfigError
+from edgecompress.nas.search import (
+    Constraints,
+    NasConfig,
+    _fmt,
+    make_objective,
+    prepare_search,
+    trial_record,
+)
+
+log = logging.getLogger(__name__)
+STORAGE_ENV = "EDGECOMPRESS_NAS_STORAGE"
+SEARCH_RUN_ATTR = "mlflow_search_run_id"
+TRIAL_RUN_ATTR = "mlflow_trial_run_"
+
+
+@dataclass
+class FanoutConfig:
+    """How workers share one study: the storage heartbeat that turns a dead worker's trial into FAIL."""
+
+    heartbeat_interval_s: int = field(
+        default=10, metadata={"help": "seconds between a running trial's heartbeats in the storage"}
+    )
+    grace_period_s: int = field(
+        default=60,
+        metadata={"help": "a running trial without a heartbeat for this long is FAIL (its worker died)"},
+    )
+    max_retry: int = field(
+        default=1, metadata={"help": "times a dead worker's trial is run again with the same parameters"}
+    )
+
+    def validate(self) -> None:
+        if self.heartbeat_interval_s < 1:
+            raise ConfigError(
+                f"NAS fan-out: heartbeat_interval_s must be ≥ 1, got {self.heartbeat_interval_s}"
+            )
+        if self.grace_period_s <= self.heartbeat_interval_s:
+            raise ConfigError(
+                f"NAS fan-out: grace_period_s ({self.grace_period_s}) must exceed heartbeat_interval_s "
+                f"({self.heartbeat_interval_s}), or live trials would be failed"
+            )
+        if self.max_retry < 0:
+            raise ConfigError(f"NAS fan-out: max_retry must be ≥ 0, got {self.max_retry}")
+
+
+def resolve_storage(storage: str) -> str:
+    """The storage URL: `storage`, else $EDGECOMPRESS_NAS_STORAGE; a fan-out needs one both ends see."""
+    url = storage or os.environ.get(STORAGE_ENV, "")
+    if not url:
+        raise ConfigError(
+            f"NAS fan-out: no optuna storage: set `storage` or ${STORAGE_ENV} (e.g. "
+            "postgresql+psycopg://user@host:5432/db, or sqlite:///study.db on one machine)"
+        )
+    if url.startswith("sqlite:///:memory:") or url == "sqlite://":
+        raise ConfigError("NAS fan-out: an in-memory SQLite storage cannot be shared by workers")
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs and reports)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<storage URL>"
+
+
+def rdb_storage(url: str, fanout: FanoutConfig | None = None) -> Any:
+    """An optuna RDBStorage with a heartbeat and a retry of a dead worker's trials."""
+    import optuna
+
+    fanout = fanout or FanoutConfig()
+    fanout.validate()
+    engine = {"pool_pre_ping": True} if url.startswith("postgresql") else {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(
+            resolve_storage(url), engine_kwargs=engine, heartbeat_interval=fanout.heartbeat_interval_s,
+            grace_period=fanout.grace_period_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=fanout.max_retry),
+        )  # fmt: skip
+    except Exception as exc:
+        raise ConfigError(f"NAS: cannot open optuna storage {redact(url)}: {exc}") from exc
+
+
+def fail_stale(study: Any) -> None:
+    """Turn trials whose worker stopped beating into FAIL (and enqueue their retries)."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
+
+
+def accounted(trials: list[Any]) -> int:
+    """Finished trials that count toward the budget: COMPLETE, PRUNED, and FAIL where no retry of it
+    was enqueued (a retried trial is counted through its retry)."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(
+        t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and t.number not in retried)
+        for t in trials
+    )
+
+
+def optimize_until(
+    study: Any,
+    objective: Callable[[Any], Any],
+    config: NasConfig,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+    label: str = "NAS",
+    poll_s: float = 1.0,
+) -> list[int]:
+    """Ask the (shared) study for trials one at a time until it holds `config.n_trials` accounted
+    trials or `config.timeout_s` is spent; returns the numbers of the trials this process ran."""
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    from edgecompress.progress import progress_bar
+
+    deadline = time.monotonic() + config.timeout_s if config.timeout_s else None
+    heartbeat = isinstance(study._storage, BaseHeartbeat) and is_heartbeat_enabled(study._storage)
+    ran: list[int] = []
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task(label, total=config.n_trials)
+
+        def callback(study: Any, frozen: Any) -> None:
+            ran.append(frozen.number)
+            record = trial_record(frozen)
+            log.info(
+                "trial %d %s: accuracy %s, p50 %s ms %s", record["number"], record["state"],
+                _fmt(record["accuracy"]), _fmt(record["p50_ms"]), record["reason"],
+            )  # fmt: skip
+            if on_trial:
+                on_trial(record)
+
+        while deadline is None or time.monotonic() < deadline:
+            trials = study.get_trials(deepcopy=False)
+            done = accounted(trials)
+            bar.update(task, completed=min(done, config.n_trials))
+            if done >= config.n_trials:
+                break
+            running = sum(t.state.name == "RUNNING" for t in trials)
+            waiting = any(t.state.name == "WAITING" for t in trials)
+            if heartbeat and not waiting and done + running >= config.n_trials:
+                fail_stale(study)  # the budget is in flight: wait for it (or for a dead worker's retry)
+                time.sleep(poll_s)
+                continue
+            study.optimize(
+                objective, n_trials=1, callbacks=[callback], catch=(BenchmarkError,), gc_after_trial=True
+            )
+    return ran
+
+
+def _open(dataset_path: Path, search_space: Any, constraints: Constraints, config: NasConfig,
+          storage: str, study_name: str, farm_url: str | None, fanout: FanoutConfig | None):  # fmt: skip
+    from edgecompress.data import load_dataset
+    from edgecompress.nas.space import SearchSpace
+
+    space = SearchSpace.load(search_space)
+    dataset = load_dataset(Path(dataset_path))
+    storage_obj = rdb_storage(storage, fanout)
+    study, meter = prepare_search(dataset, space, constraints, config, storage_obj, study_name, farm_url)
+    return study, meter, dataset, space
+
+
+def create_study(
+    storage: str,
+    study_name: str,
+    dataset_path: Path,
+    search_space: Any,
+    constraints: Constraints,
+    config: NasConfig,
+    farm_url: str | None = None,
+    lineage_ctx: Any = None,
+    fanout: FanoutConfig | None = None,
+) -> str:
+    """Create (or load) the study and its MLflow search run; returns the study's name (`study_name`
+    or the deterministic default, so that the same search resumes)."""
+    from edgecompress.data import load_dataset
+    from edgecompress.nas.space import SearchSpace
+    from edgecompress.nas.step import default_study_name
+    from edgecompress.step import Lineage
+
+    ctx = lineage_ctx or Lineage()
+    ctx.check()
+    if not study_name:
+        space, dataset = SearchSpace.load(search_space), load_dataset(Path(dataset_path))
+        study_name = default_study_name(dataset, space, config, constraints)
+    study, *_ = _open(dataset_path, search_space, constraints, config, storage, study_name, farm_url, fanout)
+    if ctx.enabled and SEARCH_RUN_ATTR not in study.user_attrs:
+        params = {"technique": "nas-search", "study_name": study_name, "n_trials": config.n_trials}
+        with ctx.task("nas-search", params) as run_id:
+            study.set_user_attr(SEARCH_RUN_ATTR, run_id)
+    log.info("NAS study %r in %s: %d trials so far", study_name, redact(storage or resolve_storage("")),
+             len(study.trials))  # fmt: skip
+    return study_name
+
+
+def run_worker(
+    storage: str,
+    study_name: str,
+    dataset_path: Path,
+    search_space: Any,
+    constraints: Constraints,
+    config: NasConfig,
+    worker: int = 0,
+    farm_url: str | None = None,
+    lineage_ctx: Any = None,
+    fanout: FanoutConfig | None = None,
+    progress: bool = False,
+) -> list[int]:
+    """One worker: trials of the shared study until it holds `config.n_trials` accounted trials.
+    Returns the numbers of the trials this worker ran; each is an MLflow child run of the search run."""
+    from edgecompress.step import Lineage
+
+    ctx = lineage_ctx or Lineage()
+    ctx.check()
+    study, meter, dataset, space = _open(
+        dataset_path, search_space, constraints, config, storage, study_name, farm_url, fanout
+    )
+    on_trial = None
+    if ctx.enabled and study.user_attrs.get(SEARCH_RUN_ATTR):
+        from edgecompress.nas.step import _TrialRuns
+
+        runs = _TrialRuns(study.user_attrs[SEARCH_RUN_ATTR], ctx.pipeline_run_id)
+
+        def on_trial(record: dict[str, Any]) -> None:
+            runs(record)
+            study.set_user_attr(f"{TRIAL_RUN_ATTR}{record['number']}", runs.run_ids[record["number"]])
+
+    objective = make_objective(study, dataset, space, constraints, config, meter)
+    ran = optimize_until(
+        study, objective, config, on_trial, progress, label=f"NAS worker {worker} ({study_name})"
+    )
+    log.info("NAS worker %d ran trials %s", worker, ran)
+    return ran
+
+
+def finish_study(
+    storage: str,
+    study_name: str,
+    dataset_path: Path,
+    output_dir: Path,
+    front_path: Path,
+    report_path: Path | None,
+    search_space: Any,
+    constraints: Constraints,
+    config: NasConfig,
+    farm_url: str | None = None,
+    reference_model: Path | None = None,
+    lineage_ctx: Any = None,
+    fanout: FanoutConfig | None = None,
+) -> dict[str, Any]:
+    """Fail what dead workers left RUNNING, then re-measure the front, pick, retrain: the `nas` step on
+    the finished study (it runs no trial while the study holds its budget)."""
+    from edgecompress.nas.step import nas_step
+
+    url = resolve_storage(storage)
+    study, *_ = _open(dataset_path, search_space, constraints, config, url, study_name, farm_url, fanout)
+    fail_stale(study)
+    done = accounted(study.get_trials(deepcopy=False))
+    if done < config.n_trials and not config.timeout_s:
+        raise ConfigError(
+            f"NAS: study {study_name!r} holds {done} of its {config.n_trials} trials: run the workers "
+            "(again: the study resumes) before finishing it"
+        )
+    return nas_step(
+        dataset_path, output_dir, front_path, report_path, search_space, constraints, config,
+        url, study_name, farm_url, reference_model, lineage_ctx, progress=False,
+    )  # fmt: skip
