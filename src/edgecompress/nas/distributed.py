@@ -14,7 +14,7 @@ Three plain functions, what the pipeline's tasks and the one-process CLI call:
 
 Worker death: the storage has a heartbeat (`FanoutConfig.heartbeat_interval_s`); a RUNNING trial
 whose heartbeat is older than `grace_period_s` becomes FAIL when any worker (or `finish_study`)
-next looks, and `RetryFailedTrialCallback` enqueues it again with the same parameters (up to
+next looks, and `RetryHeartbeatStaleTrialCallback` enqueues it again with the same parameters (up to
 `max_retry` times), so the budget still ends with that many results. Successive halving reads every
 worker's rung results from the study, never from process memory. Every trial is an MLflow child run
 of the search run that `create_study` opened.
@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,11 +112,13 @@ def rdb_storage(url: str, fanout: FanoutConfig | None = None) -> Any:
     fanout.validate()
     engine = {"pool_pre_ping": True} if url.startswith("postgresql") else {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(
-            resolve_storage(url), engine_kwargs=engine, heartbeat_interval=fanout.heartbeat_interval_s,
-            grace_period=fanout.grace_period_s,
-            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=fanout.max_retry),
-        )  # fmt: skip
+        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 5: we rely on them, tested
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                resolve_storage(url), engine_kwargs=engine, heartbeat_interval=fanout.heartbeat_interval_s,
+                grace_period=fanout.grace_period_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(fanout.max_retry),
+            )  # fmt: skip
     except Exception as exc:
         raise ConfigError(f"NAS: cannot open optuna storage {redact(url)}: {exc}") from exc
 
@@ -262,7 +266,13 @@ def run_worker(
             runs(record)
             study.set_user_attr(f"{TRIAL_RUN_ATTR}{record['number']}", runs.run_ids[record["number"]])
 
-    objective = make_objective(study, dataset, space, constraints, config, meter)
+    search_trial = make_objective(study, dataset, space, constraints, config, meter)
+    who = f"{socket.gethostname()}:{os.getpid()}:worker-{worker}"
+
+    def objective(trial: Any) -> Any:
+        trial.set_user_attr("worker", who)  # which pod/process ran it
+        return search_trial(trial)
+
     ran = optimize_until(
         study, objective, config, on_trial, progress, label=f"NAS worker {worker} ({study_name})"
     )
