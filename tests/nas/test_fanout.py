@@ -15,15 +15,10 @@ import pytest
 from edgecompress.errors import ConfigError
 from edgecompress.nas import Constraints, NasConfig
 from tests.conftest import skip_or_fail_in_ci
-from tests.nas.test_nas import TINY_SPACE
+from tests.nas.test_nas import FAST, TINY_SPACE
 
 # Three epochs on 1,000 digits: long enough to be killed mid-trial, short enough for a test.
-CONFIG = NasConfig(
-    n_trials=6, search_epochs=3, train_samples=1000, holdout_samples=300, eta=2, final_epochs=1,
-    batch_size=32, lr=1e-2, startup_trials=2,
-    search_bench={"warmup_runs": 2, "min_runs": 10, "min_duration_s": 0.02},
-    final_bench={"warmup_runs": 2, "min_runs": 20, "min_duration_s": 0.05},
-)  # fmt: skip
+CONFIG = NasConfig(**{**FAST.__dict__, "n_trials": 6, "search_epochs": 3, "final_epochs": 1})
 FANOUT = {"heartbeat_interval_s": 1, "grace_period_s": 4, "max_retry": 1}
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
