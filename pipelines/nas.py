@@ -60,15 +60,15 @@ def build_fanout(workers: int = WORKERS, platform=None):
     def nas_fanout(dataset, reference_model, *args):
         values = dict(zip(names, args, strict=True))
         create = nas_create_study(dataset=dataset, **values).set_display_name("nas-create-study")
-        after = {**values, "study_name": create.output}
+        # Workers derive the study's name as create does (kfp.local 2.17 hands a loop task the loop
+        # item in place of any other task's output), and start after it.
         with dsl.ParallelFor(items=list(range(workers)), parallelism=workers, name="nas-workers") as worker:
-            trials = nas_worker(worker=worker, dataset=dataset, **after).set_display_name("nas-worker")
+            trials = nas_worker(worker=worker, dataset=dataset, **values).set_display_name("nas-worker")
+            trials.after(create)
         finish = nas_finish(
-            worker_trials=dsl.Collected(trials.output),
-            dataset=dataset,
-            reference_model=reference_model,
-            **after,
-        ).set_display_name("nas-finish")
+            worker_trials=dsl.Collected(trials.output), dataset=dataset, reference_model=reference_model,
+            **{**values, "study_name": create.output},
+        ).set_display_name("nas-finish")  # fmt: skip
         for task in (create, trials, finish):
             task.set_caching_options(False)  # the study changes under them: never a cached value
         return finish.outputs["searched_model"]

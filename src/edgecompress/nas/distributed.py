@@ -110,12 +110,15 @@ def rdb_storage(url: str, fanout: FanoutConfig | None = None) -> Any:
 
     fanout = fanout or FanoutConfig()
     fanout.validate()
-    engine = {"pool_pre_ping": True} if url.startswith("postgresql") else {"connect_args": {"timeout": 60}}
+    url = resolve_storage(url)
+    # a worker holds at most 4 connections: its trial loop and its heartbeat thread, one spare each
+    pg = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
+    engine = pg if url.startswith("postgresql") else {"connect_args": {"timeout": 60}}
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 5: we rely on them, tested
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                resolve_storage(url), engine_kwargs=engine, heartbeat_interval=fanout.heartbeat_interval_s,
+                url, engine_kwargs=engine, heartbeat_interval=fanout.heartbeat_interval_s,
                 grace_period=fanout.grace_period_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(fanout.max_retry),
             )  # fmt: skip
@@ -201,6 +204,21 @@ def _open(dataset_path: Path, search_space: Any, constraints: Constraints, confi
     return study, meter, dataset, space
 
 
+def resolve_study_name(
+    study_name: str, dataset_path: Path, search_space: Any, constraints: Constraints, config: NasConfig
+) -> str:
+    """`study_name`, or the deterministic default (data, space, constraints, fidelity): every task of a
+    fan-out derives the same name, so the same search resumes."""
+    if study_name:
+        return study_name
+    from edgecompress.data import load_dataset
+    from edgecompress.nas.space import SearchSpace
+    from edgecompress.nas.step import default_study_name
+
+    space, dataset = SearchSpace.load(search_space), load_dataset(Path(dataset_path))
+    return default_study_name(dataset, space, config, constraints)
+
+
 def create_study(
     storage: str,
     study_name: str,
@@ -214,16 +232,11 @@ def create_study(
 ) -> str:
     """Create (or load) the study and its MLflow search run; returns the study's name (`study_name`
     or the deterministic default, so that the same search resumes)."""
-    from edgecompress.data import load_dataset
-    from edgecompress.nas.space import SearchSpace
-    from edgecompress.nas.step import default_study_name
     from edgecompress.step import Lineage
 
     ctx = lineage_ctx or Lineage()
     ctx.check()
-    if not study_name:
-        space, dataset = SearchSpace.load(search_space), load_dataset(Path(dataset_path))
-        study_name = default_study_name(dataset, space, config, constraints)
+    study_name = resolve_study_name(study_name, dataset_path, search_space, constraints, config)
     study, *_ = _open(dataset_path, search_space, constraints, config, storage, study_name, farm_url, fanout)
     if ctx.enabled and SEARCH_RUN_ATTR not in study.user_attrs:
         params = {"technique": "nas-search", "study_name": study_name, "n_trials": config.n_trials}
@@ -253,6 +266,7 @@ def run_worker(
 
     ctx = lineage_ctx or Lineage()
     ctx.check()
+    study_name = resolve_study_name(study_name, dataset_path, search_space, constraints, config)
     study, meter, dataset, space = _open(
         dataset_path, search_space, constraints, config, storage, study_name, farm_url, fanout
     )
@@ -300,6 +314,7 @@ def finish_study(
     from edgecompress.nas.step import nas_step
 
     url = resolve_storage(storage)
+    study_name = resolve_study_name(study_name, dataset_path, search_space, constraints, config)
     study, *_ = _open(dataset_path, search_space, constraints, config, url, study_name, farm_url, fanout)
     fail_stale(study)
     done = accounted(study.get_trials(deepcopy=False))
