@@ -103,6 +103,10 @@ def test_killed_worker_leaves_every_trial_accounted_for(postgres, digits_artifac
     trained = [spec_key(t.user_attrs["spec"]) for t in trials
                if t.state.name != "FAIL" and "duplicate_of_spec" not in t.user_attrs]  # fmt: skip
     assert len(trained) == len(set(trained)), "an architecture was trained twice"
+    again = start_worker(url, name, digits_artifact, 2)  # a re-run resumes: the budget is there, no trial
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "RAN []" in out, out[-3000:]
+    assert len(study.get_trials(deepcopy=False)) == len(trials)
     # halving decided from both workers' rung results: a trial that stopped at rung 1 did so in the study
     assert all(t.user_attrs.get("epochs_trained") == 1 for t in trials if t.state.name == "PRUNED"
                and "infeasible" not in t.user_attrs and "duplicate_of_spec" not in t.user_attrs)  # fmt: skip

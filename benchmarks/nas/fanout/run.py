@@ -305,7 +305,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=3, help="interleaved (1 worker, 2 workers) pairs")
     args = parser.parse_args()
     search = {**SEARCH, "n_trials": 4} if args.quick else SEARCH
-    empty_n = 20 if args.quick else 200
+    empty_n = 20 if args.quick else 60
     out = args.out or HERE / datetime.now(UTC).strftime("%Y-%m-%d")
     r: dict[str, Any] = {
         "machine": machine_info(), "date": datetime.now(UTC).strftime("%Y-%m-%d"), "search": search,
