@@ -124,3 +124,19 @@ def test_fanout_refuses_a_storage_workers_cannot_share(monkeypatch):
     assert resolve_storage("") == "postgresql+psycopg://nas@db:5432/nas"
     with pytest.raises(ConfigError, match="must exceed heartbeat_interval_s"):
         FanoutConfig(heartbeat_interval_s=10, grace_period_s=10).validate()
+
+
+def test_a_retried_failure_counts_once_through_its_retry():
+    import optuna
+
+    from edgecompress.nas.distributed import accounted
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"x": optuna.distributions.IntDistribution(0, 9)}
+    for state, attrs in [("COMPLETE", {}), ("PRUNED", {}), ("FAIL", {}), ("COMPLETE", {"retry_history": [2]}),
+                         ("FAIL", {})]:  # fmt: skip
+        values = [0.5, 1.0] if state == "COMPLETE" else None
+        study.add_trial(optuna.create_trial(state=optuna.trial.TrialState[state], params={"x": 1},
+                                            distributions=dist, values=values, system_attrs=attrs))  # fmt: skip
+    # 0 complete, 1 pruned, 2 failed but retried as 3 (counted once, through 3), 4 failed for good
+    assert accounted(study.get_trials(deepcopy=False)) == 4
