@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ConfigError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.params import Codec
 from edgecompress.prune.common import (
     BUDGET_METRICS,
@@ -34,6 +33,7 @@ from edgecompress.prune.structured import (
     prune_structured,
 )
 from edgecompress.prune.unstructured import UnstructuredConfig, prune_unstructured
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.step import write_report
 from edgecompress.train import TrainConfig, accuracy
 

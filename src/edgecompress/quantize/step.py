@@ -9,9 +9,9 @@ from typing import Any
 
 from edgecompress import __version__, lineage
 from edgecompress.data import load_dataset
+from edgecompress.edge import Measurement
 from edgecompress.export import load_model_package, save_model_package
 from edgecompress.io import write_json
-from edgecompress.measure import Measurement
 from edgecompress.quantize.autotune import AutotuneConfig
 from edgecompress.quantize.check import check_against_parent
 from edgecompress.quantize.config import QuantConfig
