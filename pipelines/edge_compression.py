@@ -32,7 +32,7 @@ from edgecompress.components.nas.component import nas
 from edgecompress.components.prune.component import prune
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
-from edgecompress.pipelines.nas import build_fanout, nas_fanout
+from edgecompress.pipelines.nas_fanout import build_fanout, nas_fanout
 from edgecompress.pipelines.platform import on_platform
 
 PIPELINE_NAME = "edge-compression"
@@ -99,7 +99,7 @@ CHAIN_STEPS: dict[str, ChainStep] = {
     # NAS: the trained model is the reference the search is measured against and its lineage parent;
     # later steps (distill from the trained teacher, quantize) take the retrained pick.
     "nas": ChainStep(nas, "searched_model", lambda m, c: {"dataset": c.dataset, "reference_model": m}, False),
-    # NAS fanned out over parallel worker tasks sharing one optuna study (pipelines/nas.py)
+    # NAS fanned out over parallel worker tasks sharing one optuna study (pipelines/nas_fanout.py)
     "nas_fanout": ChainStep(
         nas_fanout, "Output", lambda m, c: {"dataset": c.dataset, "reference_model": m}, False, build_fanout
     ),

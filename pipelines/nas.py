@@ -1,95 +1,22 @@
-"""NAS as a fan-out: create the optuna study → `dsl.ParallelFor` workers (each asks the shared study
-for trials) → re-measure the front and retrain the pick. On a cluster the study lives in the
-PostgreSQL named by the `nas_storage_secret` Secret (platform config); locally in the storage the
-`storage` parameter names, or $EDGECOMPRESS_NAS_STORAGE (the local runner sets an SQLite file).
-
-`build_fanout(workers, platform)` is the fan-out as a pipeline of its own, usable as one step: it is
-the `nas_fanout` step of the edge-compression chain (`edgecompress run --chain nas_fanout,quantize`).
-`build_pipeline` is that chain as the `nas` pipeline: train → NAS fan-out → chain → evaluate →
-edge-benchmark → gate. The number of workers is fixed when the pipeline is compiled (KFP's
-`parallelism` is a compile-time constant): `WORKERS`, or `build_pipeline(workers=…)`.
+"""The `nas` pipeline: train → NAS fanned out over parallel worker tasks on one optuna study
+(pipelines/nas_fanout.py: create study → `dsl.ParallelFor` workers → finish) → the compression chain →
+evaluate → edge-benchmark → gate. The same fan-out is the `nas_fanout` step of any chain
+(`edgecompress run --chain nas_fanout,quantize`). Workers: `WORKERS`, or `build_pipeline(workers=…)`.
 """
 
 # No `from __future__ import annotations` here: KFP reads the annotations.
-import inspect
 from collections.abc import Sequence
 
-from kfp import dsl
-
-from edgecompress.components import KFP_TYPES
-from edgecompress.components.nas_create_study.component import nas_create_study
-from edgecompress.components.nas_finish.component import nas_finish
-from edgecompress.components.nas_worker.component import nas_worker
-from edgecompress.pipelines.platform import on_platform
+from edgecompress.pipelines.edge_compression import build_pipeline as build_edge_compression
+from edgecompress.pipelines.nas_fanout import WORKERS
 
 PIPELINE_NAME = "nas"
-FANOUT_NAME = "nas-fanout"
-WORKERS = 2
 DEFAULT_CHAIN = ("quantize",)
-
-
-def fanout_parameters() -> list[inspect.Parameter]:
-    """The fan-out's settings: the three components' own (the same surfaces, so the same defaults)."""
-    params: dict[str, inspect.Parameter] = {}
-    for component in (nas_create_study, nas_worker, nas_finish):
-        for name, spec in component.component_spec.inputs.items():
-            kind = KFP_TYPES.get(spec.type)
-            if kind is None or not spec.optional:  # artifacts, and the data inputs the DAG wires
-                continue
-            default = float(spec.default) if kind is float else spec.default
-            p = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-            if params.setdefault(name, p).default != p.default:
-                raise ValueError(f"NAS fan-out setting {name!r} has two defaults: {params[name]} and {p}")
-    return list(params.values())
-
-
-def build_fanout(workers: int = WORKERS, platform=None):
-    """The fan-out as a pipeline (a step of another pipeline): inputs `dataset` and `reference_model`,
-    output the retrained pick (`searched_model`)."""
-    if workers < 1:
-        from edgecompress.errors import ConfigError
-
-        raise ConfigError(f"NAS fan-out: workers must be ≥ 1, got {workers}")
-    settings = fanout_parameters()
-    names = [p.name for p in settings]
-    artifacts = [
-        inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.Input[dsl.Dataset]),
-        inspect.Parameter("reference_model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.Input[dsl.Model]),
-    ]  # fmt: skip
-
-    def nas_fanout(dataset, reference_model, *args):
-        values = dict(zip(names, args, strict=True))
-        create = nas_create_study(dataset=dataset, **values).set_display_name("nas-create-study")
-        # Workers derive the study's name as create does (kfp.local 2.17 hands a loop task the loop
-        # item in place of any other task's output), and start after it.
-        with dsl.ParallelFor(items=list(range(workers)), parallelism=workers, name="nas-workers") as worker:
-            trials = nas_worker(worker=worker, dataset=dataset, **values).set_display_name("nas-worker")
-            trials.after(create)
-        finish = nas_finish(
-            worker_trials=dsl.Collected(trials.output), dataset=dataset, reference_model=reference_model,
-            **{**values, "study_name": create.output},
-        ).set_display_name("nas-finish")  # fmt: skip
-        for task in (create, trials, finish):
-            task.set_caching_options(False)  # the study changes under them: never a cached value
-        return finish.outputs["searched_model"]
-
-    nas_fanout.__signature__ = inspect.Signature(
-        artifacts + [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in settings],
-        return_annotation=dsl.Model,
-    )
-    body = on_platform(nas_fanout, platform, exit_task=False)
-    description = f"NAS fan-out: create study → {workers} workers (ParallelFor) → finish"
-    return dsl.pipeline(name=FANOUT_NAME, description=description)(body)
 
 
 def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, workers: int = WORKERS):
     """train → NAS fan-out (`workers` in parallel) → `chain` → evaluate → edge-benchmark → gate."""
-    from edgecompress.pipelines.edge_compression import build_pipeline as build_edge_compression
-
     steps = list(chain)
     if steps[:1] != ["nas_fanout"]:
         steps = ["nas_fanout", *steps]
     return build_edge_compression(steps, platform, name=PIPELINE_NAME, workers=workers)
-
-
-nas_fanout = build_fanout()

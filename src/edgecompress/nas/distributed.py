@@ -29,21 +29,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import BenchmarkError, ConfigError
-from edgecompress.nas.search import (
+from edgecompress.errors import ConfigError
+from edgecompress.nas.search import (  # noqa: F401 (accounted, fail_stale, optimize_until: the fan-out's API)
     Constraints,
     NasConfig,
-    _fmt,
+    accounted,
+    fail_stale,
     make_objective,
+    optimize_until,
     prepare_search,
-    trial_record,
 )
 
 log = logging.getLogger(__name__)
@@ -124,72 +123,6 @@ def rdb_storage(url: str, fanout: FanoutConfig | None = None) -> Any:
             )  # fmt: skip
     except Exception as exc:
         raise ConfigError(f"NAS: cannot open optuna storage {redact(url)}: {exc}") from exc
-
-
-def fail_stale(study: Any) -> None:
-    """Turn trials whose worker stopped beating into FAIL (and enqueue their retries)."""
-    import optuna
-
-    optuna.storages.fail_stale_trials(study)
-
-
-def accounted(trials: list[Any]) -> int:
-    """Finished trials that count toward the budget: COMPLETE, PRUNED, and FAIL where no retry of it
-    was enqueued (a retried trial is counted through its retry)."""
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(
-        t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and t.number not in retried)
-        for t in trials
-    )
-
-
-def optimize_until(
-    study: Any,
-    objective: Callable[[Any], Any],
-    config: NasConfig,
-    on_trial: Callable[[dict[str, Any]], None] | None = None,
-    progress: bool = True,
-    label: str = "NAS",
-    poll_s: float = 1.0,
-) -> list[int]:
-    """Ask the (shared) study for trials one at a time until it holds `config.n_trials` accounted
-    trials or `config.timeout_s` is spent; returns the numbers of the trials this process ran."""
-    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-
-    from edgecompress.progress import progress_bar
-
-    deadline = time.monotonic() + config.timeout_s if config.timeout_s else None
-    heartbeat = isinstance(study._storage, BaseHeartbeat) and is_heartbeat_enabled(study._storage)
-    ran: list[int] = []
-    with progress_bar(enabled=progress) as bar:
-        task = bar.add_task(label, total=config.n_trials)
-
-        def callback(study: Any, frozen: Any) -> None:
-            ran.append(frozen.number)
-            record = trial_record(frozen)
-            log.info(
-                "trial %d %s: accuracy %s, p50 %s ms %s", record["number"], record["state"],
-                _fmt(record["accuracy"]), _fmt(record["p50_ms"]), record["reason"],
-            )  # fmt: skip
-            if on_trial:
-                on_trial(record)
-
-        while deadline is None or time.monotonic() < deadline:
-            trials = study.get_trials(deepcopy=False)
-            done = accounted(trials)
-            bar.update(task, completed=min(done, config.n_trials))
-            if done >= config.n_trials:
-                break
-            running = sum(t.state.name == "RUNNING" for t in trials)
-            waiting = any(t.state.name == "WAITING" for t in trials)
-            if heartbeat and not waiting and done + running >= config.n_trials:
-                fail_stale(study)  # the budget is in flight: wait for it (or for a dead worker's retry)
-                time.sleep(poll_s)
-                continue
-            study.optimize(
-                objective, n_trials=1, callbacks=[callback], catch=(BenchmarkError,), gc_after_trial=True
-            )
-    return ran
 
 
 def _open(dataset_path: Path, search_space: Any, constraints: Constraints, config: NasConfig,
