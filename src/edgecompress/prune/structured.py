@@ -30,11 +30,11 @@ from edgecompress.prune.attention import (
 from edgecompress.prune.common import (
     _PRUNABLE,
     BUDGET_METRICS,
-    IMPORTANCES,
     _check_ratio,
     _modules_by_name,
     output_layers,
 )
+from edgecompress.prune.importance import check_importance, make_importance
 from edgecompress.prune.internal import InternalWidthPruner, find_sandwiches
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
@@ -66,8 +66,7 @@ class StructuredConfig:
     attention_heads: dict[str, int] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.importance not in IMPORTANCES:
-            raise ConfigError(f"importance {self.importance!r} not in {IMPORTANCES}")
+        check_importance(self.importance)
         if self.budget_metric:
             if self.budget_metric not in BUDGET_METRICS:
                 raise ConfigError(f"budget_metric {self.budget_metric!r} not in {BUDGET_METRICS}")
@@ -101,17 +100,6 @@ class StructuredConfig:
         d["finetune_between"] = self.finetune_between.epochs if self.finetune_between else 0
         d["finetune_after"] = self.finetune_after.epochs if self.finetune_after else 0
         return d
-
-
-def _importance(name: str):
-    import torch_pruning as tp
-
-    return {
-        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-        "bn": lambda: tp.importance.BNScaleImportance(),
-        "taylor": lambda: tp.importance.GroupTaylorImportance(),
-    }[name]()
 
 
 def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
@@ -167,12 +155,7 @@ def _untraceable(model: nn.Module, exc: Exception) -> ModelError:
 
 
 def _check_importance_fits(model: nn.Module, importance: str) -> None:
-    if importance == "bn" and not any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-    ):
-        raise ConfigError(
-            f"importance 'bn' needs BatchNorm layers; {type(model).__name__} has none (use l1, l2 or taylor)"
-        )
+    check_importance(importance).check_fits(model)
 
 
 @dataclass
@@ -272,7 +255,7 @@ def _pruner(
         meta = tp.pruner.MetaPruner(
             model,
             example,
-            importance=_importance(config.importance),
+            importance=make_importance(config.importance),
             global_pruning=config.global_pruning,
             pruning_ratio=ratio,
             pruning_ratio_dict=layer_ratios or None,
@@ -316,9 +299,9 @@ def _taylor_gradients(
 def _pruner_step(
     pruner: _Pruner, model: nn.Module, dataset: Dataset | None, config: StructuredConfig
 ) -> None:
-    if config.importance == "taylor":
+    if check_importance(config.importance).needs_gradients:
         if dataset is None:
-            raise ConfigError("Taylor importance needs a dataset (it uses loss gradients)")
+            raise ConfigError(f"importance {config.importance!r} needs a dataset (it uses loss gradients)")
         _taylor_gradients(model, dataset, config.seed)
     try:
         pruner.step()
