@@ -62,6 +62,21 @@ def test_ir_fans_out_with_parallelism_and_storage_from_a_secret(tmp_path: Path, 
     assert "postgresql" not in text  # no URL inline: it comes from the Secret
 
 
+def test_the_storage_secret_is_a_platform_option():
+    import argparse
+
+    from edgecompress.cli.cluster import add_platform_args, platform_from_args
+
+    parser = argparse.ArgumentParser()
+    add_platform_args(parser)
+    assert platform_from_args(parser.parse_args([])).nas_storage_secret == "edgecompress-nas-storage"
+    args = parser.parse_args(["--nas-storage-secret", "team-optuna-db"])
+    assert platform_from_args(args).secrets_for("nas_worker")[-1] == (
+        "team-optuna-db",
+        {"url": "EDGECOMPRESS_NAS_STORAGE", "password": "PGPASSWORD"},
+    )
+
+
 @pytest.mark.slow
 def test_kfp_local_runs_the_fanout_with_two_workers_on_postgres(
     postgres,  # noqa: F811

@@ -47,6 +47,10 @@ def add_platform_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--farm-secret", help="Secret with the farm client-token (default edgecompress-farm)")
     g.add_argument(
+        "--nas-storage-secret",
+        help="Secret with the NAS fan-out's optuna storage url/password (default edgecompress-nas-storage)",
+    )
+    g.add_argument(
         "--benchmark-node-selector",
         action="append",
         default=[],
@@ -102,7 +106,8 @@ def platform_from_args(args: argparse.Namespace) -> PlatformConfig:
 
         registry = (args.registry or os.environ.get("EDGECOMPRESS_REGISTRY", DEFAULT_REGISTRY)).rstrip("/")
         data["image"] = f"{registry}/components:{args.tag or __version__}"
-    for opt in ("image_pull_secret", "mlflow_secret", "s3_secret", "farm_secret", "train_gpus", "retries"):
+    for opt in ("image_pull_secret", "mlflow_secret", "s3_secret", "farm_secret", "nas_storage_secret",
+                "train_gpus", "retries"):  # fmt: skip
         if getattr(args, opt) is not None:
             data[opt] = getattr(args, opt)
     if args.benchmark_node_selector:
