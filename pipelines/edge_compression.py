@@ -37,6 +37,7 @@ from edgecompress.components.nas.component import nas
 from edgecompress.components.prune.component import prune
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
+from edgecompress.pipelines.nas_fanout import build_fanout, nas_fanout
 from edgecompress.pipelines.platform import benchmark_node_selector, on_platform
 
 PIPELINE_NAME = "edge-compression"
@@ -78,6 +79,8 @@ class ChainStep:
     output: str
     connect: Callable[[Any, "ChainContext"], dict[str, Any]]
     cache: bool = True  # False where the task measures latency: a measurement is never a cached value
+    # A step that is a pipeline of its own (a fan-out): builds it with the platform config and workers
+    build: Callable[..., Any] | None = None
 
 
 @dataclass
@@ -105,6 +108,10 @@ CHAIN_STEPS: dict[str, ChainStep] = {
     # NAS: the trained model is the reference the search is measured against and its lineage parent;
     # later steps (distill from the trained teacher, quantize) take the retrained pick.
     "nas": ChainStep(nas, "searched_model", lambda m, c: {"dataset": c.dataset, "reference_model": m}, False),
+    # NAS fanned out over parallel worker tasks sharing one optuna study (pipelines/nas_fanout.py)
+    "nas_fanout": ChainStep(
+        nas_fanout, "Output", lambda m, c: {"dataset": c.dataset, "reference_model": m}, False, build_fanout
+    ),
 }
 # Tasks outside the chain, in the order their parameters are listed.
 FIXED_TASKS = {
@@ -196,11 +203,14 @@ def build_pipeline(
     platform=None,
     exit_handler: bool = True,
     benchmark_parallelism: int = BENCHMARK_PARALLELISM,
+    name: str = PIPELINE_NAME,
+    workers: int | None = None,
 ):
     """A pipeline function for one compression chain (its steps run in the order given). `platform`
     (an `edgecompress.platform.PlatformConfig`) sets the Kubernetes options of its tasks and, unless
     `exit_handler=False` (nested in another pipeline), the exit task that ends the MLflow parent run.
-    `benchmark_parallelism`: at most this many edge-benchmark tasks of one model at once (0: no limit)."""
+    `benchmark_parallelism`: at most this many edge-benchmark tasks of one model at once (0: no limit).
+    `workers`: parallel workers of a fan-out step (default: the step's own)."""
     unknown = [s for s in chain if s not in CHAIN_STEPS]
     if not chain or unknown:
         from edgecompress.errors import ConfigError
@@ -222,10 +232,17 @@ def build_pipeline(
     chain = list(chain)
     signature = _signature(chain)
     names = list(signature.parameters)
+    # a step that is a pipeline itself is built here: KFP builds no pipeline inside another's body
+    components = {
+        s: CHAIN_STEPS[s].build(platform=platform, **({"workers": workers} if workers else {}))
+        if CHAIN_STEPS[s].build
+        else CHAIN_STEPS[s].component
+        for s in chain
+    }
 
     def edge_compression(*args):
         params = dict(zip(names, args, strict=True))
-        lineage = {"pipeline_name": PIPELINE_NAME}
+        lineage = {"pipeline_name": name}
         # Cached like train/evaluate: a data set is named by its source (a new batch under the same
         # path needs a new path or --cache load_dataset=off), and a cache hit here keeps the
         # artifact downstream tasks' cache keys are computed from.
@@ -236,7 +253,9 @@ def build_pipeline(
         ctx = ChainContext(dataset, parent)
         for step_name in chain:
             step = CHAIN_STEPS[step_name]
-            task = step.component(**step.connect(child, ctx), **_inputs(step_name, params, chain), **lineage)
+            task = components[step_name](
+                **step.connect(child, ctx), **_inputs(step_name, params, chain), **lineage
+            )
             task.set_display_name(step_name)
             task.set_caching_options(step.cache)
             child = task.outputs[step.output]
@@ -283,7 +302,7 @@ def build_pipeline(
 
     edge_compression.__signature__ = signature
     edge_compression.__doc__ = f"train → {' → '.join(chain)} → evaluate → edge-benchmark → isa-check → gate"
-    return dsl.pipeline(name=PIPELINE_NAME, description=edge_compression.__doc__)(
+    return dsl.pipeline(name=name, description=edge_compression.__doc__)(
         on_platform(edge_compression, platform, exit_handler)
     )
 

@@ -24,6 +24,7 @@ from typing import Any
 from edgecompress import lineage
 from edgecompress.errors import ConfigError, EdgeCompressError
 from edgecompress.io import atomic_path
+from edgecompress.nas.distributed import STORAGE_ENV
 from edgecompress.params import build
 from edgecompress.rules import AccuracyRule
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, emulated_device_class, parse_device_classes
@@ -183,6 +184,8 @@ def run_pipeline(
     with contextlib.ExitStack() as stack:
         # the tasks' pipeline run (their MLflow parent), from the environment as on a cluster
         stack.enter_context(_environ(lineage.PIPELINE_RUN_ENV, f"{name}-{uuid.uuid4().hex}"))
+        if not os.environ.get(STORAGE_ENV):  # the NAS fan-out's tasks share a study: one file here
+            stack.enter_context(_environ(STORAGE_ENV, f"sqlite:///{run_dir / 'nas-studies.db'}"))
         if farm and not arguments.get("farm_url"):
             farm = stack.enter_context(_local_farm(_check_device_classes(arguments), run_dir))
             arguments = {**arguments, "farm_url": farm}

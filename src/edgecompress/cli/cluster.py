@@ -47,6 +47,10 @@ def add_platform_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--farm-secret", help="Secret with the farm client-token (default edgecompress-farm)")
     g.add_argument(
+        "--nas-storage-secret",
+        help="Secret with the NAS fan-out's optuna storage url/password (default edgecompress-nas-storage)",
+    )
+    g.add_argument(
         "--benchmark-node-selector",
         action="append",
         default=[],
@@ -113,6 +117,7 @@ def platform_from_args(args: argparse.Namespace) -> PlatformConfig:
         "mlflow_secret",
         "s3_secret",
         "farm_secret",
+        "nas_storage_secret",
         "train_gpus",
         "retries",
         "benchmark_class_label",
