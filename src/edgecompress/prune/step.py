@@ -25,7 +25,12 @@ from edgecompress.prune.common import (
     parse_names,
     parse_ratios,
 )
-from edgecompress.prune.sensitivity import sensitivity, sensitivity_png, suggest_layer_ratios
+from edgecompress.prune.sensitivity import (
+    DEFAULT_RATIOS,
+    sensitivity,
+    sensitivity_section,
+    suggest_layer_ratios,
+)
 from edgecompress.prune.structured import (
     StructuredConfig,
     _check_importance_fits,
@@ -81,6 +86,14 @@ class PruneConfig:
     device_class: str = field(
         default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class of a latency budget"}
     )
+    target_latency_ms: float = field(
+        default=0.0,
+        metadata={"help": "structured: latency-aware per-layer ratios until p50 on device_class ≤ this (ms)"},
+    )
+    latency_ratio: float = field(
+        default=0.0,
+        metadata={"help": "structured: latency-aware, to this fraction of the unpruned measured p50"},
+    )
     steps: int = field(default=1, metadata={"help": "iterative schedule: prune in this many steps"})
     finetune_epochs_between: int = field(default=0, metadata={"help": "fine-tuning epochs between steps"})
     finetune_epochs_after: int = field(default=2, metadata={"help": "fine-tuning epochs after the last step"})
@@ -101,7 +114,7 @@ class PruneConfig:
         },
     )
     sensitivity_ratios: tuple[float, ...] = field(
-        default=(0.25, 0.5, 0.75),
+        default=DEFAULT_RATIOS,
         metadata={"help": "structured: the ratios the sensitivity analysis tries on each layer"},
     )
     sensitivity_max_drop: float = field(
@@ -144,6 +157,8 @@ class PruneConfig:
             budget_metric=self.budget_metric,
             budget=self.budget,
             device_class=self.device_class,
+            target_latency_ms=self.target_latency_ms,
+            latency_ratio=self.latency_ratio,
             steps=self.steps,
             finetune_between=self.finetune(self.finetune_epochs_between),
             finetune_after=self.finetune(self.finetune_epochs_after),
@@ -232,7 +247,10 @@ def prune_step(
                     **structured.layer_ratios,
                 }
         if method == "structured":
-            child, report = prune_structured(
+            from edgecompress.prune.latency import prune_for_latency
+
+            prune = prune_for_latency if structured.latency_target else prune_structured
+            child, report = prune(
                 module, dataset.input_shape, dataset.num_classes, structured, dataset, progress
             )
         else:
@@ -280,7 +298,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
-    from edgecompress.reports import html_page, html_table, png_img_tag
+    from edgecompress.reports import html_page, html_table
 
     p, c = stats["parent"], stats["child"]
     keys = ("params", "nonzero_params", "macs", "onnx_bytes", "gzip_bytes")
@@ -352,15 +370,11 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
                     ),
                 )
             )
+        if report.get("latency_aware"):
+            from edgecompress.prune.latency import latency_section_html
+
+            sections.append(("Latency-aware allocation", latency_section_html(report["latency_aware"])))
         sens = report.get("sensitivity")
         if sens:
-            rows = [[n, *(accs[str(r)] for r in sens["ratios"])] for n, accs in sens["accuracy"].items()]
-            table = html_table(["layer", *(f"ratio {r}" for r in sens["ratios"])], rows)
-            base = f"<p>Unpruned validation accuracy {sens['baseline_accuracy']:.4f} on {sens['samples']} samples.</p>"
-            sections.append(
-                (
-                    "Sensitivity (each layer alone, no fine-tuning)",
-                    base + table + png_img_tag(sensitivity_png(sens), "sensitivity"),
-                )
-            )
+            sections.append(sensitivity_section(sens))
     return html_page(f"Pruning ({report['method']})", sections)

@@ -64,6 +64,16 @@ class StructuredConfig:
     prune_heads: bool = True  # remove whole attention heads (else attention projections keep their width)
     # attention modules whose head count is in no attribute the pruner knows (`prune.attention`): name -> heads
     attention_heads: dict[str, int] = field(default_factory=dict)
+    # latency-aware allocation (prune.latency): a p50 target on `device_class`, in ms or as a fraction of
+    # the measured unpruned p50, met by per-layer ratios from a measured latency table (replaces `ratio`)
+    target_latency_ms: float = 0.0
+    latency_ratio: float = 0.0
+    latency_points: tuple[float, ...] = (0.75, 0.5, 0.25)  # kept fractions the table measures per layer
+    latency_cache: str = ""  # folder of latency tables ("": $EDGECOMPRESS_CACHE_DIR or ~/.cache/edgecompress)
+
+    @property
+    def latency_target(self) -> bool:
+        return bool(self.target_latency_ms or self.latency_ratio)
 
     def validate(self) -> None:
         check_importance(self.importance)
@@ -91,6 +101,28 @@ class StructuredConfig:
         for cfg in (self.finetune_between, self.finetune_after):
             if cfg:
                 cfg.validate()
+        self._validate_latency_target()
+
+    def _validate_latency_target(self) -> None:
+        if not self.target_latency_ms >= 0 or not 0 <= self.latency_ratio < 1:
+            raise ConfigError(
+                f"target_latency_ms must be ≥ 0 and latency_ratio in [0, 1), got {self.target_latency_ms}, "
+                f"{self.latency_ratio}"
+            )
+        if not self.latency_target:
+            return
+        if self.target_latency_ms and self.latency_ratio:
+            raise ConfigError("give target_latency_ms or latency_ratio, not both")
+        if self.budget_metric or self.layer_ratios or self.global_pruning:
+            raise ConfigError(
+                "a latency target (target_latency_ms / latency_ratio) sets the per-layer ratios itself: "
+                "it cannot be combined with budget_metric, layer_ratios or global_pruning"
+            )
+        for keep in self.latency_points:
+            _check_ratio("latency_points (kept fractions)", keep)
+        from edgecompress.runtime.devices import emulated_device_class
+
+        emulated_device_class(self.device_class)
 
     def as_params(self) -> dict[str, Any]:
         d = asdict(self)
@@ -383,6 +415,11 @@ def prune_structured(
     """Remove channels from (a copy of) `model` by the config's target and schedule. Returns the
     pruned model and a report: cost before/after, per-step validation accuracy, budget trace."""
     config.validate()
+    if config.latency_target:
+        raise ConfigError(
+            "a latency target (target_latency_ms / latency_ratio) is met by prune.latency.prune_for_latency, "
+            "which measures the latency table and prunes with the per-layer ratios it allocates"
+        )
     seed_everything(config.seed)
     model = copy.deepcopy(model).eval()
     check_model_fits(model, input_shape, num_classes)
@@ -399,16 +436,19 @@ def prune_structured(
     trace: list[dict[str, float]] = []
     ratio = config.ratio
     if shuffle is not None:
-        if config.budget_metric or config.layer_ratios or config.global_pruning:
+        if config.budget_metric or config.layer_ratios or config.global_pruning or config.latency_target:
             raise ModelError(
                 f"{shuffle}. Internal-width pruning (what structured pruning does on such a model) takes a "
                 "uniform ratio only: no budget, layer_ratios or global ranking"
             ) from shuffle
         keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
         pruner = InternalWidthPruner(
-            find_sandwiches(model, keep), ratio, config.steps, config.importance,
+            find_sandwiches(model, keep),
+            ratio,
+            config.steps,
+            config.importance,
             f"torch-pruning cannot trace {type(model).__name__} (a channel shuffle regroups the channel axis)",
-        )  # fmt: skip
+        )
         log.warning("%s", pruner.note)
     elif config.budget_metric:
         # the safety probe runs once: the budget search and the schedule prune the same model and config
