@@ -240,7 +240,7 @@ def plot(results: dict[str, Any]) -> bytes:
         range(len(mids)),
         mids,
         yerr=errs,
-        color=["tab:red" if "all" in lab else "tab:green" for lab in labels],
+        color=["tab:red" if lab.endswith("all_int8") else "tab:green" for lab in labels],
     )
     a.axhline(1, color="grey", ls="--", lw=1)
     a.set_xticks(range(len(mids)), labels, fontsize=7)
