@@ -37,7 +37,8 @@ def test_no_trial_faster_than_demanded_is_never_a_success(trained_model, digits_
     )
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["passed"] is False and out["autotune"]["passed"] is False
-    assert len(result["trials"]) == 5  # every PTQ variant was tried
+    assert len(result["trials"]) == 6  # every PTQ variant was tried (the int4-weights candidate included)
+    assert [t["config"]["weight_bits"] for t in result["trials"]].count(4) == 1
     assert all(any("not faster" in r for r in t["reasons"]) for t in result["trials"])
     assert all("not_faster" in t["reason_codes"] and t["gain_ok"] is False for t in result["trials"])
     assert all(AutotuneTrial.from_json(t).to_json() == t for t in result["trials"])  # the type holds it all
