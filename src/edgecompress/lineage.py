@@ -320,6 +320,21 @@ def log_report(path: Path) -> None:
     )
 
 
+def log_task_outputs(artifact_path: str, files: dict[str, str | bytes], metrics: dict[str, float]) -> None:
+    """Files (name -> content, under `artifact_path`) and metrics on the active task run, e.g. a
+    search's Pareto front and its trial counts."""
+    import tempfile
+
+    mlflow = _mlflow()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-log-") as tmp:
+        for name, content in files.items():
+            target = Path(tmp) / name
+            target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+        mlflow.log_artifacts(tmp, artifact_path=artifact_path)
+    if metrics:
+        mlflow.log_metrics(metrics)
+
+
 def log_dataset(meta: dict[str, Any], context: str) -> None:
     """Record a dataset (by our content digest) as an input of the active run."""
     mlflow = _mlflow()

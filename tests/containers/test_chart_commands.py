@@ -52,7 +52,7 @@ def production_model(mlflow_server, digits_artifact, tmp_path, monkeypatch):  # 
         TrainConfig(epochs=1, batch_size=64),
         Lineage(),
         progress=False,
-    )
+    ).info
     lineage.register(info["mlflow_model_id"], "fashion-mnist-cnn", ["rpi4-production"])
     d = load_digits(seed=7)
     batch = tmp_path / "latest.npz"

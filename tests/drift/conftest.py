@@ -64,7 +64,7 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
             TrainConfig(epochs=4, batch_size=64),
             ctx,
             progress=False,
-        )
+        ).info
         lineage.register(digits["mlflow_model_id"], "digits-drift", ["rpi4-emulated"])
         wine_path = tmp / "wine.npz"
         save_dataset(wine_dataset(), wine_path)
@@ -75,7 +75,7 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
             TrainConfig(epochs=2, batch_size=32),
             ctx,
             progress=False,
-        )
+        ).info
         lineage.register(wine["mlflow_model_id"], "wine-drift", ["rpi4-emulated"])
         # a model with no dataset lineage: logged without dataset tags
         with ctx.task("imported"):

@@ -40,6 +40,7 @@ def loop(mlflow_server, digits_artifact: Path, tmp_path_factory: pytest.TempPath
     from edgecompress.evaluate import evaluate_step
     from edgecompress.gate import GateConfig, gate_step
     from edgecompress.measure import Measurement
+    from edgecompress.params import build
     from edgecompress.prune import PruneConfig, prune_step
     from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.step import Lineage
@@ -57,7 +58,7 @@ def loop(mlflow_server, digits_artifact: Path, tmp_path_factory: pytest.TempPath
             ctx,
             progress=False,
         )
-        prune_step(tmp / "train", digits_artifact, tmp / "prune", **PruneConfig(ratio=0.4, finetune_epochs_after=2, lr=2e-2).step_arguments(),
+        prune_step(tmp / "train", digits_artifact, tmp / "prune", build(PruneConfig, dict(ratio=0.4, finetune_epochs_after=2, lr=2e-2)),
                    lineage_ctx=ctx, progress=False)  # fmt: skip
         quantize_step(
             tmp / "prune", digits_artifact, tmp / "v1", StaticQuantConfig(calibration_samples=64), ctx

@@ -36,11 +36,11 @@ def cmd_nas(a: argparse.Namespace) -> int:
     output = a.output.resolve()
     storage = options.storage or f"sqlite:///{output.parent / (output.name + '.study.db')}"
     front = a.front or output.parent / f"{output.name}.front.json"
-    info = nas_step(
+    result = nas_step(
         a.dataset, output, front, a.report, options.search_space, constraints, config, storage, options.study_name,
         options.farm_url, a.reference_model, _lineage(a),
     )  # fmt: skip
-    s = info["nas_summary"]
+    s, info = result.extra["nas_summary"], result.info
     return _print(
         {
             "study": s["study_name"], "storage": storage, "counts": s["counts"], "budget": s["budget"],
