@@ -9,6 +9,7 @@ front JSON holds); its outputs are written only after the search and the retrain
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -118,6 +119,77 @@ class _TrialRuns:
         self.run_ids[record["number"]] = run.info.run_id
 
 
+RETRAIN_KEYS = ("batch_size", "lr", "augment", "seed")  # the pick's retraining, as model.json records it
+
+
+def _measure_reference(ref, meter: LatencyMeter, config: NasConfig) -> dict[str, Any]:
+    """The reference's own ONNX, measured like the front."""
+    spec = ref.info.get("spec")
+    return {
+        "spec": spec if isinstance(spec, dict) and "family" in spec else None,
+        "model_id": ref.info.get("mlflow_model_id"),
+        **meter.measure_onnx(ref.onnx_path, config.final_bench),
+    }
+
+
+def _finish(package, made, *, summary, meter, config, front_path, report_path, tracked: bool) -> None:
+    """After the runner saved the pick: measure its ONNX, record the pick in model.json, log the front
+    to the search's run, write the front JSON and the report."""
+    pick, final, device_class = summary["pick"], summary["pick"]["final"], summary["device_class"]
+    final.update(meter.measure_onnx(package.onnx_path, config.final_bench))
+    nas = {k: summary[k] for k in ("study_name", "device_class", "budget", "counts")}
+    nas["pick"] = {"trial": pick["number"], "search_accuracy": pick["accuracy"], **final}
+    package.update_info({"nas": nas})
+    made.metrics[f"bench.{device_class}.p50_ms"] = final["p50_ms"]
+    title = f"NAS on {device_class}: {summary['study_name']}"
+    png = front_png(summary["trials"], summary["front"], pick, summary["reference"], title)
+    if tracked:
+        lineage.log_task_outputs(
+            "nas",
+            {"pareto_front.json": json.dumps(summary, indent=2, default=str), "pareto_front.png": png},
+            {
+                "nas.trials_finished": summary["budget"]["trials_finished"],
+                "nas.front_size": len(summary["front"]),
+                "nas.search_seconds": summary["budget"]["search_seconds"],
+                **{f"nas.{k}": v for k, v in summary["counts"].items()},
+            },
+        )
+    write_json(Path(front_path), summary)
+    if report_path is not None:
+        write_report(report_path, nas_report(summary, png))
+
+
+def _summary(
+    study_name, storage, constraints, config, space, meter, found, reference, search_seconds, trial_run_ids
+):
+    """What the front JSON holds (and `StepResult.extra["nas_summary"]`): `found` is (trials, front,
+    pick, final)."""
+    trials, front, pick, final = found
+    return {
+        "study_name": study_name,
+        "storage": storage or f"{STUDY_FILE} in the Model artifact",
+        "device_class": constraints.device_class,
+        "emulated": meter.emulated,
+        "constraints": asdict(constraints),
+        "config": asdict(config),
+        "search_space": space.as_dict(),
+        "budget": {
+            "n_trials": config.n_trials,
+            "timeout_s": config.timeout_s,
+            "trials_finished": len(trials),
+            "search_seconds": search_seconds,
+        },
+        "counts": {
+            s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "infeasible", "fail")
+        },
+        "trials": trials,
+        "front": front,
+        "pick": {**pick, "final": final},
+        "reference": reference,
+        "trial_run_ids": trial_run_ids,
+    }
+
+
 def nas_step(
     dataset_path: Path,
     output_dir: Path,
@@ -173,14 +245,7 @@ def nas_step(
             progress=progress,
         )
         trials, front, pick = summarize(study, meter, constraints, config)
-        reference = None
-        if ref is not None:  # the reference's own ONNX, measured like the front
-            spec = ref.info.get("spec")
-            reference = {
-                "spec": spec if isinstance(spec, dict) and "family" in spec else None,
-                "model_id": ref.info.get("mlflow_model_id"),
-                **meter.measure_onnx(ref.onnx_path, config.final_bench),
-            }
+        reference = _measure_reference(ref, meter, config) if ref is not None else None
         search_seconds = time.monotonic() - started
         log.info(
             "NAS pick: trial %d, search accuracy %.4f, p50 %.3f ms",
@@ -197,69 +262,17 @@ def nas_step(
             **dataset_model_info(dataset),
             "spec": pick["spec"],
             "history": history.as_dict(),
-            "train_config": {
-                "epochs": config.final_epochs,
-                "batch_size": config.batch_size,
-                "lr": config.lr,
-                "augment": config.augment,
-                "seed": config.seed,
-            },
+            "train_config": {"epochs": config.final_epochs, **{k: getattr(config, k) for k in RETRAIN_KEYS}},
         }
-        summary = {
-            "study_name": state["study"],
-            "storage": storage or f"{STUDY_FILE} in the Model artifact",
-            "device_class": constraints.device_class,
-            "emulated": meter.emulated,
-            "constraints": asdict(constraints),
-            "config": asdict(config),
-            "search_space": space.as_dict(),
-            "budget": {
-                "n_trials": config.n_trials,
-                "timeout_s": config.timeout_s,
-                "trials_finished": len(trials),
-                "search_seconds": search_seconds,
-            },
-            "counts": {
-                s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "infeasible", "fail")
-            },
-            "trials": trials,
-            "front": front,
-            "pick": {**pick, "final": final},
-            "reference": reference,
-            "trial_run_ids": trial_runs.run_ids if trial_runs else {},
-        }
+        summary = _summary(
+            state["study"], storage, constraints, config, space, meter, (trials, front, pick, final), reference,
+            search_seconds, trial_runs.run_ids if trial_runs else {},
+        )  # fmt: skip
         trial_run = summary["trial_run_ids"].get(pick["number"], "")
-
-        def finish(package, made: Child) -> None:
-            final.update(meter.measure_onnx(package.onnx_path, config.final_bench))
-            nas = {k: summary[k] for k in ("study_name", "device_class", "budget", "counts")}
-            nas["pick"] = {"trial": pick["number"], "search_accuracy": pick["accuracy"], **final}
-            package.update_info({"nas": nas})
-            made.metrics[f"bench.{constraints.device_class}.p50_ms"] = final["p50_ms"]
-            png = front_png(
-                trials,
-                front,
-                summary["pick"],
-                reference,
-                f"NAS on {constraints.device_class}: {state['study']}",
-            )
-            if inputs.run_id:
-                lineage.log_task_outputs(
-                    "nas",
-                    {
-                        "pareto_front.json": json.dumps(summary, indent=2, default=str),
-                        "pareto_front.png": png,
-                    },
-                    {
-                        "nas.trials_finished": summary["budget"]["trials_finished"],
-                        "nas.front_size": len(front),
-                        "nas.search_seconds": search_seconds,
-                        **{f"nas.{k}": v for k, v in summary["counts"].items()},
-                    },
-                )
-            write_json(Path(front_path), summary)
-            if report_path is not None:
-                write_report(report_path, nas_report(summary, png))
+        finish = functools.partial(
+            _finish, summary=summary, meter=meter, config=config, front_path=front_path,
+            report_path=report_path, tracked=bool(inputs.run_id),
+        )  # fmt: skip
 
         return Child(
             model,
