@@ -48,8 +48,8 @@ def machine_info() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from edgecompress.farm.device import cpu_model
     from edgecompress.quantize import cpu_needs_reduce_range
+    from edgecompress.runtime.facts import cpu_model
 
     commit = git_commit(Path(__file__).parent)
     return {

@@ -113,14 +113,14 @@ podman build --platform linux/arm64 --network=none -f "$dockerfile" \
 rm -rf "$ctx/deps" "$ctx/site-packages"
 step "image built"
 # ONNX Runtime imports and sees an aarch64 CPU (under QEMU: with an aarch64 /proc/cpuinfo mounted,
-# without which its import segfaults; see edgecompress.farm.device.emulated_cpuinfo).
+# without which its import segfaults; see edgecompress.runtime.facts.emulated_cpuinfo).
 smoke=(podman run --rm --network=none --platform linux/arm64 --entrypoint python3)
 if [ "$(uname -m)" != aarch64 ]; then
-  PYTHONPATH=src "$PYTHON" -c 'from edgecompress.farm.device import emulated_cpuinfo; print(emulated_cpuinfo("cortex-a72"))' \
+  PYTHONPATH=src "$PYTHON" -c 'from edgecompress.runtime.facts import emulated_cpuinfo; print(emulated_cpuinfo("cortex-a72"))' \
     > "$ctx/cpuinfo-cortex-a72"
   smoke+=(-e QEMU_CPU=cortex-a72 -v "$ctx/cpuinfo-cortex-a72:/proc/cpuinfo:ro")
 fi
-"${smoke[@]}" "$tag" -c "import platform, onnxruntime as o; from edgecompress.farm.device import cpu_features as c; \
+"${smoke[@]}" "$tag" -c "import platform, onnxruntime as o; from edgecompress.runtime.facts import cpu_features as c; \
 print('smoke test:', platform.machine(), 'onnxruntime', o.__version__, o.get_available_providers(), c())" >&2
 echo "built $tag in $(( $(date +%s) - start )) s" >&2
 echo "$tag"

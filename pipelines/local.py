@@ -23,8 +23,8 @@ from typing import Any
 
 from edgecompress import lineage
 from edgecompress.errors import ConfigError, EdgeCompressError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES, emulated_device_class, parse_device_classes
 from edgecompress.io import atomic_path
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, emulated_device_class, parse_device_classes
 from edgecompress.zoo import parse_spec
 
 log = logging.getLogger(__name__)

@@ -1,96 +1,243 @@
-"""The layers point down: cli / components / pipelines -> the library (step functions -> techniques ->
-core). The library never imports an adapter, nor KFP; core never imports a technique."""
+"""The layers point down, on every module of the package (src/edgecompress walked recursively, plus the
+components and pipelines shipped as edgecompress.components / edgecompress.pipelines), with the rules
+in one table (LAYERS: which layer each package or module is in; MAY_IMPORT: which layers a layer may
+import), and no import circle between modules. Imports inside functions count: a lazy import is
+still an edge (static tools and readers see it; it only hides a circle from the interpreter)."""
 
 from __future__ import annotations
 
 import ast
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "edgecompress"
-ADAPTERS = ("edgecompress.cli", "edgecompress.components", "edgecompress.pipelines")
-# The core: data in and out, models, artifacts, tracking, measurement (the device farm and the one
-# latency path, the device profiles and the decision statistics), parameter surfaces, and the step
-# mechanism built on them.
-CORE = {
-    "errors", "io", "settings", "progress", "reports", "storage", "data", "zoo", "export", "lineage",
-    "step", "platform", "params", "measure", "farm", "edge", "stats", "profiles",
+ROOT = Path(__file__).resolve().parents[1]
+# Where each importable package's source lives (the repository layout; pyproject maps the same).
+SOURCES = {
+    "edgecompress": ROOT / "src" / "edgecompress",
+    "edgecompress.components": ROOT / "components",
+    "edgecompress.pipelines": ROOT / "pipelines",
+}
+
+# The rules, in one table. A module belongs to the layer of its longest prefix listed here.
+LAYERS = {
+    # core: data in and out, models, artifacts, tracking, parameter surfaces, decision statistics, the
+    # command-line runner, and the runtime (device vocabulary, benchmark runner, executors, logits,
+    # latency measurement on this machine)
+    "core": (
+        "edgecompress", "edgecompress.errors", "edgecompress.io", "edgecompress.settings",
+        "edgecompress.progress", "edgecompress.reports", "edgecompress.storage", "edgecompress.data",
+        "edgecompress.zoo", "edgecompress.export", "edgecompress.lineage", "edgecompress.platform",
+        "edgecompress.params", "edgecompress.stats", "edgecompress.entry", "edgecompress.runtime",
+    ),
+    # the step mechanism every technique's step goes through (validate, track, load, save, log)
+    "step": ("edgecompress.step",),
+    # the farm's client side: dispatch jobs to a farm, or start a private loopback farm to dispatch to
+    "farm-client": ("edgecompress.farm.client", "edgecompress.farm.local", "edgecompress.farm.admin"),
+    # the device farm, a service over the runtime (controller, store, agent, its own entry point)
+    "service": ("edgecompress.farm",),
+    # techniques (and the steps and checks built from them); edge benchmarks on farms
+    "technique": (
+        "edgecompress.train", "edgecompress.evaluate", "edgecompress.prune", "edgecompress.quantize",
+        "edgecompress.distill", "edgecompress.nas", "edgecompress.edge", "edgecompress.isa",
+        "edgecompress.gate", "edgecompress.audit", "edgecompress.drift", "edgecompress.architectures",
+    ),
+    # adapters: the terminal, Kubeflow components, pipelines
+    "adapter": ("edgecompress.cli", "edgecompress.components", "edgecompress.pipelines"),
 }  # fmt: skip
+MAY_IMPORT = {
+    "core": {"core"},
+    "step": {"core", "step"},
+    "farm-client": {"core", "farm-client"},
+    "service": {"core", "farm-client", "service"},
+    "technique": {"core", "step", "farm-client", "technique"},
+    "adapter": {"core", "step", "farm-client", "service", "technique", "adapter"},
+}
+# Third-party packages only adapters may import (the library runs without Kubeflow).
+ADAPTER_ONLY = ("kfp",)
 
 
-def _library_modules() -> list[Path]:
-    out = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        rel = path.relative_to(PACKAGE)
-        if rel.parts[0] in ("cli", "components", "pipelines"):
+def _files() -> Iterator[tuple[str, Path]]:
+    """(module name, file) for every Python module under SOURCES, the package's symlinks skipped (a
+    package maps to its own source above)."""
+    for package, folder in SOURCES.items():
+        if not folder.is_dir():
             continue
-        out.append(path)
-    return out
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(folder)
+            if any(p in ("tests", "__pycache__") for p in rel.parts) or any(
+                (folder / Path(*rel.parts[:i])).is_symlink() for i in range(1, len(rel.parts))
+            ):
+                continue
+            parts = rel.with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            yield ".".join((package, *parts)), path
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """Absolute module names a file imports (relative imports resolved), with line numbers."""
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
-    package = list(rel.parts[:-1])
+def _module_names() -> dict[str, Path]:
+    return dict(_files())
+
+
+def _imports(module: str, path: Path, known: set[str]) -> list[tuple[int, str]]:
+    """(line, name) for each import in the file: modules of the package resolved to the deepest known
+    module (`from a import b` is a.b when b is a module), other names as written."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            found += [(node.lineno, base)]
-            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.append((node.lineno, sub if sub in known else base))
+    out = []
+    for line, name in found:
+        resolved = name
+        while resolved not in known and resolved.startswith("edgecompress."):
+            resolved = resolved.rpartition(".")[0]
+        # a name under no known module but the root (a package not walked) keeps its own layer
+        out.append((line, resolved if resolved != "edgecompress" else name))
+    return out
+
+
+def layer_of(module: str) -> str:
+    best, found = -1, ""
+    for layer, prefixes in LAYERS.items():
+        for prefix in prefixes:
+            inside = module.startswith(prefix + ".") and prefix != "edgecompress"  # the root: itself only
+            if (module == prefix or inside) and len(prefix) > best:
+                best, found = len(prefix), layer
+    if not found:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/test_layers.py")
     return found
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
-    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-    return ".".join(parts)
+def import_graph() -> dict[str, dict[str, int]]:
+    """module -> {imported module of the package: first line}."""
+    names = _module_names()
+    known = set(names)
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in names.items():
+        edges = graph.setdefault(module, {})
+        for line, name in _imports(module, path, known):
+            if name in known and name != module and name != "edgecompress":
+                edges.setdefault(name, line)
+    return graph
 
 
-def test_the_library_never_imports_an_adapter_or_kfp():
+def upward_edges() -> list[str]:
+    names = _module_names()
+    known = set(names)
     violations = []
-    for path in _library_modules():
-        if path.name == "__main__.py":
-            continue  # `python -m edgecompress.farm` is an entry point: an adapter by nature
-        for line, name in _imports(path):
-            if name.startswith(ADAPTERS) or name == "kfp" or name.startswith("kfp."):
-                violations.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
-    assert violations == []
+    for module, path in names.items():
+        layer = layer_of(module)
+        for line, name in dict.fromkeys(_imports(module, path, known)):
+            where = f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{line}"
+            if name.split(".")[0] in ADAPTER_ONLY and layer != "adapter":
+                violations.append(f"{where} ({layer}) imports {name}")
+            elif name.startswith("edgecompress") and layer_of(name) not in MAY_IMPORT[layer]:
+                violations.append(f"{where} ({layer}) imports {name} ({layer_of(name)})")
+    return violations
 
 
-def test_core_modules_never_import_a_technique():
-    violations = []
-    for path in _library_modules():
-        module = _module_name(path).split(".")
-        if len(module) != 2 or module[1] not in CORE:
-            continue
-        for line, name in _imports(path):
-            parts = name.split(".")
-            if (
-                parts[0] == "edgecompress"
-                and len(parts) > 1
-                and parts[1] not in CORE
-                and parts[1] != "__version__"
-            ):
-                violations.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
-    assert violations == []
+def circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as a list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
 
 
-@pytest.mark.parametrize("forbidden", ["from edgecompress.pipelines.local import run_pipeline", "import kfp"])
-def test_the_rule_catches_a_violation(tmp_path, forbidden):
-    """The checker itself fails on a library module that imports upward (it is not vacuous)."""
-    fake = tmp_path / "edgecompress"
-    fake.mkdir()
-    (fake / "quantize.py").write_text(f"def f():\n    {forbidden}\n")
-    global PACKAGE
-    saved, PACKAGE = PACKAGE, fake
-    try:
-        with pytest.raises(AssertionError):
-            test_the_library_never_imports_an_adapter_or_kfp()
-    finally:
-        PACKAGE = saved
+def test_every_module_is_in_a_layer():
+    names = _module_names()
+    # the walk reaches the subpackages, not only the top level
+    for package in ("farm", "data", "runtime", "drift", "nas", "prune", "quantize", "cli"):
+        assert any(m.startswith(f"edgecompress.{package}.") for m in names), package
+    assert any(m.startswith("edgecompress.components.") for m in names)
+    assert any(m.startswith("edgecompress.pipelines.") for m in names)
+    for module in names:
+        layer_of(module)
+
+
+def test_no_upward_edge():
+    """Each import goes to a layer MAY_IMPORT allows: the library never imports an adapter nor KFP,
+    core never imports a technique or the farm, techniques reach the farm only through its client."""
+    assert upward_edges() == []
+
+
+def test_no_import_circle():
+    assert circles(import_graph()) == []
+
+
+# --- the checker itself is not vacuous -----------------------------------------------------------
+
+
+def _fake_package(tmp_path: Path, files: dict[str, str]) -> dict[str, Path]:
+    root = tmp_path / "edgecompress"
+    for rel, text in {"__init__.py": "", **files}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return {"edgecompress": root}
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"quantize.py": "def f():\n    from edgecompress.pipelines.local import run_pipeline\n"},
+        {"quantize.py": "import kfp\n"},
+        {"export.py": "from edgecompress.farm.runner import benchmark\n", "farm/__init__.py": "",
+         "farm/runner.py": ""},
+        {"runtime/__init__.py": "", "runtime/measure.py": "def f():\n    from edgecompress.edge import x\n",
+         "edge.py": ""},
+        {"farm/__init__.py": "", "farm/__main__.py": "from edgecompress.cli import main\n",
+         "cli/__init__.py": ""},
+        {"gate.py": "from edgecompress.farm import controller\n", "farm/__init__.py": "",
+         "farm/controller.py": ""},
+    ],
+)  # fmt: skip
+def test_the_layer_rule_catches_an_upward_edge(tmp_path, monkeypatch, files):
+    monkeypatch.setattr(sys.modules[__name__], "SOURCES", _fake_package(tmp_path, files))
+    assert len(upward_edges()) == 1
+
+
+def test_the_circle_rule_catches_a_lazy_circle(tmp_path, monkeypatch):
+    files = {
+        "runtime/__init__.py": "",
+        "runtime/measure.py": "def f():\n    from edgecompress.runtime import executor\n",
+        "runtime/executor.py": "from edgecompress.runtime.measure import f\n",
+    }
+    monkeypatch.setattr(sys.modules[__name__], "SOURCES", _fake_package(tmp_path, files))
+    assert circles(import_graph()) == [["edgecompress.runtime.executor", "edgecompress.runtime.measure"]]

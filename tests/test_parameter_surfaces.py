@@ -68,7 +68,7 @@ def _subcommand(name: str) -> argparse.ArgumentParser:
 @pytest.mark.parametrize(
     ("command", "configs"),
     [
-        ("quantize", ("edgecompress.quantize.config:QuantConfig", "edgecompress.measure:Measurement")),
+        ("quantize", ("edgecompress.quantize.config:QuantConfig", "edgecompress.edge:Measurement")),
         ("autotune", ("edgecompress.quantize.autotune:AutotuneConfig",)),
         ("train", ("edgecompress.train:TrainConfig", "edgecompress.zoo:ModelChoice")),
         ("benchmark", ("edgecompress.edge:EdgeBenchmarkConfig",)),

@@ -32,9 +32,9 @@ from benchmarks.common import (
     write_report,
 )
 from edgecompress.data import Dataset, load_digits
+from edgecompress.edge import Measurement
 from edgecompress.evaluate import model_stats
 from edgecompress.export import export_onnx
-from edgecompress.measure import Measurement
 from edgecompress.prune import StructuredConfig, prune_structured
 from edgecompress.quantize.config import QuantConfig
 from edgecompress.quantize.ptq import quantize_static_measured

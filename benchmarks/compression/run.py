@@ -293,7 +293,7 @@ def _onnx_of(path: Path) -> Path:
 def measure_latency(rows: dict[str, dict[str, Any]], s: dict[str, Any]) -> dict[str, Any]:
     """p50 of each row's first-seed model (seeds share the architecture) in interleaved rounds, the order
     rotated every round, so load on a shared machine hits every row alike."""
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
 
     meter = Measurement(s["device_class"], None, s["min_runs"], s["min_duration_s"])
     names = list(rows)

@@ -98,7 +98,7 @@ def bare_p50(model: Path, threads: int, cores: list[int] | None, settings: dict[
 
 def fidelity(farm: Any, models: dict[str, Path], settings: dict[str, Any], reps: int) -> list[dict[str, Any]]:
     from edgecompress.farm.client import FarmClient
-    from edgecompress.farm.devices import emulated_classes
+    from edgecompress.runtime.devices import emulated_classes
 
     client = FarmClient(farm.url, farm.client_token)
     rows = []

@@ -107,7 +107,7 @@ def build_models(parent: Path, dataset_path: Path, rows: list[tuple[str, Any]], 
 def run_target(files: dict[str, Path], x: np.ndarray, device_class: str, image: str) -> tuple[dict, dict]:
     """All models in one container run on the class's QEMU CPU: (logits per row, runner info)."""
     from edgecompress.isa import IsaCheckConfig, run_on_isa
-    from edgecompress.profiles import emulated_cpu
+    from edgecompress.runtime.devices import emulated_cpu
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-isa-bench-") as tmp:
         job = Path(tmp)
@@ -193,7 +193,7 @@ def timed_check(
 def bench_network(name: str, parent: Path, dataset_path: Path, quick: bool, image: str, every: int,
                   workdir: Path) -> dict[str, Any]:  # fmt: skip
     from edgecompress.data import load_dataset
-    from edgecompress.farm.logits import model_logits
+    from edgecompress.runtime.logits import model_logits
 
     rows = variants(quick, qat_samples=2000 if quick else 10000)
     files = build_models(parent, dataset_path, rows, workdir / name)

@@ -181,7 +181,7 @@ def interleaved_latency(paths: dict[str, Path], settings: dict[str, Any]) -> dic
     """Each row's p50 per round; every round measures every model once, in an order that rotates and
     flips from round to round, so load on the shared machine hits all rows alike."""
     from benchmarks.common import rotating_rounds
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
 
     meter = Measurement(DEVICE, None, settings["min_runs"], settings["min_duration_s"])
     return rotating_rounds(
@@ -200,9 +200,9 @@ def bench_model(
     """`machine` is read when the run starts (its commit is the code that ran, not a later checkout)."""
     from benchmarks.common import mean_interval
     from edgecompress.data import load_dataset
+    from edgecompress.edge import Measurement
     from edgecompress.export import load_model_package
     from edgecompress.gate import speedup_interval
-    from edgecompress.measure import Measurement
     from edgecompress.quantize import quantize_model
     from edgecompress.quantize.autotune import AutotuneConfig, Criterion, autotune
 
@@ -293,8 +293,8 @@ def bench_model(
 
 def target_settings() -> dict[str, Any]:
     """What the target's profile decides, recorded beside the results."""
-    from edgecompress.profiles import profile, quantization_target
     from edgecompress.quantize import QuantConfig
+    from edgecompress.runtime.devices import profile, quantization_target
 
     board = quantization_target(DEVICE)
     return {"device_class": DEVICE, "emulated": profile(DEVICE).emulated, "quantization_target": board.name,
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for noisy in ("onnxruntime", "edgecompress.farm"):
+    for noisy in ("onnxruntime", "edgecompress.farm", "edgecompress.runtime"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("EDGECOMPRESS_NO_PROGRESS", "1")
     if (args.render_only or args.merge) and not (args.out / "results.json").exists():

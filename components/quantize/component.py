@@ -2,7 +2,7 @@
 against its parent."""
 
 from edgecompress.components.factory import technique_component
-from edgecompress.measure import Measurement
+from edgecompress.edge import Measurement
 from edgecompress.quantize import QuantConfig
 from edgecompress.step import Lineage
 

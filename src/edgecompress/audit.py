@@ -309,7 +309,7 @@ def unbenchmarked_versions(device_class: str, client=None) -> list[dict[str, Any
     """Registered versions whose model has no benchmark on a device class. A class that is neither a
     device profile nor benchmarked on any registered model is a ConfigError naming the known classes
     (a typo would otherwise list every version as unbenchmarked, and exit 0)."""
-    from edgecompress.profiles import profiles
+    from edgecompress.runtime.devices import profiles
 
     client = client or lineage.connect()
     rows = []

@@ -1,6 +1,6 @@
 """Edge benchmark: run one model on each requested device class and collect results per class.
 
-Every path runs the same benchmark runner (`farm.runner.run_isolated`: a child process with a
+Every path runs the same benchmark runner (`runtime.runner.run_isolated`: a child process with a
 wall-clock timeout, a memory limit and CPU affinity) and returns the same result schema:
 
 - `farm_url` set: the device farm controller dispatches one job per class to agents on the devices
@@ -11,7 +11,7 @@ wall-clock timeout, a memory limit and CPU affinity) and returns the same result
   Kubernetes node by label, see docs/farm.md); benchmark here, as a real device of that class.
 
 The agents' executors (`benchmark_locally`, `benchmark_on_this_device`, `run_on_device`) live in
-`edgecompress.farm.executor`, importable without torch (the arm64 agent image has none).
+`edgecompress.runtime.executor`, importable without torch (the arm64 agent image has none).
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ from typing import Any
 from edgecompress import lineage
 from edgecompress.errors import BenchmarkError
 from edgecompress.export import load_model_package
-from edgecompress.farm.devices import (
+from edgecompress.io import write_json
+from edgecompress.reports import html_page, html_table, latency_png, png_img_tag
+from edgecompress.runtime import measure
+from edgecompress.runtime.devices import (
     DEFAULT_DEVICE_CLASSES,
     emulated_device_class,
     parse_device_classes,
 )
-from edgecompress.farm.executor import (  # noqa: F401 (re-exported: edge is their public home)
+from edgecompress.runtime.executor import (  # noqa: F401 (re-exported: edge is their public home)
     DEFAULT_MEMORY_LIMIT_BYTES,
     benchmark_locally,
     benchmark_on_this_device,
@@ -37,14 +40,24 @@ from edgecompress.farm.executor import (  # noqa: F401 (re-exported: edge is the
     is_jetson,
     run_on_device,
 )
-from edgecompress.io import write_json
-from edgecompress.measure import Measurement
-from edgecompress.reports import html_page, html_table, latency_png, png_img_tag
 from edgecompress.step import Lineage, write_report
 
 log = logging.getLogger(__name__)
 
 NODE_MODE = "node"
+
+
+class Measurement(measure.Measurement):
+    """The one latency path every technique that checks latency uses (quantize and autotune against
+    the parent, prune budgets, NAS candidates, the gate, drift): `runtime.measure.Measurement` (the
+    settings, local measurement on an emulated class, interleaved rounds, the speed-up interval), and
+    on a device farm when `farm_url` is set (`edge_benchmark`: the farm's client, or this device in
+    node mode)."""
+
+    def on_farm(self, onnx_path: Path) -> dict[str, Any]:
+        return edge_benchmark(Path(onnx_path), [self.device_class], self.settings(), self.farm_url)[
+            self.device_class
+        ]
 
 
 @dataclass

@@ -27,9 +27,9 @@ from edgecompress.export import (
     split_logits,
     validate_onnx,
 )
-from edgecompress.farm.runner import BenchmarkSettings, run_isolated
 from edgecompress.io import write_json
 from edgecompress.reports import confusion_matrix_png, html_page, html_table, png_img_tag
+from edgecompress.runtime.runner import BenchmarkSettings, run_isolated
 from edgecompress.step import Lineage, write_report
 
 

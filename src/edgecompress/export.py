@@ -21,8 +21,8 @@ from torch import nn
 
 from edgecompress.data import Dataset
 from edgecompress.errors import ExportError, ModelError
-from edgecompress.farm.logits import onnx_session
 from edgecompress.io import atomic_path, sha256_file
+from edgecompress.runtime.logits import onnx_session
 
 ONNX_FILE, MODULE_FILE, INFO_FILE = "model.onnx", "module.pt", "model.json"
 DEFAULT_OPSET = 17
@@ -62,7 +62,7 @@ def export_onnx(
 
 
 def onnx_logits(onnx_path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 0) -> np.ndarray:
-    from edgecompress.farm.logits import model_logits
+    from edgecompress.runtime.logits import model_logits
 
     return model_logits(onnx_path, x, threads, batch_size)
 

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from edgecompress import lineage
+from edgecompress.edge import Measurement
 from edgecompress.errors import ConfigError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES, parse_device_classes
 from edgecompress.io import write_json
-from edgecompress.measure import Measurement
 from edgecompress.reports import markdown_table
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, parse_device_classes
 from edgecompress.stats import MIN_LATENCY_ROUNDS, min_decision_images, paired_difference_interval
 from edgecompress.stats import speedup_interval as _speedup_interval
 from edgecompress.step import Lineage, write_report

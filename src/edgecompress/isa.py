@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from edgecompress.errors import BenchmarkError, ConfigError
-from edgecompress.farm.device import normalize_isa
-from edgecompress.farm.devices import parse_device_classes
 from edgecompress.gate import GateConfig, accuracy_breaks_rule, accuracy_drop_interval, check_decision_data
 from edgecompress.io import write_json
 from edgecompress.reports import markdown_table
+from edgecompress.runtime.devices import parse_device_classes
+from edgecompress.runtime.facts import normalize_isa
 from edgecompress.step import write_report
 
 AGENT_IMAGE_ENV = "EDGECOMPRESS_AGENT_IMAGE"
@@ -102,7 +102,7 @@ class IsaCheckConfig:
             raise ConfigError(
                 "isa_max_samples, isa_parent_max_samples and isa_threads must be ≥ 0 and isa_timeout_s > 0"
             )
-        from edgecompress.profiles import profile
+        from edgecompress.runtime.devices import profile
 
         for name in parse_device_classes(g.device_classes):
             profile(name)
@@ -119,7 +119,7 @@ def subsample(n: int, max_samples: int) -> int:
 
 def _plan(classes: list[str]) -> dict[str, dict[str, Any]]:
     """Per class: its ISA, whether it is checked here and how (native or QEMU CPU), or why not."""
-    from edgecompress.profiles import emulated_cpu, profile, quantization_target
+    from edgecompress.runtime.devices import emulated_cpu, profile, quantization_target
 
     host = host_isa()
     plan = {}
@@ -144,7 +144,7 @@ def _plan(classes: list[str]) -> dict[str, dict[str, Any]]:
 def qemu_podman_args(qemu_cpu: str, folder: Path) -> list[str]:
     """`podman run` options that run the arm64 image as `qemu_cpu`: QEMU_CPU, and an aarch64
     /proc/cpuinfo (written into `folder`), without which ONNX Runtime's import segfaults under QEMU."""
-    from edgecompress.farm.device import emulated_cpuinfo
+    from edgecompress.runtime.facts import emulated_cpuinfo
 
     cpuinfo = Path(folder) / f"cpuinfo-{qemu_cpu}"
     cpuinfo.write_text(emulated_cpuinfo(qemu_cpu))
@@ -152,9 +152,9 @@ def qemu_podman_args(qemu_cpu: str, folder: Path) -> list[str]:
 
 
 def run_on_isa(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str = "") -> dict[str, Any]:
-    """Run the job in `job_dir` (see `farm.logits`) natively or in the arm64 agent image under QEMU."""
+    """Run the job in `job_dir` (see `runtime.logits`) natively or in the arm64 agent image under QEMU."""
     if runner == "native":
-        from edgecompress.farm.logits import run_job
+        from edgecompress.runtime.logits import run_job
 
         return run_job(job_dir)
     image = config.isa_image or default_agent_image()
@@ -171,7 +171,7 @@ def run_on_isa(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str
     os.chmod(job_dir, 0o777)  # the image runs as uid 10001 and writes the logits here
     cmd = [
         "podman", "run", "--rm", "--network", "none", *qemu_podman_args(qemu_cpu, job_dir),
-        "-v", f"{job_dir}:/job:z", "--entrypoint", "python3", image, "-m", "edgecompress.farm.logits", "/job",
+        "-v", f"{job_dir}:/job:z", "--entrypoint", "python3", image, "-m", "edgecompress.runtime.logits", "/job",
     ]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=config.isa_timeout_s)
@@ -214,7 +214,7 @@ def isa_check(
     split_size: int | None = None,
 ) -> dict[str, Any]:
     """The check on inputs `x` with labels `y` (already the decision split, maybe subsampled)."""
-    from edgecompress.farm.logits import model_logits
+    from edgecompress.runtime.logits import model_logits
 
     config.validate()
     g = config.gate
@@ -259,7 +259,7 @@ def isa_check(
                 runs[key] = (info, np.load(job / "logits-child.npy"), np.load(job / "logits-parent.npy"),
                              time.perf_counter() - t0)  # fmt: skip
         info, child_t, parent_t, seconds = runs[key]
-        from edgecompress.farm.profilecheck import mismatches
+        from edgecompress.runtime.profilecheck import mismatches
 
         drop = accuracy_drop_interval(parent_correct, child_t.argmax(1) == y, g.confidence)
         reason = accuracy_breaks_rule(drop, g)

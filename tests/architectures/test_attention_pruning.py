@@ -194,7 +194,7 @@ def test_auto_measures_both_and_keeps_the_faster(digits_artifact, tmp_path):
 def test_autotune_measures_the_attention_choice_once_and_reuses_it(digits_artifact, tmp_path):
     """Whether int8 attention MatMuls pay is a property of the graph and the target: the first static
     trial measures it, the later ones (other calibrations) use its answer and say where it came from."""
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
     from edgecompress.quantize.autotune import AutotuneConfig, autotune
 
     path = _float_vit(digits_artifact, tmp_path)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecompress.farm import profilecheck
+from edgecompress.runtime import profilecheck
 from tests.conftest import run_cli, skip_or_fail_in_ci
 from tests.containers.conftest import REPO, _need_podman
 
@@ -85,7 +85,7 @@ def test_agent_image_is_arm64_non_root_without_torch_and_labelled_like_the_compo
 def _cpu_under(image: str, qemu_cpu: str, folder: Path) -> dict:
     from edgecompress.isa import qemu_podman_args
 
-    code = "import json, onnxruntime; from edgecompress.farm.device import cpu_features; print(json.dumps(cpu_features()))"
+    code = "import json, onnxruntime; from edgecompress.runtime.facts import cpu_features; print(json.dumps(cpu_features()))"
     out = _podman("run", "--rm", "--network=none", *qemu_podman_args(qemu_cpu, folder), "--entrypoint", "python3",
                   image, "-c", code)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]

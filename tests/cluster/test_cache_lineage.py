@@ -26,7 +26,7 @@ def parent_run(run_id: str):
 
 @pytest.fixture
 def two_runs(tmp_path, digits_artifact, monkeypatch):
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
     from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step

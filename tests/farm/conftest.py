@@ -89,7 +89,7 @@ class Farm:
 
     def agent_token_for(self, agent_id: str, device_class: str) -> str:
         """The token of agent `agent_id`, enrolled for `device_class` on first use."""
-        from edgecompress.farm.devices import emulated_classes
+        from edgecompress.runtime.devices import emulated_classes
 
         if agent_id not in self.agent_tokens:
             enrolled = self.admin().add_agent(

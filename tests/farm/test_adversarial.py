@@ -115,7 +115,7 @@ def test_provenance_of_a_stored_result_comes_from_the_controller(farm: Farm, mod
     """Issue 29 (2): an agent enrolled without --emulated (the API default) serving rpi4-emulated was
     stored as a real device, with the backend, description, device.emulated, timing_meaningful and
     job_id it claimed."""
-    from edgecompress.profiles import QEMU_TIMING_NOTE, profile
+    from edgecompress.runtime.devices import QEMU_TIMING_NOTE, profile
 
     admin = farm.admin()
     token = admin.add_agent("claims-real", ["rpi4-emulated", "rpi4-qemu", "rpi4"])["token"]  # emulated: False

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES
 from tests.farm.conftest import TINY
 
 
 def test_edge_benchmark_step_runs_through_a_local_farm(tiny_model: Path, tmp_path: Path) -> None:
     """The step the edge_benchmark component calls, with no farm URL (a bare .onnx Model artifact)."""
-    from edgecompress.edge import EdgeBenchmarkConfig, edge_benchmark_step
+    from edgecompress.edge import EdgeBenchmarkConfig, Measurement, edge_benchmark_step
     from edgecompress.io import sha256_file
-    from edgecompress.measure import Measurement
     from edgecompress.step import Lineage
 
     config = EdgeBenchmarkConfig(

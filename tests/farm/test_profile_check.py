@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import requests
 
-from edgecompress.farm import profilecheck
-from edgecompress.farm.device import cpu_features
+from edgecompress.runtime import profilecheck
+from edgecompress.runtime.facts import cpu_features
 from tests.conftest import run_cli
 
 PI4_CPU = {"isa": "aarch64", "int8_dot_product": "none", "features": ["fp", "asimd"], "source": "auxv"}

@@ -132,10 +132,9 @@ def server_env(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> 
 def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgecompress") -> dict:
     """The edge-compression chain through the real steps (in-process): train → quantize → evaluate
     both → benchmark both → gate; returns the step results."""
-    from edgecompress.edge import EdgeBenchmarkConfig, edge_benchmark_step
+    from edgecompress.edge import EdgeBenchmarkConfig, Measurement, edge_benchmark_step
     from edgecompress.evaluate import evaluate_step
     from edgecompress.gate import GateConfig, gate_step
-    from edgecompress.measure import Measurement
     from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step

@@ -36,10 +36,9 @@ def loop(mlflow_server, digits_artifact: Path, tmp_path_factory: pytest.TempPath
     drifted batch (another draw of digits with heavy pixel noise, labelled)."""
     from edgecompress import audit, lineage
     from edgecompress.data import load_digits
-    from edgecompress.edge import EdgeBenchmarkConfig, edge_benchmark_step
+    from edgecompress.edge import EdgeBenchmarkConfig, Measurement, edge_benchmark_step
     from edgecompress.evaluate import evaluate_step
     from edgecompress.gate import GateConfig, gate_step
-    from edgecompress.measure import Measurement
     from edgecompress.params import build
     from edgecompress.prune import PruneConfig, prune_step
     from edgecompress.quantize import StaticQuantConfig, quantize_step

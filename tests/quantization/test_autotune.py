@@ -5,8 +5,8 @@ import json
 import mlflow
 
 from edgecompress.cli import main
+from edgecompress.edge import Measurement
 from edgecompress.export import load_model_package
-from edgecompress.measure import Measurement
 from edgecompress.quantize import autotune_step
 from edgecompress.quantize.autotune import AutotuneConfig, Criterion, judge
 from edgecompress.step import Lineage

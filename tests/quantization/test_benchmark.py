@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "quantization"
 
 
 def test_quick_benchmark_writes_a_report_rendered_from_its_json(tmp_path):
-    from edgecompress.profiles import needs_reduce_range
+    from edgecompress.runtime.devices import needs_reduce_range
 
     assert main(["--quick", "--models", "mlp", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())

@@ -6,11 +6,11 @@ import onnxruntime as ort
 import pytest
 
 from edgecompress.data import load_dataset
+from edgecompress.edge import Measurement
 from edgecompress.errors import ConfigError
 from edgecompress.export import load_model_package, onnx_logits
-from edgecompress.measure import Measurement
-from edgecompress.profiles import needs_reduce_range
 from edgecompress.quantize import QuantConfig, quantize_model, quantize_step
+from edgecompress.runtime.devices import needs_reduce_range
 from edgecompress.stats import MIN_LATENCY_ROUNDS
 from edgecompress.step import Lineage
 

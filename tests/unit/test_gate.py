@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgecompress.edge import Measurement
 from edgecompress.errors import ConfigError
 from edgecompress.gate import (
     GateConfig,
@@ -19,7 +20,6 @@ from edgecompress.gate import (
     gate_step,
     speedup_interval,
 )
-from edgecompress.measure import Measurement
 from edgecompress.stats import MIN_LATENCY_ROUNDS
 from tests.conftest import assert_gate_follows_its_rule
 

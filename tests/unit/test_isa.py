@@ -41,7 +41,7 @@ def _config(*classes: str, **gate) -> IsaCheckConfig:
 
 def _stand_in(break_weights: bool):
     """A target that runs the job with this machine's ONNX Runtime and reports a Pi 4's CPU."""
-    from edgecompress.farm.logits import run_job
+    from edgecompress.runtime.logits import run_job
 
     def run(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str = "") -> dict:
         assert (runner, qemu_cpu) == ("qemu", "cortex-a72")

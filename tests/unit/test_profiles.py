@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from edgecompress.errors import ConfigError
-from edgecompress.profiles import PROFILES_ENV, needs_reduce_range, profile, profiles
+from edgecompress.runtime.devices import PROFILES_ENV, needs_reduce_range, profile, profiles
 from tests.conftest import run_cli
 
 X86_NO_VNNI = textwrap.dedent("""

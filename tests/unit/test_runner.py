@@ -5,7 +5,7 @@ import pytest
 from edgecompress.edge import benchmark_locally, edge_benchmark
 from edgecompress.errors import BenchmarkError, ConfigError
 from edgecompress.export import load_model_package
-from edgecompress.farm.runner import MAX_SAMPLES_KEPT, BenchmarkSettings, benchmark, run_isolated
+from edgecompress.runtime.runner import MAX_SAMPLES_KEPT, BenchmarkSettings, benchmark, run_isolated
 
 FAST = {"warmup_runs": 5, "min_runs": 30, "min_duration_s": 0.2}
 

@@ -80,7 +80,7 @@ def _quantize(model, data, out):
 
 
 def _autotune(model, data, out):
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
     from edgecompress.quantize import AutotuneConfig, Criterion, autotune_step
 
     config = AutotuneConfig(

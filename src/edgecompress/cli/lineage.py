@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from edgecompress.drift import DriftConfig
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASSES
 from edgecompress.params import add_options, from_args
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES
 
 MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, or a logged model id (m-…)"
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from edgecompress.cli.steps import _lineage, step_command
-from edgecompress.measure import Measurement
+from edgecompress.edge import Measurement
 from edgecompress.params import from_args
 from edgecompress.quantize.autotune import AutotuneConfig
 from edgecompress.quantize.config import QuantConfig

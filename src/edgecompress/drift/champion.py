@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from edgecompress import audit, lineage
+from edgecompress.edge import Measurement
 from edgecompress.errors import TrackingError
 from edgecompress.gate import GateConfig, accuracy_breaks_rule, accuracy_drop_interval, decision_correctness
-from edgecompress.measure import Measurement
-from edgecompress.profiles import timing_note
+from edgecompress.runtime.devices import timing_note
 
 TAG = lineage.TAG
 BENCH_FIELDS = ("farm_url", "bench_min_runs", "bench_min_duration_s", "bench_warmup_runs")

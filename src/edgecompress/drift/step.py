@@ -218,7 +218,7 @@ def promote_gate_result(
     not raised; a refused class keeps its champion."""
     from edgecompress import audit
     from edgecompress.drift import champion
-    from edgecompress.farm.devices import parse_device_classes
+    from edgecompress.runtime.devices import parse_device_classes
 
     config.validate()
     out: dict[str, Any] = {

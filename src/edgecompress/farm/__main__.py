@@ -1,12 +1,13 @@
 """`python -m edgecompress.farm …`: the farm commands alone (`edgecompress farm …` without loading
 the rest of the CLI, whose pipeline commands import torch and MLflow). Agents and the local farm
-start their processes this way."""
+start their processes this way. The farm is a service: this entry point runs its own commands
+(`edgecompress.farm.commands`, which the CLI adapter also registers), never the CLI adapter."""
 
 from __future__ import annotations
 
 import sys
 
-from edgecompress.cli import main
+from edgecompress.entry import run
 
 if __name__ == "__main__":
-    sys.exit(main(["farm", *sys.argv[1:]], command_modules=["edgecompress.cli.farm"]))
+    sys.exit(run(["farm", *sys.argv[1:]], ["edgecompress.farm.commands"]))

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import BenchmarkError, ConfigError
-from edgecompress.farm.modelcheck import ModelRejected
-from edgecompress.farm.runner import Cancelled
 from edgecompress.io import sha256_file
+from edgecompress.runtime.modelcheck import ModelRejected
+from edgecompress.runtime.runner import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class AgentConfig:
     def validate(self) -> None:
         import re
 
-        from edgecompress.farm.devices import NAME_RE, emulated_device_class
+        from edgecompress.runtime.devices import NAME_RE, emulated_device_class
 
         if not self.controller.startswith(("http://", "https://")):
             raise ConfigError(f"--controller must be an http(s):// URL, got {self.controller!r}")
@@ -213,7 +213,7 @@ class Agent:
         self.agent_id = me["name"]
 
     def register(self) -> None:
-        from edgecompress.farm import device as device_facts
+        from edgecompress.runtime import facts as device_facts
 
         facts = device_facts.facts()
         facts["emulate_profile"] = self.config.emulate
@@ -406,9 +406,9 @@ class Agent:
             log.warning("release of job %s answered %s: %s", job["id"], resp.status_code, resp.text[:300])
 
     def execute(self, job: dict[str, Any], deadline: float, timing: dict[str, float]) -> dict[str, Any]:
-        from edgecompress.farm.devices import emulated_classes
-        from edgecompress.farm.executor import run_on_device
-        from edgecompress.farm.runner import BenchmarkSettings
+        from edgecompress.runtime.devices import emulated_classes
+        from edgecompress.runtime.executor import run_on_device
+        from edgecompress.runtime.runner import BenchmarkSettings
 
         emulating = self.config.emulate or (
             self.config.device_class if self.config.device_class in emulated_classes() else None

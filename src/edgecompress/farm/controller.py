@@ -45,12 +45,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from edgecompress.errors import ConfigError
-from edgecompress.farm import profilecheck
-from edgecompress.farm.devices import NAME_RE
 from edgecompress.farm.identity import Authenticator, IdentityError, Principal
 from edgecompress.farm.store import Conflict, JobStore, NotFound, StoreConfig
 from edgecompress.farm.tables import ROW_ID_MAX
 from edgecompress.farm.tokens import read_token  # noqa: F401 (re-exported)
+from edgecompress.runtime import profilecheck
+from edgecompress.runtime.devices import NAME_RE
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def create_app(config: ControllerConfig) -> Any:
     from edgecompress.errors import BenchmarkError
     from edgecompress.farm.results import ResultRejected, check_result
     from edgecompress.farm.retention import apply_retention, clean_uploads
-    from edgecompress.farm.runner import BenchmarkSettings
+    from edgecompress.runtime.runner import BenchmarkSettings
 
     config.validate()
     blob_dir = Path(config.blob_dir)
@@ -468,7 +468,7 @@ def create_app(config: ControllerConfig) -> Any:
 
     def class_threads(device_class: str) -> int | None:
         """The most threads a benchmark of this class may use, from its device profile (None: none)."""
-        from edgecompress.profiles import profiles
+        from edgecompress.runtime.devices import profiles
 
         profile = profiles().get(device_class)
         if profile is None:

@@ -220,7 +220,7 @@ def local_farm(
     classes: list[str], directory: Path | None = None, port: int | None = None, agents_per_class: int = 1
 ) -> Iterator[LocalFarm]:
     """A controller on 127.0.0.1 plus emulated agents for `classes`; stopped on exit."""
-    from edgecompress.farm.devices import emulated_device_class
+    from edgecompress.runtime.devices import emulated_device_class
 
     for name in classes:
         emulated_device_class(name)

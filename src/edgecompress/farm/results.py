@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgecompress.farm.runner import MAX_SAMPLES_KEPT, SCHEMA
+from edgecompress.runtime.runner import MAX_SAMPLES_KEPT, SCHEMA
 
 PERCENTILES = ("min", "p50", "p90", "p99", "max")
 
@@ -101,7 +101,7 @@ def provenance(
     emulated by anyone, but presented as a real board only when the enrolment, the profile and the
     agent all agree. `timing_meaningful` is false for a QEMU class. `device_description` is the
     profile's (a class without a profile says so)."""
-    from edgecompress.profiles import profiles, timing_note
+    from edgecompress.runtime.devices import profiles, timing_note
 
     profile = profiles().get(device_class)
     emulated = bool(enrolled_emulated or agent_says_emulated or (profile is not None and profile.emulated))

@@ -22,9 +22,9 @@ from typing import Any
 
 from edgecompress.data import Dataset
 from edgecompress.errors import BenchmarkError, ConfigError, ModelError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.nas.pareto import pareto_ranks
 from edgecompress.nas.space import Infeasible, SearchSpace
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.train import TrainConfig, fit
 from edgecompress.zoo import build_model, count_parameters
 
@@ -157,7 +157,7 @@ class LatencyMeter:
     def __init__(
         self, device_class: str, farm_url: str | None, input_shape: tuple[int, ...], num_classes: int
     ):
-        from edgecompress.farm.devices import emulated_device_class
+        from edgecompress.runtime.devices import emulated_device_class
 
         self.device_class, self.farm_url = device_class, farm_url or None
         self.input_shape, self.num_classes = input_shape, num_classes
@@ -166,8 +166,8 @@ class LatencyMeter:
             emulated_device_class(device_class)  # unknown class -> ConfigError now, not mid-search
 
     def measure_onnx(self, onnx_path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-        """Through the one latency path (`edgecompress.measure`)."""
-        from edgecompress.measure import Measurement
+        """Through the one latency path (`edgecompress.edge.Measurement`)."""
+        from edgecompress.edge import Measurement
 
         r = Measurement.from_settings(self.device_class, self.farm_url, settings).latency(onnx_path)
         self.emulated = r["emulated"]

@@ -21,7 +21,6 @@ from torch import nn
 
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, ModelError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.prune.attention import (
     AttentionLayout,
     find_attention,
@@ -39,6 +38,7 @@ from edgecompress.prune.common import (
     output_layers,
 )
 from edgecompress.prune.internal import InternalWidthPruner, find_sandwiches
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
 from edgecompress.zoo import check_model_fits
 
@@ -106,7 +106,7 @@ class StructuredConfig:
                     f"budget must be > 0 for budget_metric {self.budget_metric!r}, got {self.budget}"
                 )
             if self.budget_metric == "latency":
-                from edgecompress.farm.devices import emulated_device_class
+                from edgecompress.runtime.devices import emulated_device_class
 
                 emulated_device_class(self.device_class)
         else:
@@ -379,7 +379,7 @@ def model_cost(
             raise ModelError(
                 f"the pruned {type(model).__name__} no longer runs on inputs of shape {tuple(input_shape)}: {exc}"
             ) from exc
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
 
     meter = Measurement(device_class, None, BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S)
     return float(meter.module_latency(model, tuple(input_shape))["p50_ms"])

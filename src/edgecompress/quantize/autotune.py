@@ -21,8 +21,8 @@ from typing import Any
 import onnx
 
 from edgecompress.data import Dataset, selection_size
+from edgecompress.edge import Measurement
 from edgecompress.errors import ConfigError, EdgeCompressError
-from edgecompress.measure import Measurement
 from edgecompress.quantize.check import check_against_parent
 from edgecompress.quantize.config import QuantConfig
 from edgecompress.quantize.methods import quantize_model

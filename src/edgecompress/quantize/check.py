@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from edgecompress.data import Dataset, selection_size
+from edgecompress.edge import Measurement
 from edgecompress.errors import ConfigError
 from edgecompress.export import split_logits
-from edgecompress.measure import Measurement
 from edgecompress.stats import MIN_LATENCY_ROUNDS
 
 

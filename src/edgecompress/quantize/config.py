@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ConfigError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.params import Codec
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
 
 METHODS = ("static", "dynamic", "fp16", "mixed", "qat")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -135,7 +135,7 @@ class QuantConfig:
     def _check(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"quantization method {self.method!r} not in {METHODS}")
-        from edgecompress.profiles import quantization_target
+        from edgecompress.runtime.devices import quantization_target
 
         quantization_target(self.target)  # an unknown target fails here, before any work
         if self.calibration_samples < 1:
@@ -193,7 +193,7 @@ class QuantConfig:
         """The config with `reduce_range` decided for its target (auto -> the target's profile)."""
         if self.reduce_range is not None:
             return self
-        from edgecompress.profiles import needs_reduce_range
+        from edgecompress.runtime.devices import needs_reduce_range
 
         return replace(self, reduce_range=needs_reduce_range(self.target))
 

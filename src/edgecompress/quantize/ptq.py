@@ -182,7 +182,7 @@ def quantize_static_measured(
     speed-up's 95 % lower bound is above 1 (the decisions' rule, `edgecompress.stats`), float otherwise. The measurement is returned as the method's details. On x86 without
     VNNI, ONNX Runtime's u8 x s8 activation MatMul is slower than float more often than not (measured
     in benchmarks/architectures); on a board with dot-product instructions it can win."""
-    from edgecompress.farm.devices import emulated_classes
+    from edgecompress.runtime.devices import emulated_classes
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-quant-") as tmp:
         names = activation_matmuls(onnx.load(str(preprocess(Path(onnx_path), Path(tmp) / "pre.onnx"))))
@@ -194,7 +194,7 @@ def quantize_static_measured(
         return quantize_static(onnx_path, dataset, config), {
             "attention_matmuls": {**details, "chosen": "int8"}
         }
-    from edgecompress.measure import Measurement
+    from edgecompress.edge import Measurement
 
     variants = {
         v: quantize_static(onnx_path, dataset, replace(config, attention_matmuls=v))

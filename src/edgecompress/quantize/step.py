@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgecompress.edge import Measurement
 from edgecompress.io import write_json
-from edgecompress.measure import Measurement
 from edgecompress.quantize.autotune import AutotuneConfig
 from edgecompress.quantize.check import check_against_parent
 from edgecompress.quantize.config import QuantConfig

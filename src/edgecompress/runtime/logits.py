@@ -3,7 +3,7 @@ target ISA (natively, or in the arm64 agent image under QEMU). Contract: needs O
 only (the agent images have no torch); the CPU execution provider, batches of `batch_size`; logits are
 written as float32 whatever the model's output type.
 
-    python -m edgecompress.farm.logits JOB_DIR
+    python -m edgecompress.runtime.logits JOB_DIR
 
 JOB_DIR holds `job.json` ({"models": {name: file}, "inputs": file.npy or {name: file.npy},
 "threads": n, "batch_size": b}) and the files it names (one input file for all models, or one per
@@ -47,7 +47,7 @@ def run_job(job_dir: Path) -> dict[str, Any]:
 
     import onnxruntime as ort
 
-    from edgecompress.farm.device import cpu_features
+    from edgecompress.runtime.facts import cpu_features
 
     job = json.loads((job_dir / "job.json").read_text())
     inputs = job["inputs"]
@@ -76,7 +76,7 @@ def run_job(job_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not (Path(args[0]) / "job.json").is_file():
-        print("usage: python -m edgecompress.farm.logits JOB_DIR (with JOB_DIR/job.json)", file=sys.stderr)
+        print("usage: python -m edgecompress.runtime.logits JOB_DIR (with JOB_DIR/job.json)", file=sys.stderr)
         return 2
     run_job(Path(args[0]))
     return 0

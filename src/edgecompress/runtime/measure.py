@@ -1,7 +1,11 @@
-"""The one latency path: every technique that checks latency (quantize and autotune against the
-parent, prune budgets, NAS candidates) measures through `Measurement`, on a device farm when
-`farm_url` is set and otherwise in a pinned child process on this machine (an emulated device
-class, labelled emulated). Same benchmark runner, same result schema, either way.
+"""Latency measurement on this machine: `Measurement` says where and how long one latency measurement
+runs, measures a model in a pinned child process (an emulated device class, labelled emulated;
+`runtime.executor.benchmark_locally`), alternates two models in rounds and compares them with the one
+speed-up interval every decision uses (`edgecompress.stats`).
+
+The runtime never reaches a farm itself (the farm is a service above it): a measurement with
+`farm_url` set is the edge technique's `edgecompress.edge.Measurement`, which overrides `on_farm`
+with the farm's client. Same benchmark runner, same result schema, either way.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from edgecompress.errors import ConfigError
-from edgecompress.farm.devices import DEFAULT_DEVICE_CLASS, emulated_device_class
-from edgecompress.farm.runner import BenchmarkSettings
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS, emulated_device_class
+from edgecompress.runtime.executor import benchmark_locally
+from edgecompress.runtime.runner import BenchmarkSettings
 from edgecompress.stats import MIN_LATENCY_ROUNDS, speedup_interval
 
 
@@ -70,11 +75,8 @@ class Measurement:
 
     def latency(self, onnx_path: Path) -> dict[str, Any]:
         """p50/p90 (ms), whether the device was emulated, and the raw samples."""
-        from edgecompress.edge import benchmark_locally, edge_benchmark
-
         if self.farm_url:
-            r = edge_benchmark(Path(onnx_path), [self.device_class], self.settings(), self.farm_url)
-            r = r[self.device_class]
+            r = self.on_farm(Path(onnx_path))
         else:
             r = benchmark_locally(
                 Path(onnx_path), self.device_class, self.settings(), start_method="forkserver"
@@ -85,6 +87,13 @@ class Measurement:
             "emulated": bool(r.get("emulated")),
             "samples_ms": r.get("samples_ms", []),
         }
+
+    def on_farm(self, onnx_path: Path) -> dict[str, Any]:
+        """One benchmark of `onnx_path` on `farm_url`: the runtime has no farm client (see the module)."""
+        raise ConfigError(
+            f"farm_url={self.farm_url!r}: edgecompress.runtime.measure.Measurement measures on this machine "
+            "only; measure on a farm with edgecompress.edge.Measurement"
+        )
 
     def interleaved(self, first: Path, second: Path, rounds: int) -> dict[str, Any]:
         """Alternating rounds on the same device (the order flips every round, so neither model always
@@ -103,7 +112,7 @@ class Measurement:
     ) -> dict[str, Any]:
         """Parent vs child in interleaved rounds, the one speed-up interval every decision uses
         (`edgecompress.stats`), and whether this class's timings mean anything at all (not under QEMU)."""
-        from edgecompress.profiles import timing_note
+        from edgecompress.runtime.devices import timing_note
 
         r = self.interleaved(parent, child, rounds)
         return {

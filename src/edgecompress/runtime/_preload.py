@@ -5,7 +5,7 @@ that forked children start warm and the farm's per-job overhead stays small."""
 import numpy as np
 import onnxruntime  # noqa: F401
 
-import edgecompress.farm.runner as runner
+import edgecompress.runtime.runner as runner
 
 runner.summarize([1.0, 2.0, 3.0])
 np.random.default_rng(0).random(4).astype(np.float32)

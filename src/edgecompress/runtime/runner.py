@@ -6,7 +6,7 @@ peak memory, thermal state before/after; the raw samples are kept. `run_isolated
 child process with a wall-clock timeout, a memory limit and CPU affinity, so a hostile or broken
 model cannot hang or kill the caller. The same code runs on a farm agent and in local emulation.
 
-Run directly: `python -m edgecompress.farm.runner --model m.onnx --settings '{"threads": 1}'`.
+Run directly: `python -m edgecompress.runtime.runner --model m.onnx --settings '{"threads": 1}'`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from edgecompress.errors import BenchmarkError
-from edgecompress.farm import device as device_facts
 from edgecompress.io import sha256_file
+from edgecompress.runtime import facts as device_facts
 
 SCHEMA = "edgecompress.benchmark/v1"
 MAX_SAMPLES_KEPT = 20_000
@@ -243,7 +243,7 @@ def _forked_child(
         os.sched_setaffinity(0, cpu_affinity)
     try:
         if check_model:
-            from edgecompress.farm.modelcheck import check_onnx
+            from edgecompress.runtime.modelcheck import check_onnx
 
             check_onnx(Path(model_path))
         result: dict[str, Any] = benchmark(Path(model_path), BenchmarkSettings(**settings))
@@ -293,7 +293,7 @@ def _forkserver_context() -> Any:
         import multiprocessing
 
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["edgecompress.farm._preload"])
+        ctx.set_forkserver_preload(["edgecompress.runtime._preload"])
         _FORKSERVER = ctx
     return _FORKSERVER
 
@@ -423,7 +423,7 @@ def run_isolated(
         cmd = [
             sys.executable,
             "-m",
-            "edgecompress.farm.runner",
+            "edgecompress.runtime.runner",
             "--model",
             str(model_path),
             "--settings",
@@ -452,7 +452,7 @@ def run_isolated(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edgecompress.farm.runner",
+        prog="python -m edgecompress.runtime.runner",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.check_model:
-            from edgecompress.farm.modelcheck import check_onnx
+            from edgecompress.runtime.modelcheck import check_onnx
 
             check_onnx(args.model)
         result = benchmark(args.model, BenchmarkSettings.from_dict(json.loads(args.settings)))

@@ -1,6 +1,6 @@
 """Do a device class's agents match its profile? Agents report their CPU at registration
 (`device.cpu_features()`: ISA, INT8 dot-product kind, the features behind it); the controller compares
-that with the class's profile (`edgecompress.profiles`) and stores the disagreements with the agent.
+that with the class's profile (`edgecompress.runtime.devices`) and stores the disagreements with the agent.
 
 Contract: a disagreement flags, it does not refuse. The agent still registers and serves (a board
 whose profile is wrong is a finding, not an outage); `GET /v1/devices` shows each agent's
@@ -19,7 +19,7 @@ from edgecompress.errors import ConfigError
 
 def mismatches(device_class: str, cpu: dict[str, Any] | None) -> list[str]:
     """Why an agent of `device_class` reporting `cpu` disagrees with the profile (empty: it agrees)."""
-    from edgecompress.profiles import profile
+    from edgecompress.runtime.devices import profile
 
     try:
         expected = profile(device_class)

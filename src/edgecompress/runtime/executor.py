@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edgecompress.farm import device as device_facts
-from edgecompress.farm.devices import emulated_classes, emulated_device_class
-from edgecompress.farm.runner import BenchmarkSettings, run_isolated
+from edgecompress.runtime import facts as device_facts
+from edgecompress.runtime.devices import emulated_classes, emulated_device_class
+from edgecompress.runtime.runner import BenchmarkSettings, run_isolated
 
 DEFAULT_MEMORY_LIMIT_BYTES = 4 * 1024**3
 

@@ -1,4 +1,5 @@
-"""`edgecompress farm …`: the device farm's controller, agent, client commands and a local farm."""
+"""`edgecompress farm …` (and `python -m edgecompress.farm …`): the device farm's controller, agent,
+client commands and a local farm. Registered by the CLI adapter and by the farm's own entry point."""
 
 from __future__ import annotations
 
@@ -261,8 +262,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from edgecompress.farm.client import benchmark_on_farm
     from edgecompress.farm.controller import CLIENT_TOKEN_ENV, read_token
-    from edgecompress.farm.devices import parse_device_classes
     from edgecompress.io import atomic_path
+    from edgecompress.runtime.devices import parse_device_classes
 
     model = args.model / "model.onnx" if args.model.is_dir() else args.model
     try:
@@ -297,7 +298,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from edgecompress.farm.profilecheck import flagged_classes
+    from edgecompress.runtime.profilecheck import flagged_classes
 
     devices = _client(args).devices()
     if not devices:
@@ -334,8 +335,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from edgecompress.farm.devices import parse_device_classes
     from edgecompress.farm.local import local_farm
+    from edgecompress.runtime.devices import parse_device_classes
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
@@ -358,8 +359,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_admin(args: argparse.Namespace) -> int:
     from edgecompress.farm.admin import ADMIN_TOKEN_ENV, FarmAdmin
-    from edgecompress.farm.devices import parse_device_classes
     from edgecompress.farm.tokens import read_token
+    from edgecompress.runtime.devices import parse_device_classes
 
     admin = FarmAdmin(
         args.farm_url, read_token(None, args.token_file, ADMIN_TOKEN_ENV) or None, ca_bundle=args.ca_bundle
