@@ -1,10 +1,12 @@
-"""The step mechanism every technique shares: where lineage goes, how a parent is loaded, how a child
-is exported, checked, saved and logged.
+"""The one step runner every technique's step goes through (`run_step`), and its pieces: where
+lineage goes, how a parent is loaded, how a child is exported, checked, saved and logged.
 
-A step = validate its config -> check tracking -> load inputs -> the technique makes the child ->
-parity check (torch children) -> save atomically (`export.save_model_package`) -> log the model and
-its lineage -> record the MLflow model id in the package. Techniques call these pieces instead of
-writing their own; components and CLI commands call the techniques' step functions.
+A step = validate its config(s) once -> check tracking -> load the dataset and the named parents
+(torch or ONNX-only) -> the technique makes the child (`Child`: a torch module, or an ONNX file) ->
+export + parity check (torch children) -> save -> log the model and its lineage (params
+`<step>.<flat name>`) -> record the MLflow model id -> publish the Model artifact atomically ->
+`StepResult`. train, prune, distill, nas, quantize and autotune are `run_step` calls; components and
+CLI commands call those step functions.
 """
 
 from __future__ import annotations
