@@ -24,6 +24,8 @@ from typing import Any
 from edgecompress import lineage
 from edgecompress.errors import ConfigError, EdgeCompressError
 from edgecompress.io import atomic_path
+from edgecompress.params import build
+from edgecompress.rules import AccuracyRule
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, emulated_device_class, parse_device_classes
 from edgecompress.zoo import parse_spec
 
@@ -56,9 +58,7 @@ def validate_arguments(arguments: dict[str, Any]) -> None:
         )
     parse_spec(arguments.get("model", "cnn"))
     _check_device_classes(arguments)
-    drop = float(arguments.get("max_accuracy_drop", 0.01))
-    if not 0 <= drop < 1:
-        raise ConfigError(f"max_accuracy_drop must be in [0, 1), got {drop}")
+    build(AccuracyRule, arguments).validate()  # the gate's and the ISA check's rule, before any task
 
 
 def _check_device_classes(arguments: dict[str, Any]) -> list[str]:

@@ -24,18 +24,22 @@ SOURCES = {
 # The rules, in one table. A module belongs to the layer of its longest prefix listed here.
 LAYERS = {
     # core: data in and out, models, artifacts, tracking, parameter surfaces, decision statistics, the
-    # command-line runner, and the runtime (device vocabulary, benchmark runner, executors, logits,
-    # latency measurement on this machine)
+    # accuracy rule and reasons (rules), the command-line runner, and the runtime (device vocabulary,
+    # benchmark runner, executors, logits, latency measurement on this machine)
     "core": (
         "edgecompress", "edgecompress.errors", "edgecompress.io", "edgecompress.settings",
         "edgecompress.progress", "edgecompress.reports", "edgecompress.storage", "edgecompress.data",
         "edgecompress.zoo", "edgecompress.export", "edgecompress.lineage", "edgecompress.platform",
         "edgecompress.params", "edgecompress.stats", "edgecompress.entry", "edgecompress.runtime",
+        "edgecompress.rules",
     ),
     # the step mechanism every technique's step goes through (validate, track, load, save, log)
     "step": ("edgecompress.step",),
     # the farm's client side: dispatch jobs to a farm, or start a private loopback farm to dispatch to
-    "farm-client": ("edgecompress.farm.client", "edgecompress.farm.local", "edgecompress.farm.admin"),
+    # (and the wire schemas the client and the agent build their requests from)
+    "farm-client": (
+        "edgecompress.farm.client", "edgecompress.farm.local", "edgecompress.farm.admin", "edgecompress.farm.wire",
+    ),
     # the device farm, a service over the runtime (controller, store, agent, its own entry point)
     "service": ("edgecompress.farm",),
     # techniques (and the steps and checks built from them); edge benchmarks on farms
@@ -43,6 +47,7 @@ LAYERS = {
         "edgecompress.train", "edgecompress.evaluate", "edgecompress.prune", "edgecompress.quantize",
         "edgecompress.distill", "edgecompress.nas", "edgecompress.edge", "edgecompress.isa",
         "edgecompress.gate", "edgecompress.audit", "edgecompress.drift", "edgecompress.architectures",
+        "edgecompress.profile",
     ),
     # adapters: the terminal, Kubeflow components, pipelines
     "adapter": ("edgecompress.cli", "edgecompress.components", "edgecompress.pipelines"),

@@ -252,7 +252,7 @@ def bench_model(
     for seed in settings["seeds"]:
         t0 = time.monotonic()
         log.info("%s: auto-tuner, seed %d", name, seed)
-        cfg = AutotuneConfig(Criterion(settings["max_drop_pt"] / 100), "latency", measurement, seed=seed,
+        cfg = AutotuneConfig(Criterion.of(settings["max_drop_pt"] / 100), "latency", measurement, seed=seed,
                              calibration_samples=settings["calibration_samples"], qat_epochs=settings["qat_epochs"],
                              qat_max_train_samples=settings["qat_max_train_samples"],
                              probe_samples=settings["probe_samples"])  # fmt: skip

@@ -4,6 +4,7 @@ from edgecompress.components import stamp_model
 from edgecompress.components.factory import technique_component
 from edgecompress.params import build
 from edgecompress.prune import PruneConfig, prune_step
+from edgecompress.prune.importance import importance_names
 from edgecompress.step import Lineage
 
 # The component's settings: every flat field of these, with their defaults (edgecompress.params).
@@ -32,10 +33,10 @@ prune = technique_component(
     inputs={"model": "Model", "dataset": "Dataset"},
     outputs={"pruned_model": "Model", "report": "HTML"},
     surfaces=SURFACES,
-    doc="""`method`: structured (physically removes channels: fewer MACs, faster) or unstructured (zeroes
+    doc=f"""`method`: structured (physically removes channels: fewer MACs, faster) or unstructured (zeroes
     weights: smaller gzip artifact, no dense-kernel speed-up). Structured target: `ratio`, or
     `budget_metric` (macs | params | latency) with an absolute `budget` (MACs, parameters, p50 ms on
-    `device_class`). `importance`: l1 | l2 | bn | taylor. `layer_ratios`: `name=0.3,…` or JSON;
+    `device_class`). `importance`: {" | ".join(importance_names())}. `layer_ratios`: `name=0.3,…` or JSON;
     `keep_layers`: comma-separated names never pruned. `steps` > 1 prunes iteratively with
     `finetune_epochs_between` epochs between steps and `finetune_epochs_after` after the last.
     `sensitivity` (off by default: layers x `sensitivity_ratios` pruned copies, often several times the

@@ -113,6 +113,53 @@ def edge_benchmark(
 # --- the edge-benchmark step ----------------------------------------------------------------------
 
 
+@dataclass
+class ClassBenchmark:
+    """One device class's benchmark (the runner's result schema): what reports and lineage read, typed;
+    everything else the runner and the farm record (settings, providers, thermal state, agent, ...)
+    in `extra`, kept as it came."""
+
+    latency_ms: dict[str, float]  # p50, p90, p99, mean, stdev, ...
+    runs: int
+    load_ms: float
+    peak_rss_bytes: int
+    samples_ms: list[float]
+    emulated: bool | None = None  # None: the result did not say (reports read it as a real device)
+    provider_used: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    REQUIRED = ("latency_ms", "runs", "load_ms", "peak_rss_bytes", "samples_ms")
+    OPTIONAL = ("emulated", "provider_used")
+
+    def to_json(self) -> dict[str, Any]:
+        given = {k: getattr(self, k) for k in self.OPTIONAL if getattr(self, k) is not None}
+        return {**self.extra, **{k: getattr(self, k) for k in self.REQUIRED}, **given}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClassBenchmark:
+        missing = [k for k in cls.REQUIRED if k not in data]
+        if missing:
+            raise BenchmarkError(f"a benchmark result lacks {missing} (it has {sorted(data)})")
+        typed = (*cls.REQUIRED, *cls.OPTIONAL)
+        return cls(**{k: data.get(k) for k in typed}, extra={k: v for k, v in data.items() if k not in typed})
+
+
+@dataclass
+class EdgeBenchmarkResult:
+    """The edge-benchmark step's result (its `results` artifact): the model's info and one benchmark
+    per device class."""
+
+    model: dict[str, Any]
+    results: dict[str, ClassBenchmark]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "results": {c: r.to_json() for c, r in self.results.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EdgeBenchmarkResult:
+        return cls(data["model"], {c: ClassBenchmark.from_json(r) for c, r in data["results"].items()})
+
+
 def edge_benchmark_step(
     model_dir: Path,
     config: EdgeBenchmarkConfig,
@@ -130,30 +177,32 @@ def edge_benchmark_step(
         "edge-benchmark", {"model_id": model_id, "device_classes": classes, "farm_url": farm_url or "local"}
     ):
         results = edge_benchmark(package.onnx_path, classes, config.settings(), farm_url, config.timeout_s)
-        out = {"model": package.info, "results": results}
+        result = EdgeBenchmarkResult(
+            package.info, {c: ClassBenchmark.from_json(r) for c, r in results.items()}
+        )
+        out = result.to_json()
         if report_path is not None:
-            write_report(report_path, benchmark_report(out))
+            write_report(report_path, benchmark_report(result))
         write_json(Path(results_path), out)
         if ctx.enabled and model_id:
-            lineage.log_benchmarks(model_id, results)
+            lineage.log_benchmarks(model_id, out["results"])
     return out
 
 
-def benchmark_report(out: dict[str, Any]) -> str:
-    results = out["results"]
+def benchmark_report(result: EdgeBenchmarkResult) -> str:
     rows = [
         [
             cls,
-            "emulated" if r.get("emulated") else "real",
-            r.get("provider_used"),
-            r["latency_ms"]["p50"],
-            r["latency_ms"]["p90"],
-            r["latency_ms"]["p99"],
-            r["runs"],
-            r["load_ms"],
-            r["peak_rss_bytes"],
+            "emulated" if r.emulated else "real",
+            r.provider_used,
+            r.latency_ms["p50"],
+            r.latency_ms["p90"],
+            r.latency_ms["p99"],
+            r.runs,
+            r.load_ms,
+            r.peak_rss_bytes,
         ]
-        for cls, r in results.items()
+        for cls, r in result.results.items()
     ]
     table = html_table(
         [
@@ -170,11 +219,11 @@ def benchmark_report(out: dict[str, Any]) -> str:
         rows,
     )
     plot = png_img_tag(
-        latency_png({c: r["samples_ms"] for c, r in results.items()}, "latency per device class"),
+        latency_png({c: r.samples_ms for c, r in result.results.items()}, "latency per device class"),
         "latency distribution",
     )
     note = "<p>Emulated device classes run on this machine with the class's thread cap and CPU affinity; they are not real board figures.</p>"
     return html_page(
-        f"Edge benchmark: {out['model'].get('technique')} model",
+        f"Edge benchmark: {result.model.get('technique')} model",
         [("Results", table + note), ("Latency", plot)],
     )

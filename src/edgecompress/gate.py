@@ -19,7 +19,7 @@ measured and reported, never decides):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,33 +30,24 @@ from edgecompress.edge import Measurement
 from edgecompress.errors import ConfigError
 from edgecompress.io import write_json
 from edgecompress.reports import markdown_table
+from edgecompress.rules import AccuracyRule, Reason, reasons_from_json, reasons_json
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, parse_device_classes
 from edgecompress.stats import MIN_LATENCY_ROUNDS, min_decision_images, paired_difference_interval
 from edgecompress.stats import speedup_interval as _speedup_interval
 from edgecompress.step import Lineage, write_report
-
-ACCURACY_RULES = ("upper", "point")
 
 
 @dataclass
 class GateConfig:
     """The gate's rule and how it measures."""
 
-    max_accuracy_drop: float = field(
-        default=0.01, metadata={"help": "largest accuracy drop accepted, a fraction (0.01 = 1 point)"}
-    )
-    accuracy_rule: str = field(
-        default="upper",
-        metadata={
-            "help": "upper: the 95 % upper bound of the paired drop is within max_accuracy_drop; point: "
-            "the drop itself is (ignores the uncertainty; reports call it out)",
-            "choices": ACCURACY_RULES,
-        },
-    )
+    rule: AccuracyRule = field(default_factory=AccuracyRule, metadata={"flatten": True})
     min_speedup: float = field(
         default=1.0,
-        metadata={"help": "a device class passes when the speed-up's 95 % lower bound exceeds this (0: speed not required)"},
-    )  # fmt: skip
+        metadata={
+            "help": "a device class passes when the speed-up's 95 % lower bound exceeds this (0: speed not required)"
+        },
+    )
     registered_model_name: str = field(
         default="edgecompress-model", metadata={"help": "MLflow registry name of an accepted child"}
     )
@@ -74,23 +65,14 @@ class GateConfig:
         default=MIN_LATENCY_ROUNDS,
         metadata={"help": f"interleaved parent/child rounds per device class (≥ {MIN_LATENCY_ROUNDS})"},
     )
-    confidence: float = field(default=0.95, metadata={"help": "level of the intervals"})
 
     def validate_rule(self) -> None:
         """The accuracy rule's settings (the target-ISA check shares them)."""
-        if not 0 < self.max_accuracy_drop < 1:
-            raise ConfigError(
-                f"max_accuracy_drop must be in (0, 1) (an interval never shows a drop of exactly 0), "
-                f"got {self.max_accuracy_drop}"
-            )
+        self.rule.validate()
         if self.decision_split not in ("val", "test"):
             raise ConfigError(
                 f"decision_split must be val or test (train is what the model fitted), got {self.decision_split!r}"
             )
-        if self.accuracy_rule not in ACCURACY_RULES:
-            raise ConfigError(f"accuracy_rule must be one of {ACCURACY_RULES}, got {self.accuracy_rule!r}")
-        if not 0.5 < self.confidence < 1:
-            raise ConfigError(f"confidence must be in (0.5, 1), got {self.confidence}")
 
     def validate(self) -> None:
         self.validate_rule()
@@ -130,43 +112,41 @@ def accuracy_drop_interval(
     discordant = only_parent + only_child
     p_value = float(binomtest(only_parent, discordant, 0.5).pvalue) if discordant else 1.0
     return {
-        "drop": (only_parent - only_child) / len(p), "ci_low": lo, "ci_high": hi, "samples": int(len(p)),
-        "parent_only_correct": only_parent, "child_only_correct": only_child, "mcnemar_p": p_value,
+        "drop": (only_parent - only_child) / len(p),
+        "ci_low": lo,
+        "ci_high": hi,
+        "samples": int(len(p)),
+        "parent_only_correct": only_parent,
+        "child_only_correct": only_child,
+        "mcnemar_p": p_value,
         "method": "Tango score interval for paired proportions",
-    }  # fmt: skip
+    }
 
 
 def check_decision_data(labels: np.ndarray, config: GateConfig, where: str) -> None:
     """Refuse decision data on which the rule cannot be resolved: fewer than two classes, or fewer
     images than it takes for even an identical child to pass (`stats.min_decision_images`)."""
     config.validate_rule()
+    rule = config.rule
     classes = len(np.unique(labels))
     if classes < 2:
         raise ConfigError(
             f"{where}: the decision images hold {classes} class(es); an accuracy decision needs at least 2"
         )
-    needed = min_decision_images(config.max_accuracy_drop, config.confidence)
+    needed = min_decision_images(rule.max_accuracy_drop, rule.confidence)
     if len(labels) < needed:
         raise ConfigError(
-            f"{where}: {len(labels)} decision images cannot resolve a {config.max_accuracy_drop * 100:g}-point "
-            f"accuracy rule: even a child identical to its parent has a {config.confidence:.0%} upper bound "
+            f"{where}: {len(labels)} decision images cannot resolve a {rule.max_accuracy_drop * 100:g}-point "
+            f"accuracy rule: even a child identical to its parent has a {rule.confidence:.0%} upper bound "
             f"above it. It needs at least {needed} images (a larger validation split, or a larger "
             f"max_accuracy_drop)"
         )
 
 
-def accuracy_breaks_rule(accuracy: dict[str, float], config: GateConfig) -> str | None:
+def accuracy_breaks_rule(accuracy: dict[str, float], config: GateConfig) -> Reason | None:
     """Why a paired accuracy drop (`accuracy_drop_interval`) breaks the gate's accuracy rule, or None.
-    The gate, the target-ISA check and promotion all decide with it."""
-    bound = accuracy["drop"] if config.accuracy_rule == "point" else accuracy["ci_high"]
-    if bound <= config.max_accuracy_drop + 1e-12:
-        return None
-    what = "drop" if config.accuracy_rule == "point" else f"upper {config.confidence:.0%} bound of the drop"
-    return (
-        f"accuracy {what} {bound * 100:.2f} points > allowed {config.max_accuracy_drop * 100:.2f} "
-        f"(drop {accuracy['drop'] * 100:.2f}, {config.confidence:.0%} CI "
-        f"[{accuracy['ci_low'] * 100:.2f}, {accuracy['ci_high'] * 100:.2f}] on {config.decision_split})"
-    )
+    The gate, the target-ISA check and promotion all decide with it (`AccuracyRule.breaks`)."""
+    return config.rule.breaks(accuracy, config.decision_split)
 
 
 def speed_passes(speed: dict[str, Any], min_speedup: float) -> bool:
@@ -175,50 +155,71 @@ def speed_passes(speed: dict[str, Any], min_speedup: float) -> bool:
     return min_speedup <= 0 or (speed.get("timing_meaningful", True) and speed["ci_low"] > min_speedup)
 
 
-def decide(
-    accuracy: dict[str, float], speed: dict[str, dict[str, Any]], config: GateConfig
-) -> dict[str, Any]:
+@dataclass
+class Decision:
+    """The gate's verdict from the measured intervals: per class whether it passes on speed, the
+    classes accepted, and every reason a class did not pass."""
+
+    accuracy_ok: bool
+    faster: dict[str, bool]
+    accepted_device_classes: list[str]
+    reasons: list[Reason]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accuracy_ok": self.accuracy_ok,
+            "faster": dict(self.faster),
+            "accepted_device_classes": list(self.accepted_device_classes),
+            **reasons_json(self.reasons),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Decision:
+        return cls(
+            bool(data["accuracy_ok"]),
+            dict(data["faster"]),
+            list(data["accepted_device_classes"]),
+            reasons_from_json(data),
+        )
+
+
+def decide(accuracy: dict[str, float], speed: dict[str, dict[str, Any]], config: GateConfig) -> Decision:
     """The verdict from the measured intervals, and every reason a class did not pass."""
     accuracy_reason = accuracy_breaks_rule(accuracy, config)
-    accuracy_ok = accuracy_reason is None
     reasons = [accuracy_reason] if accuracy_reason else []
     faster = {c: speed_passes(s, config.min_speedup) for c, s in speed.items()}
     unmeaningful = [c for c, ok in faster.items() if not ok and not speed[c].get("timing_meaningful", True)]
     slow = [c for c, ok in faster.items() if not ok and c not in unmeaningful]
     if unmeaningful:
         reasons.append(
-            "no speed verdict on " + ", ".join(unmeaningful) + ": its timings are not meaningful (QEMU); "
-            "such a class can pass only with min_speedup 0"
+            Reason(
+                "speed_not_meaningful",
+                "no speed verdict on " + ", ".join(unmeaningful) + ": its timings are not meaningful (QEMU); "
+                "such a class can pass only with min_speedup 0",
+            )
         )
     if slow:
-        reasons.append(
-            f"not faster than {config.min_speedup:g}× with {config.confidence:.0%} confidence on "
-            + ", ".join(
-                f"{c} ({speed[c]['speedup']:.2f}×, CI [{speed[c]['ci_low']:.2f}, {speed[c]['ci_high']:.2f}])"
-                for c in slow
-            )  # fmt: skip
+        per_class = ", ".join(
+            f"{c} ({speed[c]['speedup']:.2f}×, CI [{speed[c]['ci_low']:.2f}, {speed[c]['ci_high']:.2f}])"
+            for c in slow
         )
+        reasons.append(
+            Reason(
+                "speed_not_faster",
+                f"not faster than {config.min_speedup:g}× with {config.rule.confidence:.0%} confidence on {per_class}",
+            )
+        )
+    accuracy_ok = accuracy_reason is None
     passed = [c for c, ok in faster.items() if ok] if accuracy_ok else []
-    return {
-        "accuracy_ok": accuracy_ok,
-        "faster": faster,
-        "accepted_device_classes": passed,
-        "reasons": reasons,
-    }
+    return Decision(accuracy_ok, faster, passed, reasons)
 
 
 def rule_text(config: GateConfig) -> str:
-    accuracy = (
-        f"paired accuracy drop on {config.decision_split} ≤ {config.max_accuracy_drop * 100:g} points "
-        "(rule 'point': the point estimate decides, its uncertainty is ignored)"
-        if config.accuracy_rule == "point"
-        else f"upper {config.confidence:.0%} bound of the paired drop on {config.decision_split} "
-        f"≤ {config.max_accuracy_drop * 100:g} points"
-    )
+    accuracy = config.rule.describe(config.decision_split)
     speed = (
         "speed not required"
         if config.min_speedup <= 0
-        else f"per device class, the lower {config.confidence:.0%} bound of the interleaved speed-up > "
+        else f"per device class, the lower {config.rule.confidence:.0%} bound of the interleaved speed-up > "
         f"{config.min_speedup:g}× (no speed verdict where timings are not meaningful, e.g. QEMU)"
     )
     return f"{accuracy}; {speed}"
@@ -243,11 +244,151 @@ def decision_correctness(
     for role, path in onnx_paths.items():
         _, _, logits = evaluate_onnx(Path(path), dataset, split)
         correct[role] = logits[part.start : part.stop].argmax(1) == y
-    images = {"split": split, "start": part.start, "stop": part.stop, "images": len(y),
-              "selection_images": part.start,
-              "why": "validation's first part is where calibration and selection looked; decisions use the rest"
-              if part.start else "the whole split"}  # fmt: skip
+    images = {
+        "split": split,
+        "start": part.start,
+        "stop": part.stop,
+        "images": len(y),
+        "selection_images": part.start,
+        "why": "validation's first part is where calibration and selection looked; decisions use the rest"
+        if part.start
+        else "the whole split",
+    }
     return correct, images
+
+
+@dataclass
+class IsaClassResult:
+    """One device class's outcome: whether it was checked (else `details["why_not"]`), its verdict,
+    the reasons (codes and messages), and what was measured (`details`: accuracies, agreement, logit
+    differences, the paired drop, the target's CPU and runtime)."""
+
+    checked: bool
+    verdict: str | None = None  # accepted | rejected, where checked
+    reasons: list[Reason] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {**self.details, "checked": self.checked}
+        if self.verdict is not None:
+            out["verdict"] = self.verdict
+        return {**out, **reasons_json(self.reasons)} if self.checked else out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IsaClassResult:
+        details = {
+            k: v for k, v in data.items() if k not in ("checked", "verdict", "reasons", "reason_codes")
+        }
+        return cls(bool(data.get("checked")), data.get("verdict"), reasons_from_json(data), details)
+
+
+@dataclass
+class IsaResult:
+    """The target-ISA check's result (`edgecompress.isa` builds it; its JSON is that step's `results`
+    artifact, which the gate reads back through this type: here, so that the gate need not import isa)."""
+
+    host_isa: str
+    decision_split: str
+    samples: int
+    split_size: int
+    rule: str
+    skipped: bool
+    classes: dict[str, IsaClassResult] = field(default_factory=dict)
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # subsample step, dataset, parent-on-target sample
+
+    @property
+    def rejected_device_classes(self) -> list[str]:
+        return [c for c, r in self.classes.items() if r.verdict == "rejected"]
+
+    def summary(self) -> dict[str, Any]:
+        """What the gate's result says of the check."""
+        checked = [c for c, r in self.classes.items() if r.checked]
+        return {
+            "rejected_device_classes": self.rejected_device_classes,
+            "skipped": self.skipped,
+            "checked": checked,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host_isa": self.host_isa,
+            "decision_split": self.decision_split,
+            "samples": self.samples,
+            "split_size": self.split_size,
+            "rule": self.rule,
+            "skipped": self.skipped,
+            "classes": {c: r.to_json() for c, r in self.classes.items()},
+            "rejected_device_classes": self.rejected_device_classes,
+            "wall_s": self.wall_s,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IsaResult:
+        classes = {c: IsaClassResult.from_json(r) for c, r in data.get("classes", {}).items()}
+        for c in data.get("rejected_device_classes", []):  # the list decides where a class says nothing
+            if c in classes and classes[c].verdict is None:
+                classes[c].verdict = "rejected"
+        known = {f.name for f in fields(cls) if f.name != "extra"} | {"rejected_device_classes"}
+        return cls(
+            host_isa=data.get("host_isa", ""),
+            decision_split=data.get("decision_split", ""),
+            samples=int(data.get("samples", 0)),
+            split_size=int(data.get("split_size", 0)),
+            rule=data.get("rule", ""),
+            skipped=bool(data.get("skipped", False)),
+            classes=classes,
+            wall_s=float(data.get("wall_s", 0.0)),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+
+@dataclass
+class GateResult:
+    """The gate's result: the verdict, the rule, the reasons (codes and messages), the measured
+    intervals, per class the speed-up and whether it passes, and where the child was registered. Its
+    JSON (`to_json`) is the gate's `results` artifact, read by reports, the CLI and promotion."""
+
+    verdict: str
+    rule: str
+    reasons: list[Reason]
+    decision_split: str
+    decision_images: dict[str, Any]
+    accuracy: dict[str, Any]
+    accuracy_rule: AccuracyRule
+    min_speedup: float
+    accepted_device_classes: list[str]
+    device_classes: dict[str, dict[str, Any]]
+    parent: dict[str, Any]
+    child: dict[str, Any]
+    registered: dict[str, Any] | None = None
+    isa_check: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "rule": self.rule,
+            **reasons_json(self.reasons),
+            "decision_split": self.decision_split,
+            "decision_images": self.decision_images,
+            "accuracy": self.accuracy,
+            "accuracy_drop": self.accuracy["drop"],
+            **asdict(self.accuracy_rule),
+            "min_speedup": self.min_speedup,
+            "accepted_device_classes": self.accepted_device_classes,
+            "device_classes": self.device_classes,
+            "parent": self.parent,
+            "child": self.child,
+            "registered": self.registered,
+            "isa_check": self.isa_check,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GateResult:
+        rule = AccuracyRule(**{f.name: data[f.name] for f in fields(AccuracyRule)})
+        plain = {f.name: data[f.name] for f in fields(cls) if f.name not in ("reasons", "accuracy_rule")}
+        return cls(**plain, reasons=reasons_from_json(data), accuracy_rule=rule)
 
 
 def gate_step(
@@ -278,69 +419,81 @@ def gate_step(
     correct, images = decision_correctness(
         {"parent": parent.onnx_path, "child": child.onnx_path}, dataset, config
     )
-    accuracy = accuracy_drop_interval(correct["parent"], correct["child"], config.confidence)
+    accuracy = accuracy_drop_interval(correct["parent"], correct["child"], config.rule.confidence)
     per_class, speed = {}, {}
     for cls in parse_device_classes(config.device_classes):
         meter = Measurement(cls, **{k: getattr(config.measurement, k) for k in _BENCH})
         per_class[cls] = meter.compare(
-            parent.onnx_path, child.onnx_path, config.latency_rounds, config.confidence
+            parent.onnx_path, child.onnx_path, config.latency_rounds, config.rule.confidence
         )
         speed[cls] = per_class[cls]
     decision = decide(accuracy, speed, config)
-    for cls, ok in decision["faster"].items():
+    for cls, ok in decision.faster.items():
         per_class[cls]["faster"] = ok
-    isa = json.loads(Path(isa_check_path).read_text()) if isa_check_path else None
-    if isa:
-        for cls in isa.get("rejected_device_classes", []):
-            if cls in per_class:
-                per_class[cls]["isa_check"] = "rejected"
-                decision["reasons"] += [f"isa-check {cls}: {r}" for r in isa["classes"][cls]["reasons"]]
-        decision["accepted_device_classes"] = [
-            c for c in decision["accepted_device_classes"] if c not in isa.get("rejected_device_classes", [])
-        ]
-    verdict = "accepted" if decision["accepted_device_classes"] else "rejected"
+    isa = IsaResult.from_json(json.loads(Path(isa_check_path).read_text())) if isa_check_path else None
+    if isa is not None:
+        withhold_isa_rejected(decision, isa, per_class)
+    result = GateResult(
+        verdict="accepted" if decision.accepted_device_classes else "rejected",
+        rule=rule_text(config),
+        reasons=decision.reasons,
+        decision_split=config.decision_split,
+        decision_images=images,
+        accuracy=accuracy,
+        accuracy_rule=config.rule,
+        min_speedup=config.min_speedup,
+        accepted_device_classes=decision.accepted_device_classes,
+        device_classes=per_class,
+        parent=_summary_row(p_eval),
+        child=_summary_row(c_eval),
+        isa_check=None if isa is None else isa.summary(),
+    )
     child_id = child.info.get("mlflow_model_id")
-    result = {
-        "verdict": verdict, "rule": rule_text(config), "reasons": decision["reasons"],
-        "decision_split": config.decision_split, "decision_images": images, "accuracy": accuracy, "accuracy_drop": accuracy["drop"],
-        "max_accuracy_drop": config.max_accuracy_drop, "accuracy_rule": config.accuracy_rule,
-        "min_speedup": config.min_speedup, "confidence": config.confidence,
-        "accepted_device_classes": decision["accepted_device_classes"], "device_classes": per_class,
-        "parent": _summary_row(p_eval), "child": _summary_row(c_eval), "registered": None,
-        "isa_check": None if isa is None else {
-            "rejected_device_classes": isa.get("rejected_device_classes", []), "skipped": isa.get("skipped", False),
-            "checked": [c for c, r in isa.get("classes", {}).items() if r.get("checked")]},
-    }  # fmt: skip
-    with ctx.task("accuracy-gate", {"rule": result["rule"], "child_model_id": child_id}):
+    with ctx.task("accuracy-gate", {"rule": result.rule, "child_model_id": child_id}):
         if ctx.enabled and child_id:
             _record(result, child_id, c_eval["model"].get("technique", ""), config.registered_model_name)
-        write_json(Path(results_path), result)
+        out = result.to_json()
+        write_json(Path(results_path), out)
         if report_path is not None:
-            write_report(report_path, gate_markdown(result))
-    return result
+            write_report(report_path, gate_markdown(out))
+    return out
 
 
-def _record(result: dict[str, Any], child_id: str, technique: str, name: str) -> None:
+def withhold_isa_rejected(decision: Decision, isa: IsaResult, per_class: dict[str, dict[str, Any]]) -> None:
+    """No class the target-ISA check rejected is accepted; its reasons become the gate's."""
+    for cls in isa.rejected_device_classes:
+        if cls in per_class:
+            per_class[cls]["isa_check"] = "rejected"
+            decision.reasons += [
+                Reason("isa_check_rejected", f"isa-check {cls}: {r.message}")
+                for r in isa.classes[cls].reasons
+            ]
+    rejected = set(isa.rejected_device_classes)
+    decision.accepted_device_classes = [c for c in decision.accepted_device_classes if c not in rejected]
+
+
+def _record(result: GateResult, child_id: str, technique: str, name: str) -> None:
     """The verdict, rule and intervals as tags on the child; registration per class it earned."""
-    acc = result["accuracy"]
+    acc = result.accuracy
     tags = {
-        "edgecompress.gate": result["verdict"],
-        "edgecompress.gate_reason": "; ".join(result["reasons"]) or "passed",
-        "edgecompress.gate_rule": result["rule"],
+        "edgecompress.gate": result.verdict,
+        "edgecompress.gate_reason": "; ".join(r.message for r in result.reasons) or "passed",
+        "edgecompress.gate_reason_codes": ",".join(r.code for r in result.reasons) or "passed",
+        "edgecompress.gate_rule": result.rule,
         "edgecompress.gate_accuracy_drop": f"{acc['drop']:.5f} [{acc['ci_low']:.5f}, {acc['ci_high']:.5f}]",
-        "edgecompress.gate_accepted_classes": ",".join(result["accepted_device_classes"]),
+        "edgecompress.gate_accepted_classes": ",".join(result.accepted_device_classes),
     }
-    for cls, v in result["device_classes"].items():
+    for cls, v in result.device_classes.items():
         tags[f"edgecompress.gate_speedup.{cls}"] = (
             f"{v['speedup']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
         )
     lineage.set_model_tags(child_id, tags)
-    if result["accepted_device_classes"]:
+    if result.accepted_device_classes:
         version = lineage.register(
-            child_id, name, result["accepted_device_classes"], tags={"edgecompress.technique": technique}
+            child_id, name, result.accepted_device_classes, tags={"edgecompress.technique": technique}
         )
-        aliases = [lineage.alias_name(c) for c in result["accepted_device_classes"]]
-        result["registered"] = {"name": name, "version": version, "aliases": aliases}
+        aliases = [lineage.alias_name(c) for c in result.accepted_device_classes]
+        result.registered = {"name": name, "version": version, "aliases": aliases}
 
 
 def _summary_row(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -387,18 +540,36 @@ def gate_markdown(result: dict[str, Any]) -> str:
         f"child, McNemar p = {acc['mcnemar_p']:.3g}.",
         "",
         markdown_table(
-            ["model", "technique", f"{p['split']} accuracy", "params", "MACs", "ONNX bytes", "gzip bytes"], rows
+            ["model", "technique", f"{p['split']} accuracy", "params", "MACs", "ONNX bytes", "gzip bytes"],
+            rows,
         ),
         "",
         markdown_table(
-            ["device class", "emulated", "parent p50 ms", "child p50 ms", "speed-up", "CI low", "CI high", "passes"],
             [
-                [k, v["emulated"] if v.get("timing_meaningful", True) else "qemu: timing not meaningful", v["parent_p50_ms"], v["child_p50_ms"], v["speedup"], v["ci_low"], v["ci_high"],
-                 v["faster"]]
+                "device class",
+                "emulated",
+                "parent p50 ms",
+                "child p50 ms",
+                "speed-up",
+                "CI low",
+                "CI high",
+                "passes",
+            ],
+            [
+                [
+                    k,
+                    v["emulated"] if v.get("timing_meaningful", True) else "qemu: timing not meaningful",
+                    v["parent_p50_ms"],
+                    v["child_p50_ms"],
+                    v["speedup"],
+                    v["ci_low"],
+                    v["ci_high"],
+                    v["faster"],
+                ]
                 for k, v in result["device_classes"].items()
             ],
         ),
-    ]  # fmt: skip
+    ]
     if result.get("registered"):
         reg = result["registered"]
         lines += [

@@ -34,9 +34,17 @@ from typing import Any
 import numpy as np
 
 from edgecompress.errors import BenchmarkError, ConfigError
-from edgecompress.gate import GateConfig, accuracy_breaks_rule, accuracy_drop_interval, check_decision_data
+from edgecompress.gate import (
+    GateConfig,
+    IsaClassResult,
+    IsaResult,
+    accuracy_breaks_rule,
+    accuracy_drop_interval,
+    check_decision_data,
+)
 from edgecompress.io import write_json
 from edgecompress.reports import markdown_table
+from edgecompress.rules import Reason
 from edgecompress.runtime.devices import parse_device_classes
 from edgecompress.runtime.facts import normalize_isa
 from edgecompress.step import write_report
@@ -65,9 +73,11 @@ class IsaCheckConfig:
     )
     isa_image: str = field(
         default="",
-        metadata={"help": f"arm64 agent image for aarch64 targets on x86 (default: ${AGENT_IMAGE_ENV}, else "
-                          "localhost/edgecompress-agent:<version>-arm64)"},
-    )  # fmt: skip
+        metadata={
+            "help": f"arm64 agent image for aarch64 targets on x86 (default: ${AGENT_IMAGE_ENV}, else "
+            "localhost/edgecompress-agent:<version>-arm64)"
+        },
+    )
     # 1000: a float child (pruned, distilled, FP16) runs in software floating point under QEMU (~0.1 s
     # per image for the baseline CNN here, benchmarks/isa/check-2026-12-01); an INT8 child ~8x faster
     isa_max_samples: int = field(
@@ -170,9 +180,21 @@ def run_on_isa(job_dir: Path, runner: str, config: IsaCheckConfig, qemu_cpu: str
         )
     os.chmod(job_dir, 0o777)  # the image runs as uid 10001 and writes the logits here
     cmd = [
-        "podman", "run", "--rm", "--network", "none", *qemu_podman_args(qemu_cpu, job_dir),
-        "-v", f"{job_dir}:/job:z", "--entrypoint", "python3", image, "-m", "edgecompress.runtime.logits", "/job",
-    ]  # fmt: skip
+        "podman",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        *qemu_podman_args(qemu_cpu, job_dir),
+        "-v",
+        f"{job_dir}:/job:z",
+        "--entrypoint",
+        "python3",
+        image,
+        "-m",
+        "edgecompress.runtime.logits",
+        "/job",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=config.isa_timeout_s)
     except subprocess.TimeoutExpired as exc:
@@ -212,7 +234,7 @@ def isa_check(
     y: np.ndarray,
     config: IsaCheckConfig,
     split_size: int | None = None,
-) -> dict[str, Any]:
+) -> IsaResult:
     """The check on inputs `x` with labels `y` (already the decision split, maybe subsampled)."""
     from edgecompress.runtime.logits import model_logits
 
@@ -220,15 +242,19 @@ def isa_check(
     g = config.gate
     classes = parse_device_classes(g.device_classes)
     start = time.perf_counter()
-    result: dict[str, Any] = {
-        "host_isa": host_isa(), "decision_split": g.decision_split, "samples": int(len(y)),
-        "split_size": int(split_size if split_size is not None else len(y)),
-        "rule": f"per class, the gate's accuracy rule on the target ISA: {_rule(g)}",
-        "skipped": config.skip_isa_check, "classes": {}, "rejected_device_classes": [],
-    }  # fmt: skip
+    result = IsaResult(
+        host_isa=host_isa(),
+        decision_split=g.decision_split,
+        samples=int(len(y)),
+        split_size=int(split_size if split_size is not None else len(y)),
+        rule="per class, the gate's accuracy rule on the target ISA: "
+        + g.rule.describe(g.decision_split, "vs the float parent"),
+        skipped=config.skip_isa_check,
+    )
     if config.skip_isa_check:
-        result["classes"] = {c: {"checked": False, "why_not": "skipped (skip_isa_check)"} for c in classes}
-        result["wall_s"] = time.perf_counter() - start
+        why = {"why_not": "skipped (skip_isa_check)"}
+        result.classes = {c: IsaClassResult(False, details=dict(why)) for c in classes}
+        result.wall_s = time.perf_counter() - start
         return result
     plan = _plan(classes)
     host_child = model_logits(Path(child_onnx), x)
@@ -236,61 +262,70 @@ def isa_check(
     parent_correct = host_parent.argmax(1) == y
     parent_step = subsample(len(y), config.isa_parent_max_samples)
     parent_picked = np.arange(0, len(y), parent_step)
-    result["parent_on_target_samples"], result["parent_on_target_step"] = int(len(parent_picked)), parent_step
+    result.extra.update(parent_on_target_samples=int(len(parent_picked)), parent_on_target_step=parent_step)
     runs: dict[tuple[str, str], tuple[dict[str, Any], np.ndarray, np.ndarray, float]] = {}
     for name, row in plan.items():
-        if not row["checked"]:
-            result["classes"][name] = row
+        if not row.pop("checked"):
+            result.classes[name] = IsaClassResult(False, details=row)
             continue
         key = (row["runner"], row.get("qemu_cpu", ""))
         if key not in runs:  # classes on the same ISA and CPU share one run
-            t0 = time.perf_counter()
-            with tempfile.TemporaryDirectory(prefix="edgecompress-isa-") as tmp:
-                job = Path(tmp)
-                shutil.copyfile(child_onnx, job / "child.onnx")
-                shutil.copyfile(parent_onnx, job / "parent.onnx")
-                np.save(job / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
-                np.save(job / "x-parent.npy", np.ascontiguousarray(x[parent_picked], dtype=np.float32))
-                spec = {"models": {"child": "child.onnx", "parent": "parent.onnx"},
-                        "inputs": {"child": "x.npy", "parent": "x-parent.npy"},
-                        "threads": config.isa_threads, "batch_size": 256}  # fmt: skip
-                (job / "job.json").write_text(json.dumps(spec))
-                info = run_on_isa(job, key[0], config, key[1])
-                runs[key] = (info, np.load(job / "logits-child.npy"), np.load(job / "logits-parent.npy"),
-                             time.perf_counter() - t0)  # fmt: skip
+            runs[key] = _run_target(key, child_onnx, parent_onnx, x, parent_picked, config)
         info, child_t, parent_t, seconds = runs[key]
         from edgecompress.runtime.profilecheck import mismatches
 
-        drop = accuracy_drop_interval(parent_correct, child_t.argmax(1) == y, g.confidence)
-        reason = accuracy_breaks_rule(drop, g)
+        drop = accuracy_drop_interval(parent_correct, child_t.argmax(1) == y, g.rule.confidence)
+        reasons = []
+        broken = accuracy_breaks_rule(drop, g)
+        if broken:
+            reasons.append(Reason(broken.code, f"on {row['isa']}: {broken.message}"))
         cpu_disagrees = mismatches(name, info.get("cpu"))
-        row.update({
-            **_compare(child_t, host_child, host_parent, y), "accuracy_drop": drop,
-            "parent_on_target": _parent_on_target(parent_t, host_parent[parent_picked]),
-            "target": {k: info.get(k) for k in ("machine", "cpu", "onnxruntime_version", "providers")},
-            "cpu_matches_profile": not cpu_disagrees, "wall_s": seconds, "model_seconds": info.get("seconds", {}),
-            "timing_note": "wall time of the check only; QEMU timings say nothing about the board"
-            if key[0] == "qemu" else "",
-            "verdict": "rejected" if reason else "accepted",
-            "reasons": [f"on {row['isa']}: {reason}"] if reason else [],
-        })  # fmt: skip
         if cpu_disagrees:  # the run did not use the board's INT8 features: its numerics prove nothing
-            row["verdict"] = "rejected"
-            row["reasons"].append("the target CPU disagrees with the profile: " + "; ".join(cpu_disagrees))
-        if row["verdict"] == "rejected":
-            result["rejected_device_classes"].append(name)
-        result["classes"][name] = row
-    result["wall_s"] = time.perf_counter() - start
+            message = "the target CPU disagrees with the profile: " + "; ".join(cpu_disagrees)
+            reasons.append(Reason("target_cpu_mismatch", message))
+        row.update(
+            _compare(child_t, host_child, host_parent, y),
+            accuracy_drop=drop,
+            parent_on_target=_parent_on_target(parent_t, host_parent[parent_picked]),
+            target={k: info.get(k) for k in ("machine", "cpu", "onnxruntime_version", "providers")},
+            cpu_matches_profile=not cpu_disagrees,
+            wall_s=seconds,
+            model_seconds=info.get("seconds", {}),
+            timing_note="wall time of the check only; QEMU timings say nothing about the board"
+            if key[0] == "qemu"
+            else "",
+        )
+        result.classes[name] = IsaClassResult(True, "rejected" if reasons else "accepted", reasons, row)
+    result.wall_s = time.perf_counter() - start
     return result
 
 
-def _rule(g: GateConfig) -> str:
-    if g.accuracy_rule == "point":
-        return f"paired accuracy drop vs the float parent on {g.decision_split} ≤ {g.max_accuracy_drop * 100:g} points"
-    return (
-        f"upper {g.confidence:.0%} bound of the paired drop vs the float parent on {g.decision_split} "
-        f"≤ {g.max_accuracy_drop * 100:g} points"
-    )
+def _run_target(
+    key: tuple[str, str],
+    child_onnx: Path,
+    parent_onnx: Path,
+    x: np.ndarray,
+    parent_picked: np.ndarray,
+    config: IsaCheckConfig,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, float]:
+    """The child on every image and the parent on its subsample, on one target (runner, QEMU CPU)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-isa-") as tmp:
+        job = Path(tmp)
+        shutil.copyfile(child_onnx, job / "child.onnx")
+        shutil.copyfile(parent_onnx, job / "parent.onnx")
+        np.save(job / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
+        np.save(job / "x-parent.npy", np.ascontiguousarray(x[parent_picked], dtype=np.float32))
+        spec = {
+            "models": {"child": "child.onnx", "parent": "parent.onnx"},
+            "inputs": {"child": "x.npy", "parent": "x-parent.npy"},
+            "threads": config.isa_threads,
+            "batch_size": 256,
+        }
+        (job / "job.json").write_text(json.dumps(spec))
+        info = run_on_isa(job, key[0], config, key[1])
+        child_t, parent_t = np.load(job / "logits-child.npy"), np.load(job / "logits-parent.npy")
+    return info, child_t, parent_t, time.perf_counter() - t0
 
 
 def isa_check_step(
@@ -321,12 +356,12 @@ def isa_check_step(
     x, y = dataset.take(split, picked), dataset.labels(split)[picked]
     parent, child = load_model_package(Path(parent_dir)), load_model_package(Path(child_dir))
     result = isa_check(parent.onnx_path, child.onnx_path, x, y, config, split_size=len(part))
-    result["subsample_step"] = step
-    result["dataset"] = dataset.name
-    write_json(Path(results_path), result)
+    result.extra.update(subsample_step=step, dataset=dataset.name)
+    out = result.to_json()
+    write_json(Path(results_path), out)
     if report_path is not None:
-        write_report(report_path, isa_markdown(result))
-    return result
+        write_report(report_path, isa_markdown(out))
+    return out
 
 
 def isa_markdown(result: dict[str, Any]) -> str:
@@ -334,22 +369,53 @@ def isa_markdown(result: dict[str, Any]) -> str:
     sample = f"{result['samples']} of {result['split_size']} {result['decision_split']} images" + (
         f" (every {every}th)" if every > 1 else ""
     )
-    lines = [f"# Target-ISA check (build machine: {result['host_isa']})", "", f"Rule: {result['rule']}.", "",
-             f"Images: {sample}. Wall time of the check: {result['wall_s']:.1f} s.", ""]  # fmt: skip
+    lines = [
+        f"# Target-ISA check (build machine: {result['host_isa']})",
+        "",
+        f"Rule: {result['rule']}.",
+        "",
+        f"Images: {sample}. Wall time of the check: {result['wall_s']:.1f} s.",
+        "",
+    ]
     if "parent_on_target_samples" in result:
-        lines += [f"The float parent also ran on the target on {result['parent_on_target_samples']} of these images, "
-                  "to confirm float agrees across ISAs; the rule uses its predictions on this machine.", ""]  # fmt: skip
+        lines += [
+            f"The float parent also ran on the target on {result['parent_on_target_samples']} of these images, "
+            "to confirm float agrees across ISAs; the rule uses its predictions on this machine.",
+            "",
+        ]
     rows = []
     for cls, r in result["classes"].items():
         if not r.get("checked"):
             rows.append([cls, r.get("isa", "?"), "not checked", r.get("why_not", ""), "", "", "", "", ""])
             continue
         how = f"QEMU {r['qemu_cpu']}" if r.get("runner") == "qemu" else "native"
-        rows.append([cls, f"{r['isa']} ({how})", r["verdict"], "; ".join(r["reasons"]) or "within the rule",
-                     f"{r['accuracy'] * 100:.2f}", f"{r['host_accuracy'] * 100:.2f}",
-                     f"{r['agreement_with_host'] * 100:.2f}", f"{r['max_abs_logit_diff_host']:.3g}",
-                     f"{r['parent_on_target']['agreement_with_host'] * 100:.2f}"])  # fmt: skip
-    lines.append(markdown_table(
-        ["device class", "ISA", "verdict", "why", "target acc %", f"{result['host_isa']} acc %",
-         "top-1 agreement %", "max abs Δlogit", "parent agreement %"], rows))  # fmt: skip
+        rows.append(
+            [
+                cls,
+                f"{r['isa']} ({how})",
+                r["verdict"],
+                "; ".join(r["reasons"]) or "within the rule",
+                f"{r['accuracy'] * 100:.2f}",
+                f"{r['host_accuracy'] * 100:.2f}",
+                f"{r['agreement_with_host'] * 100:.2f}",
+                f"{r['max_abs_logit_diff_host']:.3g}",
+                f"{r['parent_on_target']['agreement_with_host'] * 100:.2f}",
+            ]
+        )
+    lines.append(
+        markdown_table(
+            [
+                "device class",
+                "ISA",
+                "verdict",
+                "why",
+                "target acc %",
+                f"{result['host_isa']} acc %",
+                "top-1 agreement %",
+                "max abs Δlogit",
+                "parent agreement %",
+            ],
+            rows,
+        )
+    )
     return "\n".join(lines) + "\n"

@@ -8,7 +8,8 @@ A dataclass field becomes one flat parameter of a KFP-friendly type (int, float,
 - `X | None` -> X, with the field's `unset` metadata (default 0 for int, -1.0 for float) meaning None;
 - `tuple[str, ...]` / `tuple[float, ...]` -> a comma-separated str;
 - a field with `codec` metadata (a `Codec`) -> its flat type, converted both ways by the codec;
-- a nested dataclass with `flatten` metadata -> its own fields, inlined;
+- a nested dataclass with `flatten` metadata -> its own fields, inlined (at any depth); its `rename`
+  metadata ({inner flat name: name here}) renames some of them where it is embedded;
 - `list[str]` -> a KFP list (a comma-separated str from a terminal);
 - a field with `flat=False` metadata is not part of the surface; `flat_name` renames it, and
   `flat_default` gives the flat default of a field whose own default is computed (e.g. "auto").
@@ -143,8 +144,10 @@ def surface(config: type, prefix: str = "", exclude: Iterable[str] = (), default
         own_default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if f.metadata.get("flatten"):
             inner_excluded = excluded | set(f.metadata.get("exclude", ()))
-            for p in surface(hints[f.name], prefix, inner_excluded, own_default):
-                out.append(dataclasses.replace(p, path=(f.name, *p.path)))
+            renames = f.metadata.get("rename", {})
+            for p in surface(hints[f.name], "", inner_excluded, own_default):
+                name = prefix + renames.get(p.name, p.name)
+                out.append(dataclasses.replace(p, name=name, path=(f.name, *p.path)))
             continue
         kind, decode, encode = _codec_for(f, hints[f.name])
         default = f.metadata["flat_default"] if "flat_default" in f.metadata else encode(own_default)
@@ -165,20 +168,28 @@ def surface(config: type, prefix: str = "", exclude: Iterable[str] = (), default
 
 def build(config: type, values: Mapping[str, Any], prefix: str = "", **overrides: Any):
     """A config from flat values (missing ones take their defaults); `overrides` set fields directly."""
-    nested: dict[str, dict[str, Any]] = {}
-    top: dict[str, Any] = {}
+    tree: dict[str, Any] = {}
     for p in surface(config, prefix):
-        if p.name not in values:
-            continue
-        value = p.decode(values[p.name])
-        if len(p.path) == 1:
-            top[p.path[0]] = value
-        else:
-            nested.setdefault(p.path[0], {})[p.path[1]] = value
+        if p.name in values:
+            node = tree
+            for part in p.path[:-1]:
+                node = node.setdefault(part, _Nested())
+            node[p.path[-1]] = p.decode(values[p.name])
     fields = {f.name: f for f in dataclasses.fields(config)}
-    for name, changed in nested.items():
-        top[name] = dataclasses.replace(_field_default(fields[name]), **changed)
+    top = {
+        k: _replaced(_field_default(fields[k]), v) if isinstance(v, _Nested) else v for k, v in tree.items()
+    }
     return config(**{**top, **overrides})
+
+
+class _Nested(dict):
+    """Changed fields of a flattened (nested) config, by field name."""
+
+
+def _replaced(default: Any, changed: _Nested) -> Any:
+    """`default` (a flattened field's own default) with the changed fields, at any depth."""
+    own = {k: _replaced(getattr(default, k), v) if isinstance(v, _Nested) else v for k, v in changed.items()}
+    return dataclasses.replace(default, **own)
 
 
 def flat_values(obj: Any, prefix: str = "") -> dict[str, Any]:

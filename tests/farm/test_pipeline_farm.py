@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES
 from tests.farm.conftest import TINY
 
@@ -60,3 +62,27 @@ def test_local_run_farm_hands_url_and_token_to_the_tasks(
     assert results["rpi4-emulated"]["emulated"] is True and results["rpi4-emulated"]["backend"] == "farm"
     assert CLIENT_TOKEN_ENV not in os.environ
     assert (tmp_path / "farm" / "farm.db").exists()
+
+
+def test_measurement_on_a_farm_goes_through_the_farm_and_the_runtime_one_refuses(
+    tmp_path: Path, tiny_model: Path, monkeypatch
+) -> None:
+    """edge.Measurement (the one latency path) sends a farm_url measurement to the farm as a job;
+    runtime.measure.Measurement, which has no farm client (the runtime sits under the farm), names
+    the one to use instead of measuring somewhere else."""
+    from edgecompress.edge import Measurement
+    from edgecompress.errors import ConfigError
+    from edgecompress.farm.client import CLIENT_TOKEN_ENV, FarmClient
+    from edgecompress.pipelines.local import _local_farm
+    from edgecompress.runtime import measure
+
+    settings = {"bench_min_runs": 5, "bench_min_duration_s": 0.0, "bench_warmup_runs": 1}
+    monkeypatch.delenv(CLIENT_TOKEN_ENV, raising=False)
+    with _local_farm(["rpi4-emulated"], tmp_path) as url:
+        with pytest.raises(ConfigError, match="farm_url=.*edgecompress.edge.Measurement"):
+            measure.Measurement("rpi4-emulated", url, **settings).latency(tiny_model)
+        assert FarmClient(url).jobs() == []
+        r = Measurement("rpi4-emulated", url, **settings).latency(tiny_model)
+        jobs = FarmClient(url).jobs()
+    assert r["emulated"] is True and r["p50_ms"] > 0 and len(r["samples_ms"]) >= 5
+    assert [(j["device_class"], j["state"]) for j in jobs] == [("rpi4-emulated", "done")]

@@ -136,6 +136,7 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
     from edgecompress.evaluate import evaluate_step
     from edgecompress.gate import GateConfig, gate_step
     from edgecompress.quantize import StaticQuantConfig, quantize_step
+    from edgecompress.rules import AccuracyRule
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step
 
@@ -165,7 +166,7 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
         evaluate_step(workdir / role, digits_artifact, workdir / f"{role}-eval.json", lineage_ctx=ctx)
         edge_benchmark_step(workdir / role, bench, workdir / f"{role}-bench.json", lineage_ctx=ctx)
     gate_config = GateConfig(
-        max_accuracy_drop=0.5, min_speedup=0.0, registered_model_name="digits-small",
+        rule=AccuracyRule(0.5), min_speedup=0.0, registered_model_name="digits-small",
         device_classes=["rpi4-emulated"], latency_rounds=8, measurement=bench.measurement,
     )  # fmt: skip
     gate = gate_step(

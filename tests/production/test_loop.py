@@ -42,6 +42,7 @@ def loop(mlflow_server, digits_artifact: Path, tmp_path_factory: pytest.TempPath
     from edgecompress.params import build
     from edgecompress.prune import PruneConfig, prune_step
     from edgecompress.quantize import StaticQuantConfig, quantize_step
+    from edgecompress.rules import AccuracyRule
     from edgecompress.step import Lineage
     from edgecompress.train import TrainConfig, train_step
 
@@ -69,7 +70,7 @@ def loop(mlflow_server, digits_artifact: Path, tmp_path_factory: pytest.TempPath
             edge_benchmark_step(tmp / role, bench, tmp / f"{role}-bench.json", lineage_ctx=ctx)
         gate = gate_step(
             tmp / "train", tmp / "v1", digits_artifact, tmp / "train-eval.json", tmp / "v1-eval.json",
-            GateConfig(max_accuracy_drop=0.2, accuracy_rule="point", min_speedup=0.0, registered_model_name=NAME,
+            GateConfig(rule=AccuracyRule(0.2, "point"), min_speedup=0.0, registered_model_name=NAME,
                        device_classes=CLASSES, measurement=measurement),
             results_path=tmp / "gate.json", lineage_ctx=ctx,
         )  # fmt: skip

@@ -13,13 +13,16 @@ from hypothesis import strategies as st
 from edgecompress.edge import Measurement
 from edgecompress.errors import ConfigError
 from edgecompress.gate import (
+    Decision,
     GateConfig,
+    GateResult,
     accuracy_drop_interval,
     check_decision_data,
     decide,
     gate_step,
     speedup_interval,
 )
+from edgecompress.rules import AccuracyRule, Reason
 from edgecompress.stats import MIN_LATENCY_ROUNDS
 from tests.conftest import assert_gate_follows_its_rule
 
@@ -55,18 +58,23 @@ def test_the_default_rule_rejects_what_the_point_rule_let_through():
     (and -4.83 pt on test). A child losing 4 net images of 600: the point rule passes, the default not."""
     acc = _accuracy(parent_only=5, child_only=1)
     speed = {"rpi4-emulated": _speed(1.5)}
-    assert GateConfig().accuracy_rule == "upper"
-    assert decide(acc, speed, GateConfig(accuracy_rule="point"))["accepted_device_classes"] == [
-        "rpi4-emulated"
-    ]
+    assert GateConfig().rule.accuracy_rule == "upper"
+    point = GateConfig(rule=AccuracyRule(accuracy_rule="point"))
+    assert decide(acc, speed, point).accepted_device_classes == ["rpi4-emulated"]
     out = decide(acc, speed, GateConfig())
-    assert out["accepted_device_classes"] == [] and "upper 95% bound of the drop" in out["reasons"][0]
+    assert out.accepted_device_classes == [] and "upper 95% bound of the drop" in out.reasons[0].message
+    assert [r.code for r in out.reasons] == ["accuracy_drop_too_large"]
 
 
 def test_accept_when_accuracy_holds_and_the_lower_bound_clears():
     out = decide(_accuracy(0, 0), {"rpi4-emulated": _speed(1.3)}, GateConfig())
-    assert out == {"accuracy_ok": True, "faster": {"rpi4-emulated": True},
-                   "accepted_device_classes": ["rpi4-emulated"], "reasons": []}  # fmt: skip
+    assert out.to_json() == {
+        "accuracy_ok": True,
+        "faster": {"rpi4-emulated": True},
+        "accepted_device_classes": ["rpi4-emulated"],
+        "reasons": [],
+        "reason_codes": [],
+    }
 
 
 def test_a_child_1_02x_faster_within_the_noise_is_rejected():
@@ -76,7 +84,8 @@ def test_a_child_1_02x_faster_within_the_noise_is_rejected():
     speed = speedup_interval(parent, child)
     assert speed["speedup"] == pytest.approx(1.02) and speed["ci_low"] < 1.0 < speed["ci_high"]
     out = decide(_accuracy(0, 0), {"rpi4-emulated": speed}, GateConfig())
-    assert out["accepted_device_classes"] == [] and "not faster than 1×" in out["reasons"][0]
+    assert out.accepted_device_classes == [] and "not faster than 1×" in out.reasons[0].message
+    assert out.reasons[0].code == "speed_not_faster"
 
 
 def test_a_clearly_faster_child_passes():
@@ -84,18 +93,19 @@ def test_a_clearly_faster_child_passes():
     speed = speedup_interval(parent, child)
     assert 1.7 < speed["ci_low"] <= speed["speedup"] <= speed["ci_high"] < 2.4
     out = decide(_accuracy(0, 0), {"rpi4-emulated": speed}, GateConfig())
-    assert out["accepted_device_classes"] == ["rpi4-emulated"] and out["reasons"] == []
+    assert out.accepted_device_classes == ["rpi4-emulated"] and out.reasons == []
 
 
 def test_a_qemu_class_never_earns_a_speed_verdict():
     """d9a55b6 recorded timing_meaningful and ignored it: a QEMU class passed on speed."""
     speed = {"rpi4-qemu": _speed(3.0, meaningful=False), "rpi4-emulated": _speed(1.5)}
     out = decide(_accuracy(0, 0), speed, GateConfig())
-    assert out["accepted_device_classes"] == ["rpi4-emulated"] and out["faster"]["rpi4-qemu"] is False
-    assert "no speed verdict on rpi4-qemu" in out["reasons"][0]
+    assert out.accepted_device_classes == ["rpi4-emulated"] and out.faster["rpi4-qemu"] is False
+    assert out.reasons == [Reason("speed_not_meaningful", out.reasons[0].message)]
+    assert "no speed verdict on rpi4-qemu" in out.reasons[0].message
     # speed not required: accuracy alone decides, QEMU included
-    assert decide(_accuracy(0, 0), speed, GateConfig(min_speedup=0))["accepted_device_classes"] == [
-        "rpi4-qemu", "rpi4-emulated"]  # fmt: skip
+    accepted = decide(_accuracy(0, 0), speed, GateConfig(min_speedup=0)).accepted_device_classes
+    assert accepted == ["rpi4-qemu", "rpi4-emulated"]
 
 
 def test_no_discordant_pair_gives_a_real_interval():
@@ -116,17 +126,19 @@ def test_decision_data_that_cannot_resolve_the_rule_is_refused(labels, message):
 
 
 def test_a_larger_allowed_drop_needs_fewer_images():
-    check_decision_data(np.arange(270) % 10, GateConfig(max_accuracy_drop=0.02), "gate")
+    check_decision_data(np.arange(270) % 10, GateConfig(rule=AccuracyRule(max_accuracy_drop=0.02)), "gate")
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"decision_split": "train"}, "decision_split"),
-        ({"accuracy_rule": "median"}, "accuracy_rule"),
+        ({"rule": AccuracyRule(accuracy_rule="median")}, "accuracy_rule"),
+        ({"rule": AccuracyRule(confidence=0.4)}, "confidence"),
+        ({"rule": AccuracyRule(max_accuracy_drop=1.0)}, "max_accuracy_drop"),
         ({"latency_rounds": MIN_LATENCY_ROUNDS - 1}, "latency_rounds"),
         ({"device_classes": ["toaster"]}, "toaster"),
-        ({"max_accuracy_drop": 0.0}, "max_accuracy_drop"),
+        ({"rule": AccuracyRule(max_accuracy_drop=0.0)}, "max_accuracy_drop"),
     ],
 )
 def test_bad_gate_settings(kwargs, message):
@@ -137,29 +149,37 @@ def test_bad_gate_settings(kwargs, message):
 def _rule(result: dict, config: GateConfig) -> list[str]:
     """The gate's rule written out again from its recorded numbers, independently of `decide`."""
     acc = result["accuracy"]
-    bound = acc["drop"] if config.accuracy_rule == "point" else acc["ci_high"]
-    if bound > config.max_accuracy_drop + 1e-12:
+    bound = acc["drop"] if config.rule.accuracy_rule == "point" else acc["ci_high"]
+    if bound > config.rule.max_accuracy_drop + 1e-12:
         return []
     return [
-        c for c, s in result["device_classes"].items()
+        c
+        for c, s in result["device_classes"].items()
         if config.min_speedup <= 0 or (s["timing_meaningful"] and s["ci_low"] > config.min_speedup)
-    ]  # fmt: skip
+    ]
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    parent_only=st.integers(0, 30), child_only=st.integers(0, 30), n=st.integers(400, 3000),
-    lows=st.lists(st.floats(0.5, 3.0), min_size=1, max_size=3), qemu=st.booleans(),
-    rule=st.sampled_from(["upper", "point"]), max_drop=st.sampled_from([0.01, 0.02, 0.05]),
+    parent_only=st.integers(0, 30),
+    child_only=st.integers(0, 30),
+    n=st.integers(400, 3000),
+    lows=st.lists(st.floats(0.5, 3.0), min_size=1, max_size=3),
+    qemu=st.booleans(),
+    rule=st.sampled_from(["upper", "point"]),
+    max_drop=st.sampled_from([0.01, 0.02, 0.05]),
     min_speedup=st.sampled_from([0.0, 1.0, 1.2]),
-)  # fmt: skip
-def test_every_verdict_is_the_rule_applied_to_its_numbers(parent_only, child_only, n, lows, qemu, rule,
-                                                          max_drop, min_speedup):  # fmt: skip
-    config = GateConfig(accuracy_rule=rule, max_accuracy_drop=max_drop, min_speedup=min_speedup)
+)
+def test_every_verdict_is_the_rule_applied_to_its_numbers(
+    parent_only, child_only, n, lows, qemu, rule, max_drop, min_speedup
+):
+    config = GateConfig(rule=AccuracyRule(max_drop, rule), min_speedup=min_speedup)
     classes = {f"c{i}": _speed(low, meaningful=not (qemu and i == 0)) for i, low in enumerate(lows)}
     acc = _accuracy(parent_only, child_only, n)
     out = decide(acc, classes, config)
-    assert out["accepted_device_classes"] == _rule({"accuracy": acc, "device_classes": classes}, config)
+    assert out.accepted_device_classes == _rule({"accuracy": acc, "device_classes": classes}, config)
+    assert Decision.from_json(out.to_json()) == out
+    assert out.accuracy_ok == (not any(r.code == "accuracy_drop_too_large" for r in out.reasons))
 
 
 def _dataset_with_val(tmp_path, val_size: int):
@@ -184,13 +204,25 @@ def _evaluate(models: dict, dataset, tmp_path):
 QUICK = Measurement(bench_min_runs=20, bench_min_duration_s=0.02, bench_warmup_runs=2)
 
 
-def _gate(parent, child, dataset, tmp_path, **kwargs):
+def _gate(parent, child, dataset, tmp_path, isa_check_path=None, **kwargs):
     from edgecompress.step import Lineage
 
     config = GateConfig(device_classes=["rpi4-emulated"], measurement=QUICK, **kwargs)
-    out = gate_step(parent, child, dataset, tmp_path / "parent.json", tmp_path / "child.json", config,
-                    tmp_path / "gate.json", tmp_path / "gate.md", Lineage(enabled=False))  # fmt: skip
-    assert_gate_follows_its_rule(json.loads((tmp_path / "gate.json").read_text()))
+    out = gate_step(
+        parent,
+        child,
+        dataset,
+        tmp_path / "parent.json",
+        tmp_path / "child.json",
+        config,
+        tmp_path / "gate.json",
+        tmp_path / "gate.md",
+        Lineage(enabled=False),
+        isa_check_path=isa_check_path,
+    )
+    saved = json.loads((tmp_path / "gate.json").read_text())
+    assert_gate_follows_its_rule(saved)
+    assert GateResult.from_json(saved).to_json() == saved == out  # the type holds all of it
     return out
 
 
@@ -215,7 +247,7 @@ def test_gate_step_rejects_a_child_no_faster_than_its_parent(trained_model, digi
     cls = out["device_classes"]["rpi4-emulated"]
     assert out["verdict"] == "rejected" and cls["faster"] is False and cls["ci_low"] <= 1.5
     assert len(cls["latency_rounds"]["parent_ms"]) == MIN_LATENCY_ROUNDS
-    assert "not faster than 1.5×" in out["reasons"][0]
+    assert "not faster than 1.5×" in out["reasons"][0] and out["reason_codes"] == ["speed_not_faster"]
 
 
 def test_gate_step_rejects_a_less_accurate_child(trained_model, digits_artifact, tmp_path):
@@ -224,12 +256,19 @@ def test_gate_step_rejects_a_less_accurate_child(trained_model, digits_artifact,
     from tests.conftest import SMALL_CNN
 
     worse = tmp_path / "worse"  # one short epoch: far below the 6-epoch parent
-    train_step(digits_artifact, SMALL_CNN, worse, TrainConfig(epochs=1, batch_size=256, lr=1e-3),
-               Lineage(enabled=False), progress=False)  # fmt: skip
+    train_step(
+        digits_artifact,
+        SMALL_CNN,
+        worse,
+        TrainConfig(epochs=1, batch_size=256, lr=1e-3),
+        Lineage(enabled=False),
+        progress=False,
+    )
     _evaluate({"parent": trained_model, "child": worse}, digits_artifact, tmp_path)
     out = _gate(trained_model, worse, digits_artifact, tmp_path, min_speedup=0)
     assert out["verdict"] == "rejected" and out["accuracy"]["ci_low"] > 0.01
     assert out["reasons"][0].startswith("accuracy upper 95% bound of the drop")
+    assert out["reason_codes"][0] == "accuracy_drop_too_large"
 
 
 def test_gate_step_refuses_a_split_too_small(trained_model, digits_artifact, tmp_path):
@@ -242,8 +281,6 @@ def test_gate_step_refuses_a_split_too_small(trained_model, digits_artifact, tmp
 
 
 def test_gate_step_withholds_a_class_the_isa_check_rejected(trained_model, digits_artifact, tmp_path):
-    from edgecompress.step import Lineage
-
     shutil.copytree(trained_model, tmp_path / "child")
     _evaluate({"parent": trained_model, "child": tmp_path / "child"}, digits_artifact, tmp_path)
     isa = {
@@ -252,13 +289,13 @@ def test_gate_step_withholds_a_class_the_isa_check_rejected(trained_model, digit
         "classes": {"rpi4-emulated": {"checked": True, "reasons": ["on aarch64: accuracy drop 3.00 points"]}},
     }
     (tmp_path / "isa.json").write_text(json.dumps(isa))
-    config = GateConfig(device_classes=["rpi4-emulated"], measurement=QUICK, min_speedup=0)
-    out = gate_step(trained_model, tmp_path / "child", digits_artifact, tmp_path / "parent.json",
-                    tmp_path / "child.json", config, tmp_path / "gate.json", tmp_path / "gate.md",
-                    Lineage(enabled=False), isa_check_path=tmp_path / "isa.json")  # fmt: skip
+    out = _gate(
+        trained_model, tmp_path / "child", digits_artifact, tmp_path, tmp_path / "isa.json", min_speedup=0
+    )
     assert out["accepted_device_classes"] == [] and out["verdict"] == "rejected"
     assert "isa-check rpi4-emulated: on aarch64: accuracy drop 3.00 points" in out["reasons"]
+    assert out["reason_codes"] == ["isa_check_rejected"]
     saved = json.loads((tmp_path / "gate.json").read_text())
     # the rule alone would accept it; the isa-check's veto withholds it
+    config = GateConfig(device_classes=["rpi4-emulated"], min_speedup=0)
     assert _rule(saved, config) == ["rpi4-emulated"] and saved["accepted_device_classes"] == []
-    assert_gate_follows_its_rule(saved)

@@ -18,7 +18,7 @@ from edgecompress.data import load_dataset
 from edgecompress.errors import ConfigError
 from edgecompress.export import load_model_package
 from edgecompress.gate import GateConfig
-from edgecompress.isa import IsaCheckConfig, isa_check, isa_check_step, subsample
+from edgecompress.isa import IsaCheckConfig, IsaResult, isa_check, isa_check_step, subsample
 from edgecompress.quantize import StaticQuantConfig, quantize_step
 from edgecompress.step import Lineage
 from tests.conftest import run_cli
@@ -63,11 +63,13 @@ def test_classes_of_this_machines_isa_are_not_checked_and_say_why(trained_model,
     x, y = load_dataset(digits_artifact).split("val")
     p, c = load_model_package(trained_model), load_model_package(child)
     out = isa_check(p.onnx_path, c.onnx_path, x, y, _config("rpi4-emulated", "jetson-orin-nano-emulated"))
-    assert out["host_isa"] == "x86_64" and out["rejected_device_classes"] == []
-    row = out["classes"]["rpi4-emulated"]
-    assert not row["checked"] and "same ISA" in row["why_not"] and "add rpi4-qemu" in row["why_not"]
+    assert out.host_isa == "x86_64" and out.rejected_device_classes == []
+    row = out.classes["rpi4-emulated"]
+    why = row.details["why_not"]
+    assert not row.checked and row.verdict is None and "same ISA" in why and "add rpi4-qemu" in why
+    assert IsaResult.from_json(out.to_json()) == out
     skipped = isa_check(p.onnx_path, c.onnx_path, x, y, IsaCheckConfig(skip_isa_check=True))
-    assert skipped["skipped"] and all("skipped" in r["why_not"] for r in skipped["classes"].values())
+    assert skipped.skipped and all("skipped" in r.details["why_not"] for r in skipped.classes.values())
 
 
 def test_verdict_follows_the_gate_rule_on_the_target(
@@ -83,6 +85,7 @@ def test_verdict_follows_the_gate_rule_on_the_target(
     assert row["agreement_with_host"] == 1.0 and row["max_abs_logit_diff_host"] == 0.0
     assert row["accuracy"] == row["host_accuracy"] and out["samples"] == out["split_size"]
     assert json.loads((tmp_path / "ok.json").read_text())["rejected_device_classes"] == []
+    assert row["reasons"] == row["reason_codes"] == []
 
     monkeypatch.setattr(isa, "run_on_isa", _stand_in(break_weights=True))
     out = isa_check_step(
@@ -92,6 +95,9 @@ def test_verdict_follows_the_gate_rule_on_the_target(
     assert out["rejected_device_classes"] == ["rpi4-qemu"] and row["verdict"] == "rejected"
     reason = row["reasons"][0]  # the gate's default rule: the drop's upper bound decides
     assert reason.startswith("on aarch64: accuracy upper 95% bound of the drop") and "allowed 1.00" in reason
+    assert row["reason_codes"] == ["accuracy_drop_too_large"]
+    saved = json.loads((tmp_path / "bad.json").read_text())
+    assert IsaResult.from_json(saved).to_json() == saved == out  # the type holds all of it
     assert row["agreement_with_host"] < 0.5 and row["accuracy"] < row["parent_accuracy"] - 0.01
     assert "rpi4-qemu | aarch64 (QEMU cortex-a72) | rejected" in (tmp_path / "bad.md").read_text()
 
@@ -107,7 +113,9 @@ def test_a_target_cpu_that_disagrees_with_the_profile_proves_nothing(
     )
     out = isa_check_step(trained_model, child, digits_artifact, _config("rpi4-qemu"), tmp_path / "r.json")
     assert out["rejected_device_classes"] == ["rpi4-qemu"]
-    assert "the target CPU disagrees with the profile" in out["classes"]["rpi4-qemu"]["reasons"][-1]
+    row = out["classes"]["rpi4-qemu"]
+    assert "the target CPU disagrees with the profile" in row["reasons"][-1]
+    assert row["reason_codes"] == ["target_cpu_mismatch"]
 
 
 def test_the_float_parent_runs_on_the_target_only_on_its_subsample(
@@ -146,13 +154,15 @@ def test_bad_input_is_an_error_and_writes_nothing(trained_model, child, digits_a
     with pytest.raises(ConfigError, match="unknown device class 'pi-zero'"):
         _config("pi-zero").validate()
     out = tmp_path / "r.json"
-    result = run_cli("isa-check", "--parent", str(trained_model), "--child", str(child), "--dataset",
-                     str(digits_artifact), "--output", str(out), "--device-classes", "rpi4-qemu,pi-zero")  # fmt: skip
+
+    def cli(*extra: str):
+        io = ("--parent", trained_model, "--child", child, "--dataset", digits_artifact, "--output", out)
+        return run_cli("isa-check", *map(str, io), *extra)
+
+    result = cli("--device-classes", "rpi4-qemu,pi-zero")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "pi-zero" in result.stderr
     assert not out.exists()
-    result = run_cli("isa-check", "--parent", str(trained_model), "--child", str(child), "--dataset",
-                     str(digits_artifact), "--output", str(out), "--isa-max-samples", "-1")  # fmt: skip
+    result = cli("--isa-max-samples", "-1")
     assert result.returncode == 2 and "isa_max_samples" in result.stderr and not out.exists()
-    result = run_cli("isa-check", "--parent", str(trained_model), "--child", str(child), "--dataset",
-                     str(digits_artifact), "--output", str(out), "--isa-parent-max-samples", "-1")  # fmt: skip
+    result = cli("--isa-parent-max-samples", "-1")
     assert result.returncode == 2 and "isa_parent_max_samples" in result.stderr and not out.exists()

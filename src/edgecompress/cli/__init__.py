@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "edgecompress.cli.cluster",  # submit, schedule (Kubeflow Pipelines on a cluster)
     "edgecompress.cli.compress",  # prune, distill, sensitivity
     "edgecompress.cli.nas",  # nas
+    "edgecompress.cli.profile",  # profile
 ]
 
 

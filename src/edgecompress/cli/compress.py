@@ -11,6 +11,7 @@ from edgecompress.cli.steps import _lineage, _print, io_arguments, step_command
 from edgecompress.distill import DistillConfig, DistillStepOptions
 from edgecompress.params import add_options, from_args
 from edgecompress.prune import PruneConfig
+from edgecompress.prune.importance import importance_help, importance_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     io_arguments(p, model="Model artifact directory with module.pt", output="JSON to write")
     p.add_argument("--plot", type=Path, help="PNG plot to write")
     p.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated ratios in (0, 1)")
-    p.add_argument("--importance", default="l2", choices=["l1", "l2", "bn", "taylor"])
+    p.add_argument("--importance", default="l2", choices=importance_names(), help=importance_help())
     p.add_argument("--samples", type=int, default=1000, help="validation samples per measurement")
     p.add_argument(
         "--keep-layer", action="append", default=[], metavar="LAYER", help="skip this layer (repeatable)"

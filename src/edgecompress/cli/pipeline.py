@@ -15,6 +15,9 @@ from edgecompress.cli.cluster import (
     platform_from_args,
 )
 from edgecompress.errors import ConfigError
+from edgecompress.params import option, surface
+from edgecompress.rules import AccuracyRule
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, PROFILES_ENV
 
 
 def _pipeline_defaults(chain: list[str]) -> dict:
@@ -48,15 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--chain", default="quantize", help="compression steps in order, comma-separated (default: quantize)"
     )
     run.add_argument(
-        "--device-classes", default="rpi4-emulated,jetson-orin-nano-emulated", help="comma-separated"
+        "--device-classes",
+        default=",".join(DEFAULT_DEVICE_CLASSES),
+        help=f"comma-separated classes of the device profiles (device_profiles.yaml, ${PROFILES_ENV}); "
+        "without --farm-url, emulated ones",
     )
     run.add_argument("--farm-url", default="", help="device farm controller URL (default: local emulation)")
-    run.add_argument(
-        "--max-accuracy-drop",
-        type=float,
-        default=0.01,
-        help="gate: allowed drop as a fraction (0.01 = 1 point)",
-    )
+    drop = {p.name: p for p in surface(AccuracyRule)}["max_accuracy_drop"]
+    run.add_argument(option(drop.name), type=drop.type, default=drop.default, help=f"gate: {drop.help}")
     run.add_argument(
         "--skip-isa-check",
         action="store_true",
@@ -130,10 +132,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     defaults = _pipeline_defaults(chain)
     model_name = args.model if ":" not in args.model and not args.model.startswith("{") else "custom"
     arguments = {
-        "dataset": args.dataset, "model": args.model, "device_classes": [c.strip() for c in args.device_classes.split(",") if c.strip()],
-        "farm_url": args.farm_url, "max_accuracy_drop": args.max_accuracy_drop, "track": not args.no_track,
+        "dataset": args.dataset,
+        "model": args.model,
+        "device_classes": [c.strip() for c in args.device_classes.split(",") if c.strip()],
+        "farm_url": args.farm_url,
+        "max_accuracy_drop": args.max_accuracy_drop,
+        "track": not args.no_track,
         "registered_model_name": args.registered_model_name or f"{Path(args.dataset).stem}-{model_name}",
-    }  # fmt: skip
+    }
     if args.epochs is not None:
         arguments["epochs"] = args.epochs
     if args.dataset == "fashion-mnist":

@@ -41,15 +41,16 @@ def production_alias(device_class: str) -> str:
 
 def rule_text(config: GateConfig) -> str:
     """The champion/challenger rule, as every promotion result states it."""
+    rule = config.rule
     accuracy = (
         f"the challenger's paired accuracy drop against the champion on {config.decision_split}"
-        if config.accuracy_rule == "point"
-        else f"the upper {config.confidence:.0%} bound of the challenger's paired accuracy drop against "
+        if rule.accuracy_rule == "point"
+        else f"the upper {rule.confidence:.0%} bound of the challenger's paired accuracy drop against "
         f"the champion on {config.decision_split}"
     )
     return (
         f"challenger vs the model <class>-production points at now: {accuracy} ≤ "
-        f"{config.max_accuracy_drop * 100:g} points, and not slower: the {config.confidence:.0%} interval "
+        f"{rule.max_accuracy_drop * 100:g} points, and not slower: the {rule.confidence:.0%} interval "
         "of the interleaved speed-up (champion p50 / challenger p50) not wholly below 1× (classes timed "
         "under QEMU: accuracy only); no production model yet: the gate's verdict against its own parent"
     )
@@ -98,19 +99,19 @@ def compare(
             "champion": decision_correct(champion_onnx, dataset, config),
             "challenger": decision_correct(challenger_onnx, dataset, config),
         }
-    accuracy = accuracy_drop_interval(correct["champion"], correct["challenger"], config.confidence)
+    accuracy = accuracy_drop_interval(correct["champion"], correct["challenger"], config.rule.confidence)
     accuracy["champion_accuracy"] = float(np.mean(correct["champion"]))
     accuracy["challenger_accuracy"] = float(np.mean(correct["challenger"]))
     reasons = []
     why = accuracy_breaks_rule(accuracy, config)
     if why:
-        reasons.append(f"worse than the champion: {why}")
+        reasons.append(f"worse than the champion: {why.message}")
     note = timing_note(device_class)
     speed: dict[str, Any] | None = None
     if note is None:
         meter = Measurement(device_class, **{k: getattr(config.measurement, k) for k in BENCH_FIELDS})
         measured = meter.compare(
-            Path(champion_onnx), Path(challenger_onnx), config.latency_rounds, config.confidence
+            Path(champion_onnx), Path(challenger_onnx), config.latency_rounds, config.rule.confidence
         )
         rounds = measured["latency_rounds"]
         speed = {k: measured[k] for k in ("speedup", "ci_low", "ci_high", "rounds", "method")}
@@ -124,7 +125,7 @@ def compare(
         if speed["ci_high"] < 1.0:
             reasons.append(
                 f"slower than the champion on {device_class}: speed-up {speed['speedup']:.3f}× "
-                f"(champion p50 / challenger p50), {config.confidence:.0%} CI [{speed['ci_low']:.3f}, "
+                f"(champion p50 / challenger p50), {config.rule.confidence:.0%} CI [{speed['ci_low']:.3f}, "
                 f"{speed['ci_high']:.3f}] wholly below 1× ({speed['champion_p50_ms']:.4g} ms vs "
                 f"{speed['challenger_p50_ms']:.4g} ms, {config.latency_rounds} interleaved rounds)"
             )

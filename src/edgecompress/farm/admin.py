@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgecompress.farm import wire
 from edgecompress.farm.client import FarmClient, token_from_env
 
 ADMIN_TOKEN_ENV = "EDGECOMPRESS_FARM_ADMIN_TOKEN"
-KINDS = {"client": "clients", "agent": "agents", "enrolment": "enrolment-tokens"}
+KINDS = wire.ADMIN_PATHS
 
 
 class FarmAdmin(FarmClient):
@@ -23,17 +24,21 @@ class FarmAdmin(FarmClient):
         return token_from_env(token, ADMIN_TOKEN_ENV, "admin")
 
     def add_client(self, name: str) -> dict[str, Any]:
-        return self._request("POST", "/v1/admin/clients", json={"name": name}).json()
+        return self._request("POST", "/v1/admin/clients", json=wire.body(wire.ClientSpec(name=name))).json()
 
     def add_agent(self, agent_id: str, device_classes: list[str], emulated: bool = False) -> dict[str, Any]:
-        body = {"agent_id": agent_id, "device_classes": list(device_classes), "emulated": emulated}
+        body = wire.body(
+            wire.AgentSpec(agent_id=agent_id, device_classes=list(device_classes), emulated=emulated)
+        )
         return self._request("POST", "/v1/admin/agents", json=body).json()
 
     def add_enrolment_token(
         self, name: str, device_classes: list[str], emulated: bool = False, expires_in_s: float | None = None
     ) -> dict[str, Any]:
-        body = {"name": name, "device_classes": list(device_classes), "emulated": emulated,
-                "expires_in_s": expires_in_s}  # fmt: skip
+        spec = wire.EnrolmentSpec(
+            name=name, device_classes=list(device_classes), emulated=emulated, expires_in_s=expires_in_s
+        )
+        body = wire.body(spec)
         return self._request("POST", "/v1/admin/enrolment-tokens", json=body).json()
 
     def rotate(self, kind: str, name: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import BenchmarkError, ConfigError
+from edgecompress.farm import wire
 from edgecompress.io import sha256_file
 from edgecompress.runtime.modelcheck import ModelRejected
 from edgecompress.runtime.runner import Cancelled
@@ -117,7 +118,7 @@ class Agent:
         self._beats = requests.Session()  # the heartbeat thread's own connection
         self._set_token(config.token)
         self._lease_lock = threading.Lock()
-        self._leases: list[dict[str, Any]] = []  # the lease this process holds (at most one)
+        self._leases: list[wire.Lease] = []  # the lease this process holds (at most one)
         self._lost = threading.Event()  # set when the controller no longer lists that lease as ours
         self._reporting = False  # the job's outcome is being posted (its lease may end any moment)
 
@@ -188,7 +189,7 @@ class Agent:
         import requests
 
         headers = {"Authorization": f"Bearer {self.config.enrolment_token}"}
-        body = {"agent_id": self.agent_id, "device_class": self.config.device_class}
+        body = wire.body(wire.Enrol(agent_id=self.agent_id, device_class=self.config.device_class))
         with requests.Session() as s:
             resp = self._call("POST", "/v1/agents/enrol", session=s, json=body, headers=headers)
         if resp.status_code != 201:
@@ -203,40 +204,43 @@ class Agent:
             raise ConfigError(
                 f"the controller refused this agent's token ({resp.status_code}): {resp.text[:300]}"
             )
-        me = resp.json()
-        if me["role"] != "agent":
-            raise ConfigError(f"this is a {me['role']} token, not an agent's")
-        if self.config.agent_id and self.config.agent_id != me["name"]:
+        me = wire.load(wire.WhoAmI, resp.json())
+        if me.role != "agent":
+            raise ConfigError(f"this is a {me.role} token, not an agent's")
+        if self.config.agent_id and self.config.agent_id != me.name:
             raise ConfigError(
-                f"--agent-id {self.config.agent_id!r} but the token belongs to agent {me['name']!r}"
+                f"--agent-id {self.config.agent_id!r} but the token belongs to agent {me.name!r}"
             )
-        self.agent_id = me["name"]
+        self.agent_id = me.name
 
     def register(self) -> None:
         from edgecompress.runtime import facts as device_facts
 
         facts = device_facts.facts()
         facts["emulate_profile"] = self.config.emulate
-        body = {
-            "agent_id": self.agent_id,
-            "device_class": self.config.device_class,
-            "hostname": platform.node()[:256],
-            "facts": facts,
-            "leases": self._held(),
-        }
-        resp = self._call("POST", "/v1/agents/register", json=body)
+        info = wire.AgentInfo(
+            agent_id=self.agent_id,
+            device_class=self.config.device_class,
+            hostname=platform.node()[:256],
+            facts=facts,
+            leases=self._held(),
+        )
+        resp = self._call("POST", "/v1/agents/register", json=wire.body(info))
         if resp.status_code != 200:
             raise ConfigError(f"the controller refused registration ({resp.status_code}): {resp.text[:300]}")
-        answer = resp.json()
-        self.heartbeat_s = float(answer["heartbeat_s"])
-        self.emulated = bool(answer.get("emulated"))
-        check = answer.get("profile_check") or {}
+        answer = wire.load(wire.Registered, resp.json())
+        self.heartbeat_s = float(answer.heartbeat_s)
+        self.emulated = bool(answer.emulated)
+        check = answer.profile_check or {}
         if not check.get("agrees", True):
-            log.warning("the controller flagged this agent: it disagrees with the %s profile: %s",
-                        self.config.device_class, "; ".join(check.get("mismatches", [])))  # fmt: skip
+            log.warning(
+                "the controller flagged this agent: it disagrees with the %s profile: %s",
+                self.config.device_class,
+                "; ".join(check.get("mismatches", [])),
+            )
         log.info("agent %s registered for %s at %s", self.agent_id, self.config.device_class, self.url)
 
-    def _held(self) -> list[dict[str, Any]]:
+    def _held(self) -> list[wire.Lease]:
         with self._lease_lock:
             return list(self._leases)
 
@@ -258,7 +262,7 @@ class Agent:
                 sent = self._held()
                 resp = self._beats.post(
                     f"{self.url}/v1/agents/{self.agent_id}/heartbeat",
-                    json={"leases": sent},
+                    json=wire.body(wire.Heartbeat(leases=sent)),
                     timeout=10,
                     verify=self._verify,
                 )
@@ -267,23 +271,26 @@ class Agent:
                 elif resp.status_code == 404:  # a fresh database: register again
                     self.register()
                 elif resp.status_code == 200:
-                    self._check_leases(sent, resp.json().get("leases"))
+                    self._check_leases(sent, wire.load(wire.HeldLeases, resp.json()).leases)
             except Exception as exc:  # keep beating through controller restarts
                 log.debug("heartbeat failed: %s", exc)
 
-    def _check_leases(self, sent: list[dict[str, Any]], held: Any) -> None:
+    def _check_leases(self, sent: list[wire.Lease], held: Any) -> None:
         """The heartbeat's answer lists the leases this agent still holds: a lease it sent that is
         missing was lost (the job cancelled, the lease taken back): stop that job's work now."""
         if not isinstance(held, list):
             return
-        still = {(h.get("job_id"), h.get("lease_id")) for h in held if isinstance(h, dict)}
+        still = {(h.job_id, h.lease_id) for h in held if isinstance(h, wire.Lease)}
         with self._lease_lock:
             if self._reporting:  # our own result may have just ended the lease: not a loss
                 return
             for lease in sent:
-                if lease in self._leases and (lease["job_id"], lease["lease_id"]) not in still:
-                    log.warning("lease of job %s lost (the job was cancelled or its lease taken back): "
-                                "stopping its work", lease["job_id"])  # fmt: skip
+                if lease in self._leases and (lease.job_id, lease.lease_id) not in still:
+                    log.warning(
+                        "lease of job %s lost (the job was cancelled or its lease taken back): "
+                        "stopping its work",
+                        lease.job_id,
+                    )
                     self._lost.set()
 
     # --- the loop -----------------------------------------------------------------------------
@@ -308,7 +315,7 @@ class Agent:
                         "POST",
                         f"/v1/agents/{self.agent_id}/claim",
                         params={"device_class": self.config.device_class},
-                        json={"wait_s": self.config.poll_wait_s},
+                        json=wire.body(wire.ClaimRequest(wait_s=self.config.poll_wait_s)),
                         timeout=self.config.poll_wait_s + 30,
                     )
                 except BenchmarkError:
@@ -319,93 +326,107 @@ class Agent:
                     log.error("claim refused (%s): %s", resp.status_code, resp.text[:200])
                     self.stop.wait(2.0)
                     continue
-                self.handle(resp.json())
+                self.handle(wire.load(wire.ClaimedJob, resp.json()))
         finally:
             self.stop.set()
         return self.jobs_done
 
-    def handle(self, job: dict[str, Any]) -> None:
+    def handle(self, job: wire.ClaimedJob) -> None:
         """One job, start to end; whatever goes wrong, the agent carries on with the next."""
         claimed = time.monotonic()
-        deadline = claimed + float(job["timeout_s"])
-        lease = {"job_id": job["id"], "lease_id": job["lease_id"]}
-        log.info("job %s: %s on %s (attempt %s)", job["id"], job["model_name"], self.config.device_class,
-                 job["attempts"])  # fmt: skip
+        deadline = claimed + float(job.timeout_s)
+        log.info(
+            "job %s: %s on %s (attempt %s)", job.id, job.model_name, self.config.device_class, job.attempts
+        )
         with self._lease_lock:
-            self._leases = [lease]
+            self._leases = [wire.Lease(job_id=job.id, lease_id=job.lease_id)]
             self._lost = threading.Event()
             self._reporting = False
         try:
             timing: dict[str, float] = {}
+            result, error = None, None
             try:
                 result = self.execute(job, deadline, timing)
-                body: dict[str, Any] = {"status": "done", "result": result}
             except Cancelled as exc:
-                log.warning("stopped job %s (%s) after %.1f s; nothing to report", job["id"], exc,
-                            time.monotonic() - claimed)  # fmt: skip
+                log.warning(
+                    "stopped job %s (%s) after %.1f s; nothing to report",
+                    job.id,
+                    exc,
+                    time.monotonic() - claimed,
+                )
                 return
             except TransientError as exc:
-                log.warning("releasing job %s for another try: %s", job["id"], exc)
+                log.warning("releasing job %s for another try: %s", job.id, exc)
                 with self._lease_lock:
                     self._reporting = True  # the release ends the lease: not a loss
                 self.release(job, str(exc))
                 return
             except BenchmarkError as exc:
-                log.warning("job %s failed: %s", job["id"], exc)
-                body = {"status": "failed", "error": str(exc)[:9000]}
+                log.warning("job %s failed: %s", job.id, exc)
+                error = str(exc)[:9000]
             except Exception as exc:  # a bug or an unexpected input: fail this job, keep serving
-                log.exception("unexpected error in job %s", job["id"])
-                body = {"status": "failed", "error": f"agent error: {type(exc).__name__}: {str(exc)[:2000]}"}
+                log.exception("unexpected error in job %s", job.id)
+                error = f"agent error: {type(exc).__name__}: {str(exc)[:2000]}"
             timing["agent_total_ms"] = (time.monotonic() - claimed) * 1e3
-            if body["status"] == "done":
-                body["result"]["farm_timing"] = timing
-            body.update({"agent_id": self.agent_id, "lease_id": job["lease_id"]})
+            if result is not None:
+                result["farm_timing"] = timing
+            outcome = wire.ResultSubmission(
+                agent_id=self.agent_id,
+                lease_id=job.lease_id,
+                status="failed" if result is None else "done",
+                result=result,
+                error=error,
+            )
             with self._lease_lock:
                 self._reporting = True
             if self._lost.is_set():
-                log.warning("lease of job %s is gone: not reporting its outcome", job["id"])
+                log.warning("lease of job %s is gone: not reporting its outcome", job.id)
                 return
-            self.report(job, body)
+            self.report(job, outcome)
         finally:
             with self._lease_lock:
                 self._leases = []
             self.jobs_done += 1
 
-    def report(self, job: dict[str, Any], body: dict[str, Any]) -> None:
+    def report(self, job: wire.ClaimedJob, outcome: wire.ResultSubmission) -> None:
         try:
             resp = self._call(
-                "POST", f"/v1/jobs/{job['id']}/result", json=body, give_up_after_s=self.config.result_retry_s
+                "POST",
+                f"/v1/jobs/{job.id}/result",
+                json=wire.body(outcome),
+                give_up_after_s=self.config.result_retry_s,
             )
         except BenchmarkError as exc:
-            log.error("result of job %s not delivered (%s); its lease will run out", job["id"], exc)
+            log.error("result of job %s not delivered (%s); its lease will run out", job.id, exc)
             return
         if resp.status_code == 200:
             log.info(
                 "result of job %s accepted (%s)",
-                job["id"],
+                job.id,
                 "duplicate" if resp.json().get("duplicate") else "new",
             )
         elif resp.status_code == 409:
-            log.warning("result of job %s not accepted: %s", job["id"], resp.text[:300])
+            log.warning("result of job %s not accepted: %s", job.id, resp.text[:300])
         else:
-            log.error("result of job %s refused (%s): %s", job["id"], resp.status_code, resp.text[:300])
+            log.error("result of job %s refused (%s): %s", job.id, resp.status_code, resp.text[:300])
             self.release(
                 job, f"the controller refused the result ({resp.status_code}): {_detail(resp)[:500]}"
             )
 
-    def release(self, job: dict[str, Any], reason: str) -> None:
+    def release(self, job: wire.ClaimedJob, reason: str) -> None:
         """Give the job back (queued again after a backoff, or failed once its attempts are spent)."""
-        body = {"lease_id": job["lease_id"], "reason": reason[:2000]}
+        body = wire.body(wire.Release(lease_id=job.lease_id, reason=reason[:2000]))
         try:
-            resp = self._call("POST", f"/v1/jobs/{job['id']}/release", json=body,
-                              give_up_after_s=self.config.result_retry_s)  # fmt: skip
+            resp = self._call(
+                "POST", f"/v1/jobs/{job.id}/release", json=body, give_up_after_s=self.config.result_retry_s
+            )
         except BenchmarkError as exc:
-            log.error("release of job %s not delivered (%s); its lease will run out", job["id"], exc)
+            log.error("release of job %s not delivered (%s); its lease will run out", job.id, exc)
             return
         if resp.status_code != 200:
-            log.warning("release of job %s answered %s: %s", job["id"], resp.status_code, resp.text[:300])
+            log.warning("release of job %s answered %s: %s", job.id, resp.status_code, resp.text[:300])
 
-    def execute(self, job: dict[str, Any], deadline: float, timing: dict[str, float]) -> dict[str, Any]:
+    def execute(self, job: wire.ClaimedJob, deadline: float, timing: dict[str, float]) -> dict[str, Any]:
         from edgecompress.runtime.devices import emulated_classes
         from edgecompress.runtime.executor import run_on_device
         from edgecompress.runtime.runner import BenchmarkSettings
@@ -415,31 +436,31 @@ class Agent:
         )
         if not emulating:  # this device's own cores bound the threads (the controller checked the class)
             usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            BenchmarkSettings.from_dict({"threads": usable, **job["settings"]}).validate(max_threads=usable)
+            BenchmarkSettings.from_dict({"threads": usable, **job.settings}).validate(max_threads=usable)
         with tempfile.TemporaryDirectory(prefix="edgecompress-agent-", dir=self.config.work_dir) as tmp:
             path = Path(tmp) / "model.onnx"  # never the submitted name: names are not paths
             t0 = time.perf_counter()
-            self.download(job["model_url"], path, deadline)
+            self.download(job.model_url, path, deadline)
             timing["download_ms"] = (time.perf_counter() - t0) * 1e3
             actual = sha256_file(path)
-            if actual != job["model_sha256"]:
+            if actual != job.model_sha256:
                 raise ModelRejected(
-                    f"sha256 mismatch: the job says {job['model_sha256']}, the download hashes to {actual}"
+                    f"sha256 mismatch: the job says {job.model_sha256}, the download hashes to {actual}"
                 )
             timing["verify_ms"] = (time.perf_counter() - t0) * 1e3 - timing["download_ms"]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BenchmarkError(
-                    f"the job's {job['timeout_s']:g} s timeout passed before the benchmark started"
+                    f"the job's {job.timeout_s:g} s timeout passed before the benchmark started"
                 )
-            log.info("benchmark of job %s started (%.0f s to its deadline)", job["id"], remaining)
+            log.info("benchmark of job %s started (%.0f s to its deadline)", job.id, remaining)
             t1 = time.perf_counter()
             # The ONNX check runs inside the benchmark child, under its memory limit (runner).
             result = run_on_device(
                 path,
                 self.config.device_class,
                 self.config.emulate,
-                job["settings"],
+                job.settings,
                 timeout_s=remaining,
                 memory_limit_bytes=self.config.memory_limit_bytes,
                 cancel=self._lost,
@@ -448,9 +469,9 @@ class Agent:
         result.update(
             {
                 "backend": "farm",
-                "job_id": job["id"],
+                "job_id": job.id,
                 "agent_id": self.agent_id,
-                "model_name": job["model_name"],
+                "model_name": job.model_name,
                 "emulated": bool(result.get("emulated")) or self.emulated,  # as enrolled, at least
             }
         )

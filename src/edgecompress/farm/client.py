@@ -10,12 +10,14 @@ the controller too, so nothing waits forever).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import BenchmarkError, ConfigError
+from edgecompress.farm import wire
 from edgecompress.io import sha256_file
 
 CLIENT_TOKEN_ENV = "EDGECOMPRESS_FARM_CLIENT_TOKEN"
@@ -104,26 +106,26 @@ class FarmClient:
                     timeout=max(self.timeout, 300),
                     headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
                 )
-        return {"sha256": sha, "name": model_path.name, "bytes": size}
+        return wire.body(wire.ModelRef(sha256=sha, name=model_path.name, bytes=size))
 
     def submit(
         self,
-        model: dict[str, Any],
+        model: wire.ModelRef | dict[str, Any],
         device_class: str,
         settings: dict[str, Any] | None = None,
         timeout_s: float = 600.0,
         priority: int = 0,
         expires_in_s: float | None = None,
     ) -> dict[str, Any]:
-        body = {
-            "model": model,
-            "device_class": device_class,
-            "settings": settings or {},
-            "timeout_s": timeout_s,
-            "priority": priority,
-            "expires_in_s": expires_in_s,
-        }
-        return self._request("POST", "/v1/jobs", json=body).json()
+        spec = wire.JobSpec(
+            model=model_ref(model),
+            device_class=device_class,
+            settings=settings or {},
+            timeout_s=timeout_s,
+            priority=priority,
+            expires_in_s=expires_in_s,
+        )
+        return self._request("POST", "/v1/jobs", json=wire.body(spec)).json()
 
     def job(self, job_id: int) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
@@ -143,7 +145,7 @@ class FarmClient:
         return self._request("GET", "/v1/devices").json()
 
     def queue(self) -> dict[str, Any]:
-        return self._request("GET", "/v1/queue").json()
+        return wire.body(wire.load(wire.QueueDepth, self._request("GET", "/v1/queue").json()))
 
     def wait(self, job_ids: list[int], timeout_s: float) -> dict[int, dict[str, Any]]:
         """Wait until every job is done or failed, or the timeout passes (unfinished jobs are
@@ -163,6 +165,17 @@ class FarmClient:
                 if out[job_id]["state"] in TERMINAL or remaining <= 0:
                     break
         return out
+
+
+def model_ref(model: wire.ModelRef | dict[str, Any]) -> wire.ModelRef:
+    """A job's model: a reference from `upload`, or a dict of its fields (sha256, and uri for S3)."""
+    if isinstance(model, wire.ModelRef):
+        return model
+    try:
+        return wire.ModelRef(**model)
+    except TypeError as exc:
+        fields = ", ".join(f.name for f in dataclasses.fields(wire.ModelRef))
+        raise ConfigError(f"model reference {model!r:.300}: {exc} (its fields: {fields})") from exc
 
 
 def _agents_of(client: FarmClient, device_class: str) -> str:

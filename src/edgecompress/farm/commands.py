@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from edgecompress.errors import ConfigError
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, PROFILES_ENV
 
 CLIENT_HELP = "farm controller URL (default: $EDGECOMPRESS_FARM_URL or http://127.0.0.1:8080)"
 
@@ -21,7 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on the devices that claim benchmark jobs for their device class.",
     )
     fsub = farm.add_subparsers(dest="farm_command", metavar="FARM_COMMAND", required=True)
+    _controller_parser(fsub)
+    _agent_parser(fsub)
+    _client_parsers(fsub)
+    _up_parser(fsub)
+    _admin_parsers(fsub)
 
+
+def _controller_parser(fsub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "controller",
         help="serve the farm controller (HTTP API + job store)",
@@ -42,13 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lease-s", type=float, default=30.0, help="lease length; heartbeats renew it (default 30)"
     )
     p.add_argument(
-        "--deadline-grace-s", type=float, default=30.0,
+        "--deadline-grace-s",
+        type=float,
+        default=30.0,
         help="a lease never outlives claim + the job's timeout_s + this (default 30)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--restart-grace-s", type=float,
+        "--restart-grace-s",
+        type=float,
         help="after start-up, expired leases wait this long for their agents to report (default: --lease-s)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--backoff-s",
         type=float,
@@ -56,9 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a released job's first wait before a new claim (doubles)",
     )
     p.add_argument(
-        "--retention-days", type=float, default=30.0,
+        "--retention-days",
+        type=float,
+        default=30.0,
         help="delete finished jobs and unreferenced model blobs older than this (0 keeps them; default 30)",
-    )  # fmt: skip
+    )
     p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM, chain first)")
     p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (token required)")
@@ -74,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.set_defaults(func=cmd_controller)
 
+
+def _agent_parser(fsub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "agent",
         help="run a device agent that pulls benchmark jobs",
@@ -83,7 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controller", required=True, help="controller URL, e.g. http://farm:8080")
     p.add_argument("--device-class", required=True, help="the device class this agent serves, e.g. rpi4")
     p.add_argument(
-        "--emulate", help="emulate a device class on this machine (rpi4-emulated, jetson-orin-nano-emulated)"
+        "--emulate",
+        help=f"emulate a device class on this machine: an `emulated: true` class of the device profiles "
+        f"(device_profiles.yaml, ${PROFILES_ENV})",
     )
     p.add_argument(
         "--agent-id", help="agent id (default: the one its token is bound to; hostname-class to enrol)"
@@ -92,10 +109,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--token-file", type=Path, help="file holding the agent's own token (re-read when it is rotated)"
     )
     p.add_argument(
-        "--enrolment-token-file", type=Path,
+        "--enrolment-token-file",
+        type=Path,
         help="file holding an enrolment token, exchanged at start for the agent's own token "
         "(default $EDGECOMPRESS_FARM_ENROLMENT_TOKEN; used when no agent token is given)",
-    )  # fmt: skip
+    )
     p.add_argument("--ca-bundle", type=Path, help="CA certificates that verify an HTTPS controller")
     p.add_argument("--poll-wait-s", type=float, default=10.0, help="long-poll wait per claim (default 10)")
     p.add_argument(
@@ -106,6 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-jobs", type=int, help="exit after this many jobs")
     p.set_defaults(func=cmd_agent)
 
+
+def _client_parsers(fsub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "submit",
         help="benchmark a model on device classes through the farm",
@@ -133,6 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _client_args(p)
     p.set_defaults(func=cmd_jobs)
 
+
+def _up_parser(fsub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser(
         "up",
         help="start a farm on this machine (controller + emulated agents)",
@@ -140,13 +162,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--local", action="store_true", required=True, help="emulated agents on this machine")
     p.add_argument(
-        "--device-classes", default="rpi4-emulated,jetson-orin-nano-emulated", help="comma-separated"
+        "--device-classes",
+        default=",".join(DEFAULT_DEVICE_CLASSES),
+        help=f"comma-separated emulated classes of the device profiles (device_profiles.yaml, ${PROFILES_ENV})",
     )
     p.add_argument("--port", type=int, default=8080, help="controller port (default 8080)")
     p.add_argument("--dir", type=Path, default=Path("edgecompress-farm"), help="database, blobs and logs")
     p.set_defaults(func=cmd_up)
-
-    _admin_parsers(fsub)
 
 
 def _admin_parsers(fsub: argparse._SubParsersAction) -> None:
@@ -223,13 +245,23 @@ def cmd_controller(args: argparse.Namespace) -> int:
     from edgecompress.farm.controller import ADMIN_TOKEN_ENV, ControllerConfig, read_token, serve
 
     config = ControllerConfig(
-        db_url=args.db_url, blob_dir=args.blob_dir, admin_token=read_token(None, args.admin_token_file, ADMIN_TOKEN_ENV),
-        lease_s=args.lease_s, max_attempts=args.max_attempts, live_after_s=args.live_after_s,
-        deadline_grace_s=args.deadline_grace_s, restart_grace_s=args.restart_grace_s, backoff_s=args.backoff_s,
-        max_model_bytes=int(args.max_model_mb * 1024 * 1024), max_json_bytes=int(args.max_json_mb * 1024 * 1024),
-        sweep_interval_s=args.sweep_interval_s, retention_s=args.retention_days * 86_400.0,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, docs=args.docs,
-    )  # fmt: skip
+        db_url=args.db_url,
+        blob_dir=args.blob_dir,
+        admin_token=read_token(None, args.admin_token_file, ADMIN_TOKEN_ENV),
+        lease_s=args.lease_s,
+        max_attempts=args.max_attempts,
+        live_after_s=args.live_after_s,
+        deadline_grace_s=args.deadline_grace_s,
+        restart_grace_s=args.restart_grace_s,
+        backoff_s=args.backoff_s,
+        max_model_bytes=int(args.max_model_mb * 1024 * 1024),
+        max_json_bytes=int(args.max_json_mb * 1024 * 1024),
+        sweep_interval_s=args.sweep_interval_s,
+        retention_s=args.retention_days * 86_400.0,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        docs=args.docs,
+    )
     config.validate()
     serve(config, args.host, args.port, args.log_level)
     return 0
@@ -249,11 +281,20 @@ def cmd_agent(args: argparse.Namespace) -> int:
     enrolment = "" if token else read_token(None, args.enrolment_token_file, ENROLMENT_TOKEN_ENV)
     ca_bundle = args.ca_bundle or (Path(os.environ[CA_BUNDLE_ENV]) if os.environ.get(CA_BUNDLE_ENV) else None)
     config = AgentConfig(
-        controller=args.controller, token=token, enrolment_token=enrolment, token_file=args.token_file,
-        ca_bundle=ca_bundle, device_class=args.device_class, emulate=args.emulate, agent_id=args.agent_id,
-        poll_wait_s=args.poll_wait_s, memory_limit_bytes=int(args.memory_limit_mb * 1024 * 1024),
-        max_model_bytes=int(args.max_model_mb * 1024 * 1024), work_dir=args.work_dir, max_jobs=args.max_jobs,
-    )  # fmt: skip
+        controller=args.controller,
+        token=token,
+        enrolment_token=enrolment,
+        token_file=args.token_file,
+        ca_bundle=ca_bundle,
+        device_class=args.device_class,
+        emulate=args.emulate,
+        agent_id=args.agent_id,
+        poll_wait_s=args.poll_wait_s,
+        memory_limit_bytes=int(args.memory_limit_mb * 1024 * 1024),
+        max_model_bytes=int(args.max_model_mb * 1024 * 1024),
+        work_dir=args.work_dir,
+        max_jobs=args.max_jobs,
+    )
     n = run_agent(config)
     print(f"agent stopped after {n} job(s)")
     return 0
@@ -368,9 +409,14 @@ def cmd_admin(args: argparse.Namespace) -> int:
     if args.action == "list":
         for i in admin.identities():
             state = (
-                "active" if i["active"] else "revoked" if i["revoked_at"]
-                else "awaiting-enrolment" if i.get("awaiting_enrolment") else "expired"
-            )  # fmt: skip
+                "active"
+                if i["active"]
+                else "revoked"
+                if i["revoked_at"]
+                else "awaiting-enrolment"
+                if i.get("awaiting_enrolment")
+                else "expired"
+            )
             classes = ",".join(i["device_classes"])
             print(
                 f"{i['kind']:10} {i['name']:40} {state:8} {classes}" + ("  emulated" if i["emulated"] else "")

@@ -11,11 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData()
+from edgecompress.farm.wire import ROW_ID_MAX  # noqa: F401 (the `id` columns' bound, defined with the API)
 
-# The largest id the `id` columns hold on every backend: they are `integer` (32-bit) on PostgreSQL.
-# The controller refuses larger ids in requests (4xx), rather than letting the database raise (5xx).
-ROW_ID_MAX = 2**31 - 1
+metadata = sa.MetaData()
 
 jobs = sa.Table(
     "farm_jobs", metadata,

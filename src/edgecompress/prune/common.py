@@ -13,8 +13,10 @@ from torch import nn
 
 from edgecompress.errors import ConfigError
 from edgecompress.params import Codec
+from edgecompress.prune.importance import importance_names
 
-IMPORTANCES = ("l1", "l2", "bn", "taylor")
+# the registered importance plug-ins (`prune.importance`), for option choices
+IMPORTANCES = importance_names()
 BUDGET_METRICS = ("macs", "params", "latency")
 SCOPES = ("global", "layer")
 _PRUNABLE = (nn.Conv2d, nn.Conv1d, nn.Linear)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgecompress.errors import ConfigError
+from edgecompress.prune.importance import make_importance
 
 ELEMENTWISE = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
@@ -87,17 +88,6 @@ def find_sandwiches(model: nn.Module, keep: list[nn.Module] = ()) -> list[Sandwi
     return found
 
 
-def _importance(s: Sandwich, importance: str) -> torch.Tensor:
-    """Per middle channel: the first convolution's filter norm with the depthwise filter's (l1/l2), or
-    the BatchNorm scale (bn)."""
-    if importance == "bn" and s.norms_a:
-        return s.norms_a[0].weight.detach().abs()
-    p = 1 if importance == "l1" else 2
-    first = s.first.weight.detach().flatten(1).norm(p=p, dim=1)
-    dw = s.depthwise.weight.detach().flatten(1).norm(p=p, dim=1)
-    return first * dw
-
-
 class InternalWidthPruner:
     """The `_Pruner` interface (step, skipped, layouts, probe) for internal widths: step s of n keeps
     round(initial × (1 − ratio × s / n)) channels of each middle width, never fewer than one."""
@@ -106,13 +96,14 @@ class InternalWidthPruner:
         if not sandwiches:
             raise ConfigError(f"{why}; and the model has no pointwise → depthwise → convolution block "
                               "whose middle width could be pruned without it")  # fmt: skip
-        self.sandwiches, self.ratio, self.steps, self.importance = sandwiches, ratio, steps, importance
+        self.sandwiches, self.ratio, self.steps = sandwiches, ratio, steps
+        self.importance = make_importance(importance)
         self.done, self.layouts, self.probe = 0, [], None
         self.skipped: list[str] = []
         self.note = (
             f"{why}. Pruned instead: the internal widths of {len(sandwiches)} pointwise → depthwise → "
             "convolution blocks (their channels never cross the shuffle or any other block boundary)"
-            + ("; importance taylor is not available here: l2" if importance == "taylor" else "")
+            + (f"; {self.importance.width_note()}" if self.importance.width_note() else "")
         )
 
     def step(self) -> None:
@@ -124,7 +115,9 @@ class InternalWidthPruner:
             now = s.first.out_channels
             if now <= keep:
                 continue
-            drop = torch.argsort(_importance(s, self.importance))[: now - keep].tolist()
+            drop = torch.argsort(
+                self.importance.width_scores(s.first, s.depthwise, s.norms_a[0] if s.norms_a else None)
+            )[: now - keep].tolist()
             tp.prune_conv_out_channels(s.first, drop)
             for bn in s.norms_a + s.norms_b:
                 tp.prune_batchnorm_out_channels(bn, drop)

@@ -14,9 +14,9 @@ from typing import Any
 from torch import nn
 
 from edgecompress.data import Dataset, selection_size
-from edgecompress.errors import ConfigError
 from edgecompress.progress import progress_bar
-from edgecompress.prune.common import IMPORTANCES, _check_ratio, _modules_by_name
+from edgecompress.prune.common import _check_ratio, _modules_by_name
+from edgecompress.prune.importance import check_importance
 from edgecompress.prune.structured import (
     StructuredConfig,
     _check_importance_fits,
@@ -51,8 +51,7 @@ def sensitivity(
     layer and ratio. Progress (a bar on a terminal, log lines elsewhere) gives the estimated time left."""
     for r in ratios:
         _check_ratio("sensitivity ratio", r)
-    if importance not in IMPORTANCES:
-        raise ConfigError(f"importance {importance!r} not in {IMPORTANCES}")
+    check_importance(importance)
     input_shape, num_classes = dataset.input_shape, dataset.num_classes
     check_traceable(model, input_shape)
     _check_importance_fits(model, importance)

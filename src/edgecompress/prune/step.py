@@ -156,7 +156,10 @@ def prune_step(
                     **method_cfg.layer_ratios,
                 }
         if method == "structured":
-            child, report = prune_structured(
+            from edgecompress.prune.latency import prune_for_latency
+
+            prune = prune_for_latency if method_cfg.latency_target else prune_structured
+            child, report = prune(
                 module, dataset.input_shape, dataset.num_classes, method_cfg, dataset, progress
             )
         else:
@@ -277,6 +280,10 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
                     ),
                 )
             )
+        if report.get("latency_aware"):
+            from edgecompress.prune.latency import latency_section_html
+
+            sections.append(("Latency-aware allocation", latency_section_html(report["latency_aware"])))
         sens = report.get("sensitivity")
         if sens:
             rows = [[n, *(accs[str(r)] for r in sens["ratios"])] for n, accs in sens["accuracy"].items()]

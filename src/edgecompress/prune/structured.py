@@ -37,6 +37,7 @@ from edgecompress.prune.common import (
     _modules_by_name,
     output_layers,
 )
+from edgecompress.prune.importance import check_importance, make_importance
 from edgecompress.prune.internal import InternalWidthPruner, find_sandwiches
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
@@ -75,6 +76,14 @@ class StructuredConfig:
     device_class: str = field(
         default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class of a latency budget"}
     )
+    target_latency_ms: float = field(
+        default=0.0,
+        metadata={"help": "structured: latency-aware per-layer ratios until p50 on device_class ≤ this (ms)"},
+    )
+    latency_ratio: float = field(
+        default=0.0,
+        metadata={"help": "structured: latency-aware, to this fraction of the unpruned measured p50"},
+    )
     max_ratio: float = field(default=0.9, metadata={"flat": False})  # the budget search's upper bound
     steps: int = field(default=1, metadata={"help": "iterative schedule: prune in this many steps"})
     # fine-tuning after each step but the last, and after the last step (None: none)
@@ -94,10 +103,19 @@ class StructuredConfig:
             "name=4,… or JSON",
         },
     )
+    # latency-aware allocation (prune.latency): a p50 target on `device_class`, in ms or as a fraction of
+    # the measured unpruned p50, met by per-layer ratios from a measured latency table (replaces `ratio`)
+    # kept fractions the table measures per layer
+    latency_points: tuple[float, ...] = field(default=(0.75, 0.5, 0.25), metadata={"flat": False})
+    # folder of latency tables ("": $EDGECOMPRESS_CACHE_DIR or ~/.cache/edgecompress)
+    latency_cache: str = field(default="", metadata={"flat": False})
+
+    @property
+    def latency_target(self) -> bool:
+        return bool(self.target_latency_ms or self.latency_ratio)
 
     def validate(self) -> None:
-        if self.importance not in IMPORTANCES:
-            raise ConfigError(f"importance {self.importance!r} not in {IMPORTANCES}")
+        check_importance(self.importance)
         if self.budget_metric:
             if self.budget_metric not in BUDGET_METRICS:
                 raise ConfigError(f"budget_metric {self.budget_metric!r} not in {BUDGET_METRICS}")
@@ -122,6 +140,28 @@ class StructuredConfig:
         for cfg in (self.finetune_between, self.finetune_after):
             if cfg:
                 cfg.validate()
+        self._validate_latency_target()
+
+    def _validate_latency_target(self) -> None:
+        if not self.target_latency_ms >= 0 or not 0 <= self.latency_ratio < 1:
+            raise ConfigError(
+                f"target_latency_ms must be ≥ 0 and latency_ratio in [0, 1), got {self.target_latency_ms}, "
+                f"{self.latency_ratio}"
+            )
+        if not self.latency_target:
+            return
+        if self.target_latency_ms and self.latency_ratio:
+            raise ConfigError("give target_latency_ms or latency_ratio, not both")
+        if self.budget_metric or self.layer_ratios or self.global_pruning:
+            raise ConfigError(
+                "a latency target (target_latency_ms / latency_ratio) sets the per-layer ratios itself: "
+                "it cannot be combined with budget_metric, layer_ratios or global_pruning"
+            )
+        for keep in self.latency_points:
+            _check_ratio("latency_points (kept fractions)", keep)
+        from edgecompress.runtime.devices import emulated_device_class
+
+        emulated_device_class(self.device_class)
 
     def as_params(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,17 +171,6 @@ class StructuredConfig:
         d["finetune_between"] = self.finetune_between.epochs if self.finetune_between else 0
         d["finetune_after"] = self.finetune_after.epochs if self.finetune_after else 0
         return d
-
-
-def _importance(name: str):
-    import torch_pruning as tp
-
-    return {
-        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-        "bn": lambda: tp.importance.BNScaleImportance(),
-        "taylor": lambda: tp.importance.GroupTaylorImportance(),
-    }[name]()
 
 
 def check_traceable(model: nn.Module, input_shape: Sequence[int]) -> None:
@@ -197,12 +226,7 @@ def _untraceable(model: nn.Module, exc: Exception) -> ModelError:
 
 
 def _check_importance_fits(model: nn.Module, importance: str) -> None:
-    if importance == "bn" and not any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-    ):
-        raise ConfigError(
-            f"importance 'bn' needs BatchNorm layers; {type(model).__name__} has none (use l1, l2 or taylor)"
-        )
+    check_importance(importance).check_fits(model)
 
 
 @dataclass
@@ -302,7 +326,7 @@ def _pruner(
         meta = tp.pruner.MetaPruner(
             model,
             example,
-            importance=_importance(config.importance),
+            importance=make_importance(config.importance),
             global_pruning=config.global_pruning,
             pruning_ratio=ratio,
             pruning_ratio_dict=layer_ratios or None,
@@ -346,9 +370,9 @@ def _taylor_gradients(
 def _pruner_step(
     pruner: _Pruner, model: nn.Module, dataset: Dataset | None, config: StructuredConfig
 ) -> None:
-    if config.importance == "taylor":
+    if check_importance(config.importance).needs_gradients:
         if dataset is None:
-            raise ConfigError("Taylor importance needs a dataset (it uses loss gradients)")
+            raise ConfigError(f"importance {config.importance!r} needs a dataset (it uses loss gradients)")
         _taylor_gradients(model, dataset, config.seed)
     try:
         pruner.step()
@@ -430,6 +454,11 @@ def prune_structured(
     """Remove channels from (a copy of) `model` by the config's target and schedule. Returns the
     pruned model and a report: cost before/after, per-step validation accuracy, budget trace."""
     config.validate()
+    if config.latency_target:
+        raise ConfigError(
+            "a latency target (target_latency_ms / latency_ratio) is met by prune.latency.prune_for_latency, "
+            "which measures the latency table and prunes with the per-layer ratios it allocates"
+        )
     seed_everything(config.seed)
     model = copy.deepcopy(model).eval()
     check_model_fits(model, input_shape, num_classes)
@@ -446,7 +475,7 @@ def prune_structured(
     trace: list[dict[str, float]] = []
     ratio = config.ratio
     if shuffle is not None:
-        if config.budget_metric or config.layer_ratios or config.global_pruning:
+        if config.budget_metric or config.layer_ratios or config.global_pruning or config.latency_target:
             raise ModelError(
                 f"{shuffle}. Internal-width pruning (what structured pruning does on such a model) takes a "
                 "uniform ratio only: no budget, layer_ratios or global ranking"

@@ -28,6 +28,7 @@ from edgecompress.quantize.config import QuantConfig
 from edgecompress.quantize.methods import quantize_model
 from edgecompress.quantize.mixed import probe_accuracy
 from edgecompress.reports import figure_png, html_page, html_table, markdown_table, png_img_tag
+from edgecompress.rules import AccuracyRule, Reason, has_code, reasons_from_json, reasons_json
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +37,30 @@ OBJECTIVES = ("latency", "size")
 
 @dataclass
 class Criterion:
-    """The largest accuracy drop allowed: absolute (0.003 = 0.3 points) or relative to the parent."""
+    """The largest accuracy drop allowed: the shared accuracy rule (`edgecompress.rules`), judged on the
+    point estimate (autotune chooses on validation's selection part; the gate then decides with the
+    interval on images autotune never saw), absolute (0.003 = 0.3 points) or relative to the parent."""
 
-    max_drop: float = field(
-        default=0.01, metadata={"help": "largest accuracy drop allowed, a fraction (0.01 = 1 point)"}
+    rule: AccuracyRule = field(
+        default_factory=lambda: AccuracyRule(accuracy_rule="point"),
+        metadata={
+            "flatten": True,
+            "exclude": ("accuracy_rule", "confidence"),
+            "rename": {"max_accuracy_drop": "max_drop"},
+        },
     )
     relative: bool = field(default=False, metadata={"help": "max_drop is relative to the parent's accuracy"})
 
+    @classmethod
+    def of(cls, max_drop: float, relative: bool = False) -> Criterion:
+        return cls(AccuracyRule(max_drop, accuracy_rule="point"), relative)
+
+    @property
+    def max_drop(self) -> float:
+        return self.rule.max_accuracy_drop
+
     def validate(self) -> None:
-        if not self.max_drop >= 0:
-            raise ConfigError(
-                f"impossible accuracy criterion: max drop {self.max_drop} < 0 asks the quantized model "
-                "to beat its float parent; use a drop ≥ 0"
-            )
-        if self.max_drop >= 1:
-            raise ConfigError(
-                f"meaningless accuracy criterion: max drop {self.max_drop} ≥ 1 would accept any model; "
-                "give a fraction (0.01 = 1 point, or 1 % with relative)"
-            )
+        self.rule.validate(name="max_drop")
 
     def allowed_drop(self, parent_accuracy: float) -> float:
         return self.max_drop * parent_accuracy if self.relative else self.max_drop
@@ -103,9 +110,11 @@ class AutotuneConfig:
     def plan(self, has_module: bool, target_accuracy: float) -> list[QuantConfig]:
         """Trials in order: cheap post-training variants, then mixed precision, then QAT."""
         base = QuantConfig(
-            calibration_samples=self.calibration_samples, seed=self.seed, probe_samples=self.probe_samples,
+            calibration_samples=self.calibration_samples,
+            seed=self.seed,
+            probe_samples=self.probe_samples,
             target=self.measurement.device_class,
-        ).resolved()  # fmt: skip
+        ).resolved()
         trials = [
             base,
             replace(base, calibration_method="percentile"),
@@ -130,49 +139,120 @@ class AutotuneConfig:
         return trials
 
 
-def judge(check: dict[str, Any], allowed_drop: float, config: AutotuneConfig) -> dict[str, Any]:
+# Reasons that say the trial did not beat its parent on the objective (the rest are about accuracy).
+GAIN_CODES = ("latency_not_meaningful", "not_faster", "not_smaller")
+
+
+@dataclass
+class Judgement:
+    """Whether a trial passes, on accuracy and on the objective, and every reason it does not."""
+
+    reasons: list[Reason]
+
+    @property
+    def accuracy_ok(self) -> bool:
+        return not has_code(self.reasons, "accuracy_drop_too_large")
+
+    @property
+    def gain_ok(self) -> bool:
+        return not has_code(self.reasons, *GAIN_CODES)
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+
+def judge(check: dict[str, Any], allowed_drop: float, config: AutotuneConfig) -> Judgement:
     """Whether a trial passes, on accuracy and on the objective, and every reason it does not.
 
     Accuracy is the selection part's point estimate (autotune chooses; the gate then decides with an
     interval on images autotune never saw). Latency is judged like the gate: interleaved rounds, and
     the speed-up's lower bound must exceed `min_gain`; a class whose timings mean nothing (QEMU) never
     passes on latency."""
-    accuracy_ok = check["accuracy_drop"] <= allowed_drop + 1e-12
-    reasons = [] if accuracy_ok else [
-        f"accuracy drop {check['accuracy_drop'] * 100:.2f} points > allowed {allowed_drop * 100:.2f}"
-    ]  # fmt: skip
+    reasons = []
+    broken = config.criterion.rule.breaks({"drop": check["accuracy_drop"]}, "", allowed_drop)
+    if broken:
+        reasons.append(broken)
     if config.objective == "latency":
-        gain_ok = bool(check["timing_meaningful"]) and check["speedup_ci_low"] > config.min_gain
         if not check["timing_meaningful"]:
             reasons.append(
-                f"no latency verdict on {config.device_class}: its timings are not meaningful (QEMU)"
+                Reason(
+                    "latency_not_meaningful",
+                    f"no latency verdict on {config.device_class}: its timings are not meaningful (QEMU)",
+                )
             )
-        elif not gain_ok:
+        elif not check["speedup_ci_low"] > config.min_gain:
             reasons.append(
-                f"not faster than its parent on {config.device_class} by more than {config.min_gain:g}× with "
-                f"95 % confidence: {check['speedup']:.2f}× [{check['speedup_ci_low']:.2f}, "
-                f"{check['speedup_ci_high']:.2f}] over {check['latency_rounds']} interleaved rounds "
-                f"(p50 {check['p50_ms']:.4f} ms vs {check['parent_p50_ms']:.4f} ms)"
+                Reason(
+                    "not_faster",
+                    f"not faster than its parent on {config.device_class} by more than {config.min_gain:g}× with "
+                    f"95 % confidence: {check['speedup']:.2f}× [{check['speedup_ci_low']:.2f}, "
+                    f"{check['speedup_ci_high']:.2f}] over {check['latency_rounds']} interleaved rounds "
+                    f"(p50 {check['p50_ms']:.4f} ms vs {check['parent_p50_ms']:.4f} ms)",
+                )
             )
-    else:
-        gain_ok = check["size_ratio"] > config.min_gain
-        if not gain_ok:
-            reasons.append(
-                f"not smaller than its parent: {check['onnx_bytes']} vs {check['parent_onnx_bytes']} bytes"
+    elif not check["size_ratio"] > config.min_gain:
+        reasons.append(
+            Reason(
+                "not_smaller",
+                f"not smaller than its parent: {check['onnx_bytes']} vs {check['parent_onnx_bytes']} bytes",
             )
-    return {
-        "passed": accuracy_ok and gain_ok,
-        "accuracy_ok": accuracy_ok,
-        "gain_ok": gain_ok,
-        "reasons": reasons,
-    }
+        )
+    return Judgement(reasons)
 
 
-def _rank(trial: dict[str, Any], objective: str) -> tuple:
+@dataclass
+class AutotuneTrial:
+    """One configuration tried: its quantization settings, the check against the parent (`check`,
+    absent where quantizing failed: `error`), the judgement and its reasons (codes and messages)."""
+
+    index: int
+    name: str
+    method: str
+    config: dict[str, Any]
+    reasons: list[Reason] = field(default_factory=list)
+    path: str | None = None
+    check: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def judgement(self) -> Judgement:
+        return Judgement(self.reasons)
+
+    @property
+    def passed(self) -> bool:
+        return self.check is not None and self.judgement.passed
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "name": self.name,
+            "method": self.method,
+            "config": self.config,
+        }
+        if self.check is not None:
+            j = self.judgement
+            if self.path is not None:  # the step drops the trials' scratch paths from its artifact
+                out["path"] = self.path
+            out.update(check=self.check, accuracy_ok=j.accuracy_ok, gain_ok=j.gain_ok)
+            out["details"] = self.details
+        if self.error is not None:
+            out["error"] = self.error
+        return {**out, "passed": self.passed, **reasons_json(self.reasons), "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AutotuneTrial:
+        keys = ("index", "name", "method", "config", "path", "check", "details", "error", "seconds")
+        return cls(**{k: data[k] for k in keys if k in data}, reasons=reasons_from_json(data))
+
+
+def _rank(trial: AutotuneTrial, objective: str) -> tuple:
     """Best-of-failures order: meets accuracy first, then beats the parent, then objective, then accuracy."""
-    c = trial["check"]
+    c, j = trial.check, trial.judgement
     gain = c.get("speedup_ci_low", 0.0) if objective == "latency" else c["size_ratio"]
-    return (not trial["accuracy_ok"], not trial["gain_ok"], -gain, c["accuracy_drop"])
+    return (not j.accuracy_ok, not j.gain_ok, -gain, c["accuracy_drop"])
 
 
 def autotune(
@@ -193,8 +273,8 @@ def autotune(
     parent_accuracy = probe_accuracy(Path(parent_onnx), dataset, selection_size(dataset.size("val")))
     allowed = config.criterion.allowed_drop(parent_accuracy)
     plan = config.plan(module is not None, parent_accuracy - allowed)
-    trials: list[dict[str, Any]] = []
-    pick: dict[str, Any] | None = None
+    trials: list[AutotuneTrial] = []
+    pick: AutotuneTrial | None = None
     # whether int8 attention MatMuls are faster is a property of the graph and the target, not of the
     # calibration: the first trial that measures it decides for the later ones
     attention: dict[str, Any] | None = None
@@ -205,12 +285,7 @@ def autotune(
         if reused:
             qcfg = replace(qcfg, attention_matmuls=attention["chosen"])
         start = time.monotonic()
-        trial: dict[str, Any] = {
-            "index": i,
-            "name": qcfg.label(),
-            "method": qcfg.method,
-            "config": qcfg.as_params(),
-        }
+        trial = AutotuneTrial(i, qcfg.label(), qcfg.method, qcfg.as_params())
         try:
             proto, details = quantize_model(Path(parent_onnx), dataset, qcfg, module)
             path = workdir / f"trial-{i}.onnx"
@@ -218,56 +293,57 @@ def autotune(
             measure = config.measurement if config.objective == "latency" else None
             # parent and trial in interleaved rounds: load on the machine drifts between trials
             check = check_against_parent(Path(parent_onnx), path, dataset, "val", measure)
-            trial.update(
-                {
-                    "path": str(path),
-                    "check": check,
-                    **judge(check, allowed, config),
-                    "details": {k: v for k, v in details.items() if k != "history"},
-                }
-            )
+            trial.path, trial.check = str(path), check
+            trial.reasons = judge(check, allowed, config).reasons
+            trial.details = {k: v for k, v in details.items() if k != "history"}
             if attention is None and "attention_matmuls" in details:
                 attention = {**details["attention_matmuls"], "measured_in_trial": i}
             elif reused:
-                trial["details"]["attention_matmuls"] = {
+                trial.details["attention_matmuls"] = {
                     "chosen": attention["chosen"],
                     "measured_in_trial": attention["measured_in_trial"],
                 }
         except EdgeCompressError as exc:
-            trial.update({"passed": False, "reasons": [f"error: {exc}"], "error": str(exc)})
-        trial["seconds"] = time.monotonic() - start
-        log.info(
-            "autotune trial %d %s: %s",
-            i,
-            trial["name"],
-            "PASS" if trial["passed"] else "; ".join(trial["reasons"]),
-        )
+            trial.reasons, trial.error = [Reason("error", f"error: {exc}")], str(exc)
+        trial.seconds = time.monotonic() - start
+        verdict = "PASS" if trial.passed else "; ".join(r.message for r in trial.reasons)
+        log.info("autotune trial %d %s: %s", i, trial.name, verdict)
         trials.append(trial)
         if trial_hook is not None:
             trial_hook(i, trial)
-        if trial["passed"]:
+        if trial.passed:
             pick = trial
             break
-    candidates = [t for t in trials if "check" in t]
+    candidates = [t for t in trials if t.check is not None]
     if not candidates:
-        raise ConfigError(
-            "every quantization trial failed: "
-            + " | ".join(f"{t['name']}: {t['reasons'][0]}" for t in trials)
-        )
+        failed = " | ".join(f"{t.name}: {t.reasons[0].message}" for t in trials)
+        raise ConfigError(f"every quantization trial failed: {failed}")
     if pick is None:
         pick = min(candidates, key=lambda t: _rank(t, config.objective))
-    for t in trials:
-        t.pop("samples_ms", None)
+    criterion = config.criterion
+    first = candidates[0].check
     return {
-        "passed": bool(pick["passed"]), "pick": pick["name"], "pick_index": pick["index"], "pick_path": pick["path"],
-        "criterion": {"max_drop": config.criterion.max_drop, "relative": config.criterion.relative,
-                      "allowed_drop": allowed, "description": config.criterion.describe()},
-        "objective": config.objective, "device_class": config.device_class, "min_gain": config.min_gain,
-        "parent": {"accuracy": parent_accuracy, "onnx_bytes": Path(parent_onnx).stat().st_size,
-                   "p50_ms": candidates[0]["check"].get("parent_p50_ms", float("nan")),
-                   "emulated": candidates[0]["check"].get("emulated")},
-        "trials": trials,
-    }  # fmt: skip
+        "passed": pick.passed,
+        "pick": pick.name,
+        "pick_index": pick.index,
+        "pick_path": pick.path,
+        "criterion": {
+            "max_drop": criterion.max_drop,
+            "relative": criterion.relative,
+            "allowed_drop": allowed,
+            "description": criterion.describe(),
+        },
+        "objective": config.objective,
+        "device_class": config.device_class,
+        "min_gain": config.min_gain,
+        "parent": {
+            "accuracy": parent_accuracy,
+            "onnx_bytes": Path(parent_onnx).stat().st_size,
+            "p50_ms": first.get("parent_p50_ms", float("nan")),
+            "emulated": first.get("emulated"),
+        },
+        "trials": [t.to_json() for t in trials],
+    }
 
 
 # --- reports --------------------------------------------------------------------------------------
@@ -387,19 +463,20 @@ def report_html(result: dict[str, Any]) -> str:
 def mlflow_trial_logger(pipeline_run_id: str):
     """A trial hook that records each trial as a child run of the active (autotune task) run."""
 
-    def hook(index: int, trial: dict[str, Any]) -> None:
+    def hook(index: int, trial: AutotuneTrial) -> None:
         import mlflow
 
         tags = {
             "edgecompress.task": "autotune-trial",
             "edgecompress.pipeline_run_id": pipeline_run_id,
-            "edgecompress.trial.passed": str(trial["passed"]).lower(),
-            "edgecompress.trial.reasons": "; ".join(trial["reasons"])[:5000] or "passed",
+            "edgecompress.trial.passed": str(trial.passed).lower(),
+            "edgecompress.trial.reasons": "; ".join(r.message for r in trial.reasons)[:5000] or "passed",
+            "edgecompress.trial.reason_codes": ",".join(r.code for r in trial.reasons)[:5000] or "passed",
         }
-        with mlflow.start_run(run_name=f"trial-{index}-{trial['method']}", nested=True, tags=tags):
-            mlflow.log_params({f"quant.{k}": str(v)[:6000] for k, v in trial["config"].items()})
-            check = trial.get("check", {})
+        with mlflow.start_run(run_name=f"trial-{index}-{trial.method}", nested=True, tags=tags):
+            mlflow.log_params({f"quant.{k}": str(v)[:6000] for k, v in trial.config.items()})
+            check = trial.check or {}
             mlflow.log_metrics({k: float(v) for k, v in check.items() if isinstance(v, int | float)})
-            mlflow.log_metric("seconds", trial["seconds"])
+            mlflow.log_metric("seconds", trial.seconds)
 
     return hook

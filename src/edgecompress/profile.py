@@ -1,0 +1,508 @@
+"""Where the time goes on a device class: per-node latency from ONNX Runtime's own profiler.
+
+Why the profiler and not layer-wise timing: timing layers one by one measures each in a session of its
+own (its own per-call overhead, cold caches, no fusion), so the parts do not add up to the model; the
+profiler times every node of the one optimised graph that the benchmark runs (after ONNX Runtime's
+fusions), inside the same kind of session (the class's thread count, sequential execution, the same
+graph optimisation level), pinned to the class's cores.
+
+Method, per round (at least `MIN_LATENCY_ROUNDS`; with two models their rounds alternate, and so do
+the whole/parts measurements inside a round):
+- the whole: the model's end-to-end p50 through the benchmark runner, the path every benchmark and
+  decision uses (`Measurement.latency`, local emulation of the class);
+- the parts: a child process pinned like the benchmark child, with `SessionOptions.enable_profiling`,
+  `runs` timed calls after warm-up; the trace's `Node` events (`dur`, op type, provider) are grouped
+  by the `model_run` they fall into; per node, the median over the round's calls;
+- the floor: an Identity model with the same input, through the same runner: ONNX Runtime's per-call
+  overhead (binding inputs, allocating outputs, the Python call) that belongs to no node.
+Across rounds: the median of the per-round values. Each node's share is its p50 over the whole's p50.
+
+The parts-add-up check: |whole − Σ node p50 − floor| ≤ `tolerance` × whole + 1 µs × nodes. Why this
+tolerance: the profiler reports whole microseconds per node (up to 1 µs lost per node and call), the
+profiler's own bookkeeping adds a little to every node, and a median of sums is not a sum of medians;
+on a shared machine the whole moves by several percent between rounds. The measured gap is in the
+result either way (`gap_ms`, `gap_fraction`), and the check's verdict is the rule applied to it.
+
+Emulated classes only: the farm's runner does not profile, and under QEMU (the arm64 classes here)
+per-node timings mean as little as whole-model ones (DESIGN.md), so a QEMU or real class is refused
+with the reason. Per-op-type INT8-vs-float cost comes from `profile_models` with both models
+(interleaved) and `op_type_comparison`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import BenchmarkError, ConfigError
+from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
+from edgecompress.stats import MIN_LATENCY_ROUNDS
+
+SCHEMA = "edgecompress.profile/v1"
+NODE_RESOLUTION_MS = 1e-3  # the profiler's `dur` is in whole microseconds
+
+# Op types that do the same work in a float graph and in its quantized child (for the INT8 comparison).
+OP_FAMILIES = {
+    "QLinearConv": "Conv", "ConvInteger": "Conv", "FusedConv": "Conv", "NchwcConv": "Conv",
+    "QLinearMatMul": "MatMul", "MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul",
+    "MatMulIntegerToFloat": "MatMul", "FusedMatMul": "MatMul", "QGemm": "Gemm", "QLinearAdd": "Add",
+    "QLinearMul": "Mul", "QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearAveragePool": "AveragePool",
+    "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu", "QLinearConcat": "Concat",
+    "QuantizeLinear": "(de)quantize", "DequantizeLinear": "(de)quantize",
+    "DynamicQuantizeLinear": "(de)quantize", "ReorderInput": "(reorder)", "ReorderOutput": "(reorder)",
+}  # fmt: skip
+
+
+@dataclass
+class ProfileConfig:
+    """Settings of `edgecompress profile` (the library function, the CLI and the component)."""
+
+    device_class: str = field(
+        default=DEFAULT_DEVICE_CLASS, metadata={"help": "emulated device class to profile on"}
+    )
+    rounds: int = field(
+        default=MIN_LATENCY_ROUNDS,
+        metadata={"help": f"rounds (whole + profiled parts each); at least {MIN_LATENCY_ROUNDS}"},
+    )
+    runs: int = field(default=200, metadata={"help": "timed calls per round (whole and parts each)"})
+    warmup_runs: int = field(default=20, metadata={"help": "untimed calls before each round's timing"})
+    top: int = field(default=10, metadata={"help": "layers named in the report's table and plot"})
+    tolerance: float = field(
+        default=0.10,
+        metadata={"help": "parts-add-up check: allowed |whole − Σ nodes − floor| as a fraction of the whole"},
+    )
+
+    def validate(self) -> None:
+        from edgecompress.runtime.devices import profile as device_profile
+
+        if self.rounds < MIN_LATENCY_ROUNDS:
+            raise ConfigError(
+                f"rounds must be ≥ {MIN_LATENCY_ROUNDS} (fewer cannot hold a latency claim), got {self.rounds}"
+            )
+        if self.runs < 10 or self.warmup_runs < 0 or self.top < 1:
+            raise ConfigError(
+                f"runs must be ≥ 10, warmup_runs ≥ 0 and top ≥ 1, got {self.runs}, {self.warmup_runs}, {self.top}"
+            )
+        if not 0 < self.tolerance < 1:
+            raise ConfigError(f"tolerance must be in (0, 1), got {self.tolerance}")
+        p = device_profile(self.device_class)
+        if p.emulated is not True:
+            why = (
+                "under QEMU per-node timings are as meaningless as whole-model ones"
+                if p.emulated == "qemu"
+                else "the farm's runner does not profile; profile on the board itself or on its emulated class"
+            )
+            raise ConfigError(
+                f"profile runs on emulated device classes only; {self.device_class!r} is {p.emulation} ({why})"
+            )
+
+
+def _session(model_path: Path, threads: int, providers: list[str], profile_prefix: str | None):
+    """An ONNX Runtime session set up as the benchmark runner sets up its own."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    available = ort.get_available_providers()
+    return ort.InferenceSession(str(model_path), opts, providers=[p for p in providers if p in available])
+
+
+def parse_trace(events: list[dict[str, Any]], runs: int) -> dict[str, Any]:
+    """Per-node durations (ms) of the last `runs` calls in an ONNX Runtime profiler trace: each `Node`
+    event belongs to the `model_run` whose interval holds it (warm-up calls are dropped)."""
+    model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    model_runs = model_runs[-runs:]
+    if not model_runs:
+        raise BenchmarkError("the ONNX Runtime trace has no model_run event")
+    nodes: dict[str, dict[str, Any]] = {}
+    node_events = sorted((e for e in events if e.get("cat") == "Node"), key=lambda e: e["ts"])
+    i = 0
+    for k, run in enumerate(model_runs):
+        start, end = run["ts"], run["ts"] + run["dur"]
+        while i < len(node_events) and node_events[i]["ts"] < start:
+            i += 1
+        while i < len(node_events) and node_events[i]["ts"] <= end:
+            e = node_events[i]
+            i += 1
+            if not e["name"].endswith("_kernel_time"):
+                continue  # fence_before / fence_after markers
+            name = e["name"].removesuffix("_kernel_time")
+            args = e.get("args", {})
+            node = nodes.setdefault(
+                name,
+                {"op": args.get("op_name", "?"), "provider": args.get("provider", "?"), "ms": [0.0] * len(model_runs)},
+            )  # fmt: skip
+            node["ms"][k] += e["dur"] / 1e3
+    return {"nodes": nodes, "model_run_ms": [r["dur"] / 1e3 for r in model_runs]}
+
+
+def _profiled_child(model_path: str, threads: int, providers: list[str], affinity, runs: int, warmup: int, out: str) -> None:  # fmt: skip
+    """Body of the profiling child: pinned like the benchmark child, one profiled session."""
+    if affinity:
+        os.sched_setaffinity(0, affinity)
+    try:
+        from edgecompress.runtime.runner import _ort_input
+
+        with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
+            session = _session(Path(model_path), threads, providers, str(Path(tmp) / "ort"))
+            feeds = _ort_input(session, 1, 0)
+            for _ in range(warmup + runs):
+                session.run(None, feeds)
+            trace = Path(session.end_profiling())
+            result = parse_trace(json.loads(trace.read_text()), runs)
+    except Exception as exc:  # the parent raises it with the model's name
+        result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    Path(out).write_text(json.dumps(result))
+
+
+def profiled_round(
+    model_path: Path, device_class: str, runs: int, warmup: int, timeout_s: float = 600
+) -> dict:
+    """One round of per-node timings of `model_path` on an emulated class, in a pinned child process."""
+    import multiprocessing
+
+    from edgecompress.runtime.devices import emulated_device_class
+
+    cls = emulated_device_class(device_class)
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
+        out = Path(tmp) / "parts.json"
+        args = (str(model_path), cls.threads, list(cls.providers), cls.cpu_affinity(), runs, warmup, str(out))
+        proc = ctx.Process(target=_profiled_child, args=args, daemon=True)
+        proc.start()
+        proc.join(timeout_s)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+            raise BenchmarkError(f"profiling {Path(model_path).name} exceeded {timeout_s:.0f} s")
+        if not out.exists():
+            raise BenchmarkError(
+                f"profiling {Path(model_path).name} failed: the child died ({proc.exitcode})"
+            )
+        result = json.loads(out.read_text())
+    if "error" in result:
+        raise BenchmarkError(f"profiling {Path(model_path).name} failed: {result['error']}")
+    return result
+
+
+def identity_model(model_path: Path, out: Path) -> Path:
+    """An ONNX model that returns its input unchanged, with `model_path`'s inputs: the per-call floor."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    outputs = []
+    for i in inputs:
+        out_info = onnx.ValueInfoProto()
+        out_info.CopyFrom(i)
+        out_info.name = f"{i.name}_out"
+        outputs.append(out_info)
+    nodes = [helper.make_node("Identity", [i.name], [f"{i.name}_out"]) for i in inputs]
+    graph = helper.make_graph(nodes, "identity", inputs, outputs)
+    opset = [o for o in model.opset_import if o.domain in ("", "ai.onnx")] or [helper.make_opsetid("", 17)]
+    onnx.save(helper.make_model(graph, opset_imports=opset, ir_version=model.ir_version), str(out))
+    return out
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _summarize(rounds: list[dict[str, Any]], floor_ms: float, config: ProfileConfig) -> dict[str, Any]:
+    whole = _median([r["whole_p50_ms"] for r in rounds])
+    names = list(rounds[0]["parts"]["nodes"])
+    nodes = []
+    for name in names:
+        per_round = [_median(r["parts"]["nodes"][name]["ms"]) for r in rounds if name in r["parts"]["nodes"]]
+        first = rounds[0]["parts"]["nodes"][name]
+        p50 = _median(per_round)
+        nodes.append({
+            "node": name, "op": first["op"], "provider": first["provider"], "p50_ms": p50,
+            "share": p50 / whole if whole > 0 else float("nan"),
+            "round_min_ms": min(per_round), "round_max_ms": max(per_round),
+        })  # fmt: skip
+    nodes.sort(key=lambda n: -n["p50_ms"])
+    total = sum(n["p50_ms"] for n in nodes)
+    gap = whole - total
+    allowed = config.tolerance * whole + NODE_RESOLUTION_MS * len(nodes)
+    by_op: dict[str, float] = defaultdict(float)
+    for n in nodes:
+        by_op[n["op"]] += n["p50_ms"]
+    return {
+        "whole_p50_ms": whole,
+        "whole_round_p50_ms": [r["whole_p50_ms"] for r in rounds],
+        "profiled_model_run_p50_ms": _median([_median(r["parts"]["model_run_ms"]) for r in rounds]),
+        "sum_node_p50_ms": total,
+        "floor_p50_ms": floor_ms,
+        "gap_ms": gap,
+        "gap_fraction": gap / whole if whole > 0 else float("nan"),
+        "unexplained_ms": gap - floor_ms,
+        "allowed_ms": allowed,
+        "parts_add_up": abs(gap - floor_ms) <= allowed,
+        "nodes": nodes,
+        "op_types": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, Any]:
+    """Profile one or more ONNX models on `config.device_class`: rounds alternate between the models
+    (and between whole and parts inside a round). Returns the result JSON (see the module's doc)."""
+    from edgecompress.edge import Measurement
+    from edgecompress.runtime.devices import profile as device_profile
+
+    config.validate()
+    if not paths:
+        raise ConfigError("profile needs at least one model")
+    for label, path in paths.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"profile: model {label!r}: no ONNX file at {path}")
+    meter = Measurement(config.device_class, None, config.runs, 0.0, config.warmup_runs)
+    labels = list(paths)
+    rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
+        floors = {label: identity_model(Path(paths[label]), Path(tmp) / f"identity-{i}.onnx") for i, label in enumerate(labels)}  # fmt: skip
+        floor_ms: dict[str, list[float]] = {label: [] for label in labels}
+        for i in range(config.rounds):
+            for label in labels if i % 2 == 0 else labels[::-1]:
+                entry: dict[str, Any] = {}
+                steps = ["whole", "parts", "floor"]
+                for what in steps if i % 2 == 0 else steps[::-1]:
+                    if what == "whole":
+                        entry["whole_p50_ms"] = meter.latency(Path(paths[label]))["p50_ms"]
+                    elif what == "floor":
+                        floor_ms[label].append(meter.latency(floors[label])["p50_ms"])
+                    else:
+                        entry["parts"] = profiled_round(Path(paths[label]), config.device_class, config.runs, config.warmup_runs)  # fmt: skip
+                rounds[label].append(entry)
+    from edgecompress.io import sha256_file
+
+    p = device_profile(config.device_class)
+    return {
+        "schema": SCHEMA,
+        "device_class": config.device_class,
+        "emulated": True,
+        "device_description": p.description,
+        "method": "ONNX Runtime profiler (SessionOptions.enable_profiling), Node events per model_run",
+        "config": {k: getattr(config, k) for k in ProfileConfig.__dataclass_fields__},
+        "models": {
+            label: {
+                "path": str(paths[label]),
+                "sha256": sha256_file(Path(paths[label])),
+                **_summarize(rounds[label], _median(floor_ms[label]), config),
+            }
+            for label in labels
+        },
+    }
+
+
+def op_family(op: str) -> str:
+    return OP_FAMILIES.get(op, op)
+
+
+def op_type_comparison(result: dict[str, Any], float_label: str, int8_label: str) -> list[dict[str, Any]]:
+    """Per op family (QLinearConv and Conv are one row): p50 sums of the float model and its INT8 child
+    from one interleaved profile, and INT8 / float (> 1: INT8 is slower for that op family)."""
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: {float_label: 0.0, int8_label: 0.0})
+    for label in (float_label, int8_label):
+        for node in result["models"][label]["nodes"]:
+            sums[op_family(node["op"])][label] += node["p50_ms"]
+    rows = [
+        {"op_family": op, "float_ms": v[float_label], "int8_ms": v[int8_label],
+         "int8_over_float": v[int8_label] / v[float_label] if v[float_label] > 0 else None}
+        for op, v in sums.items()
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: -(r["float_ms"] + r["int8_ms"]))
+
+
+def shares_png(summary: dict[str, Any], top: int, title: str) -> bytes:
+    """Bar chart: the top nodes' shares of the end-to-end p50, the rest, and what no node holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgecompress.reports import figure_png
+
+    nodes = summary["nodes"][:top]
+    labels = [f"{n['node'][-40:]} ({n['op']})" for n in nodes]
+    values = [100 * n["share"] for n in nodes]
+    rest = sum(n["p50_ms"] for n in summary["nodes"][top:])
+    labels += ["other nodes", "outside nodes (whole − Σ nodes)"]
+    values += [100 * rest / summary["whole_p50_ms"], 100 * summary["gap_fraction"]]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.2))
+    ax.barh(range(len(labels))[::-1], values, color=["#4477aa"] * len(nodes) + ["#999999", "#cc6677"])
+    ax.set_yticks(range(len(labels))[::-1], labels, fontsize=8)
+    ax.set_xlabel("% of end-to-end p50")
+    ax.set_title(title, fontsize=9)
+    return figure_png(fig)
+
+
+def _summary_rows(result: dict[str, Any]) -> list[list[Any]]:
+    return [
+        [label, m["whole_p50_ms"], m["sum_node_p50_ms"], m["floor_p50_ms"], m["gap_ms"], 100 * m["gap_fraction"],
+         m["unexplained_ms"], m["allowed_ms"], m["parts_add_up"], len(m["nodes"])]
+        for label, m in result["models"].items()
+    ]  # fmt: skip
+
+
+SUMMARY_HEADERS = ["model", "whole p50 ms", "Σ node p50 ms", "per-call floor ms", "gap ms", "gap %",
+                   "gap − floor ms", "allowed ms", "parts add up", "nodes"]  # fmt: skip
+TOP_HEADERS = ["#", "node (ORT, optimised graph)", "op", "provider", "p50 ms", "share %", "% of Σ nodes",
+               "rounds min–max ms"]  # fmt: skip
+
+
+def _top_rows(summary: dict[str, Any], top: int) -> list[list[Any]]:
+    return [
+        [i + 1, n["node"], n["op"], n["provider"], n["p50_ms"], 100 * n["share"],
+         100 * n["p50_ms"] / summary["sum_node_p50_ms"] if summary["sum_node_p50_ms"] > 0 else float("nan"),
+         f"{n['round_min_ms']:.4f}–{n['round_max_ms']:.4f}"]
+        for i, n in enumerate(summary["nodes"][:top])
+    ]  # fmt: skip
+
+
+def _op_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    return [[op, ms, 100 * ms / summary["whole_p50_ms"]] for op, ms in summary["op_types"].items()]
+
+
+def _preamble(result: dict[str, Any]) -> str:
+    c = result["config"]
+    return (
+        f"Device class `{result['device_class']}` (**emulated**: {result['device_description']}; not board "
+        f"figures). {result['method']}; {c['rounds']} interleaved rounds × {c['runs']} calls. The whole is "
+        "the benchmark runner's p50; the per-call floor is an Identity model's p50 through the same runner. "
+        f"Rule: parts add up when |whole − Σ nodes − floor| ≤ {c['tolerance']:g} × whole + 1 µs × nodes."
+    )
+
+
+def profile_markdown(result: dict[str, Any], plots: dict[str, str] | None = None) -> str:
+    """The report in Markdown; `plots` maps a model label to an image path (relative) to link."""
+    from edgecompress.reports import markdown_table
+
+    top = result["config"]["top"]
+    parts = [f"# Profile on {result['device_class']}", "", _preamble(result), "",
+             markdown_table(SUMMARY_HEADERS, _summary_rows(result))]  # fmt: skip
+    for label, m in result["models"].items():
+        parts += [
+            "",
+            f"## {label} (sha256 {m['sha256'][:12]})",
+            "",
+            markdown_table(TOP_HEADERS, _top_rows(m, top)),
+        ]
+        parts += ["", markdown_table(["op type", "Σ p50 ms", "% of whole"], _op_rows(m))]
+        if plots and label in plots:
+            parts += ["", f"![{label}: shares of the end-to-end p50]({plots[label]})"]
+    for cmp in result.get("int8_vs_float", []):
+        rows = [
+            [r["op_family"], r["float_ms"], r["int8_ms"], r["int8_over_float"] or "—"] for r in cmp["rows"]
+        ]
+        parts += ["", f"## INT8 ({cmp['int8']}) vs float ({cmp['float']}) per op family", "",
+                  markdown_table(["op family", "float ms", "int8 ms", "int8 / float"], rows)]  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> None:
+    """The Markdown report at `path` and each model's bar chart beside it (`<stem>-<label>.png`)."""
+    from edgecompress.io import write_text
+
+    path = Path(path)
+    plots = {}
+    for label, m in result["models"].items():
+        png = path.with_name(f"{path.stem}-{label}.png")
+        png.write_bytes(
+            shares_png(m, result["config"]["top"], f"{label} on {result['device_class']} (emulated)")
+        )
+        plots[label] = png.name
+    write_text(path, profile_markdown(result, plots))
+
+
+def profile_html(result: dict[str, Any]) -> str:
+    from edgecompress.reports import html_page, html_table, png_img_tag
+
+    top = result["config"]["top"]
+    sections = [
+        ("Summary", f"<p>{_preamble(result)}</p>" + html_table(SUMMARY_HEADERS, _summary_rows(result)))
+    ]
+    for label, m in result["models"].items():
+        plot = png_img_tag(shares_png(m, top, f"{label} on {result['device_class']} (emulated)"), label)
+        sections.append((f"{label}: top {top} nodes", html_table(TOP_HEADERS, _top_rows(m, top)) + plot))
+        sections.append(
+            (f"{label}: per op type", html_table(["op type", "Σ p50 ms", "% of whole"], _op_rows(m)))
+        )
+    for cmp in result.get("int8_vs_float", []):
+        rows = [
+            [r["op_family"], r["float_ms"], r["int8_ms"], r["int8_over_float"] or "—"] for r in cmp["rows"]
+        ]
+        sections.append(("INT8 vs float per op family", html_table(["op family", "float ms", "int8 ms", "int8 / float"], rows)))  # fmt: skip
+    return html_page(f"Profile on {result['device_class']}", sections)
+
+
+HEADLINE = ("whole_p50_ms", "sum_node_p50_ms", "floor_p50_ms", "gap_ms", "gap_fraction")
+
+
+def profile_step(
+    model_path: Path,
+    config: ProfileConfig,
+    output_path: Path,
+    report_path: Path | None = None,
+    compare_path: Path | None = None,
+    lineage_ctx: Any = None,
+) -> dict[str, Any]:
+    """Profile a Model artifact (or a bare .onnx file); with `compare_path`, also its INT8 (or other)
+    child, interleaved, and the per-op-family comparison. Writes the JSON result and the HTML report
+    (logged to the task's MLflow run with the headline numbers as metrics)."""
+    from edgecompress import lineage
+    from edgecompress.export import load_model_package
+    from edgecompress.io import write_json
+    from edgecompress.step import Lineage, write_report
+
+    def onnx_of(path: Path) -> tuple[Path, dict[str, Any]]:
+        path = Path(path)
+        if path.is_file() and path.suffix == ".onnx":
+            return path, {}
+        package = load_model_package(path)
+        return package.onnx_path, package.info
+
+    ctx = lineage_ctx or Lineage()
+    config.validate()
+    onnx_path, info = onnx_of(model_path)
+    paths = {"model": onnx_path}
+    if compare_path is not None:
+        paths["compared"], _ = onnx_of(compare_path)
+    ctx.check()
+    params = {"device_class": config.device_class, "rounds": config.rounds, "runs": config.runs,
+              "model_id": info.get("mlflow_model_id")}  # fmt: skip
+    with ctx.task("profile", params):
+        result = profile_models(paths, config)
+        if compare_path is not None:
+            result["int8_vs_float"] = [
+                {
+                    "float": "model",
+                    "int8": "compared",
+                    "rows": op_type_comparison(result, "model", "compared"),
+                }
+            ]
+        write_json(Path(output_path), result)
+        lineage.log_report(Path(output_path))  # the JSON (every node) beside the report in MLflow
+        if report_path is not None:
+            write_report(report_path, profile_html(result))
+        if ctx.enabled:
+            import mlflow
+
+            m = result["models"]["model"]
+            mlflow.log_metrics({f"profile.{k}": float(m[k]) for k in HEADLINE})
+    return result

@@ -1,0 +1,324 @@
+"""Latency-aware structured pruning (after NetAdapt and HALP): channels go where the device says they cost.
+
+1. The latency table, measured on the device class: for each prunable layer and each kept fraction
+   (`latency_points`, plus 1.0), the **whole model's** p50 with only that layer's output channels
+   pruned (Torch-Pruning's dependency graph, as the final prune does). The whole model and not the
+   layer alone, because a layer's width also sets the next layer's input width, and because timing a
+   layer in a session of its own measures its own per-call overhead instead of its share of the model
+   (what `edgecompress profile` shows: the parts of a small model are a few µs each). The unpruned
+   model is measured again before each layer's points, and a layer's entries are read against that
+   nearest baseline, so slow drift of a shared machine does not land on one layer.
+   Cached per (device class, model fingerprint: architecture and shapes, not weights, since float
+   latency does not depend on them) as JSON under the cache folder, and logged to the MLflow run.
+2. The allocation, greedy: from every layer at 1.0, repeatedly take the move (a layer from its current
+   kept fraction to a smaller one in the table) with the most measured latency saved per unit of
+   importance lost, until the predicted latency meets the target. Importance lost: the summed scores
+   of the channels the move removes (the least important first), by the config's criterion (Taylor
+   needs gradients, so L2 here) as Torch-Pruning scores a group: normalised to mean 1 within the
+   group, so a unit is one average channel of its layer and layers compare. Predicted latency: the
+   baseline minus each layer's measured saving, i.e. additive across layers (NetAdapt's assumption);
+   the pruned model is then measured, and predicted vs measured is in the report.
+3. `prune_for_latency`: the allocated per-layer ratios go through the ordinary `prune_structured` path (layer_ratios, the
+   other layers kept), with its schedule and fine-tuning.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgecompress.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "EDGECOMPRESS_CACHE_DIR"
+TABLE_SCHEMA = "edgecompress.latency-table/v1"
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "edgecompress")
+    return Path(root) / "latency-tables"
+
+
+def model_fingerprint(model: nn.Module, input_shape: Sequence[int]) -> str:
+    """What float latency depends on: the architecture (module tree), every tensor's shape, the input."""
+    h = hashlib.sha256()
+    h.update(repr(model).encode())
+    h.update(repr(tuple(input_shape)).encode())
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+    return h.hexdigest()
+
+
+def _single_layer(model, input_shape, num_classes, config, name: str, keep: float) -> nn.Module:
+    """A copy of `model` with only layer `name` pruned to `keep` of its output channels."""
+    from edgecompress.prune.structured import _pruner, _pruner_step
+
+    trial = copy.deepcopy(model)
+    cfg = replace(
+        config, layer_ratios={name: 1.0 - keep}, budget_metric="", target_latency_ms=0.0, latency_ratio=0.0
+    )
+    others = [
+        n for n, m in trial.named_modules() if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear) and n != name
+    ]
+    cfg = replace(cfg, keep_layers=tuple(config.keep_layers) + tuple(others))
+    pruner = _pruner(trial, input_shape, num_classes, cfg, 1.0 - keep, 1)
+    _pruner_step(
+        pruner, trial, None, replace(cfg, importance="l2" if cfg.importance == "taylor" else cfg.importance)
+    )
+    return trial.eval()
+
+
+def build_latency_table(
+    model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any, meter: Any = None
+) -> dict[str, Any]:
+    """Measure the table (see the module's doc). `meter`: a `Measurement` (default: the class's
+    emulation with the budget search's short measurements)."""
+    from edgecompress.prune.structured import (
+        BUDGET_BENCH_MIN_DURATION_S,
+        BUDGET_BENCH_MIN_RUNS,
+        channel_counts,
+        prunable_layers,
+    )
+
+    if meter is None:
+        from edgecompress.edge import Measurement
+
+        meter = Measurement(config.device_class, None, BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S)
+    shape = tuple(input_shape)
+    points = sorted(
+        {float(k) for k in config.latency_points if k >= 1.0 - config.max_ratio - 1e-9}, reverse=True
+    )
+    channels = channel_counts(model)
+    layers: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    bases = []
+    for name in prunable_layers(model, num_classes, config.keep_layers):
+        base = float(meter.module_latency(model, shape)["p50_ms"])
+        bases.append(base)
+        entries = [{"keep": 1.0, "channels": channels[name], "p50_ms": base}]
+        for keep in points:
+            try:
+                trial = _single_layer(model, input_shape, num_classes, config, name, keep)
+            except (ModelError, ConfigError) as exc:
+                skipped[name] = str(exc)[:300]
+                break
+            kept = channel_counts(trial)[name]
+            if kept >= channels[name]:
+                skipped[name] = "pruning it removes no channel (a group kept whole, or too few channels)"
+                break
+            entries.append(
+                {
+                    "keep": keep,
+                    "channels": kept,
+                    "p50_ms": float(meter.module_latency(trial, shape)["p50_ms"]),
+                }
+            )
+        if name not in skipped:
+            layers[name] = {"channels": channels[name], "points": entries}
+    if not layers:
+        raise ModelError(f"no layer of {type(model).__name__} can be pruned alone: {skipped}")
+    return {
+        "schema": TABLE_SCHEMA,
+        "device_class": meter.device_class,
+        "emulated": True,
+        "method": "whole model with one layer's output channels pruned, interleaved baselines",
+        "base_p50_ms": float(sorted(bases)[len(bases) // 2]),
+        "points": points,
+        "layers": layers,
+        "skipped": skipped,
+    }
+
+
+def latency_table(model, input_shape, num_classes, config, meter=None) -> tuple[dict[str, Any], Path, bool]:
+    """The cached table for (device class, model fingerprint), measured on a miss. Returns the table,
+    its file, and whether it came from the cache."""
+    from edgecompress import lineage
+    from edgecompress.io import write_json
+
+    folder = Path(config.latency_cache) if config.latency_cache else default_cache_dir()
+    fingerprint = model_fingerprint(model, input_shape)
+    path = folder / f"{config.device_class}-{fingerprint[:24]}.json"
+    wanted = {"fingerprint": fingerprint, "device_class": config.device_class,
+              "points": sorted({float(k) for k in config.latency_points if k >= 1.0 - config.max_ratio - 1e-9}, reverse=True),
+              "keep_layers": list(config.keep_layers)}  # fmt: skip
+    hit = False
+    table = None
+    if path.exists():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("schema") == TABLE_SCHEMA and all(cached.get(k) == v for k, v in wanted.items()):
+                table, hit = cached, True
+        except (OSError, json.JSONDecodeError):
+            table = None
+    if table is None:
+        table = {**build_latency_table(model, input_shape, num_classes, config, meter), **wanted}
+        write_json(path, table)
+    log.info("latency table %s (%s): %s", path, "cache hit" if hit else "measured", sorted(table["layers"]))
+    lineage.log_report(path)  # in the task's MLflow run, next to the pruning report
+    return table, path, hit
+
+
+def layer_importance(model: nn.Module, input_shape: Sequence[int], layers: Sequence[str], importance: str) -> dict[str, list[float]]:  # fmt: skip
+    """Per output channel of each layer: its group's importance (Torch-Pruning, the config's criterion;
+    L2 for Taylor, which needs gradients)."""
+    import torch_pruning as tp
+
+    from edgecompress.prune.attention import unwrapped_parameters
+    from edgecompress.prune.structured import _importance
+
+    model = copy.deepcopy(model).eval()
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs=torch.zeros(1, *input_shape), unwrapped_parameters=list(unwrapped_parameters(model).items())
+    )  # fmt: skip
+    criterion = _importance("l2" if importance == "taylor" else importance)
+    modules = dict(model.named_modules())
+    out = {}
+    for name in layers:
+        m = modules[name]
+        n = m.out_channels if isinstance(m, nn.Conv2d | nn.Conv1d) else m.out_features
+        fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
+        group = graph.get_pruning_group(m, fn, idxs=list(range(n)))
+        scores = criterion(group)
+        out[name] = [float(s) for s in (scores if scores is not None else torch.ones(n))]
+    return out
+
+
+def _lost(scores: list[float], kept_from: int, kept_to: int) -> float:
+    """Summed importance of the channels between `kept_to` and `kept_from` (least important first)."""
+    s = sorted(scores)
+    return sum(s[len(s) - kept_from : len(s) - kept_to])
+
+
+def allocate(table: dict[str, Any], importance: dict[str, list[float]], target_ms: float) -> dict[str, Any]:
+    """Greedy allocation (see the module's doc): per layer the kept fraction, the moves in order, and
+    the predicted latency. Raises ConfigError when even the smallest widths do not meet the target."""
+    base = table["base_p50_ms"]
+    state = {name: 0 for name in table["layers"]}  # index into the layer's points (0: unpruned)
+
+    def saving(name: str, i: int) -> float:
+        pts = table["layers"][name]["points"]
+        return pts[0]["p50_ms"] - pts[i]["p50_ms"]  # against the layer's own (nearest) baseline
+
+    def predicted() -> float:
+        return base - sum(saving(n, i) for n, i in state.items())
+
+    moves = []
+    while predicted() > target_ms:
+        best = None
+        for name, i in state.items():
+            pts = table["layers"][name]["points"]
+            for j in range(i + 1, len(pts)):
+                gain = saving(name, j) - saving(name, i)
+                if gain <= 0:
+                    continue
+                lost = _lost(importance[name], pts[i]["channels"], pts[j]["channels"])
+                score = gain / max(lost, 1e-12)
+                if best is None or score > best[0]:
+                    best = (score, name, j, gain, lost)
+        if best is None:
+            raise ConfigError(
+                f"latency target {target_ms:.4f} ms not reachable on {table['device_class']}: with every "
+                f"layer at its smallest measured width the predicted p50 is {predicted():.4f} ms "
+                f"(unpruned {base:.4f} ms); allow more (max_ratio, latency_points) or a looser target"
+            )
+        score, name, j, gain, lost = best
+        state[name] = j
+        moves.append({"layer": name, "keep": table["layers"][name]["points"][j]["keep"], "saved_ms": gain,
+                      "importance_lost": lost, "ms_per_importance": score, "predicted_ms": predicted()})  # fmt: skip
+    keep = {name: table["layers"][name]["points"][i]["keep"] for name, i in state.items()}
+    return {
+        "target_ms": target_ms,
+        "base_p50_ms": base,
+        "predicted_ms": predicted(),
+        "keep": keep,
+        "layer_ratios": {n: round(1.0 - k, 6) for n, k in keep.items() if k < 1.0},
+        "moves": moves,
+    }
+
+
+def latency_aware_config(model: nn.Module, input_shape, num_classes: int, config: Any, meter: Any = None):
+    """The per-layer ratios for the config's latency target: (config to prune with, report section)."""
+    from edgecompress.prune.structured import prunable_layers
+
+    table, path, hit = latency_table(model, input_shape, num_classes, config, meter)
+    target = config.target_latency_ms or config.latency_ratio * table["base_p50_ms"]
+    importance = layer_importance(model, input_shape, list(table["layers"]), config.importance)
+    alloc = allocate(table, importance, target)
+    if not alloc["layer_ratios"]:
+        raise ConfigError(
+            f"the model already meets the latency target {target:.4f} ms on {config.device_class} "
+            f"(measured {table['base_p50_ms']:.4f} ms); nothing to prune"
+        )
+    others = [n for n in prunable_layers(model, num_classes) if n not in alloc["layer_ratios"]]
+    run = replace(
+        config, layer_ratios={**alloc["layer_ratios"]}, keep_layers=tuple(config.keep_layers) + tuple(others),
+        target_latency_ms=0.0, latency_ratio=0.0, global_pruning=False, ratio=max(alloc["layer_ratios"].values()),
+    )  # fmt: skip
+    section = {"table": table, "table_file": str(path), "cache_hit": hit, "allocation": alloc}
+    return run, section
+
+
+def latency_section_html(section: dict[str, Any]) -> str:
+    """The pruning report's part: the measured table, the allocation, predicted vs measured."""
+    from edgecompress.reports import html_table
+
+    table, alloc = section["table"], section["allocation"]
+    rows = [[name, p["keep"], p["channels"], p["p50_ms"], layer["points"][0]["p50_ms"] - p["p50_ms"]]
+            for name, layer in table["layers"].items() for p in layer["points"]]  # fmt: skip
+    moves = [[i + 1, m["layer"], m["keep"], m["saved_ms"], m["importance_lost"], m["ms_per_importance"],
+              m["predicted_ms"]] for i, m in enumerate(alloc["moves"])]  # fmt: skip
+    where = "cache" if section["cache_hit"] else "measured now"
+    return (
+        f"<p>Device class {table['device_class']} (emulated); table {where} ({section['table_file']}): "
+        f"{table['method']}. Unpruned p50 {table['base_p50_ms']:.4f} ms; target {alloc['target_ms']:.4f} ms; "
+        f"predicted {alloc['predicted_ms']:.4f} ms; measured after pruning {alloc.get('measured_ms', float('nan')):.4f} ms.</p>"
+        + html_table(["layer", "kept fraction", "channels", "p50 ms", "saved ms"], rows)
+        + "<p>Allocation (greedy: most measured ms saved per unit of importance lost first)</p>"
+        + html_table(
+            [
+                "#",
+                "layer",
+                "to kept fraction",
+                "saved ms",
+                "importance lost",
+                "ms / importance",
+                "predicted ms",
+            ],
+            moves,
+        )
+    )
+
+
+def prune_for_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    num_classes: int,
+    config: Any,
+    dataset: Any = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """`prune_structured` to the config's latency target: the table, the allocation, the prune with its
+    ratios (schedule and fine-tuning as configured), then the pruned model measured on the class."""
+    from edgecompress.prune.structured import model_cost, prune_structured
+
+    config.validate()
+    allocated, section = latency_aware_config(copy.deepcopy(model).eval(), input_shape, num_classes, config)
+    child, report = prune_structured(model, input_shape, num_classes, allocated, dataset, progress)
+    alloc = section["allocation"]
+    alloc["measured_ms"] = model_cost(child, input_shape, "latency", config.device_class)
+    # one short measurement (the budget search's): a point, not a claim; the report shows both
+    alloc["met"] = alloc["measured_ms"] <= alloc["target_ms"]
+    report["config"] = {**config.as_params(), "allocated_layer_ratios": dict(allocated.layer_ratios)}
+    report["latency_aware"] = section
+    return child, report

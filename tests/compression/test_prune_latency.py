@@ -1,0 +1,121 @@
+"""Latency-aware structured pruning: the measured per-layer latency table (cached by device class and
+model fingerprint), the greedy allocation, and a latency target met on the digits CNN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgecompress.errors import ConfigError
+from edgecompress.prune.latency import allocate, latency_table, model_fingerprint, prune_for_latency
+from edgecompress.prune.structured import StructuredConfig, prune_structured
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from edgecompress.data import load_digits
+
+    return load_digits()
+
+
+def _cnn(digits, widths=(64, 128)):
+    from edgecompress.zoo import build_model
+
+    spec = {"family": "cnn", "kwargs": {"widths": list(widths), "depths": [2, 2]}}
+    return build_model(spec, digits.input_shape, digits.num_classes, seed=0)
+
+
+class CountingMeter:
+    """Stands in for the device in the cache test only: latency = MACs (deterministic), calls counted."""
+
+    device_class = "rpi4-emulated"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def module_latency(self, model, input_shape):
+        from edgecompress.evaluate import module_macs
+
+        self.calls += 1
+        return {"p50_ms": module_macs(model, tuple(input_shape)) / 1e6}
+
+
+def test_latency_table_cache_hits_by_device_class_and_fingerprint(digits, tmp_path: Path) -> None:
+    config = StructuredConfig(latency_ratio=0.5, latency_points=(0.5,), latency_cache=str(tmp_path))
+    model, meter = _cnn(digits), CountingMeter()
+    table, path, hit = latency_table(model, digits.input_shape, digits.num_classes, config, meter)
+    layers = sorted(table["layers"])
+    assert not hit and meter.calls == 2 * len(layers) and path.parent == tmp_path  # baseline + one point each
+    assert json.loads(path.read_text())["fingerprint"] == model_fingerprint(model, digits.input_shape)
+    again, path2, hit = latency_table(_cnn(digits), digits.input_shape, digits.num_classes, config, meter)
+    assert hit and path2 == path and meter.calls == 2 * len(layers) and again == table  # same architecture
+    wider = _cnn(digits, widths=(64, 96))  # another fingerprint: measured again, another file
+    _, path3, hit = latency_table(wider, digits.input_shape, digits.num_classes, config, meter)
+    assert not hit and path3 != path and meter.calls == 4 * len(layers)
+    other = StructuredConfig(**{**config.__dict__, "device_class": "jetson-orin-nano-emulated"})
+    _, path4, hit = latency_table(model, digits.input_shape, digits.num_classes, other, meter)
+    assert not hit and path4 != path
+
+
+def _table(savings: dict[str, list[float]], channels: int = 8) -> dict:
+    keeps = [1.0, 0.5, 0.25]
+    return {
+        "device_class": "rpi4-emulated",
+        "base_p50_ms": 10.0,
+        "layers": {
+            name: {"channels": channels, "points": [
+                {"keep": k, "channels": int(channels * k), "p50_ms": 10.0 - s} for k, s in zip(keeps, [0.0, *saved], strict=True)
+            ]}
+            for name, saved in savings.items()
+        },
+    }  # fmt: skip
+
+
+def test_allocation_prefers_measured_latency_per_importance() -> None:
+    table = _table({"slow": [4.0, 6.0], "fast": [1.0, 1.5]})
+    even = {"slow": [1.0] * 8, "fast": [1.0] * 8}
+    out = allocate(table, even, target_ms=7.0)  # one move of "slow" (4 ms for half its importance) is enough
+    assert out["layer_ratios"] == {"slow": 0.5} and out["predicted_ms"] == pytest.approx(6.0)
+    # the same latencies, but "slow"'s channels hold all the importance: "fast" goes first
+    lopsided = {"slow": [100.0] * 8, "fast": [1.0] * 8}
+    out = allocate(table, lopsided, target_ms=9.0)
+    assert out["layer_ratios"] == {"fast": 0.5} and out["moves"][0]["layer"] == "fast"
+    # the least important channels are the ones counted as lost
+    skewed = {"slow": [0.0] * 4 + [1.0] * 4, "fast": [1.0] * 8}
+    out = allocate(table, skewed, target_ms=7.0)
+    assert out["moves"][0]["layer"] == "slow" and out["moves"][0]["importance_lost"] == 0.0
+    with pytest.raises(ConfigError, match="not reachable"):
+        allocate(table, even, target_ms=1.0)
+
+
+def test_latency_target_is_met_on_the_digits_cnn(digits, tmp_path: Path) -> None:
+    """Measured: the allocation's child against its parent, interleaved rounds on rpi4-emulated; the
+    speed-up interval's lower bound clears what the target asks (1 / latency_ratio) less 10 %."""
+    from edgecompress.edge import Measurement
+
+    ratio = 0.7
+    model = _cnn(digits)
+    with pytest.raises(ConfigError, match="prune_for_latency"):  # the plain path does not guess
+        prune_structured(model, digits.input_shape, digits.num_classes, StructuredConfig(latency_ratio=ratio))
+    config = StructuredConfig(latency_ratio=ratio, latency_points=(0.5, 0.25), latency_cache=str(tmp_path))
+    child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
+    section = report["latency_aware"]
+    alloc = section["allocation"]
+    assert (
+        alloc["predicted_ms"] <= alloc["target_ms"] == pytest.approx(ratio * section["table"]["base_p50_ms"])
+    )
+    assert set(alloc["layer_ratios"]) <= set(section["table"]["layers"]) and alloc["layer_ratios"]
+    for name, r in alloc["layer_ratios"].items():  # the child has the allocated widths, the rest untouched
+        full = section["table"]["layers"][name]["channels"]
+        assert report["channels"][name] == round(full * (1 - r))
+    assert abs(alloc["measured_ms"] - alloc["predicted_ms"]) <= 0.2 * alloc["predicted_ms"]
+    assert alloc["met"] == (alloc["measured_ms"] <= alloc["target_ms"])
+    meter = Measurement("rpi4-emulated", None, 200, 0.3)
+    from edgecompress.export import export_onnx
+
+    export_onnx(model.eval(), tuple(digits.input_shape), tmp_path / "parent.onnx")
+    export_onnx(child.eval(), tuple(digits.input_shape), tmp_path / "child.onnx")
+    cmp = meter.compare(tmp_path / "parent.onnx", tmp_path / "child.onnx", rounds=8)
+    assert cmp["ci_low"] >= 0.9 / ratio, cmp
