@@ -44,7 +44,9 @@ def surface_mismatches(component, surfaces) -> list[str]:
     actual = {
         name: (KFP_TYPES[spec.type], spec.default)
         for name, spec in component.component_spec.inputs.items()
-        if spec.type in KFP_TYPES and spec.optional  # required inputs are data (a batch URI), not settings
+        # required inputs, and optional ones defaulting to None, are data (a batch URI, collected
+        # results), not settings
+        if spec.type in KFP_TYPES and spec.optional and spec.default is not None
     }
     for name in sorted(set(expected) | set(actual)):
         if name not in actual:

@@ -33,18 +33,21 @@ def technique_component(
     surfaces: Sequence[type],
     optional_inputs: dict[str, str] | None = None,
     data: dict[str, str] | None = None,
+    optional_data: dict[str, str] | None = None,
     returns: str | None = None,
     doc: str = "",
 ):
     """A KFP component `name` (a function of that name in the component's module calls `run`).
 
     `inputs`, `outputs`, `optional_inputs`: artifact name -> KFP artifact class (`Model`, `Dataset`,
-    `HTML`, …); `data`: required non-artifact inputs (name -> type, e.g. a batch URI); `surfaces`: the
+    `HTML`, …); `data`: required non-artifact inputs (name -> type, e.g. a batch URI); `optional_data`:
+    non-artifact inputs that default to None (e.g. results another task's output feeds); `surfaces`: the
     config dataclasses whose flat fields are the settings."""
     params = [f"{n}: {t}" for n, t in (data or {}).items()]
     params += [f"{n}: dsl.Input[dsl.{kind}]" for n, kind in (inputs or {}).items()]
     params += [f"{n}: dsl.Output[dsl.{kind}]" for n, kind in (outputs or {}).items()]
     params += [f"{n}: dsl.Input[dsl.{kind}] = None" for n, kind in (optional_inputs or {}).items()]
+    params += [f"{n}: {t} = None" for n, t in (optional_data or {}).items()]
     seen: set[str] = set()
     for config in surfaces:
         for p in surface(config):

@@ -1,6 +1,11 @@
 """The edge-compression pipeline: train → compress (a chain of steps) → evaluate parent and child →
 edge-benchmark both on each device class → target-ISA check → accuracy gate (register or reject).
 
+The benchmarks fan out: per model (parent, child) a `dsl.ParallelFor` over `device_classes` runs one
+edge-benchmark task per class (at most `benchmark_parallelism` at once; each its own farm class, and
+on a cluster its own node selector where the platform config sets `benchmark_class_label`); their
+JSON summaries reach the gate through `dsl.Collected`, which also orders the gate after every one.
+
 The compression chain is a compile-time choice (`build_pipeline(chain=[...])`, `edgecompress run
 --chain …`, `edgecompress compile --chain …`): each step in it is its own task whose output model's
 parent is the previous step's model.
@@ -18,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from edgecompress.components import KFP_TYPES
 from edgecompress.components.accuracy_gate.component import accuracy_gate
@@ -32,10 +37,15 @@ from edgecompress.components.nas.component import nas
 from edgecompress.components.prune.component import prune
 from edgecompress.components.quantize.component import quantize
 from edgecompress.components.train.component import train
-from edgecompress.pipelines.platform import on_platform
+from edgecompress.pipelines.nas_fanout import build_fanout, nas_fanout
+from edgecompress.pipelines.platform import benchmark_node_selector, on_platform
 
 PIPELINE_NAME = "edge-compression"
 DEFAULT_CHAIN = ("quantize",)
+# At most this many edge-benchmark tasks of one model at once (KFP's ParallelFor parallelism).
+BENCHMARK_PARALLELISM = 2
+# Inputs another task's output feeds (the collected benchmarks): never pipeline parameters.
+FED = frozenset({("accuracy_gate", "parent_benchmarks"), ("accuracy_gate", "child_benchmarks")})
 # Set by the pipeline for every task, never a parameter of one task. `pipeline_run_id` is left empty:
 # tasks read the run from their environment (EDGECOMPRESS_PIPELINE_RUN_ID), since an input that
 # changes every run would change KFP's cache key of every cached task.
@@ -69,6 +79,8 @@ class ChainStep:
     output: str
     connect: Callable[[Any, "ChainContext"], dict[str, Any]]
     cache: bool = True  # False where the task measures latency: a measurement is never a cached value
+    # A step that is a pipeline of its own (a fan-out): builds it with the platform config and workers
+    build: Callable[..., Any] | None = None
 
 
 @dataclass
@@ -96,6 +108,10 @@ CHAIN_STEPS: dict[str, ChainStep] = {
     # NAS: the trained model is the reference the search is measured against and its lineage parent;
     # later steps (distill from the trained teacher, quantize) take the retrained pick.
     "nas": ChainStep(nas, "searched_model", lambda m, c: {"dataset": c.dataset, "reference_model": m}, False),
+    # NAS fanned out over parallel worker tasks sharing one optuna study (pipelines/nas_fanout.py)
+    "nas_fanout": ChainStep(
+        nas_fanout, "Output", lambda m, c: {"dataset": c.dataset, "reference_model": m}, False, build_fanout
+    ),
 }
 # Tasks outside the chain, in the order their parameters are listed.
 FIXED_TASKS = {
@@ -136,22 +152,27 @@ def pipeline_parameter_name(task: str, component_input: str) -> str:
     return component_input if task in FIXED_TASKS else f"{task}_{component_input}"
 
 
-def parameter_routes(chain: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-    """pipeline parameter -> the (task, component input) pairs it feeds."""
-    routes: dict[str, list[tuple[str, str]]] = {}
-    for task, component in _tasks(chain).items():
-        for name in component_parameters(component):
-            routes.setdefault(pipeline_parameter_name(task, name), []).append((task, name))
+Routes = dict[str, list[tuple[str, str]]]
+
+
+def routes_for(tasks: dict[str, Any], name: Callable[[str, str], str], fed=frozenset()) -> Routes:
+    """pipeline parameter (named by `name(task, component input)`) -> the (task, input) pairs it feeds;
+    `fed`: (task, input) pairs another task's output feeds (no pipeline parameter)."""
+    routes: Routes = {}
+    for task, component in tasks.items():
+        for component_input in component_parameters(component):
+            if (task, component_input) in fed:
+                continue
+            routes.setdefault(name(task, component_input), []).append((task, component_input))
     return routes
 
 
-def _signature(chain: Sequence[str]) -> inspect.Signature:
+def signature_for(tasks: dict[str, Any], routes: Routes) -> inspect.Signature:
     """The pipeline's parameters: each takes its type and default from the components it feeds, which
     must agree (one setting, one default)."""
-    tasks = _tasks(chain)
     params = []
-    for name, routes in parameter_routes(chain).items():
-        found = {(t, i): component_parameters(tasks[t])[i] for t, i in routes}
+    for name, pairs in routes.items():
+        found = {(t, i): component_parameters(tasks[t])[i] for t, i in pairs}
         kinds = {(p.annotation, repr(p.default)) for p in found.values()}
         if len(kinds) != 1:
             raise ValueError(f"pipeline parameter {name!r} feeds inputs that disagree: {found}")
@@ -159,17 +180,37 @@ def _signature(chain: Sequence[str]) -> inspect.Signature:
     return inspect.Signature(params, return_annotation=dsl.Artifact)
 
 
-def _inputs(task: str, params: dict[str, Any], chain: Sequence[str]) -> dict[str, Any]:
+def inputs_for(task: str, params: dict[str, Any], routes: Routes) -> dict[str, Any]:
     """The component inputs of one task, from the pipeline's parameters."""
-    return {
-        i: params[name] for name, routes in parameter_routes(chain).items() for t, i in routes if t == task
-    }
+    return {i: params[name] for name, pairs in routes.items() for t, i in pairs if t == task}
 
 
-def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_handler: bool = True):
+def parameter_routes(chain: Sequence[str]) -> Routes:
+    """pipeline parameter -> the (task, component input) pairs it feeds."""
+    return routes_for(_tasks(chain), pipeline_parameter_name, FED)
+
+
+def _signature(chain: Sequence[str]) -> inspect.Signature:
+    return signature_for(_tasks(chain), parameter_routes(chain))
+
+
+def _inputs(task: str, params: dict[str, Any], chain: Sequence[str]) -> dict[str, Any]:
+    return inputs_for(task, params, parameter_routes(chain))
+
+
+def build_pipeline(
+    chain: Sequence[str] = DEFAULT_CHAIN,
+    platform=None,
+    exit_handler: bool = True,
+    benchmark_parallelism: int = BENCHMARK_PARALLELISM,
+    name: str = PIPELINE_NAME,
+    workers: int | None = None,
+):
     """A pipeline function for one compression chain (its steps run in the order given). `platform`
     (an `edgecompress.platform.PlatformConfig`) sets the Kubernetes options of its tasks and, unless
-    `exit_handler=False` (nested in another pipeline), the exit task that ends the MLflow parent run."""
+    `exit_handler=False` (nested in another pipeline), the exit task that ends the MLflow parent run.
+    `benchmark_parallelism`: at most this many edge-benchmark tasks of one model at once (0: no limit).
+    `workers`: parallel workers of a fan-out step (default: the step's own)."""
     unknown = [s for s in chain if s not in CHAIN_STEPS]
     if not chain or unknown:
         from edgecompress.errors import ConfigError
@@ -177,13 +218,31 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_han
         raise ConfigError(
             f"compression chain {list(chain)}: unknown steps {unknown}; available: {sorted(CHAIN_STEPS)}"
         )
+    if (
+        isinstance(benchmark_parallelism, bool)
+        or not isinstance(benchmark_parallelism, int)
+        or benchmark_parallelism < 0
+    ):
+        from edgecompress.errors import ConfigError
+
+        raise ConfigError(
+            f"benchmark parallelism must be an integer ≥ 0 (0: no limit), got {benchmark_parallelism!r}"
+        )
+    class_label = platform.benchmark_class_label if platform is not None else ""
     chain = list(chain)
     signature = _signature(chain)
     names = list(signature.parameters)
+    # a step that is a pipeline itself is built here: KFP builds no pipeline inside another's body
+    components = {
+        s: CHAIN_STEPS[s].build(platform=platform, **({"workers": workers} if workers else {}))
+        if CHAIN_STEPS[s].build
+        else CHAIN_STEPS[s].component
+        for s in chain
+    }
 
     def edge_compression(*args):
         params = dict(zip(names, args, strict=True))
-        lineage = {"pipeline_name": PIPELINE_NAME}
+        lineage = {"pipeline_name": name}
         # Cached like train/evaluate: a data set is named by its source (a new batch under the same
         # path needs a new path or --cache load_dataset=off), and a cache hit here keeps the
         # artifact downstream tasks' cache keys are computed from.
@@ -194,19 +253,31 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_han
         ctx = ChainContext(dataset, parent)
         for step_name in chain:
             step = CHAIN_STEPS[step_name]
-            task = step.component(**step.connect(child, ctx), **_inputs(step_name, params, chain), **lineage)
+            task = components[step_name](
+                **step.connect(child, ctx), **_inputs(step_name, params, chain), **lineage
+            )
             task.set_display_name(step_name)
             task.set_caching_options(step.cache)
             child = task.outputs[step.output]
-        evals, benches = {}, []
+        evals, benches = {}, {}
+        bench_inputs = _inputs("edge_benchmark", params, chain)
         for role, model_out in (("parent", parent), ("child", child)):
             ev = evaluate(model=model_out, dataset=dataset, **_inputs("evaluate", params, chain), **lineage)
             ev.set_display_name(f"evaluate-{role}")
-            bench = edge_benchmark(model=model_out, **_inputs("edge_benchmark", params, chain), **lineage)
-            bench.set_display_name(f"edge-benchmark-{role}")
-            bench.set_caching_options(False)  # latency is a measurement, never a cached value
             evals[role] = ev
-            benches.append(bench)
+            # one task per device class (a class name feeds the task's device_classes, which takes a
+            # comma-separated string as well as a list)
+            classes = bench_inputs["device_classes"]
+            with dsl.ParallelFor(classes, parallelism=benchmark_parallelism, name=f"benchmark-{role}") as cls:
+                bench = edge_benchmark(model=model_out, **{**bench_inputs, "device_classes": cls}, **lineage)
+                bench.set_display_name(f"edge-benchmark-{role}")
+                bench.set_caching_options(False)  # latency is a measurement, never a cached value
+                if class_label:  # on-node mode: this class's task on the nodes labelled with it
+                    selector = benchmark_node_selector(
+                        device_class=cls, label=class_label, labels=platform.benchmark_node_selector
+                    ).set_display_name(f"node-selector-{role}")
+                    kubernetes.add_node_selector_json(bench, selector.output)
+            benches[role] = dsl.Collected(bench.outputs["Output"])
         # The child's numerics on each target class's ISA (a no-op for classes of the build machine's).
         isa = isa_check(
             parent_model=parent, child_model=child, dataset=dataset, **_inputs("isa_check", params, chain)
@@ -219,16 +290,19 @@ def build_pipeline(chain: Sequence[str] = DEFAULT_CHAIN, platform=None, exit_han
             parent_evaluation=evals["parent"].outputs["results"],
             child_evaluation=evals["child"].outputs["results"],
             isa_check=isa.outputs["results"],
+            # the collected benchmarks also order the gate after every benchmark task: its interleaved
+            # rounds never share the devices with another benchmark
+            parent_benchmarks=benches["parent"],
+            child_benchmarks=benches["child"],
             **_inputs("accuracy_gate", params, chain),
             **lineage,
         )
         gate.set_caching_options(False)
-        gate.after(*benches)  # its interleaved rounds never share the devices with another benchmark
         return gate.outputs["results"]
 
     edge_compression.__signature__ = signature
     edge_compression.__doc__ = f"train → {' → '.join(chain)} → evaluate → edge-benchmark → isa-check → gate"
-    return dsl.pipeline(name=PIPELINE_NAME, description=edge_compression.__doc__)(
+    return dsl.pipeline(name=name, description=edge_compression.__doc__)(
         on_platform(edge_compression, platform, exit_handler)
     )
 

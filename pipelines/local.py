@@ -24,6 +24,7 @@ from typing import Any
 from edgecompress import lineage
 from edgecompress.errors import ConfigError, EdgeCompressError
 from edgecompress.io import atomic_path
+from edgecompress.nas.distributed import STORAGE_ENV
 from edgecompress.params import build
 from edgecompress.rules import AccuracyRule
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, emulated_device_class, parse_device_classes
@@ -161,9 +162,10 @@ def run_pipeline(
     run_dir: Path,
     name: str,
     verbose: bool | None = None,
+    farm: bool = True,
 ) -> tuple[Any, Path, float]:
     """Run one pipeline with kfp.local under `run_dir` (MLflow there too unless MLFLOW_TRACKING_URI is
-    set; a loopback farm unless `farm_url` is given). Returns the pipeline's output, the run's folder
+    set; a loopback farm unless `farm_url` is given or the pipeline benchmarks nothing, `farm=False`). Returns the pipeline's output, the run's folder
     and the seconds it took. The tasks' logs go to `run_dir/pipeline.log` unless `verbose` (default:
     the root logger's debug level, `edgecompress -v`)."""
     from kfp import local
@@ -182,7 +184,9 @@ def run_pipeline(
     with contextlib.ExitStack() as stack:
         # the tasks' pipeline run (their MLflow parent), from the environment as on a cluster
         stack.enter_context(_environ(lineage.PIPELINE_RUN_ENV, f"{name}-{uuid.uuid4().hex}"))
-        if not arguments.get("farm_url"):
+        if not os.environ.get(STORAGE_ENV):  # the NAS fan-out's tasks share a study: one file here
+            stack.enter_context(_environ(STORAGE_ENV, f"sqlite:///{run_dir / 'nas-studies.db'}"))
+        if farm and not arguments.get("farm_url"):
             farm = stack.enter_context(_local_farm(_check_device_classes(arguments), run_dir))
             arguments = {**arguments, "farm_url": farm}
         if arguments.get("track", True):
@@ -218,6 +222,18 @@ def run_edge_compression(
         seconds,
         bool(arguments.get("track", True)),
     )
+
+
+def run_sensitivity(
+    arguments: dict[str, Any], run_dir: Path, parallelism: int = 2, verbose: bool | None = None
+) -> tuple[dict[str, Any], Path]:
+    """The sensitivity pipeline (train → units → ParallelFor of unit tasks → combine) locally, at most
+    `parallelism` unit tasks at once; returns the combined analysis and the run's folder."""
+    from edgecompress.pipelines.sensitivity import PIPELINE_NAME, build_pipeline
+
+    pipeline = build_pipeline(parallelism=parallelism)
+    task, run, _ = run_pipeline(pipeline, arguments, run_dir, PIPELINE_NAME, verbose, farm=False)
+    return json.loads(Path(task.output.path).read_text()), run
 
 
 def run_retrain_on_drift(

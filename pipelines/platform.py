@@ -43,6 +43,13 @@ def end_pipeline_run(
         )
 
 
+@dsl.component(base_image=component_image(), install_kfp_package=False)
+def benchmark_node_selector(device_class: str, label: str, labels: dict) -> dict:
+    """On-node benchmark mode, per device class: the node selector of that class's edge-benchmark task
+    (the platform's `benchmark_node_selector` labels plus `label`=<device class>)."""
+    return {**labels, label: device_class}
+
+
 def component_name(task: dsl.PipelineTask) -> str:
     """The component's function name (`edge_benchmark`) of a task."""
     return (task.component_spec.name or "").replace("-", "_")

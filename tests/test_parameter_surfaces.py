@@ -14,6 +14,7 @@ from edgecompress.components import component_names, surface_mismatches
 from edgecompress.params import surface
 from edgecompress.pipelines.edge_compression import (
     CHAIN_STEPS,
+    FED,
     FIXED_TASKS,
     build_pipeline,
     component_parameters,
@@ -114,7 +115,8 @@ def test_pipeline_parameters_are_the_components_parameters(chain):
             fed.add((task, component_input))
     for task, component in tasks.items():
         for component_input in component_parameters(component):
-            assert (task, component_input) in fed, (task, component_input)
+            # the collected benchmarks are fed by the edge-benchmark tasks, not by a pipeline parameter
+            assert (task, component_input) in fed | FED, (task, component_input)
 
 
 def test_quantize_latency_check_has_its_own_device_class():

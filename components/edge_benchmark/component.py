@@ -1,7 +1,7 @@
 """KFP component: benchmark a model on each requested device class (farm, or local emulation)."""
 
 from edgecompress.components.factory import technique_component
-from edgecompress.edge import EdgeBenchmarkConfig, edge_benchmark_step
+from edgecompress.edge import EdgeBenchmarkConfig, benchmark_summary, edge_benchmark_step
 from edgecompress.params import build
 from edgecompress.step import Lineage
 
@@ -12,13 +12,16 @@ SURFACES = (
 )
 
 
-def run(model, results, metrics, report, **settings) -> None:
+def run(model, results, metrics, report, **settings) -> str:
+    import json
+
     config = build(EdgeBenchmarkConfig, settings)
     out = edge_benchmark_step(model.path, config, results.path, report.path, build(Lineage, settings))
     for cls, r in out["results"].items():
         for q in ("p50", "p90", "p99"):
             metrics.log_metric(f"{cls}.{q}_ms", r["latency_ms"][q])
         metrics.metadata[f"{cls}.emulated"] = bool(r.get("emulated"))
+    return json.dumps(benchmark_summary(out))
 
 
 edge_benchmark = technique_component(
@@ -27,5 +30,9 @@ edge_benchmark = technique_component(
     inputs={"model": "Model"},
     outputs={"results": "Artifact", "metrics": "Metrics", "report": "HTML"},
     surfaces=SURFACES,
-    doc="""Empty `farm_url` runs emulated device classes locally (labelled emulated in every result).""",
+    returns="str",
+    doc="""Empty `farm_url` runs emulated device classes locally (labelled emulated in every result).
+    Returns per device class a JSON summary (p50/p90/p99 ms, runs, provider, emulated, the model's
+    sha256): the edge-compression pipeline runs one task per class under `dsl.ParallelFor` and gathers
+    these with `dsl.Collected` for the gate.""",
 )

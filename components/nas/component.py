@@ -10,13 +10,8 @@ from edgecompress.step import Lineage
 SURFACES = (NasStepOptions, NasConfig, Constraints, Lineage)
 
 
-def run(dataset, searched_model, pareto_front, metrics, report, reference_model=None, **settings) -> None:
-    options, constraints = build(NasStepOptions, settings), build(Constraints, settings)
-    result = nas_step(
-        dataset.path, searched_model.path, pareto_front.path, report.path, options.search_space, constraints,
-        build(NasConfig, settings), options.storage, options.study_name, options.farm_url,
-        reference_model.path if reference_model is not None else None, build(Lineage, settings), progress=False,
-    )  # fmt: skip
+def record_outputs(result, constraints, searched_model, pareto_front, metrics) -> None:
+    """The NAS step's `StepResult` on its KFP artifacts (also the fan-out's finish task)."""
     summary = result.extra["nas_summary"]
     final = summary["pick"]["final"]
     stamp_model(searched_model, result, val_accuracy=final["val_accuracy"])
@@ -29,6 +24,16 @@ def run(dataset, searched_model, pareto_front, metrics, report, reference_model=
     metrics.log_metric("front_size", len(summary["front"]))
     if summary.get("reference"):
         metrics.log_metric("reference_p50_ms", summary["reference"]["p50_ms"])
+
+
+def run(dataset, searched_model, pareto_front, metrics, report, reference_model=None, **settings) -> None:
+    options, constraints = build(NasStepOptions, settings), build(Constraints, settings)
+    result = nas_step(
+        dataset.path, searched_model.path, pareto_front.path, report.path, options.search_space, constraints,
+        build(NasConfig, settings), options.storage, options.study_name, options.farm_url,
+        reference_model.path if reference_model is not None else None, build(Lineage, settings), progress=False,
+    )  # fmt: skip
+    record_outputs(result, constraints, searched_model, pareto_front, metrics)
 
 
 nas = technique_component(

@@ -189,6 +189,22 @@ def edge_benchmark_step(
     return out
 
 
+def benchmark_summary(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per device class of an edge-benchmark step's output, the small record a fan-out task passes on
+    as a parameter (`dsl.Collected`): latency quantiles, runs, provider, emulated; never the samples."""
+    return [
+        {
+            "device_class": cls,
+            "model_sha256": out["model"].get("onnx_sha256"),
+            "emulated": bool(r.get("emulated")),
+            "provider_used": r.get("provider_used"),
+            **{f"{q}_ms": r["latency_ms"][q] for q in ("p50", "p90", "p99")},
+            "runs": r["runs"],
+        }
+        for cls, r in out["results"].items()
+    ]
+
+
 def benchmark_report(result: EdgeBenchmarkResult) -> str:
     rows = [
         [

@@ -19,6 +19,7 @@ measured and reported, never decides):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -364,6 +365,8 @@ class GateResult:
     child: dict[str, Any]
     registered: dict[str, Any] | None = None
     isa_check: dict[str, Any] | None = None
+    # the edge-benchmark tasks' summaries per role and class (collected_benchmarks): reported only
+    benchmarks: dict[str, dict[str, dict[str, Any]]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -382,13 +385,17 @@ class GateResult:
             "child": self.child,
             "registered": self.registered,
             "isa_check": self.isa_check,
+            "benchmarks": self.benchmarks,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GateResult:
         rule = AccuracyRule(**{f.name: data[f.name] for f in fields(AccuracyRule)})
-        plain = {f.name: data[f.name] for f in fields(cls) if f.name not in ("reasons", "accuracy_rule")}
-        return cls(**plain, reasons=reasons_from_json(data), accuracy_rule=rule)
+        given = [f.name for f in fields(cls) if f.name not in ("reasons", "accuracy_rule", "benchmarks")]
+        plain = {name: data[name] for name in given}
+        # results written before the benchmarks fanned out have none
+        benchmarks = data.get("benchmarks")
+        return cls(**plain, reasons=reasons_from_json(data), accuracy_rule=rule, benchmarks=benchmarks)
 
 
 def gate_step(
@@ -402,11 +409,14 @@ def gate_step(
     report_path: Path | None = None,
     lineage_ctx: Lineage | None = None,
     isa_check_path: Path | None = None,
+    benchmarks: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Decide on the child, register it per device class it earned, tag it with the verdict, the rule
     and the intervals. The evaluations (test split) are reported next to the decision. A failed
     gate is a result, not an error: the run completes and says so. With `isa_check_path` (the
-    target-ISA check's result, `edgecompress.isa`), a class the check rejected is not accepted."""
+    target-ISA check's result, `edgecompress.isa`), a class the check rejected is not accepted.
+    `benchmarks` (`collected_benchmarks` per role: the edge-benchmark tasks' stand-alone results) are
+    reported next to the decision and never change it (the interleaved rounds decide)."""
     from edgecompress.data import load_dataset
     from edgecompress.export import load_model_package
 
@@ -447,6 +457,7 @@ def gate_step(
         parent=_summary_row(p_eval),
         child=_summary_row(c_eval),
         isa_check=None if isa is None else isa.summary(),
+        benchmarks=benchmarks,
     )
     child_id = child.info.get("mlflow_model_id")
     with ctx.task("accuracy-gate", {"rule": result.rule, "child_model_id": child_id}):
@@ -456,6 +467,25 @@ def gate_step(
         write_json(Path(results_path), out)
         if report_path is not None:
             write_report(report_path, gate_markdown(out))
+    return out
+
+
+def collected_benchmarks(parts: Sequence[str] | None, role: str) -> dict[str, dict[str, Any]]:
+    """The edge-benchmark tasks' JSON outputs (`dsl.Collected`: one JSON list of per-class summaries
+    per task) as one record per device class; a class measured twice or a part that is not such a
+    list is refused, naming it."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, part in enumerate(parts or []):
+        try:
+            rows = json.loads(part)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{role} benchmarks, part {i}: not JSON ({exc})") from exc
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "device_class" in r for r in rows):
+            raise ConfigError(f"{role} benchmarks, part {i}: expected a list of per-class summaries")
+        for row in rows:
+            if row["device_class"] in out:
+                raise ConfigError(f"{role} benchmarks: device class {row['device_class']!r} measured twice")
+            out[row["device_class"]] = row
     return out
 
 
@@ -569,7 +599,19 @@ def gate_markdown(result: dict[str, Any]) -> str:
                 for k, v in result["device_classes"].items()
             ],
         ),
-    ]
+    ]  # fmt: skip
+    bench = result.get("benchmarks") or {}
+    if bench:
+        classes = sorted({c for rows in bench.values() for c in rows})
+        lines += [
+            "",
+            "Stand-alone edge benchmarks (one task per device class; reported, not decided on):",
+            "",
+            markdown_table(
+                ["device class", *(f"{role} p50 ms" for role in bench)],
+                [[c, *(rows.get(c, {}).get("p50_ms", "—") for rows in bench.values())] for c in classes],
+            ),
+        ]
     if result.get("registered"):
         reg = result["registered"]
         lines += [

@@ -30,6 +30,9 @@ S3_SECRET_KEYS = {
 # drift batches on MinIO); one key maps to one variable per mapping, so it is a second mapping.
 S3_ENDPOINT_KEYS = {"endpoint-url": "AWS_ENDPOINT_URL"}
 FARM_SECRET_KEYS = {"client-token": "EDGECOMPRESS_FARM_CLIENT_TOKEN"}
+# The NAS fan-out's optuna storage: the URL without its password (it lands in reports), and the
+# password where libpq (psycopg) reads it.
+NAS_STORAGE_SECRET_KEYS = {"url": "EDGECOMPRESS_NAS_STORAGE", "password": "PGPASSWORD"}
 
 # Tasks that measure (latency, a device's numerics, drift on a new batch) or act (promotion) every
 # run: never cached, whatever --cache says.
@@ -41,6 +44,9 @@ NEVER_CACHED = (
     "end_pipeline_run",
     "isa_check",
     "nas",
+    "nas_create_study",
+    "nas_finish",
+    "nas_worker",
     "promote",
     "quantize",
 )
@@ -67,10 +73,16 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
             "promote",
             "drift_retrain_field",
             "end_pipeline_run",
+            "benchmark_node_selector",
+            # the sensitivity fan-out (not measured; a unit task holds the model and prunes copies of it)
+            "sensitivity_units",
+            "sensitivity_unit",
+            "sensitivity_combine",
+            "nas_create_study",
         ),
         _GENERAL,
     ),
-    **dict.fromkeys(("train", "prune", "distill", "nas", "autotune"), _TRAINING),
+    **dict.fromkeys(("train", "prune", "distill", "nas", "nas_worker", "nas_finish", "autotune"), _TRAINING),
     "isa_check": {**_GENERAL, "memory_request": "512Mi", "memory_limit": "1Gi"},
 }
 
@@ -112,6 +124,7 @@ class PlatformConfig:
     mlflow_secret: str = "edgecompress-mlflow"
     s3_secret: str = "edgecompress-s3"
     farm_secret: str = "edgecompress-farm"
+    nas_storage_secret: str = "edgecompress-nas-storage"  # keys `url`, `password` (NAS_STORAGE_SECRET_KEYS)
     secrets_optional: bool = True
     # Which components take which Secrets.
     tracked_components: tuple[str, ...] = (
@@ -121,6 +134,9 @@ class PlatformConfig:
         "prune",
         "distill",
         "nas",
+        "nas_create_study",
+        "nas_worker",
+        "nas_finish",
         "evaluate",
         "edge_benchmark",
         "accuracy_gate",
@@ -129,14 +145,19 @@ class PlatformConfig:
         "end_pipeline_run",
     )
     farm_components: tuple[str, ...] = ("edge_benchmark",)
+    # The NAS fan-out's tasks, which share one optuna study in the storage of `nas_storage_secret`.
+    study_components: tuple[str, ...] = ("nas_create_study", "nas_worker", "nas_finish")
     # Pod label the chart's NetworkPolicy admits to the farm controller, set on the farm components.
     farm_client_label: dict[str, str] = field(default_factory=lambda: {"edgecompress.io/farm-client": "true"})
     # On-node benchmark mode: pin the benchmark tasks to device nodes.
     benchmark_components: tuple[str, ...] = ("edge_benchmark",)
     benchmark_node_selector: dict[str, str] = field(default_factory=dict)
+    # On-node mode per device class: each class's benchmark task (one per class, a ParallelFor) also
+    # selects nodes whose label `benchmark_class_label` is the class's name ("" = off).
+    benchmark_class_label: str = ""
     benchmark_tolerations: list[Toleration] = field(default_factory=list)
     # Training on GPU nodes: accelerator limit (0 = CPU) for these components.
-    training_components: tuple[str, ...] = ("train", "distill", "nas")
+    training_components: tuple[str, ...] = ("train", "distill", "nas", "nas_worker", "nas_finish")
     train_gpus: int = 0
     gpu_resource: str = "nvidia.com/gpu"
     gpu_node_selector: dict[str, str] = field(default_factory=dict)
@@ -161,6 +182,7 @@ class PlatformConfig:
         for name in (
             "tracked_components",
             "farm_components",
+            "study_components",
             "benchmark_components",
             "training_components",
             "retry_components",
@@ -253,6 +275,8 @@ class PlatformConfig:
         }
         if self.benchmark_node_selector or self.benchmark_tolerations:
             out["benchmark_node_selector/benchmark_tolerations"] = set(self.benchmark_components)
+        if self.benchmark_class_label:
+            out["benchmark_class_label"] = {"edge_benchmark"}
         if self.train_gpus:
             out["train_gpus"] = set(self.training_components)
         return out
@@ -268,6 +292,7 @@ class PlatformConfig:
         for setting in (
             "tracked_components",
             "farm_components",
+            "study_components",
             "benchmark_components",
             "training_components",
             "retry_components",
@@ -299,4 +324,6 @@ class PlatformConfig:
             ]
         if component in self.farm_components:
             out.append((self.farm_secret, FARM_SECRET_KEYS))
+        if component in self.study_components:
+            out.append((self.nas_storage_secret, NAS_STORAGE_SECRET_KEYS))
         return [(name, keys) for name, keys in out if name]

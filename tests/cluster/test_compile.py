@@ -240,7 +240,7 @@ def every_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     result = run_cli("compile", "--all", "--output-dir", str(out), *NON_DEFAULT, timeout=300)
     assert result.returncode == 0, result.stderr
     specs = {p.stem: load(p) for p in sorted(out.glob("*.yaml"))}
-    assert set(specs) == {"edge-compression", "retrain-on-drift"}
+    assert set(specs) == {"edge-compression", "nas", "retrain-on-drift", "sensitivity"}
     return specs
 
 
@@ -268,6 +268,7 @@ def test_every_task_of_every_pipeline_gets_the_platform(every_pipeline):
             } in cfg["fieldPathAsEnv"], where
             secrets = {s["secretName"] for s in cfg.get("secretAsEnv", [])}
             expected = {"my-mlflow", "my-s3"} if comp in config.tracked_components else set()
+            expected |= {"edgecompress-nas-storage"} if comp in config.study_components else set()
             assert secrets == expected | ({"my-farm"} if comp in config.farm_components else set()), where
             if comp == "edge_benchmark":
                 assert cfg["nodeSelector"]["labels"] == {"edgecompress.io/device-class": "jetson"}, where
@@ -301,9 +302,20 @@ def test_every_task_of_every_pipeline_gets_the_platform(every_pipeline):
             cached = task.get("cachingOptions", {}).get("enableCache", False)
             if comp in NEVER_CACHED or comp == "train":
                 assert not cached, where
+        if pipeline == "sensitivity":
+            assert {
+                "train",
+                "sensitivity_units",
+                "sensitivity_unit",
+                "sensitivity_combine",
+                "end_pipeline_run",
+            } <= seen
+            continue
         assert {"train", "evaluate", "edge_benchmark", "isa_check", "end_pipeline_run"} <= seen, pipeline
         if pipeline == "retrain-on-drift":
             assert {"drift_check", "promote"} <= seen
+        if pipeline == "nas":  # the fan-out's tasks, inside its nested pipeline and ParallelFor, too
+            assert {"nas_create_study", "nas_worker", "nas_finish"} <= seen
 
 
 def test_an_exit_handler_ends_the_mlflow_parent_run(every_pipeline):

@@ -245,7 +245,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         # every pipeline that takes a chain gets it (retrain-on-drift's inner one too); a setting must
         # meet a task in one of them at least (--cache promote=off has nothing to do in edge-compression)
-        built = {name: build(name, platform, chain, check=False) for name in sorted(pipeline_builders())}
+        builders = pipeline_builders()
+        built = {
+            name: build(
+                name,
+                platform,
+                chain if "chain" in inspect.signature(builders[name]).parameters else None,
+                check=False,
+            )
+            for name in sorted(builders)
+        }
         platform.check_honoured("--all", set().union(*(pipeline_components(p) for p in built.values())))
         for name, pipeline in built.items():
             out = compile_pipeline(name, args.output_dir / f"{name}.yaml", platform, pipeline=pipeline)

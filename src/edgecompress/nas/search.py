@@ -241,8 +241,13 @@ class _Halving:
             return True
         trial.set_user_attr(f"rung_{epoch}", accuracy)
         records = [(accuracy, latency_ms, trial.number)]
-        for t in self.study.get_trials(deepcopy=False):
-            if t.number != trial.number and f"rung_{epoch}" in t.user_attrs and "p50_ms" in t.user_attrs:
+        for t in self.study.get_trials(deepcopy=False):  # every worker's trials: the study is shared
+            if (
+                t.state.name != "WAITING"
+                and t.number != trial.number
+                and f"rung_{epoch}" in t.user_attrs
+                and "p50_ms" in t.user_attrs
+            ):
                 records.append((t.user_attrs[f"rung_{epoch}"], t.user_attrs["p50_ms"], t.number))
         if len(records) < self.min_trials:
             return True
@@ -303,90 +308,86 @@ def open_study(storage: str, study_name: str, strategy: str, seed: int, n_trials
         ) from exc
 
 
-def search(
+def prepare_search(
     dataset: Dataset,
     space: SearchSpace,
     constraints: Constraints,
     config: NasConfig,
-    storage: str,
+    storage: Any,
     study_name: str,
     farm_url: str | None = None,
-    reference_spec: dict[str, Any] | None = None,
-    on_trial: Callable[[dict[str, Any]], None] | None = None,
-    progress: bool = True,
 ) -> tuple[Any, LatencyMeter]:
-    """Run (or resume) the search until the study holds `n_trials` finished trials or the
-    wall-clock budget is spent. `on_trial` sees each finished trial's record (MLflow child runs)."""
-    import optuna
-
-    from edgecompress.progress import progress_bar
-
+    """Validate, check that the constraints can be met, and open (or resume) the study, refusing one
+    made with another space, constraints or fidelity. `storage`: an optuna storage URL or object."""
     config.validate()
     constraints.validate()
     meter = LatencyMeter(constraints.device_class, farm_url, dataset.input_shape, dataset.num_classes)
     check_satisfiable(space, constraints, meter, config.search_bench)
-    low = search_split(dataset, config.train_samples, config.holdout_samples)
     study = open_study(
         storage, study_name, config.strategy, config.seed, config.n_trials, config.startup_trials
     )
     identity = search_identity(space, constraints, config)
     if study.user_attrs.get("identity", identity) != identity:
         raise ConfigError(
-            f"NAS: study {study_name!r} in {storage} was made with another search space, constraints or "
+            f"NAS: study {study_name!r} was made with another search space, constraints or "
             f"fidelity ({study.user_attrs['identity']}); resume it with the same settings or use a new study name"
         )
-    study.set_user_attr("identity", identity)
-    study.set_user_attr("search_space", space.as_dict())
-    study.set_user_attr("constraints", asdict(constraints))
+    if "identity" not in study.user_attrs:
+        study.set_user_attr("identity", identity)
+        study.set_user_attr("search_space", space.as_dict())
+        study.set_user_attr("constraints", asdict(constraints))
+    return study, meter
+
+
+def _twin(study: Any, trial: Any, key: str) -> Any:
+    """The first trial of the same architecture that has a result (COMPLETE or PRUNED), waiting for
+    one that an earlier-numbered trial (of any worker) is still running; None if there is none."""
+    import optuna
+
+    States = optuna.trial.TrialState
+    while True:
+        twins = [
+            t for t in study.get_trials(deepcopy=False, states=(States.COMPLETE, States.PRUNED, States.RUNNING))
+            if t.number < trial.number and t.user_attrs.get("spec") and "duplicate_of_spec" not in t.user_attrs
+            and spec_key(t.user_attrs["spec"]) == key
+        ]  # fmt: skip
+        done = [t for t in twins if t.state != States.RUNNING]
+        if done or not twins:
+            return min(done, key=lambda t: t.number) if done else None
+        time.sleep(0.5)  # an earlier trial trains this architecture now: its result is this one's
+        fail_stale(study)
+
+
+def make_objective(
+    study: Any, dataset: Dataset, space: SearchSpace, constraints: Constraints, config: NasConfig,
+    meter: LatencyMeter,
+) -> Callable[[Any], tuple[float, float]]:  # fmt: skip
+    """The trial: suggest, answer a repeated architecture from its first trial (across workers: the
+    study is the memory), check the constraints, train at low fidelity with successive halving."""
+    import optuna
+
+    low = search_split(dataset, config.train_samples, config.holdout_samples)
     halving = _Halving(study, config.eta, config.rungs(), min_trials=max(3, config.eta))
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    remaining = config.n_trials - len(finished)
-    if finished:
-        log.info("NAS: resuming study %r with %d finished trials", study_name, len(finished))
-    # Same spec, same seed, same result: a repeated architecture is answered from its first trial.
-    known: dict[str, dict[str, Any]] = {}
-
-    def remember(spec: dict[str, Any], values: Any, attrs: dict[str, Any]) -> None:
-        kept = {k: v for k, v in attrs.items() if not k.startswith("rung_") and k != "duplicate_of_spec"}
-        known.setdefault(spec_key(spec), {"values": values, "attrs": kept})
-
-    for t in finished:
-        if t.user_attrs.get("spec") and t.state in (
-            optuna.trial.TrialState.COMPLETE,
-            optuna.trial.TrialState.PRUNED,
-        ):
-            remember(t.user_attrs["spec"], t.values, t.user_attrs)
 
     def objective(trial: Any) -> tuple[float, float]:
         started = time.monotonic()
         spec = space.suggest(trial)
         trial.set_user_attr("spec", spec)
         key = spec_key(spec)
-        if key in known:
-            for k, v in known[key]["attrs"].items():
-                trial.set_user_attr(k, v)
+        twin = _twin(study, trial, key)
+        if twin is not None:  # same spec, same seed, same result
+            for k, v in twin.user_attrs.items():
+                if not k.startswith("rung_") and k != "duplicate_of_spec":
+                    trial.set_user_attr(k, v)
             trial.set_user_attr("duplicate_of_spec", key)
-            if known[key]["values"] is None:
+            if twin.state != optuna.trial.TrialState.COMPLETE:
                 raise optuna.TrialPruned("same architecture as an earlier stopped or infeasible trial")
-            return tuple(known[key]["values"])  # type: ignore[return-value]
+            return tuple(twin.values)  # type: ignore[return-value]
         try:
-            cost = candidate_cost(spec, dataset.input_shape, dataset.num_classes)
-            trial.set_user_attr("params", cost["params"])
-            trial.set_user_attr("macs", cost["macs"])
-            if constraints.max_params and cost["params"] > constraints.max_params:
-                raise Infeasible(f"{cost['params']} parameters > max_params {constraints.max_params}")
-            if constraints.max_macs and cost["macs"] > constraints.max_macs:
-                raise Infeasible(f"{cost['macs']} MACs > max_macs {constraints.max_macs}")
-            latency = meter.measure_spec(spec, config.search_bench)["p50_ms"]
-            trial.set_user_attr("p50_ms", latency)
-            if constraints.max_latency_ms and latency > constraints.max_latency_ms:
-                raise Infeasible(
-                    f"p50 {latency:.3f} ms on {constraints.device_class} > max_latency_ms {constraints.max_latency_ms}"
-                )
+            latency = _check_constraints(trial, spec, dataset, constraints, meter, config)
         except Infeasible as exc:
             trial.set_user_attr("infeasible", str(exc))
             trial.set_user_attr("seconds", time.monotonic() - started)
-            remember(spec, None, trial.user_attrs)
             raise optuna.TrialPruned(str(exc)) from exc
         model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
 
@@ -404,34 +405,122 @@ def search(
             history = fit(
                 model, low, train_cfg, description=f"trial {trial.number}", progress=False, on_epoch_end=rung
             )
-        except optuna.TrialPruned:
-            remember(spec, None, trial.user_attrs)
-            raise
         finally:
             trial.set_user_attr("seconds", time.monotonic() - started)
-        accuracy = history.final_val_accuracy
-        remember(spec, (accuracy, latency), trial.user_attrs)
-        return accuracy, latency
+        return history.final_val_accuracy, latency
 
-    if remaining > 0:
-        with progress_bar(enabled=progress) as bar:
-            task = bar.add_task(f"NAS {config.strategy} ({study_name})", total=remaining)
+    return objective
 
-            def callback(study: Any, frozen: Any) -> None:
-                bar.advance(task)
-                record = trial_record(frozen)
-                log.info(
-                    "trial %d %s: accuracy %s, p50 %s ms %s", record["number"], record["state"],
-                    _fmt(record["accuracy"]), _fmt(record["p50_ms"]), record["reason"],
-                )  # fmt: skip
-                if on_trial:
-                    on_trial(record)
 
-            study.optimize(
-                objective, n_trials=remaining, timeout=config.timeout_s or None, callbacks=[callback],
-                catch=(BenchmarkError,), gc_after_trial=True,
-            )  # fmt: skip
+def _check_constraints(
+    trial: Any, spec: dict[str, Any], dataset: Dataset, constraints: Constraints, meter: LatencyMeter,
+    config: NasConfig,
+) -> float:  # fmt: skip
+    """Parameters, MACs and the measured p50 of a candidate (as trial attributes); its p50, or
+    Infeasible where it breaks a limit."""
+    cost = candidate_cost(spec, dataset.input_shape, dataset.num_classes)
+    trial.set_user_attr("params", cost["params"])
+    trial.set_user_attr("macs", cost["macs"])
+    if constraints.max_params and cost["params"] > constraints.max_params:
+        raise Infeasible(f"{cost['params']} parameters > max_params {constraints.max_params}")
+    if constraints.max_macs and cost["macs"] > constraints.max_macs:
+        raise Infeasible(f"{cost['macs']} MACs > max_macs {constraints.max_macs}")
+    latency = meter.measure_spec(spec, config.search_bench)["p50_ms"]
+    trial.set_user_attr("p50_ms", latency)
+    if constraints.max_latency_ms and latency > constraints.max_latency_ms:
+        raise Infeasible(
+            f"p50 {latency:.3f} ms on {constraints.device_class} > max_latency_ms {constraints.max_latency_ms}"
+        )
+    return latency
+
+
+def search(
+    dataset: Dataset,
+    space: SearchSpace,
+    constraints: Constraints,
+    config: NasConfig,
+    storage: str,
+    study_name: str,
+    farm_url: str | None = None,
+    reference_spec: dict[str, Any] | None = None,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> tuple[Any, LatencyMeter]:
+    """Run (or resume) the search in this process until the study holds `n_trials` finished trials
+    or the wall-clock budget is spent (the loop every fan-out worker runs too: nas.distributed).
+    `on_trial` sees each finished trial's record (MLflow child runs)."""
+    study, meter = prepare_search(dataset, space, constraints, config, storage, study_name, farm_url)
+    objective = make_objective(study, dataset, space, constraints, config, meter)
+    optimize_until(
+        study, objective, config, on_trial, progress, label=f"NAS {config.strategy} ({study_name})"
+    )
     return study, meter
+
+
+def fail_stale(study: Any) -> None:
+    """Turn trials whose worker stopped beating into FAIL (and enqueue their retries)."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
+
+
+def accounted(trials: list[Any]) -> int:
+    """Finished trials that count toward the budget: COMPLETE, PRUNED, and FAIL where no retry of it
+    was enqueued (a retried trial is counted through its retry)."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(
+        t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and t.number not in retried)
+        for t in trials
+    )
+
+
+def optimize_until(
+    study: Any,
+    objective: Callable[[Any], Any],
+    config: NasConfig,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+    label: str = "NAS",
+    poll_s: float = 1.0,
+) -> list[int]:
+    """Ask the (shared) study for trials one at a time until it holds `config.n_trials` accounted
+    trials or `config.timeout_s` is spent; returns the numbers of the trials this process ran."""
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    from edgecompress.progress import progress_bar
+
+    deadline = time.monotonic() + config.timeout_s if config.timeout_s else None
+    heartbeat = isinstance(study._storage, BaseHeartbeat) and is_heartbeat_enabled(study._storage)
+    ran: list[int] = []
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task(label, total=config.n_trials)
+
+        def callback(study: Any, frozen: Any) -> None:
+            ran.append(frozen.number)
+            record = trial_record(frozen)
+            log.info(
+                "trial %d %s: accuracy %s, p50 %s ms %s", record["number"], record["state"],
+                _fmt(record["accuracy"]), _fmt(record["p50_ms"]), record["reason"],
+            )  # fmt: skip
+            if on_trial:
+                on_trial(record)
+
+        while deadline is None or time.monotonic() < deadline:
+            trials = study.get_trials(deepcopy=False)
+            done = accounted(trials)
+            bar.update(task, completed=min(done, config.n_trials))
+            if done >= config.n_trials:
+                break
+            running = sum(t.state.name == "RUNNING" for t in trials)
+            waiting = any(t.state.name == "WAITING" for t in trials)
+            if heartbeat and not waiting and done + running >= config.n_trials:
+                fail_stale(study)  # the budget is in flight: wait for it (or for a dead worker's retry)
+                time.sleep(poll_s)
+                continue
+            study.optimize(
+                objective, n_trials=1, callbacks=[callback], catch=(BenchmarkError,), gc_after_trial=True
+            )
+    return ran
 
 
 def _fmt(v: Any) -> str:

@@ -19,7 +19,12 @@ from edgecompress.prune.common import (
     _modules_by_name,
     parse_ratios,
 )
-from edgecompress.prune.sensitivity import sensitivity, sensitivity_png, suggest_layer_ratios
+from edgecompress.prune.sensitivity import (
+    DEFAULT_RATIOS,
+    sensitivity,
+    sensitivity_section,
+    suggest_layer_ratios,
+)
 from edgecompress.prune.structured import (
     StructuredConfig,
     _check_importance_fits,
@@ -68,7 +73,7 @@ class PruneConfig:
         },
     )
     sensitivity_ratios: tuple[float, ...] = field(
-        default=(0.25, 0.5, 0.75),
+        default=DEFAULT_RATIOS,
         metadata={"help": "structured: the ratios the sensitivity analysis tries on each layer"},
     )
     sensitivity_max_drop: float = field(
@@ -208,7 +213,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
-    from edgecompress.reports import html_page, html_table, png_img_tag
+    from edgecompress.reports import html_page, html_table
 
     p, c = stats["parent"], stats["child"]
     keys = ("params", "nonzero_params", "macs", "onnx_bytes", "gzip_bytes")
@@ -286,13 +291,5 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
             sections.append(("Latency-aware allocation", latency_section_html(report["latency_aware"])))
         sens = report.get("sensitivity")
         if sens:
-            rows = [[n, *(accs[str(r)] for r in sens["ratios"])] for n, accs in sens["accuracy"].items()]
-            table = html_table(["layer", *(f"ratio {r}" for r in sens["ratios"])], rows)
-            base = f"<p>Unpruned validation accuracy {sens['baseline_accuracy']:.4f} on {sens['samples']} samples.</p>"
-            sections.append(
-                (
-                    "Sensitivity (each layer alone, no fine-tuning)",
-                    base + table + png_img_tag(sensitivity_png(sens), "sensitivity"),
-                )
-            )
+            sections.append(sensitivity_section(sens))
     return html_page(f"Pruning ({report['method']})", sections)

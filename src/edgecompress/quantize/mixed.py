@@ -30,31 +30,49 @@ def probe_accuracy(proto_or_path: onnx.ModelProto | Path, dataset: Dataset, samp
         return float(np.mean(onnx_logits(Path(path), x).argmax(1) == y))
 
 
+def node_units(onnx_path: Path) -> list[tuple[str, str]]:
+    """The per-node analysis's work units: every quantizable node, (name, op type)."""
+    return list(quantizable_nodes(onnx_path))
+
+
+def all_quantized_accuracy(onnx_path: Path, dataset: Dataset, config: QuantConfig) -> float:
+    """The probe accuracy of the static INT8 model with every node quantized (what a unit recovers from)."""
+    base_cfg = replace(config, method="static", nodes_to_exclude=())
+    return probe_accuracy(quantize_static(onnx_path, dataset, base_cfg), dataset, config.probe_samples)
+
+
+def node_unit(
+    onnx_path: Path, dataset: Dataset, config: QuantConfig, node: tuple[str, str], full: float
+) -> dict[str, Any]:
+    """One unit: the probe accuracy of the static INT8 model with only `node` left in float."""
+    name, op = node
+    base_cfg = replace(config, method="static", nodes_to_exclude=(name,))
+    acc = probe_accuracy(quantize_static(onnx_path, dataset, base_cfg), dataset, config.probe_samples)
+    return {
+        "node": name,
+        "op_type": op,
+        "probe_accuracy": acc,
+        "recovered": acc - full,
+        "all_quantized_accuracy": full,
+    }
+
+
+def combine_nodes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The units' rows (given in `node_units` order), most sensitive first; ties keep that order."""
+    return sorted(rows, key=lambda r: -r["recovered"])
+
+
 def node_sensitivity(onnx_path: Path, dataset: Dataset, config: QuantConfig) -> list[dict[str, Any]]:
-    """Per-node sensitivity by accuracy probing, most sensitive first.
+    """Per-node sensitivity by accuracy probing, most sensitive first (the units of `node_units`,
+    each measured by `node_unit`, joined by `combine_nodes`, in one process).
 
     For each quantizable node: the probe accuracy of the static INT8 model with only that node left
     in float. `recovered` is how much accuracy that buys over quantizing everything.
     """
-    base_cfg = replace(config, method="static", nodes_to_exclude=())
-    full = probe_accuracy(quantize_static(onnx_path, dataset, base_cfg), dataset, config.probe_samples)
-    rows = []
-    for name, op in quantizable_nodes(onnx_path):
-        acc = probe_accuracy(
-            quantize_static(onnx_path, dataset, replace(base_cfg, nodes_to_exclude=(name,))),
-            dataset,
-            config.probe_samples,
-        )
-        rows.append(
-            {
-                "node": name,
-                "op_type": op,
-                "probe_accuracy": acc,
-                "recovered": acc - full,
-                "all_quantized_accuracy": full,
-            }
-        )
-    return sorted(rows, key=lambda r: -r["recovered"])
+    full = all_quantized_accuracy(onnx_path, dataset, config)
+    return combine_nodes(
+        [node_unit(onnx_path, dataset, config, node, full) for node in node_units(onnx_path)]
+    )
 
 
 def quantize_mixed(
