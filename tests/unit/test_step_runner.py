@@ -84,7 +84,7 @@ def _autotune(model, data, out):
     from edgecompress.quantize import AutotuneConfig, Criterion, autotune_step
 
     config = AutotuneConfig(
-        Criterion(0.5), min_gain=1.0, objective="size", include_mixed=False, include_qat=False,
+        Criterion.of(0.5), min_gain=1.0, objective="size", include_mixed=False, include_qat=False,
         calibration_samples=32, measurement=Measurement(bench_min_runs=5, bench_min_duration_s=0.01),
     )  # fmt: skip
     return autotune_step(model, data, out, out.parent / "trials.json", config, lineage_ctx=OFF)
