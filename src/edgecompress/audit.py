@@ -92,15 +92,22 @@ def _step(model) -> Step:
     tags = model.tags or {}
     metrics = {k: v for k, v in _metrics(model).items() if not BENCH_RE.match(k)}
     return Step(
-        model_id=model.model_id, name=model.name, technique=tags.get(f"{TAG}technique", "unknown"),
-        parent_model_id=tags.get(f"{TAG}parent_model_id") or None, params=dict(model.params or {}),
-        metrics=dict(sorted(metrics.items())), benchmarks=benchmarks_of(model), gate=tags.get(f"{TAG}gate"),
-        gate_reason=tags.get(f"{TAG}gate_reason"), source_run_id=model.source_run_id,
-        pipeline_run_id=tags.get(f"{TAG}pipeline_run_id"), package_version=tags.get(f"{TAG}package_version"),
+        model_id=model.model_id,
+        name=model.name,
+        technique=tags.get(f"{TAG}technique", "unknown"),
+        parent_model_id=tags.get(f"{TAG}parent_model_id") or None,
+        params=dict(model.params or {}),
+        metrics=dict(sorted(metrics.items())),
+        benchmarks=benchmarks_of(model),
+        gate=tags.get(f"{TAG}gate"),
+        gate_reason=tags.get(f"{TAG}gate_reason"),
+        source_run_id=model.source_run_id,
+        pipeline_run_id=tags.get(f"{TAG}pipeline_run_id"),
+        package_version=tags.get(f"{TAG}package_version"),
         image=tags.get(f"{TAG}image"),
         code={k: tags[f"{TAG}{k}"] for k in CODE_TAGS if tags.get(f"{TAG}{k}")},
-        retrain={k[len(TAG):]: v for k, v in sorted(tags.items()) if k.startswith(RETRAIN_TAGS)},
-    )  # fmt: skip
+        retrain={k[len(TAG) :]: v for k, v in sorted(tags.items()) if k.startswith(RETRAIN_TAGS)},
+    )
 
 
 def registry_index(client) -> dict[str, list[dict[str, Any]]]:

@@ -53,10 +53,15 @@ def export_onnx(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (dummy,), str(path), dynamo=False, opset_version=opset,
-                input_names=["input"], output_names=["logits"],
+                model,
+                (dummy,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            )  # fmt: skip
+            )
     except Exception as exc:
         raise ExportError(f"ONNX export failed: {exc}") from exc
 
@@ -256,8 +261,11 @@ def _package_from_bare_onnx(path: Path) -> ModelPackage:
     if any(not isinstance(d, int) or d <= 0 for d in shape[1:]) or not out_dims or not out_dims[-1].dim_value:
         raise ModelError(f"{path}: input {shape} / output shape must be static apart from the batch axis")
     info = {
-        "spec": None, "technique": "imported", "input_shape": list(shape[1:]),
-        "num_classes": int(out_dims[-1].dim_value), "onnx_sha256": sha256_file(path),
+        "spec": None,
+        "technique": "imported",
+        "input_shape": list(shape[1:]),
+        "num_classes": int(out_dims[-1].dim_value),
+        "onnx_sha256": sha256_file(path),
         "onnx_bytes": path.stat().st_size,
-    }  # fmt: skip
+    }
     return ModelPackage(path.parent, info, onnx_file=path)

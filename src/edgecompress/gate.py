@@ -599,7 +599,7 @@ def gate_markdown(result: dict[str, Any]) -> str:
                 for k, v in result["device_classes"].items()
             ],
         ),
-    ]  # fmt: skip
+    ]
     bench = result.get("benchmarks") or {}
     if bench:
         classes = sorted({c for rows in bench.values() for c in rows})

@@ -425,11 +425,15 @@ def log_model(
         tags.update(_reused_parent(parent_model_id, pipeline_run_id))
     try:
         info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)), name=re.sub(r"[^\w\-]", "-", name),
-            signature=_signature(input_shape, num_classes), save_as_external_data=False,
-            onnx_execution_providers=["CPUExecutionProvider"], params=_flat_params(params), tags=tags,
+            onnx.load(str(onnx_path)),
+            name=re.sub(r"[^\w\-]", "-", name),
+            signature=_signature(input_shape, num_classes),
+            save_as_external_data=False,
+            onnx_execution_providers=["CPUExecutionProvider"],
+            params=_flat_params(params),
+            tags=tags,
             pip_requirements=[f"onnxruntime=={_ort_version()}"],
-        )  # fmt: skip
+        )
     except Exception as exc:
         raise TrackingError(f"MLflow refused to log model {name!r}: {exc}") from exc
     if metrics:

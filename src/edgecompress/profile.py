@@ -49,14 +49,29 @@ NODE_RESOLUTION_MS = 1e-3  # the profiler's `dur` is in whole microseconds
 
 # Op types that do the same work in a float graph and in its quantized child (for the INT8 comparison).
 OP_FAMILIES = {
-    "QLinearConv": "Conv", "ConvInteger": "Conv", "FusedConv": "Conv", "NchwcConv": "Conv",
-    "QLinearMatMul": "MatMul", "MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul",
-    "MatMulIntegerToFloat": "MatMul", "FusedMatMul": "MatMul", "QGemm": "Gemm", "QLinearAdd": "Add",
-    "QLinearMul": "Mul", "QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearAveragePool": "AveragePool",
-    "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu", "QLinearConcat": "Concat",
-    "QuantizeLinear": "(de)quantize", "DequantizeLinear": "(de)quantize",
-    "DynamicQuantizeLinear": "(de)quantize", "ReorderInput": "(reorder)", "ReorderOutput": "(reorder)",
-}  # fmt: skip
+    "QLinearConv": "Conv",
+    "ConvInteger": "Conv",
+    "FusedConv": "Conv",
+    "NchwcConv": "Conv",
+    "QLinearMatMul": "MatMul",
+    "MatMulInteger": "MatMul",
+    "DynamicQuantizeMatMul": "MatMul",
+    "MatMulIntegerToFloat": "MatMul",
+    "FusedMatMul": "MatMul",
+    "QGemm": "Gemm",
+    "QLinearAdd": "Add",
+    "QLinearMul": "Mul",
+    "QLinearGlobalAveragePool": "GlobalAveragePool",
+    "QLinearAveragePool": "AveragePool",
+    "QLinearSigmoid": "Sigmoid",
+    "QLinearLeakyRelu": "LeakyRelu",
+    "QLinearConcat": "Concat",
+    "QuantizeLinear": "(de)quantize",
+    "DequantizeLinear": "(de)quantize",
+    "DynamicQuantizeLinear": "(de)quantize",
+    "ReorderInput": "(reorder)",
+    "ReorderOutput": "(reorder)",
+}
 
 
 @dataclass
@@ -143,13 +158,19 @@ def parse_trace(events: list[dict[str, Any]], runs: int) -> dict[str, Any]:
             args = e.get("args", {})
             node = nodes.setdefault(
                 name,
-                {"op": args.get("op_name", "?"), "provider": args.get("provider", "?"), "ms": [0.0] * len(model_runs)},
-            )  # fmt: skip
+                {
+                    "op": args.get("op_name", "?"),
+                    "provider": args.get("provider", "?"),
+                    "ms": [0.0] * len(model_runs),
+                },
+            )
             node["ms"][k] += e["dur"] / 1e3
     return {"nodes": nodes, "model_run_ms": [r["dur"] / 1e3 for r in model_runs]}
 
 
-def _profiled_child(model_path: str, threads: int, providers: list[str], affinity, runs: int, warmup: int, out: str) -> None:  # fmt: skip
+def _profiled_child(
+    model_path: str, threads: int, providers: list[str], affinity, runs: int, warmup: int, out: str
+) -> None:
     """Body of the profiling child: pinned like the benchmark child, one profiled session."""
     if affinity:
         os.sched_setaffinity(0, affinity)
@@ -231,11 +252,17 @@ def _summarize(rounds: list[dict[str, Any]], floor_ms: float, config: ProfileCon
         per_round = [_median(r["parts"]["nodes"][name]["ms"]) for r in rounds if name in r["parts"]["nodes"]]
         first = rounds[0]["parts"]["nodes"][name]
         p50 = _median(per_round)
-        nodes.append({
-            "node": name, "op": first["op"], "provider": first["provider"], "p50_ms": p50,
-            "share": p50 / whole if whole > 0 else float("nan"),
-            "round_min_ms": min(per_round), "round_max_ms": max(per_round),
-        })  # fmt: skip
+        nodes.append(
+            {
+                "node": name,
+                "op": first["op"],
+                "provider": first["provider"],
+                "p50_ms": p50,
+                "share": p50 / whole if whole > 0 else float("nan"),
+                "round_min_ms": min(per_round),
+                "round_max_ms": max(per_round),
+            }
+        )
     nodes.sort(key=lambda n: -n["p50_ms"])
     total = sum(n["p50_ms"] for n in nodes)
     gap = whole - total
@@ -275,7 +302,10 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
     labels = list(paths)
     rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
-        floors = {label: identity_model(Path(paths[label]), Path(tmp) / f"identity-{i}.onnx") for i, label in enumerate(labels)}  # fmt: skip
+        floors = {
+            label: identity_model(Path(paths[label]), Path(tmp) / f"identity-{i}.onnx")
+            for i, label in enumerate(labels)
+        }
         floor_ms: dict[str, list[float]] = {label: [] for label in labels}
         for i in range(config.rounds):
             for label in labels if i % 2 == 0 else labels[::-1]:
@@ -287,7 +317,9 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
                     elif what == "floor":
                         floor_ms[label].append(meter.latency(floors[label])["p50_ms"])
                     else:
-                        entry["parts"] = profiled_round(Path(paths[label]), config.device_class, config.runs, config.warmup_runs)  # fmt: skip
+                        entry["parts"] = profiled_round(
+                            Path(paths[label]), config.device_class, config.runs, config.warmup_runs
+                        )
                 rounds[label].append(entry)
     from edgecompress.io import sha256_file
 
@@ -322,10 +354,14 @@ def op_type_comparison(result: dict[str, Any], float_label: str, int8_label: str
         for node in result["models"][label]["nodes"]:
             sums[op_family(node["op"])][label] += node["p50_ms"]
     rows = [
-        {"op_family": op, "float_ms": v[float_label], "int8_ms": v[int8_label],
-         "int8_over_float": v[int8_label] / v[float_label] if v[float_label] > 0 else None}
+        {
+            "op_family": op,
+            "float_ms": v[float_label],
+            "int8_ms": v[int8_label],
+            "int8_over_float": v[int8_label] / v[float_label] if v[float_label] > 0 else None,
+        }
         for op, v in sums.items()
-    ]  # fmt: skip
+    ]
     return sorted(rows, key=lambda r: -(r["float_ms"] + r["int8_ms"]))
 
 
@@ -354,25 +390,62 @@ def shares_png(summary: dict[str, Any], top: int, title: str) -> bytes:
 
 def _summary_rows(result: dict[str, Any]) -> list[list[Any]]:
     return [
-        [label, m["whole_p50_ms"], m["sum_node_p50_ms"], m["floor_p50_ms"], m["gap_ms"], 100 * m["gap_fraction"],
-         m["unexplained_ms"], m["allowed_ms"], m["parts_add_up"], len(m["nodes"])]
+        [
+            label,
+            m["whole_p50_ms"],
+            m["sum_node_p50_ms"],
+            m["floor_p50_ms"],
+            m["gap_ms"],
+            100 * m["gap_fraction"],
+            m["unexplained_ms"],
+            m["allowed_ms"],
+            m["parts_add_up"],
+            len(m["nodes"]),
+        ]
         for label, m in result["models"].items()
-    ]  # fmt: skip
+    ]
 
 
-SUMMARY_HEADERS = ["model", "whole p50 ms", "Σ node p50 ms", "per-call floor ms", "gap ms", "gap %",
-                   "gap − floor ms", "allowed ms", "parts add up", "nodes"]  # fmt: skip
-TOP_HEADERS = ["#", "node (ORT, optimised graph)", "op", "provider", "p50 ms", "share %", "% of Σ nodes",
-               "rounds min–max ms"]  # fmt: skip
+SUMMARY_HEADERS = [
+    "model",
+    "whole p50 ms",
+    "Σ node p50 ms",
+    "per-call floor ms",
+    "gap ms",
+    "gap %",
+    "gap − floor ms",
+    "allowed ms",
+    "parts add up",
+    "nodes",
+]
+TOP_HEADERS = [
+    "#",
+    "node (ORT, optimised graph)",
+    "op",
+    "provider",
+    "p50 ms",
+    "share %",
+    "% of Σ nodes",
+    "rounds min–max ms",
+]
 
 
 def _top_rows(summary: dict[str, Any], top: int) -> list[list[Any]]:
     return [
-        [i + 1, n["node"], n["op"], n["provider"], n["p50_ms"], 100 * n["share"],
-         100 * n["p50_ms"] / summary["sum_node_p50_ms"] if summary["sum_node_p50_ms"] > 0 else float("nan"),
-         f"{n['round_min_ms']:.4f}–{n['round_max_ms']:.4f}"]
+        [
+            i + 1,
+            n["node"],
+            n["op"],
+            n["provider"],
+            n["p50_ms"],
+            100 * n["share"],
+            100 * n["p50_ms"] / summary["sum_node_p50_ms"]
+            if summary["sum_node_p50_ms"] > 0
+            else float("nan"),
+            f"{n['round_min_ms']:.4f}–{n['round_max_ms']:.4f}",
+        ]
         for i, n in enumerate(summary["nodes"][:top])
-    ]  # fmt: skip
+    ]
 
 
 def _op_rows(summary: dict[str, Any]) -> list[list[Any]]:
@@ -394,8 +467,13 @@ def profile_markdown(result: dict[str, Any], plots: dict[str, str] | None = None
     from edgecompress.reports import markdown_table
 
     top = result["config"]["top"]
-    parts = [f"# Profile on {result['device_class']}", "", _preamble(result), "",
-             markdown_table(SUMMARY_HEADERS, _summary_rows(result))]  # fmt: skip
+    parts = [
+        f"# Profile on {result['device_class']}",
+        "",
+        _preamble(result),
+        "",
+        markdown_table(SUMMARY_HEADERS, _summary_rows(result)),
+    ]
     for label, m in result["models"].items():
         parts += [
             "",
@@ -410,8 +488,12 @@ def profile_markdown(result: dict[str, Any], plots: dict[str, str] | None = None
         rows = [
             [r["op_family"], r["float_ms"], r["int8_ms"], r["int8_over_float"] or "—"] for r in cmp["rows"]
         ]
-        parts += ["", f"## INT8 ({cmp['int8']}) vs float ({cmp['float']}) per op family", "",
-                  markdown_table(["op family", "float ms", "int8 ms", "int8 / float"], rows)]  # fmt: skip
+        parts += [
+            "",
+            f"## INT8 ({cmp['int8']}) vs float ({cmp['float']}) per op family",
+            "",
+            markdown_table(["op family", "float ms", "int8 ms", "int8 / float"], rows),
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -447,7 +529,12 @@ def profile_html(result: dict[str, Any]) -> str:
         rows = [
             [r["op_family"], r["float_ms"], r["int8_ms"], r["int8_over_float"] or "—"] for r in cmp["rows"]
         ]
-        sections.append(("INT8 vs float per op family", html_table(["op family", "float ms", "int8 ms", "int8 / float"], rows)))  # fmt: skip
+        sections.append(
+            (
+                "INT8 vs float per op family",
+                html_table(["op family", "float ms", "int8 ms", "int8 / float"], rows),
+            )
+        )
     return html_page(f"Profile on {result['device_class']}", sections)
 
 
@@ -484,8 +571,12 @@ def profile_step(
     if compare_path is not None:
         paths["compared"], _ = onnx_of(compare_path)
     ctx.check()
-    params = {"device_class": config.device_class, "rounds": config.rounds, "runs": config.runs,
-              "model_id": info.get("mlflow_model_id")}  # fmt: skip
+    params = {
+        "device_class": config.device_class,
+        "rounds": config.rounds,
+        "runs": config.runs,
+        "model_id": info.get("mlflow_model_id"),
+    }
     with ctx.task("profile", params):
         result = profile_models(paths, config)
         if compare_path is not None:

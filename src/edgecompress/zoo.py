@@ -78,14 +78,22 @@ class LeNet5(nn.Module):
         super().__init__()
         c = input_shape[0]
         self.features = nn.Sequential(
-            nn.Conv2d(c, 6, 5, padding=2), _activation(activation), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5, padding=2), _activation(activation), nn.MaxPool2d(2),
-        )  # fmt: skip
+            nn.Conv2d(c, 6, 5, padding=2),
+            _activation(activation),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=2),
+            _activation(activation),
+            nn.MaxPool2d(2),
+        )
         flat = self.features(torch.zeros(1, *input_shape)).numel()
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, 120), _activation(activation),
-            nn.Linear(120, 84), _activation(activation), nn.Linear(84, num_classes),
-        )  # fmt: skip
+            nn.Flatten(),
+            nn.Linear(flat, 120),
+            _activation(activation),
+            nn.Linear(120, 84),
+            _activation(activation),
+            nn.Linear(84, num_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -150,9 +158,11 @@ class InvertedResidual(nn.Module):
             layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), _activation(activation)]
         layers += [
             nn.Conv2d(hidden, hidden, kernel_size, stride, kernel_size // 2, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden), _activation(activation),
-            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
-        ]  # fmt: skip
+            nn.BatchNorm2d(hidden),
+            _activation(activation),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 

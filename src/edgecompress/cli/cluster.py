@@ -302,12 +302,17 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         raise ConfigError(f"--cron {args.cron!r}: KFP takes 6 fields (seconds first), e.g. '0 0 3 * * *'")
     client, experiment_id, pipeline_id, version_id, params = _prepare(args)
     job = client.create_recurring_run(
-        experiment_id=experiment_id, job_name=args.job_name or f"{args.pipeline} ({args.cron})",
-        cron_expression=args.cron, max_concurrency=args.max_concurrency, no_catchup=not args.catchup,
-        params=params, pipeline_id=pipeline_id, version_id=version_id,
+        experiment_id=experiment_id,
+        job_name=args.job_name or f"{args.pipeline} ({args.cron})",
+        cron_expression=args.cron,
+        max_concurrency=args.max_concurrency,
+        no_catchup=not args.catchup,
+        params=params,
+        pipeline_id=pipeline_id,
+        version_id=version_id,
         enable_caching=None if args.enable_caching is None else args.enable_caching == "on",
         service_account=args.service_account,
-    )  # fmt: skip
+    )
     print(f"recurring run id:  {job.recurring_run_id}")
     print(f"recurring run URL: {args.host.rstrip('/')}/#/recurringrun/details/{job.recurring_run_id}")
     return 0

@@ -174,10 +174,25 @@ def cmd_isa_check(a: argparse.Namespace) -> int:
     from edgecompress.isa import isa_check_step
 
     out = isa_check_step(a.parent, a.child, a.dataset, from_args(IsaCheckConfig, a), a.output, a.report)
-    keep = ("checked", "why_not", "isa", "qemu_cpu", "verdict", "reasons", "accuracy", "host_accuracy",
-            "agreement_with_host", "max_abs_logit_diff_host", "wall_s")  # fmt: skip
-    return _print({
-        "rejected_device_classes": out["rejected_device_classes"], "samples": out["samples"],
-        "subsample_step": out["subsample_step"], "wall_s": out["wall_s"],
-        "classes": {c: {k: r[k] for k in keep if k in r} for c, r in out["classes"].items()},
-    })  # fmt: skip
+    keep = (
+        "checked",
+        "why_not",
+        "isa",
+        "qemu_cpu",
+        "verdict",
+        "reasons",
+        "accuracy",
+        "host_accuracy",
+        "agreement_with_host",
+        "max_abs_logit_diff_host",
+        "wall_s",
+    )
+    return _print(
+        {
+            "rejected_device_classes": out["rejected_device_classes"],
+            "samples": out["samples"],
+            "subsample_step": out["subsample_step"],
+            "wall_s": out["wall_s"],
+            "classes": {c: {k: r[k] for k in keep if k in r} for c, r in out["classes"].items()},
+        }
+    )

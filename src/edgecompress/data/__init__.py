@@ -40,12 +40,30 @@ from edgecompress.data.sharded import MANIFEST, ShardedDataset, copy_sharded, lo
 from edgecompress.io import atomic_path
 
 __all__ = [
-    "BUILTIN_DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "SELECTION_FRACTION", "SPLITS", "Dataset",
-    "DatasetSource", "decision_range", "selection_size",
-    "ImageTransform", "ShardedDataset", "_stratified_split", "content_digest", "load_dataset", "load_digits",
-    "load_fashion_mnist", "load_image", "read_image_batch", "load_source", "load_user_npz", "save_dataset", "to_model_input",
+    "BUILTIN_DATASETS",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "SELECTION_FRACTION",
+    "SPLITS",
+    "Dataset",
+    "DatasetSource",
+    "decision_range",
+    "selection_size",
+    "ImageTransform",
+    "ShardedDataset",
+    "_stratified_split",
+    "content_digest",
+    "load_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_image",
+    "read_image_batch",
+    "load_source",
+    "load_user_npz",
+    "save_dataset",
+    "to_model_input",
     "write_dataset",
-]  # fmt: skip
+]
 
 
 def load_dataset(path: Path) -> Dataset:

@@ -26,9 +26,17 @@ from edgecompress.io import atomic_path
 SPLITS = ("train", "val", "test")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 BUILTIN_DATASETS = ("digits", "fashion-mnist")
 # Validation is used twice: to choose (calibration checks, autotune and mixed-precision trials, pruning
 # sensitivity and budgets, NAS ranking) and to decide (the gate, the target-ISA check, promotion). An
@@ -264,9 +272,13 @@ def load_digits(seed: int = 0) -> Dataset:
     # default 1-point rule (at least `edgecompress.stats.min_decision_images(0.01)` = 381 images)
     tr, va, te = _stratified_split(y, (0.45, 0.15), seed)
     arrays = {
-        "x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va],
-        "x_test": x[te], "y_test": y[te],
-    }  # fmt: skip
+        "x_train": x[tr],
+        "y_train": y[tr],
+        "x_val": x[va],
+        "y_val": y[va],
+        "x_test": x[te],
+        "y_test": y[te],
+    }
     return Dataset("digits", "sklearn.datasets.load_digits", arrays, [str(i) for i in range(10)])
 
 
@@ -299,9 +311,13 @@ def load_fashion_mnist(directory: Path = FASHION_MNIST_DIR, val_size: int = 5000
     order = np.random.default_rng(seed).permutation(len(x_tr))
     tr, va = np.sort(order[:-val_size]), np.sort(order[-val_size:])
     arrays = {
-        "x_train": x_tr[tr], "y_train": y_tr[tr], "x_val": x_tr[va], "y_val": y_tr[va],
-        "x_test": x_te, "y_test": y_te,
-    }  # fmt: skip
+        "x_train": x_tr[tr],
+        "y_train": y_tr[tr],
+        "x_val": x_tr[va],
+        "y_val": y_tr[va],
+        "x_test": x_te,
+        "y_test": y_te,
+    }
     return Dataset("fashion-mnist", str(directory), arrays, list(FASHION_MNIST_CLASSES))
 
 
@@ -319,9 +335,13 @@ def load_user_npz(path: Path, seed: int = 0) -> Dataset:
         tr, va, te = _stratified_split(y, (0.15, 0.15), seed)
         y = y.astype(np.int64)
         arrays = {
-            "x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va],
-            "x_test": x[te], "y_test": y[te],
-        }  # fmt: skip
+            "x_train": x[tr],
+            "y_train": y[tr],
+            "x_val": x[va],
+            "y_val": y[va],
+            "x_test": x[te],
+            "y_test": y[te],
+        }
     info = json.loads(str(meta)) if meta is not None else {}
     class_names = info.get("class_names")
     _check_arrays(arrays, str(path), class_names)

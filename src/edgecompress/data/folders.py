@@ -169,8 +169,11 @@ def _images_under(path: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]  # fmt: skip
+        found += [
+            Path(dirpath) / f
+            for f in sorted(filenames)
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+        ]
     return found
 
 
@@ -212,8 +215,12 @@ def scan_image_folder(root: Path, src: DatasetSource) -> tuple[list[tuple[str, i
             for f in files:
                 rel = f.relative_to(root).as_posix()
                 if split in ("", "train"):
-                    rule = _rule(rel, src.seed, 0.0 if "val" in bases else src.val_fraction,
-                                 0.0 if "test" in bases else src.test_fraction)  # fmt: skip
+                    rule = _rule(
+                        rel,
+                        src.seed,
+                        0.0 if "val" in bases else src.val_fraction,
+                        0.0 if "test" in bases else src.test_fraction,
+                    )
                 else:
                     rule = split
                 entries.append((rel, label[cls], rule))

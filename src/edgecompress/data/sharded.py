@@ -322,19 +322,35 @@ def load_sharded(root: Path) -> ShardedDataset:
     missing = [s["file"] for s in manifest["shards"] if not (root / s["file"]).is_file()]
     if missing:
         raise DatasetError(f"dataset {root} is incomplete: shard(s) {missing[:5]} are missing")
-    digest = manifest_digest(manifest["input_shape"], manifest["dtype"], manifest.get("transform"),
-                             manifest["shards"])  # fmt: skip
+    digest = manifest_digest(
+        manifest["input_shape"], manifest["dtype"], manifest.get("transform"), manifest["shards"]
+    )
     if digest != manifest["sha256"]:
         raise DatasetError(
             f"dataset {root} is corrupt: manifest sha256 {digest[:12]}… != recorded {manifest['sha256'][:12]}…"
         )
-    known = {"name", "source", "input_shape", "num_classes", "class_names", "splits", "dtype", "sha256",
-             "shards", "format"}  # fmt: skip
+    known = {
+        "name",
+        "source",
+        "input_shape",
+        "num_classes",
+        "class_names",
+        "splits",
+        "dtype",
+        "sha256",
+        "shards",
+        "format",
+    }
     extra = {k: v for k, v in manifest.items() if k not in known}
     return ShardedDataset(
-        manifest["name"], manifest["source"], _StreamedArrays(), manifest["class_names"], extra,
-        root=root, manifest=manifest,
-    )  # fmt: skip
+        manifest["name"],
+        manifest["source"],
+        _StreamedArrays(),
+        manifest["class_names"],
+        extra,
+        root=root,
+        manifest=manifest,
+    )
 
 
 def copy_sharded(dataset: ShardedDataset, target: Path) -> None:

@@ -94,8 +94,13 @@ def drift_run(result: dict[str, Any], experiment: str = lineage.DEFAULT_EXPERIME
         f"{lineage.TAG}dataset_name": result["dataset"]["name"],
         **lineage.code_tags(),
     }
-    metrics = {"score": result["score"], "p_value": result["p_value"], "drifted": float(result["drifted"]),
-               "batch_size": result["batch_size"], "reference_size": result["reference_size"]}  # fmt: skip
+    metrics = {
+        "score": result["score"],
+        "p_value": result["p_value"],
+        "drifted": float(result["drifted"]),
+        "batch_size": result["batch_size"],
+        "reference_size": result["reference_size"],
+    }
     for name, test in result["tests"].items():
         key = re.sub(r"[^\w\-./ ]", "_", name)
         metrics[f"test.{key}.p_value"] = test["p_value"]
@@ -222,8 +227,12 @@ def promote_gate_result(
 
     config.validate()
     out: dict[str, Any] = {
-        "gate": gate, "rule": champion.rule_text(config), "promoted": [], "refused": [], "classes": {},
-    }  # fmt: skip
+        "gate": gate,
+        "rule": champion.rule_text(config),
+        "promoted": [],
+        "refused": [],
+        "classes": {},
+    }
     challenger_id = (gate.get("child") or {}).get("model_id")
     if challenger_id and drift:
         _tag_retrain(challenger_id, drift)
@@ -302,9 +311,13 @@ class _Comparisons:
         champion_onnx, champion_correct = self._model(current["model_id"])
         challenger_onnx, challenger_correct = self._model(self.challenger_id)
         return compare(
-            champion_onnx, challenger_onnx, self._dataset, device_class, self.config,
+            champion_onnx,
+            challenger_onnx,
+            self._dataset,
+            device_class,
+            self.config,
             {"champion": champion_correct, "challenger": challenger_correct},
-        )  # fmt: skip
+        )
 
 
 def _tag_retrain(model_id: str, drift: dict[str, Any]) -> None:
@@ -339,17 +352,33 @@ def promotion_markdown(out: dict[str, Any]) -> str:
     rows = []
     for cls, row in out["classes"].items():
         acc, speed, champ = row.get("accuracy") or {}, row.get("speed") or {}, row.get("champion")
-        rows.append([
-            cls, f"{champ['name']} v{champ['version']}" if champ else "none",
-            "promoted" if row["promote"] else "refused", row.get("decided_by", ""),
-            f"{acc['drop'] * 100:+.2f} [{acc['ci_low'] * 100:+.2f}, {acc['ci_high'] * 100:+.2f}]" if acc else "",
-            f"{speed['speedup']:.3f} [{speed['ci_low']:.3f}, {speed['ci_high']:.3f}]" if speed else row.get("timing", ""),
-            "; ".join(row.get("reasons", [])),
-        ])  # fmt: skip
+        rows.append(
+            [
+                cls,
+                f"{champ['name']} v{champ['version']}" if champ else "none",
+                "promoted" if row["promote"] else "refused",
+                row.get("decided_by", ""),
+                f"{acc['drop'] * 100:+.2f} [{acc['ci_low'] * 100:+.2f}, {acc['ci_high'] * 100:+.2f}]"
+                if acc
+                else "",
+                f"{speed['speedup']:.3f} [{speed['ci_low']:.3f}, {speed['ci_high']:.3f}]"
+                if speed
+                else row.get("timing", ""),
+                "; ".join(row.get("reasons", [])),
+            ]
+        )
     table = markdown_table(
-        ["device class", "champion", "outcome", "decided by", "accuracy drop pt (95% CI)",
-         "speed-up champion/challenger (95% CI)", "why not"], rows,
-    )  # fmt: skip
+        [
+            "device class",
+            "champion",
+            "outcome",
+            "decided by",
+            "accuracy drop pt (95% CI)",
+            "speed-up champion/challenger (95% CI)",
+            "why not",
+        ],
+        rows,
+    )
     return f"# Promotion\n\nRule: {out['rule']}.\n\n{table}\n"
 
 

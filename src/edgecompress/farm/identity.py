@@ -136,8 +136,13 @@ class IdentityStore:
                 conn.execute(identities.insert().values(kind=kind, name=name, **values))
             else:
                 conn.execute(identities.update().where(*key).values(**values))
-        return {"kind": kind, "name": name, "token": token, "device_classes": sorted(set(device_classes or [])),
-                "emulated": emulated}  # fmt: skip
+        return {
+            "kind": kind,
+            "name": name,
+            "token": token,
+            "device_classes": sorted(set(device_classes or [])),
+            "emulated": emulated,
+        }
 
     def readmit(self, kind: str, name: str) -> dict[str, Any]:
         """Lift a revocation so that the enrolment token that enrolled `name` (or, when the admin
@@ -219,9 +224,10 @@ def _may_enrol(row: Any, kind: str, name: str, enrolled_by: str, replace: bool) 
         return  # the admin re-admits a revoked identity
     if row.revoked_at is not None:
         raise IdentityError(
-            409, f"{kind} {name!r} was revoked; it cannot enrol again until the admin re-admits it "
+            409,
+            f"{kind} {name!r} was revoked; it cannot enrol again until the admin re-admits it "
             f"(POST /v1/admin/agents/{name}/readmit, or enrols it: POST /v1/admin/agents)",
-        )  # fmt: skip
+        )
     if row.enrolled_by is not None and row.enrolled_by != enrolled_by:
         raise IdentityError(409, f"{kind} {name!r} was enrolled by {row.enrolled_by}, not by {enrolled_by}")
 

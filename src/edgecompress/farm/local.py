@@ -249,8 +249,14 @@ def local_farm(
                 agent_id = f"local-{name}-{i}"
                 token = enrol(admin, "agent", agent_id, [name], True)
                 agents.append(
-                    start_agent(url, name, token, directory / f"agent-{name}-{i}.log", emulate=name,
-                                extra_args=["--agent-id", agent_id])
-                )  # fmt: skip
+                    start_agent(
+                        url,
+                        name,
+                        token,
+                        directory / f"agent-{name}-{i}.log",
+                        emulate=name,
+                        extra_args=["--agent-id", agent_id],
+                    )
+                )
         wait_devices(url, farm.client_token, classes, agents)
         yield farm

@@ -66,8 +66,9 @@ class PostgresServer:
 
         self.created += 1
         name = f"{prefix}_{self.created}_{os.getpid()}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={SERVICE_USER} dbname=postgres",
-                             autocommit=True) as conn:  # fmt: skip
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user={SERVICE_USER} dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         self.databases.append(name)
         return self.url(name)
@@ -79,8 +80,9 @@ class PostgresServer:
         name = url.rsplit("/", 1)[1]
         if name not in self.databases:
             return
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={SERVICE_USER} dbname=postgres",
-                             autocommit=True) as conn:  # fmt: skip
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user={SERVICE_USER} dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.databases.remove(name)
 
@@ -113,20 +115,42 @@ def temporary_postgres(
             os.chown(folder, user.pw_uid, user.pw_gid)
         data = folder / "data"
         init = subprocess.run(
-            _as_service_user([str(bindir / "initdb"), "-D", str(data), "-U", SERVICE_USER, "--auth=trust",
-                              "-E", "UTF8", "--no-sync", "--no-instructions"]),
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            _as_service_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    SERVICE_USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if init.returncode != 0:
             raise PostgresUnavailable(f"initdb failed: {init.stderr[-2000:] or init.stdout[-2000:]}")
         port = port or free_port()
-        options = [f"-p {port}", "-c listen_addresses=127.0.0.1", f"-k {folder}",
-                   f"-c max_connections={max_connections}"]  # fmt: skip
+        options = [
+            f"-p {port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-k {folder}",
+            f"-c max_connections={max_connections}",
+        ]
         if not durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "120"]
-        start = subprocess.run(_as_service_user([*ctl, "-o", " ".join(options), "start"]),
-                               capture_output=True, text=True, timeout=180)  # fmt: skip
+        start = subprocess.run(
+            _as_service_user([*ctl, "-o", " ".join(options), "start"]),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if start.returncode != 0:
             log = (
                 (folder / "server.log").read_text(errors="replace")[-2000:]

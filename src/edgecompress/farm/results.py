@@ -86,8 +86,17 @@ def check_result(result: dict[str, Any]) -> None:
 # The fields of a stored result that say where and how it was measured. The controller sets every one
 # of them (`stamp`); the payload's own values, where they disagree, are kept only under
 # `agent_reported` (docs/farm.md, "Provenance of a stored result").
-PROVENANCE = ("job_id", "agent_id", "device_class", "backend", "emulated", "device_description",
-              "timing_meaningful", "emulation", "timing_note")  # fmt: skip
+PROVENANCE = (
+    "job_id",
+    "agent_id",
+    "device_class",
+    "backend",
+    "emulated",
+    "device_description",
+    "timing_meaningful",
+    "emulation",
+    "timing_note",
+)
 
 
 def provenance(

@@ -233,12 +233,21 @@ class JobStore:
     ) -> dict[str, Any]:
         now = time.time()
         values = {
-            "device_class": device_class, "state": "queued", "priority": priority, "model_name": model_name,
-            "model_sha256": model_sha256, "model_uri": model_uri, "model_bytes": model_bytes,
-            "settings": dumps(settings), "timeout_s": timeout_s,
-            "expires_at": now + expires_in_s if expires_in_s else None, "created_at": now, "attempts": 0,
-            "max_attempts": self.config.max_attempts, "client": client,
-        }  # fmt: skip
+            "device_class": device_class,
+            "state": "queued",
+            "priority": priority,
+            "model_name": model_name,
+            "model_sha256": model_sha256,
+            "model_uri": model_uri,
+            "model_bytes": model_bytes,
+            "settings": dumps(settings),
+            "timeout_s": timeout_s,
+            "expires_at": now + expires_in_s if expires_in_s else None,
+            "created_at": now,
+            "attempts": 0,
+            "max_attempts": self.config.max_attempts,
+            "client": client,
+        }
         with self._write_lock, self.engine.begin() as conn:
             job_id = conn.execute(self._insert, values).inserted_primary_key[0]
             self._notify(conn, WORK)
@@ -415,9 +424,16 @@ class JobStore:
             payload = dumps(result) if result is not None else None
             won = tx.rowcount(
                 self._finish,
-                {"b_id": job_id, "b_lease_id": lease_id, "b_agent_id": agent_id, "b_state": state,
-                 "b_now": time.time(), "b_result": payload, "b_error": error},
-            )  # fmt: skip
+                {
+                    "b_id": job_id,
+                    "b_lease_id": lease_id,
+                    "b_agent_id": agent_id,
+                    "b_state": state,
+                    "b_now": time.time(),
+                    "b_result": payload,
+                    "b_error": error,
+                },
+            )
             if won == 1:
                 tx.notify(DONE)
                 return {"id": job_id, "state": state, "duplicate": False}
@@ -491,9 +507,16 @@ class JobStore:
         conn.execute(
             jobs.update()
             .where(*guard)
-            .values(state="queued", agent_id=None, lease_id=None, lease_expires_at=None, deadline_at=None,
-                    available_at=now + wait if wait else None, error=f"{reason}; requeued")
-        )  # fmt: skip
+            .values(
+                state="queued",
+                agent_id=None,
+                lease_id=None,
+                lease_expires_at=None,
+                deadline_at=None,
+                available_at=now + wait if wait else None,
+                error=f"{reason}; requeued",
+            )
+        )
         self._notify(conn, WORK)
         return "queued"
 
@@ -509,10 +532,15 @@ class JobStore:
             if requeue_expired:
                 expired = conn.execute(
                     sa.select(
-                        jobs.c.id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.agent_id, jobs.c.lease_id,
-                        jobs.c.deadline_at, jobs.c.timeout_s,
+                        jobs.c.id,
+                        jobs.c.attempts,
+                        jobs.c.max_attempts,
+                        jobs.c.agent_id,
+                        jobs.c.lease_id,
+                        jobs.c.deadline_at,
+                        jobs.c.timeout_s,
                     ).where(jobs.c.state == "leased", jobs.c.lease_expires_at < now)
-                ).all()  # fmt: skip
+                ).all()
                 for r in expired:
                     if r.deadline_at is not None and r.deadline_at <= now:
                         reason = (

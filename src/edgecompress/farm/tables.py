@@ -16,7 +16,8 @@ from edgecompress.farm.wire import ROW_ID_MAX  # noqa: F401 (the `id` columns' b
 metadata = sa.MetaData()
 
 jobs = sa.Table(
-    "farm_jobs", metadata,
+    "farm_jobs",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("device_class", sa.String(128), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
@@ -42,7 +43,7 @@ jobs = sa.Table(
     sa.Column("client", sa.String(128), nullable=True),  # who submitted it: only they (and admin) see it
     sa.Column("deadline_at", sa.Float, nullable=True),  # the lease never outlives this
     sa.Column("available_at", sa.Float, nullable=True),  # a released job waits (backoff) until then
-)  # fmt: skip
+)
 # In the claim's order (priority DESC, id), so the next job is the index's first entry. An index on
 # (…, priority, id) made SQLite sort every queued job of the class for each claim ("USE TEMP B-TREE
 # FOR RIGHT PART OF ORDER BY"): claims slowed linearly with the queue's depth.
@@ -52,19 +53,21 @@ sa.Index("ix_farm_jobs_finished", jobs.c.finished_at)
 LEGACY_INDEXES = ("ix_farm_jobs_claim",)  # dropped at startup: one index less to update per write
 
 agents = sa.Table(
-    "farm_agents", metadata,
+    "farm_agents",
+    metadata,
     sa.Column("id", sa.String(256), primary_key=True),
     sa.Column("device_class", sa.String(128), nullable=False),
     sa.Column("hostname", sa.String(256), nullable=False),
     sa.Column("facts", sa.Text, nullable=False),
     sa.Column("registered_at", sa.Float, nullable=False),
     sa.Column("last_heartbeat", sa.Float, nullable=False),
-)  # fmt: skip
+)
 
 # Enrolled identities: clients, agents and enrolment tokens. Only a token's sha256 is stored; a
 # revoked identity keeps its row (jobs name it) with no token.
 identities = sa.Table(
-    "farm_identities", metadata,
+    "farm_identities",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(16), nullable=False),  # client | agent | enrolment
     sa.Column("name", sa.String(128), nullable=False),
@@ -77,17 +80,18 @@ identities = sa.Table(
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("expires_at", sa.Float, nullable=True),  # enrolment tokens
     sa.UniqueConstraint("kind", "name", name="uq_farm_identities_kind_name"),
-)  # fmt: skip
+)
 
 # Who uploaded which controller blob (issue 29): a client may HEAD, and submit jobs against, only the
 # blobs it uploaded itself; to anyone else a blob does not exist (404), so nobody learns whether
 # another client uploaded a model. An upload of content that is already there adds its uploader.
 blob_owners = sa.Table(
-    "farm_blob_owners", metadata,
+    "farm_blob_owners",
+    metadata,
     sa.Column("sha256", sa.String(64), primary_key=True),
     sa.Column("client", sa.String(128), primary_key=True),
     sa.Column("uploaded_at", sa.Float, nullable=False),
-)  # fmt: skip
+)
 
 ADVISORY_LOCK_ID = 0x65636661726D  # "ecfarm": one DDL pass at a time across controller processes
 

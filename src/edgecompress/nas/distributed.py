@@ -118,16 +118,28 @@ def rdb_storage(url: str, fanout: FanoutConfig | None = None) -> Any:
         with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 5: we rely on them, tested
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=fanout.heartbeat_interval_s,
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=fanout.heartbeat_interval_s,
                 grace_period=fanout.grace_period_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(fanout.max_retry),
-            )  # fmt: skip
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    fanout.max_retry
+                ),
+            )
     except Exception as exc:
         raise ConfigError(f"NAS: cannot open optuna storage {redact(url)}: {exc}") from exc
 
 
-def _open(dataset_path: Path, search_space: Any, constraints: Constraints, config: NasConfig,
-          storage: str, study_name: str, farm_url: str | None, fanout: FanoutConfig | None):  # fmt: skip
+def _open(
+    dataset_path: Path,
+    search_space: Any,
+    constraints: Constraints,
+    config: NasConfig,
+    storage: str,
+    study_name: str,
+    farm_url: str | None,
+    fanout: FanoutConfig | None,
+):
     from edgecompress.data import load_dataset
     from edgecompress.nas.space import SearchSpace
 
@@ -176,8 +188,12 @@ def create_study(
         params = {"technique": "nas-search", "study_name": study_name, "n_trials": config.n_trials}
         with ctx.task("nas-search", params) as run_id:
             study.set_user_attr(SEARCH_RUN_ATTR, run_id)
-    log.info("NAS study %r in %s: %d trials so far", study_name, redact(storage or resolve_storage("")),
-             len(study.trials))  # fmt: skip
+    log.info(
+        "NAS study %r in %s: %d trials so far",
+        study_name,
+        redact(storage or resolve_storage("")),
+        len(study.trials),
+    )
     return study_name
 
 
@@ -258,6 +274,17 @@ def finish_study(
             "(again: the study resumes) before finishing it"
         )
     return nas_step(
-        dataset_path, output_dir, front_path, report_path, search_space, constraints, config,
-        url, study_name, farm_url, reference_model, lineage_ctx, progress=False,
-    )  # fmt: skip
+        dataset_path,
+        output_dir,
+        front_path,
+        report_path,
+        search_space,
+        constraints,
+        config,
+        url,
+        study_name,
+        farm_url,
+        reference_model,
+        lineage_ctx,
+        progress=False,
+    )

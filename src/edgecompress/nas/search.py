@@ -126,9 +126,11 @@ def search_split(dataset: Dataset, train_samples: int, holdout_samples: int) -> 
     holdout = min(holdout_samples, n // 2)
     train = min(train_samples, n - holdout)
     arrays = {
-        "x_train": dataset.arrays["x_train"][:train], "y_train": dataset.arrays["y_train"][:train],
-        "x_val": dataset.arrays["x_train"][n - holdout :], "y_val": dataset.arrays["y_train"][n - holdout :],
-    }  # fmt: skip
+        "x_train": dataset.arrays["x_train"][:train],
+        "y_train": dataset.arrays["y_train"][:train],
+        "x_val": dataset.arrays["x_train"][n - holdout :],
+        "y_val": dataset.arrays["y_train"][n - holdout :],
+    }
     for split in ("test",):
         if f"x_{split}" in dataset.arrays:
             arrays[f"x_{split}"], arrays[f"y_{split}"] = (
@@ -140,8 +142,20 @@ def search_split(dataset: Dataset, train_samples: int, holdout_samples: int) -> 
 
 def search_identity(space: SearchSpace, constraints: Constraints, config: NasConfig) -> str:
     """What must not change when a study is resumed: its results would not be comparable."""
-    fidelity = {k: getattr(config, k) for k in ("search_epochs", "train_samples", "holdout_samples", "batch_size",
-                                                "lr", "augment", "seed", "strategy", "search_bench")}  # fmt: skip
+    fidelity = {
+        k: getattr(config, k)
+        for k in (
+            "search_epochs",
+            "train_samples",
+            "holdout_samples",
+            "batch_size",
+            "lr",
+            "augment",
+            "seed",
+            "strategy",
+            "search_bench",
+        )
+    }
     blob = json.dumps([space.as_dict(), asdict(constraints), fidelity], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -284,12 +298,17 @@ def trial_record(t: Any) -> dict[str, Any]:
     else:
         state = t.state.name.lower()
     return {
-        "number": t.number, "state": state, "spec": attrs.get("spec"),
+        "number": t.number,
+        "state": state,
+        "spec": attrs.get("spec"),
         "accuracy": t.values[0] if t.values else attrs.get("last_accuracy"),
-        "p50_ms": attrs.get("p50_ms"), "params": attrs.get("params"), "macs": attrs.get("macs"),
-        "epochs": attrs.get("epochs_trained", 0), "reason": attrs.get("infeasible", ""),
+        "p50_ms": attrs.get("p50_ms"),
+        "params": attrs.get("params"),
+        "macs": attrs.get("macs"),
+        "epochs": attrs.get("epochs_trained", 0),
+        "reason": attrs.get("infeasible", ""),
         "seconds": attrs.get("seconds"),
-    }  # fmt: skip
+    }
 
 
 def open_study(storage: str, study_name: str, strategy: str, seed: int, n_trials: int, startup: int = 0):
@@ -299,9 +318,12 @@ def open_study(storage: str, study_name: str, strategy: str, seed: int, n_trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.create_study(
-            study_name=study_name, storage=storage, load_if_exists=True,
-            directions=["maximize", "minimize"], sampler=_sampler(strategy, seed, n_trials, startup),
-        )  # fmt: skip
+            study_name=study_name,
+            storage=storage,
+            load_if_exists=True,
+            directions=["maximize", "minimize"],
+            sampler=_sampler(strategy, seed, n_trials, startup),
+        )
     except Exception as exc:
         raise ConfigError(
             f"NAS: cannot open optuna storage {storage!r} (study {study_name!r}): {exc}"
@@ -347,10 +369,13 @@ def _twin(study: Any, trial: Any, key: str) -> Any:
     States = optuna.trial.TrialState
     while True:
         twins = [
-            t for t in study.get_trials(deepcopy=False, states=(States.COMPLETE, States.PRUNED, States.RUNNING))
-            if t.number < trial.number and t.user_attrs.get("spec") and "duplicate_of_spec" not in t.user_attrs
+            t
+            for t in study.get_trials(deepcopy=False, states=(States.COMPLETE, States.PRUNED, States.RUNNING))
+            if t.number < trial.number
+            and t.user_attrs.get("spec")
+            and "duplicate_of_spec" not in t.user_attrs
             and spec_key(t.user_attrs["spec"]) == key
-        ]  # fmt: skip
+        ]
         done = [t for t in twins if t.state != States.RUNNING]
         if done or not twins:
             return min(done, key=lambda t: t.number) if done else None
@@ -359,9 +384,13 @@ def _twin(study: Any, trial: Any, key: str) -> Any:
 
 
 def make_objective(
-    study: Any, dataset: Dataset, space: SearchSpace, constraints: Constraints, config: NasConfig,
+    study: Any,
+    dataset: Dataset,
+    space: SearchSpace,
+    constraints: Constraints,
+    config: NasConfig,
     meter: LatencyMeter,
-) -> Callable[[Any], tuple[float, float]]:  # fmt: skip
+) -> Callable[[Any], tuple[float, float]]:
     """The trial: suggest, answer a repeated architecture from its first trial (across workers: the
     study is the memory), check the constraints, train at low fidelity with successive halving."""
     import optuna
@@ -398,9 +427,12 @@ def make_objective(
                 raise optuna.TrialPruned(f"successive halving at epoch {epoch}: accuracy {accuracy:.4f}")
 
         train_cfg = TrainConfig(
-            epochs=config.search_epochs, batch_size=config.batch_size, lr=config.lr,
-            augment=config.augment, seed=config.seed,
-        )  # fmt: skip
+            epochs=config.search_epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            augment=config.augment,
+            seed=config.seed,
+        )
         try:
             history = fit(
                 model, low, train_cfg, description=f"trial {trial.number}", progress=False, on_epoch_end=rung
@@ -413,9 +445,13 @@ def make_objective(
 
 
 def _check_constraints(
-    trial: Any, spec: dict[str, Any], dataset: Dataset, constraints: Constraints, meter: LatencyMeter,
+    trial: Any,
+    spec: dict[str, Any],
+    dataset: Dataset,
+    constraints: Constraints,
+    meter: LatencyMeter,
     config: NasConfig,
-) -> float:  # fmt: skip
+) -> float:
     """Parameters, MACs and the measured p50 of a candidate (as trial attributes); its p50, or
     Infeasible where it breaks a limit."""
     cost = candidate_cost(spec, dataset.input_shape, dataset.num_classes)
@@ -499,9 +535,13 @@ def optimize_until(
             ran.append(frozen.number)
             record = trial_record(frozen)
             log.info(
-                "trial %d %s: accuracy %s, p50 %s ms %s", record["number"], record["state"],
-                _fmt(record["accuracy"]), _fmt(record["p50_ms"]), record["reason"],
-            )  # fmt: skip
+                "trial %d %s: accuracy %s, p50 %s ms %s",
+                record["number"],
+                record["state"],
+                _fmt(record["accuracy"]),
+                _fmt(record["p50_ms"]),
+                record["reason"],
+            )
             if on_trial:
                 on_trial(record)
 
@@ -533,9 +573,12 @@ def retrain(
     """The pick at full fidelity: the whole training split, `final_epochs`, the same recipe."""
     model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
     cfg = TrainConfig(
-        epochs=config.final_epochs, batch_size=config.batch_size, lr=config.lr, augment=config.augment,
+        epochs=config.final_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        augment=config.augment,
         seed=config.seed,
-    )  # fmt: skip
+    )
     history = fit(model, dataset, cfg, description="retrain NAS pick", progress=progress)
     return model, history
 
@@ -545,9 +588,12 @@ def low_fidelity_accuracy(spec: dict[str, Any], dataset: Dataset, config: NasCon
     low = search_split(dataset, config.train_samples, config.holdout_samples)
     model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
     cfg = TrainConfig(
-        epochs=config.search_epochs, batch_size=config.batch_size, lr=config.lr, augment=config.augment,
+        epochs=config.search_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        augment=config.augment,
         seed=config.seed,
-    )  # fmt: skip
+    )
     return fit(model, low, cfg, description="reference (low fidelity)", progress=False).final_val_accuracy
 
 

@@ -265,14 +265,27 @@ def nas_step(
             "train_config": {"epochs": config.final_epochs, **{k: getattr(config, k) for k in RETRAIN_KEYS}},
         }
         summary = _summary(
-            state["study"], storage, constraints, config, space, meter, (trials, front, pick, final), reference,
-            search_seconds, trial_runs.run_ids if trial_runs else {},
-        )  # fmt: skip
+            state["study"],
+            storage,
+            constraints,
+            config,
+            space,
+            meter,
+            (trials, front, pick, final),
+            reference,
+            search_seconds,
+            trial_runs.run_ids if trial_runs else {},
+        )
         trial_run = summary["trial_run_ids"].get(pick["number"], "")
         finish = functools.partial(
-            _finish, summary=summary, meter=meter, config=config, front_path=front_path,
-            report_path=report_path, tracked=bool(inputs.run_id),
-        )  # fmt: skip
+            _finish,
+            summary=summary,
+            meter=meter,
+            config=config,
+            front_path=front_path,
+            report_path=report_path,
+            tracked=bool(inputs.run_id),
+        )
 
         return Child(
             model,

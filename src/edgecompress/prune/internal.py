@@ -21,9 +21,17 @@ from edgecompress.errors import ConfigError
 from edgecompress.prune.importance import make_importance
 
 ELEMENTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
-    nn.Identity, nn.Dropout,
-)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Identity,
+    nn.Dropout,
+)
 
 
 @dataclass
@@ -94,8 +102,10 @@ class InternalWidthPruner:
 
     def __init__(self, sandwiches: list[Sandwich], ratio: float, steps: int, importance: str, why: str):
         if not sandwiches:
-            raise ConfigError(f"{why}; and the model has no pointwise → depthwise → convolution block "
-                              "whose middle width could be pruned without it")  # fmt: skip
+            raise ConfigError(
+                f"{why}; and the model has no pointwise → depthwise → convolution block "
+                "whose middle width could be pruned without it"
+            )
         self.sandwiches, self.ratio, self.steps = sandwiches, ratio, steps
         self.importance = make_importance(importance)
         self.done, self.layouts, self.probe = 0, [], None

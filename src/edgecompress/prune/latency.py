@@ -149,9 +149,14 @@ def latency_table(model, input_shape, num_classes, config, meter=None) -> tuple[
     folder = Path(config.latency_cache) if config.latency_cache else default_cache_dir()
     fingerprint = model_fingerprint(model, input_shape)
     path = folder / f"{config.device_class}-{fingerprint[:24]}.json"
-    wanted = {"fingerprint": fingerprint, "device_class": config.device_class,
-              "points": sorted({float(k) for k in config.latency_points if k >= 1.0 - config.max_ratio - 1e-9}, reverse=True),
-              "keep_layers": list(config.keep_layers)}  # fmt: skip
+    wanted = {
+        "fingerprint": fingerprint,
+        "device_class": config.device_class,
+        "points": sorted(
+            {float(k) for k in config.latency_points if k >= 1.0 - config.max_ratio - 1e-9}, reverse=True
+        ),
+        "keep_layers": list(config.keep_layers),
+    }
     hit = False
     table = None
     if path.exists():
@@ -169,7 +174,9 @@ def latency_table(model, input_shape, num_classes, config, meter=None) -> tuple[
     return table, path, hit
 
 
-def layer_importance(model: nn.Module, input_shape: Sequence[int], layers: Sequence[str], importance: str) -> dict[str, list[float]]:  # fmt: skip
+def layer_importance(
+    model: nn.Module, input_shape: Sequence[int], layers: Sequence[str], importance: str
+) -> dict[str, list[float]]:
     """Per output channel of each layer: its group's importance (Torch-Pruning, the config's criterion;
     L2 for Taylor, which needs gradients)."""
     import torch_pruning as tp
@@ -179,8 +186,10 @@ def layer_importance(model: nn.Module, input_shape: Sequence[int], layers: Seque
 
     model = copy.deepcopy(model).eval()
     graph = tp.DependencyGraph().build_dependency(
-        model, example_inputs=torch.zeros(1, *input_shape), unwrapped_parameters=list(unwrapped_parameters(model).items())
-    )  # fmt: skip
+        model,
+        example_inputs=torch.zeros(1, *input_shape),
+        unwrapped_parameters=list(unwrapped_parameters(model).items()),
+    )
     criterion = _importance("l2" if importance == "taylor" else importance)
     modules = dict(model.named_modules())
     out = {}
@@ -234,8 +243,16 @@ def allocate(table: dict[str, Any], importance: dict[str, list[float]], target_m
             )
         score, name, j, gain, lost = best
         state[name] = j
-        moves.append({"layer": name, "keep": table["layers"][name]["points"][j]["keep"], "saved_ms": gain,
-                      "importance_lost": lost, "ms_per_importance": score, "predicted_ms": predicted()})  # fmt: skip
+        moves.append(
+            {
+                "layer": name,
+                "keep": table["layers"][name]["points"][j]["keep"],
+                "saved_ms": gain,
+                "importance_lost": lost,
+                "ms_per_importance": score,
+                "predicted_ms": predicted(),
+            }
+        )
     keep = {name: table["layers"][name]["points"][i]["keep"] for name, i in state.items()}
     return {
         "target_ms": target_ms,
@@ -262,9 +279,14 @@ def latency_aware_config(model: nn.Module, input_shape, num_classes: int, config
         )
     others = [n for n in prunable_layers(model, num_classes) if n not in alloc["layer_ratios"]]
     run = replace(
-        config, layer_ratios={**alloc["layer_ratios"]}, keep_layers=tuple(config.keep_layers) + tuple(others),
-        target_latency_ms=0.0, latency_ratio=0.0, global_pruning=False, ratio=max(alloc["layer_ratios"].values()),
-    )  # fmt: skip
+        config,
+        layer_ratios={**alloc["layer_ratios"]},
+        keep_layers=tuple(config.keep_layers) + tuple(others),
+        target_latency_ms=0.0,
+        latency_ratio=0.0,
+        global_pruning=False,
+        ratio=max(alloc["layer_ratios"].values()),
+    )
     section = {"table": table, "table_file": str(path), "cache_hit": hit, "allocation": alloc}
     return run, section
 
@@ -274,10 +296,23 @@ def latency_section_html(section: dict[str, Any]) -> str:
     from edgecompress.reports import html_table
 
     table, alloc = section["table"], section["allocation"]
-    rows = [[name, p["keep"], p["channels"], p["p50_ms"], layer["points"][0]["p50_ms"] - p["p50_ms"]]
-            for name, layer in table["layers"].items() for p in layer["points"]]  # fmt: skip
-    moves = [[i + 1, m["layer"], m["keep"], m["saved_ms"], m["importance_lost"], m["ms_per_importance"],
-              m["predicted_ms"]] for i, m in enumerate(alloc["moves"])]  # fmt: skip
+    rows = [
+        [name, p["keep"], p["channels"], p["p50_ms"], layer["points"][0]["p50_ms"] - p["p50_ms"]]
+        for name, layer in table["layers"].items()
+        for p in layer["points"]
+    ]
+    moves = [
+        [
+            i + 1,
+            m["layer"],
+            m["keep"],
+            m["saved_ms"],
+            m["importance_lost"],
+            m["ms_per_importance"],
+            m["predicted_ms"],
+        ]
+        for i, m in enumerate(alloc["moves"])
+    ]
     where = "cache" if section["cache_hit"] else "measured now"
     return (
         f"<p>Device class {table['device_class']} (emulated); table {where} ({section['table_file']}): "

@@ -482,9 +482,12 @@ def prune_structured(
             ) from shuffle
         keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
         pruner = InternalWidthPruner(
-            find_sandwiches(model, keep), ratio, config.steps, config.importance,
+            find_sandwiches(model, keep),
+            ratio,
+            config.steps,
+            config.importance,
             f"torch-pruning cannot trace {type(model).__name__} (a channel shuffle regroups the channel axis)",
-        )  # fmt: skip
+        )
         log.warning("%s", pruner.note)
     elif config.budget_metric:
         # the safety probe runs once: the budget search and the schedule prune the same model and config

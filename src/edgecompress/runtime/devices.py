@@ -71,9 +71,13 @@ def _check(name: str, raw: Any, where: str) -> DeviceProfile:
         )
     known = {*REQUIRED, "providers", "stands_in_for", "qemu_cpu"}
     return DeviceProfile(
-        name=name, **{k: raw[k] for k in REQUIRED}, providers=tuple(raw.get("providers") or ("CPUExecutionProvider",)),
-        stands_in_for=raw.get("stands_in_for", ""), qemu_cpu=str(raw.get("qemu_cpu", "")), extra={k: v for k, v in raw.items() if k not in known},
-    )  # fmt: skip
+        name=name,
+        **{k: raw[k] for k in REQUIRED},
+        providers=tuple(raw.get("providers") or ("CPUExecutionProvider",)),
+        stands_in_for=raw.get("stands_in_for", ""),
+        qemu_cpu=str(raw.get("qemu_cpu", "")),
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
 
 
 def _read(text: str, where: str) -> dict[str, DeviceProfile]:
@@ -185,7 +189,7 @@ def emulated_classes() -> dict[str, DeviceClass]:
             description=p.description,
             providers=list(p.providers),
             cores=p.cores,
-        )  # fmt: skip
+        )
         for p in profiles().values()
         if p.emulated is True
     }

@@ -42,10 +42,15 @@ def benchmark_locally(
         start_method=start_method,
         cancel=cancel,
     )
-    result.update({
-        "device_class": cls.name, "emulated": cls.emulated, "device_description": cls.description,
-        "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()}, "backend": "local",
-    })  # fmt: skip
+    result.update(
+        {
+            "device_class": cls.name,
+            "emulated": cls.emulated,
+            "device_description": cls.description,
+            "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()},
+            "backend": "local",
+        }
+    )
     return result
 
 

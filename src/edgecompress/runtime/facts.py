@@ -131,9 +131,11 @@ def cpu_features() -> dict[str, Any]:
 # /proc/cpuinfo of the Arm CPUs QEMU emulates for the *-qemu classes (MIDR part, Linux feature names).
 _QEMU_ARM_CPUS = {
     "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid"),
-    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
-                            "lrcpc dcpop asimddp"),
-}  # fmt: skip
+    "cortex-a76": (
+        "0xd0b",
+        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
+    ),
+}
 
 
 def emulated_cpuinfo(qemu_cpu: str, cpus: int | None = None) -> str:

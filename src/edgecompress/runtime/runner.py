@@ -42,9 +42,13 @@ MAX_SAMPLES_KEPT = 20_000
 # Bounds of every setting: the one definition, checked wherever settings arrive (controller → 422,
 # agent, local runs). Beyond them a benchmark is not a measurement but a way to hurt the device.
 INT_BOUNDS = {
-    "threads": (1, 256), "batch_size": (1, 4096), "warmup_runs": (0, 100_000), "min_runs": (1, 10_000_000),
-    "max_runs": (1, 10**9), "seed": (0, 2**32 - 1),
-}  # fmt: skip
+    "threads": (1, 256),
+    "batch_size": (1, 4096),
+    "warmup_runs": (0, 100_000),
+    "min_runs": (1, 10_000_000),
+    "max_runs": (1, 10**9),
+    "seed": (0, 2**32 - 1),
+}
 FLOAT_BOUNDS = {"min_duration_s": (0.0, 3600.0)}
 GRAPH_OPTIMIZATIONS = ("all", "extended", "basic", "disabled")
 PROVIDER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,47}ExecutionProvider$")
@@ -125,10 +129,14 @@ def _percentile(sorted_ms: list[float], q: float) -> float:
 def summarize(samples_ms: list[float]) -> dict[str, float]:
     s = sorted(samples_ms)
     return {
-        "p50": _percentile(s, 50), "p90": _percentile(s, 90), "p99": _percentile(s, 99),
-        "mean": statistics.fmean(s), "stdev": statistics.stdev(s) if len(s) > 1 else 0.0,
-        "min": s[0], "max": s[-1],
-    }  # fmt: skip
+        "p50": _percentile(s, 50),
+        "p90": _percentile(s, 90),
+        "p99": _percentile(s, 99),
+        "mean": statistics.fmean(s),
+        "stdev": statistics.stdev(s) if len(s) > 1 else 0.0,
+        "min": s[0],
+        "max": s[-1],
+    }
 
 
 def _ort_input(session: Any, batch_size: int, seed: int) -> dict[str, np.ndarray]:
@@ -169,9 +177,11 @@ def benchmark(model_path: Path, settings: BenchmarkSettings) -> dict[str, Any]:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    }[settings.graph_optimization]  # fmt: skip
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[settings.graph_optimization]
     opts.log_severity_level = 3
     thermal_before = device_facts.thermal_state()
     rss_before = device_facts.current_rss_bytes()
