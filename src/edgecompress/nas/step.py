@@ -119,6 +119,7 @@ class _TrialRuns:
         self.run_ids[record["number"]] = run.info.run_id
 
 
+PICK_KEYS = ("number", "accuracy", "p50_ms")  # what the log says of the pick
 RETRAIN_KEYS = ("batch_size", "lr", "augment", "seed")  # the pick's retraining, as model.json records it
 
 
@@ -247,17 +248,9 @@ def nas_step(
         trials, front, pick = summarize(study, meter, constraints, config)
         reference = _measure_reference(ref, meter, config) if ref is not None else None
         search_seconds = time.monotonic() - started
-        log.info(
-            "NAS pick: trial %d, search accuracy %.4f, p50 %.3f ms",
-            pick["number"],
-            pick["accuracy"],
-            pick["p50_ms"],
-        )
+        log.info("NAS pick: trial %d, search accuracy %.4f, p50 %.3f ms", *(pick[k] for k in PICK_KEYS))
         model, history = retrain(pick["spec"], dataset, config, progress=progress)
-        final = {
-            "val_accuracy": accuracy_on(model, dataset, "val"),
-            "test_accuracy": accuracy_on(model, dataset, "test"),
-        }
+        final = {f"{split}_accuracy": accuracy_on(model, dataset, split) for split in ("val", "test")}
         info = {
             **dataset_model_info(dataset),
             "spec": pick["spec"],
@@ -277,16 +270,8 @@ def nas_step(
             trial_runs.run_ids if trial_runs else {},
         )
         trial_run = summary["trial_run_ids"].get(pick["number"], "")
-        finish = functools.partial(
-            _finish,
-            summary=summary,
-            meter=meter,
-            config=config,
-            front_path=front_path,
-            report_path=report_path,
-            tracked=bool(inputs.run_id),
-        )
-
+        outputs = {"front_path": front_path, "report_path": report_path, "tracked": bool(inputs.run_id)}
+        finish = functools.partial(_finish, summary=summary, meter=meter, config=config, **outputs)
         return Child(
             model,
             info,
