@@ -61,6 +61,15 @@ def skip_or_fail_in_ci(reason: str) -> None:
 
 # A small CNN that trains on digits in a few seconds.
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [16, 32], "depths": [1, 1]}}
+# `edgecompress run` options for a quick end-to-end run: short benchmarks on one emulated class
+FAST_RUN_ARGS = (
+    "--param",
+    "bench_min_runs=30",
+    "--param",
+    "bench_min_duration_s=0.1",
+    "--device-classes",
+    "rpi4-emulated",
+)
 
 
 def train_model(dataset: Path, out: Path, config, ctx=None, spec: dict | None = None):
