@@ -45,7 +45,9 @@ def production_model(mlflow_server, digits_artifact, tmp_path, monkeypatch):  # 
     import mlflow
 
     mlflow.set_tracking_uri(mlflow_server.uri)
-    info = train_model(digits_artifact, tmp_path / "model", TrainConfig(epochs=1, batch_size=64), Lineage()).info
+    info = train_model(
+        digits_artifact, tmp_path / "model", TrainConfig(epochs=1, batch_size=64), Lineage()
+    ).info
     lineage.register(info["mlflow_model_id"], "fashion-mnist-cnn", ["rpi4-production"])
     d = load_digits(seed=7)
     batch = tmp_path / "latest.npz"
