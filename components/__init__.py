@@ -14,12 +14,14 @@ FOLDER = Path(__file__).resolve().parent
 MODEL_METADATA = ("technique", "params", "onnx_bytes", "onnx_sha256", "dataset_sha256")
 
 
-def stamp_model(artifact, info: dict, **extra) -> None:
-    """Stamp a KFP Model artifact's metadata from a step's model info (model.json), plus `extra`."""
+def stamp_model(artifact, result, **extra) -> None:
+    """Stamp a KFP Model artifact's metadata from a step's `StepResult` (its model.json and, for a
+    prune, the child's ONNX stats), plus `extra`."""
+    info = result.info
     artifact.metadata.update({k: info[k] for k in MODEL_METADATA if info.get(k) is not None})
     artifact.metadata["mlflow_model_id"] = info.get("mlflow_model_id") or ""
     artifact.metadata["parent_model_id"] = info.get("parent_model_id") or ""
-    stats = (info.get("stats") or {}).get("child") or {}
+    stats = (result.extra.get("stats") or {}).get("child") or {}
     artifact.metadata.update({k: stats[k] for k in ("macs", "gzip_bytes", "sparsity") if k in stats})
     artifact.metadata.update(extra)
 

@@ -61,6 +61,24 @@ def skip_or_fail_in_ci(reason: str) -> None:
 
 # A small CNN that trains on digits in a few seconds.
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [16, 32], "depths": [1, 1]}}
+# `edgecompress run` options for a quick end-to-end run: short benchmarks on one emulated class
+FAST_RUN_ARGS = (
+    "--param",
+    "bench_min_runs=30",
+    "--param",
+    "bench_min_duration_s=0.1",
+    "--device-classes",
+    "rpi4-emulated",
+)
+
+
+def train_model(dataset: Path, out: Path, config, ctx=None, spec: dict | None = None):
+    """Train `spec` (default SMALL_CNN) on `dataset` into the Model artifact `out`, quietly; MLflow
+    only where `ctx` (a step.Lineage) tracks. Returns train_step's result."""
+    from edgecompress.step import Lineage
+    from edgecompress.train import train_step
+
+    return train_step(dataset, spec or SMALL_CNN, out, config, ctx or Lineage(enabled=False), progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -75,18 +93,10 @@ def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path) -> Path:
     """A Model artifact directory (ONNX + torch module), trained without MLflow."""
-    from edgecompress.step import Lineage
-    from edgecompress.train import TrainConfig, train_step
+    from edgecompress.train import TrainConfig
 
     out = tmp_path_factory.mktemp("models") / "cnn"
-    train_step(
-        digits_artifact,
-        SMALL_CNN,
-        out,
-        TrainConfig(epochs=6, batch_size=64, lr=1e-2),
-        Lineage(enabled=False),
-        progress=False,
-    )
+    train_model(digits_artifact, out, TrainConfig(epochs=6, batch_size=64, lr=1e-2))
     return out
 
 

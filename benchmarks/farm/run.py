@@ -136,6 +136,16 @@ def fidelity(farm: Any, models: dict[str, Path], settings: dict[str, Any], reps:
     return rows
 
 
+def _timed_job(client: Any, ref: dict[str, Any], settings: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """Submit one rpi4-emulated job and wait for it: (the finished job, submit-to-done ms)."""
+    t0 = time.perf_counter()
+    job = client.submit(ref, "rpi4-emulated", settings, timeout_s=120)
+    done = client.wait([job["id"]], 120)[job["id"]]
+    e2e_ms = (time.perf_counter() - t0) * 1e3
+    assert done["state"] == "done", done["error"]
+    return done, e2e_ms
+
+
 def overhead(farm: Any, model: Path, jobs: int) -> dict[str, Any]:
     from edgecompress.farm.client import FarmClient
 
@@ -144,11 +154,7 @@ def overhead(farm: Any, model: Path, jobs: int) -> dict[str, Any]:
     settings = {"min_runs": 20, "warmup_runs": 5, "min_duration_s": 0.0}
     strict, beyond_child = [], []
     for _ in range(jobs):
-        t0 = time.perf_counter()
-        job = client.submit(ref, "rpi4-emulated", settings, timeout_s=120)
-        done = client.wait([job["id"]], 120)[job["id"]]
-        e2e_ms = (time.perf_counter() - t0) * 1e3
-        assert done["state"] == "done", done["error"]
+        done, e2e_ms = _timed_job(client, ref, settings)
         r = done["result"]
         strict.append(e2e_ms - (r["load_ms"] + r["duration_s"] * 1e3))
         beyond_child.append(e2e_ms - r["farm_timing"]["benchmark_wall_ms"])
@@ -314,11 +320,7 @@ def store_overhead(farm: BenchFarm, model: Path, jobs: int) -> dict[str, Any]:
     client.wait([warm["id"]], 120)  # forkserver (ONNX Runtime preload): not counted, as in a running farm
     strict = []
     for _ in range(jobs):
-        t0 = time.perf_counter()
-        job = client.submit(ref, "rpi4-emulated", settings, timeout_s=120)
-        done = client.wait([job["id"]], 120)[job["id"]]
-        e2e_ms = (time.perf_counter() - t0) * 1e3
-        assert done["state"] == "done", done["error"]
+        done, e2e_ms = _timed_job(client, ref, settings)
         strict.append(e2e_ms - (done["result"]["load_ms"] + done["result"]["duration_s"] * 1e3))
     return {"overhead_p50_ms": statistics.median(strict), "overhead_p90_ms": statistics.quantiles(strict, n=10)[-1],
             "jobs": jobs}  # fmt: skip

@@ -24,7 +24,7 @@ def run(model, dataset, tuned_model, results, report, metrics, **settings) -> bo
         report.path,
         lineage_ctx=build(Lineage, settings),
     )
-    result = out["autotune_result"]
+    result = out.extra["autotune_result"]
     stamp_model(tuned_model, out, autotune_passed=result["passed"], autotune_pick=result["pick"])
     results.metadata["passed"] = result["passed"]
     metrics.log_metric("trials", len(result["trials"]))

@@ -16,7 +16,7 @@ SURFACES = (
 
 def run(teacher, dataset, distilled_model, report, student=None, **settings) -> None:
     options = build(DistillStepOptions, settings)
-    info = distill_step(
+    result = distill_step(
         teacher.path,
         dataset.path,
         student.path if student is not None else options.student_spec,
@@ -27,7 +27,8 @@ def run(teacher, dataset, distilled_model, report, student=None, **settings) -> 
         build(Lineage, settings),
         progress=False,
     )
-    stamp_model(distilled_model, info, teacher_model_id=info.get("teacher_model_id") or "")
+    info = result.info
+    stamp_model(distilled_model, result, teacher_model_id=info.get("teacher_model_id") or "")
     distilled_model.metadata["val_accuracy"] = info["distill"]["comparison"]["student, distilled"][
         "val_accuracy"
     ]

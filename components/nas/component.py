@@ -10,11 +10,11 @@ from edgecompress.step import Lineage
 SURFACES = (NasStepOptions, NasConfig, Constraints, Lineage)
 
 
-def record_outputs(info, constraints, searched_model, pareto_front, metrics) -> None:
-    """The NAS step's result on its KFP artifacts (also the fan-out's finish task)."""
-    summary = info["nas_summary"]
+def record_outputs(result, constraints, searched_model, pareto_front, metrics) -> None:
+    """The NAS step's `StepResult` on its KFP artifacts (also the fan-out's finish task)."""
+    summary = result.extra["nas_summary"]
     final = summary["pick"]["final"]
-    stamp_model(searched_model, info, val_accuracy=final["val_accuracy"])
+    stamp_model(searched_model, result, val_accuracy=final["val_accuracy"])
     searched_model.metadata[f"{constraints.device_class}_p50_ms"] = final["p50_ms"]
     pareto_front.metadata["front_size"] = len(summary["front"])
     metrics.log_metric("val_accuracy", final["val_accuracy"])
@@ -28,12 +28,12 @@ def record_outputs(info, constraints, searched_model, pareto_front, metrics) -> 
 
 def run(dataset, searched_model, pareto_front, metrics, report, reference_model=None, **settings) -> None:
     options, constraints = build(NasStepOptions, settings), build(Constraints, settings)
-    info = nas_step(
+    result = nas_step(
         dataset.path, searched_model.path, pareto_front.path, report.path, options.search_space, constraints,
         build(NasConfig, settings), options.storage, options.study_name, options.farm_url,
         reference_model.path if reference_model is not None else None, build(Lineage, settings), progress=False,
     )  # fmt: skip
-    record_outputs(info, constraints, searched_model, pareto_front, metrics)
+    record_outputs(result, constraints, searched_model, pareto_front, metrics)
 
 
 nas = technique_component(

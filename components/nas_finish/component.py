@@ -13,13 +13,13 @@ def run(
     worker_trials, dataset, searched_model, pareto_front, metrics, report, reference_model=None, **settings
 ):
     options, constraints = build(NasStepOptions, settings), build(Constraints, settings)
-    info = finish_study(
+    result = finish_study(
         options.storage, options.study_name, dataset.path, searched_model.path, pareto_front.path, report.path,
         options.search_space, constraints, build(NasConfig, settings), options.farm_url,
         reference_model.path if reference_model is not None else None, build(Lineage, settings),
         build(FanoutConfig, settings),
     )  # fmt: skip
-    record_outputs(info, constraints, searched_model, pareto_front, metrics)
+    record_outputs(result, constraints, searched_model, pareto_front, metrics)
     pareto_front.metadata["worker_trials"] = list(worker_trials)
 
 

@@ -15,17 +15,16 @@ SURFACES = (
 
 
 def run(model, dataset, pruned_model, report, **settings) -> None:
-    config = build(PruneConfig, settings)
-    info = prune_step(
+    result = prune_step(
         model.path,
         dataset.path,
         pruned_model.path,
-        **config.step_arguments(),
+        build(PruneConfig, settings),
         report_path=report.path,
         lineage_ctx=build(Lineage, settings),
         progress=False,
     )
-    stamp_model(pruned_model, info)
+    stamp_model(pruned_model, result)
 
 
 prune = technique_component(

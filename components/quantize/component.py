@@ -15,7 +15,7 @@ def run(model, dataset, quantized_model, check, **settings) -> None:
     from edgecompress.params import build
     from edgecompress.quantize import quantize_step
 
-    info = quantize_step(
+    result = quantize_step(
         model.path,
         dataset.path,
         quantized_model.path,
@@ -23,7 +23,8 @@ def run(model, dataset, quantized_model, check, **settings) -> None:
         build(Lineage, settings),
         build(Measurement, settings),
     )
-    stamp_model(quantized_model, info, top1_agreement=info["parent_agreement"]["top1_agreement"])
+    info = result.info
+    stamp_model(quantized_model, result, top1_agreement=info["parent_agreement"]["top1_agreement"])
     for key, value in info["parent_agreement"].items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             check.log_metric(key, value)

@@ -17,10 +17,10 @@ SURFACES = (
 
 def run(dataset, model, **settings) -> None:
     spec = build(ModelChoice, settings).model_spec
-    info = train_step(
+    result = train_step(
         dataset.path, spec, model.path, build(TrainConfig, settings), build(Lineage, settings), progress=False
     )
-    stamp_model(model, info)
+    stamp_model(model, result)
 
 
 train = technique_component(

@@ -40,7 +40,7 @@ from torch import nn
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, ModelError
 from edgecompress.params import Codec
-from edgecompress.step import write_report
+from edgecompress.step import StepResult, write_report
 from edgecompress.train import LossFn, TrainConfig, TrainHistory, fit, training_device
 
 log = logging.getLogger(__name__)
@@ -470,32 +470,33 @@ def distill_step(
     report_path=None,
     lineage_ctx=None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Distil `teacher_dir` into `student`. The child's parent (lineage) is the student artifact when
-    one is given (prune → distill), else the teacher. With `compare_scratch`, the same student is also
-    trained on hard labels only, same config, and the report shows teacher, scratch and distilled."""
+) -> StepResult:
+    """Distil `teacher_dir` into `student` (through `edgecompress.step.run_step`, parents `student`
+    and `teacher`). The child's parent (lineage) is the student artifact when one is given (prune →
+    distill), else the teacher. With `compare_scratch`, the same student is also trained on hard
+    labels only, same config, and the report shows teacher, scratch and distilled."""
     from pathlib import Path
 
-    from edgecompress.data import load_dataset
     from edgecompress.evaluate import model_stats, module_params
-    from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
+    from edgecompress.step import Child, Parent, StepInputs, inherited_info, run_step
     from edgecompress.train import accuracy
 
-    ctx = lineage_ctx or Lineage()
-    config.validate()
-    dataset = load_dataset(Path(dataset_path))
-    teacher_pkg, teacher = load_parent(Path(teacher_dir), dataset, "teacher")
-    student_module, student_pkg, spec = load_student(student, dataset, config.train.seed)
-    check_compatible(teacher, student_module, dataset.input_shape, dataset.num_classes)
-    ctx.check()
-    parent_id = (student_pkg or teacher_pkg).info.get("mlflow_model_id")
-    params = {
-        "technique": "distill",
-        "student": str(student),
-        "teacher_model_id": teacher_pkg.info.get("mlflow_model_id") or "",
-        **{f"distill.{k}": v for k, v in config.as_params().items()},
-    }
-    with ctx.task("distill", params):
+    student_dir = Path(student) if Path(student).is_dir() else None
+    built: dict[str, Any] = {}
+
+    def prepare(inputs: StepInputs) -> dict[str, Any]:
+        dataset, teacher_pkg = inputs.dataset, inputs.packages["teacher"]
+        if student_dir is not None:
+            built["module"] = inputs.modules["student"]
+            built["spec"] = inputs.packages["student"].info.get("spec")
+        else:  # a zoo/user spec: a fresh model, initialised from the training seed
+            built["module"], _, built["spec"] = load_student(student, dataset, config.train.seed)
+        check_compatible(inputs.modules["teacher"], built["module"], dataset.input_shape, dataset.num_classes)
+        return {"student": str(student), "teacher_model_id": teacher_pkg.info.get("mlflow_model_id") or ""}
+
+    def make(inputs: StepInputs) -> Child:
+        dataset, teacher, teacher_pkg = inputs.dataset, inputs.modules["teacher"], inputs.packages["teacher"]
+        student_module = built["module"]
         child, history, details = distill(teacher, student_module, dataset, config, progress)
         x_test, y_test = dataset.split("test")
         x_val, y_val = dataset.split("val")
@@ -513,28 +514,20 @@ def distill_step(
             }
             for name, m in rows.items()
         }
+        summary = {
+            "config": config.as_params(),
+            "history": history.as_dict(),
+            "loss": {k: v for k, v in details.items() if k != "sparsity"},
+            "sparsity": details["sparsity"],
+            "comparison": comparison,
+            "student_source": str(student),
+        }
         info = {
             **inherited_info(teacher_pkg.info),
-            "spec": spec,
-            "technique": "distill",
-            "parent_model_id": parent_id,
+            "spec": built["spec"],
             "teacher_model_id": teacher_pkg.info.get("mlflow_model_id"),
-            "distill": {
-                "config": config.as_params(),
-                "history": history.as_dict(),
-                "loss": {k: v for k, v in details.items() if k != "sparsity"},
-                "sparsity": details["sparsity"],
-                "comparison": comparison,
-                "student_source": str(student),
-            },
+            "distill": summary,
         }
-        package = save_torch_child(child, dataset, Path(output_dir), info)
-        if report_path is not None:
-            stats = {
-                "teacher": model_stats(teacher_pkg.onnx_path).as_dict(),
-                "student": model_stats(package.onnx_path).as_dict(),
-            }
-            write_report(report_path, distill_report(info["distill"], stats))
         metrics = {
             "weight_sparsity": details["sparsity"]["after"]["sparsity"],
             "val_accuracy": comparison["student, distilled"]["val_accuracy"],
@@ -542,8 +535,30 @@ def distill_step(
         }
         if compare_scratch:
             metrics["scratch_val_accuracy"] = comparison["student, hard labels only"]["val_accuracy"]
-        log_child(package, f"{dataset.name}-distilled", "distill", dataset, params, metrics, ctx)
-    return package.info
+
+        def finish(package, made: Child) -> None:
+            if report_path is not None:
+                stats = {
+                    "teacher": model_stats(teacher_pkg.onnx_path).as_dict(),
+                    "student": model_stats(package.onnx_path).as_dict(),
+                }
+                write_report(report_path, distill_report(summary, stats))
+
+        return Child(child, info, metrics, name=f"{dataset.name}-distilled", finish=finish)
+
+    return run_step(
+        "distill",
+        config,
+        dataset_path,
+        output_dir,
+        make,
+        parents={
+            "student": Parent(student_dir, role="student"),
+            "teacher": Parent(teacher_dir, role="teacher"),
+        },
+        lineage_ctx=lineage_ctx,
+        prepare=prepare,
+    )
 
 
 def distill_report(d: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:

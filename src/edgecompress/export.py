@@ -200,9 +200,13 @@ class ModelPackage:
 
     def record_model_id(self, model_id: str) -> None:
         """Write the MLflow model id into model.json (after logging: the id names this package)."""
+        self.update_info({"mlflow_model_id": model_id})
+
+    def update_info(self, changes: dict[str, Any]) -> None:
+        """Add `changes` to model.json (atomically), e.g. what was measured on the saved ONNX."""
         from edgecompress.io import write_text
 
-        self.info["mlflow_model_id"] = model_id
+        self.info.update(changes)
         write_text(self.directory / INFO_FILE, json.dumps(self.info, indent=2, sort_keys=True))
 
 

@@ -240,26 +240,23 @@ def end_local_pipeline_runs(local_run: str, status: str) -> int:
     """End (FINISHED or FAILED) the parent runs still RUNNING that tasks of the local pipeline run
     `local_run` created: nothing else ends them, since one task ending must not end its pipeline's
     parent. Returns how many were ended."""
-    mlflow = _mlflow()
-    found = mlflow.search_runs(
-        search_all_experiments=True,
-        filter_string=f"tags.`{TAG}local_run` = '{local_run}' and attributes.status = 'RUNNING'",
-        output_format="list",
-    )
-    client = mlflow.MlflowClient()
-    for run in found:
-        client.set_terminated(run.info.run_id, status=status)
-    return len(found)
+    return _end_running(f"tags.`{TAG}local_run` = '{local_run}'", status)
 
 
 def end_pipeline_run(pipeline_run_id: str, status: str) -> int:
     """End (FINISHED or FAILED) the parent run of `pipeline_run_id` if it is still RUNNING (a
     cluster pipeline's exit handler). Returns how many runs were ended."""
+    return _end_running(
+        f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}' and tags.`{TAG}role` = 'pipeline-run'", status
+    )
+
+
+def _end_running(filter_string: str, status: str) -> int:
+    """End (`status`) every run matching `filter_string` that is still RUNNING; returns how many."""
     mlflow = _mlflow()
     found = mlflow.search_runs(
         search_all_experiments=True,
-        filter_string=f"tags.`{TAG}pipeline_run_id` = '{pipeline_run_id}' and tags.`{TAG}role` = 'pipeline-run' "
-        "and attributes.status = 'RUNNING'",
+        filter_string=f"{filter_string} and attributes.status = 'RUNNING'",
         output_format="list",
     )
     client = mlflow.MlflowClient()
@@ -318,6 +315,21 @@ def log_report(path: Path) -> None:
     with_retries(
         f"logging the report {path.name}", lambda: mlflow.log_artifact(str(path), artifact_path="reports")
     )
+
+
+def log_task_outputs(artifact_path: str, files: dict[str, str | bytes], metrics: dict[str, float]) -> None:
+    """Files (name -> content, under `artifact_path`) and metrics on the active task run, e.g. a
+    search's Pareto front and its trial counts."""
+    import tempfile
+
+    mlflow = _mlflow()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-log-") as tmp:
+        for name, content in files.items():
+            target = Path(tmp) / name
+            target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+        mlflow.log_artifacts(tmp, artifact_path=artifact_path)
+    if metrics:
+        mlflow.log_metrics(metrics)
 
 
 def log_dataset(meta: dict[str, Any], context: str) -> None:

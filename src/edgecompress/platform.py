@@ -88,6 +88,15 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
 
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_OPERATORS = ("Equal", "Exists")
+# PlatformConfig's fields that list component names (stored as tuples, checked against the components)
+COMPONENT_LISTS = (
+    "tracked_components",
+    "farm_components",
+    "study_components",
+    "benchmark_components",
+    "training_components",
+    "retry_components",
+)
 
 
 @dataclass
@@ -179,14 +188,7 @@ class PlatformConfig:
             t if isinstance(t, Toleration) else Toleration(**t) for t in self.benchmark_tolerations
         ]
         self.resources = _resources(self.resources)
-        for name in (
-            "tracked_components",
-            "farm_components",
-            "study_components",
-            "benchmark_components",
-            "training_components",
-            "retry_components",
-        ):
+        for name in COMPONENT_LISTS:
             setattr(self, name, tuple(getattr(self, name)))
         self.validate()
 
@@ -289,14 +291,7 @@ class PlatformConfig:
                 raise ConfigError(
                     f"platform config: {setting} names unknown components {unknown}; known: {sorted(known)}"
                 )
-        for setting in (
-            "tracked_components",
-            "farm_components",
-            "study_components",
-            "benchmark_components",
-            "training_components",
-            "retry_components",
-        ):
+        for setting in COMPONENT_LISTS:
             unknown = sorted(set(getattr(self, setting)) - known)
             if unknown:
                 raise ConfigError(

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from edgecompress import lineage
-from edgecompress.data import Dataset, DatasetSource, load_dataset, write_dataset
+from edgecompress.data import Dataset, DatasetSource, write_dataset
 from edgecompress.errors import ConfigError
 from edgecompress.progress import progress_bar
-from edgecompress.step import Lineage, log_child, save_torch_child
+from edgecompress.step import Child, Lineage, StepInputs, StepResult, run_step
 from edgecompress.zoo import build_model, parse_spec
 
 log = logging.getLogger(__name__)
@@ -275,44 +275,43 @@ def train_step(
     config: TrainConfig,
     lineage_ctx: Lineage | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    ctx = lineage_ctx or Lineage()
+) -> StepResult:
+    """Train a zoo or user model on the dataset (the chain's root: no parent model)."""
     spec = parse_spec(model_spec)
-    config.validate()
-    ctx.check()
-    dataset = load_dataset(Path(dataset_path))
-    model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
-    params = {"model_spec": json.dumps(spec), **{f"train.{k}": v for k, v in asdict(config).items()}}
-    with ctx.task("train", params):
+    built: dict[str, nn.Module] = {}
+
+    def prepare(inputs: StepInputs) -> dict[str, Any]:  # a spec that cannot build fails before any run
+        dataset = inputs.dataset
+        built["model"] = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
+        return {"model_spec": json.dumps(spec)}
+
+    def make(inputs: StepInputs) -> Child:
+        dataset, model = inputs.dataset, built["model"]
         history = fit(model, dataset, config, description="train", progress=progress)
+
+        def finish(package, child: Child) -> None:
+            child.metrics["export_max_abs_error"] = package.info["export_parity"]["max_abs_error"]
+            if inputs.run_id:
+                lineage.log_dataset(dataset.metadata(), context="training")
+                stored = lineage.log_dataset_artifact(Path(dataset_path), dataset.metadata())
+                child.dataset_info = {**dataset.metadata(), "uri": stored}
+
         info = {
             "spec": spec,
-            "technique": "train",
-            "input_shape": list(dataset.input_shape),
-            "num_classes": dataset.num_classes,
-            "class_names": dataset.class_names,
             "input_transform": dataset.transform,
-            "dataset_sha256": dataset.digest,
-            "dataset_name": dataset.name,
-            "parent_model_id": None,
             "train_config": asdict(config),
             "history": history.as_dict(),
         }
-        package = save_torch_child(model, dataset, Path(output_dir), info)
-        if ctx.enabled:
-            lineage.log_dataset(dataset.metadata(), context="training")
-            stored = lineage.log_dataset_artifact(Path(dataset_path), dataset.metadata())
-            log_child(
-                package,
-                f"{dataset.name}-{spec.get('family') or 'user'}",
-                "train",
-                dataset,
-                params,
-                {
-                    "val_accuracy": history.final_val_accuracy,
-                    "export_max_abs_error": package.info["export_parity"]["max_abs_error"],
-                },
-                ctx,
-                dataset_info={**dataset.metadata(), "uri": stored},
-            )
-    return package.info
+        metrics = {"val_accuracy": history.final_val_accuracy}
+        name = f"{dataset.name}-{spec.get('family') or 'user'}"
+        return Child(model, info, metrics, name=name, finish=finish)
+
+    return run_step(
+        "train",
+        config,
+        dataset_path,
+        output_dir,
+        make,
+        lineage_ctx=lineage_ctx,
+        prepare=prepare,
+    )

@@ -232,7 +232,7 @@ def test_distillation_runs_with_vit_teacher_and_student(digits_artifact, tmp_pat
     info = distill_step(
         teacher, digits_artifact, json.dumps(student), tmp_path / "student", config, compare_scratch=False,
         lineage_ctx=Lineage(enabled=False), progress=False,
-    )  # fmt: skip
+    ).info  # fmt: skip
     assert info["technique"] == "distill" and (tmp_path / "student" / "model.onnx").exists()
 
 

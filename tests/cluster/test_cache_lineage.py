@@ -37,14 +37,14 @@ def two_runs(tmp_path, digits_artifact, monkeypatch):
     assert first.pipeline_run_id == "kfp-run-a" and not first._standalone
     trained = train_step(
         digits_artifact, SMALL_CNN, tmp_path / "parent", TrainConfig(epochs=1), first, progress=False
-    )
+    ).info
     # run b: train was a cache hit (it did not run); quantize runs on run a's model
     monkeypatch.setenv(lineage.PIPELINE_RUN_ENV, "kfp-run-b")
     second = Lineage(pipeline_name="edge-compression")
     child = quantize_step(
         tmp_path / "parent", digits_artifact, tmp_path / "child", StaticQuantConfig(calibration_samples=64), second,
         Measurement(bench_min_runs=20, bench_min_duration_s=0.05),
-    )  # fmt: skip
+    ).info  # fmt: skip
     return trained["mlflow_model_id"], child["mlflow_model_id"]
 
 

@@ -33,18 +33,16 @@ def test_kd_loss_limits():
 
 
 def test_prune_then_distill_step(trained_model: Path, digits_artifact: Path, tmp_path: Path):
-    structured = PruneConfig(ratio=0.5, finetune_epochs_after=0).structured()
+    config = build(PruneConfig, dict(ratio=0.5, finetune_epochs_after=0))
     pruned = tmp_path / "pruned"
-    prune_step(
-        trained_model, digits_artifact, pruned, "structured", structured, lineage_ctx=OFF, progress=False
-    )
+    prune_step(trained_model, digits_artifact, pruned, config, lineage_ctx=OFF, progress=False)
     config = build(
         DistillConfig, dict(epochs=2, batch_size=64, lr=3e-3, feature_weight=0.5, feature_pairs="auto")
     )
     out, report = tmp_path / "distilled", tmp_path / "distill.html"
     info = distill_step(
         trained_model, digits_artifact, str(pruned), out, config, True, report, OFF, progress=False
-    )
+    ).info
     comparison = info["distill"]["comparison"]
     assert set(comparison) == {
         "teacher",
@@ -101,7 +99,7 @@ def test_distill_spec_student_parent_is_teacher(trained_model: Path, digits_arti
         compare_scratch=False,
         lineage_ctx=OFF,
         progress=False,
-    )
+    ).info
     assert (
         info["spec"]["kwargs"]["widths"] == [4, 8]
         and "student, hard labels only" not in info["distill"]["comparison"]

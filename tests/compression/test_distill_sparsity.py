@@ -11,7 +11,7 @@ from pathlib import Path
 from edgecompress.data import load_dataset
 from edgecompress.distill import DistillConfig, distill, distill_step, weight_sparsity
 from edgecompress.evaluate import model_stats
-from edgecompress.prune import UnstructuredConfig, prune_step, prune_unstructured
+from edgecompress.prune import PruneConfig, UnstructuredConfig, prune_step, prune_unstructured
 from edgecompress.step import Lineage
 from edgecompress.train import TrainConfig
 from edgecompress.zoo import build_model
@@ -67,15 +67,14 @@ def test_prune_unstructured_then_distill_step_stays_sparse(trained_model, digits
         trained_model,
         digits_artifact,
         pruned,
-        "unstructured",
-        unstructured=UnstructuredConfig(sparsity=0.5),
+        PruneConfig(method="unstructured", unstructured=UnstructuredConfig(sparsity=0.5)),
         lineage_ctx=OFF,
         progress=False,
     )
     out, report = tmp_path / "distilled", tmp_path / "distill.html"
     info = distill_step(
         trained_model, digits_artifact, str(pruned), out, DistillConfig(train=TRAIN), True, report, OFF, False
-    )
+    ).info
     sparsity = info["distill"]["sparsity"]
     assert sparsity["kept"] and sparsity["after"]["zeros"] >= sparsity["before"]["zeros"] > 0
     assert model_stats(out / "model.onnx").sparsity >= 0.9 * model_stats(pruned / "model.onnx").sparsity > 0.3

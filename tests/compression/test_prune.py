@@ -13,6 +13,7 @@ import torch
 from edgecompress.data import load_dataset
 from edgecompress.errors import ConfigError, ModelError
 from edgecompress.export import load_model_package
+from edgecompress.params import build
 from edgecompress.prune import (
     PruneConfig,
     StructuredConfig,
@@ -87,24 +88,15 @@ def _macs(model, shape):
 def test_structured_step_removes_channels_and_round_trips(
     trained_model: Path, digits_artifact: Path, tmp_path: Path
 ):
-    structured = PruneConfig(
-        ratio=0.5, steps=2, finetune_epochs_between=1, finetune_epochs_after=1, batch_size=64
-    ).structured()
-    out, report = tmp_path / "pruned", tmp_path / "report.html"
-    info = prune_step(
-        trained_model,
-        digits_artifact,
-        out,
-        "structured",
-        structured,
-        None,
-        (0.25, 0.5),
-        0.0,
-        report,
-        OFF,
-        False,
+    config = build(
+        PruneConfig,
+        dict(ratio=0.5, steps=2, finetune_epochs_between=1, finetune_epochs_after=1, batch_size=64),
     )
-    parent, child = info["stats"]["parent"], info["stats"]["child"]
+    config.sensitivity, config.sensitivity_ratios = True, (0.25, 0.5)
+    out, report = tmp_path / "pruned", tmp_path / "report.html"
+    result = prune_step(trained_model, digits_artifact, out, config, report, OFF, False)
+    info = result.info
+    parent, child = result.extra["stats"]["parent"], result.extra["stats"]["child"]
     assert child["macs"] < parent["macs"] / 2.5 and child["params"] < parent["params"] / 2.5
     schedule = info["prune"]["schedule"]
     assert [s["step"] for s in schedule] == [1, 2] and schedule[0]["macs"] > schedule[1]["macs"]
@@ -213,20 +205,15 @@ def test_unstructured_global_and_per_layer(
     report = prune_unstructured(module, UnstructuredConfig(sparsity=0.6, scope="layer"))
     for name, layer in report["per_layer"].items():
         assert layer["sparsity"] == pytest.approx(0.6, abs=0.02), name
-    unstructured = PruneConfig(sparsity=0.85, finetune_epochs_after=1, batch_size=64).unstructured()
-    out, html = tmp_path / "sparse", tmp_path / "sparse.html"
-    info = prune_step(
-        trained_model,
-        digits_artifact,
-        out,
-        "unstructured",
-        None,
-        unstructured,
-        report_path=html,
-        lineage_ctx=OFF,
-        progress=False,
+    config = build(
+        PruneConfig, dict(method="unstructured", sparsity=0.85, finetune_epochs_after=1, batch_size=64)
     )
-    parent, child = info["stats"]["parent"], info["stats"]["child"]
+    out, html = tmp_path / "sparse", tmp_path / "sparse.html"
+    result = prune_step(
+        trained_model, digits_artifact, out, config, report_path=html, lineage_ctx=OFF, progress=False
+    )
+    info = result.info
+    parent, child = result.extra["stats"]["parent"], result.extra["stats"]["child"]
     assert info["prune"]["weight_sparsity"] == pytest.approx(0.85, abs=0.01)
     assert child["macs"] == parent["macs"] and child["params"] == parent["params"]  # same dense shapes
     assert child["gzip_bytes"] < parent["gzip_bytes"] * 0.75
@@ -243,33 +230,20 @@ def test_unstructured_global_and_per_layer(
 def test_ratio_outside_open_interval(
     ratio: float, trained_model: Path, digits_artifact: Path, tmp_path: Path
 ):
-    _cfg = PruneConfig(ratio=ratio, sparsity=ratio)
-    structured, unstructured = _cfg.structured(), _cfg.unstructured()
     for method in ("structured", "unstructured"):
+        config = build(PruneConfig, dict(method=method, ratio=ratio, sparsity=ratio))
         with pytest.raises(ConfigError, match="must be in \\(0, 1\\)"):
-            prune_step(
-                trained_model,
-                digits_artifact,
-                tmp_path / "out",
-                method,
-                structured,
-                unstructured,
-                lineage_ctx=OFF,
-            )
+            prune_step(trained_model, digits_artifact, tmp_path / "out", config, lineage_ctx=OFF)
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_layer_name(trained_model: Path, digits_artifact: Path, tmp_path: Path):
-    structured = PruneConfig(keep_layers="features.99").structured()
+    config = build(PruneConfig, dict(keep_layers="features.99"))
     with pytest.raises(ConfigError, match="no layer named 'features.99'.*features.0"):
-        prune_step(
-            trained_model, digits_artifact, tmp_path / "out", "structured", structured, lineage_ctx=OFF
-        )
-    structured = PruneConfig(layer_ratios="classifier.9=0.5").structured()
+        prune_step(trained_model, digits_artifact, tmp_path / "out", config, lineage_ctx=OFF)
+    config = build(PruneConfig, dict(layer_ratios="classifier.9=0.5"))
     with pytest.raises(ConfigError, match="classifier.9"):
-        prune_step(
-            trained_model, digits_artifact, tmp_path / "out", "structured", structured, lineage_ctx=OFF
-        )
+        prune_step(trained_model, digits_artifact, tmp_path / "out", config, lineage_ctx=OFF)
     assert not (tmp_path / "out").exists()
 
 

@@ -21,10 +21,10 @@ from tests.conftest import io_args
 
 
 def test_the_analysis_runs_only_when_asked_or_when_it_decides():
-    assert PruneConfig().step_arguments()["sensitivity_ratios"] == ()
-    assert PruneConfig(sensitivity=True).step_arguments()["sensitivity_ratios"] == (0.25, 0.5, 0.75)
-    assert PruneConfig(sensitivity_max_drop=0.02).step_arguments()["sensitivity_ratios"] == (0.25, 0.5, 0.75)
-    assert PruneConfig(method="unstructured", sensitivity=True).step_arguments()["sensitivity_ratios"] == ()
+    assert PruneConfig().analysis_ratios() == ()
+    assert PruneConfig(sensitivity=True).analysis_ratios() == (0.25, 0.5, 0.75)
+    assert PruneConfig(sensitivity_max_drop=0.02).analysis_ratios() == (0.25, 0.5, 0.75)
+    assert PruneConfig(method="unstructured", sensitivity=True).analysis_ratios() == ()
 
 
 def test_help_states_the_cost():

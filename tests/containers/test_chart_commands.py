@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.chart.test_chart import by_kind, render, values_of
-from tests.conftest import SMALL_CNN
+from tests.conftest import train_model
 from tests.lineage.conftest import S3_ENV, _boto_kwargs, mlflow_server  # noqa: F401 (a fixture)
 
 
@@ -39,20 +39,15 @@ def production_model(mlflow_server, digits_artifact, tmp_path, monkeypatch):  # 
     from edgecompress import lineage
     from edgecompress.data import load_digits
     from edgecompress.step import Lineage
-    from edgecompress.train import TrainConfig, train_step
+    from edgecompress.train import TrainConfig
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     import mlflow
 
     mlflow.set_tracking_uri(mlflow_server.uri)
-    info = train_step(
-        digits_artifact,
-        SMALL_CNN,
-        tmp_path / "model",
-        TrainConfig(epochs=1, batch_size=64),
-        Lineage(),
-        progress=False,
-    )
+    info = train_model(
+        digits_artifact, tmp_path / "model", TrainConfig(epochs=1, batch_size=64), Lineage()
+    ).info
     lineage.register(info["mlflow_model_id"], "fashion-mnist-cnn", ["rpi4-production"])
     d = load_digits(seed=7)
     batch = tmp_path / "latest.npz"

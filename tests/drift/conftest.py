@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import log_model_without_lineage, tracking_store, use_tracking_store
+from tests.conftest import log_model_without_lineage, tracking_store, train_model, use_tracking_store
 
 SMALL_CNN = {"family": "cnn", "kwargs": {"widths": [8, 16], "depths": [1, 1]}}
 
@@ -16,21 +16,14 @@ def wine_dataset():
     """sklearn's wine (178 × 13 real features) plus the cultivar as a categorical feature."""
     from sklearn.datasets import load_wine
 
-    from edgecompress.data import Dataset, _stratified_split
+    from edgecompress.data import Dataset, _stratified_split, split_arrays
 
     bunch = load_wine()
     x = np.concatenate([bunch.data, bunch.target[:, None]], axis=1).astype(np.float32)
     names = [*bunch.feature_names, "cultivar"]
     y = bunch.target.astype(np.int64)
     tr, va, te = _stratified_split(y, (0.15, 0.15), 0)
-    arrays = {
-        "x_train": x[tr],
-        "y_train": y[tr],
-        "x_val": x[va],
-        "y_val": y[va],
-        "x_test": x[te],
-        "y_test": y[te],
-    }
+    arrays = split_arrays(x, y, tr, va, te)
     return Dataset(
         "wine",
         "sklearn.datasets.load_wine",
@@ -57,14 +50,9 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     with tracking_store(uri):
         ctx = Lineage(experiment="drift")
-        digits = train_step(
-            digits_artifact,
-            SMALL_CNN,
-            tmp / "digits-model",
-            TrainConfig(epochs=4, batch_size=64),
-            ctx,
-            progress=False,
-        )
+        digits = train_model(
+            digits_artifact, tmp / "digits-model", TrainConfig(epochs=4, batch_size=64), ctx, spec=SMALL_CNN
+        ).info
         lineage.register(digits["mlflow_model_id"], "digits-drift", ["rpi4-emulated"])
         wine_path = tmp / "wine.npz"
         save_dataset(wine_dataset(), wine_path)
@@ -75,7 +63,7 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path)
             TrainConfig(epochs=2, batch_size=32),
             ctx,
             progress=False,
-        )
+        ).info
         lineage.register(wine["mlflow_model_id"], "wine-drift", ["rpi4-emulated"])
         # a model with no dataset lineage: logged without dataset tags
         with ctx.task("imported"):

@@ -216,10 +216,15 @@ def farm_factory(
 
     yield make
     for farm in farms:
-        farm.close()
-        if server is not None:
-            with contextlib.suppress(Exception):
-                server.drop_database(farm.db_url)
+        close_farm(farm, server)
+
+
+def close_farm(farm: Farm, server: object | None = None) -> None:
+    """Stop `farm` and, when it ran on the test PostgreSQL `server`, drop its database."""
+    farm.close()
+    if server is not None:
+        with contextlib.suppress(Exception):
+            server.drop_database(farm.db_url)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.farm.conftest import BACKENDS, TINY, Farm, tiny_onnx
+from tests.farm.conftest import BACKENDS, TINY, Farm, close_farm, tiny_onnx
 from tests.farm.test_identity import bearer, valid_result
 
 STALL_S = 5.0  # the scenario: a 5 s exclusive lock with 40 writes queued behind it
@@ -32,10 +32,7 @@ def farm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     farm = Farm(root, ["--sweep-interval-s", "0.2"], db_url=db_url)  # the default 30 s lease
     farm.backend = request.param  # type: ignore[attr-defined]
     yield farm
-    farm.close()
-    if server is not None:
-        with contextlib.suppress(Exception):
-            server.drop_database(farm.db_url)
+    close_farm(farm, server)
 
 
 @pytest.fixture(scope="module")

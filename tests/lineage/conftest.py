@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgecompress.farm.local import free_port
-from tests.conftest import tracking_store, use_tracking_store
+from tests.conftest import tracking_store, train_model, use_tracking_store
 
 BIN = Path(sys.executable).parent
 BUCKET = "edgecompress-artifacts"
@@ -138,18 +138,13 @@ def build_lineage(workdir: Path, digits_artifact: Path, experiment: str = "edgec
     from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.rules import AccuracyRule
     from edgecompress.step import Lineage
-    from edgecompress.train import TrainConfig, train_step
+    from edgecompress.train import TrainConfig
 
     ctx = Lineage(
         pipeline_run_id=f"test-{time.time_ns()}", pipeline_name="edge-compression", experiment=experiment
     )
-    train_step(
-        digits_artifact,
-        SMALL_CNN,
-        workdir / "parent",
-        TrainConfig(epochs=3, batch_size=64),
-        ctx,
-        progress=False,
+    train_model(
+        digits_artifact, workdir / "parent", TrainConfig(epochs=3, batch_size=64), ctx, spec=SMALL_CNN
     )
     quantize_step(
         workdir / "parent",

@@ -22,7 +22,7 @@ def test_lineage_walks_from_registry_alias_to_training_data(embedded, digits_art
     assert lin.dataset["stored_at"].startswith("runs:/")
     train, quant = lin.steps
     assert quant.parent_model_id == train.model_id
-    assert "quant.calibration_method" in quant.params and "train.epochs" in train.params
+    assert "quantize.calibration_method" in quant.params and "train.epochs" in train.params
     assert "test_accuracy" in train.metrics and "vs_parent.top1_agreement" in quant.metrics
     for step in lin.steps:
         bench = step.benchmarks["rpi4-emulated"]
@@ -82,7 +82,7 @@ def test_broken_chain_is_found(embedded, digits_artifact, tmp_path):
         tmp_path / "child",
         StaticQuantConfig(calibration_samples=32),
         ctx,
-    )
+    ).info
     assert audit.broken_chains() == []
     mlflow.MlflowClient().delete_logged_model(orphan)
     broken = audit.broken_chains()

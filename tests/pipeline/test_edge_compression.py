@@ -6,7 +6,7 @@ import os
 import mlflow
 import pytest
 
-from tests.conftest import assert_gate_follows_its_rule, run_cli
+from tests.conftest import FAST_RUN_ARGS, assert_gate_follows_its_rule, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +105,7 @@ def test_strict_gate_rejects_and_the_run_still_completes(tmp_path):
         "strict",
         "--param",
         "min_speedup=1000",
-        "--param",
-        "bench_min_runs=30",
-        "--param",
-        "bench_min_duration_s=0.1",
-        "--device-classes",
-        "rpi4-emulated",
+        *FAST_RUN_ARGS,
         env=env,
         timeout=1200,
     )

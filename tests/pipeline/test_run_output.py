@@ -2,20 +2,13 @@
 `-v` streams them), no MLflow store with --no-track, and a failing task's own error line in the final
 message, without tracebacks or ANSI colour when the output is not a terminal."""
 
-from tests.conftest import run_cli
-
-FAST = (
-    "--param",
-    "bench_min_runs=30",
-    "--param",
-    "bench_min_duration_s=0.1",
-    "--device-classes",
-    "rpi4-emulated",
-)
+from tests.conftest import FAST_RUN_ARGS, run_cli
 
 
 def test_run_prints_the_summary_not_the_task_logs(tmp_path):
-    proc = run_cli("run", "--epochs", "1", "--no-track", "--output-dir", str(tmp_path), *FAST, timeout=900)
+    proc = run_cli(
+        "run", "--epochs", "1", "--no-track", "--output-dir", str(tmp_path), *FAST_RUN_ARGS, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert "parent vs child" in proc.stdout and "gate rule:" in proc.stdout
@@ -28,7 +21,7 @@ def test_run_prints_the_summary_not_the_task_logs(tmp_path):
 
 def test_a_failing_task_names_its_own_error(tmp_path):
     proc = run_cli(
-        "run", "--epochs", "1", "--no-track", "--model", "nosuchmod:f", "--output-dir", str(tmp_path), *FAST,
+        "run", "--epochs", "1", "--no-track", "--model", "nosuchmod:f", "--output-dir", str(tmp_path), *FAST_RUN_ARGS,
         timeout=900,
     )  # fmt: skip
     assert proc.returncode == 2
@@ -43,7 +36,7 @@ def test_a_failing_task_names_its_own_error(tmp_path):
 
 def test_verbose_streams_the_task_logs(tmp_path):
     proc = run_cli(
-        "-v", "run", "--epochs", "1", "--no-track", "--model", "nosuchmod:f", "--output-dir", str(tmp_path), *FAST,
+        "-v", "run", "--epochs", "1", "--no-track", "--model", "nosuchmod:f", "--output-dir", str(tmp_path), *FAST_RUN_ARGS,
         timeout=900,
     )  # fmt: skip
     assert proc.returncode == 2

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SMALL_CNN, run_cli, tracking_store
+from tests.conftest import run_cli, tracking_store, train_model
 
 pytestmark = pytest.mark.slow
 
@@ -39,25 +39,19 @@ def loop(mlflow_server, digits_artifact: Path, tmp_path_factory: pytest.TempPath
     from edgecompress.edge import EdgeBenchmarkConfig, Measurement, edge_benchmark_step
     from edgecompress.evaluate import evaluate_step
     from edgecompress.gate import GateConfig, gate_step
+    from edgecompress.params import build
     from edgecompress.prune import PruneConfig, prune_step
     from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.rules import AccuracyRule
     from edgecompress.step import Lineage
-    from edgecompress.train import TrainConfig, train_step
+    from edgecompress.train import TrainConfig
 
     tmp = tmp_path_factory.mktemp("loop")
     with tracking_store(mlflow_server.uri):
         start = time.perf_counter()
         ctx = Lineage(pipeline_run_id=f"v1-{time.time_ns()}", pipeline_name="edge-compression")
-        train_step(
-            digits_artifact,
-            SMALL_CNN,
-            tmp / "train",
-            TrainConfig(epochs=3, batch_size=64, lr=1e-2),
-            ctx,
-            progress=False,
-        )
-        prune_step(tmp / "train", digits_artifact, tmp / "prune", **PruneConfig(ratio=0.4, finetune_epochs_after=2, lr=2e-2).step_arguments(),
+        train_model(digits_artifact, tmp / "train", TrainConfig(epochs=3, batch_size=64, lr=1e-2), ctx)
+        prune_step(tmp / "train", digits_artifact, tmp / "prune", build(PruneConfig, dict(ratio=0.4, finetune_epochs_after=2, lr=2e-2)),
                    lineage_ctx=ctx, progress=False)  # fmt: skip
         quantize_step(
             tmp / "prune", digits_artifact, tmp / "v1", StaticQuantConfig(calibration_samples=64), ctx

@@ -14,6 +14,7 @@ from tests.conftest import SMALL_CNN
 def pruned_quantized(tmp_path_factory: pytest.TempPathFactory, digits_artifact: Path):
     """train → prune (ratio 0.4, 1 fine-tuning epoch) → static INT8 (64 calibration samples), logged
     to a private SQLite store."""
+    from edgecompress.params import build
     from edgecompress.prune import PruneConfig, prune_step
     from edgecompress.quantize import StaticQuantConfig, quantize_step
     from edgecompress.step import Lineage
@@ -27,11 +28,11 @@ def pruned_quantized(tmp_path_factory: pytest.TempPathFactory, digits_artifact: 
         train_step(
             digits_artifact, SMALL_CNN, tmp / "t", TrainConfig(epochs=1, batch_size=32), ctx, progress=False
         )
-        prune_step(tmp / "t", digits_artifact, tmp / "p", **PruneConfig(ratio=0.4, finetune_epochs_after=1).step_arguments(),
+        prune_step(tmp / "t", digits_artifact, tmp / "p", build(PruneConfig, dict(ratio=0.4, finetune_epochs_after=1)),
                    lineage_ctx=ctx, progress=False)  # fmt: skip
         info = quantize_step(
             tmp / "p", digits_artifact, tmp / "q", StaticQuantConfig(calibration_samples=64), ctx
-        )
+        ).info
     return {"uri": uri, "model_id": info["mlflow_model_id"], "trained": tmp / "t"}
 
 

@@ -36,7 +36,7 @@ def test_no_trial_faster_than_demanded_is_never_a_success(trained_model, digits_
         Lineage(enabled=False),
     )
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result["passed"] is False and out["autotune"]["passed"] is False
+    assert result["passed"] is False and out.info["autotune"]["passed"] is False
     assert len(result["trials"]) == 6  # every PTQ variant was tried (the int4-weights candidate included)
     assert [t["config"]["weight_bits"] for t in result["trials"]].count(4) == 1
     assert all(any("not faster" in r for r in t["reasons"]) for t in result["trials"])
@@ -65,7 +65,7 @@ def test_size_objective_passes_and_trials_are_child_runs(
     out = autotune_step(
         trained_model, digits_artifact, tmp_path / "m", tmp_path / "r.json", cfg, lineage_ctx=ctx
     )
-    result = out["autotune_result"]
+    result = out.extra["autotune_result"]
     pick = result["trials"][result["pick_index"]]
     assert (
         result["passed"] and pick["passed"] and pick["index"] == len(result["trials"]) - 1
@@ -80,7 +80,7 @@ def test_size_objective_passes_and_trials_are_child_runs(
     trials = [r for r in runs if r.data.tags.get("edgecompress.task") == "autotune-trial"]
     assert len(task) == 1 and len(trials) == len(result["trials"])
     assert all(r.data.tags["mlflow.parentRunId"] == task[0].info.run_id for r in trials)
-    assert mlflow.get_logged_model(out["mlflow_model_id"]).tags["edgecompress.autotune.passed"] == "true"
+    assert mlflow.get_logged_model(out.model_id).tags["edgecompress.autotune.passed"] == "true"
 
 
 def test_cli_autotune_exits_1_when_nothing_passes(trained_model, digits_artifact, tmp_path, capsys):

@@ -37,7 +37,7 @@ def test_static_qdq_is_checked_against_parent_including_latency(trained_model, d
         QuantConfig(calibration_samples=64, objective="size"),  # the format, not the per-op choice
         Lineage(enabled=False),
         FAST_BENCH,
-    )
+    ).info
     check = info["parent_agreement"]
     assert info["technique"] == "static-int8"
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(tmp_path / "q" / "model.onnx")
@@ -80,7 +80,7 @@ def test_static_qdq_is_checked_against_parent_including_latency(trained_model, d
     ids=["qoperator-per-tensor-entropy", "qdq-s8s8-percentile", "dynamic"],
 )
 def test_ptq_variants(trained_model, digits_artifact, config, expected_ops, tmp_path):
-    info = quantize_step(trained_model, digits_artifact, tmp_path / "q", config, Lineage(enabled=False))
+    info = quantize_step(trained_model, digits_artifact, tmp_path / "q", config, Lineage(enabled=False)).info
     assert expected_ops <= _ops(tmp_path / "q" / "model.onnx")
     assert info["quant_config"]["method"] == config.method
     assert info["parent_agreement"]["top1_agreement"] > 0.85
@@ -93,7 +93,7 @@ def test_fp16_halves_weights_and_keeps_float32_io(trained_model, digits_artifact
         tmp_path / "h",
         QuantConfig(method="fp16"),
         Lineage(enabled=False),
-    )
+    ).info
     proto = onnx.load(str(tmp_path / "h" / "model.onnx"))
     big = [i for i in proto.graph.initializer if np.prod(i.dims) > 16]
     assert big and all(i.data_type == onnx.TensorProto.FLOAT16 for i in big)

@@ -24,7 +24,7 @@ from edgecompress.gate import (
 )
 from edgecompress.rules import AccuracyRule, Reason
 from edgecompress.stats import MIN_LATENCY_ROUNDS
-from tests.conftest import assert_gate_follows_its_rule
+from tests.conftest import assert_gate_follows_its_rule, train_model
 
 RNG = np.random.default_rng(7)
 
@@ -251,19 +251,10 @@ def test_gate_step_rejects_a_child_no_faster_than_its_parent(trained_model, digi
 
 
 def test_gate_step_rejects_a_less_accurate_child(trained_model, digits_artifact, tmp_path):
-    from edgecompress.step import Lineage
-    from edgecompress.train import TrainConfig, train_step
-    from tests.conftest import SMALL_CNN
+    from edgecompress.train import TrainConfig
 
     worse = tmp_path / "worse"  # one short epoch: far below the 6-epoch parent
-    train_step(
-        digits_artifact,
-        SMALL_CNN,
-        worse,
-        TrainConfig(epochs=1, batch_size=256, lr=1e-3),
-        Lineage(enabled=False),
-        progress=False,
-    )
+    train_model(digits_artifact, worse, TrainConfig(epochs=1, batch_size=256, lr=1e-3))
     _evaluate({"parent": trained_model, "child": worse}, digits_artifact, tmp_path)
     out = _gate(trained_model, worse, digits_artifact, tmp_path, min_speedup=0)
     assert out["verdict"] == "rejected" and out["accuracy"]["ci_low"] > 0.01

@@ -10,6 +10,7 @@ from pathlib import Path
 from edgecompress.distill import DistillConfig, distill_step
 from edgecompress.evaluate import model_stats
 from edgecompress.export import load_model_package
+from edgecompress.params import build
 from edgecompress.prune import PruneConfig, prune_step
 from edgecompress.step import Lineage
 from edgecompress.train import TrainConfig
@@ -29,12 +30,11 @@ def test_train_prune_distill_and_evaluate_report_one_count(
     assert package.info["params"] == onnx_count and package.info["torch_params"] == count_parameters(module)
 
     pruned = tmp_path / "pruned"
-    config = PruneConfig(ratio=0.5, finetune_epochs_after=0)
-    info = prune_step(
-        trained_model, digits_artifact, pruned, **config.step_arguments(), lineage_ctx=OFF, progress=False
-    )
+    config = build(PruneConfig, dict(ratio=0.5, finetune_epochs_after=0))
+    result = prune_step(trained_model, digits_artifact, pruned, config, lineage_ctx=OFF, progress=False)
+    info = result.info
     child = model_stats(pruned / "model.onnx").params
-    assert info["params"] == info["stats"]["child"]["params"] == child
+    assert info["params"] == result.extra["stats"]["child"]["params"] == child
     assert info["prune"]["after"]["params"] == info["prune"]["schedule"][-1]["params"] == child
     assert info["prune"]["before"]["params"] == onnx_count
 
@@ -42,7 +42,7 @@ def test_train_prune_distill_and_evaluate_report_one_count(
     out = tmp_path / "distilled"
     info = distill_step(
         trained_model, digits_artifact, str(pruned), out, DistillConfig(train=train), False, None, OFF, False
-    )
+    ).info
     comparison = info["distill"]["comparison"]
     assert comparison["teacher"]["params"] == onnx_count
     assert (

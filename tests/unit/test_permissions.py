@@ -13,9 +13,8 @@ import pytest
 
 from edgecompress.data import load_digits, save_dataset
 from edgecompress.io import atomic_path, current_umask, write_json, write_text
-from edgecompress.step import Lineage
-from edgecompress.train import TrainConfig, train_step
-from tests.conftest import SMALL_CNN
+from edgecompress.train import TrainConfig
+from tests.conftest import train_model
 
 
 @pytest.fixture(params=[0o022, 0o027])
@@ -53,14 +52,7 @@ def test_a_dataset_and_a_trained_model_are_readable_by_others_under_umask(tmp_pa
     data = tmp_path / "digits.npz"
     save_dataset(load_digits(), data)
     out = tmp_path / "model"
-    train_step(
-        data,
-        SMALL_CNN,
-        out,
-        TrainConfig(epochs=1, batch_size=64, max_train_samples=64),
-        Lineage(enabled=False),
-        progress=False,
-    )
+    train_model(data, out, TrainConfig(epochs=1, batch_size=64, max_train_samples=64))
     paths = [data, out, *out.rglob("*")]
     assert len(paths) > 3
     wrong = {

@@ -16,7 +16,7 @@ def test_static_int8_is_qdq_smaller_and_agrees(trained_model, digits_artifact, t
         tmp_path / "q",
         StaticQuantConfig(calibration_samples=64, objective="size"),  # the format, not the per-op choice
         Lineage(enabled=False),
-    )
+    ).info
     proto = onnx.load(str(tmp_path / "q" / "model.onnx"))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

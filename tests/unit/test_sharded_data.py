@@ -117,7 +117,7 @@ def test_training_and_evaluation_stream_a_sharded_dataset(tmp_path, digits_shard
     info = train_step(
         digits_shards.root, "mlp", tmp_path / "m", TrainConfig(epochs=4, lr=1e-2),
         Lineage(enabled=False), progress=False,
-    )  # fmt: skip
+    ).info  # fmt: skip
     assert info["history"]["epochs"][-1]["val_accuracy"] > 0.8
     assert info["input_transform"] == digits_shards.transform
     acc, cm, logits = evaluate_onnx(tmp_path / "m" / "model.onnx", digits_shards, "test")

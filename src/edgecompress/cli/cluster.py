@@ -13,6 +13,7 @@ import pkgutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from edgecompress.errors import ConfigError
 from edgecompress.platform import PlatformConfig, Toleration
@@ -262,7 +263,8 @@ def _upload(client, package: Path, name: str, description: str) -> tuple[str, st
     return pipeline_id, version.pipeline_version_id
 
 
-def _prepare(args: argparse.Namespace):
+def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Compile, check and upload the pipeline; (the KFP client, the keyword arguments of a run)."""
     platform = platform_from_args(args)
     chain = [s.strip() for s in args.chain.split(",") if s.strip()] if args.chain else None
     params = _parse_params(args.param)
@@ -277,21 +279,21 @@ def _prepare(args: argparse.Namespace):
             args.description or f"edgecompress {args.pipeline}",
         )
     experiment = client.create_experiment(args.experiment, namespace=args.namespace)
-    return client, experiment.experiment_id, pipeline_id, version_id, params
+    # what a run and a recurring run both take
+    return client, {
+        "experiment_id": experiment.experiment_id,
+        "params": params,
+        "pipeline_id": pipeline_id,
+        "version_id": version_id,
+        "enable_caching": None if args.enable_caching is None else args.enable_caching == "on",
+        "service_account": args.service_account,
+    }
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    client, experiment_id, pipeline_id, version_id, params = _prepare(args)
+    client, run_kwargs = _prepare(args)
     run_name = args.run_name or f"{args.pipeline} {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    run = client.run_pipeline(
-        experiment_id=experiment_id,
-        job_name=run_name,
-        params=params,
-        pipeline_id=pipeline_id,
-        version_id=version_id,
-        enable_caching=None if args.enable_caching is None else args.enable_caching == "on",
-        service_account=args.service_account,
-    )
+    run = client.run_pipeline(job_name=run_name, **run_kwargs)
     print(f"run id:  {run.run_id}")
     print(f"run URL: {args.host.rstrip('/')}/#/runs/details/{run.run_id}")
     return 0
@@ -300,18 +302,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     if len(args.cron.split()) != 6:
         raise ConfigError(f"--cron {args.cron!r}: KFP takes 6 fields (seconds first), e.g. '0 0 3 * * *'")
-    client, experiment_id, pipeline_id, version_id, params = _prepare(args)
+    client, run_kwargs = _prepare(args)
     job = client.create_recurring_run(
-        experiment_id=experiment_id,
         job_name=args.job_name or f"{args.pipeline} ({args.cron})",
         cron_expression=args.cron,
         max_concurrency=args.max_concurrency,
         no_catchup=not args.catchup,
-        params=params,
-        pipeline_id=pipeline_id,
-        version_id=version_id,
-        enable_caching=None if args.enable_caching is None else args.enable_caching == "on",
-        service_account=args.service_account,
+        **run_kwargs,
     )
     print(f"recurring run id:  {job.recurring_run_id}")
     print(f"recurring run URL: {args.host.rstrip('/')}/#/recurringrun/details/{job.recurring_run_id}")

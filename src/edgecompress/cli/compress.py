@@ -89,20 +89,19 @@ def cmd_prune(a: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--layer-ratios-from {a.layer_ratios_from}: cannot read sensitivity JSON: {exc}"
             ) from exc
-        config.layer_ratios = {
+        config.structured.layer_ratios = {
             **suggest_layer_ratios(sens, config.sensitivity_max_drop),
-            **config.layer_ratios,
+            **config.structured.layer_ratios,
         }
         config.sensitivity_max_drop = 0.0  # spent on the file: no second, run-time suggestion
-    info = prune_step(
-        a.model, a.dataset, a.output, **config.step_arguments(), report_path=a.report, lineage_ctx=_lineage(a)
-    )
+    result = prune_step(a.model, a.dataset, a.output, config, report_path=a.report, lineage_ctx=_lineage(a))
+    info = result.info
     prune = info["prune"]
     return _print(
         {
             "technique": info["technique"],
             "val_accuracy": prune["val_accuracy"],
-            "stats": info["stats"],
+            "stats": result.extra["stats"],
             "channels": prune.get("channels"),
             "weight_sparsity": prune.get("weight_sparsity"),
             "budget": prune.get("budget"),
@@ -124,7 +123,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
         options.compare_scratch,
         a.report,
         _lineage(a),
-    )
+    ).info
     return _print(
         {
             "technique": info["technique"],

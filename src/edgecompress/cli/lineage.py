@@ -32,29 +32,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Audit queries over the models and registry in MLFLOW_TRACKING_URI.",
     )
     q = p.add_subparsers(dest="query", metavar="QUERY", required=True)
-    a = q.add_parser(
-        "dataset",
-        help="every model derived from a dataset digest",
-        description="List every logged model trained or compressed from a dataset (sha256 or prefix).",
-    )
-    a.add_argument("digest", help="dataset sha256 (or a prefix of at least 8 characters)")
-    a.add_argument("--format", default="text", choices=["text", "json"])
-    a.set_defaults(func=cmd_audit_dataset)
-    a = q.add_parser(
-        "unbenchmarked",
-        help="registered versions with no benchmark on a device class",
-        description="List registered model versions whose model has no benchmark on a device class.",
-    )
-    a.add_argument("device_class", help="e.g. rpi4-emulated")
-    a.add_argument("--format", default="text", choices=["text", "json"])
-    a.set_defaults(func=cmd_audit_unbenchmarked)
-    a = q.add_parser(
-        "broken",
-        help="models whose parent model no longer exists",
-        description="List logged models whose lineage chain is broken (parent deleted or missing).",
-    )
-    a.add_argument("--format", default="text", choices=["text", "json"])
-    a.set_defaults(func=cmd_audit_broken)
+    # (query, help, description, its positional argument and that argument's help, command)
+    queries = [
+        (
+            "dataset",
+            "every model derived from a dataset digest",
+            "List every logged model trained or compressed from a dataset (sha256 or prefix).",
+            ("digest", "dataset sha256 (or a prefix of at least 8 characters)"),
+            cmd_audit_dataset,
+        ),
+        (
+            "unbenchmarked",
+            "registered versions with no benchmark on a device class",
+            "List registered model versions whose model has no benchmark on a device class.",
+            ("device_class", "e.g. rpi4-emulated"),
+            cmd_audit_unbenchmarked,
+        ),
+        (
+            "broken",
+            "models whose parent model no longer exists",
+            "List logged models whose lineage chain is broken (parent deleted or missing).",
+            None,
+            cmd_audit_broken,
+        ),
+    ]
+    for name, help_, description, positional, func in queries:
+        a = q.add_parser(name, help=help_, description=description)
+        if positional:
+            a.add_argument(positional[0], help=positional[1])
+        a.add_argument("--format", default="text", choices=["text", "json"])
+        a.set_defaults(func=func)
 
     p = sub.add_parser(
         "promote",

@@ -41,7 +41,7 @@ def cmd_nas(a: argparse.Namespace) -> int:
     output = a.output.resolve()
     storage = options.storage or f"sqlite:///{output.parent / (output.name + '.study.db')}"
     front = a.front or output.parent / f"{output.name}.front.json"
-    info = nas_step(
+    result = nas_step(
         a.dataset,
         output,
         front,
@@ -55,7 +55,7 @@ def cmd_nas(a: argparse.Namespace) -> int:
         a.reference_model,
         _lineage(a),
     )
-    s = info["nas_summary"]
+    s, info = result.extra["nas_summary"], result.info
     return _print(
         {
             "study": s["study_name"],

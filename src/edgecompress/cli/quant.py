@@ -50,7 +50,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
     info = quantize_step(
         a.model, a.dataset, a.output, from_args(QuantConfig, a), _lineage(a), from_args(Measurement, a)
-    )
+    ).info
     print(
         json.dumps(
             {k: info.get(k) for k in ("technique", "onnx_bytes", "mlflow_model_id", "parent_agreement")},
@@ -67,5 +67,5 @@ def cmd_autotune(a: argparse.Namespace) -> int:
 
     cfg = from_args(AutotuneConfig, a)
     out = autotune_step(a.model, a.dataset, a.output, a.results, cfg, a.report, a.markdown, _lineage(a))
-    print(report_markdown(out["autotune_result"]))
-    return 0 if out["autotune_result"]["passed"] else 1
+    print(report_markdown(out.extra["autotune_result"]))
+    return 0 if out.extra["autotune_result"]["passed"] else 1

@@ -147,7 +147,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from edgecompress.train import train_step
 
     spec = from_args(ModelChoice, a).model_spec
-    info = train_step(a.dataset, spec, a.output, from_args(TrainConfig, a), _lineage(a))
+    info = train_step(a.dataset, spec, a.output, from_args(TrainConfig, a), _lineage(a)).info
     return _print(
         {k: info.get(k) for k in ("technique", "params", "onnx_bytes", "mlflow_model_id", "history")}
     )

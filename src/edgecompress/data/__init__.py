@@ -26,6 +26,7 @@ from edgecompress.data.base import (
     load_user_npz,
     save_npz_artifact,
     selection_size,
+    split_arrays,
     to_model_input,
 )
 from edgecompress.data.folders import (
@@ -52,6 +53,7 @@ __all__ = [
     "ImageTransform",
     "ShardedDataset",
     "_stratified_split",
+    "split_arrays",
     "content_digest",
     "load_dataset",
     "load_digits",

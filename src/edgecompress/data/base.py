@@ -261,6 +261,20 @@ def _stratified_split(
     return tuple(np.sort(np.array(p, dtype=np.int64)) for p in parts)  # type: ignore[return-value]
 
 
+def split_arrays(
+    x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, test: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The six split arrays of a Dataset from one `x`/`y` and the index arrays of its three splits."""
+    return {
+        "x_train": x[train],
+        "y_train": y[train],
+        "x_val": x[val],
+        "y_val": y[val],
+        "x_test": x[test],
+        "y_test": y[test],
+    }
+
+
 def load_digits(seed: int = 0) -> Dataset:
     """sklearn's 8×8 digits (1,797 images, ships with scikit-learn): the embedded default."""
     from sklearn.datasets import load_digits as sk_digits
@@ -271,14 +285,7 @@ def load_digits(seed: int = 0) -> Dataset:
     # 40/45/15: validation is large enough that its decision part (~566 images) can resolve the gate's
     # default 1-point rule (at least `edgecompress.stats.min_decision_images(0.01)` = 381 images)
     tr, va, te = _stratified_split(y, (0.45, 0.15), seed)
-    arrays = {
-        "x_train": x[tr],
-        "y_train": y[tr],
-        "x_val": x[va],
-        "y_val": y[va],
-        "x_test": x[te],
-        "y_test": y[te],
-    }
+    arrays = split_arrays(x, y, tr, va, te)
     return Dataset("digits", "sklearn.datasets.load_digits", arrays, [str(i) for i in range(10)])
 
 
@@ -334,14 +341,7 @@ def load_user_npz(path: Path, seed: int = 0) -> Dataset:
         _check_labels(y, "y", str(path))
         tr, va, te = _stratified_split(y, (0.15, 0.15), seed)
         y = y.astype(np.int64)
-        arrays = {
-            "x_train": x[tr],
-            "y_train": y[tr],
-            "x_val": x[va],
-            "y_val": y[va],
-            "x_test": x[te],
-            "y_test": y[te],
-        }
+        arrays = split_arrays(x, y, tr, va, te)
     info = json.loads(str(meta)) if meta is not None else {}
     class_names = info.get("class_names")
     _check_arrays(arrays, str(path), class_names)

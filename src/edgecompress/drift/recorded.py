@@ -4,7 +4,7 @@ rebuilds the model the way it was built unless told otherwise.
 
 Each model in the chain is a LoggedModel whose `edgecompress.technique` tag names the step
 (`prune-structured` → prune, `static-int8` → quantize, …) and whose params hold its settings
-(`train.*`, `prune.*`, `quant.*`, `distill.*`).
+(`train.*`, `prune.*`, `quantize.*` (`quant.*` before), `distill.*`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,14 @@ STEP_OF_TECHNIQUE = {
     "nas": "nas",
     **{technique: "quantize" for technique in QUANT_TECHNIQUES.values()},
 }
-# the prefix of a step's settings among its model's params
-PARAM_PREFIX = {"train": "train.", "prune": "prune.", "quantize": "quant.", "distill": "distill."}
+# the prefixes of a step's settings among its model's params: `<step>.` (edgecompress.step.step_params),
+# then the names models logged before the steps shared one runner used
+PARAM_PREFIX = {
+    "train": ("train.",),
+    "prune": ("prune.",),
+    "quantize": ("quantize.", "quant."),
+    "distill": ("distill.",),
+}
 # recorded names that differ from the step's setting of the same meaning
 RENAMED = {
     ("prune", "finetune_after"): "finetune_epochs_after",
@@ -73,12 +79,10 @@ def recorded_chain(model: str) -> dict[str, Any]:
 
 
 def _settings(step: str, params: dict[str, str] | None) -> dict[str, str]:
-    prefix = PARAM_PREFIX.get(step)
-    if prefix is None:
-        return {}
     out = {}
-    for key, value in (params or {}).items():
-        if key.startswith(prefix):
-            name = key[len(prefix) :]
-            out[RENAMED.get((step, name), name)] = value
+    for prefix in reversed(PARAM_PREFIX.get(step, ())):  # the current names win
+        for key, value in (params or {}).items():
+            if key.startswith(prefix):
+                name = key[len(prefix) :]
+                out[RENAMED.get((step, name), name)] = value
     return out

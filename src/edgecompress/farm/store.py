@@ -491,34 +491,26 @@ class JobStore:
         """Requeue a leased job (after a backoff if asked), or fail it when its attempts are spent."""
         guard = (jobs.c.id == row.id, jobs.c.state == "leased", jobs.c.lease_id == row.lease_id)
         if row.attempts >= row.max_attempts:
-            conn.execute(
-                jobs.update()
-                .where(*guard)
-                .values(
-                    state="failed",
-                    finished_at=now,
-                    lease_id=None,
-                    error=f"{reason}; no attempts left ({row.attempts} of {row.max_attempts} used)",
-                )
+            outcome, channel = "failed", DONE
+            values = {
+                "finished_at": now,
+                "error": f"{reason}; no attempts left ({row.attempts} of {row.max_attempts} used)",
+            }
+        else:
+            wait = (
+                min(self.config.backoff_s * 2 ** max(0, row.attempts - 1), MAX_BACKOFF_S) if backoff else 0.0
             )
-            self._notify(conn, DONE)
-            return "failed"
-        wait = min(self.config.backoff_s * 2 ** max(0, row.attempts - 1), MAX_BACKOFF_S) if backoff else 0.0
-        conn.execute(
-            jobs.update()
-            .where(*guard)
-            .values(
-                state="queued",
-                agent_id=None,
-                lease_id=None,
-                lease_expires_at=None,
-                deadline_at=None,
-                available_at=now + wait if wait else None,
-                error=f"{reason}; requeued",
-            )
-        )
-        self._notify(conn, WORK)
-        return "queued"
+            outcome, channel = "queued", WORK
+            values = {
+                "agent_id": None,
+                "lease_expires_at": None,
+                "deadline_at": None,
+                "available_at": now + wait if wait else None,
+                "error": f"{reason}; requeued",
+            }
+        conn.execute(jobs.update().where(*guard).values(state=outcome, lease_id=None, **values))
+        self._notify(conn, channel)
+        return outcome
 
     # --- housekeeping -------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from edgecompress.nas.search import (  # noqa: F401 (accounted, fail_stale, opti
     optimize_until,
     prepare_search,
 )
+from edgecompress.step import StepResult
 
 log = logging.getLogger(__name__)
 STORAGE_ENV = "EDGECOMPRESS_NAS_STORAGE"
@@ -257,7 +258,7 @@ def finish_study(
     reference_model: Path | None = None,
     lineage_ctx: Any = None,
     fanout: FanoutConfig | None = None,
-) -> dict[str, Any]:
+) -> StepResult:
     """Fail what dead workers left RUNNING, then re-measure the front, pick, retrain: the `nas` step on
     the finished study (it runs no trial while the study holds its budget)."""
     from edgecompress.nas.step import nas_step

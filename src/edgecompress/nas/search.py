@@ -426,13 +426,7 @@ def make_objective(
             if not halving.keep(trial, epoch, accuracy, latency):
                 raise optuna.TrialPruned(f"successive halving at epoch {epoch}: accuracy {accuracy:.4f}")
 
-        train_cfg = TrainConfig(
-            epochs=config.search_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            augment=config.augment,
-            seed=config.seed,
-        )
+        train_cfg = _train_config(config, config.search_epochs)
         try:
             history = fit(
                 model, low, train_cfg, description=f"trial {trial.number}", progress=False, on_epoch_end=rung
@@ -563,6 +557,13 @@ def optimize_until(
     return ran
 
 
+def _train_config(config: NasConfig, epochs: int) -> TrainConfig:
+    """The search's training recipe (batch size, learning rate, augmentation, seed) for `epochs`."""
+    return TrainConfig(
+        epochs=epochs, batch_size=config.batch_size, lr=config.lr, augment=config.augment, seed=config.seed
+    )
+
+
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}"
 
@@ -572,13 +573,7 @@ def retrain(
 ) -> tuple[Any, Any]:
     """The pick at full fidelity: the whole training split, `final_epochs`, the same recipe."""
     model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
-    cfg = TrainConfig(
-        epochs=config.final_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        augment=config.augment,
-        seed=config.seed,
-    )
+    cfg = _train_config(config, config.final_epochs)
     history = fit(model, dataset, cfg, description="retrain NAS pick", progress=progress)
     return model, history
 
@@ -587,13 +582,7 @@ def low_fidelity_accuracy(spec: dict[str, Any], dataset: Dataset, config: NasCon
     """What the search would have scored for `spec` (e.g. the reference model's architecture)."""
     low = search_split(dataset, config.train_samples, config.holdout_samples)
     model = build_model(spec, dataset.input_shape, dataset.num_classes, seed=config.seed)
-    cfg = TrainConfig(
-        epochs=config.search_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        augment=config.augment,
-        seed=config.seed,
-    )
+    cfg = _train_config(config, config.search_epochs)
     return fit(model, low, cfg, description="reference (low fidelity)", progress=False).final_val_accuracy
 
 

@@ -3,26 +3,24 @@ retrain the pick at full fidelity, write the Model artifact, the front (JSON) an
 record lineage in MLflow: the search is a task run, every trial a child run of it, and the chosen
 model a LoggedModel that names its trial run and study.
 
-Contract: `nas_step` returns the Model artifact's info plus `nas_summary` (what the front JSON
-holds); its outputs are written only after the search and the retraining have succeeded.
+Contract: `nas_step` returns the step runner's `StepResult` with `extra["nas_summary"]` (what the
+front JSON holds); its outputs are written only after the search and the retraining have succeeded.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgecompress import lineage
-from edgecompress.data import Dataset, load_dataset
+from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, TrackingError
-from edgecompress.export import load_model_package
-from edgecompress.io import atomic_path
+from edgecompress.io import write_json
 from edgecompress.nas.report import front_png, nas_report, summarize
 from edgecompress.nas.search import (
     Constraints,
@@ -34,7 +32,16 @@ from edgecompress.nas.search import (
     search_identity,
 )
 from edgecompress.nas.space import DEFAULT_SPACE, SearchSpace
-from edgecompress.step import write_report
+from edgecompress.step import (
+    Child,
+    Lineage,
+    Parent,
+    StepInputs,
+    StepResult,
+    dataset_model_info,
+    run_step,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "nas-study.db"
@@ -83,10 +90,12 @@ class _TrialRuns:
         from mlflow.entities import Metric, Param
 
         tags = {
-            "mlflow.parentRunId": self.parent.info.run_id, f"{lineage.TAG}task": "nas-trial",
-            f"{lineage.TAG}pipeline_run_id": self.pipeline_run_id, f"{lineage.TAG}nas.trial": str(record["number"]),
+            "mlflow.parentRunId": self.parent.info.run_id,
+            f"{lineage.TAG}task": "nas-trial",
+            f"{lineage.TAG}pipeline_run_id": self.pipeline_run_id,
+            f"{lineage.TAG}nas.trial": str(record["number"]),
             f"{lineage.TAG}nas.state": record["state"],
-        }  # fmt: skip
+        }
         if record["reason"]:
             tags[f"{lineage.TAG}nas.reason"] = record["reason"][:5000]
         try:
@@ -110,17 +119,76 @@ class _TrialRuns:
         self.run_ids[record["number"]] = run.info.run_id
 
 
-def _reference(model_dir: Path | None, dataset: Dataset) -> tuple[Any, dict[str, Any] | None]:
-    if model_dir is None:
-        return None, None
-    package = load_model_package(Path(model_dir))
-    if package.num_classes != dataset.num_classes or tuple(package.input_shape) != dataset.input_shape:
-        raise ConfigError(
-            f"reference model {model_dir} takes {package.input_shape} → {package.num_classes} classes; "
-            f"the dataset {dataset.name!r} is {dataset.input_shape} → {dataset.num_classes}"
+PICK_KEYS = ("number", "accuracy", "p50_ms")  # what the log says of the pick
+RETRAIN_KEYS = ("batch_size", "lr", "augment", "seed")  # the pick's retraining, as model.json records it
+
+
+def _measure_reference(ref, meter: LatencyMeter, config: NasConfig) -> dict[str, Any]:
+    """The reference's own ONNX, measured like the front."""
+    spec = ref.info.get("spec")
+    return {
+        "spec": spec if isinstance(spec, dict) and "family" in spec else None,
+        "model_id": ref.info.get("mlflow_model_id"),
+        **meter.measure_onnx(ref.onnx_path, config.final_bench),
+    }
+
+
+def _finish(package, made, *, summary, meter, config, front_path, report_path, tracked: bool) -> None:
+    """After the runner saved the pick: measure its ONNX, record the pick in model.json, log the front
+    to the search's run, write the front JSON and the report."""
+    pick, final, device_class = summary["pick"], summary["pick"]["final"], summary["device_class"]
+    final.update(meter.measure_onnx(package.onnx_path, config.final_bench))
+    nas = {k: summary[k] for k in ("study_name", "device_class", "budget", "counts")}
+    nas["pick"] = {"trial": pick["number"], "search_accuracy": pick["accuracy"], **final}
+    package.update_info({"nas": nas})
+    made.metrics[f"bench.{device_class}.p50_ms"] = final["p50_ms"]
+    title = f"NAS on {device_class}: {summary['study_name']}"
+    png = front_png(summary["trials"], summary["front"], pick, summary["reference"], title)
+    if tracked:
+        lineage.log_task_outputs(
+            "nas",
+            {"pareto_front.json": json.dumps(summary, indent=2, default=str), "pareto_front.png": png},
+            {
+                "nas.trials_finished": summary["budget"]["trials_finished"],
+                "nas.front_size": len(summary["front"]),
+                "nas.search_seconds": summary["budget"]["search_seconds"],
+                **{f"nas.{k}": v for k, v in summary["counts"].items()},
+            },
         )
-    spec = package.info.get("spec")
-    return package, spec if isinstance(spec, dict) and "family" in spec else None
+    write_json(Path(front_path), summary)
+    if report_path is not None:
+        write_report(report_path, nas_report(summary, png))
+
+
+def _summary(
+    study_name, storage, constraints, config, space, meter, found, reference, search_seconds, trial_run_ids
+):
+    """What the front JSON holds (and `StepResult.extra["nas_summary"]`): `found` is (trials, front,
+    pick, final)."""
+    trials, front, pick, final = found
+    return {
+        "study_name": study_name,
+        "storage": storage or f"{STUDY_FILE} in the Model artifact",
+        "device_class": constraints.device_class,
+        "emulated": meter.emulated,
+        "constraints": asdict(constraints),
+        "config": asdict(config),
+        "search_space": space.as_dict(),
+        "budget": {
+            "n_trials": config.n_trials,
+            "timeout_s": config.timeout_s,
+            "trials_finished": len(trials),
+            "search_seconds": search_seconds,
+        },
+        "counts": {
+            s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "infeasible", "fail")
+        },
+        "trials": trials,
+        "front": front,
+        "pick": {**pick, "final": final},
+        "reference": reference,
+        "trial_run_ids": trial_run_ids,
+    }
 
 
 def nas_step(
@@ -137,121 +205,100 @@ def nas_step(
     reference_model: Path | None = None,
     lineage_ctx: Any = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Search, then retrain the pick. `storage` is an optuna storage URL; empty: a private SQLite
-    file, copied into the Model artifact (nas-study.db) so the search can be inspected or resumed."""
-    from edgecompress.io import write_json
-    from edgecompress.step import Lineage, save_torch_child
-
+) -> StepResult:
+    """Search, then retrain the pick, through the step runner (`edgecompress.step.run_step`; the
+    reference model, when given, is the parent). `storage` is an optuna storage URL; empty: a private
+    SQLite file, copied into the Model artifact (nas-study.db) so the search can be inspected or
+    resumed. `StepResult.extra["nas_summary"]` is what the front JSON holds."""
     ctx = lineage_ctx or Lineage()
     started = time.monotonic()
     space = SearchSpace.load(search_space)
-    config.validate()
-    constraints.validate()
-    dataset = load_dataset(Path(dataset_path))
-    ref_package, ref_spec = _reference(reference_model, dataset)
-    LatencyMeter(  # an unknown device class fails here, before anything runs
-        constraints.device_class, farm_url, dataset.input_shape, dataset.num_classes
-    )
-    ctx.check()
-    study_name = study_name or default_study_name(dataset, space, config, constraints)
-    params = {
-        "technique": "nas", "search_space": json.dumps(space.as_dict(), sort_keys=True),
-        "study_name": study_name, **{f"nas.{k}": v for k, v in asdict(config).items()},
-        **{f"constraint.{k}": v for k, v in asdict(constraints).items()},
-    }  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="edgecompress-nas-") as tmp, ctx.task("nas", params) as run_id:
-        db = Path(tmp) / STUDY_FILE
-        url = storage or f"sqlite:///{db}"
-        trial_runs = _TrialRuns(run_id, ctx.pipeline_run_id) if ctx.enabled else None
+    state: dict[str, Any] = {}
+
+    def prepare(inputs: StepInputs) -> dict[str, Any]:
+        dataset, ref = inputs.dataset, inputs.packages.get("reference")
+        if ref is not None and (
+            ref.num_classes != dataset.num_classes or ref.input_shape != dataset.input_shape
+        ):
+            raise ConfigError(
+                f"reference model {reference_model} takes {ref.input_shape} → {ref.num_classes} classes; "
+                f"the dataset {dataset.name!r} is {dataset.input_shape} → {dataset.num_classes}"
+            )
+        LatencyMeter(  # an unknown device class fails here, before anything runs
+            constraints.device_class, farm_url, dataset.input_shape, dataset.num_classes
+        )
+        state["study"] = study_name or default_study_name(dataset, space, config, constraints)
+        return {"search_space": json.dumps(space.as_dict(), sort_keys=True), "study_name": state["study"]}
+
+    def make(inputs: StepInputs) -> Child:
+        dataset, ref = inputs.dataset, inputs.packages.get("reference")
+        db = inputs.workdir / STUDY_FILE
+        trial_runs = _TrialRuns(inputs.run_id, ctx.pipeline_run_id) if inputs.run_id else None
         study, meter = search(
-            dataset, space, constraints, config, url, study_name, farm_url, on_trial=trial_runs, progress=progress
-        )  # fmt: skip
+            dataset,
+            space,
+            constraints,
+            config,
+            storage or f"sqlite:///{db}",
+            state["study"],
+            farm_url,
+            on_trial=trial_runs,
+            progress=progress,
+        )
         trials, front, pick = summarize(study, meter, constraints, config)
-        reference = None
-        if ref_package is not None:  # the reference's own ONNX, measured like the front
-            reference = {
-                "spec": ref_spec, "model_id": ref_package.info.get("mlflow_model_id"),
-                **meter.measure_onnx(ref_package.onnx_path, config.final_bench),
-            }  # fmt: skip
+        reference = _measure_reference(ref, meter, config) if ref is not None else None
         search_seconds = time.monotonic() - started
-        log.info(
-            "NAS pick: trial %d, search accuracy %.4f, p50 %.3f ms",
-            pick["number"],
-            pick["accuracy"],
-            pick["p50_ms"],
-        )
+        log.info("NAS pick: trial %d, search accuracy %.4f, p50 %.3f ms", *(pick[k] for k in PICK_KEYS))
         model, history = retrain(pick["spec"], dataset, config, progress=progress)
-        final = {
-            "val_accuracy": accuracy_on(model, dataset, "val"),
-            "test_accuracy": accuracy_on(model, dataset, "test"),
-        }
+        final = {f"{split}_accuracy": accuracy_on(model, dataset, split) for split in ("val", "test")}
         info = {
-            "spec": pick["spec"], "technique": "nas", "input_shape": list(dataset.input_shape),
-            "num_classes": dataset.num_classes, "class_names": dataset.class_names,
-            "dataset_sha256": dataset.digest, "dataset_name": dataset.name,
-            "parent_model_id": ref_package.info.get("mlflow_model_id") if ref_package else None,
-            "train_config": {"epochs": config.final_epochs, "batch_size": config.batch_size, "lr": config.lr,
-                             "augment": config.augment, "seed": config.seed},
+            **dataset_model_info(dataset),
+            "spec": pick["spec"],
             "history": history.as_dict(),
-        }  # fmt: skip
-        staged = Path(tmp) / "model"
-        package = save_torch_child(model, dataset, staged, info)
-        final.update(meter.measure_onnx(package.onnx_path, config.final_bench))
-        summary = {
-            "study_name": study_name, "storage": storage or f"{STUDY_FILE} in the Model artifact",
-            "device_class": constraints.device_class, "emulated": meter.emulated,
-            "constraints": asdict(constraints), "config": asdict(config), "search_space": space.as_dict(),
-            "budget": {"n_trials": config.n_trials, "timeout_s": config.timeout_s,
-                       "trials_finished": len(trials), "search_seconds": search_seconds},
-            "counts": {s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "infeasible", "fail")},
-            "trials": trials, "front": front, "pick": {**pick, "final": final}, "reference": reference,
-            "trial_run_ids": trial_runs.run_ids if trial_runs else {},
-        }  # fmt: skip
-        package.info["nas"] = {k: summary[k] for k in ("study_name", "device_class", "budget", "counts")}
-        package.info["nas"]["pick"] = {"trial": pick["number"], "search_accuracy": pick["accuracy"], **final}
-        (staged / "model.json").write_text(json.dumps(package.info, indent=2, sort_keys=True))
-        if not storage:
-            shutil.copyfile(db, staged / STUDY_FILE)
-        png = front_png(
-            trials, front, summary["pick"], reference, f"NAS on {constraints.device_class}: {study_name}"
+            "train_config": {"epochs": config.final_epochs, **{k: getattr(config, k) for k in RETRAIN_KEYS}},
+        }
+        summary = _summary(
+            state["study"],
+            storage,
+            constraints,
+            config,
+            space,
+            meter,
+            (trials, front, pick, final),
+            reference,
+            search_seconds,
+            trial_runs.run_ids if trial_runs else {},
         )
-        html = nas_report(summary, png)
-        if ctx.enabled:
-            _log_search(summary, png, package, dataset, params, ctx, trial_runs)
-        with atomic_path(Path(output_dir), directory=True) as out:
-            shutil.copytree(staged, out, dirs_exist_ok=True)
-        write_json(Path(front_path), summary)
-        if report_path is not None:
-            write_report(report_path, html)
-    return {**load_model_package(output_dir).info, "nas_summary": summary}
+        trial_run = summary["trial_run_ids"].get(pick["number"], "")
+        outputs = {"front_path": front_path, "report_path": report_path, "tracked": bool(inputs.run_id)}
+        finish = functools.partial(_finish, summary=summary, meter=meter, config=config, **outputs)
+        return Child(
+            model,
+            info,
+            name=f"{dataset.name}-nas",
+            finish=finish,
+            extra={"nas_summary": summary},
+            metrics={
+                "val_accuracy": final["val_accuracy"],
+                "test_accuracy": final["test_accuracy"],
+                "search_accuracy": pick["accuracy"],
+            },
+            params={
+                "model_spec": json.dumps(pick["spec"], sort_keys=True),
+                "nas.trial": pick["number"],
+                "nas.trial_run_id": trial_run,
+            },
+            tags={f"{lineage.TAG}nas.study": state["study"], f"{lineage.TAG}nas.trial_run_id": trial_run},
+            files={} if storage else {STUDY_FILE: db},
+        )
 
-
-def _log_search(summary, png, package, dataset, params, ctx, trial_runs) -> None:
-    """The chosen model as a LoggedModel of the search run, its trial run named in its tags."""
-    from edgecompress.step import log_child
-
-    mlflow = lineage._mlflow()
-    pick = summary["pick"]
-    trial_run = (trial_runs.run_ids if trial_runs else {}).get(pick["number"], "")
-    model_params = {
-        **params, "model_spec": json.dumps(pick["spec"], sort_keys=True),
-        "nas.trial": pick["number"], "nas.trial_run_id": trial_run,
-    }  # fmt: skip
-    metrics = {
-        "val_accuracy": pick["final"]["val_accuracy"], "test_accuracy": pick["final"]["test_accuracy"],
-        f"bench.{summary['device_class']}.p50_ms": pick["final"]["p50_ms"], "search_accuracy": pick["accuracy"],
-    }  # fmt: skip
-    model_id = log_child(package, f"{dataset.name}-nas", "nas", dataset, model_params, metrics, ctx)
-    lineage.set_model_tags(
-        model_id,
-        {f"{lineage.TAG}nas.study": summary["study_name"], f"{lineage.TAG}nas.trial_run_id": trial_run},
+    return run_step(
+        "nas",
+        (config, constraints),
+        dataset_path,
+        output_dir,
+        make,
+        parents={"reference": Parent(reference_model, torch=False)},
+        lineage_ctx=ctx,
+        prepare=prepare,
     )
-    with tempfile.TemporaryDirectory(prefix="edgecompress-nas-log-") as tmp:
-        (Path(tmp) / "pareto_front.json").write_text(json.dumps(summary, indent=2, default=str))
-        (Path(tmp) / "pareto_front.png").write_bytes(png)
-        mlflow.log_artifacts(tmp, artifact_path="nas")
-    mlflow.log_metrics({
-        "nas.trials_finished": summary["budget"]["trials_finished"], "nas.front_size": len(summary["front"]),
-        "nas.search_seconds": summary["budget"]["search_seconds"], **{f"nas.{k}": v for k, v in summary["counts"].items()},
-    })  # fmt: skip

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from edgecompress.errors import ConfigError
+from edgecompress.params import Codec
 from edgecompress.prune.importance import importance_names
 
 # the registered importance plug-ins (`prune.importance`), for option choices
@@ -93,3 +94,13 @@ def parse_ratios(text: str | Sequence[float]) -> tuple[float, ...]:
         return tuple(float(t) for t in items)
     except ValueError as exc:
         raise ConfigError(f"ratios {text!r} must be comma-separated numbers in (0, 1)") from exc
+
+
+def _layer_ratios_flat(ratios: dict[str, float]) -> str:
+    return ",".join(f"{name}={r:g}" for name, r in ratios.items())
+
+
+LAYER_RATIOS = Codec(str, parse_layer_ratios, _layer_ratios_flat)
+ATTENTION_HEADS = Codec(
+    str, parse_attention_heads, lambda heads: ",".join(f"{n}={h}" for n, h in heads.items())
+)

@@ -182,7 +182,7 @@ def layer_importance(
     import torch_pruning as tp
 
     from edgecompress.prune.attention import unwrapped_parameters
-    from edgecompress.prune.structured import _importance
+    from edgecompress.prune.importance import make_importance
 
     model = copy.deepcopy(model).eval()
     graph = tp.DependencyGraph().build_dependency(
@@ -190,7 +190,7 @@ def layer_importance(
         example_inputs=torch.zeros(1, *input_shape),
         unwrapped_parameters=list(unwrapped_parameters(model).items()),
     )
-    criterion = _importance("l2" if importance == "taylor" else importance)
+    criterion = make_importance("l2" if importance == "taylor" else importance)
     modules = dict(model.named_modules())
     out = {}
     for name in layers:

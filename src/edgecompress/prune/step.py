@@ -1,28 +1,22 @@
-"""The pruning pipeline step: `PruneConfig` is every pruning setting (and builds the structured and
-unstructured configs from them); `prune_step` prunes a Model artifact (optional sensitivity analysis first), saves the
-child with lineage and, if asked, writes the HTML report that `prune_report` renders.
+"""The pruning pipeline step: `PruneConfig` is every pruning setting (the structured and unstructured
+configs nested, plus fine-tuning and the sensitivity analysis); `prune_step` prunes a Model artifact
+(optional sensitivity analysis first) through the step runner (`edgecompress.step.run_step`) and, if
+asked, writes the HTML report that `prune_report` renders.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ConfigError
-from edgecompress.params import Codec
 from edgecompress.prune.common import (
-    BUDGET_METRICS,
-    IMPORTANCES,
-    SCOPES,
     _check_ratio,
     _modules_by_name,
-    parse_attention_heads,
-    parse_layer_ratios,
-    parse_names,
     parse_ratios,
 )
 from edgecompress.prune.sensitivity import (
@@ -38,72 +32,37 @@ from edgecompress.prune.structured import (
     prune_structured,
 )
 from edgecompress.prune.unstructured import UnstructuredConfig, prune_unstructured
-from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
-from edgecompress.step import write_report
+from edgecompress.step import Child, Lineage, Parent, StepInputs, StepResult, run_step, write_report
 from edgecompress.train import TrainConfig, accuracy
 
 METHODS = ("structured", "unstructured")
-
-
-def _layer_ratios_flat(ratios: dict[str, float]) -> str:
-    return ",".join(f"{name}={r:g}" for name, r in ratios.items())
-
-
-LAYER_RATIOS = Codec(str, parse_layer_ratios, _layer_ratios_flat)
-ATTENTION_HEADS = Codec(
-    str, parse_attention_heads, lambda heads: ",".join(f"{n}={h}" for n, h in heads.items())
-)
+# TrainConfig fields that fine-tuning after pruning does not expose (their defaults apply)
+_NOT_FINETUNE = ("epochs", "weight_decay", "label_smoothing", "max_train_samples", "device")
 
 
 @dataclass
 class PruneConfig:
     """Every pruning setting, one definition each (the prune component, `edgecompress prune` and the
-    pipeline's `prune_*` parameters come from here)."""
+    pipeline's `prune_*` parameters come from here). The structured and unstructured settings are
+    their own configs, nested and flattened (`ratio`, `sparsity`, …); `keep_layers` is the structured
+    config's and applies to both methods; fine-tuning (`lr`, `batch_size`, `augment`, `seed`) is a
+    `TrainConfig` whose epochs are `finetune_epochs_between` / `finetune_epochs_after`. Build one from
+    flat values with `edgecompress.params.build(PruneConfig, {...})`."""
 
     method: str = field(
         default="structured",
         metadata={"help": "structured (channels) or unstructured (weights)", "choices": METHODS},
     )
-    ratio: float = field(
-        default=0.5, metadata={"help": "structured: fraction of channels removed, in (0, 1)"}
+    structured: StructuredConfig = field(default_factory=StructuredConfig, metadata={"flatten": True})
+    unstructured: UnstructuredConfig = field(
+        default_factory=UnstructuredConfig, metadata={"flatten": True, "exclude": ("keep_layers",)}
     )
-    importance: str = field(default="l2", metadata={"help": "channel importance", "choices": IMPORTANCES})
-    global_pruning: bool = field(
-        default=False, metadata={"help": "rank channels across layers (else per layer)"}
-    )
-    layer_ratios: dict[str, float] = field(
-        default_factory=dict, metadata={"codec": LAYER_RATIOS, "help": "per-layer ratios: name=0.3,… or JSON"}
-    )
-    keep_layers: tuple[str, ...] = field(default=(), metadata={"help": "comma-separated layers never pruned"})
-    budget_metric: str = field(
-        default="",
-        metadata={
-            "help": "prune until this metric is within budget (replaces ratio)",
-            "choices": ("", *BUDGET_METRICS),
-        },
-    )
-    budget: float = field(default=0.0, metadata={"help": "MACs, parameters, or p50 ms on device_class"})
-    device_class: str = field(
-        default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class of a latency budget"}
-    )
-    target_latency_ms: float = field(
-        default=0.0,
-        metadata={"help": "structured: latency-aware per-layer ratios until p50 on device_class ≤ this (ms)"},
-    )
-    latency_ratio: float = field(
-        default=0.0,
-        metadata={"help": "structured: latency-aware, to this fraction of the unpruned measured p50"},
-    )
-    steps: int = field(default=1, metadata={"help": "iterative schedule: prune in this many steps"})
     finetune_epochs_between: int = field(default=0, metadata={"help": "fine-tuning epochs between steps"})
     finetune_epochs_after: int = field(default=2, metadata={"help": "fine-tuning epochs after the last step"})
-    sparsity: float = field(default=0.8, metadata={"help": "unstructured: fraction of weights zeroed"})
-    scope: str = field(
-        default="global", metadata={"help": "unstructured: one threshold or per layer", "choices": SCOPES}
+    finetune: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=1, batch_size=128, lr=1e-3),
+        metadata={"flatten": True, "exclude": _NOT_FINETUNE},
     )
-    lr: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate"})
-    batch_size: int = field(default=128, metadata={"help": "fine-tuning batch size"})
-    augment: bool = field(default=False, metadata={"help": "flips and shifts while fine-tuning"})
     sensitivity: bool = field(
         default=False,
         metadata={
@@ -124,173 +83,129 @@ class PruneConfig:
             "sensitivity analysis)"
         },
     )
-    prune_heads: bool = field(
-        default=True,
-        metadata={"help": "structured: remove whole attention heads (else q/k/v keep their width)"},
-    )
-    attention_heads: dict[str, int] = field(
-        default_factory=dict,
-        metadata={
-            "codec": ATTENTION_HEADS,
-            "help": "structured: head counts of attention modules that keep theirs in no known attribute: "
-            "name=4,… or JSON",
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "seed of fine-tuning"})
 
-    def finetune(self, epochs: int) -> TrainConfig | None:
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"prune method {self.method!r} must be 'structured' or 'unstructured'")
+        self.method_config().validate()
+        for r in self.analysis_ratios():
+            _check_ratio("sensitivity ratio", r)
+        if not 0 <= self.sensitivity_max_drop < 1:
+            raise ConfigError(f"sensitivity_max_drop must be in [0, 1), got {self.sensitivity_max_drop}")
+
+    def finetune_config(self, epochs: int) -> TrainConfig | None:
         if epochs < 0:
             raise ConfigError(f"fine-tuning epochs must be ≥ 0, got {epochs}")
-        if not epochs:
-            return None
-        return TrainConfig(
-            epochs=epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment, seed=self.seed
+        return dataclasses.replace(self.finetune, epochs=epochs) if epochs else None
+
+    def method_config(self) -> StructuredConfig | UnstructuredConfig:
+        """The chosen method's config, its fine-tuning (and the structured seed) filled in."""
+        after = self.finetune_config(self.finetune_epochs_after)
+        if self.method == "unstructured":
+            return dataclasses.replace(
+                self.unstructured, keep_layers=self.structured.keep_layers, finetune=after
+            )
+        between = self.finetune_config(self.finetune_epochs_between)
+        return dataclasses.replace(
+            self.structured, finetune_between=between, finetune_after=after, seed=self.finetune.seed
         )
 
-    def structured(self) -> StructuredConfig:
-        return StructuredConfig(
-            ratio=self.ratio,
-            importance=self.importance,
-            global_pruning=self.global_pruning,
-            layer_ratios=parse_layer_ratios(self.layer_ratios),
-            keep_layers=parse_names(self.keep_layers),
-            budget_metric=self.budget_metric,
-            budget=self.budget,
-            device_class=self.device_class,
-            target_latency_ms=self.target_latency_ms,
-            latency_ratio=self.latency_ratio,
-            steps=self.steps,
-            finetune_between=self.finetune(self.finetune_epochs_between),
-            finetune_after=self.finetune(self.finetune_epochs_after),
-            seed=self.seed,
-            prune_heads=self.prune_heads,
-            attention_heads=parse_attention_heads(self.attention_heads),
-        )
-
-    def unstructured(self) -> UnstructuredConfig:
-        return UnstructuredConfig(
-            sparsity=self.sparsity,
-            scope=self.scope,
-            keep_layers=parse_names(self.keep_layers),
-            finetune=self.finetune(self.finetune_epochs_after),
-        )
-
-    def step_arguments(self) -> dict[str, Any]:
-        """The keyword arguments of `prune_step` that this config sets."""
+    def analysis_ratios(self) -> tuple[float, ...]:
+        """The sensitivity analysis's ratios where it runs (structured, asked for or needed), else ()."""
         analysis = self.method == "structured" and (self.sensitivity or self.sensitivity_max_drop > 0)
-        return {
-            "method": self.method,
-            "structured": self.structured(),
-            "unstructured": self.unstructured(),
-            "sensitivity_ratios": parse_ratios(self.sensitivity_ratios) if analysis else (),
-            "sensitivity_max_drop": self.sensitivity_max_drop,
-        }
+        return parse_ratios(self.sensitivity_ratios) if analysis else ()
 
 
 def prune_step(
     model_dir: Path,
     dataset_path: Path,
     output_dir: Path,
-    method: str = "structured",
-    structured: StructuredConfig | None = None,
-    unstructured: UnstructuredConfig | None = None,
-    sensitivity_ratios: Sequence[float] = (),
-    sensitivity_max_drop: float = 0.0,
+    config: PruneConfig | None = None,
     report_path: Path | None = None,
-    lineage_ctx=None,
+    lineage_ctx: Lineage | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Prune a Model artifact. Structured: the sensitivity analysis first where `sensitivity_ratios`
-    are given (`PruneConfig.step_arguments` gives them when asked, or when `sensitivity_max_drop` > 0
-    sets per-layer ratios from it), then the iterative schedule."""
-    from edgecompress.data import load_dataset
+) -> StepResult:
+    """Prune a Model artifact. Structured: the sensitivity analysis first where the config asks for it
+    (or `sensitivity_max_drop` > 0 sets per-layer ratios from it), then the iterative schedule.
+    `StepResult.extra["stats"]`: the parent's and the child's ONNX statistics."""
     from edgecompress.evaluate import model_stats
-    from edgecompress.step import Lineage, inherited_info, load_parent, log_child, save_torch_child
 
-    ctx = lineage_ctx or Lineage()
-    if method not in METHODS:
-        raise ConfigError(f"prune method {method!r} must be 'structured' or 'unstructured'")
-    structured = structured or StructuredConfig()
-    unstructured = unstructured or UnstructuredConfig()
-    (structured if method == "structured" else unstructured).validate()
-    for r in sensitivity_ratios:
-        _check_ratio("sensitivity ratio", r)
-    if not 0 <= sensitivity_max_drop < 1:
-        raise ConfigError(f"sensitivity_max_drop must be in [0, 1), got {sensitivity_max_drop}")
-    dataset = load_dataset(Path(dataset_path))
-    parent, module = load_parent(Path(model_dir), dataset, "model to prune")
-    keep = structured.keep_layers if method == "structured" else unstructured.keep_layers
-    _modules_by_name(
-        module, list(keep) + (list(structured.layer_ratios) if method == "structured" else []), "layer names"
-    )
-    if method == "structured":
-        check_traceable(module, dataset.input_shape)
-        _check_importance_fits(module, structured.importance)
-    ctx.check()
-    technique = f"prune-{method}"
-    cfg_params = (structured if method == "structured" else unstructured).as_params()
-    params = {"technique": technique, **{f"prune.{k}": v for k, v in cfg_params.items()}}
-    with ctx.task("prune", params):
-        sens = None
-        if method == "structured" and sensitivity_ratios:
+    config = config or PruneConfig()
+    method = config.method
+
+    def prepare(inputs: StepInputs) -> None:
+        module, method_cfg = inputs.modules["model"], config.method_config()
+        names = list(method_cfg.keep_layers)
+        if method == "structured":
+            names += list(method_cfg.layer_ratios)
+        _modules_by_name(module, names, "layer names")
+        if method == "structured":
+            check_traceable(module, inputs.dataset.input_shape)
+            _check_importance_fits(module, method_cfg.importance)
+
+    def make(inputs: StepInputs) -> Child:
+        module, dataset, method_cfg = inputs.modules["model"], inputs.dataset, config.method_config()
+        sens, ratios = None, config.analysis_ratios()
+        if ratios:
             sens = sensitivity(
                 module,
                 dataset,
-                sensitivity_ratios,
-                structured.importance,
-                keep_layers=keep,
+                ratios,
+                method_cfg.importance,
+                keep_layers=method_cfg.keep_layers,
                 progress=progress,
             )
-            if sensitivity_max_drop > 0:
-                structured.layer_ratios = {
-                    **suggest_layer_ratios(sens, sensitivity_max_drop),
-                    **structured.layer_ratios,
+            if config.sensitivity_max_drop > 0:
+                method_cfg.layer_ratios = {
+                    **suggest_layer_ratios(sens, config.sensitivity_max_drop),
+                    **method_cfg.layer_ratios,
                 }
         if method == "structured":
             from edgecompress.prune.latency import prune_for_latency
 
-            prune = prune_for_latency if structured.latency_target else prune_structured
+            prune = prune_for_latency if method_cfg.latency_target else prune_structured
             child, report = prune(
-                module, dataset.input_shape, dataset.num_classes, structured, dataset, progress
+                module, dataset.input_shape, dataset.num_classes, method_cfg, dataset, progress
             )
         else:
             child = copy.deepcopy(module)
-            report = prune_unstructured(child, unstructured, dataset, progress)
+            report = prune_unstructured(child, method_cfg, dataset, progress)
         report["sensitivity"] = sens
         x_val, y_val = dataset.split("val")
         report["val_accuracy"] = {
             "parent": accuracy(module, x_val, y_val),
             "child": accuracy(child, x_val, y_val),
         }
-        info = {
-            **inherited_info(parent.info),
-            "technique": technique,
-            "parent_model_id": parent.info.get("mlflow_model_id"),
-            "prune": _jsonable(report),
+
+        def finish(package, made: Child) -> None:
+            stats = {
+                "parent": model_stats(inputs.packages["model"].onnx_path).as_dict(),
+                "child": model_stats(package.onnx_path).as_dict(),
+            }
+            if report_path is not None:
+                write_report(report_path, prune_report(report, stats))
+            made.metrics.update({k: stats["child"][k] for k in ("macs", "gzip_bytes", "sparsity")})
+            made.extra["stats"] = stats
+
+        metrics = {
+            "val_accuracy": report["val_accuracy"]["child"],
+            "parent_val_accuracy": report["val_accuracy"]["parent"],
         }
-        package = save_torch_child(child, dataset, Path(output_dir), info)
-        stats = {
-            "parent": model_stats(parent.onnx_path).as_dict(),
-            "child": model_stats(package.onnx_path).as_dict(),
-        }
-        if report_path is not None:
-            write_report(report_path, prune_report(report, stats))
-        log_child(
-            package,
-            f"{dataset.name}-pruned",
-            technique,
-            dataset,
-            params,
-            {
-                "val_accuracy": report["val_accuracy"]["child"],
-                "parent_val_accuracy": report["val_accuracy"]["parent"],
-                "macs": stats["child"]["macs"],
-                "gzip_bytes": stats["child"]["gzip_bytes"],
-                "sparsity": stats["child"]["sparsity"],
-            },
-            ctx,
+        return Child(
+            child, {"prune": _jsonable(report)}, metrics, name=f"{dataset.name}-pruned", finish=finish
         )
-    return {**package.info, "stats": stats}
+
+    return run_step(
+        "prune",
+        config,
+        dataset_path,
+        output_dir,
+        make,
+        parents={"model": Parent(model_dir, role="model to prune")},
+        lineage_ctx=lineage_ctx,
+        prepare=prepare,
+        technique=f"prune-{method}",
+    )
 
 
 def _jsonable(obj: Any) -> Any:

@@ -29,7 +29,10 @@ from edgecompress.prune.attention import (
 )
 from edgecompress.prune.common import (
     _PRUNABLE,
+    ATTENTION_HEADS,
     BUDGET_METRICS,
+    IMPORTANCES,
+    LAYER_RATIOS,
     _check_ratio,
     _modules_by_name,
     output_layers,
@@ -45,31 +48,67 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StructuredConfig:
-    ratio: float = 0.5  # fraction of channels removed per layer (or overall, with global_pruning)
-    importance: str = "l2"
-    global_pruning: bool = False
+    """Structured pruning's settings. `PruneConfig` nests it (its flat fields are the CLI options and
+    component parameters of `prune`); the fine-tuning `TrainConfig`s and `seed` are filled from
+    `PruneConfig`'s fine-tuning settings."""
+
+    ratio: float = field(
+        default=0.5,
+        metadata={"help": "structured: fraction of channels removed, in (0, 1)"},
+    )
+    importance: str = field(default="l2", metadata={"help": "channel importance", "choices": IMPORTANCES})
+    global_pruning: bool = field(
+        default=False, metadata={"help": "rank channels across layers (else per layer)"}
+    )
     layer_ratios: dict[str, float] = field(
-        default_factory=dict
-    )  # per-layer overrides (e.g. from sensitivity)
-    keep_layers: tuple[str, ...] = ()
-    budget_metric: str = ""  # "", macs, params, latency: then `budget` replaces `ratio` as the target
-    budget: float = 0.0  # absolute: MACs, parameters, or p50 milliseconds on `device_class`
-    device_class: str = DEFAULT_DEVICE_CLASS
-    max_ratio: float = 0.9  # the budget search never removes more than this
-    steps: int = 1  # iterative schedule: prune in this many steps
-    finetune_between: TrainConfig | None = None  # fine-tuning after each step but the last
-    finetune_after: TrainConfig | None = None  # fine-tuning after the last step
-    round_to: int | None = None  # keep channel counts multiples of this (SIMD-friendly)
-    seed: int = 0
-    prune_heads: bool = True  # remove whole attention heads (else attention projections keep their width)
-    # attention modules whose head count is in no attribute the pruner knows (`prune.attention`): name -> heads
-    attention_heads: dict[str, int] = field(default_factory=dict)
+        default_factory=dict,
+        metadata={"codec": LAYER_RATIOS, "help": "per-layer ratios: name=0.3,… or JSON"},
+    )
+    keep_layers: tuple[str, ...] = field(default=(), metadata={"help": "comma-separated layers never pruned"})
+    budget_metric: str = field(
+        default="",
+        metadata={
+            "help": "prune until this metric is within budget (replaces ratio)",
+            "choices": ("", *BUDGET_METRICS),
+        },
+    )
+    budget: float = field(default=0.0, metadata={"help": "MACs, parameters, or p50 ms on device_class"})
+    device_class: str = field(
+        default=DEFAULT_DEVICE_CLASS, metadata={"help": "device class of a latency budget"}
+    )
+    target_latency_ms: float = field(
+        default=0.0,
+        metadata={"help": "structured: latency-aware per-layer ratios until p50 on device_class ≤ this (ms)"},
+    )
+    latency_ratio: float = field(
+        default=0.0,
+        metadata={"help": "structured: latency-aware, to this fraction of the unpruned measured p50"},
+    )
+    max_ratio: float = field(default=0.9, metadata={"flat": False})  # the budget search's upper bound
+    steps: int = field(default=1, metadata={"help": "iterative schedule: prune in this many steps"})
+    # fine-tuning after each step but the last, and after the last step (None: none)
+    finetune_between: TrainConfig | None = field(default=None, metadata={"flat": False})
+    finetune_after: TrainConfig | None = field(default=None, metadata={"flat": False})
+    round_to: int | None = field(default=None, metadata={"flat": False})  # channel counts multiples of this
+    seed: int = field(default=0, metadata={"flat": False})
+    prune_heads: bool = field(
+        default=True,
+        metadata={"help": "structured: remove whole attention heads (else q/k/v keep their width)"},
+    )
+    attention_heads: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "codec": ATTENTION_HEADS,
+            "help": "structured: head counts of attention modules that keep theirs in no known attribute: "
+            "name=4,… or JSON",
+        },
+    )
     # latency-aware allocation (prune.latency): a p50 target on `device_class`, in ms or as a fraction of
     # the measured unpruned p50, met by per-layer ratios from a measured latency table (replaces `ratio`)
-    target_latency_ms: float = 0.0
-    latency_ratio: float = 0.0
-    latency_points: tuple[float, ...] = (0.75, 0.5, 0.25)  # kept fractions the table measures per layer
-    latency_cache: str = ""  # folder of latency tables ("": $EDGECOMPRESS_CACHE_DIR or ~/.cache/edgecompress)
+    # kept fractions the table measures per layer
+    latency_points: tuple[float, ...] = field(default=(0.75, 0.5, 0.25), metadata={"flat": False})
+    # folder of latency tables ("": $EDGECOMPRESS_CACHE_DIR or ~/.cache/edgecompress)
+    latency_cache: str = field(default="", metadata={"flat": False})
 
     @property
     def latency_target(self) -> bool:

@@ -6,7 +6,7 @@ gzip artifact).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -19,10 +19,17 @@ from edgecompress.train import TrainConfig, fit
 
 @dataclass
 class UnstructuredConfig:
-    sparsity: float = 0.8  # fraction of weights set to zero
-    scope: str = "global"  # global: one threshold over all layers; layer: the same fraction in every layer
+    """Unstructured pruning's settings, nested in `PruneConfig` (which fills `keep_layers` and the
+    fine-tuning from its own)."""
+
+    sparsity: float = field(default=0.8, metadata={"help": "unstructured: fraction of weights zeroed"})
+    scope: str = field(
+        default="global",
+        metadata={"help": "unstructured: one threshold or per layer", "choices": SCOPES},
+    )
     keep_layers: tuple[str, ...] = ()
-    finetune: TrainConfig | None = None  # fine-tune with the masks in place, then make them permanent
+    # fine-tune with the masks in place, then make them permanent
+    finetune: TrainConfig | None = field(default=None, metadata={"flat": False})
 
     def validate(self) -> None:
         _check_ratio("sparsity", self.sparsity)

@@ -57,6 +57,10 @@ def _reduce_range_from_flat(value: Any) -> bool | None:
 REDUCE_RANGE = Codec(str, _reduce_range_from_flat, lambda v: "auto" if v is None else ("on" if v else "off"))
 
 
+# repr of configs already validated (QuantConfig.validate)
+_VALIDATED: dict[str, None] = {}
+
+
 @dataclass
 class QuantConfig:
     method: str = field(default="static", metadata={"help": "quantization method", "choices": METHODS})
@@ -146,6 +150,19 @@ class QuantConfig:
     extra: dict[str, Any] = field(default_factory=dict, metadata={"flat": False})
 
     def validate(self) -> None:
+        """Raise ConfigError on a bad setting. One quantize call validates its config once: every
+        entry point (step, `quantize_model`, `quantize_static`, …) calls this, and a config whose
+        values were validated before (the same values; `reduce_range`, which is not checked, aside: a
+        resolved copy) is not checked again."""
+        key = repr(replace(self, reduce_range=None))
+        if key in _VALIDATED:
+            return
+        self._check()
+        _VALIDATED[key] = None
+        while len(_VALIDATED) > 256:  # remembers the recent ones (an autotune run tries ~10 configs)
+            _VALIDATED.pop(next(iter(_VALIDATED)))
+
+    def _check(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"quantization method {self.method!r} not in {METHODS}")
         from edgecompress.runtime.devices import quantization_target
