@@ -100,13 +100,14 @@ class QuantConfig:
         },
     )
     objective: str = field(
-        default="latency",
+        default="size",
         metadata={
             "help": "static: latency: each op group (conv, depthwise conv, MatMul/Gemm, attention MatMuls, "
             "SE blocks, other) is quantized only where the target's emulated class measures it faster "
             "(speed-up lower bound > 1, interleaved rounds) and its accuracy cost is within "
             "per_op_max_drop, float elsewhere, and the child is kept only if faster than its parent; "
-            "size: every group quantized, speed not checked",
+            "size (the default): every group quantized, speed checked only for an auto attention-MatMul "
+            "choice (the pipeline's gate still rejects a child that is not faster)",
             "choices": OBJECTIVES,
         },
     )
