@@ -293,8 +293,8 @@ def run_step(
     and the named `parents` (torch or ONNX-only) -> `prepare` (the technique's own checks of its inputs,
     before any work; may return more params) -> an MLflow task run named `name` with the params ->
     `make` the child -> save it (a torch child exported to ONNX with a parity check) into a staging
-    folder -> `child.finish` -> log it as a LoggedModel (parent: the first parent given) -> record its
-    id -> publish the Model artifact atomically at `output_dir`.
+    folder -> `child.finish` -> publish the Model artifact atomically at `output_dir` -> log it as a
+    LoggedModel (parent: the first parent given) -> record its id in the published model.json.
 
     MLflow params: `technique` plus every config's flat parameters under the step's name
     (`<name>.<flat name>`, see `step_params`) plus what `prepare` returns; the LoggedModel gets those
@@ -332,6 +332,11 @@ def run_step(
             shutil.copyfile(source, package.directory / file_name)
         if child.finish is not None:
             child.finish(package, child)
+        # published before it is logged: a tracking server failing now costs the lineage, not the work
+        # (the error still fails the step; tests/lineage/test_lineage_server.py)
+        with atomic_path(Path(output_dir), directory=True) as out:
+            shutil.copytree(package.directory, out, dirs_exist_ok=True)
+        package = ModelPackage(Path(output_dir), package.info)
         model_id = log_child(
             package,
             child.name or f"{dataset.name}-{child_technique}",
@@ -344,9 +349,7 @@ def run_step(
         )
         if model_id and child.tags:
             lineage.set_model_tags(model_id, child.tags)
-        with atomic_path(Path(output_dir), directory=True) as out:
-            shutil.copytree(package.directory, out, dirs_exist_ok=True)
-    return StepResult(ModelPackage(Path(output_dir), package.info), child.extra)
+    return StepResult(package, child.extra)
 
 
 def run_torch_step(
