@@ -140,3 +140,23 @@ def test_a_retried_failure_counts_once_through_its_retry():
                                             distributions=dist, values=values, system_attrs=attrs))  # fmt: skip
     # 0 complete, 1 pruned, 2 failed but retried as 3 (counted once, through 3), 4 failed for good
     assert accounted(study.get_trials(deepcopy=False)) == 4
+
+
+def test_the_front_json_never_holds_the_storage_password():
+    """A study URL with a password (e.g. a PostgreSQL URL given on the command line) is written to the
+    front JSON and MLflow without it."""
+    from types import SimpleNamespace
+
+    from edgecompress.nas.space import SearchSpace
+    from edgecompress.nas.step import _summary
+
+    url = "postgresql+psycopg://optuna:s3cret-pw@db.example:5432/studies"
+    summary = _summary(
+        "s", url, Constraints(), NasConfig(), SearchSpace.load(None), SimpleNamespace(emulated=True),
+        ([], [], {}, {}), None, 1.0, {},
+    )  # fmt: skip
+    assert "s3cret-pw" not in json.dumps(summary)
+    assert (
+        summary["storage"].startswith("postgresql+psycopg://optuna:")
+        and "db.example:5432" in summary["storage"]
+    )

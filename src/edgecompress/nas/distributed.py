@@ -43,6 +43,7 @@ from edgecompress.nas.search import (  # noqa: F401 (accounted, fail_stale, opti
     make_objective,
     optimize_until,
     prepare_search,
+    redact,
 )
 from edgecompress.step import StepResult
 
@@ -92,16 +93,6 @@ def resolve_storage(storage: str) -> str:
     if url.startswith("sqlite:///:memory:") or url == "sqlite://":
         raise ConfigError("NAS fan-out: an in-memory SQLite storage cannot be shared by workers")
     return url
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs and reports)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<storage URL>"
 
 
 def rdb_storage(url: str, fanout: FanoutConfig | None = None) -> Any:

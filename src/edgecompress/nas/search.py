@@ -591,3 +591,13 @@ def accuracy_on(model: Any, dataset: Dataset, split: str = "val") -> float:
 
     x, y = dataset.split(split)
     return accuracy(model, x, y)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs and reports)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<storage URL>"

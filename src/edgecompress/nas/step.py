@@ -27,6 +27,7 @@ from edgecompress.nas.search import (
     LatencyMeter,
     NasConfig,
     accuracy_on,
+    redact,
     retrain,
     search,
     search_identity,
@@ -168,7 +169,7 @@ def _summary(
     trials, front, pick, final = found
     return {
         "study_name": study_name,
-        "storage": storage or f"{STUDY_FILE} in the Model artifact",
+        "storage": redact(storage) if storage else f"{STUDY_FILE} in the Model artifact",  # no password
         "device_class": constraints.device_class,
         "emulated": meter.emulated,
         "constraints": asdict(constraints),
