@@ -1,0 +1,49 @@
+"""The reports committed this round (profile, latency-aware vs uniform pruning, per-op precision and
+int4) are rendered from their results.json, and their verdicts follow the rule from the recorded
+numbers — never that a target was met."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import mean_interval, verdict
+
+REPO = Path(__file__).resolve().parents[2]
+REPORTS = [
+    ("benchmarks.profile.run", "benchmarks/profile"),
+    ("benchmarks.profile.prune_vs_uniform", "benchmarks/profile/pruning"),
+    ("benchmarks.quantization.per_op_int4", "benchmarks/quantization/2026-12-06-per-op-int4"),
+]
+
+
+@pytest.mark.parametrize("module, folder", REPORTS)
+def test_every_number_in_the_report_is_rendered_from_its_json(module, folder):
+    results = json.loads((REPO / folder / "results.json").read_text())
+    rendered = importlib.import_module(module).render(results)
+    assert rendered.strip() == (REPO / folder / "results.md").read_text().strip()
+
+
+def test_pruning_verdicts_follow_the_rule_from_the_seeds():
+    r = json.loads((REPO / "benchmarks/profile/pruning/results.json").read_text())
+    diffs = [s["aware"]["test_accuracy"] - s["uniform"]["test_accuracy"] for s in r["seeds"]]
+    interval = mean_interval(diffs)
+    assert interval["low"] == pytest.approx(r["accuracy_difference"]["low"])
+    assert interval["high"] == pytest.approx(r["accuracy_difference"]["high"])
+    assert r["verdict"]["aware_beats_uniform"] == verdict(interval, 0.0, True, strict=True)
+    equal = all(s["equal_p50"]["ci_low"] >= 0.95 and s["equal_p50"]["ci_high"] <= 1.05 for s in r["seeds"])
+    assert r["verdict"]["equal_p50_within_5pct"] == ("met" if equal else "not shown")
+
+
+def test_profile_verdicts_follow_their_stated_tolerance():
+    r = json.loads((REPO / "benchmarks/profile/results.json").read_text())
+    assert r["models"]
+    for name, m in r["models"].items():
+        gap = m["whole_p50_ms"] - m["sum_node_p50_ms"]
+        nodes = len(m["nodes"]) if isinstance(m["nodes"], list) else m["nodes"]
+        # the stated rule: |whole − Σ nodes − floor| ≤ 10 % of the whole + 1 µs per node
+        assert m["allowed_ms"] == pytest.approx(0.1 * m["whole_p50_ms"] + 0.001 * nodes, abs=1e-4), name
+        assert m["parts_add_up"] == (abs(gap - m["floor_p50_ms"]) <= m["allowed_ms"] + 1e-9), name
