@@ -246,3 +246,21 @@ def test_the_circle_rule_catches_a_lazy_circle(tmp_path, monkeypatch):
     }
     monkeypatch.setattr(sys.modules[__name__], "SOURCES", _fake_package(tmp_path, files))
     assert circles(import_graph()) == [["edgecompress.runtime.executor", "edgecompress.runtime.measure"]]
+
+
+def test_pyproject_ships_every_package_from_its_folder():
+    """pyproject's package-dir maps the same roots as SOURCES, and its package list is every folder
+    holding modules or package data (a new component folder must be listed to be shipped)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = {name: ROOT / folder for name, folder in config["package-dir"].items() if name}
+    assert {**dirs, "edgecompress": ROOT / config["package-dir"][""] / "edgecompress"} == SOURCES
+    folders = set()
+    for package, folder in SOURCES.items():
+        for path in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+            rel = path.relative_to(folder)
+            if "__pycache__" not in rel.parts and any(f.is_file() for f in path.iterdir()):
+                folders.add(".".join((package, *rel.parts)))
+    assert sorted(config["packages"]) == sorted(folders)
+    assert not any(p.is_symlink() for p in SOURCES["edgecompress"].rglob("*"))
