@@ -7,11 +7,15 @@ still an edge (static tools and readers see it; it only hides a circle from the 
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where each importable package's source lives (the repository layout; pyproject maps the same).
@@ -264,3 +268,26 @@ def test_pyproject_ships_every_package_from_its_folder():
                 folders.add(".".join((package, *rel.parts)))
     assert sorted(config["packages"]) == sorted(folders)
     assert not any(p.is_symlink() for p in SOURCES["edgecompress"].rglob("*"))
+
+
+def test_no_symlink_is_tracked_under_src():
+    """Static tools (import graphs, type checkers, packagers) read src/ as committed: a symlinked
+    package there hides its edges. pyproject's package-dir maps components/ and pipelines/ instead."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        skip_or_fail_in_ci("needs git and a git checkout")
+    listing = subprocess.run(
+        ["git", "ls-files", "-s", "--", "src"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert listing, "git lists no file under src/"
+    assert [line.split("\t", 1)[1] for line in listing.splitlines() if line.startswith("120000 ")] == []
+
+
+def test_the_package_imported_is_this_checkout():
+    """The interpreter running the suite imports all three roots from this checkout (an install of
+    it: `make setup`, or scripts/dev-venv.sh for a worktree). PYTHONPATH=src would take
+    edgecompress from here and its components from wherever the environment's install points."""
+    import edgecompress.components
+    import edgecompress.pipelines
+
+    for name, folder in SOURCES.items():
+        assert Path(sys.modules[name].__file__).parent == folder, (name, sys.modules[name].__file__)
