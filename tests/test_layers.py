@@ -286,8 +286,8 @@ def test_the_package_imported_is_this_checkout():
     """The interpreter running the suite imports all three roots from this checkout (an install of
     it: `make setup`, or scripts/dev-venv.sh for a worktree). PYTHONPATH=src would take
     edgecompress from here and its components from wherever the environment's install points."""
-    import edgecompress.components
-    import edgecompress.pipelines
+    import importlib
 
     for name, folder in SOURCES.items():
-        assert Path(sys.modules[name].__file__).parent == folder, (name, sys.modules[name].__file__)
+        module = importlib.import_module(name)
+        assert Path(module.__file__).parent == folder, (name, module.__file__)
