@@ -33,7 +33,7 @@ def technique(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     # kfp.local's SubprocessRunner starts the component in a child process: it must find the module.
     monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     )
     from edgecompress.pipelines import edge_compression
 
