@@ -19,7 +19,9 @@ dest=${2:-.venv-dev}
 purelib='import sysconfig; print(sysconfig.get_path("purelib"))'
 "$base/bin/python" -m venv --clear --without-pip "$dest"
 dest=$(cd "$dest" && pwd)
-"$base/bin/python" -c "$purelib" >"$("$dest/bin/python" -c "$purelib")/_base_venv.pth"
+# The base's site-packages, and those it is layered on in turn (a .pth in a .pth'd folder is not read).
+base_site=$("$base/bin/python" -c "$purelib")
+{ echo "$base_site"; cat "$base_site/_base_venv.pth" 2>/dev/null || true; } >"$("$dest/bin/python" -c "$purelib")/_base_venv.pth"
 for tool in "$base"/bin/*; do
   name=$(basename "$tool")
   [ -e "$dest/bin/$name" ] || [ ! -f "$tool" ] && continue
