@@ -158,7 +158,7 @@ def _auth_headers() -> dict[str, str]:
     return {}
 
 
-def _mlflow():  # imported lazily: mlflow takes ~2 s to import
+def load_mlflow():  # imported lazily: mlflow takes ~2 s to import
     import mlflow
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
@@ -178,7 +178,7 @@ def setup(
     For a local SQLite store the artifact location is explicit (next to the database), so that
     artifacts never land in whatever directory a task happens to run in.
     """
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     uri = check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if artifact_location is None and uri.startswith("sqlite:///"):
@@ -207,7 +207,7 @@ def get_or_create_pipeline_run(
     params: dict[str, Any] | None = None,
 ) -> str:
     """The parent run of a pipeline run, found by tag so every task attaches to the same one."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     exp = mlflow.get_experiment_by_name(experiment)
     found = mlflow.search_runs(
         [exp.experiment_id],
@@ -253,7 +253,7 @@ def end_pipeline_run(pipeline_run_id: str, status: str) -> int:
 
 def _end_running(filter_string: str, status: str) -> int:
     """End (`status`) every run matching `filter_string` that is still RUNNING; returns how many."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     found = mlflow.search_runs(
         search_all_experiments=True,
         filter_string=f"{filter_string} and attributes.status = 'RUNNING'",
@@ -285,7 +285,7 @@ def task_run(
 
     `end_parent`: the parent run belongs to this task alone (a standalone command), so it ends with
     the task, FINISHED or FAILED, instead of staying RUNNING with nothing left to end it."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     setup(experiment)
     parent = get_or_create_pipeline_run(pipeline_run_id, pipeline_name, experiment)
     tags = {
@@ -322,7 +322,7 @@ def log_task_outputs(artifact_path: str, files: dict[str, str | bytes], metrics:
     search's Pareto front and its trial counts."""
     import tempfile
 
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     with tempfile.TemporaryDirectory(prefix="edgecompress-log-") as tmp:
         for name, content in files.items():
             target = Path(tmp) / name
@@ -334,7 +334,7 @@ def log_task_outputs(artifact_path: str, files: dict[str, str | bytes], metrics:
 
 def log_dataset(meta: dict[str, Any], context: str) -> None:
     """Record a dataset (by our content digest) as an input of the active run."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 
@@ -348,7 +348,7 @@ def log_dataset(meta: dict[str, Any], context: str) -> None:
 def log_dataset_artifact(path: Path, meta: dict[str, Any]) -> str:
     """Store the Dataset artifact itself with the active run (in the artifact store, e.g. S3), so that
     the data a model was trained on can be fetched from its lineage alone; returns a `runs:/` URI."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     run = mlflow.active_run()
     if run is None:
         raise TrackingError("log_dataset_artifact needs an active MLflow run")
@@ -399,7 +399,7 @@ def log_model(
     pipeline_run_id: str | None = None,
 ) -> str:
     """Log an ONNX model as a LoggedModel of the active run; returns the MLflow model id."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     import onnx
 
     tags = {
@@ -445,7 +445,7 @@ def _reused_parent(parent_model_id: str | None, pipeline_run_id: str) -> dict[st
     `edgecompress.reused_model.<model id>` = that run."""
     if not parent_model_id:
         return {}
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     try:
         earlier = (get_model(parent_model_id).tags or {}).get(f"{TAG}pipeline_run_id")
     except Exception as exc:  # the parent's own record is what matters; this link is extra
@@ -467,14 +467,14 @@ def _ort_version() -> str:
 
 
 def log_model_metrics(model_id: str, metrics: dict[str, float]) -> None:
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     for key, value in metrics.items():
         mlflow.log_metric(re.sub(r"[^\w\-./ ]", "_", key), float(value), model_id=model_id)
 
 
 def log_benchmarks(model_id: str, results: dict[str, dict[str, Any]]) -> None:
     """Benchmarks are metrics on the model, one set per device class, with emulation labelled."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     metrics, tags = {}, {}
     for device_class, r in results.items():
         lat = r["latency_ms"]
@@ -493,14 +493,14 @@ def log_benchmarks(model_id: str, results: dict[str, dict[str, Any]]) -> None:
 
 
 def set_model_tags(model_id: str, tags: dict[str, Any]) -> None:
-    _mlflow().set_logged_model_tags(model_id, {k: str(v) for k, v in tags.items()})
+    load_mlflow().set_logged_model_tags(model_id, {k: str(v) for k, v in tags.items()})
 
 
 def register(
     model_id: str, registered_name: str, aliases: list[str], tags: dict[str, str] | None = None
 ) -> int:
     """Register a model version and point one alias per device class at it; returns the version."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     client = mlflow.MlflowClient()
     try:
         version = mlflow.register_model(f"models:/{model_id}", registered_name, tags=tags)
@@ -518,7 +518,7 @@ def alias_name(device_class: str) -> str:
 
 def get_model(model_id: str):
     try:
-        return _mlflow().get_logged_model(model_id)
+        return load_mlflow().get_logged_model(model_id)
     except Exception as exc:
         raise TrackingError(f"MLflow has no model {model_id!r}: {exc}") from exc
 
@@ -550,7 +550,7 @@ def with_retries(what: str, fn, attempts: int = 3, base_delay_s: float = 0.5):
 
 def connect(uri: str | None = None):
     """An MlflowClient on the tracking store (checked reachable first)."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     uri = check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(uri)
@@ -625,7 +625,7 @@ def parent_chain(model_id: str) -> tuple[list[Any], str | None]:
 
 def download_model_onnx(model_id: str, directory: Path) -> Path:
     """Fetch a logged model's ONNX file (from the artifact store, e.g. S3 through the server)."""
-    mlflow = _mlflow()
+    mlflow = load_mlflow()
     out = with_retries(
         f"cannot download model {model_id}",
         lambda: mlflow.artifacts.download_artifacts(
@@ -685,7 +685,7 @@ def download_dataset(location: dict[str, Any], directory: Path) -> Path:
 
             return download_s3(uri, directory)
         if uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/", "http")):
-            mlflow = _mlflow()
+            mlflow = load_mlflow()
             return Path(
                 with_retries(
                     f"cannot download dataset {uri}",

@@ -80,6 +80,8 @@ def test_size_objective_passes_and_trials_are_child_runs(
     trials = [r for r in runs if r.data.tags.get("edgecompress.task") == "autotune-trial"]
     assert len(task) == 1 and len(trials) == len(result["trials"])
     assert all(r.data.tags["mlflow.parentRunId"] == task[0].info.run_id for r in trials)
+    # trial settings share the quantize step's parameter naming (`quantize.<flat name>`)
+    assert all(r.data.params and all(k.startswith("quantize.") for k in r.data.params) for r in trials)
     assert mlflow.get_logged_model(out.model_id).tags["edgecompress.autotune.passed"] == "true"
 
 

@@ -82,7 +82,7 @@ def drift_run(result: dict[str, Any], experiment: str = lineage.DEFAULT_EXPERIME
     reference and batch digests and code version (tags); its id goes into `result` as
     `mlflow_run_id`. Call the yielded function with the final result to store it and its HTML report
     as the run's artifacts (`drift/result.json`, `drift/report.html`)."""
-    mlflow = lineage._mlflow()
+    mlflow = lineage.load_mlflow()
     lineage.setup(experiment)
     tags = {
         f"{lineage.TAG}role": "drift-check",
@@ -388,7 +388,7 @@ def _log_promotion_report(model_id: str, out: dict[str, Any]) -> None:
     run_id = lineage.get_model(model_id).source_run_id
     if not run_id:
         return
-    client = lineage._mlflow().MlflowClient()
+    client = lineage.load_mlflow().MlflowClient()
     record = {k: out[k] for k in ("rule", "promoted", "refused", "classes")}
     client.log_text(run_id, json.dumps(record, indent=2, default=float), "promotion/result.json")
     client.log_text(run_id, promotion_markdown(out), "promotion/report.md")

@@ -499,7 +499,7 @@ def mlflow_trial_logger(pipeline_run_id: str):
             "edgecompress.trial.reason_codes": ",".join(r.code for r in trial.reasons)[:5000] or "passed",
         }
         with mlflow.start_run(run_name=f"trial-{index}-{trial.method}", nested=True, tags=tags):
-            mlflow.log_params({f"quant.{k}": str(v)[:6000] for k, v in trial.config.items()})
+            mlflow.log_params({f"quantize.{k}": str(v)[:6000] for k, v in trial.config.items()})
             check = trial.check or {}
             mlflow.log_metrics({k: float(v) for k, v in check.items() if isinstance(v, int | float)})
             mlflow.log_metric("seconds", trial.seconds)
