@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from tests.conftest import skip_or_fail_in_ci
@@ -42,6 +43,8 @@ def test_main_command_from_a_clean_clone(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
     venv = tmp_path / "venv"
+    suite_site = Path(sysconfig.get_path("purelib"))
+    suite_install = {p.name: p.stat().st_mtime_ns for p in suite_site.glob("*edgecompress*")}
     made = subprocess.run(
         ["bash", str(clone / "scripts" / "dev-venv.sh"), str(Path(sys.executable).parent.parent), str(venv)],
         cwd=clone,
@@ -50,6 +53,8 @@ def test_main_command_from_a_clean_clone(tmp_path):
         timeout=300,
     )
     assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-3000:]
+    # the suite's own install is left as it was (pip sees it as outside the layered venv)
+    assert {p.name: p.stat().st_mtime_ns for p in suite_site.glob("*edgecompress*")} == suite_install
     env = {
         "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(tmp_path),
