@@ -63,6 +63,7 @@ def _parser(parser: argparse.ArgumentParser) -> dict[str, Any]:
         if g._group_actions
     ]
     return {
+        "defaults": {k: _name(v) for k, v in parser._defaults.items()},
         "description": parser.description,
         "epilog": parser.epilog,
         "actions": actions,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from edgecompress import __version__
 from edgecompress.errors import EdgeCompressError
@@ -28,6 +30,17 @@ def build_parser(command_modules: list[str]) -> argparse.ArgumentParser:
     for name in command_modules:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], help: str
+) -> argparse.ArgumentParser:
+    """Subcommand `name`, which runs `func(args)`: `help` is its line in the list of commands, and
+    `func`'s docstring, as one paragraph, the description its own --help shows."""
+    doc = inspect.getdoc(func)
+    p = sub.add_parser(name, help=help, description=" ".join(doc.split()) if doc else None)
+    p.set_defaults(func=func)
+    return p
 
 
 def run(argv: list[str] | None, command_modules: list[str]) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgecompress.cli.steps import _lineage, _print, io_arguments, step_command
 from edgecompress.distill import DistillConfig, DistillStepOptions
+from edgecompress.entry import add_command
 from edgecompress.params import add_options, from_args
 from edgecompress.prune import PruneConfig
 from edgecompress.prune.importance import importance_help, importance_names
@@ -19,8 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "prune",
         summary="structured channel pruning or unstructured magnitude pruning of a Model artifact",
-        description="Structured: physically removes channels along torch-pruning's dependency graph (fewer MACs, "
-        "faster). Unstructured: zeroes the smallest weights (smaller gzip artifact, no dense-kernel speed-up).",
         func=cmd_prune,
         configs=(PruneConfig,),
         model="Model artifact directory with module.pt (e.g. from `train`)",
@@ -38,8 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "distill",
         summary="knowledge distillation from a teacher Model artifact into a student",
-        description="Hinton soft-target distillation (temperature, alpha) with an optional feature loss "
-        "(hint: 1×1-projected MSE; attention: attention transfer between matched stages). The student is a Model artifact (e.g. a pruned model) or a zoo/user spec.",
         func=cmd_distill,
         configs=(DistillConfig,),
         model=None,
@@ -56,11 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_options(p, DistillStepOptions, exclude=("student_spec",))  # --student takes a spec too
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "sensitivity",
+        cmd_sensitivity,
         help="per-layer pruning sensitivity (accuracy vs ratio, no fine-tuning)",
-        description="Prune each layer alone at each ratio and measure validation accuracy; writes JSON (usable by "
-        "`prune --layer-ratios-from`) and optionally a PNG plot.",
     )
     io_arguments(p, model="Model artifact directory with module.pt", output="JSON to write")
     p.add_argument("--plot", type=Path, help="PNG plot to write")
@@ -70,10 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--keep-layer", action="append", default=[], metavar="LAYER", help="skip this layer (repeatable)"
     )
-    p.set_defaults(func=cmd_sensitivity)
 
 
 def cmd_prune(a: argparse.Namespace) -> int:
+    """Structured: physically removes channels along torch-pruning's dependency graph (fewer MACs, faster).
+    Unstructured: zeroes the smallest weights (smaller gzip artifact, no dense-kernel speed-up)."""
     from edgecompress.errors import ConfigError
     from edgecompress.prune import prune_step, suggest_layer_ratios
 
@@ -111,6 +109,9 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
+    """Hinton soft-target distillation (temperature, alpha) with an optional feature loss (hint:
+    1×1-projected MSE; attention: attention transfer between matched stages). The student is a Model
+    artifact (e.g. a pruned model) or a zoo/user spec."""
     from edgecompress.distill import distill_step
 
     options = from_args(DistillStepOptions, a)
@@ -136,6 +137,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(a: argparse.Namespace) -> int:
+    """Prune each layer alone at each ratio and measure validation accuracy; writes JSON (usable by `prune
+    --layer-ratios-from`) and optionally a PNG plot."""
     from edgecompress.data import load_dataset
     from edgecompress.io import atomic_path, write_json
     from edgecompress.prune import parse_names, parse_ratios, sensitivity, sensitivity_png

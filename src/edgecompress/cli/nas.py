@@ -15,9 +15,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "nas",
         summary="hardware-aware architecture search: the most accurate model under a latency budget",
-        description="Search the zoo's CNN/MobileNet families (a search space in YAML/JSON) for accuracy vs "
-        "p50 latency measured on a device class (farm or local emulation), then retrain the pick. "
-        "The optuna study is kept in --storage: run the same command again to resume it.",
         func=cmd_nas,
         configs=(NasStepOptions, NasConfig, Constraints),
         model=None,
@@ -31,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_nas(a: argparse.Namespace) -> int:
+    """Search the zoo's CNN/MobileNet families (a search space in YAML/JSON) for accuracy vs p50 latency
+    measured on a device class (farm or local emulation), then retrain the pick. The optuna study is kept
+    in --storage: run the same command again to resume it."""
     from edgecompress.nas import nas_step
 
     options, config, constraints = (

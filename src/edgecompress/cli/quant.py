@@ -22,9 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "quantize",
         summary="quantize a model: static/dynamic INT8, FP16, mixed precision or QAT",
-        description="Quantize a Model artifact and check it against its parent (validation accuracy, top-1 "
-        "agreement, max abs logit error, size, latency on a device class; an empty --device-class skips the "
-        "latency check).",
         func=cmd_quantize,
         configs=(QuantConfig, Measurement),
         dataset=calibration,
@@ -33,9 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "autotune",
         summary="accuracy-aware quantization: the first config that keeps accuracy AND is faster/smaller",
-        description="Try PTQ variants, then mixed precision, then QAT; stop at the first that meets the "
-        "accuracy criterion and beats the parent on the objective. Exit status 1 when none passed "
-        "(the closest is still written, marked not passed).",
         func=cmd_autotune,
         configs=(AutotuneConfig,),
         dataset=calibration,
@@ -46,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
+    """Quantize a Model artifact and check it against its parent (validation accuracy, top-1 agreement, max
+    abs logit error, size, latency on a device class; an empty --device-class skips the latency check)."""
     from edgecompress.quantize import quantize_step
 
     info = quantize_step(
@@ -62,6 +58,9 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
 
 def cmd_autotune(a: argparse.Namespace) -> int:
+    """Try PTQ variants, then mixed precision, then QAT; stop at the first that meets the accuracy criterion
+    and beats the parent on the objective. Exit status 1 when none passed (the closest is still written,
+    marked not passed)."""
     from edgecompress.quantize import autotune_step
     from edgecompress.quantize.autotune import report_markdown
 
