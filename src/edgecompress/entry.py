@@ -33,14 +33,20 @@ def build_parser(command_modules: list[str]) -> argparse.ArgumentParser:
 
 
 def add_command(
-    sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], help: str
+    sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace], int]
 ) -> argparse.ArgumentParser:
-    """Subcommand `name`, which runs `func(args)`: `help` is its line in the list of commands, and
-    `func`'s docstring, as one paragraph, the description its own --help shows."""
-    doc = inspect.getdoc(func)
-    p = sub.add_parser(name, help=help, description=" ".join(doc.split()) if doc else None)
+    """The subcommand that runs `func(args)`: a function `cmd_<name>` makes the command `<name>` (`_`
+    as `-`); the first paragraph of its docstring is the command's line in the list of commands, the
+    rest the description its own --help shows."""
+    name = func.__name__.removeprefix("cmd_").replace("_", "-")
+    summary, _, description = (inspect.getdoc(func) or "").partition("\n\n")
+    p = sub.add_parser(name, help=_paragraph(summary), description=_paragraph(description))
     p.set_defaults(func=func)
     return p
+
+
+def _paragraph(text: str) -> str | None:
+    return " ".join(text.split()) or None
 
 
 def run(argv: list[str] | None, command_modules: list[str]) -> int:

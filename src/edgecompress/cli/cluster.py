@@ -289,7 +289,9 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Compile a pipeline with its Kubernetes settings, upload it (a new version when it exists) and start a
+    """upload a pipeline to Kubeflow Pipelines and start a run
+
+    Compile a pipeline with its Kubernetes settings, upload it (a new version when it exists) and start a
     run; prints the run id and URL."""
     client, run_kwargs = _prepare(args)
     run_name = args.run_name or f"{args.pipeline} {time.strftime('%Y-%m-%d %H:%M:%S')}"
@@ -300,7 +302,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    """Compile and upload a pipeline, then create a recurring run on a cron schedule; prints the recurring
+    """upload a pipeline and create a recurring run (cron)
+
+    Compile and upload a pipeline, then create a recurring run on a cron schedule; prints the recurring
     run id and URL."""
     if len(args.cron.split()) != 6:
         raise ConfigError(f"--cron {args.cron!r}: KFP takes 6 fields (seconds first), e.g. '0 0 3 * * *'")
@@ -347,15 +351,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    submit = add_command(
-        sub, "submit", cmd_submit, help="upload a pipeline to Kubeflow Pipelines and start a run"
-    )
+    submit = add_command(sub, cmd_submit)
     _common(submit)
     submit.add_argument("--run-name", help="run name (default: pipeline and time)")
 
-    schedule = add_command(
-        sub, "schedule", cmd_schedule, help="upload a pipeline and create a recurring run (cron)"
-    )
+    schedule = add_command(sub, cmd_schedule)
     _common(schedule)
     schedule.add_argument(
         "--cron",

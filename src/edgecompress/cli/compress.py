@@ -18,10 +18,8 @@ from edgecompress.prune.importance import importance_help, importance_names
 def register(sub: argparse._SubParsersAction) -> None:
     p = step_command(
         sub,
-        "prune",
-        summary="structured channel pruning or unstructured magnitude pruning of a Model artifact",
-        func=cmd_prune,
-        configs=(PruneConfig,),
+        cmd_prune,
+        PruneConfig,
         model="Model artifact directory with module.pt (e.g. from `train`)",
         output="pruned Model artifact directory to write",
         report="HTML report (per-layer channels or sparsity, schedule, sensitivity)",
@@ -35,10 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p = step_command(
         sub,
-        "distill",
-        summary="knowledge distillation from a teacher Model artifact into a student",
-        func=cmd_distill,
-        configs=(DistillConfig,),
+        cmd_distill,
+        DistillConfig,
         model=None,
         output="distilled Model artifact directory to write",
         report="HTML report: teacher vs scratch student vs distilled student",
@@ -53,12 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_options(p, DistillStepOptions, exclude=("student_spec",))  # --student takes a spec too
 
-    p = add_command(
-        sub,
-        "sensitivity",
-        cmd_sensitivity,
-        help="per-layer pruning sensitivity (accuracy vs ratio, no fine-tuning)",
-    )
+    p = add_command(sub, cmd_sensitivity)
     io_arguments(p, model="Model artifact directory with module.pt", output="JSON to write")
     p.add_argument("--plot", type=Path, help="PNG plot to write")
     p.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated ratios in (0, 1)")
@@ -70,7 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prune(a: argparse.Namespace) -> int:
-    """Structured: physically removes channels along torch-pruning's dependency graph (fewer MACs, faster).
+    """structured channel pruning or unstructured magnitude pruning of a Model artifact
+
+    Structured: physically removes channels along torch-pruning's dependency graph (fewer MACs, faster).
     Unstructured: zeroes the smallest weights (smaller gzip artifact, no dense-kernel speed-up)."""
     from edgecompress.errors import ConfigError
     from edgecompress.prune import prune_step, suggest_layer_ratios
@@ -109,19 +102,20 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
-    """Hinton soft-target distillation (temperature, alpha) with an optional feature loss (hint:
+    """knowledge distillation from a teacher Model artifact into a student
+
+    Hinton soft-target distillation (temperature, alpha) with an optional feature loss (hint:
     1×1-projected MSE; attention: attention transfer between matched stages). The student is a Model
     artifact (e.g. a pruned model) or a zoo/user spec."""
     from edgecompress.distill import distill_step
 
-    options = from_args(DistillStepOptions, a)
     info = distill_step(
         a.teacher,
         a.dataset,
         a.student,
         a.output,
         from_args(DistillConfig, a),
-        options.compare_scratch,
+        from_args(DistillStepOptions, a).compare_scratch,
         a.report,
         _lineage(a),
     ).info
@@ -137,7 +131,9 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(a: argparse.Namespace) -> int:
-    """Prune each layer alone at each ratio and measure validation accuracy; writes JSON (usable by `prune
+    """per-layer pruning sensitivity (accuracy vs ratio, no fine-tuning)
+
+    Prune each layer alone at each ratio and measure validation accuracy; writes JSON (usable by `prune
     --layer-ratios-from`) and optionally a PNG plot."""
     from edgecompress.data import load_dataset
     from edgecompress.io import atomic_path, write_json

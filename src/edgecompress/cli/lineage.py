@@ -15,9 +15,7 @@ MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, or a logged model id (m-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "lineage", cmd_lineage, help="walk a model back to its training data (MLflow lineage)"
-    )
+    p = add_command(sub, cmd_lineage)
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument(
         "--format", default="text", choices=["text", "json", "mermaid"], help="output format (default text)"
@@ -60,16 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--format", default="text", choices=["text", "json"])
         a.set_defaults(func=func)
 
-    p = add_command(
-        sub, "promote", cmd_promote, help="point <device-class>-production at a model that earned it"
-    )
+    p = add_command(sub, cmd_promote)
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--alias", required=True, help="<device-class>-production, e.g. rpi4-emulated-production")
     p.add_argument("--name", help="registered model name (when the model is not registered yet)")
 
-    p = add_command(
-        sub, "drift", cmd_drift, help="check a new batch for drift against the model's training data"
-    )
+    p = add_command(sub, cmd_drift)
     p.add_argument(
         "batch",
         type=str,  # not Path: Path("s3://b/k") is "s3:/b/k", and the chart's CronJob reads s3:// batches
@@ -120,7 +114,9 @@ def _rows(rows: list[dict], fmt: str, columns: list[str]) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    """Print dataset → trained model → each compression step → benchmarks per device class → registry
+    """walk a model back to its training data (MLflow lineage)
+
+    Print dataset → trained model → each compression step → benchmarks per device class → registry
     versions and aliases, from the MLflow server in MLFLOW_TRACKING_URI."""
     from edgecompress import audit
 
@@ -155,7 +151,9 @@ def cmd_audit_broken(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    """Set the registry alias <device-class>-production on a model, refusing one that failed its accuracy
+    """point <device-class>-production at a model that earned it
+
+    Set the registry alias <device-class>-production on a model, refusing one that failed its accuracy
     gate or has no benchmark on that device class."""
     from edgecompress import audit
 
@@ -206,7 +204,9 @@ def _recorded_arguments(recorded: dict, chain: list[str], defaults: dict, given:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    """Two-sample drift tests between a new batch and the reference data found through the model's lineage
+    """check a new batch for drift against the model's training data
+
+    Two-sample drift tests between a new batch and the reference data found through the model's lineage
     (tabular: KS / chi-squared per feature with Bonferroni, PSI; images: KS on softmax outputs + MMD on
     penultimate embeddings). Exit status 0 (1 on drift with --exit-code), 2 = bad input (nothing written,
     no retrain). With --retrain, drift starts the compression pipeline on reference + new data and

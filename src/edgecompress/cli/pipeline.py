@@ -29,9 +29,7 @@ def _pipeline_defaults(chain: list[str]) -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = add_command(
-        sub, "run", cmd_run, help="run the train→compress→evaluate→edge-benchmark pipeline locally"
-    )
+    run = add_command(sub, cmd_run)
     run.add_argument(
         "--dataset",
         default="digits",
@@ -79,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--no-track", action="store_true", help="skip MLflow (no lineage, no registry)")
 
-    comp = add_command(sub, "compile", cmd_compile, help="compile pipelines to KFP IR YAML")
+    comp = add_command(sub, cmd_compile)
     comp.add_argument("--chain", default="quantize", help="compression steps in order, comma-separated")
     comp.add_argument("--output", type=Path, default=Path("edge_compression.yaml"), help="output YAML file")
     comp.add_argument(
@@ -116,7 +114,9 @@ def _parse_params(pairs: list[str], defaults: dict) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the edge-compression pipeline locally (kfp.local, this environment), then print parent vs child
+    """run the train→compress→evaluate→edge-benchmark pipeline locally
+
+    Run the edge-compression pipeline locally (kfp.local, this environment), then print parent vs child
     with the gate's verdict. The tasks' own logs go to OUTPUT_DIR/pipeline.log (`edgecompress -v run …`
     streams them instead)."""
     from edgecompress.pipelines.local import run_edge_compression
@@ -224,7 +224,9 @@ def print_summary(result) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    """Compile the edge-compression pipeline (for a given chain), or with --all every pipeline, to KFP IR
+    """compile pipelines to KFP IR YAML
+
+    Compile the edge-compression pipeline (for a given chain), or with --all every pipeline, to KFP IR
     YAML, with the image and Kubernetes settings given."""
     if args.components:
         from edgecompress.components import compile_all, write_docs

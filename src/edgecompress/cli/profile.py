@@ -14,12 +14,7 @@ from edgecompress.profile import ProfileConfig
 def register(sub: argparse._SubParsersAction) -> None:
     from edgecompress.cli.steps import _common
 
-    p = add_command(
-        sub,
-        "profile",
-        cmd_profile,
-        help="per-layer latency of a model on a device class (ONNX Runtime's profiler)",
-    )
+    p = add_command(sub, cmd_profile)
     p.add_argument("model", type=Path, help="Model artifact directory or .onnx file")
     p.add_argument("--compare", type=Path, help="a second model (e.g. its INT8 child), profiled interleaved")
     p.add_argument(
@@ -32,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
-    """Profile a Model artifact (or a bare .onnx file) on an emulated device class: per-node p50 from ONNX
+    """per-layer latency of a model on a device class (ONNX Runtime's profiler)
+
+    Profile a Model artifact (or a bare .onnx file) on an emulated device class: per-node p50 from ONNX
     Runtime's profiler over interleaved rounds, each node's share of the end-to-end p50 (the benchmark
     runner's), and whether the parts add up to the whole. With --compare, a second model (e.g. the INT8
     child) is profiled in alternating rounds and compared per op family."""

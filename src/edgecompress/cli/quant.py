@@ -18,29 +18,18 @@ from edgecompress.quantize.config import QuantConfig
 
 def register(sub: argparse._SubParsersAction) -> None:
     calibration = "Dataset artifact (.npz); calibration comes from its training split"
-    step_command(
-        sub,
-        "quantize",
-        summary="quantize a model: static/dynamic INT8, FP16, mixed precision or QAT",
-        func=cmd_quantize,
-        configs=(QuantConfig, Measurement),
-        dataset=calibration,
-    )
+    step_command(sub, cmd_quantize, QuantConfig, Measurement, dataset=calibration)
     p = step_command(
-        sub,
-        "autotune",
-        summary="accuracy-aware quantization: the first config that keeps accuracy AND is faster/smaller",
-        func=cmd_autotune,
-        configs=(AutotuneConfig,),
-        dataset=calibration,
-        report="HTML report (table + plot)",
+        sub, cmd_autotune, AutotuneConfig, dataset=calibration, report="HTML report (table + plot)"
     )
     p.add_argument("--results", type=Path, required=True, help="trials JSON to write")
     p.add_argument("--markdown", type=Path, help="Markdown report")
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
-    """Quantize a Model artifact and check it against its parent (validation accuracy, top-1 agreement, max
+    """quantize a model: static/dynamic INT8, FP16, mixed precision or QAT
+
+    Quantize a Model artifact and check it against its parent (validation accuracy, top-1 agreement, max
     abs logit error, size, latency on a device class; an empty --device-class skips the latency check)."""
     from edgecompress.quantize import quantize_step
 
@@ -58,7 +47,9 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
 
 def cmd_autotune(a: argparse.Namespace) -> int:
-    """Try PTQ variants, then mixed precision, then QAT; stop at the first that meets the accuracy criterion
+    """accuracy-aware quantization: the first config that keeps accuracy AND is faster/smaller
+
+    Try PTQ variants, then mixed precision, then QAT; stop at the first that meets the accuracy criterion
     and beats the parent on the objective. Exit status 1 when none passed (the closest is still written,
     marked not passed)."""
     from edgecompress.quantize import autotune_step

@@ -33,9 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _controller_parser(fsub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        fsub, "controller", cmd_controller, help="serve the farm controller (HTTP API + job store)"
-    )
+    p = add_command(fsub, cmd_controller)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument(
@@ -87,7 +85,7 @@ def _controller_parser(fsub: argparse._SubParsersAction) -> None:
 
 
 def _agent_parser(fsub: argparse._SubParsersAction) -> None:
-    p = add_command(fsub, "agent", cmd_agent, help="run a device agent that pulls benchmark jobs")
+    p = add_command(fsub, cmd_agent)
     p.add_argument("--controller", required=True, help="controller URL, e.g. http://farm:8080")
     p.add_argument("--device-class", required=True, help="the device class this agent serves, e.g. rpi4")
     p.add_argument(
@@ -118,7 +116,7 @@ def _agent_parser(fsub: argparse._SubParsersAction) -> None:
 
 
 def _client_parsers(fsub: argparse._SubParsersAction) -> None:
-    p = add_command(fsub, "submit", cmd_submit, help="benchmark a model on device classes through the farm")
+    p = add_command(fsub, cmd_submit)
     p.add_argument("model", type=Path, help="ONNX model file or Model artifact directory")
     p.add_argument("--device-classes", required=True, help="comma-separated device classes")
     p.add_argument("--settings", default="{}", help="benchmark settings as JSON, e.g. '{\"min_runs\": 500}'")
@@ -127,10 +125,10 @@ def _client_parsers(fsub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, help="write the full results JSON here")
     _client_args(p)
 
-    p = add_command(fsub, "devices", cmd_devices, help="list agents and their last heartbeat")
+    p = add_command(fsub, cmd_devices)
     _client_args(p)
 
-    p = add_command(fsub, "jobs", cmd_jobs, help="list jobs and queue depth")
+    p = add_command(fsub, cmd_jobs)
     p.add_argument("--state", choices=["queued", "leased", "done", "failed"], help="only jobs in this state")
     p.add_argument("--device-class", help="only this device class")
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
@@ -138,7 +136,7 @@ def _client_parsers(fsub: argparse._SubParsersAction) -> None:
 
 
 def _up_parser(fsub: argparse._SubParsersAction) -> None:
-    p = add_command(fsub, "up", cmd_up, help="start a farm on this machine (controller + emulated agents)")
+    p = add_command(fsub, cmd_up)
     p.add_argument("--local", action="store_true", required=True, help="emulated agents on this machine")
     p.add_argument(
         "--device-classes",
@@ -230,7 +228,9 @@ def _client(args: argparse.Namespace):
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
-    """Serve the controller. The admin token ($EDGECOMPRESS_FARM_ADMIN_TOKEN or --admin-token-file) enrols
+    """serve the farm controller (HTTP API + job store)
+
+    Serve the controller. The admin token ($EDGECOMPRESS_FARM_ADMIN_TOKEN or --admin-token-file) enrols
     clients and agents (`edgecompress farm admin …`); their tokens live hashed in the database."""
     from edgecompress.farm.controller import ADMIN_TOKEN_ENV, ControllerConfig, read_token, serve
 
@@ -247,7 +247,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    """Pull jobs for one device class from the controller and benchmark them in a child process. Token:
+    """run a device agent that pulls benchmark jobs
+
+    Pull jobs for one device class from the controller and benchmark them in a child process. Token:
     $EDGECOMPRESS_FARM_AGENT_TOKEN or --token-file."""
     from edgecompress.farm.agent import (
         AGENT_TOKEN_ENV,
@@ -274,7 +276,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Upload an ONNX model, submit one job per device class, wait, print results."""
+    """benchmark a model on device classes through the farm
+
+    Upload an ONNX model, submit one job per device class, wait, print results."""
     from edgecompress.farm.client import benchmark_on_farm
     from edgecompress.farm.controller import CLIENT_TOKEN_ENV, read_token
     from edgecompress.io import atomic_path
@@ -313,7 +317,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    """List registered agents."""
+    """list agents and their last heartbeat
+
+    List registered agents."""
     from edgecompress.runtime.profilecheck import flagged_classes
 
     devices = _client(args).devices()
@@ -335,7 +341,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    """Job history, newest first."""
+    """list jobs and queue depth
+
+    Job history, newest first."""
     client = _client(args)
     for cls, depth in sorted(client.queue()["depth"].items()):
         print(f"{cls}: " + "  ".join(f"{k} {v}" for k, v in depth.items()))
@@ -349,7 +357,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start a controller on loopback with one emulated agent per class; Ctrl-C stops it."""
+    """start a farm on this machine (controller + emulated agents)
+
+    Start a controller on loopback with one emulated agent per class; Ctrl-C stops it."""
     import signal
     import time
 
