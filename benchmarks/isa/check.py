@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine_info, write_report
-from benchmarks.isa.run import CHECK_TARGET_S, build_models, qemu_version, targets, timed_check, variants
+from benchmarks.isa.run import (
+    CHECK_TARGET_S,
+    build_models,
+    pipeline_check_config,
+    qemu_version,
+    targets,
+    timed_check,
+    variants,
+)
 
 HERE = Path(__file__).resolve().parent
 PLOT = "check.png"
@@ -45,8 +53,10 @@ def run(repeats: int, image: str) -> dict[str, Any]:
         child = build_models(parent, data, [("float", None), child_row], Path(tmp))[child_row[0]].parent
         runs, before = [], []
         for i in range(repeats):  # alternating, so both see the same machine state
-            runs.append(timed_check(parent, child, data, image, max_samples=0))
-            before.append(timed_check(parent, child, data, image, max_samples=0, parent_max_samples=0))
+            runs.append(timed_check(parent, child, data, pipeline_check_config(image, max_samples=0)))
+            before.append(
+                timed_check(parent, child, data, pipeline_check_config(image, 0, parent_max_samples=0))
+            )
             logging.info("round %d of %d: %.0f s, parent on all %.0f s", i + 1, repeats, runs[-1]["wall_s"],
                          before[-1]["wall_s"])  # fmt: skip
     return {

@@ -161,24 +161,24 @@ def compare(rows: list[str], host: dict, targets: dict, y: np.ndarray) -> list[d
     return out
 
 
-def timed_check(
-    parent: Path,
-    child: Path,
-    dataset_path: Path,
-    image: str,
-    max_samples: int,
-    parent_max_samples: int | None = None,
-) -> dict[str, Any]:
-    """`isa-check` as the pipeline runs it (rpi4-qemu), timed end to end; `parent_max_samples` None:
+def pipeline_check_config(image: str, max_samples: int, parent_max_samples: int | None = None) -> Any:
+    """`isa-check`'s config as the pipeline runs it (rpi4-qemu, `image`); `parent_max_samples` None:
     the check's default for the float parent's run on the target."""
     from edgecompress.gate import GateConfig
-    from edgecompress.isa import IsaCheckConfig, isa_check_step
+    from edgecompress.isa import IsaCheckConfig
 
     config = IsaCheckConfig(
         gate=GateConfig(device_classes=["rpi4-qemu"]), isa_image=image, isa_max_samples=max_samples
     )
     if parent_max_samples is not None:
         config.isa_parent_max_samples = parent_max_samples
+    return config
+
+
+def timed_check(parent: Path, child: Path, dataset_path: Path, config: Any) -> dict[str, Any]:
+    """`isa-check` with `config` (`pipeline_check_config`) on rpi4-qemu, timed end to end."""
+    from edgecompress.isa import isa_check_step
+
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         r = isa_check_step(parent, child, dataset_path, config, Path(tmp) / "r.json")
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             results["networks"].append(bench_network(name, parent, data, args.quick, image, args.every, work))
         first = next(iter(networks.values()))
         child = work / next(iter(networks)) / "m1"  # static QDQ per-channel, reduce_range off
-        results["check_timing"] = {"runs": [timed_check(first, child, data, image, args.timing_max_samples)
+        results["check_timing"] = {"runs": [timed_check(first, child, data, pipeline_check_config(image, args.timing_max_samples))
                                             for _ in range(args.timing_repeats)]}  # fmt: skip
     results["seconds"] = time.perf_counter() - start
     results["command"] = "python -m benchmarks.isa.run" + (" --quick" if args.quick else "") + "".join(

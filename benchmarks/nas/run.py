@@ -300,6 +300,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], results: dict[str, Any]) -> byte
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from edgecompress.nas.report import mark_pick
     from edgecompress.reports import figure_png
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
@@ -325,15 +326,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], results: dict[str, Any]) -> byte
         label="baseline (low fidelity)",
     )
     p = results["pick"]
-    ax.scatter(
-        [p["p50_ms"]],
-        [100 * p["search_accuracy"]],
-        s=140,
-        facecolors="none",
-        edgecolors="C3",
-        lw=2,
-        label="NAS pick",
-    )
+    mark_pick(ax, p["p50_ms"], p["search_accuracy"], "NAS pick", size=140)
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 ms on {results['device_class']} (emulated, batch 1)")
     ax.set_ylabel("search accuracy % (hold-out, low fidelity)")

@@ -15,7 +15,7 @@
 # image needs it (e.g. before apt-get). Python, its standard library, venv and the agent's wheels need
 # none of those scripts.
 #
-# The image is tagged with a hash of this script, the suite, the mirror and the CA bundle, so a
+# The image is tagged with a hash of this script (and common.sh), the suite, the mirror and the CA bundle, so a
 # second run on the same machine reuses it (`podman image exists`) in well under a second.
 # Needs root (mmdebstrap --mode=root keeps file owners), podman and mmdebstrap (scripts/system-deps.sh).
 set -euo pipefail
@@ -29,22 +29,10 @@ PACKAGES=base-files,base-passwd,bash,coreutils,dash,libc-bin,libstdc++6,passwd,p
 REPO_NAME=${BASE_REPO:-localhost/edgecompress-base}
 ARCH=arm64
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-hash=$( { cat "$here/arm64-base.sh"; echo "$SUITE $DEBIAN_MIRROR $PACKAGES $ARCH"; cat "$CA_BUNDLE" 2>/dev/null || true; } \
-        | sha256sum | cut -c1-12)
-tag="$REPO_NAME:$SUITE-$ARCH-$hash"
-
-if podman image exists "$tag"; then
-  echo "base image $tag already built (cached)" >&2
-  echo "$tag"
-  exit 0
-fi
-for tool in podman mmdebstrap; do
-  command -v "$tool" >/dev/null || { echo "error: $tool not found; run scripts/system-deps.sh" >&2; exit 1; }
-done
-[ "$(id -u)" -eq 0 ] || { echo "error: docker/base/arm64-base.sh needs root (file owners in the image)" >&2; exit 1; }
-
-start=$(date +%s)
+# shellcheck source=docker/base/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+base_image_start arm64-base.sh "$SUITE-$ARCH" "$SUITE $DEBIAN_MIRROR $PACKAGES $ARCH" mmdebstrap \
+  "docker/base/arm64-base.sh needs root (file owners in the image)"
 rootfs=$(mktemp -d /var/tmp/edgecompress-rootfs-arm64.XXXXXX)
 trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
 echo "mmdebstrap --variant=extract $SUITE/$ARCH ($PACKAGES) from $DEBIAN_MIRROR into $rootfs (no emulation)" >&2

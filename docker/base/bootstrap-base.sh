@@ -6,7 +6,7 @@
 #   docker/base/bootstrap-base.sh            build (or reuse) the base; prints its image name last
 #   DEBIAN_MIRROR=http://… SUITE=bookworm    where the packages come from (default: deb.debian.org)
 #
-# The image is tagged with a hash of this script, the suite, the mirror and the CA bundle, so a
+# The image is tagged with a hash of this script (and common.sh), the suite, the mirror and the CA bundle, so a
 # second run on the same machine reuses it (`podman image exists`) in well under a second.
 # Needs root (debootstrap), podman and debootstrap (scripts/system-deps.sh installs both).
 set -euo pipefail
@@ -16,22 +16,9 @@ CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 PACKAGES=python3,python3-venv,python3-pip,ca-certificates
 REPO_NAME=${BASE_REPO:-localhost/edgecompress-base}
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-hash=$( { cat "$here/bootstrap-base.sh"; echo "$SUITE $DEBIAN_MIRROR $PACKAGES"; cat "$CA_BUNDLE" 2>/dev/null || true; } \
-        | sha256sum | cut -c1-12)
-tag="$REPO_NAME:$SUITE-$hash"
-
-if podman image exists "$tag"; then
-  echo "base image $tag already built (cached)" >&2
-  echo "$tag"
-  exit 0
-fi
-for tool in podman debootstrap; do
-  command -v "$tool" >/dev/null || { echo "error: $tool not found; run scripts/system-deps.sh" >&2; exit 1; }
-done
-[ "$(id -u)" -eq 0 ] || { echo "error: debootstrap needs root" >&2; exit 1; }
-
-start=$(date +%s)
+# shellcheck source=docker/base/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+base_image_start bootstrap-base.sh "$SUITE" "$SUITE $DEBIAN_MIRROR $PACKAGES" debootstrap "debootstrap needs root"
 rootfs=$(mktemp -d /var/tmp/edgecompress-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 echo "debootstrap $SUITE ($PACKAGES) from $DEBIAN_MIRROR into $rootfs" >&2

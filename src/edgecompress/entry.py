@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from edgecompress import __version__
 from edgecompress.errors import EdgeCompressError
@@ -28,6 +30,23 @@ def build_parser(command_modules: list[str]) -> argparse.ArgumentParser:
     for name in command_modules:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def add_command(
+    sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """The subcommand that runs `func(args)`: a function `cmd_<name>` makes the command `<name>` (`_`
+    as `-`); the first paragraph of its docstring is the command's line in the list of commands, the
+    rest the description its own --help shows."""
+    name = func.__name__.removeprefix("cmd_").replace("_", "-")
+    summary, _, description = (inspect.getdoc(func) or "").partition("\n\n")
+    p = sub.add_parser(name, help=_paragraph(summary), description=_paragraph(description))
+    p.set_defaults(func=func)
+    return p
+
+
+def _paragraph(text: str) -> str | None:
+    return " ".join(text.split()) or None
 
 
 def run(argv: list[str] | None, command_modules: list[str]) -> int:

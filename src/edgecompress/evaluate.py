@@ -27,7 +27,7 @@ from edgecompress.export import (
     split_logits,
     validate_onnx,
 )
-from edgecompress.io import write_json
+from edgecompress.io import field_values, write_json
 from edgecompress.reports import confusion_matrix_png, html_page, html_table, png_img_tag
 from edgecompress.runtime.runner import BenchmarkSettings, run_isolated
 from edgecompress.step import Lineage, write_report
@@ -54,15 +54,7 @@ class ModelStats:
         return 1.0 - self.nonzero_params / self.params if self.params else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "params": self.params,
-            "nonzero_params": self.nonzero_params,
-            "sparsity": self.sparsity,
-            "macs": self.macs,
-            "onnx_bytes": self.onnx_bytes,
-            "gzip_bytes": self.gzip_bytes,
-            "opset": self.opset,
-        }
+        return {**field_values(self), "sparsity": self.sparsity}
 
 
 @dataclass
@@ -85,14 +77,9 @@ class Evaluation:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "split": self.split,
-            "accuracy": self.accuracy,
-            "samples": self.samples,
-            "confusion_matrix": self.confusion_matrix,
-            "class_names": self.class_names,
+            **field_values(self),
             "per_class_accuracy": self.per_class_accuracy(),
             "stats": self.stats.as_dict(),
-            "latency_ms": self.latency_ms,
         }
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from edgecompress import lineage
 from edgecompress.edge import Measurement
 from edgecompress.errors import ConfigError
-from edgecompress.io import write_json
+from edgecompress.io import field_values, write_json
 from edgecompress.reports import markdown_table
 from edgecompress.rules import AccuracyRule, Reason, reasons_from_json, reasons_json
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, parse_device_classes
@@ -313,15 +313,9 @@ class IsaResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "host_isa": self.host_isa,
-            "decision_split": self.decision_split,
-            "samples": self.samples,
-            "split_size": self.split_size,
-            "rule": self.rule,
-            "skipped": self.skipped,
+            **field_values(self, exclude=("extra",)),
             "classes": {c: r.to_json() for c, r in self.classes.items()},
             "rejected_device_classes": self.rejected_device_classes,
-            "wall_s": self.wall_s,
             **self.extra,
         }
 

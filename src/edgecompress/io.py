@@ -5,12 +5,14 @@ a later KFP task under another uid, an MLflow server or a colleague must be able
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def current_umask() -> int:
@@ -81,3 +83,9 @@ def write_json(path: Path, data: object) -> None:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text)
+
+
+def field_values(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Dataclass `obj`'s fields by name, one level deep (unlike `dataclasses.asdict`, a nested
+    dataclass stays as it is): the start of a `to_json` that converts or adds a few keys."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in exclude}

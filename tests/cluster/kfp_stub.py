@@ -22,6 +22,16 @@ class Recorded:
         return json.loads(self.body)
 
 
+def _listed(kind: str, ids: dict[str, str], req: Recorded) -> dict:
+    """A list call (`kind`: pipelines or experiments) filtered by display name, as kfp.Client asks for
+    one: the match, or an empty answer when there is none."""
+    flt = json.loads(req.query.get("filter", ["{}"])[0] or "{}")
+    name = next((x.get("string_value") or x.get("stringValue") for x in flt.get("predicates", [])), None)
+    if name not in ids:
+        return {}
+    return {kind: [{f"{kind[:-1]}_id": ids[name], "display_name": name}], "total_size": 1}
+
+
 @dataclass
 class KfpStub:
     requests: list[Recorded] = field(default_factory=list)
@@ -36,16 +46,7 @@ class KfpStub:
         if p == "/apis/v2beta1/healthz":
             return 200, {"multi_user": False}
         if p == "/apis/v2beta1/pipelines" and req.method == "GET":
-            flt = json.loads(req.query.get("filter", ["{}"])[0] or "{}")
-            name = next(
-                (x.get("string_value") or x.get("stringValue") for x in flt.get("predicates", [])), None
-            )
-            if name in self.pipelines:
-                return 200, {
-                    "pipelines": [{"pipeline_id": self.pipelines[name], "display_name": name}],
-                    "total_size": 1,
-                }
-            return 200, {}
+            return 200, _listed("pipelines", self.pipelines, req)
         if p == "/apis/v2beta1/pipelines/upload":
             name = req.query["name"][0]
             self.pipelines[name] = f"pipeline-{len(self.pipelines) + 1}"
@@ -58,16 +59,7 @@ class KfpStub:
                 "display_name": req.query["name"][0],
             }
         if p == "/apis/v2beta1/experiments" and req.method == "GET":
-            flt = json.loads(req.query.get("filter", ["{}"])[0] or "{}")
-            name = next(
-                (x.get("string_value") or x.get("stringValue") for x in flt.get("predicates", [])), None
-            )
-            if name in self.experiments:
-                return 200, {
-                    "experiments": [{"experiment_id": self.experiments[name], "display_name": name}],
-                    "total_size": 1,
-                }
-            return 200, {}
+            return 200, _listed("experiments", self.experiments, req)
         if p == "/apis/v2beta1/experiments" and req.method == "POST":
             name = req.json()["display_name"]
             self.experiments[name] = f"experiment-{len(self.experiments) + 1}"

@@ -27,30 +27,33 @@ def uploaded_spec(stub: KfpStub, path: str) -> dict:
     return {k: v for doc in yaml.safe_load_all(text) for k, v in doc.items()}
 
 
+def printed(capsys, *argv: str) -> str:
+    """What `edgecompress ARGV` prints; the command must succeed."""
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
 def test_submit_uploads_and_runs(kfp_api, capsys, monkeypatch):
     stub, url = kfp_api
     monkeypatch.setenv("KFP_TOKEN", "bearer-abc")
-    rc = main(
-        [
-            "submit",
-            "--host",
-            url,
-            "--param",
-            "epochs=2",
-            "--param",
-            'device_classes=["rpi4-emulated"]',
-            "--param",
-            "dataset=fashion-mnist",
-            "--tag",
-            "9.9",
-            "--run-name",
-            "nightly",
-            "--enable-caching",
-            "off",
-        ]
+    out = printed(
+        capsys,
+        "submit",
+        "--host",
+        url,
+        "--param",
+        "epochs=2",
+        "--param",
+        'device_classes=["rpi4-emulated"]',
+        "--param",
+        "dataset=fashion-mnist",
+        "--tag",
+        "9.9",
+        "--run-name",
+        "nightly",
+        "--enable-caching",
+        "off",
     )
-    assert rc == 0
-    out = capsys.readouterr().out
     assert "run id:  run-42" in out
     assert f"run URL: {url}/#/runs/details/run-42" in out
     upload = stub.find("POST", "/apis/v2beta1/pipelines/upload")[0]
@@ -89,23 +92,20 @@ def test_second_submit_adds_a_version_to_the_existing_pipeline(kfp_api, capsys):
 
 def test_schedule_creates_a_recurring_run(kfp_api, capsys):
     stub, url = kfp_api
-    rc = main(
-        [
-            "schedule",
-            "--host",
-            url,
-            "--cron",
-            "0 0 3 * * *",
-            "--param",
-            "epochs=3",
-            "--max-concurrency",
-            "2",
-            "--job-name",
-            "nightly-retrain",
-        ]
+    out = printed(
+        capsys,
+        "schedule",
+        "--host",
+        url,
+        "--cron",
+        "0 0 3 * * *",
+        "--param",
+        "epochs=3",
+        "--max-concurrency",
+        "2",
+        "--job-name",
+        "nightly-retrain",
     )
-    assert rc == 0
-    out = capsys.readouterr().out
     assert "recurring run id:  recurring-7" in out
     assert f"{url}/#/recurringrun/details/recurring-7" in out
     job = stub.find("POST", "/apis/v2beta1/recurringruns")[0].json()

@@ -81,12 +81,7 @@ def test_penultimate_embedding_is_the_classifier_input(drift_store):
 def test_drift_cli_on_images(store, digits_batches, run_cli, tmp_path):
     out = tmp_path / "clean"
     res = _drift(
-        run_cli,
-        str(digits_batches["clean"]),
-        "models:/digits-drift@rpi4-emulated",
-        str(out),
-        "--permutations",
-        "100",
+        run_cli, digits_batches["clean"], "models:/digits-drift@rpi4-emulated", out, "--permutations", "100"
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "drift: no drift" in res.stdout
@@ -103,9 +98,9 @@ def test_drift_cli_on_images(store, digits_batches, run_cli, tmp_path):
     out = tmp_path / "noisy"
     res = _drift(
         run_cli,
-        str(digits_batches["noisy"]),
+        digits_batches["noisy"],
         "models:/digits-drift/1",
-        str(out),
+        out,
         "--permutations",
         "100",
         "--exit-code",

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from benchmarks.isa.check import HERE, PLOT, plot, render
 from benchmarks.isa.run import targets
+from tests.committed_runs import each_run, rendered_results
 
 RUNS = sorted(HERE.glob("check-*/results.json"))
 
@@ -53,10 +52,9 @@ def test_there_is_a_committed_run():
     assert RUNS
 
 
-@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.parent.name)
+@each_run(RUNS)
 def test_committed_run_is_rendered_from_its_json_and_checks_the_whole_split(path):
-    results = json.loads(path.read_text())
-    assert (path.parent / "results.md").read_text() == render(results)
+    results = rendered_results(path, render)
     assert (path.parent / PLOT).read_bytes()[:4] == b"\x89PNG"
     assert results["emulated"] == "qemu" and len(results["check_timing"]["runs"]) >= 3
     for r in results["check_timing"]["runs"]:

@@ -3,7 +3,6 @@ every derived figure follows from the measured ones, and each verdict from its i
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from benchmarks.common import format_interval, mean_interval, verdict
 from benchmarks.nas.kd import ACCURACY_TOLERANCE_PT, MIN_SPEEDUP, kd_targets, markdown
+from tests.committed_runs import each_run, rendered_results
 
 RUNS = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "nas").glob("kd-*/results.json"))
 
@@ -19,10 +19,9 @@ def test_there_is_a_committed_run():
     assert RUNS
 
 
-@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.parent.name)
+@each_run(RUNS)
 def test_committed_kd_report_is_rendered_from_its_json_and_consistent(path):
-    r = json.loads(path.read_text())
-    assert (path.parent / "results.md").read_text() == markdown(r)
+    r = rendered_results(path, markdown)
     assert (path.parent / "kd.png").stat().st_size > 10_000
     assert r["emulated"] is True and len(r["seeds"]) >= 2  # issue 17 item 3: two seeds at least
     base = r["baseline"]

@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from edgecompress.data import load_dataset
 from edgecompress.edge import Measurement
@@ -21,6 +22,10 @@ def _ops(path):
     return {n.op_type for n in onnx.load(str(path)).graph.node}
 
 
+def _weight_bytes(path):
+    return sum(numpy_helper.to_array(i).nbytes for i in onnx.load(str(path)).graph.initializer)
+
+
 def _optimized_ops(path, tmp_path):
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
@@ -29,7 +34,9 @@ def _optimized_ops(path, tmp_path):
     return _ops(tmp_path / "optimized.onnx")
 
 
-def test_static_qdq_is_checked_against_parent_including_latency(trained_model, digits_artifact, tmp_path):
+def test_static_qdq_is_smaller_and_checked_against_parent_including_latency(
+    trained_model, digits_artifact, tmp_path
+):
     info = quantize_step(
         trained_model,
         digits_artifact,
@@ -49,6 +56,11 @@ def test_static_qdq_is_checked_against_parent_including_latency(trained_model, d
     # the speed-up and its interval come from interleaved rounds (edgecompress.stats), not one pair
     assert check["speedup_ci_low"] <= check["speedup"] <= check["speedup_ci_high"]
     assert check["latency_rounds"] == MIN_LATENCY_ROUNDS and check["timing_meaningful"] is True
+    # smaller: the weights themselves in a quarter of the space (graph overhead dominates tiny models)
+    parent = load_model_package(trained_model)
+    assert info["onnx_bytes"] < parent.info["onnx_bytes"]
+    assert _weight_bytes(tmp_path / "q" / "model.onnx") < _weight_bytes(parent.onnx_path) / 3.3
+    assert check["top1_agreement"] > 0.95
 
 
 @pytest.mark.parametrize(

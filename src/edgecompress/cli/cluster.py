@@ -15,8 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgecompress.entry import add_command
 from edgecompress.errors import ConfigError
 from edgecompress.platform import PlatformConfig, Toleration
+
+# The Kubernetes Secrets the tasks read, by option: what each holds (and its default name).
+SECRET_OPTIONS = {
+    "--image-pull-secret": "registry credentials for the task pods",
+    "--mlflow-secret": "tracking-uri/username/password (default edgecompress-mlflow; '' for none)",
+    "--s3-secret": "access-key-id/secret-access-key/endpoint-url (default edgecompress-s3)",
+    "--farm-secret": "the farm client-token (default edgecompress-farm)",
+    "--nas-storage-secret": "the NAS fan-out's optuna storage url/password (default edgecompress-nas-storage)",
+}
 
 
 def add_platform_args(parser: argparse.ArgumentParser) -> None:
@@ -37,20 +47,8 @@ def add_platform_args(parser: argparse.ArgumentParser) -> None:
         "--registry", help="image registry, e.g. registry.example.com/ml (image <registry>/components:<tag>)"
     )
     g.add_argument("--tag", help="image tag (default: the package version)")
-    g.add_argument("--image-pull-secret", help="Secret with registry credentials for the task pods")
-    g.add_argument(
-        "--mlflow-secret",
-        help="Secret with tracking-uri/username/password (default edgecompress-mlflow; '' for none)",
-    )
-    g.add_argument(
-        "--s3-secret",
-        help="Secret with access-key-id/secret-access-key/endpoint-url (default edgecompress-s3)",
-    )
-    g.add_argument("--farm-secret", help="Secret with the farm client-token (default edgecompress-farm)")
-    g.add_argument(
-        "--nas-storage-secret",
-        help="Secret with the NAS fan-out's optuna storage url/password (default edgecompress-nas-storage)",
-    )
+    for option, holds in SECRET_OPTIONS.items():
+        g.add_argument(option, help=f"Secret with {holds}")
     g.add_argument(
         "--benchmark-node-selector",
         action="append",
@@ -291,6 +289,10 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    """upload a pipeline to Kubeflow Pipelines and start a run
+
+    Compile a pipeline with its Kubernetes settings, upload it (a new version when it exists) and start a
+    run; prints the run id and URL."""
     client, run_kwargs = _prepare(args)
     run_name = args.run_name or f"{args.pipeline} {time.strftime('%Y-%m-%d %H:%M:%S')}"
     run = client.run_pipeline(job_name=run_name, **run_kwargs)
@@ -300,6 +302,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
+    """upload a pipeline and create a recurring run (cron)
+
+    Compile and upload a pipeline, then create a recurring run on a cron schedule; prints the recurring
+    run id and URL."""
     if len(args.cron.split()) != 6:
         raise ConfigError(f"--cron {args.cron!r}: KFP takes 6 fields (seconds first), e.g. '0 0 3 * * *'")
     client, run_kwargs = _prepare(args)
@@ -345,22 +351,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    submit = sub.add_parser(
-        "submit",
-        help="upload a pipeline to Kubeflow Pipelines and start a run",
-        description="Compile a pipeline with its Kubernetes settings, upload it (a new version "
-        "when it exists) and start a run; prints the run id and URL.",
-    )
+    submit = add_command(sub, cmd_submit)
     _common(submit)
     submit.add_argument("--run-name", help="run name (default: pipeline and time)")
-    submit.set_defaults(func=cmd_submit)
 
-    schedule = sub.add_parser(
-        "schedule",
-        help="upload a pipeline and create a recurring run (cron)",
-        description="Compile and upload a pipeline, then create a recurring run on a cron "
-        "schedule; prints the recurring run id and URL.",
-    )
+    schedule = add_command(sub, cmd_schedule)
     _common(schedule)
     schedule.add_argument(
         "--cron",
@@ -370,4 +365,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     schedule.add_argument("--job-name", help="recurring run name (default: pipeline and schedule)")
     schedule.add_argument("--max-concurrency", type=int, default=1, help="runs at once (default 1)")
     schedule.add_argument("--catchup", action="store_true", help="run missed intervals after a pause")
-    schedule.set_defaults(func=cmd_schedule)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgecompress.cli.steps import _lineage, _print, io_arguments, step_command
 from edgecompress.distill import DistillConfig, DistillStepOptions
+from edgecompress.entry import add_command
 from edgecompress.params import add_options, from_args
 from edgecompress.prune import PruneConfig
 from edgecompress.prune.importance import importance_help, importance_names
@@ -17,12 +18,8 @@ from edgecompress.prune.importance import importance_help, importance_names
 def register(sub: argparse._SubParsersAction) -> None:
     p = step_command(
         sub,
-        "prune",
-        summary="structured channel pruning or unstructured magnitude pruning of a Model artifact",
-        description="Structured: physically removes channels along torch-pruning's dependency graph (fewer MACs, "
-        "faster). Unstructured: zeroes the smallest weights (smaller gzip artifact, no dense-kernel speed-up).",
-        func=cmd_prune,
-        configs=(PruneConfig,),
+        cmd_prune,
+        PruneConfig,
         model="Model artifact directory with module.pt (e.g. from `train`)",
         output="pruned Model artifact directory to write",
         report="HTML report (per-layer channels or sparsity, schedule, sensitivity)",
@@ -36,12 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p = step_command(
         sub,
-        "distill",
-        summary="knowledge distillation from a teacher Model artifact into a student",
-        description="Hinton soft-target distillation (temperature, alpha) with an optional feature loss "
-        "(hint: 1×1-projected MSE; attention: attention transfer between matched stages). The student is a Model artifact (e.g. a pruned model) or a zoo/user spec.",
-        func=cmd_distill,
-        configs=(DistillConfig,),
+        cmd_distill,
+        DistillConfig,
         model=None,
         output="distilled Model artifact directory to write",
         report="HTML report: teacher vs scratch student vs distilled student",
@@ -56,12 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_options(p, DistillStepOptions, exclude=("student_spec",))  # --student takes a spec too
 
-    p = sub.add_parser(
-        "sensitivity",
-        help="per-layer pruning sensitivity (accuracy vs ratio, no fine-tuning)",
-        description="Prune each layer alone at each ratio and measure validation accuracy; writes JSON (usable by "
-        "`prune --layer-ratios-from`) and optionally a PNG plot.",
-    )
+    p = add_command(sub, cmd_sensitivity)
     io_arguments(p, model="Model artifact directory with module.pt", output="JSON to write")
     p.add_argument("--plot", type=Path, help="PNG plot to write")
     p.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated ratios in (0, 1)")
@@ -70,10 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--keep-layer", action="append", default=[], metavar="LAYER", help="skip this layer (repeatable)"
     )
-    p.set_defaults(func=cmd_sensitivity)
 
 
 def cmd_prune(a: argparse.Namespace) -> int:
+    """structured channel pruning or unstructured magnitude pruning of a Model artifact
+
+    Structured: physically removes channels along torch-pruning's dependency graph (fewer MACs, faster).
+    Unstructured: zeroes the smallest weights (smaller gzip artifact, no dense-kernel speed-up)."""
     from edgecompress.errors import ConfigError
     from edgecompress.prune import prune_step, suggest_layer_ratios
 
@@ -111,16 +102,20 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
+    """knowledge distillation from a teacher Model artifact into a student
+
+    Hinton soft-target distillation (temperature, alpha) with an optional feature loss (hint:
+    1×1-projected MSE; attention: attention transfer between matched stages). The student is a Model
+    artifact (e.g. a pruned model) or a zoo/user spec."""
     from edgecompress.distill import distill_step
 
-    options = from_args(DistillStepOptions, a)
     info = distill_step(
         a.teacher,
         a.dataset,
         a.student,
         a.output,
         from_args(DistillConfig, a),
-        options.compare_scratch,
+        from_args(DistillStepOptions, a).compare_scratch,
         a.report,
         _lineage(a),
     ).info
@@ -136,6 +131,10 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(a: argparse.Namespace) -> int:
+    """per-layer pruning sensitivity (accuracy vs ratio, no fine-tuning)
+
+    Prune each layer alone at each ratio and measure validation accuracy; writes JSON (usable by `prune
+    --layer-ratios-from`) and optionally a PNG plot."""
     from edgecompress.data import load_dataset
     from edgecompress.io import atomic_path, write_json
     from edgecompress.prune import parse_names, parse_ratios, sensitivity, sensitivity_png

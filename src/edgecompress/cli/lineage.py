@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from edgecompress.drift import DriftConfig
+from edgecompress.entry import add_command
 from edgecompress.params import add_options, from_args
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES
 
@@ -14,17 +15,11 @@ MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, or a logged model id (m-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "lineage",
-        help="walk a model back to its training data (MLflow lineage)",
-        description="Print dataset → trained model → each compression step → benchmarks per device "
-        "class → registry versions and aliases, from the MLflow server in MLFLOW_TRACKING_URI.",
-    )
+    p = add_command(sub, cmd_lineage)
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument(
         "--format", default="text", choices=["text", "json", "mermaid"], help="output format (default text)"
     )
-    p.set_defaults(func=cmd_lineage)
 
     p = sub.add_parser(
         "audit",
@@ -63,26 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--format", default="text", choices=["text", "json"])
         a.set_defaults(func=func)
 
-    p = sub.add_parser(
-        "promote",
-        help="point <device-class>-production at a model that earned it",
-        description="Set the registry alias <device-class>-production on a model, refusing one that "
-        "failed its accuracy gate or has no benchmark on that device class.",
-    )
+    p = add_command(sub, cmd_promote)
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--alias", required=True, help="<device-class>-production, e.g. rpi4-emulated-production")
     p.add_argument("--name", help="registered model name (when the model is not registered yet)")
-    p.set_defaults(func=cmd_promote)
 
-    p = sub.add_parser(
-        "drift",
-        help="check a new batch for drift against the model's training data",
-        description="Two-sample drift tests between a new batch and the reference data found through "
-        "the model's lineage (tabular: KS / chi-squared per feature with Bonferroni, PSI; images: KS "
-        "on softmax outputs + MMD on penultimate embeddings). Exit status 0 (1 on drift with "
-        "--exit-code), 2 = bad input (nothing written, no retrain). With --retrain, drift starts the compression pipeline on reference + new "
-        "data and promotes the result.",
-    )
+    p = add_command(sub, cmd_drift)
     p.add_argument(
         "batch",
         type=str,  # not Path: Path("s3://b/k") is "s3:/b/k", and the chart's CronJob reads s3:// batches
@@ -119,7 +100,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--run-dir", type=Path, default=Path("edgecompress-runs"), help="artifacts of the retrain run"
     )
-    p.set_defaults(func=cmd_drift)
 
 
 def _rows(rows: list[dict], fmt: str, columns: list[str]) -> int:
@@ -134,6 +114,10 @@ def _rows(rows: list[dict], fmt: str, columns: list[str]) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
+    """walk a model back to its training data (MLflow lineage)
+
+    Print dataset → trained model → each compression step → benchmarks per device class → registry
+    versions and aliases, from the MLflow server in MLFLOW_TRACKING_URI."""
     from edgecompress import audit
 
     print(audit.render(audit.lineage_of(args.model), args.format), end="")
@@ -167,6 +151,10 @@ def cmd_audit_broken(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    """point <device-class>-production at a model that earned it
+
+    Set the registry alias <device-class>-production on a model, refusing one that failed its accuracy
+    gate or has no benchmark on that device class."""
     from edgecompress import audit
 
     out = audit.promote(args.model, args.alias, args.name)
@@ -216,6 +204,13 @@ def _recorded_arguments(recorded: dict, chain: list[str], defaults: dict, given:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
+    """check a new batch for drift against the model's training data
+
+    Two-sample drift tests between a new batch and the reference data found through the model's lineage
+    (tabular: KS / chi-squared per feature with Bonferroni, PSI; images: KS on softmax outputs + MMD on
+    penultimate embeddings). Exit status 0 (1 on drift with --exit-code), 2 = bad input (nothing written,
+    no retrain). With --retrain, drift starts the compression pipeline on reference + new data and
+    promotes the result."""
     import inspect
 
     from edgecompress.cli.pipeline import _parse_params

@@ -13,13 +13,10 @@ from edgecompress.params import from_args
 def register(sub: argparse._SubParsersAction) -> None:
     p = step_command(
         sub,
-        "nas",
-        summary="hardware-aware architecture search: the most accurate model under a latency budget",
-        description="Search the zoo's CNN/MobileNet families (a search space in YAML/JSON) for accuracy vs "
-        "p50 latency measured on a device class (farm or local emulation), then retrain the pick. "
-        "The optuna study is kept in --storage: run the same command again to resume it.",
-        func=cmd_nas,
-        configs=(NasStepOptions, NasConfig, Constraints),
+        cmd_nas,
+        NasStepOptions,
+        NasConfig,
+        Constraints,
         model=None,
         output="Model artifact directory for the retrained pick",
         report="HTML report with the front plot",
@@ -31,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_nas(a: argparse.Namespace) -> int:
+    """hardware-aware architecture search: the most accurate model under a latency budget
+
+    Search the zoo's CNN/MobileNet families (a search space in YAML/JSON) for accuracy vs p50 latency
+    measured on a device class (farm or local emulation), then retrain the pick. The optuna study is kept
+    in --storage: run the same command again to resume it."""
     from edgecompress.nas import nas_step
 
     options, config, constraints = (

@@ -14,6 +14,7 @@ from edgecompress.cli.cluster import (
     pipeline_builders,
     platform_from_args,
 )
+from edgecompress.entry import add_command
 from edgecompress.errors import ConfigError
 from edgecompress.params import option, surface
 from edgecompress.rules import AccuracyRule
@@ -28,13 +29,7 @@ def _pipeline_defaults(chain: list[str]) -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser(
-        "run",
-        help="run the train→compress→evaluate→edge-benchmark pipeline locally",
-        description="Run the edge-compression pipeline locally (kfp.local, this environment), "
-        "then print parent vs child with the gate's verdict. The tasks' own logs go to "
-        "OUTPUT_DIR/pipeline.log (`edgecompress -v run …` streams them instead).",
-    )
+    run = add_command(sub, cmd_run)
     run.add_argument(
         "--dataset",
         default="digits",
@@ -81,14 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="artifacts and the local MLflow store",
     )
     run.add_argument("--no-track", action="store_true", help="skip MLflow (no lineage, no registry)")
-    run.set_defaults(func=cmd_run)
 
-    comp = sub.add_parser(
-        "compile",
-        help="compile pipelines to KFP IR YAML",
-        description="Compile the edge-compression pipeline (for a given chain), or with --all every pipeline, "
-        "to KFP IR YAML, with the image and Kubernetes settings given.",
-    )
+    comp = add_command(sub, cmd_compile)
     comp.add_argument("--chain", default="quantize", help="compression steps in order, comma-separated")
     comp.add_argument("--output", type=Path, default=Path("edge_compression.yaml"), help="output YAML file")
     comp.add_argument(
@@ -103,7 +92,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="instead, regenerate every components/<name>/component.yaml and README.md",
     )
     add_platform_args(comp)
-    comp.set_defaults(func=cmd_compile)
 
 
 def _parse_params(pairs: list[str], defaults: dict) -> dict:
@@ -126,6 +114,11 @@ def _parse_params(pairs: list[str], defaults: dict) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """run the train→compress→evaluate→edge-benchmark pipeline locally
+
+    Run the edge-compression pipeline locally (kfp.local, this environment), then print parent vs child
+    with the gate's verdict. The tasks' own logs go to OUTPUT_DIR/pipeline.log (`edgecompress -v run …`
+    streams them instead)."""
     from edgecompress.pipelines.local import run_edge_compression
 
     chain = [s.strip() for s in args.chain.split(",") if s.strip()]
@@ -231,6 +224,10 @@ def print_summary(result) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    """compile pipelines to KFP IR YAML
+
+    Compile the edge-compression pipeline (for a given chain), or with --all every pipeline, to KFP IR
+    YAML, with the image and Kubernetes settings given."""
     if args.components:
         from edgecompress.components import compile_all, write_docs
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from edgecompress.entry import add_command
 from edgecompress.params import add_options, from_args
 from edgecompress.profile import ProfileConfig
 
@@ -13,14 +14,7 @@ from edgecompress.profile import ProfileConfig
 def register(sub: argparse._SubParsersAction) -> None:
     from edgecompress.cli.steps import _common
 
-    p = sub.add_parser(
-        "profile",
-        help="per-layer latency of a model on a device class (ONNX Runtime's profiler)",
-        description="Profile a Model artifact (or a bare .onnx file) on an emulated device class: per-node "
-        "p50 from ONNX Runtime's profiler over interleaved rounds, each node's share of the end-to-end "
-        "p50 (the benchmark runner's), and whether the parts add up to the whole. With --compare, a second "
-        "model (e.g. the INT8 child) is profiled in alternating rounds and compared per op family.",
-    )
+    p = add_command(sub, cmd_profile)
     p.add_argument("model", type=Path, help="Model artifact directory or .onnx file")
     p.add_argument("--compare", type=Path, help="a second model (e.g. its INT8 child), profiled interleaved")
     p.add_argument(
@@ -30,10 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", type=Path, help="Markdown report (tables; the plot goes beside it as .png)")
     add_options(p, ProfileConfig)
     _common(p)
-    p.set_defaults(func=cmd_profile)
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
+    """per-layer latency of a model on a device class (ONNX Runtime's profiler)
+
+    Profile a Model artifact (or a bare .onnx file) on an emulated device class: per-node p50 from ONNX
+    Runtime's profiler over interleaved rounds, each node's share of the end-to-end p50 (the benchmark
+    runner's), and whether the parts add up to the whole. With --compare, a second model (e.g. the INT8
+    child) is profiled in alternating rounds and compared per op family."""
     from edgecompress.cli.steps import _lineage
     from edgecompress.profile import profile_step, write_markdown
 

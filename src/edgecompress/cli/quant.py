@@ -18,34 +18,19 @@ from edgecompress.quantize.config import QuantConfig
 
 def register(sub: argparse._SubParsersAction) -> None:
     calibration = "Dataset artifact (.npz); calibration comes from its training split"
-    step_command(
-        sub,
-        "quantize",
-        summary="quantize a model: static/dynamic INT8, FP16, mixed precision or QAT",
-        description="Quantize a Model artifact and check it against its parent (validation accuracy, top-1 "
-        "agreement, max abs logit error, size, latency on a device class; an empty --device-class skips the "
-        "latency check).",
-        func=cmd_quantize,
-        configs=(QuantConfig, Measurement),
-        dataset=calibration,
-    )
+    step_command(sub, cmd_quantize, QuantConfig, Measurement, dataset=calibration)
     p = step_command(
-        sub,
-        "autotune",
-        summary="accuracy-aware quantization: the first config that keeps accuracy AND is faster/smaller",
-        description="Try PTQ variants, then mixed precision, then QAT; stop at the first that meets the "
-        "accuracy criterion and beats the parent on the objective. Exit status 1 when none passed "
-        "(the closest is still written, marked not passed).",
-        func=cmd_autotune,
-        configs=(AutotuneConfig,),
-        dataset=calibration,
-        report="HTML report (table + plot)",
+        sub, cmd_autotune, AutotuneConfig, dataset=calibration, report="HTML report (table + plot)"
     )
     p.add_argument("--results", type=Path, required=True, help="trials JSON to write")
     p.add_argument("--markdown", type=Path, help="Markdown report")
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
+    """quantize a model: static/dynamic INT8, FP16, mixed precision or QAT
+
+    Quantize a Model artifact and check it against its parent (validation accuracy, top-1 agreement, max
+    abs logit error, size, latency on a device class; an empty --device-class skips the latency check)."""
     from edgecompress.quantize import quantize_step
 
     info = quantize_step(
@@ -62,6 +47,11 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
 
 def cmd_autotune(a: argparse.Namespace) -> int:
+    """accuracy-aware quantization: the first config that keeps accuracy AND is faster/smaller
+
+    Try PTQ variants, then mixed precision, then QAT; stop at the first that meets the accuracy criterion
+    and beats the parent on the objective. Exit status 1 when none passed (the closest is still written,
+    marked not passed)."""
     from edgecompress.quantize import autotune_step
     from edgecompress.quantize.autotune import report_markdown
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from edgecompress.data import DatasetSource
 from edgecompress.edge import EdgeBenchmarkConfig
+from edgecompress.entry import add_command
 from edgecompress.evaluate import EvaluateConfig
 from edgecompress.isa import IsaCheckConfig
 from edgecompress.params import add_options, from_args
@@ -44,33 +46,23 @@ def io_arguments(
 
 def step_command(
     sub: argparse._SubParsersAction,
-    name: str,
-    *,
-    summary: str,
-    description: str,
-    func,
-    configs: tuple[type, ...] = (),
+    func: Callable[[argparse.Namespace], int],
+    *configs: type,
     **io: str | None,
 ) -> argparse.ArgumentParser:
-    """A command that runs one step: its files (`io_arguments`), one option per setting of its
-    configs (`edgecompress.params`), and --experiment/--track. Returns the parser for extra options."""
-    p = sub.add_parser(name, help=summary, description=description)
+    """The command that runs one step (`func`, see `edgecompress.entry.add_command`): its files
+    (`io_arguments`), one option per setting of its `configs` (`edgecompress.params`), and
+    --experiment/--track. Returns the parser for extra options."""
+    p = add_command(sub, func)
     io_arguments(p, **io)
     for config in configs:
         add_options(p, config)
     _common(p)
-    p.set_defaults(func=func)
     return p
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "dataset",
-        help="write a Dataset artifact from a source (built-in, .npz, image folder, .npz shards)",
-        description="Resolve digits, fashion-mnist, a .npz path or an s3:// URI into a Dataset artifact "
-        "(.npz), or stream an image folder (<class>/<image> or train|val|test/<class>/<image>) or a "
-        "folder of .npz shards into a sharded artifact directory, checking every sample on the way.",
-    )
+    p = add_command(sub, cmd_dataset)
     p.add_argument(
         "source",
         help="digits, fashion-mnist, a .npz path, an s3:// URI, an image folder or a folder of .npz shards",
@@ -78,53 +70,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_options(p, DatasetSource, exclude=("source",))
     p.add_argument("--output", type=Path, required=True)
     _common(p)
-    p.set_defaults(func=cmd_dataset)
 
     step_command(
         sub,
-        "train",
-        summary="train a model and export it to ONNX",
-        description="Train a zoo or user model.",
-        func=cmd_train,
-        configs=(ModelChoice, TrainConfig),
+        cmd_train,
+        ModelChoice,
+        TrainConfig,
         model=None,
         dataset="Dataset artifact (.npz from `edgecompress dataset`)",
     )
 
+    step_command(sub, cmd_evaluate, EvaluateConfig, output="results JSON", report="HTML report")
     step_command(
-        sub,
-        "evaluate",
-        summary="accuracy, size, MACs and latency of a Model artifact",
-        description="Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact.",
-        func=cmd_evaluate,
-        configs=(EvaluateConfig,),
-        output="results JSON",
-        report="HTML report",
-    )
-    step_command(
-        sub,
-        "benchmark",
-        summary="benchmark a model on device classes (farm or local emulation)",
-        description="Edge-benchmark a Model artifact (or a bare .onnx file).",
-        func=cmd_benchmark,
-        configs=(EdgeBenchmarkConfig,),
-        dataset=None,
-        output="results JSON",
-        report="HTML report",
+        sub, cmd_benchmark, EdgeBenchmarkConfig, dataset=None, output="results JSON", report="HTML report"
     )
     p = step_command(
-        sub,
-        "isa-check",
-        summary="check a child's numerics on each target device class's ISA (aarch64 under QEMU on x86)",
-        description="Run the child and its float parent with the ONNX Runtime build of each device class "
-        "whose ISA differs from this machine's (aarch64: the arm64 agent image under QEMU) on the decision "
-        "split; compare accuracy, top-1 agreement and max |logit| difference with this machine and the "
-        "parent; reject the child for a class where its accuracy there breaks the gate's rule.",
-        func=cmd_isa_check,
-        configs=(IsaCheckConfig,),
-        model=None,
-        output="results JSON",
-        report="Markdown report",
+        sub, cmd_isa_check, IsaCheckConfig, model=None, output="results JSON", report="Markdown report"
     )
     p.add_argument("--parent", type=Path, required=True, help="the float parent's Model artifact directory")
     p.add_argument(
@@ -138,12 +99,20 @@ def _print(data) -> int:
 
 
 def cmd_dataset(a: argparse.Namespace) -> int:
+    """write a Dataset artifact from a source (built-in, .npz, image folder, .npz shards)
+
+    Resolve digits, fashion-mnist, a .npz path or an s3:// URI into a Dataset artifact (.npz), or stream
+    an image folder (<class>/<image> or train|val|test/<class>/<image>) or a folder of .npz shards into a
+    sharded artifact directory, checking every sample on the way."""
     from edgecompress.train import load_dataset_step
 
     return _print(load_dataset_step(from_args(DatasetSource, a), a.output, _lineage(a)))
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    """train a model and export it to ONNX
+
+    Train a zoo or user model."""
     from edgecompress.train import train_step
 
     spec = from_args(ModelChoice, a).model_spec
@@ -154,6 +123,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    """accuracy, size, MACs and latency of a Model artifact
+
+    Evaluate a Model artifact (or a bare .onnx file) on a Dataset artifact."""
     from edgecompress.evaluate import evaluate_step
 
     split = from_args(EvaluateConfig, a).split
@@ -162,6 +134,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(a: argparse.Namespace) -> int:
+    """benchmark a model on device classes (farm or local emulation)
+
+    Edge-benchmark a Model artifact (or a bare .onnx file)."""
     from edgecompress.edge import edge_benchmark_step
 
     out = edge_benchmark_step(a.model, from_args(EdgeBenchmarkConfig, a), a.output, a.report, _lineage(a))
@@ -171,6 +146,12 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
 
 
 def cmd_isa_check(a: argparse.Namespace) -> int:
+    """check a child's numerics on each target device class's ISA (aarch64 under QEMU on x86)
+
+    Run the child and its float parent with the ONNX Runtime build of each device class whose ISA differs
+    from this machine's (aarch64: the arm64 agent image under QEMU) on the decision split; compare
+    accuracy, top-1 agreement and max |logit| difference with this machine and the parent; reject the
+    child for a class where its accuracy there breaks the gate's rule."""
     from edgecompress.isa import isa_check_step
 
     out = isa_check_step(a.parent, a.child, a.dataset, from_args(IsaCheckConfig, a), a.output, a.report)

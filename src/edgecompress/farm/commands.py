@@ -4,10 +4,13 @@ client commands and a local farm. Registered by the CLI adapter and by the farm'
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+from edgecompress.entry import add_command
 from edgecompress.errors import ConfigError
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASSES, PROFILES_ENV
 
@@ -30,13 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _controller_parser(fsub: argparse._SubParsersAction) -> None:
-    p = fsub.add_parser(
-        "controller",
-        help="serve the farm controller (HTTP API + job store)",
-        description="Serve the controller. The admin token ($EDGECOMPRESS_FARM_ADMIN_TOKEN or "
-        "--admin-token-file) enrols clients and agents (`edgecompress farm admin …`); their tokens live "
-        "hashed in the database.",
-    )
+    p = add_command(fsub, cmd_controller)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument(
@@ -85,16 +82,10 @@ def _controller_parser(fsub: argparse._SubParsersAction) -> None:
         "--sweep-interval-s", type=float, default=1.0, help="how often expired leases are requeued"
     )
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
-    p.set_defaults(func=cmd_controller)
 
 
 def _agent_parser(fsub: argparse._SubParsersAction) -> None:
-    p = fsub.add_parser(
-        "agent",
-        help="run a device agent that pulls benchmark jobs",
-        description="Pull jobs for one device class from the controller and benchmark them in a "
-        "child process. Token: $EDGECOMPRESS_FARM_AGENT_TOKEN or --token-file.",
-    )
+    p = add_command(fsub, cmd_agent)
     p.add_argument("--controller", required=True, help="controller URL, e.g. http://farm:8080")
     p.add_argument("--device-class", required=True, help="the device class this agent serves, e.g. rpi4")
     p.add_argument(
@@ -122,15 +113,10 @@ def _agent_parser(fsub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-mb", type=float, default=256, help="largest model the agent downloads")
     p.add_argument("--work-dir", type=Path, help="where models are downloaded (default: system temp)")
     p.add_argument("--max-jobs", type=int, help="exit after this many jobs")
-    p.set_defaults(func=cmd_agent)
 
 
 def _client_parsers(fsub: argparse._SubParsersAction) -> None:
-    p = fsub.add_parser(
-        "submit",
-        help="benchmark a model on device classes through the farm",
-        description="Upload an ONNX model, submit one job per device class, wait, print results.",
-    )
+    p = add_command(fsub, cmd_submit)
     p.add_argument("model", type=Path, help="ONNX model file or Model artifact directory")
     p.add_argument("--device-classes", required=True, help="comma-separated device classes")
     p.add_argument("--settings", default="{}", help="benchmark settings as JSON, e.g. '{\"min_runs\": 500}'")
@@ -138,28 +124,19 @@ def _client_parsers(fsub: argparse._SubParsersAction) -> None:
     p.add_argument("--priority", type=int, default=0, help="higher runs first (-1000…1000)")
     p.add_argument("--output", type=Path, help="write the full results JSON here")
     _client_args(p)
-    p.set_defaults(func=cmd_submit)
 
-    p = fsub.add_parser(
-        "devices", help="list agents and their last heartbeat", description="List registered agents."
-    )
+    p = add_command(fsub, cmd_devices)
     _client_args(p)
-    p.set_defaults(func=cmd_devices)
 
-    p = fsub.add_parser("jobs", help="list jobs and queue depth", description="Job history, newest first.")
+    p = add_command(fsub, cmd_jobs)
     p.add_argument("--state", choices=["queued", "leased", "done", "failed"], help="only jobs in this state")
     p.add_argument("--device-class", help="only this device class")
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     _client_args(p)
-    p.set_defaults(func=cmd_jobs)
 
 
 def _up_parser(fsub: argparse._SubParsersAction) -> None:
-    p = fsub.add_parser(
-        "up",
-        help="start a farm on this machine (controller + emulated agents)",
-        description="Start a controller on loopback with one emulated agent per class; Ctrl-C stops it.",
-    )
+    p = add_command(fsub, cmd_up)
     p.add_argument("--local", action="store_true", required=True, help="emulated agents on this machine")
     p.add_argument(
         "--device-classes",
@@ -168,7 +145,6 @@ def _up_parser(fsub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, default=8080, help="controller port (default 8080)")
     p.add_argument("--dir", type=Path, default=Path("edgecompress-farm"), help="database, blobs and logs")
-    p.set_defaults(func=cmd_up)
 
 
 def _admin_parsers(fsub: argparse._SubParsersAction) -> None:
@@ -214,6 +190,16 @@ def _admin_parsers(fsub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_admin, action="list")
 
 
+def _same_named(args: argparse.Namespace, config: type) -> dict[str, Any]:
+    """The options that are `config`'s fields under the same name, as its keyword arguments."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}
+
+
+def _mib_bytes(mib: float) -> int:
+    """An option's size in MiB as bytes."""
+    return int(mib * 1024 * 1024)
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--farm-url",
@@ -242,25 +228,18 @@ def _client(args: argparse.Namespace):
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
+    """serve the farm controller (HTTP API + job store)
+
+    Serve the controller. The admin token ($EDGECOMPRESS_FARM_ADMIN_TOKEN or --admin-token-file) enrols
+    clients and agents (`edgecompress farm admin …`); their tokens live hashed in the database."""
     from edgecompress.farm.controller import ADMIN_TOKEN_ENV, ControllerConfig, read_token, serve
 
     config = ControllerConfig(
-        db_url=args.db_url,
-        blob_dir=args.blob_dir,
+        **_same_named(args, ControllerConfig),
         admin_token=read_token(None, args.admin_token_file, ADMIN_TOKEN_ENV),
-        lease_s=args.lease_s,
-        max_attempts=args.max_attempts,
-        live_after_s=args.live_after_s,
-        deadline_grace_s=args.deadline_grace_s,
-        restart_grace_s=args.restart_grace_s,
-        backoff_s=args.backoff_s,
-        max_model_bytes=int(args.max_model_mb * 1024 * 1024),
-        max_json_bytes=int(args.max_json_mb * 1024 * 1024),
-        sweep_interval_s=args.sweep_interval_s,
+        max_model_bytes=_mib_bytes(args.max_model_mb),
+        max_json_bytes=_mib_bytes(args.max_json_mb),
         retention_s=args.retention_days * 86_400.0,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        docs=args.docs,
     )
     config.validate()
     serve(config, args.host, args.port, args.log_level)
@@ -268,6 +247,10 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    """run a device agent that pulls benchmark jobs
+
+    Pull jobs for one device class from the controller and benchmark them in a child process. Token:
+    $EDGECOMPRESS_FARM_AGENT_TOKEN or --token-file."""
     from edgecompress.farm.agent import (
         AGENT_TOKEN_ENV,
         CA_BUNDLE_ENV,
@@ -281,19 +264,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
     enrolment = "" if token else read_token(None, args.enrolment_token_file, ENROLMENT_TOKEN_ENV)
     ca_bundle = args.ca_bundle or (Path(os.environ[CA_BUNDLE_ENV]) if os.environ.get(CA_BUNDLE_ENV) else None)
     config = AgentConfig(
-        controller=args.controller,
+        **{**_same_named(args, AgentConfig), "ca_bundle": ca_bundle},
         token=token,
         enrolment_token=enrolment,
-        token_file=args.token_file,
-        ca_bundle=ca_bundle,
-        device_class=args.device_class,
-        emulate=args.emulate,
-        agent_id=args.agent_id,
-        poll_wait_s=args.poll_wait_s,
-        memory_limit_bytes=int(args.memory_limit_mb * 1024 * 1024),
-        max_model_bytes=int(args.max_model_mb * 1024 * 1024),
-        work_dir=args.work_dir,
-        max_jobs=args.max_jobs,
+        memory_limit_bytes=_mib_bytes(args.memory_limit_mb),
+        max_model_bytes=_mib_bytes(args.max_model_mb),
     )
     n = run_agent(config)
     print(f"agent stopped after {n} job(s)")
@@ -301,6 +276,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    """benchmark a model on device classes through the farm
+
+    Upload an ONNX model, submit one job per device class, wait, print results."""
     from edgecompress.farm.client import benchmark_on_farm
     from edgecompress.farm.controller import CLIENT_TOKEN_ENV, read_token
     from edgecompress.io import atomic_path
@@ -339,6 +317,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
+    """list agents and their last heartbeat
+
+    List registered agents."""
     from edgecompress.runtime.profilecheck import flagged_classes
 
     devices = _client(args).devices()
@@ -360,6 +341,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    """list jobs and queue depth
+
+    Job history, newest first."""
     client = _client(args)
     for cls, depth in sorted(client.queue()["depth"].items()):
         print(f"{cls}: " + "  ".join(f"{k} {v}" for k, v in depth.items()))
@@ -373,6 +357,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """start a farm on this machine (controller + emulated agents)
+
+    Start a controller on loopback with one emulated agent per class; Ctrl-C stops it."""
     import signal
     import time
 

@@ -55,6 +55,11 @@ def summarize(
     return trials, front, pick
 
 
+def mark_pick(ax: Any, p50_ms: float, accuracy: float, label: str, size: float = 120) -> None:
+    """Ring the picked model (latency, accuracy as a fraction) on a latency-vs-accuracy % plot."""
+    ax.scatter([p50_ms], [100 * accuracy], s=size, facecolors="none", edgecolors="C3", lw=2, label=label)
+
+
 def front_png(
     trials: list[dict[str, Any]],
     front: list[dict[str, Any]],
@@ -90,15 +95,7 @@ def front_png(
         c="C0",
         label="Pareto front (re-measured)",
     )
-    ax.scatter(
-        [pick["p50_ms"]],
-        [100 * pick["accuracy"]],
-        s=120,
-        facecolors="none",
-        edgecolors="C3",
-        lw=2,
-        label="pick",
-    )
+    mark_pick(ax, pick["p50_ms"], pick["accuracy"], "pick")
     if reference:
         ax.axvline(reference["p50_ms"], ls="--", c="C1", label="reference model p50")
     ax.set_xlabel("p50 latency, ms (batch 1)")

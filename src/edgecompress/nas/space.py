@@ -31,20 +31,17 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
     "downsample": lambda v: v in ("maxpool", "stride"),
     "stride": lambda v: v in (1, 2),
 }
+# the keys every family has, first (their order is the order choices are drawn in)
+_STAGE_KEYS: dict[str, tuple[str, bool]] = {
+    "stages": ("pos_int", False),
+    "depth": ("pos_int", True),
+    "width_mult": ("pos_float", True),
+    "kernel_size": ("odd_int", True),
+}
 FAMILY_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
-    "cnn": {
-        "stages": ("pos_int", False),
-        "depth": ("pos_int", True),
-        "width_mult": ("pos_float", True),
-        "kernel_size": ("odd_int", True),
-        "activation": ("activation", False),
-        "downsample": ("downsample", False),
-    },
+    "cnn": {**_STAGE_KEYS, "activation": ("activation", False), "downsample": ("downsample", False)},
     "mobilenet": {
-        "stages": ("pos_int", False),
-        "depth": ("pos_int", True),
-        "width_mult": ("pos_float", True),
-        "kernel_size": ("odd_int", True),
+        **_STAGE_KEYS,
         "expansion": ("pos_int", True),
         "stride": ("stride", True),
         "activation": ("activation", False),

@@ -85,25 +85,29 @@ def importance_help() -> str:
     return "; ".join(f"{n}: {c.help}" for n, c in IMPORTANCES.items())
 
 
-@register
-class L1(Importance, tp.importance.GroupMagnitudeImportance):
-    name = "l1"
-    help = "L1 norm of each channel's weights across its dependency group"
+class _GroupNorm(Importance, tp.importance.GroupMagnitudeImportance):
+    """The L`p` norm of each channel's weights across its dependency group; a block's middle channels
+    by the same norm of their two filters."""
+
+    p: ClassVar[int]
 
     def __init__(self) -> None:
-        super().__init__(p=1)
+        super().__init__(p=self.p)
 
     def width_scores(self, first: nn.Conv2d, depthwise: nn.Conv2d, norm: nn.Module | None) -> torch.Tensor:
-        return _filter_norms(first, depthwise, 1)
+        return _filter_norms(first, depthwise, self.p)
 
 
 @register
-class L2(Importance, tp.importance.GroupMagnitudeImportance):
-    name = "l2"
-    help = "L2 norm of each channel's weights across its dependency group"
+class L1(_GroupNorm):
+    name, p = "l1", 1
+    help = "L1 norm of each channel's weights across its dependency group"
 
-    def __init__(self) -> None:
-        super().__init__(p=2)
+
+@register
+class L2(_GroupNorm):
+    name, p = "l2", 2
+    help = "L2 norm of each channel's weights across its dependency group"
 
 
 @register
