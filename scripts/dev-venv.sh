@@ -13,9 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || echo "$PWD/.git")
-base=$(cd "${1:-$(dirname "$common")/.venv}" && pwd)
-dest=${2:-.venv-dev}
+base=${1:-$(dirname "$common")/.venv}
+dest=${2:-.venv-dev}  # relative to the repository root
 [ -x "$base/bin/python" ] || { echo "dev-venv: no python in base environment $base (run make setup there)" >&2; exit 2; }
+base=$(cd "$base" && pwd)
 purelib='import sysconfig; print(sysconfig.get_path("purelib"))'
 "$base/bin/python" -m venv --clear --without-pip "$dest"
 dest=$(cd "$dest" && pwd)
