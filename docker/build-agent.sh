@@ -46,6 +46,8 @@ if [ "$(uname -m)" != aarch64 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 
        "run scripts/system-deps.sh (as root)" >&2
   exit 1
 fi
+# edgecompress and edgecompress.runtime are under src/ (PYTHONPATH=src imports them, though not the
+# package-dir-mapped components/pipelines, which the agent does not use): this checkout's, installed or not.
 version=$(PYTHONPATH=src "$PYTHON" -c 'import edgecompress; print(edgecompress.__version__)')
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 [ "$revision" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && revision="$revision-dirty"

@@ -41,6 +41,8 @@ done
 command -v "$ENGINE" >/dev/null || { echo "error: $ENGINE not found (scripts/system-deps.sh installs podman)" >&2; exit 1; }
 pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$pyver" = 3.11 ] || { echo "error: $PYTHON is Python $pyver; the image's wheels need a 3.11 pip (set PYTHON=)" >&2; exit 1; }
+# edgecompress and edgecompress.settings are under src/ (PYTHONPATH=src imports them, though not the
+# package-dir-mapped components/pipelines): this checkout's version and tag, installed or not.
 version=$(PYTHONPATH=src "$PYTHON" -c 'import edgecompress; print(edgecompress.__version__)')
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 [ "$revision" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && revision="$revision-dirty"
@@ -73,9 +75,11 @@ quiet_pip wheel --quiet --no-deps -w "$staging" .
 rm -rf build
 flock -u 8
 wheel=$(ls "$staging"/edgecompress-*.whl)
-"$PYTHON" -c "import sys, zipfile; n = zipfile.ZipFile(sys.argv[1]).namelist(); \
-missing = [p for p in ('edgecompress/components/train/component.py', 'edgecompress/pipelines/edge_compression.py') if p not in n]; \
-sys.exit(f'error: the wheel lacks {missing}') if missing else None" "$wheel"
+# components/ and pipelines/ ship as edgecompress.components/.pipelines only where pyproject lists them.
+"$PYTHON" -c "import sys, zipfile, pathlib; n = zipfile.ZipFile(sys.argv[1]).namelist(); \
+want = [f'edgecompress/{p.as_posix()}' for g in ('components/*/component.py', 'pipelines/*.py') for p in pathlib.Path().glob(g)]; \
+missing = sorted(p for p in want if p not in n); \
+sys.exit(f'error: the wheel lacks {missing} (pyproject.toml packages)') if missing or not want else None" "$wheel"
 
 # Re-resolved when requirements.lock or pyproject.toml change; the stamp lives outside deps/ so that the
 # image layer that installs deps/ is reused whenever the resolved wheels are the same.

@@ -162,10 +162,11 @@ def _run_cli_fixture():
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600):
-    """Run `edgecompress …` in a child process, as a user would."""
+    """Run `edgecompress …` in a child process, as a user would: this interpreter, whose installed
+    edgecompress (`make setup`, or scripts/dev-venv.sh in a worktree) is the checkout under test."""
     import subprocess
 
-    full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "edgecompress.cli", *args],
         capture_output=True,

@@ -2,7 +2,7 @@
 flags, dest, default, help, choices, type, nargs, required and action class. `tests/parser_tree.json`
 is this dump, committed; `tests/test_parser_tree.py` checks the parser still matches it, so refactoring
 how options are added cannot change the command line by accident. After an intended change:
-`PYTHONPATH=src:. python -m tests.parser_tree > tests/parser_tree.json`."""
+`.venv/bin/python -m tests.parser_tree > tests/parser_tree.json` (from the repository root)."""
 
 from __future__ import annotations
 

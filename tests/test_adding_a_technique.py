@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def technique(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     # kfp.local's SubprocessRunner starts the component in a child process: it must find the module.
     monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     )
     from edgecompress.pipelines import edge_compression
 
@@ -91,20 +92,23 @@ def test_the_new_component_runs_in_kfp_local(technique, trained_model, digits_ar
 
 
 def test_the_readme_counts_the_files_a_technique_takes_honestly():
-    """4 written files (module, component.py, metadata.yaml, an empty __init__.py) + 1 chain line, and
-    2 generated: the walkthrough shows each, and every component folder here has exactly those."""
+    """4 written files (module, component.py, metadata.yaml, an empty __init__.py) + 1 chain line + 1
+    package line in pyproject.toml, and 2 generated: the walkthrough shows each, every component folder
+    here has exactly those, and pyproject ships each folder as a listed package."""
     section = (REPO / "README.md").read_text().split("### Adding a technique", 1)[1].split("\n## ", 1)[0]
-    assert "**4 files you write and 1 line you add**; the generator writes 2 more" in section
+    assert "**4 files you write and 2 lines you add**; the generator writes 2 more" in section
     rows = re.findall(r"^\| ([\d, +]+) \| (.*?) \| (.*?) \|$", section, re.M)
     written = [r for r in rows if r[2] == "you"]
-    assert [r[0] for r in written] == ["1", "2", "3", "4", "+"] and rows[-1][0] == "5, 6"
+    assert [r[0] for r in written] == ["1", "2", "3", "4", "+", "+"] and rows[-1][0] == "5, 6"
     shown = set(_readme_files()) - {"register.py"}  # register.py is the chain line
     assert len(shown) + 1 == 4  # + the empty __init__.py, said, not shown
     assert "An empty `components/zero_small/__init__.py`" in section
     generated = {"component.yaml", "README.md"}
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     for folder in sorted((REPO / "components").glob("*/component.py")):
         names = {p.name for p in folder.parent.iterdir() if p.name != "__pycache__"}
         assert names == {"__init__.py", "component.py", "metadata.yaml"} | generated, folder.parent.name
+        assert f"edgecompress.components.{folder.parent.name}" in packages, folder.parent.name
 
 
 def test_the_generator_compiles_the_new_component(technique, tmp_path):

@@ -7,11 +7,15 @@ still an edge (static tools and readers see it; it only hides a circle from the 
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where each importable package's source lives (the repository layout; pyproject maps the same).
@@ -65,16 +69,13 @@ ADAPTER_ONLY = ("kfp",)
 
 
 def _files() -> Iterator[tuple[str, Path]]:
-    """(module name, file) for every Python module under SOURCES, the package's symlinks skipped (a
-    package maps to its own source above)."""
+    """(module name, file) for every Python module under SOURCES (no symlinks there: a test checks)."""
     for package, folder in SOURCES.items():
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*.py")):
             rel = path.relative_to(folder)
-            if any(p in ("tests", "__pycache__") for p in rel.parts) or any(
-                (folder / Path(*rel.parts[:i])).is_symlink() for i in range(1, len(rel.parts))
-            ):
+            if any(p in ("tests", "__pycache__") for p in rel.parts):
                 continue
             parts = rel.with_suffix("").parts
             parts = parts[:-1] if parts[-1] == "__init__" else parts
@@ -246,3 +247,44 @@ def test_the_circle_rule_catches_a_lazy_circle(tmp_path, monkeypatch):
     }
     monkeypatch.setattr(sys.modules[__name__], "SOURCES", _fake_package(tmp_path, files))
     assert circles(import_graph()) == [["edgecompress.runtime.executor", "edgecompress.runtime.measure"]]
+
+
+def test_pyproject_ships_every_package_from_its_folder():
+    """pyproject's package-dir maps the same roots as SOURCES, and its package list is every folder
+    holding modules or package data (a new component folder must be listed to be shipped)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = {name: ROOT / folder for name, folder in config["package-dir"].items() if name}
+    assert {**dirs, "edgecompress": ROOT / config["package-dir"][""] / "edgecompress"} == SOURCES
+    folders = set()
+    for package, folder in SOURCES.items():
+        for path in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+            rel = path.relative_to(folder)
+            if "__pycache__" not in rel.parts and any(f.is_file() for f in path.iterdir()):
+                folders.add(".".join((package, *rel.parts)))
+    assert sorted(config["packages"]) == sorted(folders)
+    assert not any(p.is_symlink() for p in SOURCES["edgecompress"].rglob("*"))
+
+
+def test_no_symlink_is_tracked_under_src():
+    """Static tools (import graphs, type checkers, packagers) read src/ as committed: a symlinked
+    package there hides its edges. pyproject's package-dir maps components/ and pipelines/ instead."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        skip_or_fail_in_ci("needs git and a git checkout")
+    listing = subprocess.run(
+        ["git", "ls-files", "-s", "--", "src"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert listing, "git lists no file under src/"
+    assert [line.split("\t", 1)[1] for line in listing.splitlines() if line.startswith("120000 ")] == []
+
+
+def test_the_package_imported_is_this_checkout():
+    """The interpreter running the suite imports all three roots from this checkout (an install of
+    it: `make setup`, or scripts/dev-venv.sh for a worktree). PYTHONPATH=src would take
+    edgecompress from here and its components from wherever the environment's install points."""
+    import importlib
+
+    for name, folder in SOURCES.items():
+        module = importlib.import_module(name)
+        assert Path(module.__file__).parent == folder, (name, module.__file__)

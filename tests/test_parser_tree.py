@@ -13,7 +13,7 @@ def test_parser_tree_is_the_committed_one():
     now = json.loads(json.dumps(dump(), sort_keys=True))
     assert now == committed, (
         "the edgecompress parser tree changed; if intended, regenerate: "
-        "PYTHONPATH=src:. python -m tests.parser_tree > tests/parser_tree.json"
+        ".venv/bin/python -m tests.parser_tree > tests/parser_tree.json (from the repository root)"
     )
 
 

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_nas_benchmark_quick(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.nas.run", "--quick", "--out", str(tmp_path), "--seeds", "0,1",
          "--trials", "3", "--timeout-s", "120"],

@@ -47,7 +47,7 @@ def postgres():
 def start_worker(storage: str, study: str, dataset: Path, worker: int) -> subprocess.Popen:
     args = {"storage": storage, "study": study, "dataset": str(dataset), "space": TINY_SPACE,
             "config": CONFIG.__dict__, "worker": worker, "fanout": FANOUT}  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "EDGECOMPRESS_NO_PROGRESS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGECOMPRESS_NO_PROGRESS": "1"}
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, json.dumps(args)], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli, skip_or_fail_in_ci
+from tests.conftest import run_cli, skip_or_fail_in_ci
 
 N_IMAGES = 16_000
 SIZE, CHANNELS = 64, 3
@@ -81,7 +81,7 @@ def image_run(tmp_path_factory):
     (base / "mem").mkdir()
     env = {
         "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
-        "PYTHONPATH": f"{base / 'hook'}:{REPO / 'src'}",
+        "PYTHONPATH": str(base / "hook"),
         "EDGECOMPRESS_MEMLOG": str(base / "mem"),
     }
     proc = run_cli(

@@ -5,7 +5,7 @@ against the seed spread, and the study's coordination overhead: trials/s of an e
 1, 2 and 4 worker processes. From the measured per-trial cost and overhead, the wall time on N nodes
 is extrapolated on paper.
 
-    PYTHONPATH=src:. .venv/bin/python -m benchmarks.nas.fanout.run [--pairs 3] [--quick --out DIR]
+    .venv/bin/python -m benchmarks.nas.fanout.run [--pairs 3] [--quick --out DIR]
 
 The machine is what it is (2 cores, shared with other work; the load average is recorded before and
 after every run): two workers on two busy cores cannot show what two nodes would.
@@ -69,7 +69,7 @@ print(json.dumps({"ran": ran, "t0": t0, "t1": time.time()}))
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "EDGECOMPRESS_NO_PROGRESS": "1"}
+    return {**os.environ, "PYTHONPATH": str(ROOT), "EDGECOMPRESS_NO_PROGRESS": "1"}
 
 
 def _spawn(code: str, args: dict[str, Any]) -> subprocess.Popen:
@@ -327,7 +327,7 @@ def main() -> int:
     r: dict[str, Any] = {
         "machine": machine_info(), "date": datetime.now(UTC).strftime("%Y-%m-%d"), "search": search,
         "fanout": FANOUT, "space": SPACE, "runs": [], "overhead": [],
-        "command": "PYTHONPATH=src:. .venv/bin/python -m benchmarks.nas.fanout.run"
+        "command": ".venv/bin/python -m benchmarks.nas.fanout.run"
         + (f" --pairs {args.pairs}" if args.pairs != 3 else "") + (" --quick" if args.quick else ""),
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, temporary_postgres() as server:

@@ -28,8 +28,6 @@ from typing import Any
 from edgecompress.errors import BenchmarkError
 from edgecompress.farm.admin import FarmAdmin
 
-SRC = Path(__file__).resolve().parents[2]
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -38,8 +36,9 @@ def free_port() -> int:
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{path}" if path else str(SRC), **(extra or {})}
+    """The children run this interpreter, whose installed edgecompress is the one running here (no
+    PYTHONPATH=src: components and pipelines are mapped by the install, not found under src/)."""
+    return {**os.environ, **(extra or {})}
 
 
 @dataclass
