@@ -1,22 +1,25 @@
-"""Latency-aware vs uniform structured pruning at equal measured p50 on the digits CNN (64/128 channels):
-per seed, a parent trained 3 epochs; the latency-aware child (`prune_for_latency`, latency_ratio 0.65);
-a uniform Torch-Pruning magnitude child whose ratio is searched to the latency-aware child's measured
-p50 (`budget_metric=latency`); both fine-tuned alike; equal p50 checked with interleaved rounds (8);
-test accuracy reported (the choice uses no test images). 3 seeds; the verdict comes from the interval
-of the paired difference (latency-aware − uniform) over seeds.
+"""Latency-aware vs uniform structured pruning at equal measured p50: per seed, a parent (trained per
+seed, or once and shared with `--shared-parent`); the latency-aware child (`prune_for_latency`,
+latency_ratio 0.65); a uniform Torch-Pruning magnitude child whose ratio is searched to the
+latency-aware child's measured p50 (`budget_metric=latency`); both fine-tuned alike; equal p50 checked
+with interleaved rounds (8); test accuracy reported (the choice uses no test images). 3 seeds; the
+verdict comes from the interval of the paired difference (latency-aware − uniform) over seeds.
 
-    python -m benchmarks.profile.prune_vs_uniform
+    python -m benchmarks.profile.prune_vs_uniform          # digits CNN (64/128), the first report
+    python -m benchmarks.profile.prune_vs_uniform --dataset fashion-mnist --model cnn \
+        --parent-epochs 3 --finetune-epochs 1 --shared-parent --out benchmarks/profile/pruning/DATE-fmnist-cnn
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine_info, mean_interval, verdict, write_report
-from edgecompress.data import load_digits
+from edgecompress.data import load_digits, load_fashion_mnist
 from edgecompress.edge import Measurement
 from edgecompress.export import export_onnx
 from edgecompress.prune.latency import prune_for_latency
@@ -27,16 +30,40 @@ from edgecompress.zoo import build_model
 
 HERE = Path(__file__).resolve().parent / "pruning"
 SPEC = {"family": "cnn", "kwargs": {"widths": [64, 128], "depths": [2, 2]}}
+# the models a run may name: the digits CNN above, the Fashion-MNIST baseline CNN and the zoo's
+# MobileNet-style model
+SPECS = {
+    "cnn": {"digits": SPEC, "fashion-mnist": {"family": "cnn", "kwargs": {"widths": [32, 64, 128], "depths": [2, 2, 2]}}},
+    "mobilenet": {"digits": {"family": "mobilenet"}, "fashion-mnist": {"family": "mobilenet"}},
+}  # fmt: skip
+DATASETS = {"digits": load_digits, "fashion-mnist": load_fashion_mnist}
 SEEDS = (0, 1, 2)
 LATENCY_RATIO = 0.65
+# the first (digits) report's settings; a run names its own and records them
+DEFAULTS = {"dataset": "digits", "model": "cnn", "parent_epochs": 3, "finetune_epochs": 5, "batch_size": 64,
+            "parent_lr": 1e-2, "finetune_lr": 1e-3, "shared_parent": False, "latency_ratio": LATENCY_RATIO}  # fmt: skip
 
 
-def one_seed(data, seed: int, cache: str) -> dict[str, Any]:
-    parent = build_model(SPEC, data.input_shape, data.num_classes, seed=seed)
-    fit(parent, data, TrainConfig(epochs=3, batch_size=64, lr=1e-2, seed=seed), progress=False)
-    ft = TrainConfig(epochs=5, batch_size=64, lr=1e-3, seed=seed)
+def train_parent(data, spec: dict[str, Any], settings: dict[str, Any], seed: int):
+    parent = build_model(spec, data.input_shape, data.num_classes, seed=seed)
+    config = TrainConfig(epochs=settings["parent_epochs"], batch_size=settings["batch_size"],
+                         lr=settings["parent_lr"], seed=seed)  # fmt: skip
+    fit(parent, data, config, progress=False)
+    return parent
+
+
+def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, parent=None) -> dict[str, Any]:
+    import copy
+
+    spec = SPECS[settings["model"]][settings["dataset"]]
+    parent = copy.deepcopy(parent) if parent is not None else train_parent(data, spec, settings, seed)
+    ft = TrainConfig(epochs=settings["finetune_epochs"], batch_size=settings["batch_size"],
+                     lr=settings["finetune_lr"], seed=seed)  # fmt: skip
     aware_cfg = StructuredConfig(
-        latency_ratio=LATENCY_RATIO, finetune_after=ft, seed=seed, latency_cache=cache
+        latency_ratio=settings.get("latency_ratio", LATENCY_RATIO),
+        finetune_after=ft,
+        seed=seed,
+        latency_cache=cache,
     )
     aware, aware_report = prune_for_latency(
         parent, data.input_shape, data.num_classes, aware_cfg, data, False
@@ -63,21 +90,49 @@ def one_seed(data, seed: int, cache: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run() -> dict[str, Any]:
-    data = load_digits()
+def run(settings: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
+    data = DATASETS[settings["dataset"]]()
     info = machine_info()
+    spec = SPECS[settings["model"]][settings["dataset"]]
+    parent = train_parent(data, spec, settings, SEEDS[0]) if settings["shared_parent"] else None
     with tempfile.TemporaryDirectory() as cache:
-        seeds = [one_seed(data, s, cache) for s in SEEDS]
+        seeds = [one_seed(data, s, cache, settings, parent) for s in SEEDS]
     diff = mean_interval([s["aware"]["test_accuracy"] - s["uniform"]["test_accuracy"] for s in seeds])
     ratio = mean_interval([s["equal_p50"]["speedup"] for s in seeds])
     return {
         "machine": {**info, "load_average_at_end": os.getloadavg(), "shared": True},
-        "device_class": "rpi4-emulated", "emulated": True, "spec": SPEC, "latency_ratio": LATENCY_RATIO,
+        "device_class": "rpi4-emulated", "emulated": True, "spec": spec, "latency_ratio": settings["latency_ratio"],
+        **({} if settings == DEFAULTS else {"settings": settings}),
         "seeds": seeds, "accuracy_difference": diff, "p50_uniform_over_aware": ratio,
         "verdict": {"aware_beats_uniform": verdict(diff, 0.0, True, strict=True),
                     "equal_p50_within_5pct": "met" if all(s["equal_p50"]["ci_low"] >= 0.95 and s["equal_p50"]["ci_high"] <= 1.05 for s in seeds) else "not shown"},
-        "command": "python -m benchmarks.profile.prune_vs_uniform",
+        "command": command(settings),
     }  # fmt: skip
+
+
+def command(settings: dict[str, Any]) -> str:
+    line = "python -m benchmarks.profile.prune_vs_uniform"
+    if settings == DEFAULTS:
+        return line
+    flags = [f"--dataset {settings['dataset']}", f"--model {settings['model']}",
+             f"--parent-epochs {settings['parent_epochs']}", f"--finetune-epochs {settings['finetune_epochs']}",
+             f"--latency-ratio {settings['latency_ratio']:g}"]  # fmt: skip
+    return " ".join([line, *flags, *(["--shared-parent"] if settings["shared_parent"] else [])])
+
+
+def _title(r: dict[str, Any]) -> tuple[str, str]:
+    """The model named in the title, and the sentence on what one test image is worth."""
+    settings = r.get("settings", DEFAULTS)
+    if settings["dataset"] == "digits":
+        return "digits CNN", "Digits' test split (270 images): one image is 0.37 pt."
+    parent = "one parent (seed 0) shared by the seeds" if settings["shared_parent"] else "a parent per seed"
+    return (
+        f"{settings['dataset']} {settings['model']}",
+        f"Fashion-MNIST's test split (10,000 images): one image is 0.01 pt. Settings fixed before the run: "
+        f"{parent}, trained {settings['parent_epochs']} epochs (lr {settings['parent_lr']}); both children "
+        f"fine-tuned {settings['finetune_epochs']} epoch(s) (lr {settings['finetune_lr']}), batch "
+        f"{settings['batch_size']}; the seeds vary the fine-tuning.",
+    )
 
 
 def render(r: dict[str, Any]) -> str:
@@ -87,11 +142,12 @@ def render(r: dict[str, Any]) -> str:
              f"{s['equal_p50']['speedup']:.3f} [{s['equal_p50']['ci_low']:.3f}, {s['equal_p50']['ci_high']:.3f}]",
              ", ".join(f"{k}={v:g}" for k, v in s["aware"]["layer_ratios"].items()), s["uniform"]["ratio"]] for s in r["seeds"]]  # fmt: skip
     d = r["accuracy_difference"]
+    what, per_image = _title(r)
     return (
-        f"# Latency-aware vs uniform pruning at equal p50 (digits CNN, {r['device_class']}, emulated)\n\n"
+        f"# Latency-aware vs uniform pruning at equal p50 ({what}, {r['device_class']}, emulated)\n\n"
         f"Measured {m['date']} on {m['cpu_model']} ({m['cpu_count']} CPUs), git {m['git_commit']}; **a shared machine**, "
         f"load average {m['load_average_at_start'][0]:.2f} at start, {m['load_average_at_end'][0]:.2f} at end. "
-        f"Command: `{r['command']}`. Digits' test split (270 images): one image is 0.37 pt.\n\n"
+        f"Command: `{r['command']}`. {per_image}\n\n"
         + markdown_table(
             [
                 "seed",
@@ -135,5 +191,26 @@ def plot(r: dict[str, Any]) -> bytes:
     return figure_png(fig)
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default=DEFAULTS["dataset"])
+    parser.add_argument("--model", choices=sorted(SPECS), default=DEFAULTS["model"])
+    parser.add_argument("--parent-epochs", type=int, default=DEFAULTS["parent_epochs"])
+    parser.add_argument("--finetune-epochs", type=int, default=DEFAULTS["finetune_epochs"])
+    parser.add_argument(
+        "--shared-parent", action="store_true", help="train one parent (seed 0) for every seed"
+    )
+    parser.add_argument("--out", type=Path, default=HERE, help="folder for results.json/.md/.png")
+    args = parser.parse_args(argv)
+    lr = {"digits": (1e-2, 1e-3), "fashion-mnist": (3e-3, 1e-3)}[args.dataset]
+    batch = {"digits": 64, "fashion-mnist": 128}[args.dataset]
+    settings = {"dataset": args.dataset, "model": args.model, "parent_epochs": args.parent_epochs,
+                "finetune_epochs": args.finetune_epochs, "batch_size": batch, "parent_lr": lr[0],
+                "finetune_lr": lr[1], "shared_parent": args.shared_parent, "latency_ratio": args.latency_ratio}  # fmt: skip
+    write_report(run(settings), args.out, render, plot, "results.png")
+
+
 if __name__ == "__main__":
-    write_report(run(), HERE, render, plot, "results.png")
+    main()
