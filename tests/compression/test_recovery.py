@@ -14,7 +14,6 @@ from edgecompress.errors import ConfigError, ModelError
 from edgecompress.export import load_model_package
 from edgecompress.params import build
 from edgecompress.prune import PruneConfig, prune_step
-from edgecompress.prune import recovery as recovery_module
 from edgecompress.step import Lineage, save_torch_child
 from edgecompress.train import accuracy
 from tests.conftest import io_args
@@ -169,6 +168,8 @@ def test_unequal_budget_is_refused(
     trained_model: Path, digits_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The equal-budget guard: a recovery that trains fewer epochs than its budget fails the step."""
+    from edgecompress.prune import recovery as recovery_module
+
     real_fit = recovery_module.fit
 
     def short_fit(model, dataset, config, **kwargs):
