@@ -40,7 +40,7 @@ prune = technique_component(
     `keep_layers`: comma-separated names never pruned. `steps` > 1 prunes iteratively with
     `finetune_epochs_between` epochs between steps and `finetune_epochs_after` after the last
     (`schedule`: linear or geometric in kept channels); structured pruning's `recovery` in those
-    epochs is finetune, kd (from the unpruned parent, `kd_temperature`/`kd_alpha`) or auto (both at
+    epochs is finetune (default), kd (from the unpruned parent, `kd_temperature`/`kd_alpha`) or auto (both at
     the same budget and seed, the higher validation accuracy kept, ties to finetune); `device`: cpu or
     cuda for that training.
     `sensitivity` (off by default: layers x `sensitivity_ratios` pruned copies, often several times the

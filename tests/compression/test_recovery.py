@@ -78,7 +78,8 @@ def test_auto_keeps_the_higher_validation_recovery_and_records_both(
         steps=2,
         finetune_epochs_between=1,
         finetune_epochs_after=1,
-    )  # recovery defaults to auto
+        recovery="auto",
+    )
     rec = result.info["prune"]["recovery"]
     val = rec["val_accuracy"]
     assert rec["asked"] == "auto" and set(val) == {"finetune", "kd"}
@@ -179,7 +180,14 @@ def test_unequal_budget_is_refused(
 
     monkeypatch.setattr(recovery_module, "fit", short_fit)
     with pytest.raises(ModelError, match="recovery 'finetune' trained 1 epochs, the budget is 2"):
-        _prune(trained_model, digits_artifact, tmp_path / "p", ratio=0.5, finetune_epochs_after=2)
+        _prune(
+            trained_model,
+            digits_artifact,
+            tmp_path / "p",
+            ratio=0.5,
+            finetune_epochs_after=2,
+            recovery="auto",
+        )
     assert not (tmp_path / "p").exists()
 
 
@@ -191,3 +199,14 @@ def test_geometric_schedule_keeps_the_same_fraction_each_step():
     assert ratios[0] == 0 and ratios[-1] == pytest.approx(0.75)
     assert kept[1] / kept[0] == pytest.approx(kept[2] / kept[1]) == pytest.approx(math.sqrt(0.25))
     assert schedule_ratios(0.6, 3, "linear") == pytest.approx([0, 0.2, 0.4, 0.6])
+
+
+def test_default_recovery_is_fine_tuning_and_is_recorded(
+    trained_model: Path, digits_artifact: Path, tmp_path: Path
+):
+    """The default keeps what pruning did (hard-label fine-tuning, one training per step) and says so."""
+    assert PruneConfig().recovery.recovery == "finetune"
+    result = _prune(trained_model, digits_artifact, tmp_path / "p", ratio=0.5, finetune_epochs_after=1)
+    rec = result.info["prune"]["recovery"]
+    assert rec["asked"] == rec["chosen"] == "finetune" and rec["budget_epochs"] == 1
+    assert "val_accuracy" not in rec  # one recovery ran: nothing to choose between

@@ -218,7 +218,8 @@ def prune_step(
         }
         rec = report.get("recovery") or {}
         metrics.update({f"recovery_val_accuracy_{m}": v for m, v in rec.get("val_accuracy", {}).items()})
-        params = {f"prune.recovery_{k}": rec[k] for k in ("chosen", "budget_epochs", "rule") if k in rec}
+        # the decision, on the LoggedModel (not `prune.*`: those are the config's flat parameters)
+        params = {f"recovery.{k}": rec[k] for k in ("chosen", "budget_epochs", "rule") if k in rec}
         return Child(
             child,
             {"prune": _jsonable(report)},
