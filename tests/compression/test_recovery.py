@@ -21,8 +21,9 @@ from tests.conftest import io_args
 OFF = Lineage(enabled=False)
 
 
-def _prune(model: Path, data: Path, out: Path, **settings):
-    return prune_step(model, data, out, build(PruneConfig, settings), lineage_ctx=OFF, progress=False)
+def _prune(model: Path, data: Path, out: Path, report: Path | None = None, **settings):
+    config = build(PruneConfig, settings)
+    return prune_step(model, data, out, config, report, lineage_ctx=OFF, progress=False)
 
 
 def test_progressive_kd_has_one_row_per_increment_and_reaches_the_target(
@@ -74,6 +75,7 @@ def test_auto_keeps_the_higher_validation_recovery_and_records_both(
         trained_model,
         digits_artifact,
         tmp_path / "p",
+        tmp_path / "report.html",
         ratio=0.5,
         steps=2,
         finetune_epochs_between=1,
@@ -92,6 +94,9 @@ def test_auto_keeps_the_higher_validation_recovery_and_records_both(
     # the child kept is the chosen branch: its validation accuracy is the recorded one
     assert result.info["prune"]["val_accuracy"]["child"] == pytest.approx(val[rec["chosen"]])
     assert result.info["prune"]["schedule"] == rec["schedules"][rec["chosen"]]
+    html = (tmp_path / "report.html").read_text()
+    assert "Recovery (chosen on validation)" in html
+    assert rec["rule"] in html
 
 
 @pytest.fixture(scope="module")
