@@ -215,3 +215,26 @@ def test_default_recovery_is_fine_tuning_and_is_recorded(
     rec = result.info["prune"]["recovery"]
     assert rec["asked"] == rec["chosen"] == "finetune" and rec["budget_epochs"] == 1
     assert "val_accuracy" not in rec  # one recovery ran: nothing to choose between
+
+
+def test_a_budget_is_met_on_the_geometric_schedule(
+    trained_model: Path, digits_artifact: Path, tmp_path: Path
+):
+    """The budget search walks equal ratio increments; the found ratio is then pruned geometrically."""
+    from edgecompress.evaluate import module_macs
+
+    macs = module_macs(load_model_package(trained_model).load_module(), (1, 8, 8))
+    result = _prune(
+        trained_model,
+        digits_artifact,
+        tmp_path / "p",
+        budget_metric="macs",
+        budget=0.3 * macs,
+        steps=2,
+        schedule="geometric",
+        finetune_epochs_after=0,
+    )
+    report = result.info["prune"]
+    assert report["budget"]["met"] and report["budget"]["achieved"] <= 0.3 * macs
+    first = report["schedule"][0]["ratio"]
+    assert first == pytest.approx(1 - (1 - report["ratio"]) ** 0.5)

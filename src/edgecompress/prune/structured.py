@@ -8,6 +8,7 @@ is shared with the sensitivity analysis.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -455,7 +456,10 @@ def ratio_for_budget(
         )
     steps = max(1, int(round(config.max_ratio / increment)))
     trial = copy.deepcopy(model)
-    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps, probe)
+    # the search walks ratios in equal increments (max_ratio·i/steps): the linear schedule, whatever
+    # schedule the found ratio is then pruned on
+    linear = dataclasses.replace(config, schedule="linear")
+    pruner = _pruner(trial, input_shape, num_classes, linear, config.max_ratio, steps, probe)
     for i in range(1, steps + 1):
         _pruner_step(pruner, trial, dataset, config)
         ratio = config.max_ratio * i / steps
