@@ -224,6 +224,7 @@ def render(r: dict[str, Any]) -> str:
         f"\nRule: {VERDICT_RULE} The threshold is 0 (auto at least as accurate as fine-tuning). On validation "
         "auto can never be below fine-tuning (it keeps fine-tuning unless KD is higher there); the verdict is "
         "about test.\n",
+        *[kd_kept_note(r, schedule, auto, ft) for schedule, (auto, ft) in PAIRS.items()],
         "## Test accuracy, % (mean [95 % t-interval] over seeds)\n",
         "Each auto child has the test accuracy of the explicit row it kept, in every seed and start: "
         f"{'yes' if r['auto_equals_chosen_row'] else 'NO'} (same parent, schedule, seed and budget).\n",
@@ -268,6 +269,21 @@ def render(r: dict[str, Any]) -> str:
     lines.append("\n## Parents\n")
     lines.append(markdown_table(["seed", "val acc", "test acc", "MACs"], parents))
     return "\n".join(lines) + "\n"
+
+
+def kd_kept_note(r: dict[str, Any], schedule: str, auto: str, ft: str) -> str:
+    """How often auto kept KD, and the test differences there: where it kept fine-tuning the child *is*
+    the fine-tuning child, so those pairs add exact zeros (and a zero-width interval says only that)."""
+    kept = [(s["seed"], ratio, s["starts"][ratio]["rows"]) for s in r["seeds"] for ratio in r["table"]]
+    kd = [(seed, ratio, rows[auto]["test_accuracy"] - rows[ft]["test_accuracy"]) for seed, ratio, rows in kept
+          if rows[auto]["chosen"] == "kd"]  # fmt: skip
+    where = "; ".join(f"seed {seed}, {float(ratio):.0%} removed: {100 * d:+.2f} pt" for seed, ratio, d in kd)
+    return (
+        f"- {schedule}: auto kept KD in {len(kd)} of {len(kept)} (seed, start) pairs"
+        + (f" ({where} on test)" if kd else "")
+        + "; in the others it kept fine-tuning, whose child is the fine-tuning row's (difference exactly 0). "
+        "So a zero-width interval here means no pair was worse, not a bound on other seeds.\n"
+    )
 
 
 def plot(r: dict[str, Any]) -> bytes:
