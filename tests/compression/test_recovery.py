@@ -238,3 +238,24 @@ def test_a_budget_is_met_on_the_geometric_schedule(
     assert report["budget"]["met"] and report["budget"]["achieved"] <= 0.3 * macs
     first = report["schedule"][0]["ratio"]
     assert first == pytest.approx(1 - (1 - report["ratio"]) ** 0.5)
+
+
+def test_the_decision_is_on_the_logged_model(
+    trained_model: Path, digits_artifact: Path, tmp_path: Path, tracking_uri: str
+):
+    """MLflow: the config under `prune.*` (the step runner's naming), the decision under `recovery.*`,
+    both validation accuracies as metrics."""
+    import mlflow
+
+    config = build(PruneConfig, dict(ratio=0.5, finetune_epochs_after=1, recovery="auto", kd_alpha=0.7))
+    result = prune_step(
+        trained_model, digits_artifact, tmp_path / "p", config, lineage_ctx=Lineage(), progress=False
+    )
+    model = mlflow.get_logged_model(result.model_id)
+    rec = result.info["prune"]["recovery"]
+    assert model.params["prune.recovery"] == "auto" and model.params["prune.kd_alpha"] == "0.7"
+    assert model.params["recovery.chosen"] == rec["chosen"] and model.params["recovery.budget_epochs"] == "1"
+    assert model.params["recovery.rule"] == rec["rule"]
+    metrics = {m.key: m.value for m in model.metrics}
+    for mode in ("finetune", "kd"):
+        assert metrics[f"recovery_val_accuracy_{mode}"] == pytest.approx(rec["val_accuracy"][mode])
