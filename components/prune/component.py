@@ -38,7 +38,11 @@ prune = technique_component(
     `budget_metric` (macs | params | latency) with an absolute `budget` (MACs, parameters, p50 ms on
     `device_class`). `importance`: {" | ".join(importance_names())}. `layer_ratios`: `name=0.3,…` or JSON;
     `keep_layers`: comma-separated names never pruned. `steps` > 1 prunes iteratively with
-    `finetune_epochs_between` epochs between steps and `finetune_epochs_after` after the last.
+    `finetune_epochs_between` epochs between steps and `finetune_epochs_after` after the last
+    (`schedule`: linear or geometric in kept channels); structured pruning's `recovery` in those
+    epochs is finetune (default), kd (from the unpruned parent, `kd_temperature`/`kd_alpha`) or auto (both at
+    the same budget and seed, the higher validation accuracy kept, ties to finetune); `device`: cpu or
+    cuda for that training.
     `sensitivity` (off by default: layers x `sensitivity_ratios` pruned copies, often several times the
     prune) adds the per-layer sensitivity table and plot to the report; `sensitivity_max_drop` > 0 runs
     it and sets per-layer ratios from it. Transformers: whole attention heads go

@@ -342,14 +342,16 @@ def prune_for_latency(
     config: Any,
     dataset: Any = None,
     progress: bool = True,
+    recover: Any = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """`prune_structured` to the config's latency target: the table, the allocation, the prune with its
-    ratios (schedule and fine-tuning as configured), then the pruned model measured on the class."""
+    ratios (schedule and fine-tuning, or `recover`, as configured), then the pruned model measured on
+    the class."""
     from edgecompress.prune.structured import model_cost, prune_structured
 
     config.validate()
     allocated, section = latency_aware_config(copy.deepcopy(model).eval(), input_shape, num_classes, config)
-    child, report = prune_structured(model, input_shape, num_classes, allocated, dataset, progress)
+    child, report = prune_structured(model, input_shape, num_classes, allocated, dataset, progress, recover)
     alloc = section["allocation"]
     alloc["measured_ms"] = model_cost(child, input_shape, "latency", config.device_class)
     # one short measurement (the budget search's): a point, not a claim; the report shows both

@@ -19,6 +19,7 @@ from edgecompress.prune.common import (
     _modules_by_name,
     parse_ratios,
 )
+from edgecompress.prune.recovery import RecoveryConfig, check_teacher, prune_and_recover
 from edgecompress.prune.sensitivity import (
     DEFAULT_RATIOS,
     sensitivity,
@@ -37,7 +38,7 @@ from edgecompress.train import TrainConfig, accuracy
 
 METHODS = ("structured", "unstructured")
 # TrainConfig fields that fine-tuning after pruning does not expose (their defaults apply)
-_NOT_FINETUNE = ("epochs", "weight_decay", "label_smoothing", "max_train_samples", "device")
+_NOT_FINETUNE = ("epochs", "weight_decay", "label_smoothing", "max_train_samples")
 
 
 @dataclass
@@ -46,8 +47,10 @@ class PruneConfig:
     pipeline's `prune_*` parameters come from here). The structured and unstructured settings are
     their own configs, nested and flattened (`ratio`, `sparsity`, …); `keep_layers` is the structured
     config's and applies to both methods; fine-tuning (`lr`, `batch_size`, `augment`, `seed`) is a
-    `TrainConfig` whose epochs are `finetune_epochs_between` / `finetune_epochs_after`. Build one from
-    flat values with `edgecompress.params.build(PruneConfig, {...})`."""
+    `TrainConfig` whose epochs are `finetune_epochs_between` / `finetune_epochs_after` (on `device`:
+    cpu, cuda); structured pruning's recovery in those epochs (fine-tuning, KD from the unpruned parent,
+    or `auto`: both, the better on validation) is `recovery` (`prune.recovery`). Build one from flat
+    values with `edgecompress.params.build(PruneConfig, {...})`."""
 
     method: str = field(
         default="structured",
@@ -63,6 +66,7 @@ class PruneConfig:
         default_factory=lambda: TrainConfig(epochs=1, batch_size=128, lr=1e-3),
         metadata={"flatten": True, "exclude": _NOT_FINETUNE},
     )
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig, metadata={"flatten": True})
     sensitivity: bool = field(
         default=False,
         metadata={
@@ -88,6 +92,12 @@ class PruneConfig:
         if self.method not in METHODS:
             raise ConfigError(f"prune method {self.method!r} must be 'structured' or 'unstructured'")
         self.method_config().validate()
+        self.recovery.validate()
+        if self.method == "unstructured" and self.recovery.recovery == "kd":
+            raise ConfigError(
+                "recovery 'kd' is for structured pruning; for an unstructured (sparse) child use the distill "
+                "step, which keeps its zeros (keep_sparsity); recovery auto or finetune fine-tunes it"
+            )
         for r in self.analysis_ratios():
             _check_ratio("sensitivity ratio", r)
         if not 0 <= self.sensitivity_max_drop < 1:
@@ -142,6 +152,8 @@ def prune_step(
         if method == "structured":
             check_traceable(module, inputs.dataset.input_shape)
             _check_importance_fits(module, method_cfg.importance)
+            if config.recovery.recovery == "kd":
+                check_teacher(module, inputs.dataset)
 
     def make(inputs: StepInputs) -> Child:
         module, dataset, method_cfg = inputs.modules["model"], inputs.dataset, config.method_config()
@@ -164,12 +176,25 @@ def prune_step(
             from edgecompress.prune.latency import prune_for_latency
 
             prune = prune_for_latency if method_cfg.latency_target else prune_structured
-            child, report = prune(
-                module, dataset.input_shape, dataset.num_classes, method_cfg, dataset, progress
+            child, report = prune_and_recover(
+                module,
+                dataset.input_shape,
+                dataset.num_classes,
+                method_cfg,
+                config.recovery,
+                dataset,
+                progress,
+                prune,
             )
         else:
             child = copy.deepcopy(module)
             report = prune_unstructured(child, method_cfg, dataset, progress)
+            report["recovery"] = {
+                "asked": config.recovery.recovery,
+                "chosen": "finetune" if config.finetune_epochs_after else "none (no recovery epochs)",
+                "budget_epochs": config.finetune_epochs_after,
+                "note": "unstructured pruning recovers by fine-tuning only (KD recovery is structured)",
+            }
         report["sensitivity"] = sens
         x_val, y_val = dataset.split("val")
         report["val_accuracy"] = {
@@ -191,8 +216,17 @@ def prune_step(
             "val_accuracy": report["val_accuracy"]["child"],
             "parent_val_accuracy": report["val_accuracy"]["parent"],
         }
+        rec = report.get("recovery") or {}
+        metrics.update({f"recovery_val_accuracy_{m}": v for m, v in rec.get("val_accuracy", {}).items()})
+        # the decision, on the LoggedModel (not `prune.*`: those are the config's flat parameters)
+        params = {f"recovery.{k}": rec[k] for k in ("chosen", "budget_epochs", "rule") if k in rec}
         return Child(
-            child, {"prune": _jsonable(report)}, metrics, name=f"{dataset.name}-pruned", finish=finish
+            child,
+            {"prune": _jsonable(report)},
+            metrics,
+            name=f"{dataset.name}-pruned",
+            finish=finish,
+            params=params,
         )
 
     return run_step(
@@ -254,7 +288,9 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
                 s["params"],
                 s["macs"],
                 s.get("val_accuracy_pruned", ""),
-                s.get("val_accuracy_finetuned", ""),
+                s.get("val_accuracy_finetuned", s.get("val_accuracy_recovered", "")),
+                s.get("recovery", "finetune"),
+                s.get("epochs", ""),
             ]
             for s in report["schedule"]
         ]
@@ -268,12 +304,17 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
                         "params (ONNX)",
                         "MACs",
                         "val acc (pruned)",
-                        "val acc (after fine-tune)",
+                        "val acc (after recovery)",
+                        "recovery",
+                        "epochs",
                     ],
                     sched,
                 ),
             )
         )
+        rec = report.get("recovery") or {}
+        if rec.get("val_accuracy"):
+            sections.append(("Recovery (chosen on validation)", _recovery_html(rec)))
         if report.get("budget"):
             b = report["budget"]
             sections.append(
@@ -293,3 +334,17 @@ def prune_report(report: dict[str, Any], stats: dict[str, dict[str, Any]]) -> st
         if sens:
             sections.append(sensitivity_section(sens))
     return html_page(f"Pruning ({report['method']})", sections)
+
+
+def _recovery_html(rec: dict[str, Any]) -> str:
+    from edgecompress.reports import html_table
+
+    rows = [
+        [mode, acc, rec["epochs_run"][mode], "yes" if mode == rec["chosen"] else ""]
+        for mode, acc in rec["val_accuracy"].items()
+    ]
+    return html_table(["recovery", "val accuracy", "epochs", "kept"], rows) + (
+        f"<p>Asked: {rec['asked']}. Rule: {rec['rule']}. Budget: {rec['budget_epochs']} epochs "
+        f"({rec['epochs_per_step']} per step); KD T={rec['kd']['temperature']}, α={rec['kd']['alpha']}; "
+        f"teacher (the unpruned parent) val accuracy {rec['teacher_val_accuracy']:.4f}.</p>"
+    )

@@ -8,10 +8,11 @@ is shared with the sensitivity analysis.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +45,21 @@ from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
 from edgecompress.zoo import check_model_fits
 
 log = logging.getLogger(__name__)
+
+SCHEDULES = ("linear", "geometric")
+# recover(model, step) after each pruning step, in place; returns what to add to the step's row
+Recover = Callable[[nn.Module, int], dict[str, Any]]
+
+
+def schedule_ratios(ratio: float, steps: int, schedule: str = "linear") -> list[float]:
+    """The cumulative pruning ratios after steps 0..K (Torch-Pruning's scheduler signature): linear
+    removes r·k/K of each layer's channels by step k; geometric keeps (1 - r)^(k/K) of them, so every
+    step removes the same fraction of the channels still there (smaller steps late, when fewer are left)."""
+    if schedule == "geometric":
+        return [1.0 - (1.0 - ratio) ** (k / steps) for k in range(steps + 1)]
+    if schedule == "linear":
+        return [ratio * k / steps for k in range(steps + 1)]
+    raise ConfigError(f"schedule {schedule!r} must be one of {SCHEDULES}")
 
 
 @dataclass
@@ -86,6 +102,14 @@ class StructuredConfig:
     )
     max_ratio: float = field(default=0.9, metadata={"flat": False})  # the budget search's upper bound
     steps: int = field(default=1, metadata={"help": "iterative schedule: prune in this many steps"})
+    schedule: str = field(
+        default="linear",
+        metadata={
+            "help": "the steps' cumulative ratios: linear (r·k/K removed) or geometric (kept channels "
+            "(1-r)^(k/K): each step removes the same fraction of what is left)",
+            "choices": SCHEDULES,
+        },
+    )
     # fine-tuning after each step but the last, and after the last step (None: none)
     finetune_between: TrainConfig | None = field(default=None, metadata={"flat": False})
     finetune_after: TrainConfig | None = field(default=None, metadata={"flat": False})
@@ -134,6 +158,8 @@ class StructuredConfig:
             _check_ratio(f"layer_ratios[{name!r}]", r)
         if self.steps < 1:
             raise ConfigError(f"steps must be ≥ 1, got {self.steps}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule {self.schedule!r} must be one of {SCHEDULES}")
         for name, heads in self.attention_heads.items():
             if int(heads) < 1:
                 raise ConfigError(f"attention_heads[{name!r}] must be ≥ 1, got {heads}")
@@ -332,6 +358,7 @@ def _pruner(
             pruning_ratio_dict=layer_ratios or None,
             max_pruning_ratio=max(config.max_ratio, ratio, *layer_ratios.values()),
             iterative_steps=steps,
+            iterative_pruning_ratio_scheduler=lambda r, k: schedule_ratios(r, k, config.schedule),
             ignored_layers=ignored,
             round_to=config.round_to,
             num_heads={p: layout.heads for layout in layouts for p in layout.projections},
@@ -429,7 +456,10 @@ def ratio_for_budget(
         )
     steps = max(1, int(round(config.max_ratio / increment)))
     trial = copy.deepcopy(model)
-    pruner = _pruner(trial, input_shape, num_classes, config, config.max_ratio, steps, probe)
+    # the search walks ratios in equal increments (max_ratio·i/steps): the linear schedule, whatever
+    # schedule the found ratio is then pruned on
+    linear = dataclasses.replace(config, schedule="linear")
+    pruner = _pruner(trial, input_shape, num_classes, linear, config.max_ratio, steps, probe)
     for i in range(1, steps + 1):
         _pruner_step(pruner, trial, dataset, config)
         ratio = config.max_ratio * i / steps
@@ -450,9 +480,12 @@ def prune_structured(
     config: StructuredConfig,
     dataset: Dataset | None = None,
     progress: bool = True,
+    recover: Recover | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Remove channels from (a copy of) `model` by the config's target and schedule. Returns the
-    pruned model and a report: cost before/after, per-step validation accuracy, budget trace."""
+    pruned model and a report: cost before/after, per-step validation accuracy, budget trace.
+    `recover` (in place, after every step) replaces the config's fine-tuning between and after
+    (`prune.recovery`: fine-tuning or KD from the unpruned parent at a fixed epoch budget)."""
     config.validate()
     if config.latency_target:
         raise ConfigError(
@@ -469,16 +502,25 @@ def prune_structured(
         shuffle = exc
     _check_importance_fits(model, config.importance)
     _modules_by_name(model, list(config.keep_layers) + list(config.layer_ratios), "layer names")
-    if (config.finetune_between or config.finetune_after) and dataset is None:
+    if (config.finetune_between or config.finetune_after or recover) and dataset is None:
         raise ConfigError("fine-tuning needs a dataset")
+    if recover and (config.finetune_between or config.finetune_after):
+        raise ConfigError("give a recovery or fine-tuning between/after the steps, not both")
     before = {m: model_cost(model, input_shape, m) for m in ("params", "macs")}
     trace: list[dict[str, float]] = []
     ratio = config.ratio
     if shuffle is not None:
-        if config.budget_metric or config.layer_ratios or config.global_pruning or config.latency_target:
+        if (
+            config.budget_metric
+            or config.layer_ratios
+            or config.global_pruning
+            or config.latency_target
+            or config.schedule != "linear"
+        ):
             raise ModelError(
                 f"{shuffle}. Internal-width pruning (what structured pruning does on such a model) takes a "
-                "uniform ratio only: no budget, layer_ratios or global ranking"
+                "uniform ratio only, on the linear schedule: no budget, layer_ratios, global ranking or "
+                "geometric schedule"
             ) from shuffle
         keep = list(_modules_by_name(model, config.keep_layers, "keep_layers").values())
         pruner = InternalWidthPruner(
@@ -500,11 +542,12 @@ def prune_structured(
         log.warning("%s", message)
     x_val, y_val = dataset.split("val") if dataset is not None else (None, None)
     schedule = []
+    cumulative = schedule_ratios(ratio, config.steps, config.schedule)
     for step in range(1, config.steps + 1):
         _pruner_step(pruner, model, dataset, config)
         entry: dict[str, Any] = {
             "step": step,
-            "ratio": ratio * step / config.steps,
+            "ratio": cumulative[step],
             "params": model_cost(model, input_shape, "params"),
             "macs": model_cost(model, input_shape, "macs"),
         }
@@ -522,6 +565,8 @@ def prune_structured(
                 progress=progress,
             )
             entry["val_accuracy_finetuned"] = hist.final_val_accuracy
+        if recover:
+            entry.update(recover(model, step))
         schedule.append(entry)
         log.info("prune step %d/%d: %s", step, config.steps, entry)
     model.eval()
