@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--shared-parent", action="store_true", help="train one parent (seed 0) for every seed"
     )
+    parser.add_argument(
+        "--latency-ratio", type=float, default=LATENCY_RATIO, help="the latency-aware child's target"
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.json/.md/.png")
     args = parser.parse_args(argv)
     lr = {"digits": (1e-2, 1e-3), "fashion-mnist": (3e-3, 1e-3)}[args.dataset]
