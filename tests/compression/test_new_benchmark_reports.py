@@ -13,9 +13,15 @@ import pytest
 from benchmarks.common import mean_interval, verdict
 
 REPO = Path(__file__).resolve().parents[2]
+PRUNING_RUNS = sorted(
+    str(p.parent.relative_to(REPO)) for p in (REPO / "benchmarks/profile/pruning").glob("**/results.json")
+)
+PROFILE_RUNS = ["benchmarks/profile"] + sorted(  # the first run, then the dated ones
+    str(p.parent.relative_to(REPO)) for p in (REPO / "benchmarks/profile").glob("2026-*/results.json")
+)
 REPORTS = [
-    ("benchmarks.profile.run", "benchmarks/profile"),
-    ("benchmarks.profile.prune_vs_uniform", "benchmarks/profile/pruning"),
+    *(("benchmarks.profile.run", folder) for folder in PROFILE_RUNS),
+    *(("benchmarks.profile.prune_vs_uniform", folder) for folder in PRUNING_RUNS),
     ("benchmarks.quantization.per_op_int4", "benchmarks/quantization/2026-12-06-per-op-int4"),
 ]
 
@@ -27,8 +33,11 @@ def test_every_number_in_the_report_is_rendered_from_its_json(module, folder):
     assert rendered.strip() == (REPO / folder / "results.md").read_text().strip()
 
 
-def test_pruning_verdicts_follow_the_rule_from_the_seeds():
-    r = json.loads((REPO / "benchmarks/profile/pruning/results.json").read_text())
+@pytest.mark.parametrize("folder", PRUNING_RUNS)
+def test_pruning_verdicts_follow_the_rule_from_the_seeds(folder):
+    from benchmarks.profile.prune_vs_uniform import target_verdict
+
+    r = json.loads((REPO / folder / "results.json").read_text())
     diffs = [s["aware"]["test_accuracy"] - s["uniform"]["test_accuracy"] for s in r["seeds"]]
     interval = mean_interval(diffs)
     assert interval["low"] == pytest.approx(r["accuracy_difference"]["low"])
@@ -36,10 +45,14 @@ def test_pruning_verdicts_follow_the_rule_from_the_seeds():
     assert r["verdict"]["aware_beats_uniform"] == verdict(interval, 0.0, True, strict=True)
     equal = all(s["equal_p50"]["ci_low"] >= 0.95 and s["equal_p50"]["ci_high"] <= 1.05 for s in r["seeds"])
     assert r["verdict"]["equal_p50_within_5pct"] == ("met" if equal else "not shown")
+    # the target counts the accuracy verdict only where the children ran at equal p50
+    expected = r["verdict"]["aware_beats_uniform"] if equal else "not met: equal p50 not shown"
+    assert target_verdict(r) == expected
 
 
-def test_profile_verdicts_follow_their_stated_tolerance():
-    r = json.loads((REPO / "benchmarks/profile/results.json").read_text())
+@pytest.mark.parametrize("folder", PROFILE_RUNS)
+def test_profile_verdicts_follow_their_stated_tolerance(folder):
+    r = json.loads((REPO / folder / "results.json").read_text())
     assert r["models"]
     for name, m in r["models"].items():
         gap = m["whole_p50_ms"] - m["sum_node_p50_ms"]
