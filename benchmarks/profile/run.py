@@ -57,7 +57,7 @@ def int8_child(float_path: Path, input_shape: list[int], out: Path) -> Path:
     return out
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, shared: bool = True) -> dict[str, Any]:
     names = ["cnn"] if quick else list(MODELS)
     config = ProfileConfig(DEVICE_CLASS, rounds=8, runs=20 if quick else 100, warmup_runs=10, top=8)
     info = machine_info()
@@ -76,17 +76,23 @@ def run(quick: bool) -> dict[str, Any]:
     result["int8_vs_float"] = [
         {"float": "cnn", "int8": "cnn-int8", "rows": op_type_comparison(result, "cnn", "cnn-int8")}
     ]
-    result["machine"] = {**info, "load_average_at_end": os.getloadavg(), "shared": True}
+    result["machine"] = {**info, "load_average_at_end": os.getloadavg(), "shared": shared}
     result["inputs"] = {n: MODELS[n][1] for n in names}
     result["command"] = "python -m benchmarks.profile.run" + (" --quick" if quick else "")
     return result
+
+
+MACHINE_STATE = {
+    True: "**A shared machine** (other engineers' jobs ran)",
+    False: "**A quiet machine** (nothing else was started on it during the run)",
+}
 
 
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     head = (
         f"Measured {m['date']} on {m['cpu_model']} ({m['cpu_count']} CPUs), git {m['git_commit']}, onnxruntime "
-        f"{m['onnxruntime']}. **A shared machine** (other engineers' jobs ran): load average "
+        f"{m['onnxruntime']}. {MACHINE_STATE[m.get('shared', True)]}: load average "
         f"{m['load_average_at_start'][0]:.2f} at start, {m['load_average_at_end'][0]:.2f} at end. Random weights, "
         f"inputs {results['inputs']}. Command: `{results['command']}`.\n\n"
     )
@@ -126,6 +132,11 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument(
+        "--quiet-machine",
+        action="store_true",
+        help="say in the report that nothing else was started on the machine during the run",
+    )
     parser.add_argument("--render", action="store_true", help="re-render results.md/png from results.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -134,7 +145,7 @@ def main() -> None:
             json.loads((args.out / "results.json").read_text()), args.out, render, plot, "results.png"
         )
         return
-    write_report(run(args.quick), args.out, render, plot, "results.png")
+    write_report(run(args.quick, shared=not args.quiet_machine), args.out, render, plot, "results.png")
 
 
 if __name__ == "__main__":
