@@ -103,15 +103,15 @@ def test_latency_target_is_met_on_the_digits_cnn(digits, tmp_path: Path) -> None
     child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
     section = report["latency_aware"]
     alloc = section["allocation"]
-    assert (
-        alloc["predicted_ms"] <= alloc["target_ms"] == pytest.approx(ratio * section["table"]["base_p50_ms"])
-    )
+    assert alloc["target_ms"] == pytest.approx(ratio * section["table"]["base_p50_ms"])
+    kept = alloc["refinements"][alloc["kept_attempt"]]  # the closed loop's attempt the child was pruned from
+    assert alloc["predicted_ms"] == kept["predicted_ms"] <= kept["aim_ms"]
     assert set(alloc["layer_ratios"]) <= set(section["table"]["layers"]) and alloc["layer_ratios"]
     for name, r in alloc["layer_ratios"].items():  # the child has the allocated widths, the rest untouched
         full = section["table"]["layers"][name]["channels"]
         assert report["channels"][name] == round(full * (1 - r))
     assert abs(alloc["measured_ms"] - alloc["predicted_ms"]) <= 0.2 * alloc["predicted_ms"]
-    assert alloc["met"] == (alloc["measured_ms"] <= alloc["target_ms"])
+    assert alloc["met"] == (alloc["measured_ms"] <= alloc["target_ms"] * (1 + config.latency_tolerance))
     meter = Measurement("rpi4-emulated", None, 200, 0.3)
     from edgecompress.export import export_onnx
 
@@ -119,3 +119,40 @@ def test_latency_target_is_met_on_the_digits_cnn(digits, tmp_path: Path) -> None
     export_onnx(child.eval(), tuple(digits.input_shape), tmp_path / "child.onnx")
     cmp = meter.compare(tmp_path / "parent.onnx", tmp_path / "child.onnx", rounds=8)
     assert cmp["ci_low"] >= 0.9 / ratio, cmp
+
+
+def test_closed_loop_corrects_the_additive_prediction(digits, tmp_path: Path, monkeypatch) -> None:
+    """A "device" whose latency is the model's MACs: pruning a layer's outputs also shrinks the next
+    layer's inputs, so the table's per-layer savings overlap and the additive prediction is optimistic
+    (as on the Fashion-MNIST CNN, where the child ran 47 % over its target). The child is measured,
+    re-allocated for a corrected aim, and ends within the tolerance of the target; every attempt is
+    recorded."""
+    import edgecompress.edge
+    import edgecompress.prune.structured as structured
+    from edgecompress.evaluate import module_macs
+
+    def macs_ms(model, input_shape) -> float:
+        return module_macs(model, tuple(input_shape)) / 1e6
+
+    class MacsDevice(CountingMeter):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__()
+
+    monkeypatch.setattr(edgecompress.edge, "Measurement", MacsDevice)
+    real_cost = structured.model_cost
+
+    def cost(model, input_shape, metric, device_class=None):
+        return macs_ms(model, input_shape) if metric == "latency" else real_cost(model, input_shape, metric)
+
+    monkeypatch.setattr(structured, "model_cost", cost)
+    model = _cnn(digits)
+    config = StructuredConfig(latency_ratio=0.5, latency_cache=str(tmp_path))
+    child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
+    alloc = report["latency_aware"]["allocation"]
+    attempts = alloc["refinements"]
+    first = attempts[0]
+    assert first["measured_ms"] > first["predicted_ms"] * 1.05  # the additive prediction was optimistic
+    assert len(attempts) >= 2 and attempts[1]["aim_ms"] < first["aim_ms"]  # aimed lower to correct it
+    assert alloc["measured_ms"] == pytest.approx(macs_ms(child, digits.input_shape))
+    assert abs(alloc["measured_ms"] - alloc["target_ms"]) <= config.latency_tolerance * alloc["target_ms"]
+    assert alloc["met"]

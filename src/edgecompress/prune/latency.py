@@ -18,8 +18,13 @@
    group, so a unit is one average channel of its layer and layers compare. Predicted latency: the
    baseline minus each layer's measured saving, i.e. additive across layers (NetAdapt's assumption);
    the pruned model is then measured, and predicted vs measured is in the report.
-3. `prune_for_latency`: the allocated per-layer ratios go through the ordinary `prune_structured` path (layer_ratios, the
-   other layers kept), with its schedule and fine-tuning.
+3. The closed loop (NetAdapt measures each proposal): the allocation is pruned without fine-tuning and
+   measured; while it misses the target by more than `latency_tolerance`, it is allocated again for
+   the target scaled by target / measured (at most `latency_refinements` times), and the attempt
+   nearest the target from below is kept. On the Fashion-MNIST CNN the additive prediction alone
+   left the child 47 % over its target (benchmarks/profile/pruning/2026-12-06-fashion-mnist-cnn-matched).
+4. `prune_for_latency`: the allocated per-layer ratios go through the ordinary `prune_structured` path
+   (layer_ratios, the other layers kept), with its schedule and fine-tuning.
 """
 
 from __future__ import annotations
@@ -264,14 +269,23 @@ def allocate(table: dict[str, Any], importance: dict[str, list[float]], target_m
     }
 
 
-def latency_aware_config(model: nn.Module, input_shape, num_classes: int, config: Any, meter: Any = None):
-    """The per-layer ratios for the config's latency target: (config to prune with, report section)."""
+def latency_aware_config(
+    model: nn.Module,
+    input_shape,
+    num_classes: int,
+    config: Any,
+    meter: Any = None,
+    aim_ms: float | None = None,
+):
+    """The per-layer ratios for the config's latency target (or `aim_ms`, what the allocation is asked
+    for when the closed loop corrects its prediction): (config to prune with, report section)."""
     from edgecompress.prune.structured import prunable_layers
 
     table, path, hit = latency_table(model, input_shape, num_classes, config, meter)
     target = config.target_latency_ms or config.latency_ratio * table["base_p50_ms"]
     importance = layer_importance(model, input_shape, list(table["layers"]), config.importance)
-    alloc = allocate(table, importance, target)
+    alloc = allocate(table, importance, aim_ms or target)
+    alloc["target_ms"] = target
     if not alloc["layer_ratios"]:
         raise ConfigError(
             f"the model already meets the latency target {target:.4f} ms on {config.device_class} "
@@ -319,6 +333,15 @@ def latency_section_html(section: dict[str, Any]) -> str:
         f"{table['method']}. Unpruned p50 {table['base_p50_ms']:.4f} ms; target {alloc['target_ms']:.4f} ms; "
         f"predicted {alloc['predicted_ms']:.4f} ms; measured after pruning {alloc.get('measured_ms', float('nan')):.4f} ms.</p>"
         + html_table(["layer", "kept fraction", "channels", "p50 ms", "saved ms"], rows)
+        + "<p>Closed loop (each allocation pruned without fine-tuning and measured; the aim corrected by "
+        "target / measured while it misses by more than the tolerance)</p>"
+        + html_table(
+            ["attempt", "aimed ms", "predicted ms", "measured ms"],
+            [
+                [i + 1, a["aim_ms"], a["predicted_ms"], a["measured_ms"]]
+                for i, a in enumerate(alloc.get("refinements", []))
+            ],
+        )
         + "<p>Allocation (greedy: most measured ms saved per unit of importance lost first)</p>"
         + html_table(
             [
@@ -350,12 +373,48 @@ def prune_for_latency(
     from edgecompress.prune.structured import model_cost, prune_structured
 
     config.validate()
-    allocated, section = latency_aware_config(copy.deepcopy(model).eval(), input_shape, num_classes, config)
+    allocated, section, refinements = _closed_loop(model, input_shape, num_classes, config)
     child, report = prune_structured(model, input_shape, num_classes, allocated, dataset, progress, recover)
     alloc = section["allocation"]
     alloc["measured_ms"] = model_cost(child, input_shape, "latency", config.device_class)
     # one short measurement (the budget search's): a point, not a claim; the report shows both
-    alloc["met"] = alloc["measured_ms"] <= alloc["target_ms"]
+    alloc["met"] = alloc["measured_ms"] <= alloc["target_ms"] * (1 + config.latency_tolerance)
+    alloc["refinements"] = refinements
     report["config"] = {**config.as_params(), "allocated_layer_ratios": dict(allocated.layer_ratios)}
     report["latency_aware"] = section
     return child, report
+
+
+def _closed_loop(model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any):
+    """Allocate, prune a copy without fine-tuning, measure it; while it misses the target by more than
+    `latency_tolerance` (the table's prediction is additive across layers, and a layer's width also
+    changes its neighbours' kernels), allocate again for the target scaled by measured/predicted error.
+    Returns the allocation whose measured p50 is nearest the target from below (else the fastest), its
+    report section and every attempt (aim, predicted, measured)."""
+    from edgecompress.prune.structured import model_cost, prune_structured
+
+    parent = copy.deepcopy(model).eval()
+    attempts, best, aim = [], None, None
+    for attempt in range(max(1, config.latency_refinements + 1)):
+        try:
+            allocated, section = latency_aware_config(parent, input_shape, num_classes, config, aim_ms=aim)
+        except ConfigError:
+            if attempt == 0:
+                raise
+            break  # the corrected aim is past what the table allows: keep the best so far
+        target = section["allocation"]["target_ms"]
+        untuned = replace(allocated, finetune_between=None, finetune_after=None, steps=1)
+        trial, _ = prune_structured(parent, input_shape, num_classes, untuned, None, False)
+        measured = model_cost(trial, input_shape, "latency", config.device_class)
+        attempts.append({"aim_ms": aim or target, "predicted_ms": section["allocation"]["predicted_ms"],
+                         "measured_ms": measured, "layer_ratios": dict(allocated.layer_ratios)})  # fmt: skip
+        under = measured <= target * (1 + config.latency_tolerance)
+        key = (under, -abs(measured - target) if under else -measured)
+        if best is None or key > best[0]:
+            section["allocation"]["kept_attempt"] = attempt
+            best = (key, allocated, section)
+        if abs(measured - target) <= config.latency_tolerance * target:
+            break
+        aim = (aim or target) * target / measured
+    _, allocated, section = best
+    return allocated, section, attempts

@@ -133,6 +133,10 @@ class StructuredConfig:
     latency_points: tuple[float, ...] = field(default=(0.75, 0.5, 0.25), metadata={"flat": False})
     # folder of latency tables ("": $EDGECOMPRESS_CACHE_DIR or ~/.cache/edgecompress)
     latency_cache: str = field(default="", metadata={"flat": False})
+    # closed loop: the allocated child is measured (no fine-tuning) and, while it misses the target by
+    # more than latency_tolerance, re-allocated against the target scaled by the prediction's error
+    latency_refinements: int = field(default=3, metadata={"flat": False})
+    latency_tolerance: float = field(default=0.05, metadata={"flat": False})
 
     @property
     def latency_target(self) -> bool:
