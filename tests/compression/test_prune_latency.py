@@ -121,30 +121,42 @@ def test_latency_target_is_met_on_the_digits_cnn(digits, tmp_path: Path) -> None
     assert cmp["ci_low"] >= 0.9 / ratio, cmp
 
 
-def test_closed_loop_corrects_the_additive_prediction(digits, tmp_path: Path, monkeypatch) -> None:
-    """A "device" whose latency is the model's MACs: pruning a layer's outputs also shrinks the next
-    layer's inputs, so the table's per-layer savings overlap and the additive prediction is optimistic
-    (as on the Fashion-MNIST CNN, where the child ran 47 % over its target). The child is measured,
-    re-allocated for a corrected aim, and ends within the tolerance of the target; every attempt is
-    recorded."""
-    import edgecompress.edge
-    import edgecompress.prune.structured as structured
+def _macs_ms(model, input_shape) -> float:
     from edgecompress.evaluate import module_macs
 
-    def macs_ms(model, input_shape) -> float:
-        return module_macs(model, tuple(input_shape)) / 1e6
+    return module_macs(model, tuple(input_shape)) / 1e6
+
+
+def macs_device(monkeypatch, jitter: float = 0.0, seed: int = 0) -> None:
+    """The device is the model's MACs (table and measurements), each measurement of a pruned child
+    times a random factor in [1 - jitter, 1 + jitter] (a noisy device)."""
+    import random
+
+    import edgecompress.edge
+    import edgecompress.prune.structured as structured
 
     class MacsDevice(CountingMeter):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__()
 
     monkeypatch.setattr(edgecompress.edge, "Measurement", MacsDevice)
-    real_cost = structured.model_cost
+    real_cost, noise = structured.model_cost, random.Random(seed)
 
     def cost(model, input_shape, metric, device_class=None):
-        return macs_ms(model, input_shape) if metric == "latency" else real_cost(model, input_shape, metric)
+        if metric != "latency":
+            return real_cost(model, input_shape, metric)
+        return _macs_ms(model, input_shape) * (1 + noise.uniform(-jitter, jitter))
 
     monkeypatch.setattr(structured, "model_cost", cost)
+
+
+def test_closed_loop_corrects_the_additive_prediction(digits, tmp_path: Path, monkeypatch) -> None:
+    """A "device" whose latency is the model's MACs: pruning a layer's outputs also shrinks the next
+    layer's inputs, so the table's per-layer savings overlap and the additive prediction is optimistic
+    (as on the Fashion-MNIST CNN, where the child ran 47 % over its target). The child is measured,
+    re-allocated for a corrected aim, and ends within the tolerance of the target; every attempt is
+    recorded."""
+    macs_device(monkeypatch)
     model = _cnn(digits)
     config = StructuredConfig(latency_ratio=0.5, latency_cache=str(tmp_path))
     child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
@@ -153,6 +165,40 @@ def test_closed_loop_corrects_the_additive_prediction(digits, tmp_path: Path, mo
     first = attempts[0]
     assert first["measured_ms"] > first["predicted_ms"] * 1.05  # the additive prediction was optimistic
     assert len(attempts) >= 2 and attempts[1]["aim_ms"] < first["aim_ms"]  # aimed lower to correct it
-    assert alloc["measured_ms"] == pytest.approx(macs_ms(child, digits.input_shape))
+    assert alloc["measured_ms"] == pytest.approx(_macs_ms(child, digits.input_shape))
     assert abs(alloc["measured_ms"] - alloc["target_ms"]) <= config.latency_tolerance * alloc["target_ms"]
     assert alloc["met"]
+
+
+def test_auto_recovery_prunes_both_branches_from_one_measured_plan(
+    digits, tmp_path: Path, monkeypatch
+) -> None:
+    """recovery=auto with a latency target: the closed loop measures once and both recoveries prune the
+    same channels, even on a noisy device (two closed loops would allocate differently, and the
+    comparison would no longer be of recoveries alone)."""
+    import edgecompress.prune.latency as latency
+    from edgecompress.prune.recovery import RecoveryConfig, prune_and_recover
+    from edgecompress.train import TrainConfig
+
+    macs_device(monkeypatch, jitter=0.3)
+    plans = []
+    real_plan = latency.latency_plan
+
+    def counted(*args, **kwargs):
+        plans.append(1)
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(latency, "latency_plan", counted)
+    config = StructuredConfig(
+        latency_ratio=0.5, latency_cache=str(tmp_path), finetune_after=TrainConfig(epochs=1, batch_size=64)
+    )
+    child, report = prune_and_recover(
+        _cnn(digits), digits.input_shape, digits.num_classes, config, RecoveryConfig(recovery="auto"),
+        digits, progress=False, prune=prune_for_latency,
+    )  # fmt: skip
+    assert len(plans) == 1
+    rows = report["recovery"]["schedules"]
+    assert [(r["macs"], r["params"]) for r in rows["finetune"]] == [
+        (r["macs"], r["params"]) for r in rows["kd"]
+    ]
+    assert report["latency_aware"]["allocation"]["refinements"]  # the plan's attempts are reported

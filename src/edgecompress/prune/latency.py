@@ -366,14 +366,17 @@ def prune_for_latency(
     dataset: Any = None,
     progress: bool = True,
     recover: Any = None,
+    plan: tuple[Any, dict[str, Any], list[dict[str, Any]]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """`prune_structured` to the config's latency target: the table, the allocation, the prune with its
     ratios (schedule and fine-tuning, or `recover`, as configured), then the pruned model measured on
-    the class."""
+    the class. `plan` (from `latency_plan`) reuses an allocation already measured, so that several
+    recoveries of one model (`recovery=auto`) prune exactly the same channels."""
     from edgecompress.prune.structured import model_cost, prune_structured
 
     config.validate()
-    allocated, section, refinements = _closed_loop(model, input_shape, num_classes, config)
+    allocated, section, refinements = plan or latency_plan(model, input_shape, num_classes, config)
+    section = copy.deepcopy(section)
     child, report = prune_structured(model, input_shape, num_classes, allocated, dataset, progress, recover)
     alloc = section["allocation"]
     alloc["measured_ms"] = model_cost(child, input_shape, "latency", config.device_class)
@@ -385,10 +388,11 @@ def prune_for_latency(
     return child, report
 
 
-def _closed_loop(model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any):
-    """Allocate, prune a copy without fine-tuning, measure it; while it misses the target by more than
-    `latency_tolerance` (the table's prediction is additive across layers, and a layer's width also
-    changes its neighbours' kernels), allocate again for the target scaled by measured/predicted error.
+def latency_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any):
+    """The closed loop: allocate, prune a copy without fine-tuning, measure it; while it misses the
+    target by more than `latency_tolerance` (the table's prediction is additive across layers, and a
+    layer's width also changes its neighbours' kernels), allocate again for the aim scaled by
+    target / measured.
     Returns the allocation whose measured p50 is nearest the target from below (else the fastest), its
     report section and every attempt (aim, predicted, measured)."""
     from edgecompress.prune.structured import model_cost, prune_structured

@@ -25,6 +25,7 @@ model.json and its MLflow LoggedModel.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,6 +173,11 @@ def prune_and_recover(
         report["recovery"] = record
         return child, report
     bare = dataclasses.replace(config, finetune_between=None, finetune_after=None)
+    if config.latency_target:  # measure the allocation once: every branch prunes the same channels
+        from edgecompress.prune.latency import latency_plan
+
+        plan = latency_plan(model, input_shape, num_classes, bare)
+        prune = functools.partial(prune, plan=plan)
     branches = ("finetune", "kd") if recovery.recovery == "auto" else ("kd",)
     runs: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
     for mode in branches:
