@@ -66,6 +66,14 @@ class GateConfig:
         default=MIN_LATENCY_ROUNDS,
         metadata={"help": f"interleaved parent/child rounds per device class (≥ {MIN_LATENCY_ROUNDS})"},
     )
+    promotion_max_slowdown: float = field(
+        default=0.03,
+        metadata={
+            "help": "promotion against a production model: the challenger counts as slower only when the "
+            "upper 95 % bound of its speed-up is below 1 − this (0.03: shown 3 % slower; 0: any resolved "
+            "slowdown refuses)"
+        },
+    )
 
     def validate_rule(self) -> None:
         """The accuracy rule's settings (the target-ISA check shares them)."""
@@ -79,6 +87,11 @@ class GateConfig:
         self.validate_rule()
         if not self.min_speedup >= 0:
             raise ConfigError(f"min_speedup must be ≥ 0 (0: speed is not required), got {self.min_speedup}")
+        if not 0 <= self.promotion_max_slowdown < 1:
+            raise ConfigError(
+                f"promotion_max_slowdown must be in [0, 1), a fraction (0.03 = 3 % slower), got "
+                f"{self.promotion_max_slowdown}"
+            )
         if self.latency_rounds < MIN_LATENCY_ROUNDS:
             raise ConfigError(
                 f"latency_rounds must be ≥ {MIN_LATENCY_ROUNDS} (fewer interleaved rounds cannot resolve a "

@@ -51,7 +51,13 @@ from edgecompress.step import write_report
 
 AGENT_IMAGE_ENV = "EDGECOMPRESS_AGENT_IMAGE"
 # The gate's settings that are not the accuracy rule: the check shares the rest (one definition).
-_NOT_THE_RULE = ("min_speedup", "registered_model_name", "measurement", "latency_rounds")
+_NOT_THE_RULE = (
+    "min_speedup",
+    "registered_model_name",
+    "measurement",
+    "latency_rounds",
+    "promotion_max_slowdown",
+)
 
 
 def default_agent_image() -> str:
