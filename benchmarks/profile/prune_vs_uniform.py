@@ -23,7 +23,7 @@ from edgecompress.data import load_digits, load_fashion_mnist
 from edgecompress.edge import Measurement
 from edgecompress.export import export_onnx
 from edgecompress.prune.latency import prune_for_latency
-from edgecompress.prune.structured import StructuredConfig, model_cost, prune_structured
+from edgecompress.prune.structured import LATENCY_METHODS, StructuredConfig, model_cost, prune_structured
 from edgecompress.reports import markdown_table
 from edgecompress.train import TrainConfig, accuracy, fit
 from edgecompress.zoo import build_model
@@ -36,6 +36,11 @@ SPECS = {
     "cnn": {"digits": SPEC, "fashion-mnist": {"family": "cnn", "kwargs": {"widths": [32, 64, 128], "depths": [2, 2, 2]}}},
     "mobilenet": {"digits": {"family": "mobilenet"}, "fashion-mnist": {"family": "mobilenet"}},
 }  # fmt: skip
+# what the report says of the machine (`--quiet-machine`: nothing else was started on it)
+MACHINE = {
+    True: "**a shared machine**",
+    False: "**a quiet machine** (nothing else was started on it during the run)",
+}
 DATASETS = {"digits": load_digits, "fashion-mnist": load_fashion_mnist}
 SEEDS = (0, 1, 2)
 LATENCY_RATIO = 0.65
@@ -68,8 +73,9 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
         uni_report["ratio"] = settings["uniform_ratio"]
         uni_ms = model_cost(uniform, data.input_shape, "latency", "rpi4-emulated")
         aware_cfg = StructuredConfig(
-            target_latency_ms=uni_ms, finetune_after=ft, seed=seed, latency_cache=cache
-        )
+            target_latency_ms=uni_ms, finetune_after=ft, seed=seed, latency_cache=cache,
+            latency_method=settings.get("latency_method", "table"),
+        )  # fmt: skip
         aware, aware_report = prune_for_latency(
             parent, data.input_shape, data.num_classes, aware_cfg, data, False
         )
@@ -80,6 +86,7 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
             finetune_after=ft,
             seed=seed,
             latency_cache=cache,
+            latency_method=settings.get("latency_method", "table"),
         )
         aware, aware_report = prune_for_latency(
             parent, data.input_shape, data.num_classes, aware_cfg, data, False
@@ -119,7 +126,7 @@ def run(settings: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
     diff = mean_interval([s["aware"]["test_accuracy"] - s["uniform"]["test_accuracy"] for s in seeds])
     ratio = mean_interval([s["equal_p50"]["speedup"] for s in seeds])
     return {
-        "machine": {**info, "load_average_at_end": os.getloadavg(), "shared": True},
+        "machine": {**info, "load_average_at_end": os.getloadavg(), "shared": not settings.get("quiet_machine")},
         "device_class": "rpi4-emulated", "emulated": True, "spec": spec, "latency_ratio": settings["latency_ratio"],
         **({} if settings == DEFAULTS else {"settings": settings}),
         "seeds": seeds, "accuracy_difference": diff, "p50_uniform_over_aware": ratio,
@@ -136,18 +143,22 @@ def command(settings: dict[str, Any]) -> str:
     flags = [f"--dataset {settings['dataset']}", f"--model {settings['model']}",
              f"--parent-epochs {settings['parent_epochs']}", f"--finetune-epochs {settings['finetune_epochs']}",
              *([f"--uniform-ratio {settings['uniform_ratio']:g}"] if settings.get("uniform_ratio")
-               else [f"--latency-ratio {settings['latency_ratio']:g}"])]  # fmt: skip
+               else [f"--latency-ratio {settings['latency_ratio']:g}"]),
+             *([f"--latency-method {settings['latency_method']}"] if settings.get("latency_method", "table") != "table" else []),
+             *(["--quiet-machine"] if settings.get("quiet_machine") else [])]  # fmt: skip
     return " ".join([line, *flags, *(["--shared-parent"] if settings["shared_parent"] else [])])
 
 
 def _title(r: dict[str, Any]) -> tuple[str, str]:
     """The model named in the title, and the sentence on what one test image is worth."""
     settings = r.get("settings", DEFAULTS)
+    method = f"({settings['latency_method']}) " if "latency_method" in settings else ""
     order = (
         f"the uniform child pruned at ratio {settings['uniform_ratio']:g} first, the latency-aware child "
-        "asked for its measured p50 (target_latency_ms)"
+        f"{method}asked for its measured p50 (target_latency_ms)"
         if settings.get("uniform_ratio")
-        else f"the latency-aware child at latency_ratio {r['latency_ratio']:g}, the uniform ratio searched "
+        else f"the latency-aware child {method}at latency_ratio "
+        f"{r['latency_ratio']:g}, the uniform ratio searched "
         "(0.05 steps) to its measured p50"
     )
     if settings["dataset"] == "digits":
@@ -172,8 +183,8 @@ def render(r: dict[str, Any]) -> str:
     what, per_image = _title(r)
     return (
         f"# Latency-aware vs uniform pruning at equal p50 ({what}, {r['device_class']}, emulated)\n\n"
-        f"Measured {m['date']} on {m['cpu_model']} ({m['cpu_count']} CPUs), git {m['git_commit']}; **a shared machine**, "
-        f"load average {m['load_average_at_start'][0]:.2f} at start, {m['load_average_at_end'][0]:.2f} at end. "
+        f"Measured {m['date']} on {m['cpu_model']} ({m['cpu_count']} CPUs), git {m['git_commit']}; "
+        f"{MACHINE[m.get('shared', True)]}, load average {m['load_average_at_start'][0]:.2f} at start, {m['load_average_at_end'][0]:.2f} at end. "
         f"Command: `{r['command']}`. {per_image}\n\n"
         + markdown_table(
             [
@@ -249,6 +260,17 @@ def main(argv: list[str] | None = None) -> None:
         help="prune uniformly at this ratio first and ask the latency-aware child for its measured p50 "
         "(instead of searching a uniform ratio to the latency-aware child's p50)",
     )
+    parser.add_argument(
+        "--latency-method",
+        choices=LATENCY_METHODS,
+        default="table",
+        help="the latency-aware child's allocation (StructuredConfig.latency_method)",
+    )
+    parser.add_argument(
+        "--quiet-machine",
+        action="store_true",
+        help="say in the report that nothing else was started on the machine during the run",
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.json/.md/.png")
     args = parser.parse_args(argv)
     lr = {"digits": (1e-2, 1e-3), "fashion-mnist": (3e-3, 1e-3)}[args.dataset]
@@ -256,7 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"dataset": args.dataset, "model": args.model, "parent_epochs": args.parent_epochs,
                 "finetune_epochs": args.finetune_epochs, "batch_size": batch, "parent_lr": lr[0],
                 "finetune_lr": lr[1], "shared_parent": args.shared_parent, "latency_ratio": args.latency_ratio,
-                **({"uniform_ratio": args.uniform_ratio} if args.uniform_ratio else {})}  # fmt: skip
+                **({"uniform_ratio": args.uniform_ratio} if args.uniform_ratio else {}),
+                **({"latency_method": args.latency_method} if args.latency_method != "table" else {}),
+                **({"quiet_machine": True} if args.quiet_machine else {})}  # fmt: skip
     write_report(run(settings), args.out, render, plot, "results.png")
 
 

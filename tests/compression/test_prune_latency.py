@@ -202,3 +202,49 @@ def test_auto_recovery_prunes_both_branches_from_one_measured_plan(
         (r["macs"], r["params"]) for r in rows["kd"]
     ]
     assert report["latency_aware"]["allocation"]["refinements"]  # the plan's attempts are reported
+
+
+def test_netadapt_width_grid_is_aligned_and_bounded() -> None:
+    from edgecompress.prune.latency import width_grid
+
+    assert width_grid(64, StructuredConfig()) == [56, 48, 40, 32, 24, 16, 8]
+    assert width_grid(64, StructuredConfig(round_to=16)) == [48, 32, 16]
+    assert width_grid(64, StructuredConfig(max_ratio=0.5)) == [56, 48, 40, 32]
+    assert width_grid(10, StructuredConfig()) == [8, 6, 4, 2]  # under 16 channels: quarter steps
+    assert width_grid(1, StructuredConfig()) == []
+
+
+@pytest.mark.parametrize("bad", [{"latency_method": "lut"}, {"netadapt_iterations": 0}])
+def test_netadapt_settings_are_checked(bad) -> None:
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        StructuredConfig(latency_ratio=0.5, **bad).validate()
+
+
+def test_netadapt_measures_the_current_model_and_meets_the_target(
+    digits, tmp_path: Path, monkeypatch
+) -> None:
+    """On the MACs "device" (where the table's additive prediction is optimistic, see above), NetAdapt
+    measures each proposal on the current pruned model: the child meets the target without a
+    corrective loop, at aligned widths, every iteration saving what it asked for; the report shows the
+    iterations."""
+    from edgecompress.prune.latency import latency_section_html
+
+    macs_device(monkeypatch)
+    model = _cnn(digits)
+    config = StructuredConfig(latency_ratio=0.5, latency_method="netadapt", latency_cache=str(tmp_path))
+    child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
+    section = report["latency_aware"]
+    alloc = section["allocation"]
+    base = _macs_ms(model, digits.input_shape)
+    assert section["method"] == "netadapt" and alloc["base_p50_ms"] == pytest.approx(base)
+    assert alloc["target_ms"] == pytest.approx(0.5 * base)
+    assert alloc["measured_ms"] == pytest.approx(_macs_ms(child, digits.input_shape))
+    assert alloc["measured_ms"] <= alloc["target_ms"] and alloc["met"]
+    # not far below: the last iteration asks only for what is left
+    assert alloc["measured_ms"] >= 0.85 * alloc["target_ms"]
+    for m in alloc["moves"]:
+        assert m["saved_ms"] >= m["start_ms"] - m["aim_ms"] - 1e-12 and m["channels"] % 8 == 0
+    assert [report["channels"][n] for n in alloc["channels"]] == list(alloc["channels"].values())
+    assert alloc["refinements"] == alloc["moves"]
+    html = latency_section_html(section)
+    assert "NetAdapt" in html and alloc["moves"][0]["layer"] in html

@@ -47,6 +47,7 @@ from edgecompress.zoo import check_model_fits
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("linear", "geometric")
+LATENCY_METHODS = ("table", "netadapt")
 # recover(model, step) after each pruning step, in place; returns what to add to the step's row
 Recover = Callable[[nn.Module, int], dict[str, Any]]
 
@@ -137,6 +138,18 @@ class StructuredConfig:
     # more than latency_tolerance, re-allocated against the target scaled by the prediction's error
     latency_refinements: int = field(default=3, metadata={"flat": False})
     latency_tolerance: float = field(default=0.05, metadata={"flat": False})
+    latency_method: str = field(
+        default="table",
+        metadata={
+            "help": "latency-aware: table (one table measured from the unpruned model, greedy allocation, "
+            "closed loop) or netadapt (each iteration measures every layer's proposal on the current "
+            "pruned model: slower, but sees how neighbouring widths interact)",
+            "choices": LATENCY_METHODS,
+        },
+    )
+    # netadapt: the latency reduction is spread over this many iterations; widths are multiples of
+    # round_to (else 8, the block width ONNX Runtime's NCHWc convolutions run fastest at)
+    netadapt_iterations: int = field(default=8, metadata={"flat": False})
 
     @property
     def latency_target(self) -> bool:
@@ -189,6 +202,10 @@ class StructuredConfig:
             )
         for keep in self.latency_points:
             _check_ratio("latency_points (kept fractions)", keep)
+        if self.latency_method not in LATENCY_METHODS:
+            raise ConfigError(f"latency_method {self.latency_method!r} must be one of {LATENCY_METHODS}")
+        if self.netadapt_iterations < 1:
+            raise ConfigError(f"netadapt_iterations must be ≥ 1, got {self.netadapt_iterations}")
         from edgecompress.runtime.devices import emulated_device_class
 
         emulated_device_class(self.device_class)
