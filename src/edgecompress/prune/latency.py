@@ -491,7 +491,8 @@ def netadapt_plan(
     asks for a latency reduction (what is left to the target, spread over the iterations left) and, per
     layer, walks its widths down from the current one until the **whole current model**, measured on the
     class, has saved that much; of these proposals it takes the one that loses the least importance per
-    ms saved (where NetAdapt fine-tunes each proposal briefly and compares accuracy). Measuring the
+    ms saved (where NetAdapt fine-tunes each proposal briefly and compares accuracy); a proposal that
+    lands within `latency_tolerance` under the target is preferred, and ends the search. Measuring the
     current model, not the unpruned one, is what the table cannot do: a layer's width sets its
     neighbour's input width, and ONNX Runtime's convolution kernels run fastest at aligned widths.
     Returns (config to prune with, report section, iterations) as `latency_plan` does."""
@@ -527,7 +528,7 @@ def netadapt_plan(
             measured_count += 1
         left = config.netadapt_iterations - it
         wanted = (current - target) / left
-        best = None
+        proposals = []  # per layer: its widest width that saves what this iteration asks
         for name in layers:
             for w in (w for w in grids[name] if w < widths[name]):
                 trial, probe = _cut(
@@ -537,13 +538,14 @@ def netadapt_plan(
                 measured_count += 1
                 if current - ms >= wanted:
                     lost = _lost(importance[name], widths[name], w)
-                    score = lost / (current - ms)
-                    if best is None or score < best[0]:
-                        best = (score, name, w, ms, lost)
+                    proposals.append((lost / (current - ms), name, w, ms, lost))
                     break
-        if best is None:
+        if not proposals:
             break  # no layer saves what this iteration asks: keep the last model that did
-        score, name, w, ms, lost = best
+        # where a proposal lands within the tolerance under the target, one of those ends the search:
+        # a child far faster than asked has paid for speed nobody asked for
+        window = [p for p in proposals if target * (1 - config.latency_tolerance) <= p[3] <= target]
+        score, name, w, ms, lost = min(window or proposals)
         moves.append({"iteration": it + 1, "layer": name, "from_channels": widths[name], "channels": w,
                       "start_ms": current, "aim_ms": current - wanted, "saved_ms": current - ms,
                       "importance_lost": lost, "importance_per_ms": score, "measured_ms": ms})  # fmt: skip
