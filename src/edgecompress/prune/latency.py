@@ -419,8 +419,14 @@ def latency_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int,
         untuned = replace(allocated, finetune_between=None, finetune_after=None, steps=1)
         trial, _ = prune_structured(parent, input_shape, num_classes, untuned, None, False)
         measured = model_cost(trial, input_shape, "latency", config.device_class)
-        attempts.append({"aim_ms": aim or target, "predicted_ms": section["allocation"]["predicted_ms"],
-                         "measured_ms": measured, "layer_ratios": dict(allocated.layer_ratios)})  # fmt: skip
+        attempts.append(
+            {
+                "aim_ms": aim or target,
+                "predicted_ms": section["allocation"]["predicted_ms"],
+                "measured_ms": measured,
+                "layer_ratios": dict(allocated.layer_ratios),
+            }
+        )
         under = measured <= target * (1 + config.latency_tolerance)
         key = (under, -abs(measured - target) if under else -measured)
         if best is None or key > best[0]:
@@ -546,11 +552,30 @@ def netadapt_plan(
         # a child far faster than asked has paid for speed nobody asked for
         window = [p for p in proposals if target * (1 - config.latency_tolerance) <= p[3] <= target]
         score, name, w, ms, lost = min(window or proposals)
-        moves.append({"iteration": it + 1, "layer": name, "from_channels": widths[name], "channels": w,
-                      "start_ms": current, "aim_ms": current - wanted, "saved_ms": current - ms,
-                      "importance_lost": lost, "importance_per_ms": score, "measured_ms": ms})  # fmt: skip
-        log.info("netadapt %d: %s %d -> %d channels, %.4f -> %.4f ms (target %.4f)",
-                 it + 1, name, widths[name], w, current, ms, target)  # fmt: skip
+        moves.append(
+            {
+                "iteration": it + 1,
+                "layer": name,
+                "from_channels": widths[name],
+                "channels": w,
+                "start_ms": current,
+                "aim_ms": current - wanted,
+                "saved_ms": current - ms,
+                "importance_lost": lost,
+                "importance_per_ms": score,
+                "measured_ms": ms,
+            }
+        )
+        log.info(
+            "netadapt %d: %s %d -> %d channels, %.4f -> %.4f ms (target %.4f)",
+            it + 1,
+            name,
+            widths[name],
+            w,
+            current,
+            ms,
+            target,
+        )
         widths[name] = w
         current = ms
     if not moves:
@@ -572,8 +597,15 @@ def netadapt_plan(
         "moves": moves,
         "measurements": measured_count + 1,
     }
-    section = {"method": "netadapt", "device_class": config.device_class, "table": None, "table_file": "",
-               "cache_hit": False, "allocation": alloc, "grids": grids}  # fmt: skip
+    section = {
+        "method": "netadapt",
+        "device_class": config.device_class,
+        "table": None,
+        "table_file": "",
+        "cache_hit": False,
+        "allocation": alloc,
+        "grids": grids,
+    }
     return allocated, section, moves
 
 
@@ -581,13 +613,29 @@ def _netadapt_html(section: dict[str, Any]) -> str:
     from edgecompress.reports import html_table
 
     alloc = section["allocation"]
-    cols = ["iteration", "layer", "channels", "start ms", "aimed ms", "measured ms", "importance lost",
-            "importance / ms"]  # fmt: skip
+    cols = [
+        "iteration",
+        "layer",
+        "channels",
+        "start ms",
+        "aimed ms",
+        "measured ms",
+        "importance lost",
+        "importance / ms",
+    ]
     rows = [
-        [m["iteration"], m["layer"], f"{m['from_channels']} → {m['channels']}", m["start_ms"], m["aim_ms"],
-         m["measured_ms"], m["importance_lost"], m["importance_per_ms"]]
+        [
+            m["iteration"],
+            m["layer"],
+            f"{m['from_channels']} → {m['channels']}",
+            m["start_ms"],
+            m["aim_ms"],
+            m["measured_ms"],
+            m["importance_lost"],
+            m["importance_per_ms"],
+        ]
         for m in alloc["moves"]
-    ]  # fmt: skip
+    ]
     return (
         f"<p>NetAdapt on {section.get('device_class', 'the device class')} (emulated), measured directly: "
         f"{alloc['measurements']} whole-model measurements. Unpruned p50 {alloc['base_p50_ms']:.4f} ms; target "

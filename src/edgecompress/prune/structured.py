@@ -494,6 +494,32 @@ def ratio_for_budget(
     )
 
 
+def _check_prune_inputs(
+    model, input_shape, num_classes, config, dataset, recover
+) -> ChannelShuffleError | None:
+    """Refuse what `prune_structured` cannot do, before any work; returns the channel-shuffle error of a
+    model that shuffles channels (it can be pruned only at one uniform ratio), else None."""
+    config.validate()
+    if config.latency_target:
+        raise ConfigError(
+            "a latency target (target_latency_ms / latency_ratio) is met by prune.latency.prune_for_latency, "
+            "which measures the latency table and prunes with the per-layer ratios it allocates"
+        )
+    check_model_fits(model, input_shape, num_classes)
+    try:
+        check_traceable(model, input_shape)
+        shuffle = None
+    except ChannelShuffleError as exc:
+        shuffle = exc
+    _check_importance_fits(model, config.importance)
+    _modules_by_name(model, list(config.keep_layers) + list(config.layer_ratios), "layer names")
+    if (config.finetune_between or config.finetune_after or recover) and dataset is None:
+        raise ConfigError("fine-tuning needs a dataset")
+    if recover and (config.finetune_between or config.finetune_after):
+        raise ConfigError("give a recovery or fine-tuning between/after the steps, not both")
+    return shuffle
+
+
 def prune_structured(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -507,26 +533,9 @@ def prune_structured(
     pruned model and a report: cost before/after, per-step validation accuracy, budget trace.
     `recover` (in place, after every step) replaces the config's fine-tuning between and after
     (`prune.recovery`: fine-tuning or KD from the unpruned parent at a fixed epoch budget)."""
-    config.validate()
-    if config.latency_target:
-        raise ConfigError(
-            "a latency target (target_latency_ms / latency_ratio) is met by prune.latency.prune_for_latency, "
-            "which measures the latency table and prunes with the per-layer ratios it allocates"
-        )
     seed_everything(config.seed)
-    model = copy.deepcopy(model).eval()
-    check_model_fits(model, input_shape, num_classes)
-    try:
-        check_traceable(model, input_shape)
-        shuffle = None
-    except ChannelShuffleError as exc:
-        shuffle = exc
-    _check_importance_fits(model, config.importance)
-    _modules_by_name(model, list(config.keep_layers) + list(config.layer_ratios), "layer names")
-    if (config.finetune_between or config.finetune_after or recover) and dataset is None:
-        raise ConfigError("fine-tuning needs a dataset")
-    if recover and (config.finetune_between or config.finetune_after):
-        raise ConfigError("give a recovery or fine-tuning between/after the steps, not both")
+    model = copy.deepcopy(model).eval()  # the checks run the copy, never the caller's model
+    shuffle = _check_prune_inputs(model, input_shape, num_classes, config, dataset, recover)
     before = {m: model_cost(model, input_shape, m) for m in ("params", "macs")}
     trace: list[dict[str, float]] = []
     ratio = config.ratio
