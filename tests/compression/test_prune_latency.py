@@ -227,7 +227,7 @@ def test_netadapt_measures_the_current_model_and_meets_the_target(
     measures each proposal on the current pruned model: the child meets the target without a
     corrective loop, at aligned widths, every iteration saving what it asked for; the report shows the
     iterations."""
-    from edgecompress.prune.latency import latency_section_html
+    from edgecompress.prune.latency import choose_proposal, latency_section_html
 
     macs_device(monkeypatch)
     model = _cnn(digits)
@@ -244,7 +244,47 @@ def test_netadapt_measures_the_current_model_and_meets_the_target(
     assert alloc["measured_ms"] >= 0.85 * alloc["target_ms"]
     for m in alloc["moves"]:
         assert m["saved_ms"] >= m["start_ms"] - m["aim_ms"] - 1e-12 and m["channels"] % 8 == 0
+    for m in alloc["moves"]:  # each pick is the rule applied to the proposals recorded with it
+        pick = choose_proposal(m["proposals"], alloc["target_ms"], config.latency_tolerance)
+        assert (pick["layer"], pick["channels"]) == (m["layer"], m["channels"])
     assert [report["channels"][n] for n in alloc["channels"]] == list(alloc["channels"].values())
     assert alloc["refinements"] == alloc["moves"]
     html = latency_section_html(section)
     assert "NetAdapt" in html and alloc["moves"][0]["layer"] in html
+
+
+def test_netadapt_picks_the_least_importance_per_ms_preferring_the_window_under_the_target() -> None:
+    from edgecompress.prune.latency import choose_proposal
+
+    def prop(layer, ms, per_ms):
+        return {"layer": layer, "channels": 8, "measured_ms": ms, "importance_per_ms": per_ms}
+
+    far = [prop("a", 0.80, 1.0), prop("b", 0.90, 2.0)]
+    assert choose_proposal(far, target=0.5, tolerance=0.05)["layer"] == "a"  # none reaches the target
+    # "a" is cheaper but lands 20 % under the target; "b" lands within 5 % under it: "b"
+    near = [prop("a", 0.40, 1.0), prop("b", 0.49, 2.0), prop("c", 0.48, 3.0)]
+    assert choose_proposal(near, target=0.5, tolerance=0.05)["layer"] == "b"
+    # over the target is not in the window
+    assert choose_proposal([prop("a", 0.40, 1.0), prop("b", 0.51, 0.5)], 0.5, 0.05)["layer"] == "b"
+
+
+def test_netadapt_meets_a_target_on_the_emulated_device(digits, tmp_path: Path) -> None:
+    """The real measurement path (rpi4-emulated, ONNX Runtime): the child, measured against its parent
+    in interleaved rounds, is at least 0.9x as much faster as the target asks."""
+    from edgecompress.edge import Measurement
+    from edgecompress.export import export_onnx
+
+    ratio = 0.75
+    model = _cnn(digits)
+    config = StructuredConfig(
+        latency_ratio=ratio, latency_method="netadapt", netadapt_iterations=3, round_to=32
+    )
+    child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
+    alloc = report["latency_aware"]["allocation"]
+    assert alloc["moves"] and all(c % 32 == 0 for c in alloc["channels"].values())
+    export_onnx(model.eval(), tuple(digits.input_shape), tmp_path / "parent.onnx")
+    export_onnx(child.eval(), tuple(digits.input_shape), tmp_path / "child.onnx")
+    cmp = Measurement("rpi4-emulated", None, 200, 0.3).compare(
+        tmp_path / "parent.onnx", tmp_path / "child.onnx", rounds=8
+    )
+    assert cmp["ci_low"] >= 0.9 / ratio, (cmp, alloc["moves"])

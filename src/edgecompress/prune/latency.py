@@ -284,7 +284,6 @@ def latency_aware_config(
 ):
     """The per-layer ratios for the config's latency target (or `aim_ms`, what the allocation is asked
     for when the closed loop corrects its prediction): (config to prune with, report section)."""
-    from edgecompress.prune.structured import prunable_layers
 
     table, path, hit = latency_table(model, input_shape, num_classes, config, meter)
     target = config.target_latency_ms or config.latency_ratio * table["base_p50_ms"]
@@ -296,16 +295,7 @@ def latency_aware_config(
             f"the model already meets the latency target {target:.4f} ms on {config.device_class} "
             f"(measured {table['base_p50_ms']:.4f} ms); nothing to prune"
         )
-    others = [n for n in prunable_layers(model, num_classes) if n not in alloc["layer_ratios"]]
-    run = replace(
-        config,
-        layer_ratios={**alloc["layer_ratios"]},
-        keep_layers=tuple(config.keep_layers) + tuple(others),
-        target_latency_ms=0.0,
-        latency_ratio=0.0,
-        global_pruning=False,
-        ratio=max(alloc["layer_ratios"].values()),
-    )
+    run = layer_ratios_config(model, num_classes, config, alloc["layer_ratios"])
     section = {"table": table, "table_file": str(path), "cache_hit": hit, "allocation": alloc}
     return run, section
 
@@ -472,44 +462,39 @@ def _cut(parent, input_shape, num_classes, config, widths, channels, probe=None)
     return trial.eval(), pruner.probe
 
 
-def _widths_config(parent, num_classes: int, config, widths: dict[str, int], channels: dict[str, int]):
-    """The config `prune_structured` cuts the layers in `widths` with, the other layers kept whole."""
+def layer_ratios_config(model: nn.Module, num_classes: int, config: Any, ratios: dict[str, float], **also):
+    """What an allocation prunes with: `prune_structured`'s config with these per-layer ratios, every
+    other layer kept whole, the latency target cleared (it is met) and `also` replaced."""
     from edgecompress.prune.structured import prunable_layers
 
-    ratios = _width_ratios(widths, channels)
-    others = [n for n in prunable_layers(parent, num_classes) if n not in ratios]
+    others = [n for n in prunable_layers(model, num_classes) if n not in ratios]
     return replace(
         config,
-        layer_ratios=ratios,
+        layer_ratios=dict(ratios),
         keep_layers=tuple(config.keep_layers) + tuple(others),
         target_latency_ms=0.0,
         latency_ratio=0.0,
         global_pruning=False,
         ratio=max(ratios.values()),
-        round_to=None,
+        **also,
     )
 
 
-def netadapt_plan(
-    model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any, meter: Any = None
-):
-    """NetAdapt (Yang et al., 2018) with direct measurement instead of a lookup table: each iteration
-    asks for a latency reduction (what is left to the target, spread over the iterations left) and, per
-    layer, walks its widths down from the current one until the **whole current model**, measured on the
-    class, has saved that much; of these proposals it takes the one that loses the least importance per
-    ms saved (where NetAdapt fine-tunes each proposal briefly and compares accuracy); a proposal that
-    lands within `latency_tolerance` under the target is preferred, and ends the search. Measuring the
-    current model, not the unpruned one, is what the table cannot do: a layer's width sets its
-    neighbour's input width, and ONNX Runtime's convolution kernels run fastest at aligned widths.
-    Returns (config to prune with, report section, iterations) as `latency_plan` does."""
-    from edgecompress.prune.structured import channel_counts, prunable_layers
+def choose_proposal(proposals: list[dict[str, Any]], target: float, tolerance: float) -> dict[str, Any]:
+    """NetAdapt's pick among one iteration's proposals: the least importance lost per ms saved; where
+    some land within `tolerance` under the target, only those compete (and the search ends there: a
+    child far faster than asked has paid accuracy for speed nobody asked for)."""
+    window = [p for p in proposals if target * (1 - tolerance) <= p["measured_ms"] <= target]
+    return min(window or proposals, key=lambda p: p["importance_per_ms"])
 
-    if meter is None:
-        from edgecompress.edge import Measurement
-        from edgecompress.prune.structured import BUDGET_BENCH_MIN_DURATION_S, BUDGET_BENCH_MIN_RUNS
 
-        meter = Measurement(config.device_class, None, BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S)
-    shape = tuple(input_shape)
+def netadapt_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any):
+    """NetAdapt (Yang et al., 2018), measured directly: each iteration asks for what is left to the
+    target over the iterations left; per layer, its widths are walked down until the whole *current*
+    model, measured on the class, saves that much; `choose_proposal` picks among them. Returns (config
+    to prune with, report section, iterations) as `latency_plan` does."""
+    from edgecompress.prune.structured import channel_counts, model_cost, prunable_layers
+
     parent = copy.deepcopy(model).eval()
     channels = channel_counts(parent)
     layers = prunable_layers(parent, num_classes, config.keep_layers)
@@ -519,74 +504,79 @@ def netadapt_plan(
         raise ModelError(f"no layer of {type(model).__name__} has a narrower width to prune to")
     importance = layer_importance(parent, input_shape, layers, config.importance)
 
-    def p50(m) -> float:
-        return float(meter.module_latency(m, shape)["p50_ms"])
+    state = {"probe": None, "measurements": 0}
 
-    base = p50(parent)
+    def measure(cut_to: dict[str, int]) -> float:
+        """p50 of the parent cut to these widths (no fine-tuning), the safety probe reused."""
+        trial, state["probe"] = _cut(
+            parent, input_shape, num_classes, config, cut_to, channels, state["probe"]
+        )
+        state["measurements"] += 1
+        return model_cost(trial, input_shape, "latency", config.device_class)
+
+    base = measure({})
     target = config.target_latency_ms or config.latency_ratio * base
     widths = {n: channels[n] for n in layers}
-    current, moves, measured_count, probe = base, [], 1, None
+    current, moves = base, []
     for it in range(config.netadapt_iterations):
         if current <= target:
             break
         if moves:  # measured again: the machine drifts between iterations
-            current = p50(_cut(parent, input_shape, num_classes, config, widths, channels, probe)[0])
-            measured_count += 1
-        left = config.netadapt_iterations - it
-        wanted = (current - target) / left
+            current = measure(widths)
+        wanted = (current - target) / (config.netadapt_iterations - it)
         proposals = []  # per layer: its widest width that saves what this iteration asks
         for name in layers:
             for w in (w for w in grids[name] if w < widths[name]):
-                trial, probe = _cut(
-                    parent, input_shape, num_classes, config, {**widths, name: w}, channels, probe
-                )
-                ms = p50(trial)
-                measured_count += 1
+                ms = measure({**widths, name: w})
                 if current - ms >= wanted:
                     lost = _lost(importance[name], widths[name], w)
-                    proposals.append((lost / (current - ms), name, w, ms, lost))
+                    proposals.append(
+                        {
+                            "layer": name,
+                            "channels": w,
+                            "measured_ms": ms,
+                            "importance_lost": lost,
+                            "importance_per_ms": lost / (current - ms),
+                        }
+                    )
                     break
         if not proposals:
             break  # no layer saves what this iteration asks: keep the last model that did
-        # where a proposal lands within the tolerance under the target, one of those ends the search:
-        # a child far faster than asked has paid for speed nobody asked for
-        window = [p for p in proposals if target * (1 - config.latency_tolerance) <= p[3] <= target]
-        score, name, w, ms, lost = min(window or proposals)
+        pick = choose_proposal(proposals, target, config.latency_tolerance)
         moves.append(
             {
                 "iteration": it + 1,
-                "layer": name,
-                "from_channels": widths[name],
-                "channels": w,
+                "from_channels": widths[pick["layer"]],
+                **pick,
                 "start_ms": current,
                 "aim_ms": current - wanted,
-                "saved_ms": current - ms,
-                "importance_lost": lost,
-                "importance_per_ms": score,
-                "measured_ms": ms,
+                "saved_ms": current - pick["measured_ms"],
+                "proposals": proposals,
             }
         )
         log.info(
             "netadapt %d: %s %d -> %d channels, %.4f -> %.4f ms (target %.4f)",
             it + 1,
-            name,
-            widths[name],
-            w,
+            pick["layer"],
+            widths[pick["layer"]],
+            pick["channels"],
             current,
-            ms,
+            pick["measured_ms"],
             target,
         )
-        widths[name] = w
-        current = ms
+        widths[pick["layer"]] = pick["channels"]
+        current = pick["measured_ms"]
     if not moves:
         raise ConfigError(
             f"latency target {target:.4f} ms not reachable on {config.device_class} by NetAdapt: no layer's "
             f"narrower width saves {(base - target) / config.netadapt_iterations:.4f} ms of the unpruned "
             f"{base:.4f} ms; allow more (max_ratio) or a looser target"
         )
-    trial, _ = _cut(parent, input_shape, num_classes, config, widths, channels, probe)
-    final = p50(trial)
-    allocated = _widths_config(parent, num_classes, config, widths, channels)
+    final = measure(widths)
+    # exact widths: no rounding of the channel counts
+    allocated = layer_ratios_config(
+        parent, num_classes, config, _width_ratios(widths, channels), round_to=None
+    )
     alloc = {
         "target_ms": target,
         "base_p50_ms": base,
@@ -595,7 +585,7 @@ def netadapt_plan(
         "channels": dict(widths),
         "layer_ratios": dict(allocated.layer_ratios),
         "moves": moves,
-        "measurements": measured_count + 1,
+        "measurements": state["measurements"],
     }
     section = {
         "method": "netadapt",
