@@ -17,11 +17,23 @@ the whole/parts measurements inside a round):
   overhead (binding inputs, allocating outputs, the Python call) that belongs to no node.
 Across rounds: the median of the per-round values. Each node's share is its p50 over the whole's p50.
 
-The parts-add-up check: |whole − Σ node p50 − floor| ≤ `tolerance` × whole + 1 µs × nodes. Why this
-tolerance: the profiler reports whole microseconds per node (up to 1 µs lost per node and call), the
-profiler's own bookkeeping adds a little to every node, and a median of sums is not a sum of medians;
+The profiler's own cost inside each node: with profiling on, every node's `dur` holds about 1.7 µs
+that an unprofiled run does not spend (measured 1.67–1.87 µs per node on this machine's rpi4-emulated
+class for chains of 64 and 256 element-wise nodes on 8 and 1,024 floats: a constant per node, not a
+share of the node's work). On a model of many small nodes that is most of the time (MobileNet-style:
+22 nodes of 4–12 µs; ViT-Tiny: 417 nodes), so the raw parts add up to more than the whole. Each
+round therefore also profiles a calibration chain of `CALIBRATION_NODES` Add/Mul nodes (whole, floor
+and parts as above) and takes its overhead per node = (Σ node p50 − (whole − floor)) / nodes; the
+median over rounds is subtracted from every node of the measured models (`cost_ms`; shares are of
+it). The calibration is measured on its own graph, never fitted to the model it corrects; the raw
+profiler figures stay in the result (`p50_ms`, `sum_node_p50_ms`).
+
+The parts-add-up check: |whole − (Σ node p50 − nodes × overhead) − floor| ≤ `tolerance` × whole + 1 µs
+× nodes. Why this tolerance: the profiler reports whole microseconds per node (up to 1 µs lost per
+node and call), the calibrated overhead is a median, and a median of sums is not a sum of medians;
 on a shared machine the whole moves by several percent between rounds. The measured gap is in the
 result either way (`gap_ms`, `gap_fraction`), and the check's verdict is the rule applied to it.
+Results written before the calibration (no `profiler_overhead_per_node_ms`) used overhead 0.
 
 Emulated classes only: the farm's runner does not profile, and under QEMU (the arm64 classes here)
 per-node timings mean as little as whole-model ones (DESIGN.md), so a QEMU or real class is refused
@@ -46,6 +58,7 @@ from edgecompress.stats import MIN_LATENCY_ROUNDS
 
 SCHEMA = "edgecompress.profile/v1"
 NODE_RESOLUTION_MS = 1e-3  # the profiler's `dur` is in whole microseconds
+CALIBRATION_NODES = 64  # element-wise nodes in the chain that measures the profiler's cost per node
 
 # Op types that do the same work in a float graph and in its quantized child (for the INT8 comparison).
 OP_FAMILIES = {
@@ -240,41 +253,73 @@ def identity_model(model_path: Path, out: Path) -> Path:
     return out
 
 
+def calibration_model(out: Path, nodes: int = CALIBRATION_NODES) -> Path:
+    """A chain of `nodes` Add/Mul nodes on 8 floats (each with its own constant, so none folds or fuses):
+    nearly all of its time is per-node cost, which is what the profiler's own overhead is measured on."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8])
+    chain, constants, prev = [], [], "input"
+    for i in range(nodes):
+        constants.append(numpy_helper.from_array(np.full([1], 1.0 + i * 1e-3, np.float32), f"c{i}"))
+        chain.append(
+            helper.make_node("Add" if i % 2 == 0 else "Mul", [prev, f"c{i}"], [f"t{i}"], name=f"n{i}")
+        )
+        prev = f"t{i}"
+    y = helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 8])
+    graph = helper.make_graph(chain, "profiler-calibration", [x], [y], constants)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(out))
+    return out
+
+
 def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def _summarize(rounds: list[dict[str, Any]], floor_ms: float, config: ProfileConfig) -> dict[str, Any]:
-    whole = _median([r["whole_p50_ms"] for r in rounds])
-    names = list(rounds[0]["parts"]["nodes"])
+def _node_rows(rounds: list[dict[str, Any]], whole: float, overhead_ms: float) -> list[dict[str, Any]]:
     nodes = []
-    for name in names:
+    for name in rounds[0]["parts"]["nodes"]:
         per_round = [_median(r["parts"]["nodes"][name]["ms"]) for r in rounds if name in r["parts"]["nodes"]]
         first = rounds[0]["parts"]["nodes"][name]
         p50 = _median(per_round)
+        cost = max(p50 - overhead_ms, 0.0)
         nodes.append(
             {
                 "node": name,
                 "op": first["op"],
                 "provider": first["provider"],
                 "p50_ms": p50,
-                "share": p50 / whole if whole > 0 else float("nan"),
+                "cost_ms": cost,
+                "share": cost / whole if whole > 0 else float("nan"),
                 "round_min_ms": min(per_round),
                 "round_max_ms": max(per_round),
             }
         )
-    nodes.sort(key=lambda n: -n["p50_ms"])
+    return sorted(nodes, key=lambda n: -n["p50_ms"])
+
+
+def _summarize(
+    rounds: list[dict[str, Any]], floor_ms: float, config: ProfileConfig, overhead_ms: float = 0.0
+) -> dict[str, Any]:
+    """One model's rounds against the rule; `overhead_ms` is the profiler's calibrated cost per node."""
+    whole = _median([r["whole_p50_ms"] for r in rounds])
+    nodes = _node_rows(rounds, whole, overhead_ms)
     total = sum(n["p50_ms"] for n in nodes)
-    gap = whole - total
+    corrected = total - overhead_ms * len(nodes)  # unclipped: the overhead is a mean per node
+    gap = whole - corrected
     allowed = config.tolerance * whole + NODE_RESOLUTION_MS * len(nodes)
     by_op: dict[str, float] = defaultdict(float)
     for n in nodes:
-        by_op[n["op"]] += n["p50_ms"]
+        by_op[n["op"]] += n["cost_ms"]
     return {
         "whole_p50_ms": whole,
         "whole_round_p50_ms": [r["whole_p50_ms"] for r in rounds],
         "profiled_model_run_p50_ms": _median([_median(r["parts"]["model_run_ms"]) for r in rounds]),
         "sum_node_p50_ms": total,
+        "profiler_overhead_per_node_ms": overhead_ms,
+        "sum_node_cost_ms": corrected,
         "floor_p50_ms": floor_ms,
         "gap_ms": gap,
         "gap_fraction": gap / whole if whole > 0 else float("nan"),
@@ -286,10 +331,31 @@ def _summarize(rounds: list[dict[str, Any]], floor_ms: float, config: ProfileCon
     }
 
 
+CALIBRATION = "(profiler calibration)"
+
+
+def _calibration(rounds: list[dict[str, Any]], floors: list[float]) -> dict[str, Any]:
+    """The profiler's cost per node from the calibration chain's rounds: per round, (Σ node p50 −
+    (whole − floor)) / nodes; the median over rounds is the overhead."""
+    per_round = []
+    for entry, floor in zip(rounds, floors, strict=True):
+        nodes = entry["parts"]["nodes"]
+        total = sum(_median(n["ms"]) for n in nodes.values())
+        per_round.append((total - (entry["whole_p50_ms"] - floor)) / max(len(nodes), 1))
+    return {
+        "model": f"chain of {CALIBRATION_NODES} Add/Mul nodes on 8 floats",
+        "nodes": len(rounds[0]["parts"]["nodes"]),
+        "round_overhead_per_node_ms": per_round,
+        "overhead_per_node_ms": _median(per_round),
+    }
+
+
 def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, Any]:
     """Profile one or more ONNX models on `config.device_class`: rounds alternate between the models
-    (and between whole and parts inside a round). Returns the result JSON (see the module's doc)."""
+    and the profiler's calibration chain (and between whole, parts and floor inside a round). Returns
+    the result JSON (see the module's doc)."""
     from edgecompress.edge import Measurement
+    from edgecompress.io import sha256_file
     from edgecompress.runtime.devices import profile as device_profile
 
     config.validate()
@@ -299,11 +365,12 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
         if not Path(path).is_file():
             raise ConfigError(f"profile: model {label!r}: no ONNX file at {path}")
     meter = Measurement(config.device_class, None, config.runs, 0.0, config.warmup_runs)
-    labels = list(paths)
-    rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
+        measured = {**paths, CALIBRATION: calibration_model(Path(tmp) / "calibration.onnx")}
+        labels = list(measured)
+        rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
         floors = {
-            label: identity_model(Path(paths[label]), Path(tmp) / f"identity-{i}.onnx")
+            label: identity_model(Path(measured[label]), Path(tmp) / f"identity-{i}.onnx")
             for i, label in enumerate(labels)
         }
         floor_ms: dict[str, list[float]] = {label: [] for label in labels}
@@ -313,16 +380,16 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
                 steps = ["whole", "parts", "floor"]
                 for what in steps if i % 2 == 0 else steps[::-1]:
                     if what == "whole":
-                        entry["whole_p50_ms"] = meter.latency(Path(paths[label]))["p50_ms"]
+                        entry["whole_p50_ms"] = meter.latency(Path(measured[label]))["p50_ms"]
                     elif what == "floor":
                         floor_ms[label].append(meter.latency(floors[label])["p50_ms"])
                     else:
                         entry["parts"] = profiled_round(
-                            Path(paths[label]), config.device_class, config.runs, config.warmup_runs
+                            Path(measured[label]), config.device_class, config.runs, config.warmup_runs
                         )
                 rounds[label].append(entry)
-    from edgecompress.io import sha256_file
-
+    calibration = _calibration(rounds[CALIBRATION], floor_ms[CALIBRATION])
+    overhead = calibration["overhead_per_node_ms"]
     p = device_profile(config.device_class)
     return {
         "schema": SCHEMA,
@@ -331,15 +398,25 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
         "device_description": p.description,
         "method": "ONNX Runtime profiler (SessionOptions.enable_profiling), Node events per model_run",
         "config": {k: getattr(config, k) for k in ProfileConfig.__dataclass_fields__},
+        "profiler_calibration": calibration,
         "models": {
             label: {
                 "path": str(paths[label]),
                 "sha256": sha256_file(Path(paths[label])),
-                **_summarize(rounds[label], _median(floor_ms[label]), config),
+                **_summarize(rounds[label], _median(floor_ms[label]), config, overhead),
             }
-            for label in labels
+            for label in paths
         },
     }
+
+
+def _cost(node: dict[str, Any]) -> float:
+    """A node's time net of the profiler's own cost (results before the calibration: its raw p50)."""
+    return node.get("cost_ms", node["p50_ms"])
+
+
+def _calibrated(result: dict[str, Any]) -> bool:
+    return "profiler_calibration" in result
 
 
 def op_family(op: str) -> str:
@@ -352,7 +429,7 @@ def op_type_comparison(result: dict[str, Any], float_label: str, int8_label: str
     sums: dict[str, dict[str, float]] = defaultdict(lambda: {float_label: 0.0, int8_label: 0.0})
     for label in (float_label, int8_label):
         for node in result["models"][label]["nodes"]:
-            sums[op_family(node["op"])][label] += node["p50_ms"]
+            sums[op_family(node["op"])][label] += _cost(node)
     rows = [
         {
             "op_family": op,
@@ -377,7 +454,7 @@ def shares_png(summary: dict[str, Any], top: int, title: str) -> bytes:
     nodes = summary["nodes"][:top]
     labels = [f"{n['node'][-40:]} ({n['op']})" for n in nodes]
     values = [100 * n["share"] for n in nodes]
-    rest = sum(n["p50_ms"] for n in summary["nodes"][top:])
+    rest = sum(_cost(n) for n in summary["nodes"][top:])
     labels += ["other nodes", "outside nodes (whole − Σ nodes)"]
     values += [100 * rest / summary["whole_p50_ms"], 100 * summary["gap_fraction"]]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.2))
@@ -389,11 +466,13 @@ def shares_png(summary: dict[str, Any], top: int, title: str) -> bytes:
 
 
 def _summary_rows(result: dict[str, Any]) -> list[list[Any]]:
-    return [
-        [
-            label,
-            m["whole_p50_ms"],
-            m["sum_node_p50_ms"],
+    calibrated = _calibrated(result)
+    rows = []
+    for label, m in result["models"].items():
+        row = [label, m["whole_p50_ms"], m["sum_node_p50_ms"]]
+        if calibrated:
+            row += [1e3 * m["profiler_overhead_per_node_ms"], m["sum_node_cost_ms"]]
+        row += [
             m["floor_p50_ms"],
             m["gap_ms"],
             100 * m["gap_fraction"],
@@ -402,8 +481,14 @@ def _summary_rows(result: dict[str, Any]) -> list[list[Any]]:
             m["parts_add_up"],
             len(m["nodes"]),
         ]
-        for label, m in result["models"].items()
-    ]
+        rows.append(row)
+    return rows
+
+
+def _summary_headers(result: dict[str, Any]) -> list[str]:
+    if not _calibrated(result):
+        return SUMMARY_HEADERS
+    return [*SUMMARY_HEADERS[:3], "profiler µs/node", "Σ node cost ms", *SUMMARY_HEADERS[3:]]
 
 
 SUMMARY_HEADERS = [
@@ -430,22 +515,30 @@ TOP_HEADERS = [
 ]
 
 
-def _top_rows(summary: dict[str, Any], top: int) -> list[list[Any]]:
-    return [
-        [
-            i + 1,
-            n["node"],
-            n["op"],
-            n["provider"],
-            n["p50_ms"],
+def _top_headers(result: dict[str, Any]) -> list[str]:
+    if not _calibrated(result):
+        return TOP_HEADERS
+    return [*TOP_HEADERS[:5], "cost ms", "share %", "% of Σ node cost", TOP_HEADERS[-1]]
+
+
+def _top_rows(result: dict[str, Any], summary: dict[str, Any], top: int) -> list[list[Any]]:
+    calibrated = _calibrated(result)
+    total = summary["sum_node_cost_ms"] if calibrated else summary["sum_node_p50_ms"]
+    rows = []
+    for i, n in enumerate(summary["nodes"][:top]):
+        row = [i + 1, n["node"], n["op"], n["provider"], n["p50_ms"]]
+        row += [n["cost_ms"]] if calibrated else []
+        row += [
             100 * n["share"],
-            100 * n["p50_ms"] / summary["sum_node_p50_ms"]
-            if summary["sum_node_p50_ms"] > 0
-            else float("nan"),
+            100 * _cost(n) / total if total > 0 else float("nan"),
             f"{n['round_min_ms']:.4f}–{n['round_max_ms']:.4f}",
         ]
-        for i, n in enumerate(summary["nodes"][:top])
-    ]
+        rows.append(row)
+    return rows
+
+
+def _op_headers(result: dict[str, Any]) -> list[str]:
+    return ["op type", "Σ cost ms" if _calibrated(result) else "Σ p50 ms", "% of whole"]
 
 
 def _op_rows(summary: dict[str, Any]) -> list[list[Any]]:
@@ -454,11 +547,22 @@ def _op_rows(summary: dict[str, Any]) -> list[list[Any]]:
 
 def _preamble(result: dict[str, Any]) -> str:
     c = result["config"]
-    return (
+    text = (
         f"Device class `{result['device_class']}` (**emulated**: {result['device_description']}; not board "
         f"figures). {result['method']}; {c['rounds']} interleaved rounds × {c['runs']} calls. The whole is "
         "the benchmark runner's p50; the per-call floor is an Identity model's p50 through the same runner. "
-        f"Rule: parts add up when |whole − Σ nodes − floor| ≤ {c['tolerance']:g} × whole + 1 µs × nodes."
+    )
+    if not _calibrated(result):
+        return text + (
+            f"Rule: parts add up when |whole − Σ nodes − floor| ≤ {c['tolerance']:g} × whole + 1 µs × nodes."
+        )
+    cal = result["profiler_calibration"]
+    return text + (
+        f"The profiler's own cost per node, measured in the same rounds on a {cal['model']} "
+        f"(Σ node p50 − (whole − floor)) / nodes, median over rounds: "
+        f"{1e3 * cal['overhead_per_node_ms']:.3f} µs; a node's cost is its p50 less that (at least 0), and "
+        "shares are of the cost. Rule: parts add up when |whole − (Σ nodes − nodes × overhead) − floor| ≤ "
+        f"{c['tolerance']:g} × whole + 1 µs × nodes."
     )
 
 
@@ -472,16 +576,16 @@ def profile_markdown(result: dict[str, Any], plots: dict[str, str] | None = None
         "",
         _preamble(result),
         "",
-        markdown_table(SUMMARY_HEADERS, _summary_rows(result)),
+        markdown_table(_summary_headers(result), _summary_rows(result)),
     ]
     for label, m in result["models"].items():
         parts += [
             "",
             f"## {label} (sha256 {m['sha256'][:12]})",
             "",
-            markdown_table(TOP_HEADERS, _top_rows(m, top)),
+            markdown_table(_top_headers(result), _top_rows(result, m, top)),
         ]
-        parts += ["", markdown_table(["op type", "Σ p50 ms", "% of whole"], _op_rows(m))]
+        parts += ["", markdown_table(_op_headers(result), _op_rows(m))]
         if plots and label in plots:
             parts += ["", f"![{label}: shares of the end-to-end p50]({plots[label]})"]
     for cmp in result.get("int8_vs_float", []):
@@ -517,14 +621,17 @@ def profile_html(result: dict[str, Any]) -> str:
 
     top = result["config"]["top"]
     sections = [
-        ("Summary", f"<p>{_preamble(result)}</p>" + html_table(SUMMARY_HEADERS, _summary_rows(result)))
+        (
+            "Summary",
+            f"<p>{_preamble(result)}</p>" + html_table(_summary_headers(result), _summary_rows(result)),
+        )
     ]
     for label, m in result["models"].items():
         plot = png_img_tag(shares_png(m, top, f"{label} on {result['device_class']} (emulated)"), label)
-        sections.append((f"{label}: top {top} nodes", html_table(TOP_HEADERS, _top_rows(m, top)) + plot))
         sections.append(
-            (f"{label}: per op type", html_table(["op type", "Σ p50 ms", "% of whole"], _op_rows(m)))
+            (f"{label}: top {top} nodes", html_table(_top_headers(result), _top_rows(result, m, top)) + plot)
         )
+        sections.append((f"{label}: per op type", html_table(_op_headers(result), _op_rows(m))))
     for cmp in result.get("int8_vs_float", []):
         rows = [
             [r["op_family"], r["float_ms"], r["int8_ms"], r["int8_over_float"] or "—"] for r in cmp["rows"]
@@ -538,7 +645,7 @@ def profile_html(result: dict[str, Any]) -> str:
     return html_page(f"Profile on {result['device_class']}", sections)
 
 
-HEADLINE = ("whole_p50_ms", "sum_node_p50_ms", "floor_p50_ms", "gap_ms", "gap_fraction")
+HEADLINE = ("whole_p50_ms", "sum_node_p50_ms", "sum_node_cost_ms", "floor_p50_ms", "gap_ms", "gap_fraction")
 
 
 def profile_step(

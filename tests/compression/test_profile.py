@@ -54,7 +54,12 @@ def test_profile_parts_add_up_on_the_digits_cnn(wide_cnn_onnx: Path, tmp_path: P
     assert m["floor_p50_ms"] > 0 and m["whole_p50_ms"] > m["floor_p50_ms"]
     # the rule, applied again to the recorded numbers
     tol = result["config"]["tolerance"]
-    gap = m["whole_p50_ms"] - m["sum_node_p50_ms"]
+    calibration = result["profiler_calibration"]
+    assert calibration["nodes"] == 64  # the chain's nodes are neither folded nor fused away
+    assert len(calibration["round_overhead_per_node_ms"]) == 8
+    overhead = calibration["overhead_per_node_ms"]
+    assert m["profiler_overhead_per_node_ms"] == overhead
+    gap = m["whole_p50_ms"] - (m["sum_node_p50_ms"] - overhead * len(m["nodes"]))
     assert m["gap_ms"] == pytest.approx(gap)
     allowed = tol * m["whole_p50_ms"] + 1e-3 * len(m["nodes"])
     assert m["parts_add_up"] == (abs(gap - m["floor_p50_ms"]) <= allowed)
@@ -119,6 +124,17 @@ def test_summary_verdict_is_the_rule_and_markdown_shows_the_data() -> None:
     )
     bad = _summarize(_rounds(1.0, {"a": 0.4, "b": 0.3}), 0.04, cfg)  # 0.26 ms in no node
     assert not bad["parts_add_up"] and bad["unexplained_ms"] == pytest.approx(0.26)
+    # more nodes than the whole: with the profiler's calibrated cost per node taken off, they add up
+    many = {f"n{i}": 0.003 for i in range(100)}  # 0.3 ms of profiled nodes in a 0.15 ms model
+    raw = _summarize(_rounds(0.15, many), 0.004, cfg)
+    assert not raw["parts_add_up"] and raw["gap_ms"] == pytest.approx(-0.15)
+    net = _summarize(_rounds(0.15, many), 0.004, cfg, overhead_ms=0.0016)
+    assert net["sum_node_cost_ms"] == pytest.approx(0.14) and net["gap_ms"] == pytest.approx(0.01)
+    assert net["parts_add_up"] and net["nodes"][0]["cost_ms"] == pytest.approx(0.0014)
+    assert net["nodes"][0]["share"] == pytest.approx(0.0014 / 0.15)
+    assert not _summarize(_rounds(0.15, many), 0.004, cfg, overhead_ms=0.0030)[
+        "parts_add_up"
+    ]  # over-corrected
     result = {
         "device_class": "rpi4-emulated", "device_description": "stand-in", "method": "profiler",
         "config": {"rounds": 8, "runs": 100, "tolerance": 0.1, "top": 2},

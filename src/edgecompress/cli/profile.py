@@ -31,7 +31,8 @@ def cmd_profile(a: argparse.Namespace) -> int:
 
     Profile a Model artifact (or a bare .onnx file) on an emulated device class: per-node p50 from ONNX
     Runtime's profiler over interleaved rounds, each node's share of the end-to-end p50 (the benchmark
-    runner's), and whether the parts add up to the whole. With --compare, a second model (e.g. the INT8
+    runner's), and whether the parts add up to the whole once the profiler's own cost per node (measured
+    on a calibration chain in the same rounds) is taken off. With --compare, a second model (e.g. the INT8
     child) is profiled in alternating rounds and compared per op family."""
     from edgecompress.cli.steps import _lineage
     from edgecompress.profile import profile_step, write_markdown
@@ -41,7 +42,16 @@ def cmd_profile(a: argparse.Namespace) -> int:
         write_markdown(result, a.markdown)
     summary = {
         label: {
-            k: m[k] for k in ("whole_p50_ms", "sum_node_p50_ms", "floor_p50_ms", "gap_ms", "parts_add_up")
+            k: m[k]
+            for k in (
+                "whole_p50_ms",
+                "sum_node_p50_ms",
+                "profiler_overhead_per_node_ms",
+                "sum_node_cost_ms",
+                "floor_p50_ms",
+                "gap_ms",
+                "parts_add_up",
+            )
         }
         | {"top": [(n["node"], n["op"], round(n["share"], 4)) for n in m["nodes"][:3]]}
         for label, m in result["models"].items()
