@@ -63,3 +63,41 @@ def test_committed_targets_are_the_rule_applied_to_the_rounds():
             expected = "met" if low > 1 else "missed" if high <= 1 else "undecided"
             line = next(t for t in targets(results) if t.startswith(f"{name}: pruned + INT8") and device in t)
             assert line.endswith(f"— {expected}") and f"- {line}" in md
+
+
+def _per_class_results(parent_ms: list[float], child_ms: list[float], all_float: bool) -> dict:
+    """Objective latency: stats and INT8 children per class, with the op-level choice recorded."""
+    results = _results(100, 40, [10.0, 10.2, 9.8], [5.0, 5.1, 4.9])
+    model = results["models"]["m"]
+    model["stats"] = {"rpi4-emulated": model["stats"]}
+    model["p50_ms"]["rpi4-emulated"].update({"float": parent_ms, "int8": child_ms})
+    final = {"quantized_groups": [] if all_float else ["conv"], "why": "stated"}
+    per_op = {"all_float": all_float, "final": final}
+    model["precision"] = {v: {"rpi4-emulated": per_op} for v in ("int8", "pruned+int8")}
+    results["settings"]["objective"] = "latency"
+    return results
+
+
+def test_per_class_int8_is_judged_against_its_float_parent():
+    """Objective latency adds 'not slower than its float parent' per INT8 child and class: met on a lower
+    bound ≥ 1x, missed when the whole interval is below, and met when the op-level choice kept it float
+    (its rounds are then the parent's own file, timed again)."""
+    faster = targets(_per_class_results([10.0, 10.2, 9.8], [8.0, 8.1, 7.9], all_float=False))
+    line = next(t for t in faster if t.startswith("m: int8 not slower than float"))
+    assert line.endswith("— met") and "kept float" not in line
+    slower = targets(_per_class_results([10.0, 10.2, 9.8], [13.0, 13.1, 12.9], all_float=False))
+    assert next(t for t in slower if t.startswith("m: int8 not slower")).endswith("— missed")
+    kept = targets(_per_class_results([10.0, 10.2, 9.8], [10.1, 9.7, 10.0], all_float=True))
+    line = next(t for t in kept if t.startswith("m: int8 not slower"))
+    assert "every op group kept float by the op-level choice — met" in line
+    # the pruned child is judged against the pruned parent, not against float
+    pruned = next(t for t in faster if t.startswith("m: pruned+int8 not slower than pruned"))
+    assert "2.00x" in pruned and pruned.endswith("— met")  # pruned 10.0/10.2/9.8 vs 5.0/5.1/4.9
+
+
+def test_every_committed_architectures_run_is_rendered_from_its_results():
+    for folder in [HERE, *sorted(p.parent for p in HERE.glob("2026-*/results.json"))]:
+        results = json.loads((folder / "results.json").read_text())
+        assert (folder / "results.md").read_text() == render(results), folder
+        for line in targets(results):
+            assert f"- {line}" in (folder / "results.md").read_text(), line
