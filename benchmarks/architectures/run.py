@@ -186,10 +186,10 @@ def run(models: list[str], devices: list[str], settings: dict[str, Any]) -> dict
     return results
 
 
-def speedup(model: dict[str, Any], device: str, variant: str) -> dict[str, Any]:
-    """float p50 / variant p50, paired per round: mean with its interval over the rounds."""
+def speedup(model: dict[str, Any], device: str, variant: str, parent: str = "float") -> dict[str, Any]:
+    """parent p50 / variant p50, paired per round: mean with its interval over the rounds."""
     rounds = model["p50_ms"][device]
-    return mean_interval([f / v for f, v in zip(rounds["float"], rounds[variant], strict=True)])
+    return mean_interval([f / v for f, v in zip(rounds[parent], rounds[variant], strict=True)])
 
 
 def per_class(results: dict[str, Any]) -> bool:
@@ -211,12 +211,7 @@ def not_slower(results: dict[str, Any], name: str, variant: str, device: str) ->
     """Objective latency's target line: the INT8 child vs its float parent on one class. Met where the
     speed-up's lower bound is ≥ 1x, or where the op-level choice kept the model float and says so."""
     model, parent = results["models"][name], QUANTIZED[variant]
-    interval = mean_interval(
-        [
-            f / v
-            for f, v in zip(model["p50_ms"][device][parent], model["p50_ms"][device][variant], strict=True)
-        ]
-    )
+    interval = speedup(model, device, variant, parent)
     head = f"{name}: {variant} not slower than {parent} on {device} (emulated) (≥ {MIN_SPEEDUP:g}x)"
     if kept_float(model, variant, device):
         return f"{head}: {format_interval(interval, unit='x')}, every op group kept float by the op-level choice — met"
@@ -259,10 +254,8 @@ def class_table(results: dict[str, Any], device: str) -> str:
             row.append(f"{np.median(model['p50_ms'][device][v]):.2f}")
             row.append("1" if v == "float" else format_interval(speedup(model, device, v), unit="x"))
             if v in QUANTIZED:
-                rounds = model["p50_ms"][device]
-                ratios = [f / c for f, c in zip(rounds[QUANTIZED[v]], rounds[v], strict=True)]
                 per_op = model["precision"][v][device]
-                row += [format_interval(mean_interval(ratios), unit="x"),
+                row += [format_interval(speedup(model, device, v, QUANTIZED[v]), unit="x"),
                         ", ".join(per_op["final"]["quantized_groups"]) or "none (float)"]  # fmt: skip
             else:
                 row += ["—", "—"]

@@ -19,8 +19,8 @@ Across rounds: the median of the per-round values. Each node's share is its p50 
 
 The profiler's own cost inside each node: with profiling on, every node's `dur` holds about 1.7 µs
 that an unprofiled run does not spend (measured 1.67–1.87 µs per node on this machine's rpi4-emulated
-class for chains of 64 and 256 element-wise nodes on 8 and 1,024 floats: a constant per node, not a
-share of the node's work). On a model of many small nodes that is most of the time (MobileNet-style:
+class for chains of 64 and 256 element-wise nodes on 8 and 1,024 floats, a one-off check, not a
+committed benchmark: a constant per node, not a share of the node's work). On a model of many small nodes that is most of the time (MobileNet-style:
 22 nodes of 4–12 µs; ViT-Tiny: 417 nodes), so the raw parts add up to more than the whole. Each
 round therefore also profiles a calibration chain of `CALIBRATION_NODES` Add/Mul nodes (whole, floor
 and parts as above) and takes its overhead per node = (Σ node p50 − (whole − floor)) / nodes; the

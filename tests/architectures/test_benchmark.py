@@ -87,6 +87,8 @@ def test_per_class_int8_is_judged_against_its_float_parent():
     assert line.endswith("— met") and "kept float" not in line
     slower = targets(_per_class_results([10.0, 10.2, 9.8], [13.0, 13.1, 12.9], all_float=False))
     assert next(t for t in slower if t.startswith("m: int8 not slower")).endswith("— missed")
+    crossing = targets(_per_class_results([10.0, 10.0, 10.0], [9.0, 10.5, 10.2], all_float=False))
+    assert next(t for t in crossing if t.startswith("m: int8 not slower")).endswith("— undecided")
     kept = targets(_per_class_results([10.0, 10.2, 9.8], [10.1, 9.7, 10.0], all_float=True))
     line = next(t for t in kept if t.startswith("m: int8 not slower"))
     assert "every op group kept float by the op-level choice — met" in line

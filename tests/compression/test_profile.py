@@ -115,6 +115,17 @@ def _rounds(whole_ms: float, nodes: dict[str, float], op: str = "Conv") -> list[
     return [{"whole_p50_ms": whole_ms, "parts": parts} for _ in range(8)]
 
 
+def test_calibration_is_the_chain_excess_per_node_median_over_rounds() -> None:
+    """Per round: (Σ node p50 − (whole − floor)) / nodes of the calibration chain; the median decides."""
+    from edgecompress.profile import _calibration
+
+    rounds = [_rounds(whole, {f"n{i}": 0.002 for i in range(64)})[0] for whole in (0.050, 0.047, 0.060)]
+    cal = _calibration(rounds, [0.003, 0.003, 0.003])
+    expected = [(0.128 - (whole - 0.003)) / 64 for whole in (0.050, 0.047, 0.060)]
+    assert cal["nodes"] == 64 and cal["round_overhead_per_node_ms"] == pytest.approx(expected)
+    assert cal["overhead_per_node_ms"] == pytest.approx(expected[0])  # the middle one of the three
+
+
 def test_summary_verdict_is_the_rule_and_markdown_shows_the_data() -> None:
     cfg = ProfileConfig(top=2)
     ok = _summarize(_rounds(1.0, {"a": 0.6, "b": 0.3, "c": 0.05}), 0.04, cfg)
