@@ -392,13 +392,24 @@ def main(argv: list[str] | None = None) -> int:
         help="quantize objective: size (every op group INT8; the committed first reports) or latency "
         "(INT8 children per class, op groups kept INT8 only where that class measures them faster)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help=f"interleaved timing rounds per class (0: {SETTINGS['rounds']}, or 1 with --quick); more rounds "
+        "narrow the speed-up intervals on a noisy class",
+    )
     args = parser.parse_args(argv)
+    if args.rounds < 0:
+        parser.error("--rounds must be ≥ 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     models = [m for m in args.models.split(",") if m] or (
         ["mobilenet_v3_small"] if args.quick else list(MODELS)
     )
     devices = list(DEVICE_CLASSES[:1] if args.quick else DEVICE_CLASSES)
     settings = QUICK if args.quick else SETTINGS
+    if args.rounds:
+        settings = {**settings, "rounds": args.rounds}
     results = run(
         models, devices, {**settings, "objective": args.objective} if args.objective != "size" else settings
     )
