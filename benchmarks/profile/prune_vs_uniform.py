@@ -72,9 +72,18 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
         )
         uni_report["ratio"] = settings["uniform_ratio"]
         uni_ms = model_cost(uniform, data.input_shape, "latency", "rpi4-emulated")
+        # asked for the uniform child's p50: in ms (one measurement), or ("ratio") as its share of the
+        # parent's, measured interleaved, which NetAdapt re-anchors to the parent every iteration
+        asked = (
+            {"latency_ratio": 1 / interleaved(parent, uniform, data.input_shape)["speedup"]}
+            if settings.get("match") == "ratio"
+            else {"target_latency_ms": uni_ms}
+        )
         aware_cfg = StructuredConfig(
-            target_latency_ms=uni_ms, finetune_after=ft, seed=seed, latency_cache=cache,
+            **asked, finetune_after=ft, seed=seed, latency_cache=cache,
             latency_method=settings.get("latency_method", "table"),
+            netadapt_finetune_samples=settings.get("netadapt_finetune_samples", 0),
+            latency_tolerance=settings.get("latency_tolerance", StructuredConfig.latency_tolerance),
         )  # fmt: skip
         aware, aware_report = prune_for_latency(
             parent, data.input_shape, data.num_classes, aware_cfg, data, False
@@ -98,12 +107,7 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
         )
         uni_ms = uni_report["budget"]["achieved"]
     x_test, y_test = data.split("test")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, m in (("aware", aware), ("uniform", uniform)):
-            export_onnx(m.eval(), tuple(data.input_shape), Path(tmp) / f"{name}.onnx")
-        cmp = Measurement("rpi4-emulated", None, 200, 0.3).compare(
-            Path(tmp) / "uniform.onnx", Path(tmp) / "aware.onnx", rounds=8
-        )
+    cmp = interleaved(uniform, aware, data.input_shape)
     return {
         "seed": seed,
         "parent_test_accuracy": accuracy(parent, x_test, y_test),
@@ -114,6 +118,16 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
                     "measured_ms": uni_ms},
         "equal_p50": {k: cmp[k] for k in ("speedup", "ci_low", "ci_high", "parent_p50_ms", "child_p50_ms")},
     }  # fmt: skip
+
+
+def interleaved(reference, model, input_shape) -> dict[str, Any]:
+    """`model` against `reference` on rpi4-emulated, 8 interleaved rounds: speedup = reference / model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, m in (("reference", reference), ("model", model)):
+            export_onnx(m.eval(), tuple(input_shape), Path(tmp) / f"{name}.onnx")
+        return Measurement("rpi4-emulated", None, 200, 0.3).compare(
+            Path(tmp) / "reference.onnx", Path(tmp) / "model.onnx", rounds=8
+        )
 
 
 def run(settings: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
@@ -145,6 +159,9 @@ def command(settings: dict[str, Any]) -> str:
              *([f"--uniform-ratio {settings['uniform_ratio']:g}"] if settings.get("uniform_ratio")
                else [f"--latency-ratio {settings['latency_ratio']:g}"]),
              *([f"--latency-method {settings['latency_method']}"] if settings.get("latency_method", "table") != "table" else []),
+             *([f"--netadapt-finetune-samples {settings['netadapt_finetune_samples']}"] if settings.get("netadapt_finetune_samples") else []),
+             *([f"--match {settings['match']}"] if settings.get("match", "ms") != "ms" else []),
+             *([f"--latency-tolerance {settings['latency_tolerance']:g}"] if "latency_tolerance" in settings else []),
              *(["--quiet-machine"] if settings.get("quiet_machine") else [])]  # fmt: skip
     return " ".join([line, *flags, *(["--shared-parent"] if settings["shared_parent"] else [])])
 
@@ -153,9 +170,20 @@ def _title(r: dict[str, Any]) -> tuple[str, str]:
     """The model named in the title, and the sentence on what one test image is worth."""
     settings = r.get("settings", DEFAULTS)
     method = f"({settings['latency_method']}) " if "latency_method" in settings else ""
+    if settings.get("netadapt_finetune_samples"):
+        method = (f"({settings['latency_method']}, each proposal fine-tuned on {settings['netadapt_finetune_samples']:,} "
+                  "training images and picked by validation accuracy) ")  # fmt: skip
+    asked = (
+        "its p50 as a share of the parent's, measured in 8 interleaved rounds (latency_ratio, re-anchored "
+        "to the parent every iteration)"
+        if settings.get("match") == "ratio"
+        else "its measured p50 (target_latency_ms)"
+    )
+    if "latency_tolerance" in settings:
+        asked += f", latency_tolerance {settings['latency_tolerance']:g}"
     order = (
         f"the uniform child pruned at ratio {settings['uniform_ratio']:g} first, the latency-aware child "
-        f"{method}asked for its measured p50 (target_latency_ms)"
+        f"{method}asked for {asked}"
         if settings.get("uniform_ratio")
         else f"the latency-aware child {method}at latency_ratio "
         f"{r['latency_ratio']:g}, the uniform ratio searched "
@@ -267,6 +295,26 @@ def main(argv: list[str] | None = None) -> None:
         help="the latency-aware child's allocation (StructuredConfig.latency_method)",
     )
     parser.add_argument(
+        "--netadapt-finetune-samples",
+        type=int,
+        default=0,
+        help="netadapt: fine-tune each proposal on this many training images and pick by validation "
+        "accuracy (StructuredConfig.netadapt_finetune_samples; 0: least importance per ms)",
+    )
+    parser.add_argument(
+        "--match",
+        choices=("ms", "ratio"),
+        default="ms",
+        help="with --uniform-ratio: ask the latency-aware child for the uniform child's p50 in ms (one "
+        "measurement) or as a ratio of the parent's (interleaved rounds)",
+    )
+    parser.add_argument(
+        "--latency-tolerance",
+        type=float,
+        default=None,
+        help="the latency-aware child's window under the target (StructuredConfig.latency_tolerance)",
+    )
+    parser.add_argument(
         "--quiet-machine",
         action="store_true",
         help="say in the report that nothing else was started on the machine during the run",
@@ -280,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
                 "finetune_lr": lr[1], "shared_parent": args.shared_parent, "latency_ratio": args.latency_ratio,
                 **({"uniform_ratio": args.uniform_ratio} if args.uniform_ratio else {}),
                 **({"latency_method": args.latency_method} if args.latency_method != "table" else {}),
+                **({"netadapt_finetune_samples": args.netadapt_finetune_samples} if args.netadapt_finetune_samples else {}),
+                **({"match": args.match} if args.match != "ms" else {}),
+                **({"latency_tolerance": args.latency_tolerance} if args.latency_tolerance is not None else {}),
                 **({"quiet_machine": True} if args.quiet_machine else {})}  # fmt: skip
     write_report(run(settings), args.out, render, plot, "results.png")
 

@@ -214,7 +214,9 @@ def test_netadapt_width_grid_is_aligned_and_bounded() -> None:
     assert width_grid(1, StructuredConfig()) == []
 
 
-@pytest.mark.parametrize("bad", [{"latency_method": "lut"}, {"netadapt_iterations": 0}])
+@pytest.mark.parametrize(
+    "bad", [{"latency_method": "lut"}, {"netadapt_iterations": 0}, {"netadapt_finetune_samples": -1}]
+)
 def test_netadapt_settings_are_checked(bad) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         StructuredConfig(latency_ratio=0.5, **bad).validate()
@@ -266,6 +268,86 @@ def test_netadapt_picks_the_least_importance_per_ms_preferring_the_window_under_
     assert choose_proposal(near, target=0.5, tolerance=0.05)["layer"] == "b"
     # over the target is not in the window
     assert choose_proposal([prop("a", 0.40, 1.0), prop("b", 0.51, 0.5)], 0.5, 0.05)["layer"] == "b"
+
+
+def test_netadapt_scored_picks_the_best_validation_accuracy_in_the_window() -> None:
+    from edgecompress.prune.latency import choose_proposal
+
+    def prop(layer, ms, per_ms, acc):
+        return {
+            "layer": layer,
+            "channels": 8,
+            "measured_ms": ms,
+            "importance_per_ms": per_ms,
+            "val_accuracy": acc,
+        }
+
+    # "b" loses more importance per ms than "a" but keeps more accuracy; "c" is best but 20 % under the target
+    near = [prop("a", 0.49, 1.0, 0.80), prop("b", 0.48, 3.0, 0.90), prop("c", 0.40, 0.1, 0.99)]
+    assert choose_proposal(near, target=0.5, tolerance=0.05)["layer"] == "b"
+    assert choose_proposal(near[:1] + near[2:], 0.5, 0.05)["layer"] == "a"
+    tied = [prop("a", 0.49, 2.0, 0.9), prop("b", 0.48, 1.0, 0.9)]  # equal accuracy: least importance per ms
+    assert choose_proposal(tied, 0.5, 0.05)["layer"] == "b"
+
+
+def test_netadapt_fine_tunes_each_proposal_and_keeps_the_most_accurate(
+    digits, tmp_path: Path, monkeypatch
+) -> None:
+    """netadapt_finetune_samples: every proposal is fine-tuned on that many training images and scored
+    on the validation split; each iteration keeps the most accurate in the window; the report shows it.
+    Without a dataset the setting is refused, not ignored."""
+    from edgecompress.prune.latency import latency_section_html, netadapt_plan
+
+    macs_device(monkeypatch)
+    config = StructuredConfig(
+        latency_ratio=0.5, latency_method="netadapt", netadapt_iterations=3, netadapt_finetune_samples=256
+    )
+    with pytest.raises(ConfigError, match="needs a dataset"):
+        netadapt_plan(_cnn(digits), digits.input_shape, digits.num_classes, config)
+    child, report = prune_for_latency(
+        _cnn(digits), digits.input_shape, digits.num_classes, config, digits, progress=False
+    )
+    moves = report["latency_aware"]["allocation"]["moves"]
+    assert moves
+    for m in moves:
+        accs = [p["val_accuracy"] for p in m["proposals"]]
+        assert all(0.0 < a <= 1.0 for a in accs)
+        lo = m["target_ms"] * (1 - config.latency_tolerance)
+        window = [p for p in m["proposals"] if lo <= p["measured_ms"] <= m["target_ms"]] or m["proposals"]
+        assert m["val_accuracy"] == max(p["val_accuracy"] for p in window)
+    assert len({p["val_accuracy"] for m in moves for p in m["proposals"]}) > 1  # real scores, not a constant
+    assert "val accuracy" in latency_section_html(report["latency_aware"])
+
+
+def test_netadapt_ratio_target_follows_the_parent_on_a_drifting_device(digits, monkeypatch) -> None:
+    """A device that slows down 0.5 % with every measurement: asked for a ratio, NetAdapt measures the
+    parent again each iteration and aims at ratio x that, so the child keeps more of the model than a
+    fixed target in ms taken from the first measurement (which the drift makes ever harder to meet)."""
+    import edgecompress.prune.structured as structured
+    from edgecompress.prune.latency import netadapt_plan
+
+    macs_device(monkeypatch)
+    calls = {"n": 0}
+
+    def drifting(model, input_shape, metric, device_class=None):
+        calls["n"] += 1
+        return _macs_ms(model, input_shape) * (1 + 0.005 * calls["n"])
+
+    monkeypatch.setattr(structured, "model_cost", drifting)
+    model = _cnn(digits)
+    base = _macs_ms(model, digits.input_shape) * 1.005  # the first measurement
+
+    def kept(**target) -> tuple[float, list[float]]:
+        calls["n"] = 0
+        config = StructuredConfig(**target, latency_method="netadapt", netadapt_iterations=4)
+        _, section, moves = netadapt_plan(model, digits.input_shape, digits.num_classes, config)
+        return sum(section["allocation"]["keep"].values()), [m["target_ms"] for m in moves]
+
+    by_ratio, ratio_targets = kept(latency_ratio=0.5)
+    by_ms, ms_targets = kept(target_latency_ms=0.5 * base)
+    assert ms_targets == pytest.approx([0.5 * base] * len(ms_targets))
+    assert ratio_targets[0] == pytest.approx(0.5 * base) and ratio_targets[-1] > ratio_targets[0]
+    assert by_ratio > by_ms
 
 
 def test_netadapt_meets_a_target_on_the_emulated_device(digits, tmp_path: Path) -> None:

@@ -372,7 +372,7 @@ def prune_for_latency(
     from edgecompress.prune.structured import model_cost, prune_structured
 
     config.validate()
-    allocated, section, refinements = plan or latency_plan(model, input_shape, num_classes, config)
+    allocated, section, refinements = plan or latency_plan(model, input_shape, num_classes, config, dataset)
     section = copy.deepcopy(section)
     child, report = prune_structured(model, input_shape, num_classes, allocated, dataset, progress, recover)
     alloc = section["allocation"]
@@ -385,7 +385,9 @@ def prune_for_latency(
     return child, report
 
 
-def latency_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any):
+def latency_plan(
+    model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any, dataset: Any = None
+):
     """The closed loop: allocate, prune a copy without fine-tuning, measure it; while it misses the
     target by more than `latency_tolerance` (the table's prediction is additive across layers, and a
     layer's width also changes its neighbours' kernels), allocate again for the aim scaled by
@@ -395,7 +397,7 @@ def latency_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int,
     from edgecompress.prune.structured import model_cost, prune_structured
 
     if config.latency_method == "netadapt":
-        return netadapt_plan(model, input_shape, num_classes, config)
+        return netadapt_plan(model, input_shape, num_classes, config, dataset)
     parent = copy.deepcopy(model).eval()
     attempts, best, aim = [], None, None
     for attempt in range(max(1, config.latency_refinements + 1)):
@@ -481,19 +483,66 @@ def layer_ratios_config(model: nn.Module, num_classes: int, config: Any, ratios:
 
 
 def choose_proposal(proposals: list[dict[str, Any]], target: float, tolerance: float) -> dict[str, Any]:
-    """NetAdapt's pick among one iteration's proposals: the least importance lost per ms saved; where
-    some land within `tolerance` under the target, only those compete (and the search ends there: a
-    child far faster than asked has paid accuracy for speed nobody asked for)."""
+    """NetAdapt's pick among one iteration's proposals: the best validation accuracy after the short
+    fine-tune where the proposals were scored (`val_accuracy`; ties to the least importance lost per
+    ms), else the least importance lost per ms saved; where some land within `tolerance` under the
+    target, only those compete (and the search ends there: a child far faster than asked has paid
+    accuracy for speed nobody asked for)."""
     window = [p for p in proposals if target * (1 - tolerance) <= p["measured_ms"] <= target]
-    return min(window or proposals, key=lambda p: p["importance_per_ms"])
+    return min(window or proposals, key=lambda p: (-p.get("val_accuracy", 0.0), p["importance_per_ms"]))
 
 
-def netadapt_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any):
+def _short_finetune(config: Any) -> Any:
+    """NetAdapt's short-term fine-tune of a proposal: one pass over `netadapt_finetune_samples` training
+    images with the final fine-tune's settings (the defaults where there is none)."""
+    from edgecompress.train import TrainConfig
+
+    base = config.finetune_after or TrainConfig()
+    return replace(base, epochs=1, max_train_samples=config.netadapt_finetune_samples)
+
+
+def _proposals(layers, grids, widths, current, wanted, cut_and_measure, importance, score):
+    """One NetAdapt iteration: per layer, its widest narrower width whose whole model, measured on the
+    class, saves `wanted` ms; scored by `score(model)` (validation accuracy after the short fine-tune)
+    when there is one."""
+    proposals = []
+    for name in layers:
+        for w in (w for w in grids[name] if w < widths[name]):
+            ms, trial = cut_and_measure({**widths, name: w})
+            if current - ms >= wanted:
+                lost = _lost(importance[name], widths[name], w)
+                proposal = {
+                    "layer": name,
+                    "channels": w,
+                    "measured_ms": ms,
+                    "importance_lost": lost,
+                    "importance_per_ms": lost / (current - ms),
+                }
+                if score is not None:
+                    proposal["val_accuracy"] = score(trial)
+                proposals.append(proposal)
+                break
+    return proposals
+
+
+def netadapt_plan(
+    model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any, dataset: Any = None
+):
     """NetAdapt (Yang et al., 2018), measured directly: each iteration asks for what is left to the
     target over the iterations left; per layer, its widths are walked down until the whole *current*
-    model, measured on the class, saves that much; `choose_proposal` picks among them. Returns (config
-    to prune with, report section, iterations) as `latency_plan` does."""
+    model, measured on the class, saves that much; `choose_proposal` picks among them (by validation
+    accuracy after a short fine-tune with `netadapt_finetune_samples`, as the paper does). A target
+    given as a ratio follows the parent, measured again each iteration beside the current model: the
+    machine drifts, the ratio asked for does not. Returns (config to prune with, report section,
+    iterations) as `latency_plan` does."""
     from edgecompress.prune.structured import channel_counts, model_cost, prunable_layers
+    from edgecompress.train import fit
+
+    if config.netadapt_finetune_samples and dataset is None:
+        raise ConfigError(
+            "netadapt_finetune_samples needs a dataset: each proposal is fine-tuned on its training split "
+            "and scored on its validation split"
+        )
 
     parent = copy.deepcopy(model).eval()
     channels = channel_counts(parent)
@@ -505,16 +554,21 @@ def netadapt_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int
     importance = layer_importance(parent, input_shape, layers, config.importance)
 
     state = {"probe": None, "measurements": 0}
+    short = _short_finetune(config) if config.netadapt_finetune_samples else None
 
-    def measure(cut_to: dict[str, int]) -> float:
+    def cut_and_measure(cut_to: dict[str, int]) -> tuple[float, nn.Module]:
         """p50 of the parent cut to these widths (no fine-tuning), the safety probe reused."""
         trial, state["probe"] = _cut(
             parent, input_shape, num_classes, config, cut_to, channels, state["probe"]
         )
         state["measurements"] += 1
-        return model_cost(trial, input_shape, "latency", config.device_class)
+        return model_cost(trial, input_shape, "latency", config.device_class), trial
 
-    base = measure({})
+    def score(trial: nn.Module) -> float:
+        history = fit(trial, dataset, short, description="netadapt proposal", progress=False)
+        return history.epochs[-1]["val_accuracy"]
+
+    base = cut_and_measure({})[0]
     target = config.target_latency_ms or config.latency_ratio * base
     widths = {n: channels[n] for n in layers}
     current, moves = base, []
@@ -522,24 +576,13 @@ def netadapt_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int
         if current <= target:
             break
         if moves:  # measured again: the machine drifts between iterations
-            current = measure(widths)
+            current = cut_and_measure(widths)[0]
+            if not config.target_latency_ms:
+                target = config.latency_ratio * cut_and_measure({})[0]
         wanted = (current - target) / (config.netadapt_iterations - it)
-        proposals = []  # per layer: its widest width that saves what this iteration asks
-        for name in layers:
-            for w in (w for w in grids[name] if w < widths[name]):
-                ms = measure({**widths, name: w})
-                if current - ms >= wanted:
-                    lost = _lost(importance[name], widths[name], w)
-                    proposals.append(
-                        {
-                            "layer": name,
-                            "channels": w,
-                            "measured_ms": ms,
-                            "importance_lost": lost,
-                            "importance_per_ms": lost / (current - ms),
-                        }
-                    )
-                    break
+        proposals = _proposals(
+            layers, grids, widths, current, wanted, cut_and_measure, importance, short and score
+        )
         if not proposals:
             break  # no layer saves what this iteration asks: keep the last model that did
         pick = choose_proposal(proposals, target, config.latency_tolerance)
@@ -549,6 +592,7 @@ def netadapt_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int
                 "from_channels": widths[pick["layer"]],
                 **pick,
                 "start_ms": current,
+                "target_ms": target,
                 "aim_ms": current - wanted,
                 "saved_ms": current - pick["measured_ms"],
                 "proposals": proposals,
@@ -572,7 +616,7 @@ def netadapt_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int
             f"narrower width saves {(base - target) / config.netadapt_iterations:.4f} ms of the unpruned "
             f"{base:.4f} ms; allow more (max_ratio) or a looser target"
         )
-    final = measure(widths)
+    final = cut_and_measure(widths)[0]
     # exact widths: no rounding of the channel counts
     allocated = layer_ratios_config(
         parent, num_classes, config, _width_ratios(widths, channels), round_to=None
@@ -613,6 +657,7 @@ def _netadapt_html(section: dict[str, Any]) -> str:
         "importance lost",
         "importance / ms",
     ]
+    scored = any("val_accuracy" in m for m in alloc["moves"])
     rows = [
         [
             m["iteration"],
@@ -623,15 +668,21 @@ def _netadapt_html(section: dict[str, Any]) -> str:
             m["measured_ms"],
             m["importance_lost"],
             m["importance_per_ms"],
+            *([m["val_accuracy"]] if scored else []),
         ]
         for m in alloc["moves"]
     ]
+    rule = (
+        "the best validation accuracy after a short fine-tune of each proposal"
+        if scored
+        else "the least importance"
+    )
     return (
         f"<p>NetAdapt on {section.get('device_class', 'the device class')} (emulated), measured directly: "
         f"{alloc['measurements']} whole-model measurements. Unpruned p50 {alloc['base_p50_ms']:.4f} ms; target "
         f"{alloc['target_ms']:.4f} ms; the allocation measured {alloc['predicted_ms']:.4f} ms before "
         f"fine-tuning and {alloc.get('measured_ms', float('nan')):.4f} ms after pruning. Each iteration "
-        "takes the layer whose narrower width saves the asked ms for the least importance.</p>"
-        + html_table(cols, rows)
+        f"takes the layer whose narrower width saves the asked ms for {rule}.</p>"
+        + html_table(cols + (["val accuracy"] if scored else []), rows)
         + html_table(["layer", "channels"], [[n, c] for n, c in alloc["channels"].items()])
     )

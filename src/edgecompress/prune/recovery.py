@@ -176,7 +176,7 @@ def prune_and_recover(
     if config.latency_target:  # measure the allocation once: every branch prunes the same channels
         from edgecompress.prune.latency import latency_plan
 
-        plan = latency_plan(model, input_shape, num_classes, bare)
+        plan = latency_plan(model, input_shape, num_classes, bare, dataset)
         prune = functools.partial(prune, plan=plan)
     branches = ("finetune", "kd") if recovery.recovery == "auto" else ("kd",)
     runs: dict[str, tuple[nn.Module, dict[str, Any]]] = {}

@@ -150,6 +150,14 @@ class StructuredConfig:
     # netadapt: the latency reduction is spread over this many iterations; widths are multiples of
     # round_to (else 8, the block width ONNX Runtime's NCHWc convolutions run fastest at)
     netadapt_iterations: int = field(default=8, metadata={"flat": False})
+    netadapt_finetune_samples: int = field(
+        default=0,
+        metadata={
+            "help": "netadapt: fine-tune each iteration's proposals on this many training images and pick "
+            "the one with the best validation accuracy (NetAdapt's rule; needs a dataset); 0: pick the "
+            "least importance lost per ms saved, with no training"
+        },
+    )
 
     @property
     def latency_target(self) -> bool:
@@ -206,6 +214,8 @@ class StructuredConfig:
             raise ConfigError(f"latency_method {self.latency_method!r} must be one of {LATENCY_METHODS}")
         if self.netadapt_iterations < 1:
             raise ConfigError(f"netadapt_iterations must be ≥ 1, got {self.netadapt_iterations}")
+        if self.netadapt_finetune_samples < 0:
+            raise ConfigError(f"netadapt_finetune_samples must be ≥ 0, got {self.netadapt_finetune_samples}")
         from edgecompress.runtime.devices import emulated_device_class
 
         emulated_device_class(self.device_class)
