@@ -267,7 +267,8 @@ def plot(r: dict[str, Any]) -> bytes:
     return figure_png(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_settings(argv: list[str] | None = None) -> tuple[dict[str, Any], Path]:
+    """The run's settings (as recorded in its results.json) and its output folder, from the command line."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -332,7 +333,12 @@ def main(argv: list[str] | None = None) -> None:
                 **({"match": args.match} if args.match != "ms" else {}),
                 **({"latency_tolerance": args.latency_tolerance} if args.latency_tolerance is not None else {}),
                 **({"quiet_machine": True} if args.quiet_machine else {})}  # fmt: skip
-    write_report(run(settings), args.out, render, plot, "results.png")
+    return settings, args.out
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, out = parse_settings(argv)
+    write_report(run(settings), out, render, plot, "results.png")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,16 @@ def test_every_committed_architectures_run_is_rendered_from_its_results():
         assert (folder / "results.md").read_text() == render(results), folder
         for line in targets(results):
             assert f"- {line}" in (folder / "results.md").read_text(), line
+
+
+def test_every_committed_run_has_the_rounds_its_command_asked_for():
+    """`--rounds N` reaches the measurement: each variant on each class has exactly the recorded number
+    of rounds, and that is the N of the recorded command (5 without the flag)."""
+    for folder in [HERE, *sorted(p.parent for p in HERE.glob("2026-*/results.json"))]:
+        results = json.loads((folder / "results.json").read_text())
+        args = results.get("command", "").split()
+        asked = int(args[args.index("--rounds") + 1]) if "--rounds" in args else 5
+        assert results["settings"]["rounds"] == asked, folder
+        for model in results["models"].values():
+            for rounds in model["p50_ms"].values():
+                assert {len(v) for v in rounds.values()} == {asked}, folder

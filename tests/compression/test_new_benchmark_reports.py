@@ -63,3 +63,15 @@ def test_profile_verdicts_follow_their_stated_tolerance(folder):
         # the stated rule: |whole − (Σ nodes − nodes × overhead) − floor| ≤ 10 % of the whole + 1 µs per node
         assert m["allowed_ms"] == pytest.approx(0.1 * m["whole_p50_ms"] + 0.001 * nodes, abs=1e-4), name
         assert m["parts_add_up"] == (abs(gap - m["floor_p50_ms"]) <= m["allowed_ms"] + 1e-9), name
+
+
+@pytest.mark.parametrize("folder", PRUNING_RUNS)
+def test_pruning_command_is_the_one_that_gives_its_settings(folder):
+    """The recorded command, parsed again, gives the recorded settings, and the settings render that
+    command: every flag a run used (--match, --netadapt-finetune-samples, ...) is in both."""
+    from benchmarks.profile.prune_vs_uniform import DEFAULTS, command, parse_settings
+
+    r = json.loads((REPO / folder / "results.json").read_text())
+    settings = r.get("settings", DEFAULTS)
+    assert command(settings) == r["command"]
+    assert parse_settings(r["command"].split()[3:])[0] == settings

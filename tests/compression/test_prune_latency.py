@@ -319,6 +319,37 @@ def test_netadapt_fine_tunes_each_proposal_and_keeps_the_most_accurate(
     assert "val accuracy" in latency_section_html(report["latency_aware"])
 
 
+def test_netadapt_scored_inside_a_recovery_trains_proposals_as_the_user_asked(digits, monkeypatch) -> None:
+    """A recovery (auto: fine-tuning and KD at one budget) clears the config's fine-tuning before planning; the proposals' short fine-tune
+    still uses the user's settings (lr, batch, seed), one pass over netadapt_finetune_samples images."""
+    import edgecompress.train as train
+    from edgecompress.prune.recovery import RecoveryConfig, prune_and_recover
+    from edgecompress.train import TrainConfig
+
+    macs_device(monkeypatch)
+    seen, real_fit = [], train.fit
+
+    def recording(model, dataset, config, *args, **kwargs):
+        if kwargs.get("description") == "netadapt proposal":
+            seen.append(config)
+        return real_fit(model, dataset, config, *args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", recording)
+    user = TrainConfig(epochs=1, batch_size=32, lr=2e-3, seed=7)
+    config = StructuredConfig(
+        latency_ratio=0.5, latency_method="netadapt", netadapt_iterations=2, netadapt_finetune_samples=128,
+        finetune_after=user,
+    )  # fmt: skip
+    _, report = prune_and_recover(
+        _cnn(digits), digits.input_shape, digits.num_classes, config, RecoveryConfig(recovery="auto"),
+        digits, progress=False, prune=prune_for_latency,
+    )  # fmt: skip
+    assert seen and set(report["recovery"]["val_accuracy"]) == {"finetune", "kd"}
+    assert {(c.lr, c.batch_size, c.seed, c.epochs, c.max_train_samples) for c in seen} == {
+        (2e-3, 32, 7, 1, 128)
+    }
+
+
 def test_netadapt_ratio_target_follows_the_parent_on_a_drifting_device(digits, monkeypatch) -> None:
     """A device that slows down 0.5 % with every measurement: asked for a ratio, NetAdapt measures the
     parent again each iteration and aims at ratio x that, so the child keeps more of the model than a

@@ -386,7 +386,12 @@ def prune_for_latency(
 
 
 def latency_plan(
-    model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any, dataset: Any = None
+    model: nn.Module,
+    input_shape: Sequence[int],
+    num_classes: int,
+    config: Any,
+    dataset: Any = None,
+    finetune: Any = None,
 ):
     """The closed loop: allocate, prune a copy without fine-tuning, measure it; while it misses the
     target by more than `latency_tolerance` (the table's prediction is additive across layers, and a
@@ -397,7 +402,7 @@ def latency_plan(
     from edgecompress.prune.structured import model_cost, prune_structured
 
     if config.latency_method == "netadapt":
-        return netadapt_plan(model, input_shape, num_classes, config, dataset)
+        return netadapt_plan(model, input_shape, num_classes, config, dataset, finetune)
     parent = copy.deepcopy(model).eval()
     attempts, best, aim = [], None, None
     for attempt in range(max(1, config.latency_refinements + 1)):
@@ -492,12 +497,20 @@ def choose_proposal(proposals: list[dict[str, Any]], target: float, tolerance: f
     return min(window or proposals, key=lambda p: (-p.get("val_accuracy", 0.0), p["importance_per_ms"]))
 
 
-def _short_finetune(config: Any) -> Any:
-    """NetAdapt's short-term fine-tune of a proposal: one pass over `netadapt_finetune_samples` training
-    images with the final fine-tune's settings (the defaults where there is none)."""
+def _short_finetune(config: Any, finetune: Any, dataset: Any) -> Any:
+    """NetAdapt's short-term fine-tune of a proposal (None where the config asks for none): one pass
+    over `netadapt_finetune_samples` training images with `finetune`'s settings (else the final
+    fine-tune's; the defaults where there is none)."""
     from edgecompress.train import TrainConfig
 
-    base = config.finetune_after or TrainConfig()
+    if not config.netadapt_finetune_samples:
+        return None
+    if dataset is None:
+        raise ConfigError(
+            "netadapt_finetune_samples needs a dataset: each proposal is fine-tuned on its training split "
+            "and scored on its validation split"
+        )
+    base = finetune or config.finetune_after or TrainConfig()
     return replace(base, epochs=1, max_train_samples=config.netadapt_finetune_samples)
 
 
@@ -526,7 +539,12 @@ def _proposals(layers, grids, widths, current, wanted, cut_and_measure, importan
 
 
 def netadapt_plan(
-    model: nn.Module, input_shape: Sequence[int], num_classes: int, config: Any, dataset: Any = None
+    model: nn.Module,
+    input_shape: Sequence[int],
+    num_classes: int,
+    config: Any,
+    dataset: Any = None,
+    finetune: Any = None,
 ):
     """NetAdapt (Yang et al., 2018), measured directly: each iteration asks for what is left to the
     target over the iterations left; per layer, its widths are walked down until the whole *current*
@@ -534,16 +552,12 @@ def netadapt_plan(
     accuracy after a short fine-tune with `netadapt_finetune_samples`, as the paper does). A target
     given as a ratio follows the parent, measured again each iteration beside the current model: the
     machine drifts, the ratio asked for does not. Returns (config to prune with, report section,
-    iterations) as `latency_plan` does."""
+    iterations) as `latency_plan` does. `finetune`: the training settings of the short fine-tune where
+    the config's own are cleared (a recovery that replaces them)."""
     from edgecompress.prune.structured import channel_counts, model_cost, prunable_layers
     from edgecompress.train import fit
 
-    if config.netadapt_finetune_samples and dataset is None:
-        raise ConfigError(
-            "netadapt_finetune_samples needs a dataset: each proposal is fine-tuned on its training split "
-            "and scored on its validation split"
-        )
-
+    short = _short_finetune(config, finetune, dataset)
     parent = copy.deepcopy(model).eval()
     channels = channel_counts(parent)
     layers = prunable_layers(parent, num_classes, config.keep_layers)
@@ -554,7 +568,6 @@ def netadapt_plan(
     importance = layer_importance(parent, input_shape, layers, config.importance)
 
     state = {"probe": None, "measurements": 0}
-    short = _short_finetune(config) if config.netadapt_finetune_samples else None
 
     def cut_and_measure(cut_to: dict[str, int]) -> tuple[float, nn.Module]:
         """p50 of the parent cut to these widths (no fine-tuning), the safety probe reused."""
@@ -581,7 +594,7 @@ def netadapt_plan(
                 target = config.latency_ratio * cut_and_measure({})[0]
         wanted = (current - target) / (config.netadapt_iterations - it)
         proposals = _proposals(
-            layers, grids, widths, current, wanted, cut_and_measure, importance, short and score
+            layers, grids, widths, current, wanted, cut_and_measure, importance, score if short else None
         )
         if not proposals:
             break  # no layer saves what this iteration asks: keep the last model that did

@@ -176,7 +176,9 @@ def prune_and_recover(
     if config.latency_target:  # measure the allocation once: every branch prunes the same channels
         from edgecompress.prune.latency import latency_plan
 
-        plan = latency_plan(model, input_shape, num_classes, bare, dataset)
+        # NetAdapt's short fine-tune of each proposal trains as the user's fine-tuning would
+        finetune = config.finetune_after or config.finetune_between
+        plan = latency_plan(model, input_shape, num_classes, bare, dataset, finetune)
         prune = functools.partial(prune, plan=plan)
     branches = ("finetune", "kd") if recovery.recovery == "auto" else ("kd",)
     runs: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
