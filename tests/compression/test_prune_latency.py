@@ -401,3 +401,34 @@ def test_netadapt_meets_a_target_on_the_emulated_device(digits, tmp_path: Path) 
         tmp_path / "parent.onnx", tmp_path / "child.onnx", rounds=8
     )
     assert cmp["ci_low"] >= 0.9 / ratio, (cmp, alloc["moves"])
+
+
+def test_netadapt_moves_coupled_layers_as_one_unit(digits, monkeypatch) -> None:
+    """MobileNet-style blocks: an expand conv and its depthwise conv, and the convs summed by a residual
+    link, are pruned together. NetAdapt proposes one unit per such group (never a depthwise conv on its
+    own, which would cost measurements and save nothing of its own), and the widths it reports are the
+    pruned child's, member by member."""
+    from edgecompress.prune.latency import coupled_units
+    from edgecompress.prune.structured import channel_counts, prunable_layers
+    from edgecompress.zoo import build_model
+
+    macs_device(monkeypatch)
+    model = build_model({"family": "mobilenet"}, digits.input_shape, digits.num_classes, seed=0)
+    units = coupled_units(model, digits.input_shape, prunable_layers(model, digits.num_classes))
+    # every inverted residual's expand conv is coupled with its depthwise conv
+    assert units["features.4.block.0"] == ["features.4.block.0", "features.4.block.3"]
+    # the two last convs of a stage's residual chain are summed, hence coupled
+    assert units["features.4.block.6"] == ["features.4.block.6", "features.5.block.6"]
+    members = [m for unit in units.values() for m in unit]
+    assert sorted(members) == sorted(prunable_layers(model, digits.num_classes))  # each layer in one unit
+    config = StructuredConfig(latency_ratio=0.6, latency_method="netadapt", netadapt_iterations=4)
+    child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
+    alloc = report["latency_aware"]["allocation"]
+    assert alloc["moves"]
+    proposed = {p["layer"] for m in alloc["moves"] for p in m["proposals"]}
+    assert proposed <= set(units) and "features.4.block.3" not in proposed
+    counts = channel_counts(child)
+    assert set(alloc["channels"]) == set(members)
+    assert {n: counts[n] for n in members} == alloc["channels"]
+    for unit in units.values():  # members of a unit keep the same width
+        assert len({alloc["channels"][m] for m in unit}) == 1

@@ -189,10 +189,46 @@ def layer_importance(
 ) -> dict[str, list[float]]:
     """Per output channel of each layer: its group's importance (Torch-Pruning, the config's criterion;
     L2 for Taylor, which needs gradients)."""
+    from edgecompress.prune.importance import make_importance
+
+    model, graph = _dependency_graph(model, input_shape)
+    criterion = make_importance("l2" if importance == "taylor" else importance)
+    modules = dict(model.named_modules())
+    out = {}
+    for name in layers:
+        scores = criterion(_out_channel_group(graph, modules[name]))
+        out[name] = [float(s) for s in (scores if scores is not None else torch.ones(_width(modules[name])))]
+    return out
+
+
+def coupled_units(
+    model: nn.Module, input_shape: Sequence[int], layers: Sequence[str]
+) -> dict[str, list[str]]:
+    """The layers whose output channels are pruned together (an expand conv and its depthwise conv, the
+    convs summed by residual links), one unit per group, named by its first layer: NetAdapt moves a unit
+    as one, since cutting one member cuts them all and two members asked for different widths cannot both
+    be given theirs."""
+    model, graph = _dependency_graph(model, input_shape)
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
+    units: dict[str, list[str]] = {}
+    placed: set[str] = set()
+    for name in layers:
+        if name in placed:
+            continue
+        group = _out_channel_group(graph, modules[name])
+        members = {
+            names.get(dep.target.module) for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)
+        }
+        units[name] = [n for n in layers if n in members or n == name]
+        placed.update(units[name])
+    return units
+
+
+def _dependency_graph(model: nn.Module, input_shape: Sequence[int]):
     import torch_pruning as tp
 
     from edgecompress.prune.attention import unwrapped_parameters
-    from edgecompress.prune.importance import make_importance
 
     model = copy.deepcopy(model).eval()
     graph = tp.DependencyGraph().build_dependency(
@@ -200,17 +236,19 @@ def layer_importance(
         example_inputs=torch.zeros(1, *input_shape),
         unwrapped_parameters=list(unwrapped_parameters(model).items()),
     )
-    criterion = make_importance("l2" if importance == "taylor" else importance)
-    modules = dict(model.named_modules())
-    out = {}
-    for name in layers:
-        m = modules[name]
-        n = m.out_channels if isinstance(m, nn.Conv2d | nn.Conv1d) else m.out_features
-        fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
-        group = graph.get_pruning_group(m, fn, idxs=list(range(n)))
-        scores = criterion(group)
-        out[name] = [float(s) for s in (scores if scores is not None else torch.ones(n))]
-    return out
+    return model, graph
+
+
+def _width(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d | nn.Conv1d) else module.out_features
+
+
+def _out_channel_group(graph, module: nn.Module):
+    """Torch-Pruning's group for every output channel of `module`: what pruning them touches."""
+    import torch_pruning as tp
+
+    fn = tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
+    return graph.get_pruning_group(module, fn, idxs=list(range(_width(module))))
 
 
 def _lost(scores: list[float], kept_from: int, kept_to: int) -> float:
@@ -551,7 +589,8 @@ def netadapt_plan(
     model, measured on the class, saves that much; `choose_proposal` picks among them (by validation
     accuracy after a short fine-tune with `netadapt_finetune_samples`, as the paper does). A target
     given as a ratio follows the parent, measured again each iteration beside the current model: the
-    machine drifts, the ratio asked for does not. Returns (config to prune with, report section,
+    machine drifts, the ratio asked for does not. Layers pruned together (`coupled_units`: an expand conv
+    and its depthwise conv, convs summed by a residual link) move as one unit. Returns (config to prune with, report section,
     iterations) as `latency_plan` does. `finetune`: the training settings of the short fine-tune where
     the config's own are cleared (a recovery that replaces them)."""
     from edgecompress.prune.structured import channel_counts, model_cost, prunable_layers
@@ -560,19 +599,26 @@ def netadapt_plan(
     short = _short_finetune(config, finetune, dataset)
     parent = copy.deepcopy(model).eval()
     channels = channel_counts(parent)
-    layers = prunable_layers(parent, num_classes, config.keep_layers)
-    grids = {n: width_grid(channels[n], config) for n in layers}
-    layers = [n for n in layers if grids[n]]
+    units = {
+        rep: members
+        for rep, members in coupled_units(parent, input_shape, prunable_layers(parent, num_classes)).items()
+        if not set(members) & set(config.keep_layers)
+    }
+    grids = {n: width_grid(channels[n], config) for n in units}
+    layers = [n for n in units if grids[n]]
     if not layers:
         raise ModelError(f"no layer of {type(model).__name__} has a narrower width to prune to")
     importance = layer_importance(parent, input_shape, layers, config.importance)
 
     state = {"probe": None, "measurements": 0}
 
+    def each_member(unit_widths: dict[str, int]) -> dict[str, int]:
+        return {m: w for n, w in unit_widths.items() for m in units[n]}
+
     def cut_and_measure(cut_to: dict[str, int]) -> tuple[float, nn.Module]:
         """p50 of the parent cut to these widths (no fine-tuning), the safety probe reused."""
         trial, state["probe"] = _cut(
-            parent, input_shape, num_classes, config, cut_to, channels, state["probe"]
+            parent, input_shape, num_classes, config, each_member(cut_to), channels, state["probe"]
         )
         state["measurements"] += 1
         return model_cost(trial, input_shape, "latency", config.device_class), trial
@@ -632,14 +678,15 @@ def netadapt_plan(
     final = cut_and_measure(widths)[0]
     # exact widths: no rounding of the channel counts
     allocated = layer_ratios_config(
-        parent, num_classes, config, _width_ratios(widths, channels), round_to=None
+        parent, num_classes, config, _width_ratios(each_member(widths), channels), round_to=None
     )
     alloc = {
         "target_ms": target,
         "base_p50_ms": base,
         "predicted_ms": final,  # NetAdapt predicts nothing: the allocation's own measurement
-        "keep": {n: widths[n] / channels[n] for n in layers},
-        "channels": dict(widths),
+        "keep": {m: w / channels[m] for m, w in each_member(widths).items()},
+        "channels": each_member(widths),
+        "coupled": {n: units[n] for n in layers if len(units[n]) > 1},
         "layer_ratios": dict(allocated.layer_ratios),
         "moves": moves,
         "measurements": state["measurements"],
@@ -671,10 +718,11 @@ def _netadapt_html(section: dict[str, Any]) -> str:
         "importance / ms",
     ]
     scored = any("val_accuracy" in m for m in alloc["moves"])
+    coupled = alloc.get("coupled", {})  # reports before units were moved as one have none
     rows = [
         [
             m["iteration"],
-            m["layer"],
+            m["layer"] + (f" (+{len(coupled[m['layer']]) - 1} coupled)" if m["layer"] in coupled else ""),
             f"{m['from_channels']} → {m['channels']}",
             m["start_ms"],
             m["aim_ms"],
