@@ -432,3 +432,28 @@ def test_netadapt_moves_coupled_layers_as_one_unit(digits, monkeypatch) -> None:
     assert {n: counts[n] for n in members} == alloc["channels"]
     for unit in units.values():  # members of a unit keep the same width
         assert len({alloc["channels"][m] for m in unit}) == 1
+
+
+def test_latency_table_prunes_coupled_layers_together(digits, tmp_path: Path, monkeypatch) -> None:
+    """On a MobileNet-style model nearly every layer is coupled (expand/depthwise, residual sums): the
+    table measures each unit pruned as one, so every unit has a row (none "kept whole"), and the table
+    method meets a target that the one uncoupled layer alone could not reach, with each unit's members
+    at one width in the child."""
+    from edgecompress.prune.latency import coupled_units
+    from edgecompress.prune.structured import channel_counts, prunable_layers
+    from edgecompress.zoo import build_model
+
+    macs_device(monkeypatch)
+    model = build_model({"family": "mobilenet"}, digits.input_shape, digits.num_classes, seed=0)
+    units = coupled_units(model, digits.input_shape, prunable_layers(model, digits.num_classes))
+    config = StructuredConfig(latency_ratio=0.6, latency_cache=str(tmp_path))
+    table, _, _ = latency_table(model, digits.input_shape, digits.num_classes, config)
+    assert set(table["layers"]) == set(units) and not table["skipped"]
+    assert all(table["layers"][n]["members"] == units[n] for n in units)
+    child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
+    alloc = report["latency_aware"]["allocation"]
+    assert alloc["measured_ms"] <= alloc["target_ms"] * (1 + config.latency_tolerance)
+    counts, parent = channel_counts(child), channel_counts(model)
+    assert sum(counts[n] < parent[n] for n in units) >= 2  # more than one unit pruned
+    for members in units.values():
+        assert len({counts[m] for m in members}) == 1

@@ -1,8 +1,10 @@
 """Latency-aware structured pruning (after NetAdapt and HALP): channels go where the device says they cost.
 
-1. The latency table, measured on the device class: for each prunable layer and each kept fraction
-   (`latency_points`, plus 1.0), the **whole model's** p50 with only that layer's output channels
-   pruned (Torch-Pruning's dependency graph, as the final prune does). The whole model and not the
+1. The latency table, measured on the device class: for each prunable unit (a layer and the layers
+   whose output channels are pruned with it, `coupled_units`: a MobileNet's expand and depthwise convs,
+   convs summed by a residual link) and each kept fraction (`latency_points`, plus 1.0), the **whole
+   model's** p50 with only that unit's output channels pruned (Torch-Pruning's dependency graph, as the
+   final prune does). The whole model and not the
    layer alone, because a layer's width also sets the next layer's input width, and because timing a
    layer in a session of its own measures its own per-call overhead instead of its share of the model
    (what `edgecompress profile` shows: the parts of a small model are a few µs each). The unpruned
@@ -52,7 +54,8 @@ from edgecompress.errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "EDGECOMPRESS_CACHE_DIR"
-TABLE_SCHEMA = "edgecompress.latency-table/v1"
+# v2: one row per unit of coupled layers (`coupled_units`); v1 tables had one per layer
+TABLE_SCHEMA = "edgecompress.latency-table/v2"
 
 
 def default_cache_dir() -> Path:
@@ -70,16 +73,23 @@ def model_fingerprint(model: nn.Module, input_shape: Sequence[int]) -> str:
     return h.hexdigest()
 
 
-def _single_layer(model, input_shape, num_classes, config, name: str, keep: float) -> nn.Module:
-    """A copy of `model` with only layer `name` pruned to `keep` of its output channels."""
+def _single_unit(model, input_shape, num_classes, config, members: Sequence[str], keep: float) -> nn.Module:
+    """A copy of `model` with only the coupled layers `members` pruned to `keep` of their output channels
+    (one layer of a coupled group cannot be pruned alone: its partners, kept, would keep it whole)."""
     from edgecompress.prune.structured import _pruner, _pruner_step
 
     trial = copy.deepcopy(model)
     cfg = replace(
-        config, layer_ratios={name: 1.0 - keep}, budget_metric="", target_latency_ms=0.0, latency_ratio=0.0
+        config,
+        layer_ratios=dict.fromkeys(members, 1.0 - keep),
+        budget_metric="",
+        target_latency_ms=0.0,
+        latency_ratio=0.0,
     )
     others = [
-        n for n, m in trial.named_modules() if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear) and n != name
+        n
+        for n, m in trial.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear) and n not in members
     ]
     cfg = replace(cfg, keep_layers=tuple(config.keep_layers) + tuple(others))
     pruner = _pruner(trial, input_shape, num_classes, cfg, 1.0 - keep, 1)
@@ -98,7 +108,6 @@ def build_latency_table(
         BUDGET_BENCH_MIN_DURATION_S,
         BUDGET_BENCH_MIN_RUNS,
         channel_counts,
-        prunable_layers,
     )
 
     if meter is None:
@@ -113,13 +122,13 @@ def build_latency_table(
     layers: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     bases = []
-    for name in prunable_layers(model, num_classes, config.keep_layers):
+    for name, members in pruned_units(model, input_shape, num_classes, config.keep_layers).items():
         base = float(meter.module_latency(model, shape)["p50_ms"])
         bases.append(base)
         entries = [{"keep": 1.0, "channels": channels[name], "p50_ms": base}]
         for keep in points:
             try:
-                trial = _single_layer(model, input_shape, num_classes, config, name, keep)
+                trial = _single_unit(model, input_shape, num_classes, config, members, keep)
             except (ModelError, ConfigError) as exc:
                 skipped[name] = str(exc)[:300]
                 break
@@ -135,14 +144,15 @@ def build_latency_table(
                 }
             )
         if name not in skipped:
-            layers[name] = {"channels": channels[name], "points": entries}
+            layers[name] = {"channels": channels[name], "points": entries, "members": members}
     if not layers:
         raise ModelError(f"no layer of {type(model).__name__} can be pruned alone: {skipped}")
     return {
         "schema": TABLE_SCHEMA,
         "device_class": meter.device_class,
         "emulated": True,
-        "method": "whole model with one layer's output channels pruned, interleaved baselines",
+        "method": "whole model with one unit's output channels pruned (a layer and those coupled to it), "
+        "interleaved baselines",
         "base_p50_ms": float(sorted(bases)[len(bases) // 2]),
         "points": points,
         "layers": layers,
@@ -223,6 +233,17 @@ def coupled_units(
         units[name] = [n for n in layers if n in members or n == name]
         placed.update(units[name])
     return units
+
+
+def pruned_units(
+    model: nn.Module, input_shape: Sequence[int], num_classes: int, keep_layers: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """The units a latency-aware plan may prune: `coupled_units` of the prunable layers, less every unit
+    with a member the user keeps."""
+    from edgecompress.prune.structured import prunable_layers
+
+    units = coupled_units(model, input_shape, prunable_layers(model, num_classes))
+    return {n: members for n, members in units.items() if not set(members) & set(keep_layers)}
 
 
 def _dependency_graph(model: nn.Module, input_shape: Sequence[int]):
@@ -333,7 +354,11 @@ def latency_aware_config(
             f"the model already meets the latency target {target:.4f} ms on {config.device_class} "
             f"(measured {table['base_p50_ms']:.4f} ms); nothing to prune"
         )
-    run = layer_ratios_config(model, num_classes, config, alloc["layer_ratios"])
+    # every member of a unit at its unit's ratio
+    members = {n: layer.get("members", [n]) for n, layer in table["layers"].items()}
+    ratios = {m: r for n, r in alloc["layer_ratios"].items() for m in members[n]}
+    alloc["coupled"] = {n: ms for n, ms in members.items() if len(ms) > 1}
+    run = layer_ratios_config(model, num_classes, config, ratios)
     section = {"table": table, "table_file": str(path), "cache_hit": hit, "allocation": alloc}
     return run, section
 
@@ -593,17 +618,13 @@ def netadapt_plan(
     and its depthwise conv, convs summed by a residual link) move as one unit. Returns (config to prune with, report section,
     iterations) as `latency_plan` does. `finetune`: the training settings of the short fine-tune where
     the config's own are cleared (a recovery that replaces them)."""
-    from edgecompress.prune.structured import channel_counts, model_cost, prunable_layers
+    from edgecompress.prune.structured import channel_counts, model_cost
     from edgecompress.train import fit
 
     short = _short_finetune(config, finetune, dataset)
     parent = copy.deepcopy(model).eval()
     channels = channel_counts(parent)
-    units = {
-        rep: members
-        for rep, members in coupled_units(parent, input_shape, prunable_layers(parent, num_classes)).items()
-        if not set(members) & set(config.keep_layers)
-    }
+    units = pruned_units(parent, input_shape, num_classes, config.keep_layers)
     grids = {n: width_grid(channels[n], config) for n in units}
     layers = [n for n in units if grids[n]]
     if not layers:
