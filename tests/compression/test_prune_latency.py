@@ -432,6 +432,7 @@ def test_netadapt_moves_coupled_layers_as_one_unit(digits, monkeypatch) -> None:
     assert {n: counts[n] for n in members} == alloc["channels"]
     for unit in units.values():  # members of a unit keep the same width
         assert len({alloc["channels"][m] for m in unit}) == 1
+    assert alloc["coupled"] == {n: ms for n, ms in units.items() if len(ms) > 1}
 
 
 def test_latency_table_prunes_coupled_layers_together(digits, tmp_path: Path, monkeypatch) -> None:
@@ -457,3 +458,6 @@ def test_latency_table_prunes_coupled_layers_together(digits, tmp_path: Path, mo
     assert sum(counts[n] < parent[n] for n in units) >= 2  # more than one unit pruned
     for members in units.values():
         assert len({counts[m] for m in members}) == 1
+    from edgecompress.prune.latency import latency_section_html
+
+    assert "features.4.block.0 (+1 coupled)" in latency_section_html(report["latency_aware"])

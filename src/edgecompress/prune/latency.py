@@ -363,6 +363,11 @@ def latency_aware_config(
     return run, section
 
 
+def _unit_label(name: str, members: Sequence[str]) -> str:
+    """A unit as the reports name it: its first layer, and how many are pruned with it."""
+    return f"{name} (+{len(members) - 1} coupled)" if len(members) > 1 else name
+
+
 def latency_section_html(section: dict[str, Any]) -> str:
     """The pruning report's part: the measured table, the allocation, predicted vs measured."""
     from edgecompress.reports import html_table
@@ -371,7 +376,13 @@ def latency_section_html(section: dict[str, Any]) -> str:
         return _netadapt_html(section)
     table, alloc = section["table"], section["allocation"]
     rows = [
-        [name, p["keep"], p["channels"], p["p50_ms"], layer["points"][0]["p50_ms"] - p["p50_ms"]]
+        [
+            _unit_label(name, layer.get("members", [name])),
+            p["keep"],
+            p["channels"],
+            p["p50_ms"],
+            layer["points"][0]["p50_ms"] - p["p50_ms"],
+        ]
         for name, layer in table["layers"].items()
         for p in layer["points"]
     ]
@@ -743,7 +754,7 @@ def _netadapt_html(section: dict[str, Any]) -> str:
     rows = [
         [
             m["iteration"],
-            m["layer"] + (f" (+{len(coupled[m['layer']]) - 1} coupled)" if m["layer"] in coupled else ""),
+            _unit_label(m["layer"], coupled.get(m["layer"], [m["layer"]])),
             f"{m['from_channels']} → {m['channels']}",
             m["start_ms"],
             m["aim_ms"],
