@@ -461,3 +461,30 @@ def test_latency_table_prunes_coupled_layers_together(digits, tmp_path: Path, mo
     from edgecompress.prune.latency import latency_section_html
 
     assert "features.4.block.0 (+1 coupled)" in latency_section_html(report["latency_aware"])
+
+
+def test_ratio_target_is_measured_against_the_parent_not_an_old_table(
+    digits, tmp_path: Path, monkeypatch
+) -> None:
+    """The table is cached from a fast moment of the device; the device is then 50 % slower. Asked for a
+    ratio, the closed loop measures the child against the parent now (interleaved), so the child keeps
+    the asked share of the parent's p50 instead of being pruned further to meet a p50 in ms from the old
+    table (0.5 / 1.5 of the parent)."""
+    import edgecompress.prune.structured as structured
+    from edgecompress.prune.latency import latency_section_html
+
+    macs_device(monkeypatch)
+    model = _cnn(digits)
+    config = StructuredConfig(latency_ratio=0.5, latency_cache=str(tmp_path))
+    latency_table(model, digits.input_shape, digits.num_classes, config)  # cached while the device is fast
+    monkeypatch.setattr(
+        structured, "model_cost", lambda m, shape, metric, device_class=None: _macs_ms(m, shape) * 1.5
+    )
+    child, report = prune_for_latency(model, digits.input_shape, digits.num_classes, config, progress=False)
+    alloc = report["latency_aware"]["allocation"]
+    kept = _macs_ms(child, digits.input_shape) / _macs_ms(model, digits.input_shape)
+    assert report["latency_aware"]["cache_hit"]
+    assert abs(kept - 0.5) <= config.latency_tolerance * 0.5, alloc["refinements"]
+    assert alloc["measured_ratio"] == pytest.approx(kept) and alloc["met"]
+    assert all(a["measured_ratio"] is not None for a in alloc["refinements"])
+    assert "of the parent's p50 in interleaved rounds" in latency_section_html(report["latency_aware"])

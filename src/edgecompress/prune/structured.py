@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -465,6 +466,28 @@ def model_cost(
 
     meter = Measurement(device_class, None, BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S)
     return float(meter.module_latency(model, tuple(input_shape))["p50_ms"])
+
+
+# interleaved rounds a latency ratio is measured in (each round: reference and model, the order flipped)
+LATENCY_RATIO_ROUNDS = 4
+
+
+def measured_latency_ratio(
+    reference: nn.Module,
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device_class: str = DEFAULT_DEVICE_CLASS,
+    rounds: int = LATENCY_RATIO_ROUNDS,
+) -> float:
+    """`model`'s p50 as a share of `reference`'s, measured now in interleaved rounds (median of the
+    per-round ratios): what a ratio target asks about, free of the drift between a reference measured
+    earlier and a model measured now."""
+    ratios = []
+    for r in range(rounds):
+        pair = (reference, model) if r % 2 == 0 else (model, reference)
+        ms = [model_cost(m, input_shape, "latency", device_class) for m in pair]
+        ratios.append(ms[1] / ms[0] if r % 2 == 0 else ms[0] / ms[1])
+    return float(statistics.median(ratios))
 
 
 def ratio_for_budget(
