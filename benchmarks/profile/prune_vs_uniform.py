@@ -113,7 +113,10 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
         "parent_test_accuracy": accuracy(parent, x_test, y_test),
         "aware": {"test_accuracy": accuracy(aware, x_test, y_test), "layer_ratios": aware_report["config"]["allocated_layer_ratios"],
                   "channels": aware_report["channels"], "predicted_ms": aware_report["latency_aware"]["allocation"]["predicted_ms"],
-                  "measured_ms": target, "cache_hit": aware_report["latency_aware"]["cache_hit"]},
+                  "measured_ms": target, "cache_hit": aware_report["latency_aware"]["cache_hit"],
+                  # the plan's own measurements (closed-loop attempts or NetAdapt moves), for diagnosis
+                  "plan": [{k: v for k, v in a.items() if k != "proposals"}
+                           for a in aware_report["latency_aware"]["allocation"].get("refinements", [])]},
         "uniform": {"test_accuracy": accuracy(uniform, x_test, y_test), "ratio": uni_report["ratio"], "channels": uni_report["channels"],
                     "measured_ms": uni_ms},
         "equal_p50": {k: cmp[k] for k in ("speedup", "ci_low", "ci_high", "parent_p50_ms", "child_p50_ms")},
