@@ -628,6 +628,11 @@ def _proposals(layers, grids, widths, current, wanted, cut_and_measure, importan
     return proposals
 
 
+def _each_member(units: dict[str, list[str]], unit_widths: dict[str, int]) -> dict[str, int]:
+    """Per-unit widths as per-layer widths: every member of a unit at its unit's width."""
+    return {m: w for n, w in unit_widths.items() for m in units[n]}
+
+
 def netadapt_plan(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -660,13 +665,10 @@ def netadapt_plan(
 
     state = {"probe": None, "measurements": 0}
 
-    def each_member(unit_widths: dict[str, int]) -> dict[str, int]:
-        return {m: w for n, w in unit_widths.items() for m in units[n]}
-
     def cut_and_measure(cut_to: dict[str, int]) -> tuple[float, nn.Module]:
         """p50 of the parent cut to these widths (no fine-tuning), the safety probe reused."""
         trial, state["probe"] = _cut(
-            parent, input_shape, num_classes, config, each_member(cut_to), channels, state["probe"]
+            parent, input_shape, num_classes, config, _each_member(units, cut_to), channels, state["probe"]
         )
         state["measurements"] += 1
         return model_cost(trial, input_shape, "latency", config.device_class), trial
@@ -726,14 +728,14 @@ def netadapt_plan(
     final = cut_and_measure(widths)[0]
     # exact widths: no rounding of the channel counts
     allocated = layer_ratios_config(
-        parent, num_classes, config, _width_ratios(each_member(widths), channels), round_to=None
+        parent, num_classes, config, _width_ratios(_each_member(units, widths), channels), round_to=None
     )
     alloc = {
         "target_ms": target,
         "base_p50_ms": base,
         "predicted_ms": final,  # NetAdapt predicts nothing: the allocation's own measurement
-        "keep": {m: w / channels[m] for m, w in each_member(widths).items()},
-        "channels": each_member(widths),
+        "keep": {m: w / channels[m] for m, w in _each_member(units, widths).items()},
+        "channels": _each_member(units, widths),
         "coupled": {n: units[n] for n in layers if len(units[n]) > 1},
         "layer_ratios": dict(allocated.layer_ratios),
         "moves": moves,
