@@ -138,7 +138,9 @@ def baseline_line(results: dict[str, Any]) -> str:
 def benchmark_parser(doc: str | None, quick_help: str) -> argparse.ArgumentParser:
     """The options every benchmark has: `--quick` (a smoke test, never a result) and `--out`."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"{quick_help} (a smoke test, not a result)")
+    # argparse %-formats help strings: a literal "50 %" must reach it as "50 %%"
+    quick = quick_help.replace("%", "%%")
+    parser.add_argument("--quick", action="store_true", help=f"{quick} (a smoke test, not a result)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -146,6 +148,28 @@ def benchmark_parser(doc: str | None, quick_help: str) -> argparse.ArgumentParse
         help="output folder (default: this benchmark's folder; --quick: required)",
     )
     return parser
+
+
+def run_or_render(
+    doc: str | None,
+    quick_help: str,
+    default_out: Path,
+    run: Callable[[bool], dict[str, Any]],
+    render: Callable[[dict], str],
+    plot: Callable[[dict], bytes],
+    plot_name: str = "results.png",
+    argv: list[str] | None = None,
+) -> None:
+    """The command line of a benchmark with one dated report: run it (`--quick`: a smoke test into
+    `--out`, never over the committed report) or `--render` its report again from results.json."""
+    parser = benchmark_parser(doc, quick_help)
+    parser.add_argument("--render", action="store_true", help=f"re-render results.md and {plot_name}")
+    a = parser.parse_args(argv)
+    if a.quick and a.out is None:
+        parser.error("--quick needs --out (a smoke test never overwrites the committed report)")
+    out = a.out or default_out
+    results = json.loads((out / "results.json").read_text()) if a.render else run(a.quick)
+    write_report(results, out, render, plot, plot_name)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -32,12 +32,11 @@ from typing import Any
 
 from benchmarks.common import (
     VERDICT_RULE,
-    benchmark_parser,
     format_interval,
     machine_info,
     mean_interval,
+    run_or_render,
     verdict,
-    write_report,
 )
 
 HERE = Path(__file__).resolve().parent / "2026-12-06"
@@ -307,14 +306,7 @@ def plot(r: dict[str, Any]) -> bytes:
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, "one seed, the 50 % start, a 3-epoch parent")
-    parser.add_argument("--render", action="store_true", help="re-render results.md and results.png")
-    a = parser.parse_args()
-    if a.quick and a.out is None:
-        parser.error("--quick needs --out (a smoke test never overwrites the committed report)")
-    out = a.out or HERE
-    results = json.loads((out / "results.json").read_text()) if a.render else run(a.quick)
-    write_report(results, out, render, plot, "results.png")
+    run_or_render(__doc__, "one seed, the 50 % start, a 3-epoch parent", HERE, run, render, plot)
 
 
 if __name__ == "__main__":
