@@ -84,6 +84,7 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
             latency_method=settings.get("latency_method", "table"),
             netadapt_finetune_samples=settings.get("netadapt_finetune_samples", 0),
             latency_tolerance=settings.get("latency_tolerance", StructuredConfig.latency_tolerance),
+            latency_points=tuple(settings.get("latency_points", StructuredConfig.latency_points)),
         )  # fmt: skip
         aware, aware_report = prune_for_latency(
             parent, data.input_shape, data.num_classes, aware_cfg, data, False
@@ -96,6 +97,7 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
             seed=seed,
             latency_cache=cache,
             latency_method=settings.get("latency_method", "table"),
+            latency_points=tuple(settings.get("latency_points", StructuredConfig.latency_points)),
         )
         aware, aware_report = prune_for_latency(
             parent, data.input_shape, data.num_classes, aware_cfg, data, False
@@ -165,6 +167,8 @@ def command(settings: dict[str, Any]) -> str:
              *([f"--netadapt-finetune-samples {settings['netadapt_finetune_samples']}"] if settings.get("netadapt_finetune_samples") else []),
              *([f"--match {settings['match']}"] if settings.get("match", "ms") != "ms" else []),
              *([f"--latency-tolerance {settings['latency_tolerance']:g}"] if "latency_tolerance" in settings else []),
+             *([f"--latency-points {','.join(f'{k:g}' for k in settings['latency_points'])}"]
+               if "latency_points" in settings else []),
              *(["--quiet-machine"] if settings.get("quiet_machine") else [])]  # fmt: skip
     return " ".join([line, *flags, *(["--shared-parent"] if settings["shared_parent"] else [])])
 
@@ -184,6 +188,10 @@ def _title(r: dict[str, Any]) -> tuple[str, str]:
     )
     if "latency_tolerance" in settings:
         asked += f", latency_tolerance {settings['latency_tolerance']:g}"
+    if "latency_points" in settings:
+        asked += (
+            f", latency table at kept fractions {', '.join(f'{k:g}' for k in settings['latency_points'])}"
+        )
     order = (
         f"the uniform child pruned at ratio {settings['uniform_ratio']:g} first, the latency-aware child "
         f"{method}asked for {asked}"
@@ -319,6 +327,13 @@ def parse_settings(argv: list[str] | None = None) -> tuple[dict[str, Any], Path]
         help="the latency-aware child's window under the target (StructuredConfig.latency_tolerance)",
     )
     parser.add_argument(
+        "--latency-points",
+        type=_kept_fractions,
+        default=None,
+        help="table method: the kept fractions the latency table measures per unit, comma-separated "
+        "(StructuredConfig.latency_points; default 0.75,0.5,0.25)",
+    )
+    parser.add_argument(
         "--quiet-machine",
         action="store_true",
         help="say in the report that nothing else was started on the machine during the run",
@@ -335,8 +350,19 @@ def parse_settings(argv: list[str] | None = None) -> tuple[dict[str, Any], Path]
                 **({"netadapt_finetune_samples": args.netadapt_finetune_samples} if args.netadapt_finetune_samples else {}),
                 **({"match": args.match} if args.match != "ms" else {}),
                 **({"latency_tolerance": args.latency_tolerance} if args.latency_tolerance is not None else {}),
+                **({"latency_points": args.latency_points} if args.latency_points is not None else {}),
                 **({"quiet_machine": True} if args.quiet_machine else {})}  # fmt: skip
     return settings, args.out
+
+
+def _kept_fractions(text: str) -> list[float]:
+    try:
+        points = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"kept fractions must be numbers, got {text!r}") from exc
+    if not points or not all(0 < k < 1 for k in points):
+        raise argparse.ArgumentTypeError(f"kept fractions must be in (0, 1), got {text!r}")
+    return points
 
 
 def main(argv: list[str] | None = None) -> None:
