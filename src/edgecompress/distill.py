@@ -349,10 +349,16 @@ def kd_loss(
 
 
 def distill(
-    teacher: nn.Module, student: nn.Module, dataset: Dataset, config: DistillConfig, progress: bool = True
+    teacher: nn.Module,
+    student: nn.Module,
+    dataset: Dataset,
+    config: DistillConfig,
+    progress: bool = True,
+    description: str = "distill",
 ) -> tuple[nn.Module, TrainHistory, dict[str, Any]]:
     """Train (a copy of) `student` from `teacher`; the teacher is frozen. Returns the student, its
-    history and details of the loss (feature pairs and their shapes)."""
+    history and details of the loss (feature pairs and their shapes). `description` names the
+    progress bar (a recovery says which pruning step it follows)."""
     config.validate()
     input_shape, num_classes = dataset.input_shape, dataset.num_classes
     student = copy.deepcopy(student)
@@ -413,7 +419,7 @@ def distill(
     try:
         with keeping_zeros(student, config.keep_sparsity):
             history = fit(
-                wrapper, dataset, config.train, loss_fn=loss_fn, description="distill", progress=progress
+                wrapper, dataset, config.train, loss_fn=loss_fn, description=description, progress=progress
             )
     finally:
         teacher.to("cpu")

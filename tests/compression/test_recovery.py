@@ -259,3 +259,23 @@ def test_the_decision_is_on_the_logged_model(
     metrics = {m.key: m.value for m in model.metrics}
     for mode in ("finetune", "kd"):
         assert metrics[f"recovery_val_accuracy_{mode}"] == pytest.approx(rec["val_accuracy"][mode])
+
+
+def test_each_recovery_says_which_prune_step_it_follows(
+    trained_model: Path, digits_artifact: Path, tmp_path: Path, caplog
+):
+    """The log (and the progress bar, same text) of a long progressive run names the step each KD
+    recovery follows: 'distill' alone, three times over, says nothing."""
+    caplog.set_level("INFO", logger="edgecompress")
+    _prune(
+        trained_model,
+        digits_artifact,
+        tmp_path / "p",
+        ratio=0.5,
+        steps=2,
+        recovery="kd",
+        finetune_epochs_between=1,
+        finetune_epochs_after=1,
+    )
+    text = caplog.text
+    assert "kd after prune step 1/2" in text and "kd after prune step 2/2" in text

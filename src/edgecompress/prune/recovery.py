@@ -130,7 +130,9 @@ def _recoverer(
             history = fit(model, dataset, train, description=what, progress=progress)
             row["val_accuracy_finetuned"] = history.final_val_accuracy  # as the classic schedule's rows
         else:
-            student, history, _ = distill(teacher, model, dataset, recovery.distill_config(train), progress)
+            student, history, _ = distill(
+                teacher, model, dataset, recovery.distill_config(train), progress, description=what
+            )
             model.load_state_dict(student.state_dict())  # the pruner holds this model's modules
         return {**row, "epochs": len(history.epochs), "val_accuracy_recovered": accuracy(model, x_val, y_val)}
 
