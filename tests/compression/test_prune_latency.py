@@ -168,6 +168,8 @@ def test_closed_loop_corrects_the_additive_prediction(digits, tmp_path: Path, mo
     assert alloc["measured_ms"] == pytest.approx(_macs_ms(child, digits.input_shape))
     assert abs(alloc["measured_ms"] - alloc["target_ms"]) <= config.latency_tolerance * alloc["target_ms"]
     assert alloc["met"]
+    # the table was measured for this plan (an empty cache), whichever attempt was kept
+    assert alloc["kept_attempt"] >= 1 and report["latency_aware"]["cache_hit"] is False
 
 
 def test_auto_recovery_prunes_both_branches_from_one_measured_plan(

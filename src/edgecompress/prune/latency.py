@@ -200,6 +200,7 @@ def layer_importance(
     """Per output channel of each layer: its group's importance (Torch-Pruning, the config's criterion;
     L2 for Taylor, which needs gradients)."""
     from edgecompress.prune.importance import make_importance
+    from edgecompress.prune.structured import output_width
 
     model, graph = _dependency_graph(model, input_shape)
     criterion = make_importance("l2" if importance == "taylor" else importance)
@@ -207,7 +208,9 @@ def layer_importance(
     out = {}
     for name in layers:
         scores = criterion(_out_channel_group(graph, modules[name]))
-        out[name] = [float(s) for s in (scores if scores is not None else torch.ones(_width(modules[name])))]
+        out[name] = [
+            float(s) for s in (scores if scores is not None else torch.ones(output_width(modules[name])))
+        ]
     return out
 
 
@@ -260,16 +263,14 @@ def _dependency_graph(model: nn.Module, input_shape: Sequence[int]):
     return model, graph
 
 
-def _width(module: nn.Module) -> int:
-    return module.out_channels if isinstance(module, nn.Conv2d | nn.Conv1d) else module.out_features
-
-
 def _out_channel_group(graph, module: nn.Module):
     """Torch-Pruning's group for every output channel of `module`: what pruning them touches."""
     import torch_pruning as tp
 
+    from edgecompress.prune.structured import output_width
+
     fn = tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
-    return graph.get_pruning_group(module, fn, idxs=list(range(_width(module))))
+    return graph.get_pruning_group(module, fn, idxs=list(range(output_width(module))))
 
 
 def _lost(scores: list[float], kept_from: int, kept_to: int) -> float:
@@ -488,7 +489,7 @@ def latency_plan(
     if config.latency_method == "netadapt":
         return netadapt_plan(model, input_shape, num_classes, config, dataset, finetune)
     parent = copy.deepcopy(model).eval()
-    attempts, best, aim = [], None, None
+    attempts, best, aim, cached = [], None, None, None
     for attempt in range(max(1, config.latency_refinements + 1)):
         try:
             allocated, section = latency_aware_config(parent, input_shape, num_classes, config, aim_ms=aim)
@@ -496,6 +497,9 @@ def latency_plan(
             if attempt == 0:
                 raise
             break  # the corrected aim is past what the table allows: keep the best so far
+        # whether the table existed before this plan: later attempts always find the one attempt 0 measured
+        cached = section["cache_hit"] if cached is None else cached
+        section["cache_hit"] = cached
         target = section["allocation"]["target_ms"]
         untuned = replace(allocated, finetune_between=None, finetune_after=None, steps=1)
         trial, _ = prune_structured(parent, input_shape, num_classes, untuned, None, False)

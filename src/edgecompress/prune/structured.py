@@ -663,12 +663,13 @@ def prune_structured(
     return model, report
 
 
+def output_width(module: nn.Module) -> int:
+    """Output channels of a conv, output features of a linear layer."""
+    return module.out_channels if isinstance(module, nn.Conv2d | nn.Conv1d) else module.out_features
+
+
 def channel_counts(model: nn.Module) -> dict[str, int]:
-    return {
-        n: (m.out_channels if isinstance(m, nn.Conv2d | nn.Conv1d) else m.out_features)
-        for n, m in model.named_modules()
-        if isinstance(m, _PRUNABLE)
-    }
+    return {n: output_width(m) for n, m in model.named_modules() if isinstance(m, _PRUNABLE)}
 
 
 def prunable_layers(model: nn.Module, num_classes: int, keep_layers: Sequence[str] = ()) -> list[str]:
