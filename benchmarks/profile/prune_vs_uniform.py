@@ -118,10 +118,23 @@ def one_seed(data, seed: int, cache: str, settings: dict[str, Any] = DEFAULTS, p
                   "measured_ms": target, "cache_hit": aware_report["latency_aware"]["cache_hit"],
                   # the plan's own measurements (closed-loop attempts or NetAdapt moves), for diagnosis
                   "plan": [{k: v for k, v in a.items() if k != "proposals"}
-                           for a in aware_report["latency_aware"]["allocation"].get("refinements", [])]},
+                           for a in aware_report["latency_aware"]["allocation"].get("refinements", [])],
+                  # the table the allocation was predicted from (table method): per unit, kept fraction -> p50
+                  "table": _table_points(aware_report["latency_aware"])},
         "uniform": {"test_accuracy": accuracy(uniform, x_test, y_test), "ratio": uni_report["ratio"], "channels": uni_report["channels"],
                     "measured_ms": uni_ms},
         "equal_p50": {k: cmp[k] for k in ("speedup", "ci_low", "ci_high", "parent_p50_ms", "child_p50_ms")},
+    }  # fmt: skip
+
+
+def _table_points(section: dict[str, Any]) -> dict[str, Any] | None:
+    table = section.get("table")
+    if not table or "layers" not in table:
+        return None
+    return {
+        "base_p50_ms": table["base_p50_ms"],
+        "units": {n: [[p["keep"], p["channels"], p["p50_ms"]] for p in layer["points"]]
+                  for n, layer in table["layers"].items()},
     }  # fmt: skip
 
 
