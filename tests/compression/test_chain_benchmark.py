@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import all_of, exact_value, mean_interval, verdict
+from benchmarks.common import all_of, exact_value, mean_interval, verdict, write_report
 from benchmarks.compression.chain import run as bench
 
 FOLDER = Path(bench.HERE)
@@ -53,11 +53,13 @@ def _check_choice_and_verdict(r: dict) -> None:
 
 def test_quick_run_chooses_on_validation_and_decides_by_the_rule(tmp_path):
     results = bench.run(quick=True, work=tmp_path / "work")
-    bench.write_report(results, tmp_path / "out", bench.render, bench.plot, "results.png")
+    write_report(results, tmp_path / "out", bench.render, bench.plot, "results.png")
     stored = json.loads((tmp_path / "out" / "results.json").read_text())
     assert stored["quick"] and (tmp_path / "out" / "results.png").stat().st_size > 0
     _check_choice_and_verdict(stored)
     for name, budget in stored["param_budgets"].items():  # the size search ends under the limit it aims at
+        budgets = [x["budget"] for x in budget["search"]]
+        assert budgets == sorted(budgets, reverse=True) and len(set(budgets)) == len(budgets), name
         assert (
             budget["search"][-1]["int8_gzip"] <= stored["gzip_limit"] * stored["settings"]["size_margin"]
         ), name

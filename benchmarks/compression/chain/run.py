@@ -113,7 +113,8 @@ def size_budget(teacher, data, data_path: Path, s: dict[str, Any], gzip_limit: f
         )
         if gz <= aim:
             return budget, trace
-        budget = float(int(report["after"]["params"] * aim / gz))
+        # strictly down: a global ranking re-pruned at the searched ratio can keep more than the budget
+        budget = float(int(min(budget, report["after"]["params"]) * aim / gz))
     raise RuntimeError(
         f"no parameter budget fits {gzip_limit:,.0f} B of INT8 gzip in {SIZE_TRIES} tries: {trace}"
     )
@@ -247,7 +248,12 @@ def run(quick: bool = False, work: Path | None = None) -> dict[str, Any]:
     candidates = {}
     budgets = {}
     for name, global_pruning in s["allocations"].items():
-        budget, trace = size_budget(teacher, data, data_path, s, gzip_limit, global_pruning, work / name)
+        try:
+            budget, trace = size_budget(teacher, data, data_path, s, gzip_limit, global_pruning, work / name)
+        except RuntimeError as exc:  # this allocation cannot reach the size: not a candidate, said so
+            budgets[name] = {"params": None, "error": str(exc)}
+            log(f"{name}: {exc}")
+            continue
         budgets[name] = {"params": budget, "search": trace}
         candidates[name] = chain(
             teacher, data, data_path, s, budget, global_pruning, first, work / f"{first}-{name}"
@@ -363,6 +369,8 @@ def _budgets(r: dict[str, Any]) -> str:
     return "; ".join(
         f"{name}: {b['params']:,.0f} parameters after "
         + ", ".join(f"{x['params']:,.0f} → {x['int8_gzip']:,} B" for x in b["search"])
+        if b["params"] is not None
+        else f"{name}: no budget found ({b['error']})"
         for name, b in r["param_budgets"].items()
     )
 
