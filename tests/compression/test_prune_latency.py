@@ -110,8 +110,10 @@ def test_latency_target_is_met_on_the_digits_cnn(digits, tmp_path: Path) -> None
     for name, r in alloc["layer_ratios"].items():  # the child has the allocated widths, the rest untouched
         full = section["table"]["layers"][name]["channels"]
         assert report["channels"][name] == round(full * (1 - r))
-    assert abs(alloc["measured_ms"] - alloc["predicted_ms"]) <= 0.2 * alloc["predicted_ms"]
-    assert alloc["met"] == (alloc["measured_ms"] <= alloc["target_ms"] * (1 + config.latency_tolerance))
+    # a ratio target is judged as a ratio (interleaved rounds against the parent), not by one p50 in ms;
+    # the child has the kept attempt's widths, so its measured ratio is that attempt's, within noise
+    assert abs(alloc["measured_ratio"] - kept["measured_ratio"]) <= 0.2 * kept["measured_ratio"]
+    assert alloc["met"] == (alloc["measured_ratio"] <= ratio * (1 + config.latency_tolerance))
     meter = Measurement("rpi4-emulated", None, 200, 0.3)
     from edgecompress.export import export_onnx
 
