@@ -72,3 +72,17 @@ def test_committed_run_is_rendered_from_its_json_and_decided_by_the_rule():
     md = (FOLDER / "results.md").read_text()
     assert bench.render(r).strip() == md.strip() and r["command"] in md
     _check_choice_and_verdict(r)
+
+
+def test_no_allocation_meeting_size_and_speed_means_missed_not_a_pick():
+    """Selection may not fall back to the most accurate candidate when none reaches the size and the
+    speed: with a size target no candidate meets, nothing is chosen and the target is missed."""
+    r = json.loads((FOLDER / "results.json").read_text())
+    t = {**r["settings"]["targets"], "gzip_x": 1000.0}
+    assert bench.choose(r["selection"]["candidates"], r["baseline"]["gzip_bytes"], t) is None
+    empty = {**r, "runs": []}
+    assert bench.decide(empty)["verdict"] == "missed"
+    assert (
+        bench.choose(r["selection"]["candidates"], r["baseline"]["gzip_bytes"], r["settings"]["targets"])
+        == (r["selection"]["winner"])
+    )
