@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from edgecompress.export import (
 )
 from edgecompress.io import field_values, write_json
 from edgecompress.reports import confusion_matrix_png, html_page, html_table, png_img_tag
+from edgecompress.runtime.numerics import evaluation_numerics
 from edgecompress.runtime.runner import BenchmarkSettings, run_isolated
 from edgecompress.step import Lineage, write_report
 
@@ -66,6 +68,8 @@ class Evaluation:
     class_names: list[str]
     stats: ModelStats
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # how this machine ran the model for its accuracy (runtime.numerics): its kernels or the QDQ graph
+    numerics: dict[str, str] = field(default_factory=dict)
 
     def per_class_accuracy(self) -> dict[str, float]:
         cm = np.asarray(self.confusion_matrix)
@@ -266,6 +270,7 @@ def evaluate_model(
         list(dataset.class_names),
         model_stats(package.onnx_path),
         latency,
+        evaluation_numerics(package.onnx_path),
     )
 
 
@@ -332,6 +337,10 @@ def evaluation_report(result: dict[str, Any]) -> str:
         confusion_matrix_png(result["confusion_matrix"], result["class_names"], "confusion matrix"),
         "confusion matrix",
     )
-    return html_page(
-        title, [("Summary", summary), ("Confusion matrix", cm), ("Per-class accuracy", per_class)]
-    )
+    numerics = result.get("numerics") or {}
+    sections = [("Summary", summary)]
+    if numerics:
+        sections.append(
+            ("INT8 arithmetic", f"<p>{escape(numerics['numerics'])}: {escape(numerics['why'])}</p>")
+        )
+    return html_page(title, [*sections, ("Confusion matrix", cm), ("Per-class accuracy", per_class)])

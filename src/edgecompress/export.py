@@ -66,17 +66,26 @@ def export_onnx(
         raise ExportError(f"ONNX export failed: {exc}") from exc
 
 
+def judged_as_written(onnx_path: Path) -> bool:
+    """Does this machine judge the model's accuracy by its QDQ graph as written rather than its own INT8
+    kernels (which would saturate a model quantized for a board whose kernels do not; runtime.numerics)?"""
+    from edgecompress.runtime.numerics import REFERENCE_QDQ, evaluation_numerics
+
+    return evaluation_numerics(onnx_path)["numerics"] == REFERENCE_QDQ
+
+
 def onnx_logits(onnx_path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 0) -> np.ndarray:
+    """Logits on `x` as this machine judges accuracy (`judged_as_written`)."""
     from edgecompress.runtime.logits import model_logits
 
-    return model_logits(onnx_path, x, threads, batch_size)
+    return model_logits(onnx_path, x, threads, batch_size, judged_as_written(onnx_path))
 
 
 def split_logits(
     onnx_path: Path, dataset: Dataset, split: str, limit: int | None = None, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """ONNX Runtime logits and labels of a split read batch by batch (only the logits are kept)."""
-    session = onnx_session(onnx_path)
+    session = onnx_session(onnx_path, reference_qdq=judged_as_written(onnx_path))
     name = session.get_inputs()[0].name
     outs, labels = [], []
     for xb, yb in dataset.batches(split, batch_size, limit):

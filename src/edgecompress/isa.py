@@ -241,8 +241,11 @@ def isa_check(
     config: IsaCheckConfig,
     split_size: int | None = None,
 ) -> IsaResult:
-    """The check on inputs `x` with labels `y` (already the decision split, maybe subsampled)."""
-    from edgecompress.runtime.logits import model_logits
+    """The check on inputs `x` with labels `y` (already the decision split, maybe subsampled). This
+    machine's logits are the ones its gate judged (`export.onnx_logits`: the QDQ graph as written where
+    its own kernels would saturate the child), so the comparison is target against that judgement."""
+    from edgecompress.export import onnx_logits
+    from edgecompress.runtime.numerics import evaluation_numerics
 
     config.validate()
     g = config.gate
@@ -263,8 +266,9 @@ def isa_check(
         result.wall_s = time.perf_counter() - start
         return result
     plan = _plan(classes)
-    host_child = model_logits(Path(child_onnx), x)
-    host_parent = model_logits(Path(parent_onnx), x)
+    host_child = onnx_logits(Path(child_onnx), x)
+    host_parent = onnx_logits(Path(parent_onnx), x)
+    result.extra.update(host_numerics=evaluation_numerics(Path(child_onnx)))
     parent_correct = host_parent.argmax(1) == y
     parent_step = subsample(len(y), config.isa_parent_max_samples)
     parent_picked = np.arange(0, len(y), parent_step)
@@ -383,6 +387,9 @@ def isa_markdown(result: dict[str, Any]) -> str:
         f"Images: {sample}. Wall time of the check: {result['wall_s']:.1f} s.",
         "",
     ]
+    if "host_numerics" in result:
+        numerics = result["host_numerics"]
+        lines += [f"This machine's accuracy: {numerics['numerics']} ({numerics['why']}).", ""]
     if "parent_on_target_samples" in result:
         lines += [
             f"The float parent also ran on the target on {result['parent_on_target_samples']} of these images, "

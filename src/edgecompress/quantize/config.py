@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ConfigError
@@ -33,16 +32,11 @@ def cpu_needs_reduce_range() -> bool:
     """x86-64 CPUs with AVX2/AVX-512 but no VNNI multiply u8×s8 pairs into a saturating int16
     (vpmaddubsw): full-range INT8 weights overflow and accuracy silently drops (measured here: a
     5-point loss on a small CNN, and QDQ kernels disagreeing with the QDQ graph's own semantics).
-    7-bit weights (`reduce_range`) avoid it; ONNX Runtime's documentation recommends the same."""
-    import platform
+    7-bit weights (`reduce_range`) avoid it; ONNX Runtime's documentation recommends the same. A fact
+    of this CPU, never what a model is quantized for (the target's profile decides that)."""
+    from edgecompress.runtime.numerics import host_int8_saturates
 
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return host_int8_saturates()
 
 
 def _reduce_range_from_flat(value: Any) -> bool | None:

@@ -23,20 +23,25 @@ from typing import Any
 import numpy as np
 
 
-def onnx_session(model_path: Path, threads: int = 0) -> Any:
-    """A quiet ONNX Runtime session on the CPU execution provider (`threads` 0: ONNX Runtime's default)."""
+def onnx_session(model_path: Path, threads: int = 0, reference_qdq: bool = False) -> Any:
+    """A quiet ONNX Runtime session on the CPU execution provider (`threads` 0: ONNX Runtime's default);
+    `reference_qdq`: QDQ nodes run as written (float), not fused into INT8 kernels (runtime.numerics)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if reference_qdq:
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
     return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
 
 
-def model_logits(model_path: Path, x: np.ndarray, threads: int = 0, batch_size: int = 256) -> np.ndarray:
+def model_logits(
+    model_path: Path, x: np.ndarray, threads: int = 0, batch_size: int = 256, reference_qdq: bool = False
+) -> np.ndarray:
     """The model's first output on `x`, batch by batch, CPU execution provider, `threads` threads (0:
     ONNX Runtime's default)."""
-    session = onnx_session(model_path, threads)
+    session = onnx_session(model_path, threads, reference_qdq)
     name = session.get_inputs()[0].name
     outs = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0,))
