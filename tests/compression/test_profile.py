@@ -35,6 +35,7 @@ def wide_cnn_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.latency
 def test_profile_parts_add_up_on_the_digits_cnn(wide_cnn_onnx: Path, tmp_path: Path) -> None:
     """A real measurement through the CLI: 8 rounds on rpi4-emulated; every Conv of the graph is named,
     the shares are of the benchmark runner's p50, and the verdict is the stated rule on the numbers."""

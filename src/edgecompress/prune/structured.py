@@ -42,6 +42,7 @@ from edgecompress.prune.common import (
 from edgecompress.prune.importance import check_importance, make_importance
 from edgecompress.prune.internal import InternalWidthPruner, find_sandwiches
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
+from edgecompress.stats import MIN_LATENCY_ROUNDS
 from edgecompress.train import TrainConfig, accuracy, fit, seed_everything
 from edgecompress.zoo import check_model_fits
 
@@ -468,8 +469,10 @@ def model_cost(
     return float(meter.module_latency(model, tuple(input_shape))["p50_ms"])
 
 
-# interleaved rounds a latency ratio is measured in (each round: reference and model, the order flipped)
-LATENCY_RATIO_ROUNDS = 4
+# interleaved rounds a latency ratio is measured in (each round: reference and model, the order flipped):
+# the project's minimum for any latency decision. With 4, two measurements of the same child on an
+# AVX2-only EPYC VM, whose per-round p50 of one model moves between 0.14 and 0.20 ms, gave 0.61 and 0.79.
+LATENCY_RATIO_ROUNDS = MIN_LATENCY_ROUNDS
 
 
 def measured_latency_ratio(
