@@ -20,6 +20,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 SHARED_SESSION_DIRS = {"containers", "drift", "farm", "lineage"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group into the node id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(item.fspath).relative_to(REPO / "tests")
