@@ -4,6 +4,7 @@ parts-add-up check, and the reports rendered from the result's data."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,11 @@ def test_profile_parts_add_up_on_the_digits_cnn(wide_cnn_onnx: Path, tmp_path: P
     gap = m["whole_p50_ms"] - (m["sum_node_p50_ms"] - overhead * len(m["nodes"]))
     assert m["gap_ms"] == pytest.approx(gap)
     allowed = tol * m["whole_p50_ms"] + 1e-3 * len(m["nodes"])
-    assert m["parts_add_up"] == (abs(gap - m["floor_p50_ms"]) <= allowed)
+    assert m["allowed_ms"] == pytest.approx(allowed) and len(m["round_unexplained_ms"]) == 8
+    assert m["unexplained_ms"] == pytest.approx(statistics.median(m["round_unexplained_ms"]))
+    assert m["parts_add_up"] == (abs(m["unexplained_ms"]) <= allowed)  # paired by round
     assert m["parts_add_up"], (
+        f"per round, whole − parts − floor: {m['round_unexplained_ms']} (allowed {allowed}); medians apart: "
         f"parts {m['sum_node_p50_ms']} + floor {m['floor_p50_ms']} vs whole {m['whole_p50_ms']}"
     )
     text = md.read_text()
@@ -114,6 +118,25 @@ def _rounds(whole_ms: float, nodes: dict[str, float], op: str = "Conv") -> list[
         "model_run_ms": [1.0],
     }
     return [{"whole_p50_ms": whole_ms, "parts": parts} for _ in range(8)]
+
+
+def test_parts_are_judged_against_the_whole_of_their_own_round() -> None:
+    """A machine whose speed moves between phases (1.0 and 1.5x): the whole's median falls in the slow
+    phase and the parts' in the fast one. Judged apart they miss by a third of the whole; judged round by
+    round, where parts and whole share a phase, they add up, and the verdict says so."""
+    cfg = ProfileConfig()
+    wholes, scales = (1.0, 1.0, 1.5, 1.5, 1.5), (1.0, 1.0, 1.0, 1.5, 1.5)
+    rounds = [
+        _rounds(whole, {"a": 0.6 * k, "b": 0.36 * k})[0] for whole, k in zip(wholes, scales, strict=True)
+    ]
+    out = _summarize(rounds, [0.04] * 5, cfg)
+    assert out["whole_p50_ms"] == 1.5 and out["sum_node_p50_ms"] == pytest.approx(0.96)
+    assert out["gap_ms"] - out["floor_p50_ms"] == pytest.approx(0.5)  # medians apart: 0.5 ms unexplained
+    assert out["round_unexplained_ms"] == pytest.approx([0.0, 0.0, 0.5, 0.02, 0.02])
+    assert out["unexplained_ms"] == pytest.approx(0.02) and out["parts_add_up"]
+    # and a real miss stays a miss: 0.26 ms in no node in every round
+    miss = _summarize(_rounds(1.0, {"a": 0.4, "b": 0.3}), [0.04] * 8, cfg)
+    assert miss["round_unexplained_ms"] == pytest.approx([0.26] * 8) and not miss["parts_add_up"]
 
 
 def test_calibration_is_the_chain_excess_per_node_median_over_rounds() -> None:
