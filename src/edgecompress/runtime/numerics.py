@@ -50,6 +50,7 @@ def _full_range_int8(path: Path) -> tuple[bool, bool]:
         init.name
         for init in graph.initializer
         if init.data_type == onnx.TensorProto.INT8
+        and init.data_location != onnx.TensorProto.EXTERNAL  # not loaded here: judged by the kernels
         and np.abs(numpy_helper.to_array(init).astype(np.int16)).max(initial=0) > _SAFE_WEIGHT
     }
     if not wide:
