@@ -20,9 +20,15 @@ from edgecompress.step import Lineage
 def children(trained_model, digits_artifact, tmp_path_factory) -> dict[str, Path]:
     """The same parent quantized for a Pi 4 (full-range weights) and with 7-bit weights."""
     out = {}
-    for name, reduce_range in (("full", False), ("seven_bit", True)):
+    for name, reduce_range, fmt in (
+        ("full", False, "qdq"),
+        ("seven_bit", True, "qdq"),
+        ("qop", False, "qoperator"),
+    ):
         path = tmp_path_factory.mktemp("numerics") / name
-        config = StaticQuantConfig(calibration_samples=64, reduce_range=reduce_range, target="rpi4")
+        config = StaticQuantConfig(
+            calibration_samples=64, reduce_range=reduce_range, target="rpi4", quant_format=fmt
+        )
         quantize_step(trained_model, digits_artifact, path, config, Lineage(enabled=False))
         out[name] = load_model_package(path).onnx_path
     return out
@@ -40,7 +46,7 @@ def test_a_child_is_judged_by_its_boards_arithmetic_on_any_build_machine(childre
     """Fails on an AVX2-only x86 (no VNNI) if the host's saturating kernels judge a child quantized for a
     Pi: they agreed with the graph's semantics on 93.4 % of digits val there."""
     x, _ = load_dataset(digits_artifact).split("val")
-    for path in children.values():
+    for path in (children["full"], children["seven_bit"]):
         judged, written = onnx_logits(path, x), _as_written(path, x)
         assert np.mean(judged.argmax(1) == written.argmax(1)) >= 0.99
         assert np.abs(judged - written).max() < 0.5
@@ -55,6 +61,9 @@ def test_only_full_range_qdq_weights_on_a_saturating_host_leave_the_kernels(
         got = {name: numerics.evaluation_numerics(p)["numerics"] for name, p in children.items()}
         assert got["full"] == (numerics.REFERENCE_QDQ if saturates else numerics.KERNELS)
         assert got["seven_bit"] == numerics.KERNELS  # 2 x 255 x 64 fits int16: the kernels are exact
+        # integer operators have no QDQ graph to follow: the kernels, and the record says what that risks
+        assert got["qop"] == numerics.KERNELS
+        assert ("may be lower" in numerics.evaluation_numerics(children["qop"])["why"]) == saturates
         assert numerics.evaluation_numerics(parent)["numerics"] == numerics.KERNELS  # float: no INT8
 
 
@@ -68,3 +77,16 @@ def test_the_evaluation_says_which_arithmetic_judged_it(children, digits_artifac
     expected = numerics.REFERENCE_QDQ if numerics.host_int8_saturates() else numerics.KERNELS
     assert result["numerics"]["numerics"] == expected and result["numerics"]["why"]
     assert "INT8 arithmetic" in (tmp_path / "eval.html").read_text()
+
+
+def test_isa_check_names_the_arithmetic_this_machine_judged_by(trained_model, children, digits_artifact):
+    from edgecompress.gate import GateConfig
+    from edgecompress.isa import IsaCheckConfig, isa_check
+
+    x, y = load_dataset(digits_artifact).split("val")
+    parent = load_model_package(trained_model).onnx_path
+    out = isa_check(
+        parent, children["full"], x, y, IsaCheckConfig(gate=GateConfig(device_classes=["rpi4-emulated"]))
+    )
+    expected = numerics.REFERENCE_QDQ if numerics.host_int8_saturates() else numerics.KERNELS
+    assert out.extra["host_numerics"]["numerics"] == expected

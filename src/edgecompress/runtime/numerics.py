@@ -16,7 +16,6 @@ numerics say that they may saturate.
 
 from __future__ import annotations
 
-import platform
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,14 +28,12 @@ _QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"
 
 @lru_cache(maxsize=1)
 def host_int8_saturates() -> bool:
-    """x86-64 without VNNI (AVX2 / AVX-512 `vpmaddubsw`): full-range INT8 weights overflow int16."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    """x86-64 without VNNI (AVX2 / AVX-512 `vpmaddubsw`): full-range INT8 weights overflow int16. From
+    the CPU facts agents report (`runtime.facts.cpu_features`); unknown features: no."""
+    from edgecompress.runtime.facts import cpu_features
+
+    cpu = cpu_features()
+    return cpu["isa"] == "x86_64" and cpu["int8_dot_product"] == "none"
 
 
 def _full_range_int8(path: Path) -> tuple[bool, bool]:
