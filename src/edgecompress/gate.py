@@ -10,8 +10,9 @@ measured and reported, never decides):
   bound is within `max_accuracy_drop`; rule `point` (opt-in, and reports say it ignores the
   uncertainty): the drop itself is. A split too small for any child to pass the rule is refused.
 - Speed, per device class: parent and child are measured in alternating rounds on the same device
-  (interleaved, so drift in the machine's load hits both); the speed-up is the geometric mean of the
-  per-round ratios with a t interval. A class passes only if the interval's lower bound exceeds
+  (interleaved, so drift in the machine's load hits both; on an emulated class both models run in one
+  process per round, alternating every ~20 ms, `runtime.runner.benchmark_paired`); the speed-up is the
+  geometric mean of the per-round ratios with a t interval. A class passes only if the interval's lower bound exceeds
   `min_speedup`: a 1.02x "speed-up" inside the noise is not a speed-up. A class whose timings mean
   nothing (QEMU) never earns a speed verdict.
 """

@@ -81,14 +81,25 @@ def speedup_interval(
     parent_ms: Sequence[float], child_ms: Sequence[float], confidence: float = 0.95
 ) -> dict[str, float]:
     """Geometric-mean speed-up over paired rounds (parent / child time per round) with a t interval."""
-    from scipy.stats import t
-
     parent, child = np.asarray(parent_ms, float), np.asarray(child_ms, float)
     if len(parent) != len(child) or len(parent) < 2:
         raise ValueError("paired rounds are needed: as many parent as child rounds, at least two")
     if not (np.all(parent > 0) and np.all(child > 0)):
         raise ValueError("latencies must be positive")
-    logs = np.log(parent / child)
+    return ratio_interval(list(parent / child), confidence)
+
+
+def ratio_interval(ratios: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """Geometric mean of per-round speed-ups (parent time / child time) with a t interval on their logs:
+    `speedup_interval` for rounds that measured their ratio directly (a paired benchmark)."""
+    from scipy.stats import t
+
+    values = np.asarray(ratios, float)
+    if len(values) < 2:
+        raise ValueError("at least two rounds are needed")
+    if not np.all(values > 0):
+        raise ValueError("ratios must be positive")
+    logs = np.log(values)
     mean, n = float(logs.mean()), len(logs)
     half = float(t.ppf(1 - (1 - confidence) / 2, n - 1) * logs.std(ddof=1) / math.sqrt(n))
     return {

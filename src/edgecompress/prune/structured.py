@@ -483,14 +483,15 @@ def measured_latency_ratio(
     rounds: int = LATENCY_RATIO_ROUNDS,
 ) -> float:
     """`model`'s p50 as a share of `reference`'s, measured now in interleaved rounds (median of the
-    per-round ratios): what a ratio target asks about, free of the drift between a reference measured
-    earlier and a model measured now."""
-    ratios = []
-    for r in range(rounds):
-        pair = (reference, model) if r % 2 == 0 else (model, reference)
-        ms = [model_cost(m, input_shape, "latency", device_class) for m in pair]
-        ratios.append(ms[1] / ms[0] if r % 2 == 0 else ms[0] / ms[1])
-    return float(statistics.median(ratios))
+    per-round ratios; locally each round runs both models in one process, alternating, so both see the
+    same moments of the machine): what a ratio target asks about, free of the drift between a reference
+    measured earlier and a model measured now."""
+    from edgecompress.edge import Measurement
+
+    meter = Measurement(device_class, None, BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S)
+    r = meter.modules_interleaved(reference, model, tuple(input_shape), rounds)
+    speedups = r.get("ratios") or [p / c for p, c in zip(r["parent_ms"], r["child_ms"], strict=True)]
+    return float(statistics.median(1.0 / x for x in speedups))
 
 
 def ratio_for_budget(

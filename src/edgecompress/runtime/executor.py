@@ -27,8 +27,10 @@ def benchmark_locally(
     memory_limit_bytes: int | None = None,
     start_method: str = "spawn",
     cancel: threading.Event | None = None,
+    paired_with: Path | None = None,
 ) -> dict[str, Any]:
-    """Benchmark on an emulated device class in a child process on this machine."""
+    """Benchmark on an emulated device class in a child process on this machine; with `paired_with`,
+    both models in that one process, alternating (`runner.benchmark_paired`: one result per model)."""
     cls = emulated_device_class(device_class)
     opts = BenchmarkSettings.from_dict(
         {**(settings or {}), "threads": cls.threads, "providers": cls.providers}
@@ -41,16 +43,17 @@ def benchmark_locally(
         memory_limit_bytes=memory_limit_bytes,
         start_method=start_method,
         cancel=cancel,
+        paired_with=Path(paired_with) if paired_with else None,
     )
-    result.update(
-        {
-            "device_class": cls.name,
-            "emulated": cls.emulated,
-            "device_description": cls.description,
-            "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()},
-            "backend": "local",
-        }
-    )
+    where = {
+        "device_class": cls.name,
+        "emulated": cls.emulated,
+        "device_description": cls.description,
+        "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()},
+        "backend": "local",
+    }
+    for each in result.get("results", [result]):
+        each.update(where)
     return result
 
 

@@ -21,7 +21,7 @@ from edgecompress.errors import ConfigError
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS, emulated_device_class
 from edgecompress.runtime.executor import benchmark_locally
 from edgecompress.runtime.runner import BenchmarkSettings
-from edgecompress.stats import MIN_LATENCY_ROUNDS, speedup_interval
+from edgecompress.stats import MIN_LATENCY_ROUNDS, ratio_interval, speedup_interval
 
 
 @dataclass
@@ -81,12 +81,7 @@ class Measurement:
             r = benchmark_locally(
                 Path(onnx_path), self.device_class, self.settings(), start_method="forkserver"
             )
-        return {
-            "p50_ms": r["latency_ms"]["p50"],
-            "p90_ms": r["latency_ms"]["p90"],
-            "emulated": bool(r.get("emulated")),
-            "samples_ms": r.get("samples_ms", []),
-        }
+        return _latency_fields(r)
 
     def on_farm(self, onnx_path: Path) -> dict[str, Any]:
         """One benchmark of `onnx_path` on `farm_url`: the runtime has no farm client (see the module)."""
@@ -96,15 +91,34 @@ class Measurement:
         )
 
     def interleaved(self, first: Path, second: Path, rounds: int) -> dict[str, Any]:
-        """Alternating rounds on the same device (the order flips every round, so neither model always
-        runs right after the other): each model's p50 per round, for a paired comparison."""
+        """Rounds on the same device, each model's p50 per round, for a paired comparison; the order
+        flips every round, so neither model always runs first.
+
+        Here (no farm) a round is one process running both models in alternating short blocks
+        (`runner.benchmark_paired`): the two p50s of a round then come from the same moments of the
+        machine, and a phase of the machine's speed moves both. On a farm a round is one job per model."""
         out: dict[str, Any] = {"parent_ms": [], "child_ms": [], "emulated": None}
+        keys = ("parent_ms", "child_ms")
         for i in range(rounds):
-            order = (("parent_ms", first), ("child_ms", second))
-            for key, path in order if i % 2 == 0 else order[::-1]:
-                r = self.latency(Path(path))
+            order = ((keys[0], Path(first)), (keys[1], Path(second)))
+            order = order if i % 2 == 0 else order[::-1]
+            if self.farm_url:
+                measured = [self.latency(path) for _, path in order]
+            else:
+                pair = benchmark_locally(
+                    order[0][1], self.device_class, self.settings(), start_method="forkserver",
+                    paired_with=order[1][1],
+                )  # fmt: skip
+                measured = [_latency_fields(r) for r in pair["results"]]
+                first_over_second = pair["pairing"]["ratio"]
+                out["pairing"] = pair["pairing"]["method"]
+                out.setdefault("ratios", []).append(
+                    first_over_second if i % 2 == 0 else 1.0 / first_over_second
+                )
+            for (key, _), r in zip(order, measured, strict=True):
                 out[key].append(r["p50_ms"])
                 out["emulated"] = r["emulated"]
+        out.setdefault("pairing", "one benchmark job per model and round, on the farm")
         return out
 
     def compare(
@@ -115,8 +129,13 @@ class Measurement:
         from edgecompress.runtime.devices import timing_note
 
         r = self.interleaved(parent, child, rounds)
+        speed = (  # a paired round measured its ratio in the same moments; otherwise the p50s' ratio
+            ratio_interval(r["ratios"], confidence)
+            if "ratios" in r
+            else speedup_interval(r["parent_ms"], r["child_ms"], confidence)
+        )
         return {
-            **speedup_interval(r["parent_ms"], r["child_ms"], confidence),
+            **speed,
             "parent_p50_ms": float(np.median(r["parent_ms"])),
             "child_p50_ms": float(np.median(r["child_ms"])),
             "latency_rounds": r,
@@ -134,3 +153,24 @@ class Measurement:
             path = Path(tmp) / "model.onnx"
             export_onnx(model, tuple(input_shape), path)
             return self.latency(path)
+
+    def modules_interleaved(
+        self, first: Any, second: Any, input_shape: tuple[int, ...], rounds: int
+    ) -> dict[str, Any]:
+        """`interleaved` for two torch modules, exported once each (batch 1)."""
+        from edgecompress.export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="edgecompress-measure-") as tmp:
+            paths = [Path(tmp) / "first.onnx", Path(tmp) / "second.onnx"]
+            for module, path in zip((first, second), paths, strict=True):
+                export_onnx(module, tuple(input_shape), path)
+            return self.interleaved(paths[0], paths[1], rounds)
+
+
+def _latency_fields(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "p50_ms": result["latency_ms"]["p50"],
+        "p90_ms": result["latency_ms"]["p90"],
+        "emulated": bool(result.get("emulated")),
+        "samples_ms": result.get("samples_ms", []),
+    }

@@ -22,19 +22,24 @@ def check_onnx(path: Path) -> None:
     import onnx
     from onnx.external_data_helper import uses_external_data
 
+    name = Path(path).name
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except MemoryError:
         raise
     except Exception as exc:  # protobuf DecodeError and friends
-        raise ModelRejected(f"not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise ModelRejected(
+            f"{name} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     if any(uses_external_data(t) for t in model.graph.initializer):
-        raise ModelRejected("ONNX models with external data files are not accepted; embed the weights")
+        raise ModelRejected(
+            f"{name}: ONNX models with external data files are not accepted; embed the weights"
+        )
     if not model.graph.node:
-        raise ModelRejected("not a valid ONNX model: the graph has no nodes")
+        raise ModelRejected(f"{name} is not a valid ONNX model: the graph has no nodes")
     try:
         onnx.checker.check_model(model)
     except MemoryError:
         raise
     except Exception as exc:
-        raise ModelRejected(f"not a valid ONNX model: {str(exc)[:300]}") from exc
+        raise ModelRejected(f"{name} is not a valid ONNX model: {str(exc)[:300]}") from exc

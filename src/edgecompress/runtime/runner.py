@@ -158,8 +158,9 @@ def _ort_input(session: Any, batch_size: int, seed: int) -> dict[str, np.ndarray
     return feeds
 
 
-def benchmark(model_path: Path, settings: BenchmarkSettings) -> dict[str, Any]:
-    """Benchmark in this process (use `run_isolated` for untrusted models)."""
+def _open_session(model_path: Path, settings: BenchmarkSettings) -> tuple[Any, str | None, float]:
+    """An ONNX Runtime session with the settings' threads, providers and graph level: (session, the
+    provider fallback if any, load time in ms)."""
     import onnxruntime as ort
 
     model_path = Path(model_path)
@@ -183,22 +184,70 @@ def benchmark(model_path: Path, settings: BenchmarkSettings) -> dict[str, Any]:
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     }[settings.graph_optimization]
     opts.log_severity_level = 3
-    thermal_before = device_facts.thermal_state()
-    rss_before = device_facts.current_rss_bytes()
-    started_at = datetime.now(UTC).isoformat()
     t0 = time.perf_counter()
     try:
         session = ort.InferenceSession(str(model_path), opts, providers=providers)
     except Exception as exc:
         raise BenchmarkError(f"ONNX Runtime cannot load {model_path.name}: {str(exc)[:300]}") from exc
-    load_ms = (time.perf_counter() - t0) * 1e3
+    return session, fallback, (time.perf_counter() - t0) * 1e3
+
+
+def _run(session: Any, feeds: dict[str, np.ndarray], model_path: Path) -> None:
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        raise BenchmarkError(f"ONNX Runtime failed to run {Path(model_path).name}: {str(exc)[:300]}") from exc
+
+
+def _result(
+    model_path: Path,
+    settings: BenchmarkSettings,
+    session: Any,
+    fallback: str | None,
+    samples: list[float],
+    duration_s: float,
+    load_ms: float,
+    memory_bytes: int,
+    thermal_before: Any,
+    started_at: str,
+) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    return {
+        "schema": SCHEMA,
+        "model_sha256": sha256_file(model_path),
+        "model_bytes": Path(model_path).stat().st_size,
+        "settings": asdict(settings),
+        "provider_used": session.get_providers()[0],
+        "providers_available": ort.get_available_providers(),
+        "provider_fallback": fallback,
+        "onnxruntime_version": ort.__version__,
+        "load_ms": load_ms,
+        "runs": len(samples),
+        "duration_s": duration_s,
+        "latency_ms": summarize(samples),
+        "throughput_per_s": len(samples) * settings.batch_size / duration_s if duration_s > 0 else 0.0,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "model_memory_bytes": memory_bytes,
+        "thermal": {"before": thermal_before, "after": device_facts.thermal_state()},
+        "started_at": started_at,
+        "finished_at": datetime.now(UTC).isoformat(),
+        "samples_ms": samples[:MAX_SAMPLES_KEPT],
+        "samples_truncated": len(samples) > MAX_SAMPLES_KEPT,
+    }
+
+
+def benchmark(model_path: Path, settings: BenchmarkSettings) -> dict[str, Any]:
+    """Benchmark in this process (use `run_isolated` for untrusted models)."""
+    model_path = Path(model_path)
+    thermal_before = device_facts.thermal_state()
+    rss_before = device_facts.current_rss_bytes()
+    started_at = datetime.now(UTC).isoformat()
+    session, fallback, load_ms = _open_session(model_path, settings)
     rss_after_load = device_facts.current_rss_bytes()
     feeds = _ort_input(session, settings.batch_size, settings.seed)
-    try:
-        for _ in range(settings.warmup_runs):
-            session.run(None, feeds)
-    except Exception as exc:
-        raise BenchmarkError(f"ONNX Runtime failed to run {model_path.name}: {str(exc)[:300]}") from exc
+    for _ in range(settings.warmup_runs):
+        _run(session, feeds, model_path)
     samples: list[float] = []
     clock = time.perf_counter_ns
     start = clock()
@@ -211,28 +260,122 @@ def benchmark(model_path: Path, settings: BenchmarkSettings) -> dict[str, Any]:
         if len(samples) >= settings.min_runs and now >= deadline:
             break
     duration_s = (clock() - start) / 1e9
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    memory = max(0, rss_after_load - rss_before)
+    return _result(
+        model_path,
+        settings,
+        session,
+        fallback,
+        samples,
+        duration_s,
+        load_ms,
+        memory,
+        thermal_before,
+        started_at,
+    )
+
+
+# A paired benchmark alternates the two models in blocks of about this long. This machine's speed moves
+# in phases of a second or more (an AVX2 EPYC VM: one model's p50 per 1-s measurement moves between 0.14
+# and 0.20 ms), so two models measured one after the other can land in different phases; blocks much
+# shorter than a phase put both models in every phase, and the ratio of their p50s keeps only what the
+# models themselves differ by.
+PAIR_BLOCK_S = 0.02
+PAIR_MIN_BLOCK_RUNS = 3
+PAIR_SCHEMA = "edgecompress.benchmark-pair/v1"
+PAIRING_METHOD = (
+    "both models in one process, alternating in blocks of about {block_ms:.0f} ms (ABBA order), one untimed "
+    "call after each switch, each model timed until it has its own minimum runs and duration; the ratio "
+    "is the median over adjacent block pairs of first/second block medians"
+)
+
+
+def benchmark_paired(first: Path, second: Path, settings: BenchmarkSettings) -> dict[str, Any]:
+    """Two models benchmarked together in this process, alternating in short blocks: one result per
+    model (the `benchmark` schema), for a ratio that a change in the machine's speed cannot bias.
+
+    Each block starts with one untimed call, so the model's weights are back in cache after the
+    other model ran; the block length adapts to each model's call time, measured during warm-up."""
+    paths = (Path(first), Path(second))
+    thermal_before = device_facts.thermal_state()
+    started_at = datetime.now(UTC).isoformat()
+    sessions, fallbacks, loads, memory = [], [], [], []
+    for path in paths:
+        rss_before = device_facts.current_rss_bytes()
+        session, fallback, load_ms = _open_session(path, settings)
+        memory.append(max(0, device_facts.current_rss_bytes() - rss_before))
+        sessions.append(session)
+        fallbacks.append(fallback)
+        loads.append(load_ms)
+    feeds = [_ort_input(s, settings.batch_size, settings.seed) for s in sessions]
+    clock = time.perf_counter_ns
+    call_ns = [0, 0]
+    for i in range(max(settings.warmup_runs, 1)):
+        for m in (0, 1):
+            t = clock()
+            _run(sessions[m], feeds[m], paths[m])
+            call_ns[m] = clock() - t if i == 0 else min(call_ns[m], clock() - t)
+    block = [
+        min(settings.max_runs, max(PAIR_MIN_BLOCK_RUNS, math.ceil(PAIR_BLOCK_S * 1e9 / max(ns, 1))))
+        for ns in call_ns
+    ]
+    samples: list[list[float]] = [[], []]
+    block_ratios: list[float] = []  # first/second, one per pair of adjacent blocks (one moment)
+    timed_ns = [0, 0]
+    min_ns = int(settings.min_duration_s * 1e9)
+    blocks = 0
+    start = clock()
+
+    def done(m: int) -> bool:
+        return len(samples[m]) >= settings.max_runs or (
+            len(samples[m]) >= settings.min_runs and timed_ns[m] >= min_ns
+        )
+
+    while not (done(0) and done(1)):
+        medians: dict[int, float] = {}
+        for m in (0, 1) if blocks % 2 == 0 else (1, 0):
+            if len(samples[m]) >= settings.max_runs:  # a model already done keeps pace with the other
+                continue
+            sessions[m].run(None, feeds[m])  # untimed: the other model's data has left the cache
+            took_ms = []
+            for _ in range(min(block[m], settings.max_runs - len(samples[m]))):
+                t = clock()
+                sessions[m].run(None, feeds[m])
+                took = clock() - t
+                took_ms.append(took / 1e6)
+                timed_ns[m] += took
+            samples[m].extend(took_ms)
+            medians[m] = statistics.median(took_ms)
+        if len(medians) == 2 and medians[1] > 0:
+            block_ratios.append(medians[0] / medians[1])
+        blocks += 1
+    duration_s = (clock() - start) / 1e9
+    results = [
+        _result(
+            paths[m],
+            settings,
+            sessions[m],
+            fallbacks[m],
+            samples[m],
+            duration_s,
+            loads[m],
+            memory[m],
+            thermal_before,
+            started_at,
+        )
+        for m in (0, 1)
+    ]
     return {
-        "schema": SCHEMA,
-        "model_sha256": sha256_file(model_path),
-        "model_bytes": model_path.stat().st_size,
-        "settings": asdict(settings),
-        "provider_used": session.get_providers()[0],
-        "providers_available": available,
-        "provider_fallback": fallback,
-        "onnxruntime_version": ort.__version__,
-        "load_ms": load_ms,
-        "runs": len(samples),
+        "schema": PAIR_SCHEMA,
+        "results": results,
+        "pairing": {
+            "method": PAIRING_METHOD.format(block_ms=PAIR_BLOCK_S * 1e3),
+            "block_runs": block,
+            "blocks": blocks,
+            "ratio": statistics.median(block_ratios) if block_ratios else None,
+            "block_ratios": block_ratios[:MAX_SAMPLES_KEPT],
+        },
         "duration_s": duration_s,
-        "latency_ms": summarize(samples),
-        "throughput_per_s": len(samples) * settings.batch_size / duration_s if duration_s > 0 else 0.0,
-        "peak_rss_bytes": peak_rss,
-        "model_memory_bytes": max(0, rss_after_load - rss_before),
-        "thermal": {"before": thermal_before, "after": device_facts.thermal_state()},
-        "started_at": started_at,
-        "finished_at": datetime.now(UTC).isoformat(),
-        "samples_ms": samples[:MAX_SAMPLES_KEPT],
-        "samples_truncated": len(samples) > MAX_SAMPLES_KEPT,
     }
 
 
@@ -243,26 +386,37 @@ def _forked_child(
     memory_limit_bytes: int | None,
     cpu_affinity: list[int] | None,
     check_model: bool = True,
+    paired_with: str | None = None,
 ) -> None:
-    """Body of a forkserver child: limits first, then the model check and the benchmark; errors go to
-    the result file. Checking here, under the memory limit, keeps a hostile model's parse out of the
-    agent's own process."""
+    """Body of a forkserver child: limits first, then the model check and the benchmark (paired with a
+    second model if given); errors go to the result file. Checking here, under the memory limit, keeps
+    a hostile model's parse out of the agent's own process."""
     if memory_limit_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
     if cpu_affinity:
         os.sched_setaffinity(0, cpu_affinity)
     try:
-        if check_model:
-            from edgecompress.runtime.modelcheck import check_onnx
-
-            check_onnx(Path(model_path))
-        result: dict[str, Any] = benchmark(Path(model_path), BenchmarkSettings(**settings))
+        result: dict[str, Any] = _benchmark_checked(
+            Path(model_path), BenchmarkSettings(**settings), check_model, paired_with
+        )
     except BenchmarkError as exc:
         result = {"error": str(exc)}
     except MemoryError:
         result = {"error": f"out of memory (limit {memory_limit_bytes} bytes)"}
     Path(out).write_text(json.dumps(result))
     os._exit(0)  # skip interpreter teardown (ONNX Runtime's unload alone costs tens of ms)
+
+
+def _benchmark_checked(
+    model_path: Path, settings: BenchmarkSettings, check_model: bool, paired_with: str | Path | None
+) -> dict[str, Any]:
+    paths = [Path(model_path)] + ([Path(paired_with)] if paired_with else [])
+    if check_model:
+        from edgecompress.runtime.modelcheck import check_onnx
+
+        for path in paths:
+            check_onnx(path)
+    return benchmark_paired(*paths, settings) if paired_with else benchmark(paths[0], settings)
 
 
 def _die_with_parent() -> None:
@@ -339,6 +493,7 @@ def _run_forked(
     cpu_affinity: list[int] | None,
     check_model: bool,
     cancel: threading.Event | None = None,
+    paired_with: Path | None = None,
 ) -> dict[str, Any]:
     ctx = _forkserver_context()
     if _PREFORKING:
@@ -347,10 +502,19 @@ def _run_forked(
         _NEXT_CHILD.clear()
         _prefork(ctx)
     proc, conn = _NEXT_CHILD.pop()
+    name = _label(model_path, paired_with)
     with tempfile.TemporaryDirectory(prefix="edgecompress-bench-") as tmp:
         out = Path(tmp) / "result.json"
         conn.send(
-            (str(model_path), asdict(settings), str(out), memory_limit_bytes, cpu_affinity, check_model)
+            (
+                str(model_path),
+                asdict(settings),
+                str(out),
+                memory_limit_bytes,
+                cpu_affinity,
+                check_model,
+                str(paired_with) if paired_with else None,
+            )
         )
         conn.close()
         end = time.monotonic() + max(0.0, timeout_s)
@@ -366,24 +530,24 @@ def _run_forked(
             _kill_group(proc.pid)
             proc.kill()
             proc.join(5)
-            raise Cancelled(f"benchmark of {Path(model_path).name} stopped: its job's lease is gone")
+            raise Cancelled(f"benchmark of {name} stopped: its job's lease is gone")
         if proc.is_alive():
             _kill_group(proc.pid)  # the child's own group: it and anything it started
             proc.kill()
             proc.join(5)
-            raise BenchmarkError(
-                f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout"
-            )
+            raise BenchmarkError(f"benchmark of {name} exceeded its {timeout_s:.0f} s timeout")
         if proc.exitcode != 0 or not out.exists():
             code = proc.exitcode or 0
             reason = f"signal {-code}" if code < 0 else f"exit {code}"
-            raise BenchmarkError(
-                f"benchmark of {Path(model_path).name} failed ({reason}): the benchmark process died"
-            )
+            raise BenchmarkError(f"benchmark of {name} failed ({reason}): the benchmark process died")
         result = json.loads(out.read_text())
     if "error" in result:
         raise BenchmarkError(result["error"])
     return result
+
+
+def _label(model_path: Path, paired_with: Path | None) -> str:
+    return Path(model_path).name + (f" paired with {Path(paired_with).name}" if paired_with else "")
 
 
 class Cancelled(BenchmarkError):
@@ -406,8 +570,10 @@ def run_isolated(
     start_method: str = "spawn",
     check_model: bool | None = None,
     cancel: threading.Event | None = None,
+    paired_with: Path | None = None,
 ) -> dict[str, Any]:
-    """Run `benchmark` in a child process; raise BenchmarkError on timeout, crash or bad output.
+    """Run `benchmark` in a child process (`benchmark_paired` with `paired_with`); raise BenchmarkError
+    on timeout, crash or bad output.
 
     `start_method="spawn"` starts a fresh interpreter per run; "forkserver" forks the child from a
     preloaded server process (what farm agents use: same isolation, ~1 s less per job), in its own
@@ -419,7 +585,14 @@ def run_isolated(
     check = start_method == "forkserver" if check_model is None else check_model
     if start_method == "forkserver":
         return _run_forked(
-            Path(model_path), settings, timeout_s, memory_limit_bytes, cpu_affinity, check, cancel
+            Path(model_path),
+            settings,
+            timeout_s,
+            memory_limit_bytes,
+            cpu_affinity,
+            check,
+            cancel,
+            paired_with,
         )
 
     def limit_child() -> None:  # runs in the child before exec
@@ -441,6 +614,7 @@ def run_isolated(
             "--output",
             str(out),
             *(["--check-model"] if check else []),
+            *(["--paired-with", str(paired_with)] if paired_with else []),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(settings.threads)}
         try:
@@ -449,13 +623,14 @@ def run_isolated(
             )
         except subprocess.TimeoutExpired as exc:
             raise BenchmarkError(
-                f"benchmark of {Path(model_path).name} exceeded its {timeout_s:.0f} s timeout"
+                f"benchmark of {_label(model_path, paired_with)} exceeded its {timeout_s:.0f} s timeout"
             ) from exc
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or "").strip().splitlines()[-3:]
             reason = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
             raise BenchmarkError(
-                f"benchmark of {Path(model_path).name} failed ({reason}): {' | '.join(tail) or 'no output'}"
+                f"benchmark of {_label(model_path, paired_with)} failed ({reason}): "
+                f"{' | '.join(tail) or 'no output'}"
             )
         return json.loads(out.read_text())
 
@@ -470,13 +645,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="{}", help="BenchmarkSettings as JSON")
     parser.add_argument("--output", type=Path, help="write the result JSON here (default: stdout)")
     parser.add_argument("--check-model", action="store_true", help="verify the ONNX model first (untrusted)")
+    parser.add_argument(
+        "--paired-with", type=Path, help="a second model, benchmarked with the first in alternating blocks"
+    )
     args = parser.parse_args(argv)
     try:
-        if args.check_model:
-            from edgecompress.runtime.modelcheck import check_onnx
-
-            check_onnx(args.model)
-        result = benchmark(args.model, BenchmarkSettings.from_dict(json.loads(args.settings)))
+        settings = BenchmarkSettings.from_dict(json.loads(args.settings))
+        result = _benchmark_checked(args.model, settings, args.check_model, args.paired_with)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
