@@ -59,6 +59,11 @@ class Measurement(measure.Measurement):
             self.device_class
         ]
 
+    def pair_on_farm(self, first: Path, second: Path) -> dict[str, Any]:
+        return edge_benchmark(
+            Path(first), [self.device_class], self.settings(), self.farm_url, paired_with=Path(second)
+        )[self.device_class]
+
 
 @dataclass
 class EdgeBenchmarkConfig:
@@ -83,8 +88,10 @@ def edge_benchmark(
     settings: dict[str, Any] | None = None,
     farm_url: str | None = None,
     timeout_s: float = 600.0,
+    paired_with: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One result per device class; raises BenchmarkError naming the class that failed."""
+    """One result per device class; raises BenchmarkError naming the class that failed. With
+    `paired_with`, each class's result is a paired benchmark of both models (`runner.benchmark_paired`)."""
     from edgecompress.farm.client import benchmark_on_farm
 
     classes = parse_device_classes(device_classes)
@@ -93,20 +100,34 @@ def edge_benchmark(
         for name in classes:
             try:
                 results[name] = benchmark_on_this_device(
-                    Path(model_path), name, settings, timeout_s, DEFAULT_MEMORY_LIMIT_BYTES, backend="node"
+                    Path(model_path),
+                    name,
+                    settings,
+                    timeout_s,
+                    DEFAULT_MEMORY_LIMIT_BYTES,
+                    backend="node",
+                    paired_with=paired_with,
                 )
             except BenchmarkError as exc:
                 raise BenchmarkError(f"device class {name} (node mode): {exc}") from exc
         return results
     if farm_url:
-        return benchmark_on_farm(farm_url, Path(model_path), classes, settings or {}, timeout_s=timeout_s)
+        return benchmark_on_farm(
+            farm_url, Path(model_path), classes, settings or {}, timeout_s=timeout_s, paired_with=paired_with
+        )
     from edgecompress.farm.local import local_farm
 
     for name in classes:  # validate all names before starting anything
         emulated_device_class(name)
     with local_farm(classes) as farm:
         return benchmark_on_farm(
-            farm.url, Path(model_path), classes, settings or {}, timeout_s=timeout_s, token=farm.client_token
+            farm.url,
+            Path(model_path),
+            classes,
+            settings or {},
+            timeout_s=timeout_s,
+            token=farm.client_token,
+            paired_with=paired_with,
         )
 
 

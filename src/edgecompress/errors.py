@@ -27,3 +27,7 @@ class TrackingError(EdgeCompressError):
 
 class BenchmarkError(EdgeCompressError):
     """A benchmark could not run or produced no usable result."""
+
+
+class PairingUnsupported(BenchmarkError):
+    """The farm controller does not take paired jobs (a version older than them)."""

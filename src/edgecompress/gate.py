@@ -608,6 +608,12 @@ def gate_markdown(result: dict[str, Any]) -> str:
             ],
         ),
     ]
+    methods = {
+        f"{v['latency_rounds']['pairing']}"
+        for v in result["device_classes"].values()
+        if isinstance(v.get("latency_rounds"), dict) and v["latency_rounds"].get("pairing")
+    }
+    lines += ["", *(f"Latency rounds: {m}." for m in sorted(methods))] if methods else []
     bench = result.get("benchmarks") or {}
     if bench:
         classes = sorted({c for rows in bench.values() for c in rows})

@@ -132,3 +132,31 @@ def test_two_copies_of_one_model_compare_as_equal(trained_model, tmp_path):
     out = Measurement("rpi4-emulated").compare(first, second, rounds=8)
     assert out["ci_low"] <= 1.0 <= out["ci_high"]
     assert out["ci_low"] >= 0.95 and out["ci_high"] <= 1.05, out
+
+
+def test_a_farm_that_cannot_pair_is_measured_one_job_per_model_and_says_so(trained_model, tmp_path):
+    from edgecompress.errors import PairingUnsupported
+
+    narrow = load_model_package(trained_model).onnx_path
+    wide = _wider_twin(tmp_path)
+
+    class OldAgent(Measurement):  # answers a paired job with its first model's result alone
+        def paired(self, first, second):
+            return benchmark_locally(first, self.device_class, self.settings())
+
+    class OldController(Measurement):  # refuses the paired job
+        def paired(self, first, second):
+            raise PairingUnsupported("the farm controller at http://old does not take paired jobs")
+
+    settings = (FAST["min_runs"], FAST["min_duration_s"], FAST["warmup_runs"])
+    for meter, why in ((OldAgent("rpi4-emulated", None, *settings), "ran one model of a paired job"),
+                       (OldController("rpi4-emulated", None, *settings), "does not take paired jobs")):  # fmt: skip
+        rounds = meter.interleaved(wide, narrow, 2)
+        assert (
+            rounds["paired_rounds"] == 0
+            and why in rounds["pairing"]
+            and "0 of 2 rounds paired" in rounds["pairing"]
+        )
+        assert rounds["ratios"] == pytest.approx(
+            [p / c for p, c in zip(rounds["parent_ms"], rounds["child_ms"], strict=True)]
+        )

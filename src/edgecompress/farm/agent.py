@@ -439,14 +439,20 @@ class Agent:
             BenchmarkSettings.from_dict({"threads": usable, **job.settings}).validate(max_threads=usable)
         with tempfile.TemporaryDirectory(prefix="edgecompress-agent-", dir=self.config.work_dir) as tmp:
             path = Path(tmp) / "model.onnx"  # never the submitted name: names are not paths
+            paired = Path(tmp) / "paired.onnx" if job.paired_sha256 else None
             t0 = time.perf_counter()
             self.download(job.model_url, path, deadline)
+            if paired is not None:
+                if not job.paired_url:
+                    raise ModelRejected("the job names a paired model but no URL to download it from")
+                self.download(job.paired_url, paired, deadline)
             timing["download_ms"] = (time.perf_counter() - t0) * 1e3
-            actual = sha256_file(path)
-            if actual != job.model_sha256:
-                raise ModelRejected(
-                    f"sha256 mismatch: the job says {job.model_sha256}, the download hashes to {actual}"
-                )
+            for where, expected in ((path, job.model_sha256), (paired, job.paired_sha256)):
+                actual = sha256_file(where) if where is not None else None
+                if where is not None and actual != expected:
+                    raise ModelRejected(
+                        f"sha256 mismatch: the job says {expected}, the download hashes to {actual}"
+                    )
             timing["verify_ms"] = (time.perf_counter() - t0) * 1e3 - timing["download_ms"]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -464,20 +470,23 @@ class Agent:
                 timeout_s=remaining,
                 memory_limit_bytes=self.config.memory_limit_bytes,
                 cancel=self._lost,
+                paired_with=paired,
             )
             timing["benchmark_wall_ms"] = (time.perf_counter() - t1) * 1e3
-        result.update(
-            {
-                "backend": "farm",
-                "job_id": job.id,
-                "agent_id": self.agent_id,
-                "model_name": job.model_name,
-                "emulated": bool(result.get("emulated")) or self.emulated,  # as enrolled, at least
-            }
-        )
-        # The controller describes the device from the class's profile (results.stamp); this
-        # executor's own wording would only show up as a disagreement under `agent_reported`.
-        result.pop("device_description", None)
+        names = [job.model_name, job.paired_name]
+        for i, each in enumerate([result, *result.get("results", [])]):
+            each.update(
+                {
+                    "backend": "farm",
+                    "job_id": job.id,
+                    "agent_id": self.agent_id,
+                    "model_name": names[max(0, i - 1)],
+                    "emulated": bool(each.get("emulated")) or self.emulated,  # as enrolled, at least
+                }
+            )
+            # The controller describes the device from the class's profile (results.stamp); this
+            # executor's own wording would only show up as a disagreement under `agent_reported`.
+            each.pop("device_description", None)
         return result
 
     def download(self, url: str, target: Path, deadline: float) -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import BenchmarkError, ConfigError
+from edgecompress.errors import BenchmarkError, ConfigError, PairingUnsupported
 from edgecompress.farm import wire
 from edgecompress.io import sha256_file
 
@@ -116,16 +116,25 @@ class FarmClient:
         timeout_s: float = 600.0,
         priority: int = 0,
         expires_in_s: float | None = None,
+        paired_with: wire.ModelRef | dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         spec = wire.JobSpec(
             model=model_ref(model),
+            paired_with=model_ref(paired_with) if paired_with is not None else None,
             device_class=device_class,
             settings=settings or {},
             timeout_s=timeout_s,
             priority=priority,
             expires_in_s=expires_in_s,
         )
-        return self._request("POST", "/v1/jobs", json=wire.body(spec)).json()
+        try:
+            return self._request("POST", "/v1/jobs", json=wire.body(spec)).json()
+        except BenchmarkError as exc:
+            if paired_with is not None and "paired_with" in str(exc) and " 422:" in str(exc):
+                raise PairingUnsupported(
+                    f"the farm controller at {self.url} does not take paired jobs: {exc}"
+                ) from exc
+            raise
 
     def job(self, job_id: int) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
@@ -197,14 +206,23 @@ def benchmark_on_farm(
     token: str | None = None,
     priority: int = 0,
     ca_bundle: str | Path | None = None,
+    paired_with: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Benchmark one model on each device class through the farm; one result per class, in the
-    runner's schema plus device_class, emulated, device facts, job id and agent id."""
+    runner's schema plus device_class, emulated, device facts, job id and agent id. With
+    `paired_with`, one paired job per class (`runner.benchmark_paired`'s schema)."""
     client = FarmClient(farm_url, token, ca_bundle=ca_bundle)
     model = client.upload(Path(model_path))
+    paired = client.upload(Path(paired_with)) if paired_with is not None else None
     jobs = {
         cls: client.submit(
-            model, cls, settings, timeout_s=timeout_s, priority=priority, expires_in_s=timeout_s
+            model,
+            cls,
+            settings,
+            timeout_s=timeout_s,
+            priority=priority,
+            expires_in_s=timeout_s,
+            paired_with=paired,
         )
         for cls in classes
     }

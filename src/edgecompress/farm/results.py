@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgecompress.runtime.runner import MAX_SAMPLES_KEPT, SCHEMA
+from edgecompress.runtime.runner import MAX_SAMPLES_KEPT, PAIR_SCHEMA, SCHEMA
 
 PERCENTILES = ("min", "p50", "p90", "p99", "max")
 
@@ -40,8 +40,12 @@ def _all_finite(value: Any, path: str = "result") -> None:
 
 
 def check_result(result: dict[str, Any]) -> None:
-    """Raise ResultRejected unless `result` is a plausible benchmark result."""
+    """Raise ResultRejected unless `result` is a plausible benchmark result: one model's, or a paired
+    job's (`runner.benchmark_paired`: two such results and their ratio from the same moments)."""
     _all_finite(result)
+    if result.get("schema") == PAIR_SCHEMA:
+        _check_pair(result)
+        return
     if result.get("schema") != SCHEMA:
         raise ResultRejected(f"result.schema must be {SCHEMA!r}, got {result.get('schema')!r}")
     runs = result.get("runs")
@@ -81,6 +85,33 @@ def check_result(result: dict[str, Any]) -> None:
             raise ResultRejected(f"result.{key} must be a finite number >= {low}")
     if not result.get("duration_s", 1.0) > 0:
         raise ResultRejected("result.duration_s must be positive")
+
+
+def _check_pair(result: dict[str, Any]) -> None:
+    results = result.get("results")
+    if not isinstance(results, list) or len(results) != 2 or not all(isinstance(r, dict) for r in results):
+        raise ResultRejected("a paired result needs result.results: one result per model, two in all")
+    for i, each in enumerate(results):
+        try:
+            check_result(each)
+        except ResultRejected as exc:
+            raise ResultRejected(f"result.results[{i}]: {exc}") from exc
+        if each.get("schema") != SCHEMA:
+            raise ResultRejected(f"result.results[{i}] must be one model's result ({SCHEMA!r})")
+    pairing = result.get("pairing")
+    ratios = pairing.get("block_ratios") if isinstance(pairing, dict) else None
+    if not isinstance(ratios, list) or not ratios or not all(_finite(r) and r > 0 for r in ratios):
+        raise ResultRejected("result.pairing.block_ratios must hold finite positive ratios")
+    ratio = pairing.get("ratio")
+    if not _finite(ratio) or not min(ratios) <= ratio <= max(ratios):
+        raise ResultRejected("result.pairing.ratio must lie within its block ratios")
+
+
+def check_matches_job(result: dict[str, Any], paired_job: bool) -> None:
+    """A one-model job's result is not a pair. A paired job's may be its first model's alone: an agent
+    older than paired jobs runs only that, and the client then measures the models one job each."""
+    if result.get("schema") == PAIR_SCHEMA and not paired_job:
+        raise ResultRejected("this job has one model: a paired result (two models) is not its result")
 
 
 # The fields of a stored result that say where and how it was measured. The controller sets every one
@@ -135,7 +166,12 @@ def stamp(
     """The result as stored: every provenance field comes from `provenance` (the enrolment, the job,
     the class's profile), never from the payload. Payload values that disagree move to
     `agent_reported` (`device.emulated` as `agent_reported["device.emulated"]`); the payload's own
-    `agent_reported` is dropped (only the controller writes it)."""
+    `agent_reported` is dropped (only the controller writes it). A paired result: each model's too."""
+    if result.get("schema") == PAIR_SCHEMA and isinstance(result.get("results"), list):
+        result = {
+            **result,
+            "results": [stamp(r, agent_id, device_class, emulated, job_id) for r in result["results"]],
+        }
     payload = {k: v for k, v in result.items() if k != "agent_reported"}
     device = payload.get("device") if isinstance(payload.get("device"), dict) else None
     says_emulated = (

@@ -153,15 +153,16 @@ class FarmState:
             raise HTTPException(422, "a blob is named by its lowercase hex sha256 (64 characters)")
         return self.blob_dir / sha256
 
-    def model_url(self, job: dict[str, Any]) -> str:
-        """Where the agent downloads a job's model: the controller's blob, or a presigned S3 URL."""
-        if not job["model_uri"]:
-            return f"/v1/blobs/{job['model_sha256']}"
+    def model_url(self, job: dict[str, Any], which: str = "model") -> str:
+        """Where the agent downloads a job's model (`which="paired"`: the model paired with it): the
+        controller's blob, or a presigned S3 URL."""
+        if not job[f"{which}_uri"]:
+            return f"/v1/blobs/{job[f'{which}_sha256']}"
         import boto3
 
         from edgecompress.storage import split_s3_uri
 
-        bucket, key = split_s3_uri(job["model_uri"])
+        bucket, key = split_s3_uri(job[f"{which}_uri"])
         return boto3.client("s3").generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.config.s3_url_expiry_s
         )

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 
 from edgecompress.farm.identity import IdentityStore
 from edgecompress.farm.notify import DONE, WORK
-from edgecompress.farm.results import stamp
+from edgecompress.farm.results import check_matches_job, stamp
 from edgecompress.farm.tables import agents, blob_owners, create_schema, jobs
 
 STATES = ("queued", "leased", "done", "failed")
@@ -154,7 +154,9 @@ class JobStore:
             )
             .values(state=b("b_state"), finished_at=b("b_now"), result=b("b_result"), error=b("b_error"))
         )
-        self._job_row = sa.select(c.state, c.lease_id, c.agent_id, c.device_class).where(c.id == b("b_id"))
+        self._job_row = sa.select(c.state, c.lease_id, c.agent_id, c.device_class, c.paired_sha256).where(
+            c.id == b("b_id")
+        )
         self._outcome = sa.select(c.state, c.error, c.result).where(c.id == b("b_id"))
         self._insert = jobs.insert()
         self._get = sa.select(jobs).where(c.id == b("b_id"))
@@ -230,6 +232,10 @@ class JobStore:
         priority: int = 0,
         expires_in_s: float | None = None,
         client: str | None = None,
+        paired_name: str | None = None,
+        paired_sha256: str | None = None,
+        paired_uri: str | None = None,
+        paired_bytes: int | None = None,
     ) -> dict[str, Any]:
         now = time.time()
         values = {
@@ -240,6 +246,10 @@ class JobStore:
             "model_sha256": model_sha256,
             "model_uri": model_uri,
             "model_bytes": model_bytes,
+            "paired_name": paired_name,
+            "paired_sha256": paired_sha256,
+            "paired_uri": paired_uri,
+            "paired_bytes": paired_bytes,
             "settings": dumps(settings),
             "timeout_s": timeout_s,
             "expires_at": now + expires_in_s if expires_in_s else None,
@@ -419,6 +429,8 @@ class JobStore:
             if not rows:
                 raise NotFound(f"job {job_id} does not exist")
             row = rows[0]
+            if result is not None:
+                check_matches_job(result, bool(row.get("paired_sha256")))
             if result is not None and emulated is not None:
                 result = stamp(result, agent_id, row["device_class"], emulated, job_id)
             payload = dumps(result) if result is not None else None
@@ -556,9 +568,12 @@ class JobStore:
         return requeued
 
     def holds_model(self, agent_id: str, sha256: str) -> bool:
-        """Whether the agent holds a lease on a job for this model (it may download only those)."""
+        """Whether the agent holds a lease on a job for this model, or paired with it (it may download
+        only those)."""
         q = sa.select(jobs.c.id).where(
-            jobs.c.agent_id == agent_id, jobs.c.state == "leased", jobs.c.model_sha256 == sha256
+            jobs.c.agent_id == agent_id,
+            jobs.c.state == "leased",
+            sa.or_(jobs.c.model_sha256 == sha256, jobs.c.paired_sha256 == sha256),
         )
         with self.engine.connect() as conn:
             return conn.execute(q.limit(1)).first() is not None
@@ -598,10 +613,15 @@ class JobStore:
             ).rowcount
 
     def blob_references(self) -> set[str]:
-        """The sha256 of every controller blob a job still names."""
+        """The sha256 of every controller blob a job still names (its model, or the model paired with it)."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(jobs.c.model_sha256).where(jobs.c.model_uri.is_(None)).distinct())
-            return {r[0] for r in rows}
+            paired = conn.execute(
+                sa.select(jobs.c.paired_sha256)
+                .where(jobs.c.paired_sha256.is_not(None), jobs.c.paired_uri.is_(None))
+                .distinct()
+            )
+            return {r[0] for r in rows} | {r[0] for r in paired}
 
     def _notify(self, conn: Any, channel: str) -> None:
         """Tell the other controllers on this database (delivered when the transaction commits)."""

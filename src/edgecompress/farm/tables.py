@@ -43,6 +43,12 @@ jobs = sa.Table(
     sa.Column("client", sa.String(128), nullable=True),  # who submitted it: only they (and admin) see it
     sa.Column("deadline_at", sa.Float, nullable=True),  # the lease never outlives this
     sa.Column("available_at", sa.Float, nullable=True),  # a released job waits (backoff) until then
+    # A paired job (latency comparisons): a second model, benchmarked with the first in one process,
+    # alternating (runner.benchmark_paired). NULL for a job of one model.
+    sa.Column("paired_name", sa.String(256), nullable=True),
+    sa.Column("paired_sha256", sa.String(64), nullable=True),
+    sa.Column("paired_uri", sa.Text, nullable=True),
+    sa.Column("paired_bytes", sa.BigInteger, nullable=True),
 )
 # In the claim's order (priority DESC, id), so the next job is the index's first entry. An index on
 # (…, priority, id) made SQLite sort every queued job of the class for each claim ("USE TEMP B-TREE

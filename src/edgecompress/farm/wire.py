@@ -70,6 +70,9 @@ class ModelRef:
 class JobSpec:
     model: ModelRef
     device_class: Name
+    # a second model benchmarked with `model` in one process, alternating in short blocks: one result
+    # per model and their ratio from the same moments (a latency comparison)
+    paired_with: ModelRef | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     timeout_s: Annotated[float, Check(gt=0, le=86_400)] = 600.0
     priority: Annotated[int, Check(ge=-1000, le=1000)] = 0
@@ -207,6 +210,9 @@ class ClaimedJob:
     settings: dict[str, Any]
     timeout_s: float
     attempts: int
+    paired_name: str | None = None
+    paired_sha256: str | None = None
+    paired_url: str | None = None
 
 
 # --- building and reading -----------------------------------------------------------------------

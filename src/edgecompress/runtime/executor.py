@@ -52,7 +52,7 @@ def benchmark_locally(
         "device": {**device_facts.facts(), "cpu_affinity": cls.cpu_affinity()},
         "backend": "local",
     }
-    for each in result.get("results", [result]):
+    for each in [result, *result.get("results", [])]:
         each.update(where)
     return result
 
@@ -82,8 +82,10 @@ def benchmark_on_this_device(
     backend: str = "node",
     start_method: str = "spawn",
     cancel: threading.Event | None = None,
+    paired_with: Path | None = None,
 ) -> dict[str, Any]:
-    """Benchmark on the machine this runs on, as a real device of `device_class`."""
+    """Benchmark on the machine this runs on, as a real device of `device_class` (with `paired_with`,
+    both models in one process, alternating: `runner.benchmark_paired`)."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     merged = {"threads": usable, "providers": default_providers(), **(settings or {})}
     result = run_isolated(
@@ -93,16 +95,17 @@ def benchmark_on_this_device(
         memory_limit_bytes=memory_limit_bytes,
         start_method=start_method,
         cancel=cancel,
+        paired_with=Path(paired_with) if paired_with else None,
     )
-    result.update(
-        {
-            "device_class": device_class,
-            "emulated": False,
-            "device_description": f"{device_class} (real device)",
-            "device": device_facts.facts(),
-            "backend": backend,
-        }
-    )
+    where = {
+        "device_class": device_class,
+        "emulated": False,
+        "device_description": f"{device_class} (real device)",
+        "device": device_facts.facts(),
+        "backend": backend,
+    }
+    for each in [result, *result.get("results", [])]:
+        each.update(where)
     return result
 
 
@@ -114,9 +117,10 @@ def run_on_device(
     timeout_s: float,
     memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
     cancel: threading.Event | None = None,
+    paired_with: Path | None = None,
 ) -> dict[str, Any]:
     """The agent's executor: an emulated class (`emulate`, or a class named like one) or this device.
-    `cancel` stops the benchmark child (runner.Cancelled) when set."""
+    `cancel` stops the benchmark child (runner.Cancelled) when set; `paired_with`: a paired job."""
     profile = emulate or (device_class if device_class in emulated_classes() else None)
     if profile:
         result = benchmark_locally(
@@ -127,8 +131,10 @@ def run_on_device(
             memory_limit_bytes,
             start_method="forkserver",
             cancel=cancel,
+            paired_with=paired_with,
         )
-        result.update({"device_class": device_class, "emulated_profile": profile})
+        for each in [result, *result.get("results", [])]:
+            each.update({"device_class": device_class, "emulated_profile": profile})
         return result
     return benchmark_on_this_device(
         model_path,
@@ -139,4 +145,5 @@ def run_on_device(
         backend="farm",
         start_method="forkserver",
         cancel=cancel,
+        paired_with=paired_with,
     )

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress.errors import ConfigError
+from edgecompress.errors import ConfigError, PairingUnsupported
 from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS, emulated_device_class
 from edgecompress.runtime.executor import benchmark_locally
 from edgecompress.runtime.runner import BenchmarkSettings
-from edgecompress.stats import MIN_LATENCY_ROUNDS, ratio_interval, speedup_interval
+from edgecompress.stats import MIN_LATENCY_ROUNDS, ratio_interval
 
 
 @dataclass
@@ -90,35 +90,63 @@ class Measurement:
             "only; measure on a farm with edgecompress.edge.Measurement"
         )
 
-    def interleaved(self, first: Path, second: Path, rounds: int) -> dict[str, Any]:
-        """Rounds on the same device, each model's p50 per round, for a paired comparison; the order
-        flips every round, so neither model always runs first.
+    def paired(self, first: Path, second: Path) -> dict[str, Any]:
+        """Both models in one benchmark process, alternating in short blocks (`runner.benchmark_paired`):
+        here, or as one paired job on `farm_url`."""
+        if self.farm_url:
+            return self.pair_on_farm(Path(first), Path(second))
+        return benchmark_locally(
+            Path(first),
+            self.device_class,
+            self.settings(),
+            start_method="forkserver",
+            paired_with=Path(second),
+        )
 
-        Here (no farm) a round is one process running both models in alternating short blocks
-        (`runner.benchmark_paired`): the two p50s of a round then come from the same moments of the
-        machine, and a phase of the machine's speed moves both. On a farm a round is one job per model."""
-        out: dict[str, Any] = {"parent_ms": [], "child_ms": [], "emulated": None}
+    def pair_on_farm(self, first: Path, second: Path) -> dict[str, Any]:
+        """A paired benchmark on `farm_url`: the runtime has no farm client (see the module)."""
+        return self.on_farm(Path(first))  # raises: measured here only
+
+    def interleaved(self, first: Path, second: Path, rounds: int) -> dict[str, Any]:
+        """Rounds on the same device, each model's p50 per round and the round's ratio (first/second),
+        for a paired comparison; the order flips every round, so neither model always runs first.
+
+        A round is one process running both models in alternating short blocks (`paired`, here or as
+        one farm job): the round's ratio then comes from the same moments of the device, and a phase of
+        its speed moves both models. Where a farm does not run paired jobs (a controller or agent older
+        than them), the rounds from then on are one job per model, their ratio is that of their p50s,
+        and `pairing` says how many rounds were paired."""
+        out: dict[str, Any] = {"parent_ms": [], "child_ms": [], "ratios": [], "emulated": None}
         keys = ("parent_ms", "child_ms")
+        method, unpaired_why, paired = "", "", 0
         for i in range(rounds):
             order = ((keys[0], Path(first)), (keys[1], Path(second)))
             order = order if i % 2 == 0 else order[::-1]
-            if self.farm_url:
-                measured = [self.latency(path) for _, path in order]
-            else:
-                pair = benchmark_locally(
-                    order[0][1], self.device_class, self.settings(), start_method="forkserver",
-                    paired_with=order[1][1],
-                )  # fmt: skip
+            pair: dict[str, Any] = {}
+            if not unpaired_why:
+                try:
+                    pair = self.paired(order[0][1], order[1][1])
+                except PairingUnsupported as exc:
+                    unpaired_why = str(exc)
+            if len(pair.get("results") or []) == 2:
                 measured = [_latency_fields(r) for r in pair["results"]]
-                first_over_second = pair["pairing"]["ratio"]
-                out["pairing"] = pair["pairing"]["method"]
-                out.setdefault("ratios", []).append(
-                    first_over_second if i % 2 == 0 else 1.0 / first_over_second
-                )
+                method, ratio = pair["pairing"]["method"], pair["pairing"]["ratio"]
+                paired += 1
+            else:
+                unpaired_why = unpaired_why or f"the {self.device_class} agent ran one model of a paired job"
+                measured = [self.latency(path) for _, path in order]
+                ratio = measured[0]["p50_ms"] / measured[1]["p50_ms"]
+            out["ratios"].append(ratio if i % 2 == 0 else 1.0 / ratio)
             for (key, _), r in zip(order, measured, strict=True):
                 out[key].append(r["p50_ms"])
                 out["emulated"] = r["emulated"]
-        out.setdefault("pairing", "one benchmark job per model and round, on the farm")
+        out["paired_rounds"] = paired
+        out["pairing"] = (
+            method
+            if not unpaired_why
+            else f"{paired} of {rounds} rounds paired, the rest one benchmark per model, their ratio that of "
+            f"their p50s ({unpaired_why})"
+        )
         return out
 
     def compare(
@@ -129,11 +157,7 @@ class Measurement:
         from edgecompress.runtime.devices import timing_note
 
         r = self.interleaved(parent, child, rounds)
-        speed = (  # a paired round measured its ratio in the same moments; otherwise the p50s' ratio
-            ratio_interval(r["ratios"], confidence)
-            if "ratios" in r
-            else speedup_interval(r["parent_ms"], r["child_ms"], confidence)
-        )
+        speed = ratio_interval(r["ratios"], confidence)
         return {
             **speed,
             "parent_p50_ms": float(np.median(r["parent_ms"])),

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from edgecompress.farm.results import ResultRejected
 from edgecompress.farm.routers.deps import AsAgent, AsEnrolment, JobId, State, as_agent, bearer, unauthorised
 from edgecompress.farm.routers.deps import PathName as AgentId
 from edgecompress.farm.wire import (
@@ -114,6 +115,8 @@ async def claim(
         job = await state.db(state.store.claim, agent_id, device_class)
         if job is not None:
             job["model_url"] = state.model_url(job)
+            if job.get("paired_sha256"):
+                job["paired_url"] = state.model_url(job, "paired")
             return JSONResponse(job)
         remaining = deadline - loop.time()
         if remaining <= 0:
@@ -151,6 +154,8 @@ async def result(job_id: JobId, sub: ResultSubmission, who: AsAgent, state: Stat
             sub.error,
             who.emulated,
         )
+    except ResultRejected as exc:  # e.g. one model's result for a paired job
+        raise HTTPException(422, f"result rejected: {exc}") from exc
     except ValueError as exc:  # NaN/Infinity in the result
         raise HTTPException(422, f"result is not valid JSON for storage: {exc}") from exc
     state.finished.notify()

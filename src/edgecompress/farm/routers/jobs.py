@@ -13,34 +13,34 @@ from fastapi.responses import JSONResponse
 from edgecompress.farm.identity import Principal
 from edgecompress.farm.routers.deps import AsClient, JobId, State, role, visible_to
 from edgecompress.farm.state import FarmState
-from edgecompress.farm.wire import ROW_ID_MAX, JobSpec, QueueDepth
+from edgecompress.farm.wire import ROW_ID_MAX, JobSpec, ModelRef, QueueDepth
 from edgecompress.runtime.devices import NAME_RE
 
 router = APIRouter(prefix="/v1")
 
 
-async def model_size(spec: JobSpec, who: Principal, state: FarmState) -> int | None:
+async def model_size(model: ModelRef, who: Principal, state: FarmState) -> int | None:
     """The model's bytes: an uploaded blob must be the client's own; an S3 model's declared size
     must be within the limit."""
     limit = state.config.max_model_bytes
-    if spec.model.uri is None:
-        path = state.blob_path(spec.model.sha256)
-        if not path.exists() or not await state.read(
-            state.store.owns_blob, visible_to(who), spec.model.sha256
-        ):
+    if model.uri is None:
+        path = state.blob_path(model.sha256)
+        if not path.exists() or not await state.read(state.store.owns_blob, visible_to(who), model.sha256):
             raise HTTPException(
-                422, f"no uploaded model with sha256 {spec.model.sha256}: PUT /v1/blobs/<sha256> first"
+                422, f"no uploaded model with sha256 {model.sha256}: PUT /v1/blobs/<sha256> first"
             )
         return path.stat().st_size
-    if spec.model.bytes is not None and spec.model.bytes > limit:
-        raise HTTPException(413, f"model of {spec.model.bytes} bytes exceeds the limit of {limit} bytes")
-    return spec.model.bytes
+    if model.bytes is not None and model.bytes > limit:
+        raise HTTPException(413, f"model of {model.bytes} bytes exceeds the limit of {limit} bytes")
+    return model.bytes
 
 
 @router.post("/jobs", status_code=201)
 async def submit(spec: JobSpec, who: AsClient, state: State) -> Any:
     settings = await state.checked_settings(spec.device_class, spec.settings)
-    size = await model_size(spec, who, state)
+    size = await model_size(spec.model, who, state)
+    paired = spec.paired_with
+    paired_size = await model_size(paired, who, state) if paired is not None else None
     job = await state.db(
         state.store.submit,
         device_class=spec.device_class,
@@ -48,6 +48,10 @@ async def submit(spec: JobSpec, who: AsClient, state: State) -> Any:
         model_sha256=spec.model.sha256,
         model_uri=spec.model.uri,
         model_bytes=size,
+        paired_name=paired.name if paired else None,
+        paired_sha256=paired.sha256 if paired else None,
+        paired_uri=paired.uri if paired else None,
+        paired_bytes=paired_size,
         settings=settings,
         timeout_s=spec.timeout_s,
         priority=spec.priority,
