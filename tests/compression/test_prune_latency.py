@@ -152,6 +152,18 @@ def macs_device(monkeypatch, jitter: float = 0.0, seed: int = 0) -> None:
 
     monkeypatch.setattr(structured, "model_cost", cost)
 
+    def ratios(reference, model, input_shape, device_class, rounds):
+        """Interleaved rounds on this device: each round measures both models (`model_cost`, looked
+        up now, so a test's own device replaces it), the order flipped every round."""
+        out = []
+        for r in range(rounds):
+            pair = (reference, model) if r % 2 == 0 else (model, reference)
+            ms = [structured.model_cost(m, input_shape, "latency", device_class) for m in pair]
+            out.append(ms[1] / ms[0] if r % 2 == 0 else ms[0] / ms[1])
+        return out
+
+    monkeypatch.setattr(structured, "latency_ratios", ratios)
+
 
 def test_closed_loop_corrects_the_additive_prediction(digits, tmp_path: Path, monkeypatch) -> None:
     """A "device" whose latency is the model's MACs: pruning a layer's outputs also shrinks the next

@@ -483,14 +483,23 @@ def measured_latency_ratio(
     rounds: int = LATENCY_RATIO_ROUNDS,
 ) -> float:
     """`model`'s p50 as a share of `reference`'s, measured now in interleaved rounds (median of the
-    per-round ratios; locally each round runs both models in one process, alternating, so both see the
-    same moments of the machine): what a ratio target asks about, free of the drift between a reference
-    measured earlier and a model measured now."""
+    per-round ratios): what a ratio target asks about, free of the drift between a reference measured
+    earlier and a model measured now."""
+    return float(
+        statistics.median(latency_ratios(reference, model, tuple(input_shape), device_class, rounds))
+    )
+
+
+def latency_ratios(
+    reference: nn.Module, model: nn.Module, input_shape: tuple[int, ...], device_class: str, rounds: int
+) -> list[float]:
+    """`model`'s p50 / `reference`'s, one ratio per round; each round runs both in one process,
+    alternating (`Measurement.modules_interleaved`), so both see the same moments of the device."""
     from edgecompress.edge import Measurement
 
     meter = Measurement(device_class, None, BUDGET_BENCH_MIN_RUNS, BUDGET_BENCH_MIN_DURATION_S)
-    r = meter.modules_interleaved(reference, model, tuple(input_shape), rounds)
-    return float(statistics.median(1.0 / x for x in r["ratios"]))  # ratios: reference / model
+    r = meter.modules_interleaved(reference, model, input_shape, rounds)
+    return [1.0 / x for x in r["ratios"]]  # `ratios` are first / second: reference / model
 
 
 def ratio_for_budget(
