@@ -6,15 +6,19 @@ profiler times every node of the one optimised graph that the benchmark runs (af
 fusions), inside the same kind of session (the class's thread count, sequential execution, the same
 graph optimisation level), pinned to the class's cores.
 
-Method, per round (at least `MIN_LATENCY_ROUNDS`; with two models their rounds alternate, and so do
-the whole/parts measurements inside a round):
-- the whole: the model's end-to-end p50 through the benchmark runner, the path every benchmark and
-  decision uses (`Measurement.latency`, local emulation of the class);
-- the parts: a child process pinned like the benchmark child, with `SessionOptions.enable_profiling`,
-  `runs` timed calls after warm-up; the trace's `Node` events (`dur`, op type, provider) are grouped
-  by the `model_run` they fall into; per node, the median over the round's calls;
-- the floor: an Identity model with the same input, through the same runner: ONNX Runtime's per-call
-  overhead (binding inputs, allocating outputs, the Python call) that belongs to no node.
+Method, per round (at least `MIN_LATENCY_ROUNDS`; with two models their rounds alternate): one child
+process pinned like the benchmark child, with three sessions set up as the benchmark runner sets up
+its own, called in turn, call by call (the order rotating), `runs` calls each after warm-up:
+- the parts: the model with `SessionOptions.enable_profiling`; the trace's `Node` events (`dur`, op
+  type, provider) are grouped by the `model_run` they fall into; per node, the median over the round's
+  calls;
+- the whole: the same model unprofiled, its end-to-end p50 over the round's calls;
+- the floor: an Identity model with the same input: ONNX Runtime's per-call overhead (binding inputs,
+  allocating outputs, the Python call) that belongs to no node.
+The three are measured in the same moments of the machine: on a VM whose speed moves between phases of
+a second or so, three separate processes (results written before 2026-12-07 evening) put them in
+different phases (per-round differences of ±0.08 ms on a 0.15 ms model). A call follows calls of the
+other two sessions, so the whole can be a little slower than in a tight loop of one model.
 Across rounds: the median of the per-round values. Each node's share is its p50 over the whole's p50.
 
 The profiler's own cost inside each node: with profiling on, every node's `dur` holds about 1.7 µs
@@ -29,7 +33,7 @@ it). The calibration is measured on its own graph, never fitted to the model it 
 profiler figures stay in the result (`p50_ms`, `sum_node_p50_ms`).
 
 The parts-add-up check: |whole − (Σ node p50 − nodes × overhead) − floor| ≤ `tolerance` × whole + 1 µs
-× nodes, paired by round: the three terms of one round are measured seconds apart, and the
+× nodes, paired by round: the three terms of one round come from the same process, and the
 median over rounds of that round's difference decides (`round_unexplained_ms`). Taken apart, the
 medians of the whole and of the parts can come from different phases of a machine whose speed moves
 (on an AVX2 EPYC VM one model's per-round p50 moved between 0.14 and 0.20 ms: parts 0.154 + floor
@@ -61,6 +65,10 @@ from edgecompress.runtime.devices import DEFAULT_DEVICE_CLASS
 from edgecompress.stats import MIN_LATENCY_ROUNDS
 
 SCHEMA = "edgecompress.profile/v1"
+ROUND_METHOD = (
+    "each round one pinned process calls the profiled session, the same model unprofiled (the whole) and "
+    "the identity model (the floor) in turn, call by call"
+)
 NODE_RESOLUTION_MS = 1e-3  # the profiler's `dur` is in whole microseconds
 CALIBRATION_NODES = 64  # element-wise nodes in the chain that measures the profiler's cost per node
 
@@ -186,30 +194,56 @@ def parse_trace(events: list[dict[str, Any]], runs: int) -> dict[str, Any]:
 
 
 def _profiled_child(
-    model_path: str, threads: int, providers: list[str], affinity, runs: int, warmup: int, out: str
+    model_path: str,
+    identity_path: str,
+    threads: int,
+    providers: list[str],
+    affinity,
+    runs: int,
+    warmup: int,
+    out: str,
 ) -> None:
-    """Body of the profiling child: pinned like the benchmark child, one profiled session."""
+    """Body of the profiling child, pinned like the benchmark child: the profiled session, the same
+    model unprofiled (the whole) and the identity model (the floor), called in turn, call by call (the
+    order rotating), so that the three are measured in the same moments of the machine."""
     if affinity:
         os.sched_setaffinity(0, affinity)
     try:
+        import time
+
         from edgecompress.runtime.runner import _ort_input
 
         with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
-            session = _session(Path(model_path), threads, providers, str(Path(tmp) / "ort"))
-            feeds = _ort_input(session, 1, 0)
-            for _ in range(warmup + runs):
-                session.run(None, feeds)
-            trace = Path(session.end_profiling())
-            result = parse_trace(json.loads(trace.read_text()), runs)
+            profiled = _session(Path(model_path), threads, providers, str(Path(tmp) / "ort"))
+            whole = _session(Path(model_path), threads, providers, None)
+            floor = _session(Path(identity_path), threads, providers, None)
+            sessions = {"parts": profiled, "whole_ms": whole, "floor_ms": floor}
+            feeds = {k: _ort_input(v, 1, 0) for k, v in sessions.items()}
+            timed: dict[str, list[float]] = {"whole_ms": [], "floor_ms": []}
+            for _ in range(warmup):
+                for key, session in sessions.items():
+                    session.run(None, feeds[key])
+            keys = list(sessions)
+            clock = time.perf_counter_ns
+            for j in range(runs):
+                for key in keys[j % 3 :] + keys[: j % 3]:
+                    t = clock()
+                    sessions[key].run(None, feeds[key])
+                    took = clock() - t
+                    if key in timed:
+                        timed[key].append(took / 1e6)
+            trace = Path(profiled.end_profiling())
+            result = {**parse_trace(json.loads(trace.read_text()), runs), **timed}
     except Exception as exc:  # the parent raises it with the model's name
         result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     Path(out).write_text(json.dumps(result))
 
 
 def profiled_round(
-    model_path: Path, device_class: str, runs: int, warmup: int, timeout_s: float = 600
+    model_path: Path, identity_path: Path, device_class: str, runs: int, warmup: int, timeout_s: float = 600
 ) -> dict:
-    """One round of per-node timings of `model_path` on an emulated class, in a pinned child process."""
+    """One round of `model_path` on an emulated class, in a pinned child process: per-node timings
+    (`nodes`), and the whole's and the floor's call times (`whole_ms`, `floor_ms`) from the same moments."""
     import multiprocessing
 
     from edgecompress.runtime.devices import emulated_device_class
@@ -218,7 +252,10 @@ def profiled_round(
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
         out = Path(tmp) / "parts.json"
-        args = (str(model_path), cls.threads, list(cls.providers), cls.cpu_affinity(), runs, warmup, str(out))
+        args = (
+            str(model_path), str(identity_path), cls.threads, list(cls.providers), cls.cpu_affinity(), runs,
+            warmup, str(out),
+        )  # fmt: skip
         proc = ctx.Process(target=_profiled_child, args=args, daemon=True)
         proc.start()
         proc.join(timeout_s)
@@ -375,7 +412,6 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
     """Profile one or more ONNX models on `config.device_class`: rounds alternate between the models
     and the profiler's calibration chain (and between whole, parts and floor inside a round). Returns
     the result JSON (see the module's doc)."""
-    from edgecompress.edge import Measurement
     from edgecompress.io import sha256_file
     from edgecompress.runtime.devices import profile as device_profile
 
@@ -385,7 +421,6 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
     for label, path in paths.items():
         if not Path(path).is_file():
             raise ConfigError(f"profile: model {label!r}: no ONNX file at {path}")
-    meter = Measurement(config.device_class, None, config.runs, 0.0, config.warmup_runs)
     with tempfile.TemporaryDirectory(prefix="edgecompress-profile-") as tmp:
         measured = {**paths, CALIBRATION: calibration_model(Path(tmp) / "calibration.onnx")}
         labels = list(measured)
@@ -397,18 +432,12 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
         floor_ms: dict[str, list[float]] = {label: [] for label in labels}
         for i in range(config.rounds):
             for label in labels if i % 2 == 0 else labels[::-1]:
-                entry: dict[str, Any] = {}
-                steps = ["whole", "parts", "floor"]
-                for what in steps if i % 2 == 0 else steps[::-1]:
-                    if what == "whole":
-                        entry["whole_p50_ms"] = meter.latency(Path(measured[label]))["p50_ms"]
-                    elif what == "floor":
-                        floor_ms[label].append(meter.latency(floors[label])["p50_ms"])
-                    else:
-                        entry["parts"] = profiled_round(
-                            Path(measured[label]), config.device_class, config.runs, config.warmup_runs
-                        )
-                rounds[label].append(entry)
+                parts = profiled_round(
+                    Path(measured[label]), floors[label], config.device_class, config.runs, config.warmup_runs
+                )
+                whole_ms, floor_calls = parts.pop("whole_ms"), parts.pop("floor_ms")
+                rounds[label].append({"whole_p50_ms": _median(whole_ms), "parts": parts})
+                floor_ms[label].append(_median(floor_calls))
     calibration = _calibration(rounds[CALIBRATION], floor_ms[CALIBRATION])
     overhead = calibration["overhead_per_node_ms"]
     p = device_profile(config.device_class)
@@ -417,7 +446,8 @@ def profile_models(paths: dict[str, Path], config: ProfileConfig) -> dict[str, A
         "device_class": config.device_class,
         "emulated": True,
         "device_description": p.description,
-        "method": "ONNX Runtime profiler (SessionOptions.enable_profiling), Node events per model_run",
+        "method": "ONNX Runtime profiler (SessionOptions.enable_profiling), Node events per model_run; "
+        + ROUND_METHOD,
         "config": {k: getattr(config, k) for k in ProfileConfig.__dataclass_fields__},
         "profiler_calibration": calibration,
         "models": {

@@ -30,8 +30,8 @@ def cmd_profile(a: argparse.Namespace) -> int:
     """per-layer latency of a model on a device class (ONNX Runtime's profiler)
 
     Profile a Model artifact (or a bare .onnx file) on an emulated device class: per-node p50 from ONNX
-    Runtime's profiler over interleaved rounds, each node's share of the end-to-end p50 (the benchmark
-    runner's), and whether the parts add up to the whole once the profiler's own cost per node (measured
+    Runtime's profiler over rounds, each node's share of the end-to-end p50 (the same model unprofiled,
+    called in turn with the profiled one in the same process), and whether the parts add up to the whole once the profiler's own cost per node (measured
     on a calibration chain in the same rounds) is taken off. With --compare, a second model (e.g. the INT8
     child) is profiled in alternating rounds and compared per op family."""
     from edgecompress.cli.steps import _lineage
