@@ -39,6 +39,13 @@ def test_a_paired_job_runs_both_models_on_one_agent(farm, tmp_path: Path) -> Non
     # first / second from the same moments: the small model is the faster one
     assert 0 < result["pairing"]["ratio"] < 1
 
+    # the paired model's bytes are checked like the model's: a blob changed after upload fails the job
+    other = client.upload(tiny_onnx(tmp_path / "other.onnx", width=24))
+    (farm.root / "blobs" / other["sha256"]).write_bytes(small.read_bytes())
+    job = client.submit(client.upload(small), "rpi4-emulated", TINY, timeout_s=60, paired_with=other)
+    failed = client.wait([job["id"]], 120)[job["id"]]
+    assert failed["state"] == "failed" and "sha256 mismatch" in failed["error"], failed
+
 
 def test_a_paired_model_must_be_the_clients_own(farm, tiny_model: Path, tmp_path: Path) -> None:
     client = farm.client()
@@ -95,6 +102,16 @@ def test_an_agent_downloads_the_paired_model_only_while_it_holds_the_job(
     assert [r["job_id"] for r in stored["results"]] == [job["id"]] * 2  # each model's result stamped
     assert all(r["agent_id"] == "m1" and r["device_class"] == "manual-class" for r in stored["results"])
     assert requests.get(blob, headers=ha, timeout=10).status_code == 404  # the job is done
+
+    # an agent older than paired jobs answers with its first model's result: stored, the client falls back
+    older = client.submit(client.upload(tiny_model), "manual-class", TINY, paired_with=second)
+    claimed = requests.post(
+        f"{url}/v1/agents/m1/claim", params={"device_class": "manual-class"}, headers=ha, timeout=10
+    ).json()
+    assert claimed["id"] == older["id"]
+    body = {"agent_id": "m1", "lease_id": claimed["lease_id"], "status": "done", "result": valid_result()}
+    resp = requests.post(f"{url}/v1/jobs/{older['id']}/result", json=body, headers=ha, timeout=10)
+    assert resp.status_code == 200 and client.job(older["id"])["result"]["schema"] == SCHEMA
 
     # a pair is not a one-model job's result
     single = client.submit(client.upload(tiny_model), "manual-class", TINY)

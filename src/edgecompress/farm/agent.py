@@ -447,9 +447,10 @@ class Agent:
                     raise ModelRejected("the job names a paired model but no URL to download it from")
                 self.download(job.paired_url, paired, deadline)
             timing["download_ms"] = (time.perf_counter() - t0) * 1e3
-            for where, expected in ((path, job.model_sha256), (paired, job.paired_sha256)):
-                actual = sha256_file(where) if where is not None else None
-                if where is not None and actual != expected:
+            downloads = [(path, job.model_sha256)] + ([(paired, job.paired_sha256)] if paired else [])
+            for where, expected in downloads:
+                actual = sha256_file(where)
+                if actual != expected:
                     raise ModelRejected(
                         f"sha256 mismatch: the job says {expected}, the download hashes to {actual}"
                     )
@@ -473,14 +474,16 @@ class Agent:
                 paired_with=paired,
             )
             timing["benchmark_wall_ms"] = (time.perf_counter() - t1) * 1e3
-        names = [job.model_name, job.paired_name]
-        for i, each in enumerate([result, *result.get("results", [])]):
+        # a paired job's result: the outer record and each model's own (named after its model)
+        named = [(result, job.model_name)]
+        named += list(zip(result.get("results", []), [job.model_name, job.paired_name], strict=False))
+        for each, name in named:
             each.update(
                 {
                     "backend": "farm",
                     "job_id": job.id,
                     "agent_id": self.agent_id,
-                    "model_name": names[max(0, i - 1)],
+                    "model_name": name,
                     "emulated": bool(each.get("emulated")) or self.emulated,  # as enrolled, at least
                 }
             )

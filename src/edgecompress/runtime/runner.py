@@ -372,7 +372,7 @@ def benchmark_paired(first: Path, second: Path, settings: BenchmarkSettings) -> 
             "method": PAIRING_METHOD.format(block_ms=PAIR_BLOCK_S * 1e3),
             "block_runs": block,
             "blocks": blocks,
-            "ratio": statistics.median(block_ratios) if block_ratios else None,
+            "ratio": statistics.median(block_ratios),  # the first block pair always has both models
             "block_ratios": block_ratios[:MAX_SAMPLES_KEPT],
         },
         "duration_s": duration_s,
