@@ -134,3 +134,32 @@ def test_retention_keeps_a_blob_that_a_job_names_as_its_paired_model(db_url: str
                  settings={}, timeout_s=60, paired_name="p", paired_sha256="d" * 64,
                  paired_uri="s3://bucket/d.onnx")  # fmt: skip
     assert store.blob_references() == {"a" * 64, "b" * 64, "c" * 64}  # an S3 model is not a blob
+
+
+def test_a_database_from_before_paired_jobs_gains_their_columns(db_url: str) -> None:
+    """A farm upgraded in place: its jobs table lacks the paired columns; the controller's store adds
+    them at start-up, and the jobs already there keep their rows."""
+    import sqlalchemy as sa
+
+    from edgecompress.farm.store import JobStore
+    from edgecompress.farm.tables import jobs
+
+    old = sa.MetaData()
+    columns = [c for c in jobs.columns if not c.name.startswith("paired_")]
+    sa.Table(
+        jobs.name,
+        old,
+        *(sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in columns),
+    )
+    engine = sa.create_engine(db_url)
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(old.tables[jobs.name].insert().values(
+            device_class="c", state="queued", priority=0, model_name="m", model_sha256="a" * 64,
+            settings="{}", timeout_s=60, created_at=0.0, attempts=0, max_attempts=3))  # fmt: skip
+    engine.dispose()
+    store = JobStore(db_url)
+    job = store.submit(device_class="c", model_name="m", model_sha256="b" * 64, model_uri=None,
+                       model_bytes=1, settings={}, timeout_s=60, paired_name="p", paired_sha256="c" * 64)  # fmt: skip
+    assert store.get(job["id"])["paired_sha256"] == "c" * 64
+    assert store.get(1)["paired_sha256"] is None and store.blob_references() == {"a" * 64, "b" * 64, "c" * 64}
