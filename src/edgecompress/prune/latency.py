@@ -30,8 +30,9 @@
 
 `latency_method="netadapt"` replaces 1-3 with NetAdapt's own loop (`netadapt_plan`): every proposal
 is measured on the current pruned model, at widths aligned to the kernels' block width, so neighbouring
-layers' interaction and alignment are measured instead of predicted; it costs tens of measurements
-instead of one table.
+layers' interaction and alignment are measured instead of predicted; each measurement is a ratio to the
+parent in paired rounds, so a phase of the machine cannot favour one proposal; it costs tens of
+measurements instead of one table.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import hashlib
 import json
 import logging
 import os
+import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +58,9 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "EDGECOMPRESS_CACHE_DIR"
 # v2: one row per unit of coupled layers (`coupled_units`); v1 tables had one per layer
 TABLE_SCHEMA = "edgecompress.latency-table/v2"
+# paired rounds per NetAdapt measurement (each one process running parent and proposal in alternating
+# blocks; two so that neither always leads): a proposal's ratio to its parent, not its own p50
+NETADAPT_ROUNDS = 2
 
 
 def default_cache_dir() -> Path:
@@ -648,13 +653,16 @@ def netadapt_plan(
     """NetAdapt (Yang et al., 2018), measured directly: each iteration asks for what is left to the
     target over the iterations left; per layer, its widths are walked down until the whole *current*
     model, measured on the class, saves that much; `choose_proposal` picks among them (by validation
-    accuracy after a short fine-tune with `netadapt_finetune_samples`, as the paper does). A target
-    given as a ratio follows the parent, measured again each iteration beside the current model: the
-    machine drifts, the ratio asked for does not. Layers pruned together (`coupled_units`: an expand conv
+    accuracy after a short fine-tune with `netadapt_finetune_samples`, as the paper does). Every
+    proposal is measured as a ratio to the parent in paired rounds (`latency_ratios`: both in one
+    process, alternating), and its ms are that ratio times the parent's p50 measured once at the start:
+    a phase of the machine's speed moves both models of a pair, so it cannot make one proposal look
+    faster than it is, nor end the search early (one-model measurements did, on a CI machine: a child
+    measured at the target was 1.14x faster where 1.33x was asked). Layers pruned together (`coupled_units`: an expand conv
     and its depthwise conv, convs summed by a residual link) move as one unit. Returns (config to prune with, report section,
     iterations) as `latency_plan` does. `finetune`: the training settings of the short fine-tune where
     the config's own are cleared (a recovery that replaces them)."""
-    from edgecompress.prune.structured import channel_counts, model_cost
+    from edgecompress.prune.structured import channel_counts, latency_ratios, model_cost
     from edgecompress.train import fit
 
     short = _short_finetune(config, finetune, dataset)
@@ -668,30 +676,28 @@ def netadapt_plan(
     importance = layer_importance(parent, input_shape, layers, config.importance)
 
     state = {"probe": None, "measurements": 0}
+    base = model_cost(parent, input_shape, "latency", config.device_class)
 
     def cut_and_measure(cut_to: dict[str, int]) -> tuple[float, nn.Module]:
-        """p50 of the parent cut to these widths (no fine-tuning), the safety probe reused."""
+        """p50 of the parent cut to these widths (no fine-tuning; the safety probe reused), as its
+        paired ratio to the parent times the parent's p50."""
         trial, state["probe"] = _cut(
             parent, input_shape, num_classes, config, _each_member(units, cut_to), channels, state["probe"]
         )
         state["measurements"] += 1
-        return model_cost(trial, input_shape, "latency", config.device_class), trial
+        ratios = latency_ratios(parent, trial, tuple(input_shape), config.device_class, NETADAPT_ROUNDS)
+        return float(statistics.median(ratios)) * base, trial
 
     def score(trial: nn.Module) -> float:
         history = fit(trial, dataset, short, description="netadapt proposal", progress=False)
         return history.epochs[-1]["val_accuracy"]
 
-    base = cut_and_measure({})[0]
     target = config.target_latency_ms or config.latency_ratio * base
     widths = {n: channels[n] for n in layers}
     current, moves = base, []
     for it in range(config.netadapt_iterations):
         if current <= target:
             break
-        if moves:  # measured again: the machine drifts between iterations
-            current = cut_and_measure(widths)[0]
-            if not config.target_latency_ms:
-                target = config.latency_ratio * cut_and_measure({})[0]
         wanted = (current - target) / (config.netadapt_iterations - it)
         proposals = _proposals(
             layers, grids, widths, current, wanted, cut_and_measure, importance, score if short else None
