@@ -163,3 +163,42 @@ def test_a_database_from_before_paired_jobs_gains_their_columns(db_url: str) -> 
                        model_bytes=1, settings={}, timeout_s=60, paired_name="p", paired_sha256="c" * 64)  # fmt: skip
     assert store.get(job["id"])["paired_sha256"] == "c" * 64
     assert store.get(1)["paired_sha256"] is None and store.blob_references() == {"a" * 64, "b" * 64, "c" * 64}
+
+
+def test_cli_submit_paired_with(farm, tmp_path: Path) -> None:
+    """`edgecompress farm submit A --paired-with B`: one paired job per class, each model's p50 and the
+    ratio printed, the pair's result in --output; a missing second model is named, nothing written."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    farm.agent()
+    small = tiny_onnx(tmp_path / "small.onnx", width=16)
+    large = tiny_onnx(tmp_path / "large.onnx", width=20_000, seed=1)
+    env = {
+        **os.environ,
+        "EDGECOMPRESS_FARM_URL": farm.url,
+        "EDGECOMPRESS_FARM_CLIENT_TOKEN": farm.client_token,
+    }
+
+    def submit(second: Path, output: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "edgecompress.farm", "submit", str(small), "--paired-with", str(second),
+             "--device-classes", "rpi4-emulated", "--settings", json.dumps(TINY), "--timeout-s", "120",
+             "--output", str(output)],
+            capture_output=True, text=True, env=env, timeout=180,
+        )  # fmt: skip
+
+    out = submit(large, tmp_path / "pair.json")
+    assert out.returncode == 0, out.stderr
+    assert "rpi4-emulated (emulated): job" in out.stdout and "paired (" in out.stdout
+    assert "small.onnx: p50" in out.stdout and "large.onnx: p50" in out.stdout
+    result = json.loads((tmp_path / "pair.json").read_text())["rpi4-emulated"]
+    assert result["schema"] == PAIR_SCHEMA
+    assert f"p50 ratio small.onnx / large.onnx: {result['pairing']['ratio']:.4f}" in out.stdout
+    assert result["pairing"]["ratio"] < 1
+
+    missing = submit(tmp_path / "absent.onnx", tmp_path / "none.json")
+    assert missing.returncode == 2 and "absent.onnx does not exist" in missing.stderr
+    assert not (tmp_path / "none.json").exists()

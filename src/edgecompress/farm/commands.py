@@ -122,6 +122,12 @@ def _client_parsers(fsub: argparse._SubParsersAction) -> None:
     p.add_argument("--settings", default="{}", help="benchmark settings as JSON, e.g. '{\"min_runs\": 500}'")
     p.add_argument("--timeout-s", type=float, default=600.0, help="give up after this long (default 600)")
     p.add_argument("--priority", type=int, default=0, help="higher runs first (-1000…1000)")
+    p.add_argument(
+        "--paired-with",
+        type=Path,
+        help="a second ONNX model (or Model artifact directory) benchmarked in the same job, the two "
+        "alternating in short blocks: their p50s and ratio come from the same moments of the device",
+    )
     p.add_argument("--output", type=Path, help="write the full results JSON here")
     _client_args(p)
 
@@ -284,7 +290,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from edgecompress.io import atomic_path
     from edgecompress.runtime.devices import parse_device_classes
 
-    model = args.model / "model.onnx" if args.model.is_dir() else args.model
+    model = _onnx_file(args.model)
+    paired_with = _onnx_file(args.paired_with) if args.paired_with else None
     try:
         settings = json.loads(args.settings)
     except json.JSONDecodeError as exc:
@@ -300,20 +307,42 @@ def cmd_submit(args: argparse.Namespace) -> int:
         token=read_token(None, args.token_file, CLIENT_TOKEN_ENV) or None,
         priority=args.priority,
         ca_bundle=args.ca_bundle,
+        paired_with=paired_with,
     )
     for cls, r in results.items():
-        lat = r["latency_ms"]
-        label = " (emulated)" if r.get("emulated") else ""
-        label += " (QEMU: timing not meaningful)" if r.get("timing_meaningful") is False else ""
-        print(
-            f"{cls}{label}: p50 {lat['p50']:.4f} ms  p90 {lat['p90']:.4f} ms  p99 {lat['p99']:.4f} ms  "
-            f"runs {r['runs']}  provider {r['provider_used']}  job {r['job_id']} on {r['agent_id']}"
-        )
+        job = f"job {r['job_id']} on {r['agent_id']}"
+        if "pairing" not in r:
+            older = (
+                "  (the agent ran the first model only: it is older than paired jobs)" if paired_with else ""
+            )
+            print(f"{cls}{_label(r)}: {_latency_line(r)}  {job}{older}")
+            continue
+        print(f"{cls}{_label(r['results'][0])}: {job}, paired ({r['pairing']['method']})")
+        for path, one in zip((model, paired_with), r["results"], strict=True):
+            print(f"  {path.name}: {_latency_line(one)}")
+        print(f"  p50 ratio {model.name} / {paired_with.name}: {r['pairing']['ratio']:.4f}")
     if args.output:
         with atomic_path(args.output) as tmp:
             tmp.write_text(json.dumps(results, indent=2))
         print(f"wrote {args.output}")
     return 0
+
+
+def _onnx_file(path: Path) -> Path:
+    return path / "model.onnx" if path.is_dir() else path
+
+
+def _label(result: dict[str, Any]) -> str:
+    label = " (emulated)" if result.get("emulated") else ""
+    return label + (" (QEMU: timing not meaningful)" if result.get("timing_meaningful") is False else "")
+
+
+def _latency_line(result: dict[str, Any]) -> str:
+    lat = result["latency_ms"]
+    return (
+        f"p50 {lat['p50']:.4f} ms  p90 {lat['p90']:.4f} ms  p99 {lat['p99']:.4f} ms  runs {result['runs']}  "
+        f"provider {result['provider_used']}"
+    )
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
