@@ -160,3 +160,46 @@ def test_the_front_json_never_holds_the_storage_password():
         summary["storage"].startswith("postgresql+psycopg://optuna:")
         and "db.example:5432" in summary["storage"]
     )
+
+
+def test_two_workers_that_ask_at_the_same_instant_run_the_budget_exactly(tmp_path: Path):
+    """The race behind the budget check: a worker reads the study (1 of 2 trials done, none running),
+    and before it asks, another worker takes the last place. Its trial, numbered after the other's, is
+    surplus: pruned unrun, not counted, not reported; the worker then waits for the other's trial."""
+    import threading
+    from types import SimpleNamespace
+
+    import optuna
+
+    from edgecompress.nas.distributed import FanoutConfig, accounted, rdb_storage
+    from edgecompress.nas.search import SURPLUS_ATTR, optimize_until
+
+    storage = rdb_storage(f"sqlite:///{tmp_path / 'study.db'}", FanoutConfig(**FANOUT))
+    study = optuna.create_study(storage=storage, study_name="race")
+    study.tell(study.ask(), 0.5)
+    snapshot = study.get_trials()  # what this worker read at its budget check
+    other = study.ask()  # the other worker's ask lands first: it holds the last place
+
+    class ReadBeforeTheOtherAsked:
+        """The study, whose first read is the snapshot taken before the other worker asked."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def get_trials(self, *args, **kwargs):
+            self.reads += 1
+            return snapshot if self.reads == 1 else study.get_trials(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(study, name)
+
+    threading.Timer(3.0, lambda: study.tell(other, 0.7)).start()  # the other worker finishes its trial
+    calls = []
+    ran = optimize_until(
+        ReadBeforeTheOtherAsked(), lambda t: calls.append(t.number) or 0.1,
+        SimpleNamespace(n_trials=2, timeout_s=60), progress=False, poll_s=0.2,
+    )  # fmt: skip
+    trials = study.get_trials()
+    assert calls == [] and ran == []  # the surplus trial ran nothing
+    assert [t.number for t in trials if t.user_attrs.get(SURPLUS_ATTR)] == [2]
+    assert trials[2].state == optuna.trial.TrialState.PRUNED and accounted(trials) == 2

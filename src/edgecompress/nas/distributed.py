@@ -7,8 +7,10 @@ Three plain functions, what the pipeline's tasks and the one-process CLI call:
   search), records its identity and the MLflow search run the trials nest under, and returns its name.
 - `run_worker` asks the shared study for trials until it holds `n_trials` finished trials
   (COMPLETE, PRUNED, or FAIL and not retried): N workers split them, none runs a trial twice. A
-  worker does not start a trial when the ones running would reach the budget; it waits for them, so
-  a study overshoots by at most workers − 1 trials only when workers ask at the same instant.
+  worker does not start a trial when the ones running would reach the budget; it waits for them.
+  Workers that pass that check at the same instant each get a trial, numbered by the storage one at
+  a time: a trial whose lower-numbered trials already fill the budget is surplus, pruned unrun and
+  never counted (`search.surplus`), so the study runs exactly `n_trials`.
 - `finish_study` re-measures the front, picks, retrains the pick: what the one-process `nas` step
   does after its search (it is that step, on a study that already holds its trials).
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from edgecompress.errors import ConfigError
 from edgecompress.nas.pareto import pareto_front
-from edgecompress.nas.search import Constraints, LatencyMeter, NasConfig, spec_key, trial_record
+from edgecompress.nas.search import SURPLUS_ATTR, Constraints, LatencyMeter, NasConfig, spec_key, trial_record
 from edgecompress.reports import figure_png, fmt, html_page, html_table, png_img_tag
 
 
@@ -23,7 +23,11 @@ def summarize(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """(trials, front, pick): the front re-measured with the final benchmark settings and
     the pick chosen on the re-measured latency. Raises ConfigError when no candidate was feasible."""
-    trials = [trial_record(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    trials = [
+        trial_record(t)
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and not t.user_attrs.get(SURPLUS_ATTR)
+    ]
     complete = [t for t in trials if t["state"] == "complete"]
     if not complete:
         reasons = sorted({t["reason"] for t in trials if t["reason"]})[:5]

@@ -31,6 +31,8 @@ from edgecompress.zoo import build_model, count_parameters
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("tpe", "nsga2", "random")
+# a trial created past the budget (two workers asked at the same instant): pruned unrun, never counted
+SURPLUS_ATTR = "surplus"
 
 
 @dataclass
@@ -494,14 +496,30 @@ def fail_stale(study: Any) -> None:
     optuna.storages.fail_stale_trials(study)
 
 
-def accounted(trials: list[Any]) -> int:
-    """Finished trials that count toward the budget: COMPLETE, PRUNED, and FAIL where no retry of it
-    was enqueued (a retried trial is counted through its retry)."""
+def _counting(trials: list[Any], states: tuple[str, ...]) -> list[Any]:
+    """The trials in `states` that count toward the budget, and FAIL ones where no retry was enqueued
+    (a retried trial is counted through its retry); never a surplus trial."""
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(
-        t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and t.number not in retried)
+    return [
+        t
         for t in trials
-    )
+        if not t.user_attrs.get(SURPLUS_ATTR)
+        and (t.state.name in states or (t.state.name == "FAIL" and t.number not in retried))
+    ]
+
+
+def accounted(trials: list[Any]) -> int:
+    """Finished trials that count toward the budget: COMPLETE, PRUNED, and FAIL not retried."""
+    return len(_counting(trials, ("COMPLETE", "PRUNED")))
+
+
+def surplus(trials: list[Any], number: int, n_trials: int) -> bool:
+    """Whether trial `number` is past the budget: the trials numbered before it that count or will
+    (finished, running, waiting to be retried) already fill it. The storage numbers trials one at a
+    time, so of two workers that passed the budget check at the same instant, only one gets the last
+    place: the other's trial is surplus."""
+    ahead = _counting(trials, ("COMPLETE", "PRUNED", "RUNNING", "WAITING"))
+    return sum(t.number < number for t in ahead) >= n_trials
 
 
 def optimize_until(
@@ -514,7 +532,9 @@ def optimize_until(
     poll_s: float = 1.0,
 ) -> list[int]:
     """Ask the (shared) study for trials one at a time until it holds `config.n_trials` accounted
-    trials or `config.timeout_s` is spent; returns the numbers of the trials this process ran."""
+    trials or `config.timeout_s` is spent; returns the numbers of the trials this process ran. With a
+    heartbeat (a fan-out's storage), a trial that another worker's made surplus is pruned unrun."""
+    import optuna
     from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 
     from edgecompress.progress import progress_bar
@@ -525,7 +545,17 @@ def optimize_until(
     with progress_bar(enabled=progress) as bar:
         task = bar.add_task(label, total=config.n_trials)
 
+        def budgeted(trial: Any) -> Any:
+            # without a heartbeat a dead worker's RUNNING trial never ends: only count it when it would
+            if heartbeat and surplus(study.get_trials(deepcopy=False), trial.number, config.n_trials):
+                trial.set_user_attr(SURPLUS_ATTR, True)
+                raise optuna.TrialPruned(f"past the budget of {config.n_trials} trials")
+            return objective(trial)
+
         def callback(study: Any, frozen: Any) -> None:
+            if frozen.user_attrs.get(SURPLUS_ATTR):
+                log.info("trial %d not run: the trials before it fill the budget", frozen.number)
+                return
             ran.append(frozen.number)
             record = trial_record(frozen)
             log.info(
@@ -552,7 +582,7 @@ def optimize_until(
                 time.sleep(poll_s)
                 continue
             study.optimize(
-                objective, n_trials=1, callbacks=[callback], catch=(BenchmarkError,), gc_after_trial=True
+                budgeted, n_trials=1, callbacks=[callback], catch=(BenchmarkError,), gc_after_trial=True
             )
     return ran
 
