@@ -22,7 +22,7 @@ from benchmarks.common import machine_info, mean_interval, verdict, write_report
 from edgecompress.data import load_digits, load_fashion_mnist
 from edgecompress.edge import Measurement
 from edgecompress.export import export_onnx
-from edgecompress.prune.latency import prune_for_latency
+from edgecompress.prune.latency import NETADAPT_ROUNDS, prune_for_latency
 from edgecompress.prune.structured import LATENCY_METHODS, StructuredConfig, model_cost, prune_structured
 from edgecompress.reports import markdown_table
 from edgecompress.train import TrainConfig, accuracy, fit
@@ -161,6 +161,8 @@ def run(settings: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
         "machine": {**info, "load_average_at_end": os.getloadavg(), "shared": not settings.get("quiet_machine")},
         "device_class": "rpi4-emulated", "emulated": True, "spec": spec, "latency_ratio": settings["latency_ratio"],
         **({} if settings == DEFAULTS else {"settings": settings}),
+        **({"netadapt_measurement": {"paired_rounds": NETADAPT_ROUNDS, "recorded": "by the run"}}
+           if settings.get("latency_method") == "netadapt" else {}),
         "seeds": seeds, "accuracy_difference": diff, "p50_uniform_over_aware": ratio,
         "verdict": {"aware_beats_uniform": verdict(diff, 0.0, True, strict=True),
                     "equal_p50_within_5pct": "met" if all(s["equal_p50"]["ci_low"] >= 0.95 and s["equal_p50"]["ci_high"] <= 1.05 for s in seeds) else "not shown"},
@@ -199,6 +201,14 @@ def _title(r: dict[str, Any]) -> tuple[str, str]:
         if settings.get("match") == "ratio"
         else "its measured p50 (target_latency_ms)"
     )
+    if (netadapt := r.get("netadapt_measurement")) and settings.get("match") == "ratio":
+        asked = (
+            "its p50 as a share of the parent's, measured in 8 interleaved rounds (latency_ratio; each "
+            f"NetAdapt proposal measured as its ratio to the parent in {netadapt['paired_rounds']} paired "
+            "rounds, times the parent's p50 measured once"
+            + ("" if netadapt["recorded"] == "by the run" else f"; {netadapt['recorded']}")
+            + ")"
+        )
     if "latency_tolerance" in settings:
         asked += f", latency_tolerance {settings['latency_tolerance']:g}"
     if "latency_points" in settings:
