@@ -195,20 +195,18 @@ def _title(r: dict[str, Any]) -> tuple[str, str]:
     if settings.get("netadapt_finetune_samples"):
         method = (f"({settings['latency_method']}, each proposal fine-tuned on {settings['netadapt_finetune_samples']:,} "
                   "training images and picked by validation accuracy) ")  # fmt: skip
+    anchored = ", re-anchored to the parent every iteration"  # NetAdapt before paired measurements
+    if netadapt := r.get("netadapt_measurement"):
+        recorded = "" if netadapt["recorded"] == "by the run" else f"; {netadapt['recorded']}"
+        anchored = (
+            f"; each NetAdapt proposal measured as its ratio to the parent in {netadapt['paired_rounds']} "
+            f"paired rounds, times the parent's p50 measured once{recorded}"
+        )
     asked = (
-        "its p50 as a share of the parent's, measured in 8 interleaved rounds (latency_ratio, re-anchored "
-        "to the parent every iteration)"
+        f"its p50 as a share of the parent's, measured in 8 interleaved rounds (latency_ratio{anchored})"
         if settings.get("match") == "ratio"
         else "its measured p50 (target_latency_ms)"
     )
-    if (netadapt := r.get("netadapt_measurement")) and settings.get("match") == "ratio":
-        asked = (
-            "its p50 as a share of the parent's, measured in 8 interleaved rounds (latency_ratio; each "
-            f"NetAdapt proposal measured as its ratio to the parent in {netadapt['paired_rounds']} paired "
-            "rounds, times the parent's p50 measured once"
-            + ("" if netadapt["recorded"] == "by the run" else f"; {netadapt['recorded']}")
-            + ")"
-        )
     if "latency_tolerance" in settings:
         asked += f", latency_tolerance {settings['latency_tolerance']:g}"
     if "latency_points" in settings:

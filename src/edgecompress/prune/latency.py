@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import os
-import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -654,15 +653,16 @@ def netadapt_plan(
     target over the iterations left; per layer, its widths are walked down until the whole *current*
     model, measured on the class, saves that much; `choose_proposal` picks among them (by validation
     accuracy after a short fine-tune with `netadapt_finetune_samples`, as the paper does). Every
-    proposal is measured as a ratio to the parent in paired rounds (`latency_ratios`: both in one
+    proposal is measured as a ratio to the parent in paired rounds (`measured_latency_ratio`: both in one
     process, alternating), and its ms are that ratio times the parent's p50 measured once at the start:
     a phase of the machine's speed moves both models of a pair, so it cannot make one proposal look
     faster than it is, nor end the search early (one-model measurements did, on a CI machine: a child
-    measured at the target was 1.14x faster where 1.33x was asked). Layers pruned together (`coupled_units`: an expand conv
-    and its depthwise conv, convs summed by a residual link) move as one unit. Returns (config to prune with, report section,
+    measured at the target was 1.14x faster where 1.33x was asked). Layers pruned together
+    (`coupled_units`: an expand conv and its depthwise conv, convs summed by a residual link) move as
+    one unit. Returns (config to prune with, report section,
     iterations) as `latency_plan` does. `finetune`: the training settings of the short fine-tune where
     the config's own are cleared (a recovery that replaces them)."""
-    from edgecompress.prune.structured import channel_counts, latency_ratios, model_cost
+    from edgecompress.prune.structured import channel_counts, measured_latency_ratio, model_cost
     from edgecompress.train import fit
 
     short = _short_finetune(config, finetune, dataset)
@@ -685,8 +685,8 @@ def netadapt_plan(
             parent, input_shape, num_classes, config, _each_member(units, cut_to), channels, state["probe"]
         )
         state["measurements"] += 1
-        ratios = latency_ratios(parent, trial, tuple(input_shape), config.device_class, NETADAPT_ROUNDS)
-        return float(statistics.median(ratios)) * base, trial
+        ratio = measured_latency_ratio(parent, trial, input_shape, config.device_class, NETADAPT_ROUNDS)
+        return ratio * base, trial
 
     def score(trial: nn.Module) -> float:
         history = fit(trial, dataset, short, description="netadapt proposal", progress=False)
